@@ -1,0 +1,282 @@
+import FHIRModel
+import HTTPTypes
+import Hummingbird
+import Platform
+import Store
+
+/// The FHIR REST API under `/fhir`: maps HTTP requests onto `FHIRService` and
+/// `BundleProcessor`, and renders results and errors as FHIR JSON.
+struct FHIRRoutes: Sendable {
+    let service: FHIRService
+    let bundles: BundleProcessor
+    let maxBodyBytes: Int
+
+    func register(on router: Router<BasicRequestContext>) {
+        let fhir = router.group("fhir")
+        fhir.get("metadata") { request, _ in
+            handle(request) { base in FHIRResponse.json(CapabilityStatementBuilder.build(baseURL: base)) }
+        }
+        fhir.post("") { request, _ in
+            try await handle(request) { base in try await transaction(request, base: base) }
+        }
+        fhir.get("_history") { request, _ in
+            try await handle(request) { base in try await history(request, base: base, type: nil, id: nil) }
+        }
+        fhir.get("{type}") { request, context in
+            try await handle(request) { base in try await search(request, base: base, type: try context.parameters.require("type")) }
+        }
+        fhir.post("{type}") { request, context in
+            try await handle(request) { base in
+                let type = try context.parameters.require("type")
+                if type == "_search" { throw FHIRError(404, code: "not-supported", "System-level search is not supported") }
+                let body = try await readResource(request)
+                let r = try await service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
+                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: r.status == 201)
+            }
+        }
+        fhir.put("{type}") { request, context in
+            try await handle(request) { base in
+                guard let query = request.uri.query, !query.isEmpty else {
+                    throw FHIRError(400, code: "invalid", "PUT to a type needs search parameters (conditional update) or an id in the URL")
+                }
+                let body = try await readResource(request)
+                let r = try await service.conditionalUpdate(try context.parameters.require("type"), query: query, body: body,
+                                                            ifMatch: try ifMatch(request))
+                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: true)
+            }
+        }
+        fhir.delete("{type}") { request, context in
+            try await handle(request) { base in
+                guard let query = request.uri.query, !query.isEmpty else {
+                    throw FHIRError(400, code: "invalid", "DELETE on a type needs search parameters (conditional delete)")
+                }
+                let r = try await service.conditionalDelete(try context.parameters.require("type"), query: query)
+                return FHIRResponse.resource(r, base: base)
+            }
+        }
+        fhir.get("{type}/_history") { request, context in
+            try await handle(request) { base in try await history(request, base: base, type: try context.parameters.require("type"), id: nil) }
+        }
+        fhir.get("{type}/{id}") { request, context in
+            try await handle(request) { base in
+                let r = try await service.read(try context.parameters.require("type"), try context.parameters.require("id"))
+                return FHIRResponse.resource(r, base: base)
+            }
+        }
+        fhir.put("{type}/{id}") { request, context in
+            try await handle(request) { base in
+                let body = try await readResource(request)
+                let r = try await service.update(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                 body: body, ifMatch: try ifMatch(request))
+                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: true)
+            }
+        }
+        fhir.patch("{type}/{id}") { request, context in
+            try await handle(request) { base in
+                let contentType = request.headers[.contentType] ?? ""
+                guard contentType.hasPrefix("application/json-patch+json") else {
+                    throw FHIRError(415, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
+                }
+                let patch = try service.pipeline.parse(try await body(request).readableBytesView)
+                let r = try await service.patch(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                patch: patch, ifMatch: try ifMatch(request))
+                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request))
+            }
+        }
+        fhir.delete("{type}/{id}") { request, context in
+            try await handle(request) { base in
+                let r = try await service.delete(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                 ifMatch: try ifMatch(request))
+                return FHIRResponse.resource(r, base: base)
+            }
+        }
+        fhir.get("{type}/{id}/_history") { request, context in
+            try await handle(request) { base in
+                try await history(request, base: base, type: try context.parameters.require("type"), id: try context.parameters.require("id"))
+            }
+        }
+        fhir.get("{type}/{id}/_history/{version}") { request, context in
+            try await handle(request) { base in
+                let r = try await service.vread(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                version: try context.parameters.require("version"))
+                return FHIRResponse.resource(r, base: base)
+            }
+        }
+    }
+
+    // MARK: request plumbing
+
+    /// Runs a handler, rendering any error as an OperationOutcome. Also enforces JSON-only formats.
+    func handle(_ request: Request, _ body: (String) async throws -> Response) async throws -> Response {
+        do {
+            try checkFormat(request)
+            return try await body(baseURL(request))
+        } catch let error as FHIRError {
+            return FHIRResponse.error(error)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            return FHIRResponse.error(FHIRError(413, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes"))
+        }
+    }
+
+    func handle(_ request: Request, _ body: (String) throws -> Response) -> Response {
+        do {
+            try checkFormat(request)
+            return try body(baseURL(request))
+        } catch let error as FHIRError {
+            return FHIRResponse.error(error)
+        } catch {
+            return FHIRResponse.error(FHIRError(500, code: "exception", "\(error)"))
+        }
+    }
+
+    func baseURL(_ request: Request) -> String {
+        let host = request.head.authority ?? "localhost"
+        return "http://\(host)/fhir"
+    }
+
+    func checkFormat(_ request: Request) throws(FHIRError) {
+        if let format = request.uri.queryParameters["_format"].map(String.init) {
+            let accepted = ["json", "application/json", "application/fhir+json"]
+            if !accepted.contains(where: { format.hasPrefix($0) }) {
+                throw FHIRError(415, code: "not-supported", "Only JSON is supported (_format=\(format))")
+            }
+        }
+        if let contentType = request.headers[.contentType], contentType.contains("xml") {
+            throw FHIRError(415, code: "not-supported", "Only JSON is supported (Content-Type: \(contentType)); send application/fhir+json")
+        }
+        if let accept = request.headers[.accept], accept.contains("xml"), !accept.contains("json"), !accept.contains("*/*") {
+            throw FHIRError(415, code: "not-supported", "Only JSON is supported (Accept: \(accept))")
+        }
+    }
+
+    func body(_ request: Request) async throws -> ByteBuffer {
+        var r = request
+        return try await r.collectBody(upTo: maxBodyBytes)
+    }
+
+    func readResource(_ request: Request) async throws -> JSON {
+        let buffer = try await body(request)
+        return try service.pipeline.parse(buffer.readableBytesView)
+    }
+
+    func ifMatch(_ request: Request) throws(FHIRError) -> Int? {
+        guard let value = request.headers[.ifMatch] else { return nil }
+        guard let v = ETag.version(value) else { throw FHIRError(400, code: "value", "Invalid If-Match '\(value)'; expected W/\"<version>\"") }
+        return v
+    }
+
+    // MARK: interactions with Bundle responses
+
+    func transaction(_ request: Request, base: String) async throws -> Response {
+        let bundle = try await readResource(request)
+        let result = try await bundles.process(bundle, returnRepresentation: FHIRResponse.prefer(request) == .representation
+                                               && request.headers[.prefer] != nil)
+        var entries: [JSON] = []
+        for e in result.entries {
+            var response = JSONObject()
+            response["status"] = .string(e.status)
+            if let l = e.location { response["location"] = .string(l) }
+            if let t = e.etag { response["etag"] = .string(t) }
+            if let m = e.lastModified { response["lastModified"] = .string(FHIRDateTime.formatInstant(micros: m)) }
+            if let o = e.outcome { response["outcome"] = o }
+            var entry = JSONObject()
+            if let r = e.resource, let parsed = try? JSONParser.parse(r.readableBytesView) {
+                if let l = e.location { entry["fullUrl"] = .string(base + "/" + l.prefix { $0 != "_" }.trimmingTrailingSlash()) }
+                entry["resource"] = parsed
+            }
+            entry["response"] = .object(response)
+            entries.append(.object(entry))
+        }
+        let out = JSONObject([("resourceType", .string("Bundle")), ("type", .string(result.type)), ("entry", .array(entries))])
+        return FHIRResponse.json(.object(out))
+    }
+
+    func history(_ request: Request, base: String, type: String?, id: String?) async throws -> Response {
+        if let type { try service.checkType(type) }
+        let params = request.uri.queryParameters
+        var query = HistoryQuery(type: type, id: id)
+        query.count = min(max(Int(params["_count"].map(String.init) ?? "") ?? 20, 0), 1000)
+        query.offset = max(Int(params["_offset"].map(String.init) ?? "") ?? 0, 0)
+        query.snapshot = params["_snapshot"].flatMap { Int64(String($0)) }
+        if let since = params["_since"].map(String.init) {
+            guard let t = FHIRDateTime.parse(since, kind: .instant) ?? FHIRDateTime.parse(since, kind: .dateTime) else {
+                throw FHIRError(400, code: "value", "Invalid _since '\(since)': expected an instant", at: "_since")
+            }
+            query.since = t.low
+        }
+        if let at = params["_at"].map(String.init) {
+            guard let t = FHIRDateTime.parse(at, kind: .dateTime) else {
+                throw FHIRError(400, code: "value", "Invalid _at '\(at)': expected a date or dateTime", at: "_at")
+            }
+            query.at = (t.low, t.high)
+        }
+        let page = try await service.store.history(query)
+        var entries: [JSON] = []
+        for r in page.records {
+            var entry = JSONObject()
+            entry["fullUrl"] = .string("\(base)/\(r.key)")
+            if let c = r.content, let parsed = try? JSONParser.parse(c.readableBytesView) { entry["resource"] = parsed }
+            let method = r.method == "PATCH" ? "PATCH" : r.method
+            let url = r.method == "POST" ? r.key.type : r.key.description
+            entry["request"] = .object(JSONObject([("method", .string(method)), ("url", .string(url))]))
+            let status = r.deleted ? "204 No Content" : (r.version == 1 ? "201 Created" : "200 OK")
+            entry["response"] = .object(JSONObject([("status", .string(status)), ("etag", .string(ETag.make(r.version))),
+                                                     ("lastModified", .string(FHIRDateTime.formatInstant(micros: r.lastUpdated)))]))
+            entries.append(.object(entry))
+        }
+        let path = [type, id].compactMap { $0 }.joined(separator: "/")
+        let selfBase = base + (path.isEmpty ? "" : "/" + path) + "/_history"
+        var keep = ""
+        if let s = params["_since"] { keep += "&_since=\(s)" }
+        if let a = params["_at"] { keep += "&_at=\(a)" }
+        func link(_ relation: String, _ offset: Int) -> JSON {
+            .object(JSONObject([("relation", .string(relation)),
+                                ("url", .string("\(selfBase)?_count=\(query.count)&_offset=\(offset)&_snapshot=\(page.snapshot)\(keep)"))]))
+        }
+        var links = [link("self", query.offset)]
+        if query.offset + query.count < page.total { links.append(link("next", query.offset + query.count)) }
+        if query.offset > 0 { links.append(link("previous", max(0, query.offset - query.count))) }
+        let bundle = JSONObject([("resourceType", .string("Bundle")), ("type", .string("history")), ("total", .number(String(page.total))),
+                                 ("link", .array(links)), ("entry", .array(entries))])
+        return FHIRResponse.json(.object(bundle))
+    }
+
+    /// Minimal search until the search engine lands: the exact-match parameters that
+    /// conditional interactions support, as a searchset Bundle.
+    func search(_ request: Request, base: String, type: String) async throws -> Response {
+        try service.checkType(type)
+        let query = request.uri.query ?? ""
+        let count = min(max(Int(request.uri.queryParameters["_count"].map(String.init) ?? "") ?? 20, 0), 1000)
+        var keys: [ResourceKey]
+        let plain = query.split(separator: "&").filter { !$0.hasPrefix("_count=") && !$0.hasPrefix("_format=") }
+        if plain.isEmpty {
+            keys = try await service.store.search(ConditionalQuery(type: type, clauses: []), limit: count)
+        } else {
+            let parsed = try ConditionalQueryParser().parse(type: type, query: plain.joined(separator: "&"))
+            keys = try await service.store.search(parsed, limit: count)
+        }
+        var entries: [JSON] = []
+        for key in keys {
+            guard let r = try await service.store.read(key), let c = r.content, let parsed = try? JSONParser.parse(c.readableBytesView) else { continue }
+            entries.append(.object(JSONObject([("fullUrl", .string("\(base)/\(key)")), ("resource", parsed),
+                                               ("search", .object(JSONObject([("mode", .string("match"))])))])))
+        }
+        let bundle = JSONObject([("resourceType", .string("Bundle")), ("type", .string("searchset")),
+                                 ("link", .array([.object(JSONObject([("relation", .string("self")), ("url", .string("\(base)/\(type)?\(query)"))]))])),
+                                 ("entry", .array(entries))])
+        return FHIRResponse.json(.object(bundle))
+    }
+}
+
+extension Substring {
+    func trimmingTrailingSlash() -> String {
+        var s = self
+        while s.hasSuffix("/") { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension HTTPField.Name {
+    static let ifNoneExist = HTTPField.Name("If-None-Exist")!
+    static let prefer = HTTPField.Name("Prefer")!
+}

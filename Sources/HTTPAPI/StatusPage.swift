@@ -1,0 +1,41 @@
+import Foundation
+import Hummingbird
+import Platform
+
+/// The small HTML page at `/`: what this server is, its version and what it holds.
+/// Chinese first, English beside it, as the platform's users read both.
+enum StatusPage {
+    static func render(counts: [String: Int]) -> Response {
+        let total = counts.values.reduce(0, +)
+        let rows = counts.sorted { $0.key < $1.key }
+            .map { "<tr><td>\(escape($0.key))</td><td>\($0.value)</td></tr>" }
+            .joined(separator: "\n")
+        let html = """
+        <!DOCTYPE html>
+        <html lang="zh-CN">
+        <head><meta charset="utf-8"><title>汇通 Huitong</title>
+        <style>body{font-family:sans-serif;max-width:50em;margin:2em auto;padding:0 1em}table{border-collapse:collapse}td{border-bottom:1px solid #ddd;padding:.2em 1em}</style>
+        </head>
+        <body>
+        <h1>汇通 Huitong</h1>
+        <p>区域全民健康信息平台 · Regional population health information platform</p>
+        <p>版本 Version \(CapabilityStatementBuilder.softwareVersion) · FHIR R4 (4.0.1)</p>
+        <ul>
+        <li><a href="/fhir/metadata">能力声明 CapabilityStatement (/fhir/metadata)</a></li>
+        <li><a href="/health">健康检查 Health</a> · <a href="/ready">就绪 Ready</a></li>
+        </ul>
+        <h2>资源数量 Resources: \(total)</h2>
+        <table>
+        \(rows)
+        </table>
+        </body>
+        </html>
+        """
+        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}

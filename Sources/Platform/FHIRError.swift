@@ -1,0 +1,43 @@
+import FHIRModel
+import Store
+
+/// A request the platform refuses, with the HTTP status and the issues for the
+/// OperationOutcome. Domain code throws these; the HTTP layer only renders them.
+public struct FHIRError: Error, Sendable, CustomStringConvertible {
+    public let status: Int
+    public let issues: [Issue]
+
+    public init(_ status: Int, _ issues: [Issue]) {
+        self.status = status
+        self.issues = issues
+    }
+
+    public init(_ status: Int, code: String, _ message: String, at expression: String? = nil) {
+        self.init(status, [Issue(code: code, message, at: expression)])
+    }
+
+    public var description: String { "\(status): " + issues.map(\.description).joined(separator: "; ") }
+
+    public static func notFound(_ key: ResourceKey) -> FHIRError {
+        FHIRError(404, code: "not-found", "Resource \(key) is not known")
+    }
+
+    public static func gone(_ key: ResourceKey, version: Int) -> FHIRError {
+        FHIRError(410, code: "deleted", "Resource \(key) was deleted (version \(version))")
+    }
+
+    /// Maps a store refusal to its FHIR status.
+    static func from(_ error: StoreError) -> FHIRError {
+        switch error {
+        case .versionConflict(let key, let expected, let current):
+            return FHIRError(412, code: "conflict",
+                             "Version conflict on \(key): If-Match expected version \(expected), current is \(current.map(String.init) ?? "none")")
+        case .alreadyExists(let key):
+            return FHIRError(409, code: "duplicate", "Resource \(key) already exists")
+        case .conditionChanged:
+            return FHIRError(409, code: "conflict", "Concurrent writes changed the result of a conditional interaction; retry")
+        case .storage(let message):
+            return FHIRError(500, code: "exception", "Storage failure: \(message)")
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import FHIRModel
+import Foundation
+import Store
+
+/// Loads files of FHIR data through the ingest pipeline: transaction/batch Bundles go
+/// through `BundleProcessor` exactly as `POST /fhir` would; collection Bundles and NDJSON
+/// become creates (no id) or create-on-update writes (with id), committed in chunks.
+public struct BulkImporter: Sendable {
+    public struct FileResult: Sendable {
+        public let path: String
+        public let resources: Int
+        public let error: String?
+    }
+
+    let service: FHIRService
+    let bundles: BundleProcessor
+    public static let chunkSize = 500
+
+    public init(service: FHIRService) {
+        self.service = service
+        self.bundles = BundleProcessor(service: service)
+    }
+
+    /// Expands folders into the `.json` and `.ndjson` files below them, sorted.
+    public static func files(in paths: [String]) -> [String] {
+        var result: [String] = []
+        let fm = FileManager.default
+        for path in paths {
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: path, isDirectory: &isDir) else { result.append(path); continue }
+            if isDir.boolValue {
+                let found = (fm.enumerator(atPath: path)?.allObjects as? [String] ?? [])
+                    .filter { $0.hasSuffix(".json") || $0.hasSuffix(".ndjson") }
+                    .map { (path as NSString).appendingPathComponent($0) }
+                result.append(contentsOf: found.sorted())
+            } else {
+                result.append(path)
+            }
+        }
+        return result
+    }
+
+    /// Imports one file; never throws: failures are reported in the result.
+    public func importFile(_ path: String) async -> FileResult {
+        do {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                return FileResult(path: path, resources: 0, error: "cannot read file")
+            }
+            let bytes = [UInt8](data)
+            let count = path.hasSuffix(".ndjson") ? try await importNDJSON(bytes) : try await importJSON(bytes)
+            return FileResult(path: path, resources: count, error: nil)
+        } catch let error as FHIRError {
+            return FileResult(path: path, resources: 0, error: error.description)
+        } catch {
+            return FileResult(path: path, resources: 0, error: "\(error)")
+        }
+    }
+
+    func importJSON(_ bytes: [UInt8]) async throws -> Int {
+        let json = try service.pipeline.parse(bytes)
+        guard let type = json["resourceType"]?.stringValue else { throw FHIRError(400, code: "structure", "Missing resourceType") }
+        if type == "Bundle", let bundleType = json["type"]?.stringValue {
+            switch bundleType {
+            case "transaction", "batch":
+                let result = try await bundles.process(json, returnRepresentation: false)
+                let failed = result.entries.enumerated().filter { !$0.element.status.hasPrefix("2") }
+                if let first = failed.first {
+                    throw FHIRError(400, code: "processing", "\(failed.count) batch entries failed; first: entry[\(first.offset)] \(first.element.status)")
+                }
+                return result.entries.count
+            default:
+                let resources = (json["entry"]?.arrayValue ?? []).compactMap { $0["resource"] }
+                return try await importResources(resources, location: "Bundle.entry")
+            }
+        }
+        return try await importResources([json], location: nil)
+    }
+
+    func importNDJSON(_ bytes: [UInt8]) async throws -> Int {
+        var resources: [JSON] = []
+        var total = 0
+        var lineNumber = 0
+        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
+            do {
+                resources.append(try service.pipeline.parse(line))
+            } catch {
+                throw FHIRError(400, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") })
+            }
+            if resources.count == Self.chunkSize {
+                total += try await importResources(resources, location: "line")
+                resources.removeAll(keepingCapacity: true)
+            }
+        }
+        total += try await importResources(resources, location: "line")
+        return total
+    }
+
+    /// Commits resources in chunks, each chunk one atomic unit.
+    func importResources(_ resources: [JSON], location: String?) async throws -> Int {
+        for start in stride(from: 0, to: resources.count, by: Self.chunkSize) {
+            var writes: [PreparedWrite] = []
+            for (offset, r) in resources[start..<min(start + Self.chunkSize, resources.count)].enumerated() {
+                guard let type = r["resourceType"]?.stringValue else {
+                    throw FHIRError(400, code: "structure", "Missing resourceType", at: location.map { "\($0)[\(start + offset)]" })
+                }
+                try service.checkType(type)
+                let id = r["id"]?.stringValue
+                writes.append(try service.pipeline.prepare(r, type: type, id: id ?? IngestPipeline.newID(), method: id == nil ? "POST" : "PUT",
+                                                           location: location.map { "\($0)[\(start + offset)]" }))
+            }
+            _ = try await service.commit(WriteUnit(writes: writes))
+        }
+        return resources.count
+    }
+}

@@ -1,0 +1,67 @@
+import FHIRModel
+import Foundation
+import Store
+
+/// The one path every write takes, whatever the channel (REST, transaction Bundle,
+/// bulk import, later HL7 v2): parse → validate → index extraction → template → store.
+public struct IngestPipeline: Sendable {
+    public let validator: ResourceValidator
+    public let extractor: IndexExtractor
+    public let maxBodyBytes: Int
+
+    public init(maxBodyBytes: Int = 20 * 1024 * 1024) {
+        self.validator = ResourceValidator()
+        self.extractor = IndexExtractor()
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    /// Parses a request body as JSON, mapping syntax errors to a 400 OperationOutcome.
+    public func parse(_ bytes: some Collection<UInt8>) throws(FHIRError) -> JSON {
+        guard bytes.count <= maxBodyBytes else {
+            throw FHIRError(413, code: "too-costly", "Request body of \(bytes.count) bytes exceeds the limit of \(maxBodyBytes) bytes")
+        }
+        do {
+            return try JSONParser.parse(bytes)
+        } catch {
+            throw FHIRError(400, code: "structure", "Invalid JSON: \(error.description)")
+        }
+    }
+
+    /// A new server-assigned logical id.
+    public static func newID() -> String { UUID().uuidString.lowercased() }
+
+    /// Validates a resource and prepares it for the store.
+    /// - Parameter location: prefix for issue locations inside a Bundle (`Bundle.entry[3].resource`).
+    public func prepare(_ resource: JSON, type: String, id: String, method: String, ifMatch: Int? = nil,
+                        mustNotExist: Bool = false, location: String? = nil) throws(FHIRError) -> PreparedWrite {
+        guard case .object(let object) = resource else {
+            throw FHIRError(400, code: "structure", "A resource must be a JSON object", at: location)
+        }
+        guard let actualType = object["resourceType"]?.stringValue else {
+            throw FHIRError(400, code: "structure", "Missing 'resourceType'", at: location)
+        }
+        guard actualType == type else {
+            throw FHIRError(400, code: "invalid", "Resource type '\(actualType)' does not match the endpoint type '\(type)'", at: location)
+        }
+        let issues = validator.validate(resource)
+        if !issues.isEmpty {
+            let relocated = location.map { prefix in issues.map { relocate($0, type: type, to: prefix) } } ?? issues
+            throw FHIRError(400, relocated)
+        }
+        return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
+                             template: ResourceTemplate(resource: object, type: type, id: id),
+                             index: extractor.entries(for: object, type: type),
+                             ifMatch: ifMatch, mustNotExist: mustNotExist)
+    }
+
+    /// A deletion, prepared.
+    public func prepareDelete(_ key: ResourceKey, ifMatch: Int? = nil) -> PreparedWrite {
+        PreparedWrite(key: key, action: .delete, method: "DELETE", template: nil, index: [], ifMatch: ifMatch)
+    }
+
+    private func relocate(_ issue: Issue, type: String, to prefix: String) -> Issue {
+        guard let e = issue.expression.first else { return Issue(issue.severity, code: issue.code, issue.diagnostics, at: prefix) }
+        let rest = e.hasPrefix(type) ? String(e.dropFirst(type.count)) : "." + e
+        return Issue(issue.severity, code: issue.code, issue.diagnostics, at: prefix + rest)
+    }
+}

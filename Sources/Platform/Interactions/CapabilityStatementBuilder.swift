@@ -1,0 +1,46 @@
+import FHIRModel
+
+/// Generates the server's CapabilityStatement from what is actually implemented:
+/// the schema's resource types, the search-parameter registry and the interaction set.
+public enum CapabilityStatementBuilder {
+    public static let softwareVersion = "0.1.0"
+
+    public static func build(baseURL: String, registry: SearchParameterRegistry = .r4, schema: FHIRSchema = .r4) -> JSON {
+        let interactions = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
+        var resources: [JSON] = []
+        for type in schema.resourceTypeNames {
+            var r = JSONObject()
+            r["type"] = .string(type)
+            r["interaction"] = .array(interactions.map { .object(JSONObject([("code", .string($0))])) })
+            r["versioning"] = .string("versioned-update")
+            r["readHistory"] = .bool(true)
+            r["updateCreate"] = .bool(true)
+            r["conditionalCreate"] = .bool(true)
+            r["conditionalUpdate"] = .bool(true)
+            r["conditionalDelete"] = .string("single")
+            var params: [JSON] = [.object(JSONObject([("name", .string("_id")), ("type", .string("token"))]))]
+            for p in registry.parameters(for: type) {
+                params.append(.object(JSONObject([("name", .string(p.name)), ("type", .string(p.type.rawValue))])))
+            }
+            r["searchParam"] = .array(params)
+            resources.append(.object(r))
+        }
+        var rest = JSONObject()
+        rest["mode"] = .string("server")
+        rest["resource"] = .array(resources)
+        rest["interaction"] = .array(["transaction", "batch", "history-system"].map { .object(JSONObject([("code", .string($0))])) })
+        var o = JSONObject()
+        o["resourceType"] = .string("CapabilityStatement")
+        o["status"] = .string("active")
+        o["date"] = .string("2026-11-22")
+        o["publisher"] = .string("Huitong")
+        o["kind"] = .string("instance")
+        o["software"] = .object(JSONObject([("name", .string("Huitong")), ("version", .string(softwareVersion))]))
+        o["implementation"] = .object(JSONObject([("description", .string("Huitong regional health information platform")), ("url", .string(baseURL))]))
+        o["fhirVersion"] = .string("4.0.1")
+        o["format"] = .array([.string("application/fhir+json"), .string("json")])
+        o["patchFormat"] = .array([.string("application/json-patch+json")])
+        o["rest"] = .array([.object(rest)])
+        return .object(o)
+    }
+}

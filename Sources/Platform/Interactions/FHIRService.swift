@@ -1,0 +1,209 @@
+import FHIRModel
+import NIOCore
+import Store
+
+/// The result of one FHIR interaction, independent of HTTP.
+public struct InteractionResult: Sendable {
+    public var status: Int
+    public var key: ResourceKey?
+    public var version: Int?
+    public var lastUpdated: Int64?
+    /// The resource as stored (exact bytes), when there is one.
+    public var content: ByteBuffer?
+    /// An informational OperationOutcome (e.g. delete of a missing resource).
+    public var outcome: JSON?
+
+    public init(status: Int, key: ResourceKey? = nil, version: Int? = nil, lastUpdated: Int64? = nil,
+                content: ByteBuffer? = nil, outcome: JSON? = nil) {
+        self.status = status
+        self.key = key
+        self.version = version
+        self.lastUpdated = lastUpdated
+        self.content = content
+        self.outcome = outcome
+    }
+
+    init(_ o: WriteOutcome, status: Int) {
+        self.init(status: status, key: o.key, version: o.version, lastUpdated: o.lastUpdated,
+                  content: o.content.map { ByteBuffer(bytes: $0) })
+    }
+}
+
+/// FHIR REST semantics (read, vread, create, update, patch, delete, conditional
+/// variants, history) over a `ResourceStore`, with every write going through the
+/// `IngestPipeline`. The HTTP layer maps requests onto these calls.
+public struct FHIRService: Sendable {
+    public let store: any ResourceStore
+    public let pipeline: IngestPipeline
+    let conditionals = ConditionalQueryParser()
+    static let maxAttempts = 5
+
+    public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline()) {
+        self.store = store
+        self.pipeline = pipeline
+    }
+
+    public func checkType(_ type: String) throws(FHIRError) {
+        guard FHIRSchema.r4.isResourceType(type) else {
+            throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
+        }
+    }
+
+    public func read(_ type: String, _ id: String) async throws -> InteractionResult {
+        try checkType(type)
+        let key = ResourceKey(type, id)
+        guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
+        if record.deleted { throw FHIRError.gone(key, version: record.version) }
+        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
+    }
+
+    public func vread(_ type: String, _ id: String, version: String) async throws -> InteractionResult {
+        try checkType(type)
+        let key = ResourceKey(type, id)
+        guard let v = Int(version), let record = try await store.vread(key, version: v) else {
+            throw FHIRError(404, code: "not-found", "Version \(version) of \(key) is not known")
+        }
+        if record.deleted { throw FHIRError(410, code: "deleted", "Version \(version) of \(key) is a deletion") }
+        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
+    }
+
+    /// `POST /Type` with optional `If-None-Exist`.
+    public func create(_ type: String, body: JSON, ifNoneExist: String? = nil) async throws -> InteractionResult {
+        try checkType(type)
+        return try await retrying {
+            var assumptions: [Assumption] = []
+            if let ifNoneExist {
+                let query = try conditionals.parse(type: type, query: ifNoneExist)
+                let matches = try await store.search(query, limit: 2)
+                if matches.count > 1 {
+                    throw FHIRError(412, code: "multiple-matches", "If-None-Exist '\(ifNoneExist)' matched more than one \(type)")
+                }
+                if let existing = matches.first, let record = try await store.read(existing) {
+                    return InteractionResult(status: 200, key: existing, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
+                }
+                assumptions.append(Assumption(query: query, expected: []))
+            }
+            let write = try pipeline.prepare(body, type: type, id: IngestPipeline.newID(), method: "POST")
+            let outcome = try await commit(WriteUnit(writes: [write], assumptions: assumptions))[0]
+            return InteractionResult(outcome, status: 201)
+        }
+    }
+
+    /// `PUT /Type/id`: update, or create with the client's id.
+    public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
+        try checkType(type)
+        guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
+        guard let bodyID = body["id"]?.stringValue else {
+            throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")
+        }
+        guard bodyID == id else {
+            throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match the URL id '\(id)'", at: "\(type).id")
+        }
+        let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch)
+        let outcome = try await commit(WriteUnit(writes: [write]))[0]
+        return InteractionResult(outcome, status: outcome.created ? 201 : 200)
+    }
+
+    /// `PUT /Type?query`: update the single match, or create when nothing matches.
+    public func conditionalUpdate(_ type: String, query: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
+        try checkType(type)
+        let parsed = try conditionals.parse(type: type, query: query)
+        return try await retrying {
+            let matches = try await store.search(parsed, limit: 2)
+            if matches.count > 1 {
+                throw FHIRError(412, code: "multiple-matches", "Conditional update '\(query)' matched more than one \(type)")
+            }
+            let bodyID = body["id"]?.stringValue
+            let id: String
+            if let match = matches.first {
+                if let bodyID, bodyID != match.id {
+                    throw FHIRError(409, code: "conflict", "Resource id '\(bodyID)' differs from the matching resource \(match)")
+                }
+                id = match.id
+            } else {
+                id = bodyID ?? IngestPipeline.newID()
+            }
+            let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch)
+            let outcome = try await commit(WriteUnit(writes: [write], assumptions: [Assumption(query: parsed, expected: matches)]))[0]
+            return InteractionResult(outcome, status: outcome.created ? 201 : 200)
+        }
+    }
+
+    /// `PATCH /Type/id` with a JSON Patch document; atomic against concurrent updates.
+    public func patch(_ type: String, _ id: String, patch: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
+        try checkType(type)
+        let key = ResourceKey(type, id)
+        return try await retrying {
+            guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
+            if record.deleted { throw FHIRError.gone(key, version: record.version) }
+            if let ifMatch, ifMatch != record.version {
+                throw FHIRError(412, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
+            }
+            let current = try pipeline.parse(record.content.map { Array($0.readableBytesView) } ?? [])
+            let patched = try JSONPatch.apply(patch, to: current)
+            guard patched["resourceType"]?.stringValue == type, patched["id"]?.stringValue == id else {
+                throw FHIRError(400, code: "invalid", "A patch must not change resourceType or id")
+            }
+            // The version read above must still be current at commit: concurrent patches cannot interleave.
+            let write = try pipeline.prepare(patched, type: type, id: id, method: "PATCH", ifMatch: record.version)
+            do {
+                return InteractionResult(try await commit(WriteUnit(writes: [write]))[0], status: 200)
+            } catch let error as FHIRError where error.status == 412 && ifMatch == nil {
+                throw StoreError.conditionChanged
+            }
+        }
+    }
+
+    public func delete(_ type: String, _ id: String, ifMatch: Int? = nil) async throws -> InteractionResult {
+        try checkType(type)
+        let outcome = try await commit(WriteUnit(writes: [pipeline.prepareDelete(ResourceKey(type, id), ifMatch: ifMatch)]))[0]
+        if !outcome.changed {
+            return InteractionResult(status: 200, key: outcome.key,
+                                     outcome: OperationOutcome.information("\(type)/\(id) does not exist or is already deleted; nothing was changed"))
+        }
+        return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
+    }
+
+    /// `DELETE /Type?query`: deletes the single match (more than one → 412).
+    public func conditionalDelete(_ type: String, query: String) async throws -> InteractionResult {
+        try checkType(type)
+        let parsed = try conditionals.parse(type: type, query: query)
+        return try await retrying {
+            let matches = try await store.search(parsed, limit: 2)
+            if matches.count > 1 {
+                throw FHIRError(412, code: "multiple-matches", "Conditional delete '\(query)' matched more than one \(type)")
+            }
+            guard let match = matches.first else {
+                return InteractionResult(status: 200, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
+            }
+            let unit = WriteUnit(writes: [pipeline.prepareDelete(match)], assumptions: [Assumption(query: parsed, expected: matches)])
+            let outcome = try await commit(unit)[0]
+            return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
+        }
+    }
+
+    /// Commits a unit, translating store refusals into FHIR errors (except `conditionChanged`, which `retrying` handles).
+    func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+        do {
+            return try await store.commit(unit)
+        } catch let error as StoreError {
+            if error == .conditionChanged { throw error }
+            throw FHIRError.from(error)
+        }
+    }
+
+    /// Re-runs a conditional interaction whose search result changed before it could commit.
+    func retrying<T>(_ body: () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await body()
+            } catch StoreError.conditionChanged where attempt < Self.maxAttempts {
+                continue
+            } catch let error as StoreError {
+                throw FHIRError.from(error)
+            }
+        }
+    }
+}

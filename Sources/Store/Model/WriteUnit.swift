@@ -1,0 +1,67 @@
+import FHIRModel
+
+/// One resource change, fully prepared outside the writer: the content template and
+/// index entries are computed; only version, time and storage row id are left to commit.
+public struct PreparedWrite: Sendable {
+    public enum Action: Sendable { case create, update, delete }
+
+    public let key: ResourceKey
+    public let action: Action
+    /// POST, PUT, PATCH or DELETE, kept in history.
+    public let method: String
+    public let template: ResourceTemplate?
+    public let index: [IndexEntry]
+    /// `If-Match`: the version that must be current (nil: no check).
+    public let ifMatch: Int?
+    /// For creates with a client-chosen id: fail if the resource exists (create never overwrites).
+    public let mustNotExist: Bool
+
+    public init(key: ResourceKey, action: Action, method: String, template: ResourceTemplate?,
+                index: [IndexEntry], ifMatch: Int? = nil, mustNotExist: Bool = false) {
+        self.key = key
+        self.action = action
+        self.method = method
+        self.template = template
+        self.index = index
+        self.ifMatch = ifMatch
+        self.mustNotExist = mustNotExist
+    }
+}
+
+/// A search whose result a write depended on (conditional create/update/delete and
+/// conditional references). The writer re-runs it under its lock; a different answer
+/// means the unit was prepared on stale data and must be prepared again.
+public struct Assumption: Sendable {
+    public let query: ConditionalQuery
+    public let expected: [ResourceKey]
+
+    public init(query: ConditionalQuery, expected: [ResourceKey]) {
+        self.query = query
+        self.expected = expected
+    }
+}
+
+/// An atomic group of writes: one REST interaction or one whole transaction Bundle.
+/// Either every write in it commits or none does.
+public struct WriteUnit: Sendable {
+    public var writes: [PreparedWrite]
+    public var assumptions: [Assumption]
+
+    public init(writes: [PreparedWrite], assumptions: [Assumption] = []) {
+        self.writes = writes
+        self.assumptions = assumptions
+    }
+}
+
+/// What committing one `PreparedWrite` produced.
+public struct WriteOutcome: Sendable {
+    public let key: ResourceKey
+    public let version: Int
+    public let lastUpdated: Int64
+    /// True when a create made a new resource (or an update created it).
+    public let created: Bool
+    /// The stored content (nil for deletes).
+    public let content: [UInt8]?
+    /// For deletes: false when there was nothing to delete.
+    public let changed: Bool
+}

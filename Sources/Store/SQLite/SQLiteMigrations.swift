@@ -1,0 +1,49 @@
+/// Numbered schema migrations for the SQLite store. Append only: a released migration never changes.
+enum SQLiteMigrations {
+    static let all: [(version: Int, name: String, statements: [String])] = [
+        (1, "resources, history and search indexes", [
+            """
+            CREATE TABLE resource (
+                rid INTEGER PRIMARY KEY,
+                type TEXT NOT NULL,
+                id TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                last_updated INTEGER NOT NULL,
+                deleted INTEGER NOT NULL,
+                hid INTEGER NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX resource_key ON resource(type, id)",
+            """
+            CREATE TABLE resource_history (
+                hid INTEGER PRIMARY KEY,
+                rid INTEGER NOT NULL,
+                version INTEGER NOT NULL,
+                last_updated INTEGER NOT NULL,
+                method TEXT NOT NULL,
+                content BLOB
+            )
+            """,
+            "CREATE UNIQUE INDEX history_version ON resource_history(rid, version)",
+            "CREATE INDEX history_time ON resource_history(last_updated)",
+            "CREATE TABLE idx_token (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL)",
+            "CREATE INDEX idx_token_lookup ON idx_token(type, param, code, system)",
+            "CREATE INDEX idx_token_rid ON idx_token(rid)",
+            "CREATE TABLE idx_string (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL)",
+            "CREATE INDEX idx_string_lookup ON idx_string(type, param, value)",
+            "CREATE INDEX idx_string_rid ON idx_string(rid)",
+            """
+            CREATE TABLE idx_reference (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+                target_type TEXT, target_id TEXT, url TEXT)
+            """,
+            "CREATE INDEX idx_reference_lookup ON idx_reference(target_id, target_type, param)",
+            "CREATE INDEX idx_reference_rid ON idx_reference(rid)",
+            "CREATE TABLE idx_date (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL)",
+            "CREATE INDEX idx_date_lookup ON idx_date(type, param, low, high)",
+            "CREATE INDEX idx_date_rid ON idx_date(rid)",
+            "CREATE TABLE idx_uri (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL)",
+            "CREATE INDEX idx_uri_lookup ON idx_uri(type, param, value)",
+            "CREATE INDEX idx_uri_rid ON idx_uri(rid)",
+        ]),
+    ]
+}

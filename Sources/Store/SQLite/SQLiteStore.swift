@@ -1,0 +1,160 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SQLiteNIO
+import Synchronization
+
+/// The embedded store: one SQLite file in WAL mode, one writer connection doing group
+/// commit (`SQLiteWriter`), and a few reader connections used round-robin.
+public final class SQLiteStore: ResourceStore {
+    public enum Durability: String, Sendable {
+        /// WAL with synchronous=NORMAL: a committed write survives the process being killed.
+        case normal
+        /// synchronous=FULL: every commit is fsynced, surviving power loss too.
+        case full
+    }
+
+    let readers: [SQLiteConnection]
+    let writer: SQLiteWriter
+    private let nextReader = Atomic<Int>(0)
+    let logger: Logger
+
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4,
+                            logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
+        let pool = NIOThreadPool(numberOfThreads: max(2, readerCount))
+        pool.start()
+        let storage: SQLiteConnection.Storage = .file(path: path)
+        let writeConnection = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger,
+                                                              on: MultiThreadedEventLoopGroup.singleton.any())
+        _ = try await writeConnection.query("PRAGMA journal_mode = WAL")
+        _ = try await writeConnection.query("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+        _ = try await writeConnection.query("PRAGMA cache_size = -65536")
+        _ = try await writeConnection.query("PRAGMA temp_store = MEMORY")
+        try await migrate(writeConnection, logger: logger)
+        var readers: [SQLiteConnection] = []
+        for _ in 0..<readerCount {
+            let c = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger,
+                                                    on: MultiThreadedEventLoopGroup.singleton.any())
+            _ = try await c.query("PRAGMA query_only = 1")
+            _ = try await c.query("PRAGMA cache_size = -32768")
+            _ = try await c.query("PRAGMA mmap_size = 268435456")
+            readers.append(c)
+        }
+        let writer = try await SQLiteWriter.make(connection: writeConnection, logger: logger)
+        return SQLiteStore(readers: readers, writer: writer, logger: logger)
+    }
+
+    init(readers: [SQLiteConnection], writer: SQLiteWriter, logger: Logger) {
+        self.readers = readers
+        self.writer = writer
+        self.logger = logger
+    }
+
+    static func migrate(_ db: SQLiteConnection, logger: Logger) async throws {
+        _ = try await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        let applied = Set(try await db.query("SELECT version FROM schema_migrations").compactMap { $0.column("version")?.integer })
+        for migration in SQLiteMigrations.all where !applied.contains(migration.version) {
+            logger.info("Applying migration \(migration.version): \(migration.name)")
+            _ = try await db.query("BEGIN IMMEDIATE")
+            do {
+                for statement in migration.statements { _ = try await db.query(statement) }
+                _ = try await db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, datetime('now'))",
+                                       [.integer(migration.version), .text(migration.name)])
+                _ = try await db.query("COMMIT")
+            } catch {
+                _ = try? await db.query("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    var reader: SQLiteConnection {
+        let i = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
+        return readers[i % readers.count]
+    }
+
+    static let recordColumns = "r.type, r.id, h.version, h.last_updated, h.method, h.content"
+
+    static func record(_ row: SQLiteRow) -> ResourceRecord? {
+        let c = row.columns
+        guard c.count >= 6, let type = c[0].data.string, let id = c[1].data.string,
+              let version = c[2].data.integer, let time = c[3].data.integer, let method = c[4].data.string else { return nil }
+        let content = c[5].data.blob
+        return ResourceRecord(key: ResourceKey(type, id), version: version, lastUpdated: Int64(time),
+                              deleted: content == nil, method: method, content: content)
+    }
+
+    public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
+        let rows = try await reader.query(
+            "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE r.type = ? AND r.id = ?",
+            [.text(key.type), .text(key.id)])
+        return rows.first.flatMap(Self.record)
+    }
+
+    public func vread(_ key: ResourceKey, version: Int) async throws -> ResourceRecord? {
+        let rows = try await reader.query(
+            "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.rid = r.rid WHERE r.type = ? AND r.id = ? AND h.version = ?",
+            [.text(key.type), .text(key.id), .integer(version)])
+        return rows.first.flatMap(Self.record)
+    }
+
+    public func history(_ query: HistoryQuery) async throws -> HistoryPage {
+        let db = reader
+        var conditions: [String] = []
+        var binds: [SQLiteData] = []
+        if let type = query.type { conditions.append("r.type = ?"); binds.append(.text(type)) }
+        if let id = query.id { conditions.append("r.id = ?"); binds.append(.text(id)) }
+        if let since = query.since { conditions.append("h.last_updated >= ?"); binds.append(.integer(Int(since))) }
+        if let at = query.at {
+            // Versions current at some time in [low, high): made before high and not superseded by low.
+            conditions.append("h.last_updated < ?")
+            binds.append(.integer(Int(at.high)))
+            conditions.append("NOT EXISTS (SELECT 1 FROM resource_history n WHERE n.rid = h.rid AND n.version > h.version AND n.last_updated <= ?)")
+            binds.append(.integer(Int(at.low)))
+        }
+        let snapshot: Int64
+        if let s = query.snapshot {
+            snapshot = s
+        } else {
+            let rows = try await db.query("SELECT COALESCE(MAX(last_updated), 0) AS t FROM resource_history")
+            snapshot = Int64(rows.first?.column("t")?.integer ?? 0)
+        }
+        conditions.append("h.last_updated <= ?")
+        binds.append(.integer(Int(snapshot)))
+        let whereClause = " WHERE " + conditions.joined(separator: " AND ")
+        let from = " FROM resource_history h JOIN resource r ON r.rid = h.rid"
+        let totalRows = try await db.query("SELECT COUNT(*) AS n" + from + whereClause, binds)
+        let total = totalRows.first?.column("n")?.integer ?? 0
+        let rows = try await db.query(
+            "SELECT \(Self.recordColumns)" + from + whereClause + " ORDER BY h.last_updated DESC, h.hid DESC LIMIT ? OFFSET ?",
+            binds + [.integer(query.count), .integer(query.offset)])
+        return HistoryPage(records: rows.compactMap(Self.record), total: total, snapshot: snapshot)
+    }
+
+    public func search(_ query: ConditionalQuery, limit: Int) async throws -> [ResourceKey] {
+        let (sql, binds) = ConditionalQuerySQL.compile(query, limit: limit)
+        return try await reader.query(sql, binds).compactMap { row in
+            guard let t = row.column("type")?.string, let id = row.column("id")?.string else { return nil }
+            return ResourceKey(t, id)
+        }
+    }
+
+    public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+        try await writer.submit(unit)
+    }
+
+    public func resourceCounts() async throws -> [String: Int] {
+        let rows = try await reader.query("SELECT type, COUNT(*) AS n FROM resource WHERE deleted = 0 GROUP BY type")
+        var result: [String: Int] = [:]
+        for row in rows {
+            if let t = row.column("type")?.string, let n = row.column("n")?.integer { result[t] = n }
+        }
+        return result
+    }
+
+    public func close() async throws {
+        try await writer.close()
+        for r in readers { try await r.close() }
+    }
+}

@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import HTTPAPI
+import Hummingbird
+import Logging
+import Platform
+import Store
+
+@main
+struct Huitong: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "huitong",
+        abstract: "Huitong (汇通): a regional population health information platform.",
+        subcommands: [Serve.self, Import.self])
+}
+
+/// Options every command that opens the store shares.
+struct StoreOptions: ParsableArguments {
+    @Option(help: "Folder holding the database (created if missing). Env: HUITONG_DATA")
+    var data: String = ProcessInfo.processInfo.environment["HUITONG_DATA"] ?? "./huitong-data"
+
+    @Option(help: "normal: survive a process crash (WAL, synchronous=NORMAL); full: fsync every commit. Env: HUITONG_DURABILITY")
+    var durability: String = ProcessInfo.processInfo.environment["HUITONG_DURABILITY"] ?? "normal"
+
+    func open(logger: Logger) async throws -> SQLiteStore {
+        guard let mode = SQLiteStore.Durability(rawValue: durability) else {
+            throw ValidationError("--durability must be 'normal' or 'full'")
+        }
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try DataLock.acquire(folder: data)
+        return try await SQLiteStore.open(path: (data as NSString).appendingPathComponent("huitong.sqlite"), durability: mode, logger: logger)
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the platform's HTTP server (FHIR R4 at /fhir).")
+
+    @Option(help: "Address to listen on. Env: HUITONG_HOST")
+    var host: String = ProcessInfo.processInfo.environment["HUITONG_HOST"] ?? "0.0.0.0"
+
+    @Option(help: "Port to listen on. Env: HUITONG_PORT")
+    var port: Int = Int(ProcessInfo.processInfo.environment["HUITONG_PORT"] ?? "") ?? 8080
+
+    @Option(help: "Largest accepted request body in bytes.")
+    var maxBodyBytes: Int = 20 * 1024 * 1024
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .info
+        let store = try await storeOptions.open(logger: logger)
+        let app = HuitongApplication.make(
+            store: store,
+            configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes),
+            logger: logger)
+        logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.data))")
+        try await app.runService()
+        try await store.close()
+    }
+}
+
+struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load FHIR Bundles (transaction, batch, collection) and NDJSON files or folders through the ingest pipeline.")
+
+    @Argument(help: "Files or folders (.json, .ndjson).")
+    var paths: [String]
+
+    @Option(help: "Files imported concurrently.")
+    var parallel: Int = 4
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .warning
+        let files = BulkImporter.files(in: paths)
+        guard !files.isEmpty else { throw ValidationError("No .json or .ndjson files found in \(paths.joined(separator: ", "))") }
+        let store = try await storeOptions.open(logger: logger)
+        let importer = BulkImporter(service: FHIRService(store: store))
+        let progress = ImportProgress(totalFiles: files.count)
+        var failures: [BulkImporter.FileResult] = []
+        await withTaskGroup(of: BulkImporter.FileResult.self) { group in
+            var next = 0
+            for _ in 0..<min(max(parallel, 1), files.count) {
+                let f = files[next]; next += 1
+                group.addTask { await importer.importFile(f) }
+            }
+            for await result in group {
+                progress.record(result)
+                if result.error != nil { failures.append(result) }
+                if next < files.count {
+                    let f = files[next]; next += 1
+                    group.addTask { await importer.importFile(f) }
+                }
+            }
+        }
+        progress.finish()
+        try await store.close()
+        if !failures.isEmpty {
+            var err = FileHandleOutputStream.standardError
+            print("\(failures.count) file(s) failed:", to: &err)
+            for f in failures { print("  \(f.path): \(f.error ?? "")", to: &err) }
+            throw ExitCode(1)
+        }
+    }
+}

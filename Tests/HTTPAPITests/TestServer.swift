@@ -1,0 +1,63 @@
+import FHIRModel
+import Foundation
+import HTTPAPI
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Store
+import XCTest
+
+/// A response as the tests read it: status, headers and the body parsed as JSON.
+struct FHIRTestResponse {
+    let status: Int
+    let headers: HTTPFields
+    let bodyText: String
+
+    var json: JSON { (try? JSONParser.parse(bodyText)) ?? .null }
+    func header(_ name: String) -> String? { headers[HTTPField.Name(name)!] }
+    var id: String? { json["id"]?.stringValue }
+    var versionId: String? { json["meta"]?["versionId"]?.stringValue }
+    /// `expression` of every OperationOutcome issue.
+    var issueLocations: [String] {
+        (json["issue"]?.arrayValue ?? []).flatMap { $0["expression"]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+    }
+}
+
+/// Drives the real application in-process (Hummingbird's router test client) over a fresh SQLite file.
+struct TestServer {
+    let client: any TestClientProtocol
+
+    func request(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil,
+                 headers: [String: String] = [:]) async throws -> FHIRTestResponse {
+        var fields = HTTPFields()
+        if body != nil { fields[.contentType] = "application/fhir+json" }
+        for (k, v) in headers { fields[HTTPField.Name(k)!] = v }
+        return try await client.execute(uri: uri, method: method, headers: fields, body: body.map { ByteBuffer(string: $0) }) { r in
+            FHIRTestResponse(status: Int(r.status.code), headers: r.headers, bodyText: String(buffer: r.body))
+        }
+    }
+
+    /// Runs `body` against a new server with an empty database.
+    static func run(maxBodyBytes: Int = 20 * 1024 * 1024, _ body: @escaping @Sendable (TestServer, SQLiteStore) async throws -> Void) async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try await SQLiteStore.open(path: dir.appendingPathComponent("db.sqlite").path)
+        let router = HuitongApplication.router(store: store, configuration: .init(maxBodyBytes: maxBodyBytes))
+        let app = Application(router: router)
+        do {
+            try await app.test(.router) { client in try await body(TestServer(client: client), store) }
+        } catch {
+            try await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+}
+
+func patientJSON(family: String = "张", given: String = "伟", identifier: String? = nil, id: String? = nil) -> String {
+    var members = ["\"resourceType\":\"Patient\"", "\"name\":[{\"family\":\"\(family)\",\"given\":[\"\(given)\"]}]", "\"gender\":\"male\""]
+    if let id { members.append("\"id\":\"\(id)\"") }
+    if let identifier { members.append("\"identifier\":[{\"system\":\"urn:oid:2.16.156.10011.1.1\",\"value\":\"\(identifier)\"}]") }
+    return "{" + members.joined(separator: ",") + "}"
+}
