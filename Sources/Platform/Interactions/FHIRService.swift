@@ -36,7 +36,7 @@ public struct FHIRService: Sendable {
     public let store: any ResourceStore
     public let pipeline: IngestPipeline
     let conditionals = ConditionalQueryParser()
-    static let maxAttempts = 5
+    static let maxAttempts = 64
 
     public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline()) {
         self.store = store

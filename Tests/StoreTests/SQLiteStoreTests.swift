@@ -1,0 +1,109 @@
+import FHIRModel
+import Foundation
+import Platform
+import Store
+import XCTest
+
+final class SQLiteStoreTests: XCTestCase {
+    var directory: URL!
+
+    override func setUp() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() async throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    var path: String { directory.appendingPathComponent("db.sqlite").path }
+
+    func prepared(_ json: String, id: String, method: String = "POST", ifMatch: Int? = nil) throws -> PreparedWrite {
+        try IngestPipeline().prepare(try JSONParser.parse(json), type: "Patient", id: id, method: method, ifMatch: ifMatch)
+    }
+
+    func test_committedWrites_surviveReopen_andMigrationsRunOnce() async throws {
+        let store = try await SQLiteStore.open(path: path)
+        _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "a")]))
+        _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "a", method: "PUT")]))
+        try await store.close()
+        let reopened = try await SQLiteStore.open(path: path)
+        let record = try await reopened.read(ResourceKey("Patient", "a"))
+        XCTAssertEqual(record?.version, 2)
+        // Versions and row ids continue where they left off.
+        let outcome = try await reopened.commit(WriteUnit(writes: [try prepared(patientJSON, id: "b")]))
+        XCTAssertEqual(outcome[0].version, 1)
+        let a3 = try await reopened.commit(WriteUnit(writes: [try prepared(patientJSON, id: "a", method: "PUT")]))
+        XCTAssertEqual(a3[0].version, 3)
+        let history = try await reopened.history(HistoryQuery(type: "Patient", id: "a"))
+        XCTAssertEqual(history.records.map(\.version), [3, 2, 1])
+        try await reopened.close()
+    }
+
+    func test_manyConcurrentUnits_allCommit_andFailedUnitsDoNotAffectNeighbours() async throws {
+        let store = try await SQLiteStore.open(path: path)
+        _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "fixed")]))
+        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<400 {
+                let stale = i % 10 == 0
+                let write = stale
+                    ? try prepared(patientJSON, id: "fixed", method: "PUT", ifMatch: 99)
+                    : try prepared(patientJSON, id: "p\(i)")
+                group.addTask {
+                    do {
+                        _ = try await store.commit(WriteUnit(writes: [write]))
+                        return true
+                    } catch StoreError.versionConflict {
+                        return false
+                    }
+                }
+            }
+            var r: [Bool] = []
+            for try await ok in group { r.append(ok) }
+            return r
+        }
+        XCTAssertEqual(results.filter { $0 }.count, 360)
+        XCTAssertEqual(results.filter { !$0 }.count, 40)
+        let counts = try await store.resourceCounts()
+        XCTAssertEqual(counts["Patient"], 361)
+        try await store.close()
+    }
+
+    func test_searchFindsOnlyCurrentNonDeletedVersions() async throws {
+        let store = try await SQLiteStore.open(path: path)
+        let withID = #"{"resourceType":"Patient","identifier":[{"system":"s","value":"v1"}]}"#
+        _ = try await store.commit(WriteUnit(writes: [try prepared(withID, id: "x")]))
+        let query = ConditionalQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: "s", code: "v1")])])
+        var found = try await store.search(query, limit: 10)
+        XCTAssertEqual(found, [ResourceKey("Patient", "x")])
+        // Updating away the identifier removes the old index rows.
+        _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "x", method: "PUT")]))
+        found = try await store.search(query, limit: 10)
+        XCTAssertEqual(found, [])
+        _ = try await store.commit(WriteUnit(writes: [try prepared(withID, id: "x", method: "PUT")]))
+        found = try await store.search(query, limit: 10)
+        XCTAssertEqual(found, [ResourceKey("Patient", "x")])
+        _ = try await store.commit(WriteUnit(writes: [IngestPipeline().prepareDelete(ResourceKey("Patient", "x"))]))
+        found = try await store.search(query, limit: 10)
+        XCTAssertEqual(found, [])
+        try await store.close()
+    }
+
+    func test_searchValuesAreBound_notConcatenated() async throws {
+        let store = try await SQLiteStore.open(path: path)
+        _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "safe")]))
+        for hostile in ["'; DROP TABLE resource; --", "%", "_", "\" OR 1=1 --"] {
+            let query = ConditionalQuery(type: "Patient", clauses: [
+                .init(parameter: "family", values: [.stringPrefix(hostile)]),
+                .init(parameter: "identifier", values: [.token(system: hostile, code: hostile)]),
+            ])
+            let found = try await store.search(query, limit: 10)
+            XCTAssertEqual(found, [], hostile)
+        }
+        let record = try await store.read(ResourceKey("Patient", "safe"))
+        XCTAssertNotNil(record)
+        try await store.close()
+    }
+
+    let patientJSON = #"{"resourceType":"Patient","gender":"female"}"#
+}

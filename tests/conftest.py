@@ -1,0 +1,83 @@
+"""Shared fixtures: a real `huitong serve` process on a free loopback port."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.environ.get("HUITONG_BIN", os.path.join(ROOT, ".build", "debug", "huitong"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A huitong server process with its own data folder; can be killed and restarted."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        self.process = None
+        self.log = open(os.path.join(data_dir, "server.log"), "ab")
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"huitong exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("huitong did not become ready within 30 s")
+
+    def kill9(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def data_dir():
+    d = tempfile.mkdtemp(prefix="huitong-py-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def server(data_dir):
+    s = Server(data_dir).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    d = tempfile.mkdtemp(prefix="huitong-py-")
+    s = Server(d).start()
+    yield s
+    s.stop()
+    shutil.rmtree(d, ignore_errors=True)

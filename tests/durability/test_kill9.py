@@ -1,0 +1,39 @@
+"""No acknowledged write is lost: 1,000 creates acknowledged one by one, then the server is
+killed with SIGKILL (no chance to flush anything) and restarted; every resource must read back."""
+import requests
+
+from conftest import Server
+
+
+def test_acknowledged_writes_survive_kill9(data_dir):
+    server = Server(data_dir).start()
+    session = requests.Session()
+    acknowledged = []
+    try:
+        for i in range(1000):
+            r = session.post(f"{server.base}/Observation", json={
+                "resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "valueQuantity": {"value": 60 + i % 40, "unit": "/min"}},
+                headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+            assert r.status_code == 201, r.text
+            acknowledged.append(r.headers["Location"].split("/fhir/")[1].split("/_history")[0])
+        updated = session.put(f"{server.base}/{acknowledged[0]}", json={
+            "resourceType": "Observation", "id": acknowledged[0].split("/")[1], "status": "amended",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}},
+            headers={"Content-Type": "application/fhir+json"})
+        assert updated.status_code == 200
+    finally:
+        server.kill9()
+
+    restarted = Server(data_dir)
+    restarted.port = server.port
+    restarted.base = server.base
+    restarted.start()
+    try:
+        missing = [ref for ref in acknowledged if session.get(f"{restarted.base}/{ref}").status_code != 200]
+        assert missing == []
+        first = session.get(f"{restarted.base}/{acknowledged[0]}").json()
+        assert first["status"] == "amended" and first["meta"]["versionId"] == "2"
+    finally:
+        restarted.stop()
