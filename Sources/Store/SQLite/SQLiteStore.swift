@@ -15,6 +15,7 @@ public final class SQLiteStore: ResourceStore {
     }
 
     let readers: [SQLiteConnection]
+    let pointReader: SQLitePointReader
     let writer: SQLiteWriter
     private let nextReader = Atomic<Int>(0)
     let logger: Logger
@@ -42,11 +43,13 @@ public final class SQLiteStore: ResourceStore {
             readers.append(c)
         }
         let writer = try await SQLiteWriter.make(connection: writeConnection, logger: logger)
-        return SQLiteStore(readers: readers, writer: writer, logger: logger)
+        let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
+        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, logger: logger)
     }
 
-    init(readers: [SQLiteConnection], writer: SQLiteWriter, logger: Logger) {
+    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, logger: Logger) {
         self.readers = readers
+        self.pointReader = pointReader
         self.writer = writer
         self.logger = logger
     }
@@ -86,17 +89,11 @@ public final class SQLiteStore: ResourceStore {
     }
 
     public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
-        let rows = try await reader.query(
-            "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE r.type = ? AND r.id = ?",
-            [.text(key.type), .text(key.id)])
-        return rows.first.flatMap(Self.record)
+        try pointReader.read(key)
     }
 
     public func vread(_ key: ResourceKey, version: Int) async throws -> ResourceRecord? {
-        let rows = try await reader.query(
-            "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.rid = r.rid WHERE r.type = ? AND r.id = ? AND h.version = ?",
-            [.text(key.type), .text(key.id), .integer(version)])
-        return rows.first.flatMap(Self.record)
+        try pointReader.vread(key, version: version)
     }
 
     public func history(_ query: HistoryQuery) async throws -> HistoryPage {
@@ -155,6 +152,7 @@ public final class SQLiteStore: ResourceStore {
 
     public func close() async throws {
         try await writer.close()
+        pointReader.close()
         for r in readers { try await r.close() }
     }
 }
