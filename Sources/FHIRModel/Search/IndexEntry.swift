@@ -10,6 +10,10 @@ public enum IndexValue: Sendable, Hashable {
     /// A date range in microseconds: [low, high).
     case date(low: Int64, high: Int64)
     case uri(String)
+    /// A number (integer or decimal elements).
+    case number(Double)
+    /// A Quantity (or Age, Duration, Count, Distance): value with system and code (or unit text).
+    case quantity(value: Double, system: String?, code: String?)
 }
 
 /// One index row: parameter name and value.

@@ -16,8 +16,9 @@ public struct IndexExtractor: Sendable {
         var seen = Set<IndexEntry>()
         for parameter in registry.parameters(for: type) {
             for path in parameter.paths {
-                for (value, valueType) in values(at: path, in: resource, type: type) {
+                for (value, valueType) in values(at: path.steps, in: resource, type: type) {
                     for v in indexValues(value, valueType: valueType, as: parameter.type) {
+                        if let target = path.targetType, case .reference(let t, _, _) = v, t != target { continue }
                         let entry = IndexEntry(parameter.name, v)
                         if seen.insert(entry).inserted { result.append(entry) }
                     }
@@ -28,9 +29,10 @@ public struct IndexExtractor: Sendable {
     }
 
     /// Every value reached by `path`, with its declared type.
-    func values(at path: [String], in object: JSONObject, type: String) -> [(JSON, String)] {
+    func values(at path: [SearchParameter.Step], in object: JSONObject, type: String) -> [(JSON, String)] {
         var current: [(JSON, String)] = [(.object(object), type)]
-        for segment in path {
+        for step in path {
+            let segment = step.name
             var next: [(JSON, String)] = []
             for (value, valueType) in current {
                 guard case .object(let o) = value, let def = schema.types[valueType] else { continue }
@@ -47,6 +49,9 @@ public struct IndexExtractor: Sendable {
                     }
                 }
             }
+            if let filter = step.filter {
+                next = next.filter { $0.0[filter.member]?.stringValue == filter.value }
+            }
             current = next
         }
         return current
@@ -57,6 +62,7 @@ public struct IndexExtractor: Sendable {
         case .token: return tokens(value, valueType)
         case .string: return strings(value, valueType).map { .string(StringNormalizer.normalize($0)) }
         case .reference:
+            if let canonical = value.stringValue { return [.reference(type: nil, id: nil, url: canonical)] }
             guard case .object(let o) = value, let ref = o["reference"]?.stringValue else { return [] }
             switch ReferenceSyntax.parse(ref) {
             case .relative(let t, let id, _): return [.reference(type: t, id: id, url: nil)]
@@ -67,6 +73,17 @@ public struct IndexExtractor: Sendable {
         case .uri:
             guard let s = value.stringValue else { return [] }
             return [.uri(s)]
+        case .number:
+            guard let n = value.numberText.flatMap(Double.init) else { return [] }
+            return [.number(n)]
+        case .quantity:
+            guard case .object(let o) = value, let n = o["value"]?.numberText.flatMap(Double.init) else { return [] }
+            let system = o["system"]?.stringValue
+            var result: [IndexValue] = []
+            if let code = o["code"]?.stringValue { result.append(.quantity(value: n, system: system, code: code)) }
+            if let unit = o["unit"]?.stringValue, unit != o["code"]?.stringValue { result.append(.quantity(value: n, system: nil, code: unit)) }
+            if result.isEmpty { result.append(.quantity(value: n, system: nil, code: nil)) }
+            return result
         default: return []
         }
     }

@@ -4,24 +4,57 @@
 public struct SearchParameter: Sendable {
     public enum ParamType: String, Sendable { case token, string, reference, date, uri, number, quantity, composite, special }
 
+    /// One step of a path: an element name, optionally restricted to elements whose
+    /// `member` equals `value` (e.g. `telecom(system=phone)`).
+    public struct Step: Sendable, Equatable {
+        public let name: String
+        public let filter: (member: String, value: String)?
+
+        public static func == (a: Step, b: Step) -> Bool {
+            a.name == b.name && a.filter?.member == b.filter?.member && a.filter?.value == b.filter?.value
+        }
+    }
+
+    /// A path from the resource root, and for references an optional target type.
+    public struct Path: Sendable {
+        public let steps: [Step]
+        public let targetType: String?
+    }
+
     public let name: String
     public let type: ParamType
-    public let paths: [[String]]
+    public let paths: [Path]
 
     public init(_ name: String, _ type: ParamType, _ paths: [String]) {
         self.name = name
         self.type = type
-        self.paths = paths.map { $0.split(separator: ".").map(String.init) }
+        self.paths = paths.map(Self.parsePath)
+    }
+
+    static func parsePath(_ text: String) -> Path {
+        var body = Substring(text)
+        var target: String?
+        if body.hasSuffix("}"), let brace = body.firstIndex(of: "{") {
+            target = String(body[body.index(after: brace)..<body.index(before: body.endIndex)])
+            body = body[..<brace]
+        }
+        let steps = body.split(separator: ".").map { part -> Step in
+            guard let open = part.firstIndex(of: "("), part.hasSuffix(")") else { return Step(name: String(part), filter: nil) }
+            let inner = part[part.index(after: open)..<part.index(before: part.endIndex)].split(separator: "=", maxSplits: 1)
+            return Step(name: String(part[..<open]), filter: inner.count == 2 ? (String(inner[0]), String(inner[1])) : nil)
+        }
+        return Path(steps: steps, targetType: target)
     }
 }
 
-/// The search parameters known per resource type. This covers what conditional
-/// interactions and the first clients need; the search-engine issue extends it to
-/// every R4 parameter of the platform's resource types.
+/// The search parameters known per resource type: the R4 table in `R4SearchParameters.swift`
+/// for the platform's resource types, common parameters (`_tag`, `_profile`, ...) for every
+/// type, and for other types the obvious ones derived from their structure (identifier,
+/// status, subject/patient, encounter, code).
 public struct SearchParameterRegistry: Sendable {
     public let byType: [String: [String: SearchParameter]]
 
-    public static let r4 = SearchParameterRegistry(schema: .r4)
+    public static let r4 = SearchParameterRegistry(schema: .r4, table: r4SearchParameterText)
 
     public func parameter(_ name: String, for type: String) -> SearchParameter? {
         byType[type]?[name]
@@ -31,43 +64,43 @@ public struct SearchParameterRegistry: Sendable {
         (byType[type] ?? [:]).values.sorted { $0.name < $1.name }
     }
 
-    init(schema: FHIRSchema) {
+    init(schema: FHIRSchema, table: String) {
+        var listed: [String: [String: SearchParameter]] = [:]
+        var current = ""
+        for line in table.split(separator: "\n") {
+            if line.hasPrefix("@") { current = String(line.dropFirst()); continue }
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, let type = SearchParameter.ParamType(rawValue: String(parts[1])) else { continue }
+            listed[current, default: [:]][String(parts[0])] =
+                SearchParameter(String(parts[0]), type, parts[2].split(separator: "|").map(String.init))
+        }
         var result: [String: [String: SearchParameter]] = [:]
-        func add(_ type: String, _ p: SearchParameter) { result[type, default: [:]][p.name] = p }
         for name in schema.resourceTypeNames {
-            guard let def = schema.types[name] else { continue }
-            let elements = Set(def.elements.map(\.baseName))
-            if elements.contains("identifier") { add(name, SearchParameter("identifier", .token, ["identifier"])) }
-            if elements.contains("status") { add(name, SearchParameter("status", .token, ["status"])) }
-            if elements.contains("subject") {
-                add(name, SearchParameter("subject", .reference, ["subject"]))
-                add(name, SearchParameter("patient", .reference, ["subject"]))
-            } else if elements.contains("patient") {
-                add(name, SearchParameter("patient", .reference, ["patient"]))
-            }
-            if elements.contains("encounter") { add(name, SearchParameter("encounter", .reference, ["encounter"])) }
-            if elements.contains("code") && def.members["code"]?.type == "CodeableConcept" {
-                add(name, SearchParameter("code", .token, ["code"]))
-            }
-            if elements.contains("url") && def.kind == .resource && def.members["url"]?.type == "uri" {
-                add(name, SearchParameter("url", .uri, ["url"]))
-            }
+            var params = listed[name] ?? Self.derived(name, schema: schema)
+            for (k, v) in listed["*"] ?? [:] { params[k] = v }
+            result[name] = params
         }
-        for t in ["Patient", "Practitioner", "Person", "RelatedPerson"] {
-            add(t, SearchParameter("name", .string, ["name"]))
-            add(t, SearchParameter("family", .string, ["name.family"]))
-            add(t, SearchParameter("given", .string, ["name.given"]))
-            add(t, SearchParameter("gender", .token, ["gender"]))
-            add(t, SearchParameter("telecom", .token, ["telecom"]))
-        }
-        for t in ["Patient", "Person", "RelatedPerson"] { add(t, SearchParameter("birthdate", .date, ["birthDate"])) }
-        add("Organization", SearchParameter("name", .string, ["name", "alias"]))
-        add("Location", SearchParameter("name", .string, ["name", "alias"]))
-        add("Observation", SearchParameter("date", .date, ["effective"]))
-        add("Observation", SearchParameter("category", .token, ["category"]))
-        add("Condition", SearchParameter("onset-date", .date, ["onset"]))
-        add("Encounter", SearchParameter("date", .date, ["period"]))
-        add("Person", SearchParameter("link", .reference, ["link.target"]))
         byType = result
+    }
+
+    static func derived(_ name: String, schema: FHIRSchema) -> [String: SearchParameter] {
+        guard let def = schema.types[name] else { return [:] }
+        var params: [String: SearchParameter] = [:]
+        func add(_ p: SearchParameter) { params[p.name] = p }
+        let elements = Set(def.elements.map(\.baseName))
+        if elements.contains("identifier") { add(SearchParameter("identifier", .token, ["identifier"])) }
+        if elements.contains("status") { add(SearchParameter("status", .token, ["status"])) }
+        if elements.contains("subject") {
+            add(SearchParameter("subject", .reference, ["subject"]))
+            add(SearchParameter("patient", .reference, ["subject{Patient}"]))
+        } else if elements.contains("patient") {
+            add(SearchParameter("patient", .reference, ["patient"]))
+        }
+        if elements.contains("encounter") { add(SearchParameter("encounter", .reference, ["encounter"])) }
+        if elements.contains("code") && def.members["code"]?.type == "CodeableConcept" {
+            add(SearchParameter("code", .token, ["code"]))
+        }
+        if elements.contains("url") && def.members["url"]?.type == "uri" { add(SearchParameter("url", .uri, ["url"])) }
+        return params
     }
 }

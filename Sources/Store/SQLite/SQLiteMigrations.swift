@@ -45,5 +45,14 @@ enum SQLiteMigrations {
             "CREATE INDEX idx_uri_lookup ON idx_uri(type, param, value)",
             "CREATE INDEX idx_uri_rid ON idx_uri(rid)",
         ]),
+        (2, "number and quantity index; lookup of resources by last update", [
+            """
+            CREATE TABLE idx_quantity (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+                value REAL NOT NULL, system TEXT, code TEXT)
+            """,
+            "CREATE INDEX idx_quantity_lookup ON idx_quantity(type, param, value)",
+            "CREATE INDEX idx_quantity_rid ON idx_quantity(rid)",
+            "CREATE INDEX resource_type_updated ON resource(type, last_updated)",
+        ]),
     ]
 }

@@ -238,7 +238,7 @@ actor SQLiteWriter {
             for chunk in Array(pending.clearIndex).chunked(900) {
                 let list = Array(repeating: "?", count: chunk.count).joined(separator: ",")
                 let binds = chunk.map { SQLiteData.integer($0) }
-                for table in ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri"] {
+                for table in ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"] {
                     _ = try await db.query("DELETE FROM \(table) WHERE rid IN (\(list))", binds)
                 }
             }
@@ -250,6 +250,7 @@ actor SQLiteWriter {
 
     private func insertIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) async throws {
         var token: [SQLiteData] = [], string: [SQLiteData] = [], reference: [SQLiteData] = [], date: [SQLiteData] = [], uri: [SQLiteData] = []
+        var quantity: [SQLiteData] = []
         func flushTable(_ binds: inout [SQLiteData], _ sqlPrefix: String, _ columns: Int, force: Bool) async throws {
             let rows = binds.count / columns
             guard rows > 0, force || rows >= 1000 else { return }
@@ -261,6 +262,7 @@ actor SQLiteWriter {
         let referenceSQL = "INSERT INTO idx_reference (rid, type, param, target_type, target_id, url) VALUES "
         let dateSQL = "INSERT INTO idx_date (rid, type, param, low, high) VALUES "
         let uriSQL = "INSERT INTO idx_uri (rid, type, param, value) VALUES "
+        let quantitySQL = "INSERT INTO idx_quantity (rid, type, param, value, system, code) VALUES "
         for (rid, item) in index {
             let r = SQLiteData.integer(rid), t = SQLiteData.text(item.type)
             for e in item.entries {
@@ -276,6 +278,10 @@ actor SQLiteWriter {
                     date.append(contentsOf: [r, t, p, .integer(Int(low)), .integer(Int(high))])
                 case .uri(let u):
                     uri.append(contentsOf: [r, t, p, .text(u)])
+                case .number(let n):
+                    quantity.append(contentsOf: [r, t, p, .float(n), .null, .null])
+                case .quantity(let value, let system, let code):
+                    quantity.append(contentsOf: [r, t, p, .float(value), system.map { .text($0) } ?? .null, code.map { .text($0) } ?? .null])
                 }
             }
             try await flushTable(&token, tokenSQL, 5, force: false)
@@ -283,12 +289,14 @@ actor SQLiteWriter {
             try await flushTable(&reference, referenceSQL, 6, force: false)
             try await flushTable(&date, dateSQL, 5, force: false)
             try await flushTable(&uri, uriSQL, 4, force: false)
+            try await flushTable(&quantity, quantitySQL, 6, force: false)
         }
         try await flushTable(&token, tokenSQL, 5, force: true)
         try await flushTable(&string, stringSQL, 4, force: true)
         try await flushTable(&reference, referenceSQL, 6, force: true)
         try await flushTable(&date, dateSQL, 5, force: true)
         try await flushTable(&uri, uriSQL, 4, force: true)
+        try await flushTable(&quantity, quantitySQL, 6, force: true)
     }
 
     private func rowPlaceholders(_ columns: Int, _ rows: Int) -> String {
