@@ -8,6 +8,7 @@ import Store
 /// `BundleProcessor`, and renders results and errors as FHIR JSON.
 struct FHIRRoutes: Sendable {
     let service: FHIRService
+    let searches: SearchService
     let bundles: BundleProcessor
     let maxBodyBytes: Int
 
@@ -23,7 +24,20 @@ struct FHIRRoutes: Sendable {
             try await handle(request) { base in try await history(request, base: base, type: nil, id: nil) }
         }
         fhir.get("{type}") { request, context in
-            try await handle(request) { base in try await search(request, base: base, type: try context.parameters.require("type")) }
+            try await handle(request) { base in
+                try await search(request, base: base, type: try context.parameters.require("type"), query: request.uri.query ?? "")
+            }
+        }
+        fhir.post("{type}/_search") { request, context in
+            try await handle(request) { base in
+                let contentType = request.headers[.contentType] ?? ""
+                guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
+                    throw FHIRError(415, code: "not-supported", "POST _search takes application/x-www-form-urlencoded")
+                }
+                let form = String(buffer: try await body(request))
+                let query = [request.uri.query, form].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: "&")
+                return try await search(request, base: base, type: try context.parameters.require("type"), query: query)
+            }
         }
         fhir.post("{type}") { request, context in
             try await handle(request) { base in
@@ -241,30 +255,53 @@ struct FHIRRoutes: Sendable {
         return FHIRResponse.json(.object(bundle))
     }
 
-    /// Minimal search until the search engine lands: the exact-match parameters that
-    /// conditional interactions support, as a searchset Bundle.
-    func search(_ request: Request, base: String, type: String) async throws -> Response {
-        try service.checkType(type)
-        let query = request.uri.query ?? ""
-        let count = min(max(Int(request.uri.queryParameters["_count"].map(String.init) ?? "") ?? 20, 0), 1000)
-        var keys: [ResourceKey]
-        let plain = query.split(separator: "&").filter { !$0.hasPrefix("_count=") && !$0.hasPrefix("_format=") }
-        if plain.isEmpty {
-            keys = try await service.store.search(ConditionalQuery(type: type, clauses: []), limit: count)
-        } else {
-            let parsed = try ConditionalQueryParser().parse(type: type, query: plain.joined(separator: "&"))
-            keys = try await service.store.search(parsed, limit: count)
+    /// Type-level search (`GET /Type?...`, `POST /Type/_search`) as a searchset Bundle.
+    func search(_ request: Request, base: String, type: String, query: String) async throws -> Response {
+        let strict = request.headers[.prefer]?.contains("handling=strict") ?? false
+        let parsed = try searches.parse(type: type, query: query, strict: strict)
+        let result = try await searches.run(parsed)
+        // A total is cheap when everything fits in one page; otherwise only on request (_total).
+        var total = result.total
+        if total == nil && !parsed.totalNone && result.next == nil && parsed.page.offset == 0 && parsed.page.after == nil {
+            total = result.matches.count
         }
-        var entries: [JSON] = []
-        for key in keys {
-            guard let r = try await service.store.read(key), let c = r.content, let parsed = try? JSONParser.parse(c.readableBytesView) else { continue }
-            entries.append(.object(JSONObject([("fullUrl", .string("\(base)/\(key)")), ("resource", parsed),
-                                               ("search", .object(JSONObject([("mode", .string("match"))])))])))
+        let paging: Set<String> = ["_count", "_offset", "_after", "_snapshot"]
+        let kept = query.split(separator: "&").filter { pair in
+            !paging.contains(String(pair.split(separator: "=", maxSplits: 1).first ?? ""))
+        }.joined(separator: "&")
+        let selfBase = "\(base)/\(type)?" + (kept.isEmpty ? "" : kept + "&")
+        var links: [(String, String)] = [("self", "\(base)/\(type)?\(query)")]
+        if let next = result.next {
+            var cursor = "_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)"
+            if let after = next.after { cursor += "&_after=\(after)" } else { cursor += "&_offset=\(next.offset)" }
+            links.append(("next", selfBase + cursor))
         }
-        let bundle = JSONObject([("resourceType", .string("Bundle")), ("type", .string("searchset")),
-                                 ("link", .array([.object(JSONObject([("relation", .string("self")), ("url", .string("\(base)/\(type)?\(query)"))]))])),
-                                 ("entry", .array(entries))])
-        return FHIRResponse.json(.object(bundle))
+        var writer = BundleWriter(type: "searchset", total: total, links: links)
+        if !parsed.summaryCount {
+            let match: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("match"))])))]
+            let include: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("include"))])))]
+            for r in result.matches { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.elements), extra: match) }
+            for r in result.included { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.elements), extra: include) }
+        }
+        if !parsed.warnings.isEmpty {
+            let outcome = ByteBuffer(bytes: JSONWriter.bytes(OperationOutcome.make(parsed.warnings)))
+            writer.add(fullUrl: nil, resource: outcome, extra: [("search", .object(JSONObject([("mode", .string("outcome"))])))])
+        }
+        return writer.response()
+    }
+
+    /// `_elements`: keeps the named top-level elements (and the mandatory ones), marked SUBSETTED.
+    func subset(_ content: ByteBuffer?, _ elements: [String]?) -> ByteBuffer? {
+        guard let elements, let content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return content }
+        var out = JSONObject()
+        for (k, v) in o where ["resourceType", "id", "meta"].contains(k) || elements.contains(k) { out[k] = v }
+        var meta = out["meta"]?.objectValue ?? JSONObject()
+        var tags = meta["tag"]?.arrayValue ?? []
+        tags.append(.object(JSONObject([("system", .string("http://terminology.hl7.org/CodeSystem/v3-ObservationValue")),
+                                        ("code", .string("SUBSETTED"))])))
+        meta["tag"] = .array(tags)
+        out["meta"] = .object(meta)
+        return ByteBuffer(bytes: JSONWriter.bytes(.object(out)))
     }
 }
 

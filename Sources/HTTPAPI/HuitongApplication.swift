@@ -22,7 +22,8 @@ public enum HuitongApplication {
     public static func router(store: any ResourceStore, configuration: Configuration) -> Router<BasicRequestContext> {
         let router = Router()
         let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes))
-        FHIRRoutes(service: service, bundles: BundleProcessor(service: service), maxBodyBytes: configuration.maxBodyBytes)
+        FHIRRoutes(service: service, searches: SearchService(store: store), bundles: BundleProcessor(service: service),
+                   maxBodyBytes: configuration.maxBodyBytes)
             .register(on: router)
         router.get("health") { _, _ in "ok" }
         router.get("ready") { _, _ -> Response in

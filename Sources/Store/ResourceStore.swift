@@ -8,7 +8,14 @@ public protocol ResourceStore: Sendable {
     /// History, newest first.
     func history(_ query: HistoryQuery) async throws -> HistoryPage
     /// Keys of current, non-deleted resources matching a conditional query (at most `limit`).
-    func search(_ query: ConditionalQuery, limit: Int) async throws -> [ResourceKey]
+    func search(_ query: SearchQuery, limit: Int) async throws -> [ResourceKey]
+    /// One page of a search, in the query's sort order.
+    func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage
+    /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
+    /// optionally only of `targetType` (`_include`).
+    func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord]
+    /// Resources of `sourceType` that reference any of `targets` through `parameter` (nil: any) (`_revinclude`).
+    func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord]
     /// Commits a unit atomically and durably; throws `StoreError` when a precondition fails.
     func commit(_ unit: WriteUnit) async throws -> [WriteOutcome]
     /// Number of current, non-deleted resources per type.

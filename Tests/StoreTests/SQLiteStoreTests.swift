@@ -73,7 +73,7 @@ final class SQLiteStoreTests: XCTestCase {
         let store = try await SQLiteStore.open(path: path)
         let withID = #"{"resourceType":"Patient","identifier":[{"system":"s","value":"v1"}]}"#
         _ = try await store.commit(WriteUnit(writes: [try prepared(withID, id: "x")]))
-        let query = ConditionalQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: "s", code: "v1")])])
+        let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: "s", code: "v1")])])
         var found = try await store.search(query, limit: 10)
         XCTAssertEqual(found, [ResourceKey("Patient", "x")])
         // Updating away the identifier removes the old index rows.
@@ -93,8 +93,8 @@ final class SQLiteStoreTests: XCTestCase {
         let store = try await SQLiteStore.open(path: path)
         _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "safe")]))
         for hostile in ["'; DROP TABLE resource; --", "%", "_", "\" OR 1=1 --"] {
-            let query = ConditionalQuery(type: "Patient", clauses: [
-                .init(parameter: "family", values: [.stringPrefix(hostile)]),
+            let query = SearchQuery(type: "Patient", clauses: [
+                .init(parameter: "family", parameterType: "string", values: [.stringPrefix(hostile)]),
                 .init(parameter: "identifier", values: [.token(system: hostile, code: hostile)]),
             ])
             let found = try await store.search(query, limit: 10)

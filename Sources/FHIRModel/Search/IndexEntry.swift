@@ -3,8 +3,8 @@
 public enum IndexValue: Sendable, Hashable {
     /// Coding, CodeableConcept, Identifier, ContactPoint, code, boolean.
     case token(system: String?, code: String)
-    /// Normalised (lowercased, accents removed) text for starts-with matching.
-    case string(String)
+    /// Text normalised for case- and accent-insensitive matching, and as written (for `:exact`).
+    case string(String, exact: String)
     /// A reference target on this server (`type`/`id`) or an external URL.
     case reference(type: String?, id: String?, url: String?)
     /// A date range in microseconds: [low, high).

@@ -60,7 +60,7 @@ public struct IndexExtractor: Sendable {
     func indexValues(_ value: JSON, valueType: String, as paramType: SearchParameter.ParamType) -> [IndexValue] {
         switch paramType {
         case .token: return tokens(value, valueType)
-        case .string: return strings(value, valueType).map { .string(StringNormalizer.normalize($0)) }
+        case .string: return strings(value, valueType).map { .string(StringNormalizer.normalize($0), exact: $0) }
         case .reference:
             if let canonical = value.stringValue { return [.reference(type: nil, id: nil, url: canonical)] }
             guard case .object(let o) = value, let ref = o["reference"]?.stringValue else { return [] }

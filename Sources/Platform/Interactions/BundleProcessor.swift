@@ -8,7 +8,7 @@ import Store
 /// a batch runs each entry on its own.
 public struct BundleProcessor: Sendable {
     let service: FHIRService
-    let conditionals = ConditionalQueryParser()
+    let conditionals = SearchQueryParser()
 
     public init(service: FHIRService) {
         self.service = service
@@ -116,7 +116,7 @@ public struct BundleProcessor: Sendable {
             }
         }
         func resolveConditional(_ type: String, _ query: String, _ at: String) async throws -> [ResourceKey] {
-            let parsed: ConditionalQuery
+            let parsed: SearchQuery
             do { parsed = try conditionals.parse(type: type, query: query) } catch { throw relocated(error, at) }
             let matches = try await store.search(parsed, limit: 2)
             assumptions.append(Assumption(query: parsed, expected: matches))

@@ -35,7 +35,7 @@ public struct InteractionResult: Sendable {
 public struct FHIRService: Sendable {
     public let store: any ResourceStore
     public let pipeline: IngestPipeline
-    let conditionals = ConditionalQueryParser()
+    let conditionals = SearchQueryParser()
     static let maxAttempts = 64
 
     public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline()) {
@@ -173,7 +173,7 @@ public struct FHIRService: Sendable {
     }
 
     /// The single resource a conditional interaction's search finds (nil for none); more than one is a 412.
-    func atMostOneMatch(_ query: ConditionalQuery, _ what: String) async throws -> ResourceKey? {
+    func atMostOneMatch(_ query: SearchQuery, _ what: String) async throws -> ResourceKey? {
         let matches = try await store.search(query, limit: 2)
         if matches.count > 1 {
             throw FHIRError(412, code: "multiple-matches", "\(what) matched more than one \(query.type)")

@@ -32,10 +32,10 @@ public struct PreparedWrite: Sendable {
 /// conditional references). The writer re-runs it under its lock; a different answer
 /// means the unit was prepared on stale data and must be prepared again.
 public struct Assumption: Sendable {
-    public let query: ConditionalQuery
+    public let query: SearchQuery
     public let expected: [ResourceKey]
 
-    public init(query: ConditionalQuery, expected: [ResourceKey]) {
+    public init(query: SearchQuery, expected: [ResourceKey]) {
         self.query = query
         self.expected = expected
     }

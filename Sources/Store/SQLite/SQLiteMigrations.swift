@@ -53,6 +53,7 @@ enum SQLiteMigrations {
             "CREATE INDEX idx_quantity_lookup ON idx_quantity(type, param, value)",
             "CREATE INDEX idx_quantity_rid ON idx_quantity(rid)",
             "CREATE INDEX resource_type_updated ON resource(type, last_updated)",
+            "ALTER TABLE idx_string ADD COLUMN exact TEXT",
         ]),
     ]
 }

@@ -80,7 +80,10 @@ public final class SQLiteStore: ResourceStore {
     static let recordColumns = "r.type, r.id, h.version, h.last_updated, h.method, h.content"
 
     static func record(_ row: SQLiteRow) -> ResourceRecord? {
-        let c = row.columns
+        record(row.columns)
+    }
+
+    static func record(_ c: [SQLiteColumn]) -> ResourceRecord? {
         guard c.count >= 6, let type = c[0].data.string, let id = c[1].data.string,
               let version = c[2].data.integer, let time = c[3].data.integer, let method = c[4].data.string else { return nil }
         let content = c[5].data.blob
@@ -129,12 +132,90 @@ public final class SQLiteStore: ResourceStore {
         return HistoryPage(records: rows.compactMap(Self.record), total: total, snapshot: snapshot)
     }
 
-    public func search(_ query: ConditionalQuery, limit: Int) async throws -> [ResourceKey] {
-        let (sql, binds) = ConditionalQuerySQL.compile(query, limit: limit)
+    public func search(_ query: SearchQuery, limit: Int) async throws -> [ResourceKey] {
+        let (sql, binds) = SearchSQL.compile(query, limit: limit)
         return try await reader.query(sql, binds).compactMap { row in
             guard let t = row.column("type")?.string, let id = row.column("id")?.string else { return nil }
             return ResourceKey(t, id)
         }
+    }
+
+    public func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage {
+        let db = reader
+        let (condition, binds) = SearchSQL.whereClause(query)
+        let snapshot: Int
+        if let s = page.snapshot {
+            snapshot = s
+        } else {
+            snapshot = try await db.query("SELECT COALESCE(MAX(rid), 0) AS m FROM resource").first?.column("m")?.integer ?? 0
+        }
+        var sql = "SELECT r.rid, \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE "
+            + condition + " AND r.rid <= ?"
+        var allBinds = binds + [.integer(snapshot)]
+        let keyset = query.sort.isEmpty
+        if keyset, let after = page.after {
+            sql += " AND r.rid > ?"
+            allBinds.append(.integer(after))
+        }
+        var order: [String] = []
+        for key in query.sort {
+            let (expression, b) = SearchSQL.sortExpression(key, type: query.type)
+            order.append(expression)
+            allBinds.append(contentsOf: b)
+        }
+        order.append("r.rid")
+        sql += " ORDER BY " + order.joined(separator: ", ") + " LIMIT ? OFFSET ?"
+        allBinds.append(contentsOf: [.integer(page.count + 1), .integer(keyset ? 0 : page.offset)])
+        let rows = page.count == 0 ? [] : try await db.query(sql, allBinds)
+        var records: [ResourceRecord] = []
+        var lastRid = page.after ?? 0
+        for row in rows.prefix(page.count) {
+            let columns = Array(row.columns.dropFirst())
+            lastRid = row.columns[0].data.integer ?? lastRid
+            if let record = Self.record(columns) { records.append(record) }
+        }
+        var total: Int?
+        if page.withTotal {
+            total = try await db.query("SELECT COUNT(*) AS n FROM resource r WHERE " + condition + " AND r.rid <= ?",
+                                       binds + [.integer(snapshot)]).first?.column("n")?.integer
+        }
+        var next: PageRequest?
+        if rows.count > page.count {
+            next = PageRequest(count: page.count, offset: keyset ? 0 : page.offset + page.count,
+                               after: keyset ? lastRid : nil, snapshot: snapshot, withTotal: page.withTotal)
+        }
+        return SearchPage(records: records, total: total, next: next)
+    }
+
+    public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
+        guard !sources.isEmpty else { return [] }
+        var result: [ResourceRecord] = []
+        for chunk in sources.chunked(400) {
+            var sql = "SELECT DISTINCT \(Self.recordColumns) FROM idx_reference i"
+                + " JOIN resource r ON r.type = i.target_type AND r.id = i.target_id JOIN resource_history h ON h.hid = r.hid"
+                + " WHERE r.deleted = 0 AND i.rid IN (SELECT rid FROM resource WHERE "
+                + Array(repeating: "(type = ? AND id = ?)", count: chunk.count).joined(separator: " OR ") + ")"
+            var binds = chunk.flatMap { [SQLiteData.text($0.type), .text($0.id)] }
+            if let parameter { sql += " AND i.param = ?"; binds.append(.text(parameter)) }
+            if let targetType { sql += " AND i.target_type = ?"; binds.append(.text(targetType)) }
+            result.append(contentsOf: try await reader.query(sql, binds).compactMap { Self.record($0.columns) })
+        }
+        return result
+    }
+
+    public func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord] {
+        guard !targets.isEmpty else { return [] }
+        var result: [ResourceRecord] = []
+        for chunk in targets.chunked(400) {
+            var sql = "SELECT DISTINCT \(Self.recordColumns) FROM idx_reference i"
+                + " JOIN resource r ON r.rid = i.rid JOIN resource_history h ON h.hid = r.hid"
+                + " WHERE r.deleted = 0 AND i.type = ? AND ("
+                + Array(repeating: "(i.target_id = ? AND i.target_type = ?)", count: chunk.count).joined(separator: " OR ") + ")"
+            var binds: [SQLiteData] = [.text(sourceType)] + chunk.flatMap { [SQLiteData.text($0.id), .text($0.type)] }
+            if let parameter { sql += " AND i.param = ?"; binds.append(.text(parameter)) }
+            result.append(contentsOf: try await reader.query(sql, binds).compactMap { Self.record($0.columns) })
+        }
+        return result
     }
 
     public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {

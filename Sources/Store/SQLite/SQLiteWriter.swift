@@ -114,7 +114,7 @@ actor SQLiteWriter {
                     if !unit.assumptions.isEmpty {
                         try await flush(&pending, fresh: &fresh)
                         for assumption in unit.assumptions {
-                            let (sql, binds) = ConditionalQuerySQL.compile(assumption.query, limit: max(assumption.expected.count + 1, 2))
+                            let (sql, binds) = SearchSQL.compile(assumption.query, limit: max(assumption.expected.count + 1, 2))
                             let found = try await db.query(sql, binds).compactMap { row -> ResourceKey? in
                                 guard let t = row.column("type")?.string, let id = row.column("id")?.string else { return nil }
                                 return ResourceKey(t, id)
@@ -258,7 +258,7 @@ actor SQLiteWriter {
             binds.removeAll(keepingCapacity: true)
         }
         let tokenSQL = "INSERT INTO idx_token (rid, type, param, system, code) VALUES "
-        let stringSQL = "INSERT INTO idx_string (rid, type, param, value) VALUES "
+        let stringSQL = "INSERT INTO idx_string (rid, type, param, value, exact) VALUES "
         let referenceSQL = "INSERT INTO idx_reference (rid, type, param, target_type, target_id, url) VALUES "
         let dateSQL = "INSERT INTO idx_date (rid, type, param, low, high) VALUES "
         let uriSQL = "INSERT INTO idx_uri (rid, type, param, value) VALUES "
@@ -270,8 +270,8 @@ actor SQLiteWriter {
                 switch e.value {
                 case .token(let system, let code):
                     token.append(contentsOf: [r, t, p, system.map { .text($0) } ?? .null, .text(code)])
-                case .string(let s):
-                    string.append(contentsOf: [r, t, p, .text(s)])
+                case .string(let s, let exact):
+                    string.append(contentsOf: [r, t, p, .text(s), .text(exact)])
                 case .reference(let type, let id, let url):
                     reference.append(contentsOf: [r, t, p, type.map { .text($0) } ?? .null, id.map { .text($0) } ?? .null, url.map { .text($0) } ?? .null])
                 case .date(let low, let high):
@@ -285,14 +285,14 @@ actor SQLiteWriter {
                 }
             }
             try await flushTable(&token, tokenSQL, 5, force: false)
-            try await flushTable(&string, stringSQL, 4, force: false)
+            try await flushTable(&string, stringSQL, 5, force: false)
             try await flushTable(&reference, referenceSQL, 6, force: false)
             try await flushTable(&date, dateSQL, 5, force: false)
             try await flushTable(&uri, uriSQL, 4, force: false)
             try await flushTable(&quantity, quantitySQL, 6, force: false)
         }
         try await flushTable(&token, tokenSQL, 5, force: true)
-        try await flushTable(&string, stringSQL, 4, force: true)
+        try await flushTable(&string, stringSQL, 5, force: true)
         try await flushTable(&reference, referenceSQL, 6, force: true)
         try await flushTable(&date, dateSQL, 5, force: true)
         try await flushTable(&uri, uriSQL, 4, force: true)

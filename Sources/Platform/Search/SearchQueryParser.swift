@@ -1,0 +1,326 @@
+import FHIRModel
+import Foundation
+import Store
+
+/// `_include` / `_revinclude` as requested: `Source:param[:Target]` or `*`.
+public struct IncludeSpec: Sendable, Equatable {
+    public let sourceType: String
+    /// nil for `*` (every reference parameter).
+    public let parameter: String?
+    public let targetType: String?
+    public let iterate: Bool
+}
+
+/// A search request as the platform understands it: the query, paging and result parameters,
+/// and warnings about parameters it ignored.
+public struct ParsedSearch: Sendable {
+    public var query: SearchQuery
+    public var page: PageRequest
+    public var includes: [IncludeSpec] = []
+    public var revincludes: [IncludeSpec] = []
+    /// `_summary=count`: only the total.
+    public var summaryCount = false
+    /// `_total=none`.
+    public var totalNone = false
+    /// `_elements`: the top-level elements to return.
+    public var elements: [String]?
+    /// Parameters that were ignored (lenient handling), as warnings for the OperationOutcome.
+    public var warnings: [Issue] = []
+}
+
+/// Parses FHIR search query strings (http://hl7.org/fhir/R4/search.html) into `SearchQuery`.
+/// Conditional interactions use `parse(type:query:)`, which refuses anything it cannot evaluate
+/// exactly: guessing would make a conditional write hit the wrong resource.
+public struct SearchQueryParser: Sendable {
+    let registry: SearchParameterRegistry
+    public static let defaultCount = 20
+    public static let maxCount = 1000
+
+    public init(registry: SearchParameterRegistry = .r4) {
+        self.registry = registry
+    }
+
+    /// Conditional interactions: strict, no result parameters.
+    public func parse(type: String, query: String) throws(FHIRError) -> SearchQuery {
+        let parsed = try parseSearch(type: type, query: query, strict: true)
+        guard !parsed.query.clauses.isEmpty else {
+            throw FHIRError(412, code: "invalid", "A conditional interaction needs at least one search parameter")
+        }
+        return parsed.query
+    }
+
+    /// A search: unknown parameters are ignored with a warning unless `strict` (`Prefer: handling=strict`).
+    public func parseSearch(type: String, query: String, strict: Bool) throws(FHIRError) -> ParsedSearch {
+        var result = ParsedSearch(query: SearchQuery(type: type, clauses: []), page: PageRequest(count: Self.defaultCount))
+        var issues: [Issue] = []
+        for pair in query.split(separator: "&") where !pair.isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let fullName = percentDecode(String(parts[0]))
+            let rawValue = parts.count > 1 ? percentDecode(String(parts[1])) : ""
+            do {
+                try apply(fullName, rawValue, type: type, strict: strict, to: &result)
+            } catch {
+                issues.append(contentsOf: error.issues)
+            }
+        }
+        if !issues.isEmpty { throw FHIRError(400, issues) }
+        return result
+    }
+
+    private func apply(_ fullName: String, _ rawValue: String, type: String, strict: Bool, to result: inout ParsedSearch) throws(FHIRError) {
+        let nameParts = fullName.split(separator: ":", maxSplits: 1).map(String.init)
+        let name = nameParts.first ?? ""
+        let modifier = nameParts.count > 1 ? nameParts[1] : nil
+        func bad(_ message: String) -> FHIRError { FHIRError(400, code: "invalid", message, at: fullName) }
+        switch name {
+        case "_format", "_pretty":
+            return
+        case "_count":
+            guard let n = Int(rawValue), n >= 0 else { throw bad("_count must be a non-negative integer") }
+            result.page.count = min(n, Self.maxCount)
+            return
+        case "_offset":
+            guard let n = Int(rawValue), n >= 0 else { throw bad("_offset must be a non-negative integer") }
+            result.page.offset = n
+            return
+        case "_after":
+            guard let n = Int(rawValue) else { throw bad("_after must be an integer") }
+            result.page.after = n
+            return
+        case "_snapshot":
+            guard let n = Int(rawValue) else { throw bad("_snapshot must be an integer") }
+            result.page.snapshot = n
+            return
+        case "_total":
+            switch rawValue {
+            case "none": result.totalNone = true
+            case "estimate", "accurate": result.page.withTotal = true
+            default: throw bad("_total must be none, estimate or accurate")
+            }
+            return
+        case "_summary":
+            switch rawValue {
+            case "count": result.summaryCount = true; result.page.withTotal = true
+            case "false": return
+            default: try unsupported("_summary=\(rawValue) is not supported (count and false are)", strict, &result)
+            }
+            return
+        case "_elements":
+            result.elements = rawValue.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            return
+        case "_sort":
+            for key in rawValue.split(separator: ",") {
+                let descending = key.hasPrefix("-")
+                let paramName = String(descending ? key.dropFirst() : key[...])
+                let paramType: String
+                if paramName == "_id" || paramName == "_lastUpdated" {
+                    paramType = "special"
+                } else if let p = registry.parameter(paramName, for: type) {
+                    paramType = p.type.rawValue
+                } else {
+                    throw FHIRError(400, code: "not-supported", "Cannot sort by unknown parameter '\(paramName)' of \(type)", at: "_sort")
+                }
+                result.query.sort.append(.init(parameter: paramName, parameterType: paramType, descending: descending))
+            }
+            return
+        case "_include", "_revinclude":
+            let iterate = modifier == "iterate" || modifier == "recurse"
+            if let modifier, !iterate { throw bad("Unknown modifier ':\(modifier)' on \(name)") }
+            let spec: IncludeSpec
+            if rawValue == "*" {
+                spec = IncludeSpec(sourceType: type, parameter: nil, targetType: nil, iterate: iterate)
+            } else {
+                let p = rawValue.split(separator: ":").map(String.init)
+                guard p.count >= 2, FHIRSchema.r4.isResourceType(p[0]) else { throw bad("\(name) takes Type:parameter[:targetType] or *") }
+                if p[1] != "*" {
+                    guard let def = registry.parameter(p[1], for: p[0]), def.type == .reference else {
+                        throw FHIRError(400, code: "not-supported", "'\(p[1])' is not a reference parameter of \(p[0])", at: name)
+                    }
+                }
+                spec = IncludeSpec(sourceType: p[0], parameter: p[1] == "*" ? nil : p[1], targetType: p.count > 2 ? p[2] : nil, iterate: iterate)
+            }
+            if name == "_include" { result.includes.append(spec) } else { result.revincludes.append(spec) }
+            return
+        case "_contained", "_containedType", "_has", "_list", "_text", "_content", "_query", "_filter":
+            try unsupported("\(name) is not supported yet", strict, &result)
+            return
+        default:
+            break
+        }
+        if name.contains(".") {
+            try unsupported("Chained parameter '\(fullName)' is not supported yet", strict, &result)
+            return
+        }
+        let values = splitValues(rawValue)
+        guard !values.isEmpty else { throw bad("Search parameter '\(fullName)' has no value") }
+        if name == "_id" {
+            if modifier == "missing" { return }
+            result.query.clauses.append(.init(parameter: "_id", parameterType: "token", values: values.map { .id($0) }))
+            return
+        }
+        if name == "_lastUpdated" {
+            let matches = try values.map { v throws(FHIRError) in
+                let (prefix, range) = try dateValue(v, at: fullName)
+                return SearchQuery.Match.lastUpdated(prefix, low: range.low, high: range.high)
+            }
+            result.query.clauses.append(.init(parameter: "_lastUpdated", parameterType: "special", values: matches))
+            return
+        }
+        guard let parameter = registry.parameter(name, for: type) else {
+            try unsupported("Unknown search parameter '\(name)' for \(type)", strict, &result)
+            return
+        }
+        let typeName = parameter.type.rawValue
+        if modifier == "missing" {
+            guard rawValue == "true" || rawValue == "false" else { throw bad(":missing takes true or false") }
+            result.query.clauses.append(.init(parameter: name, parameterType: typeName, values: [.missing(rawValue == "true")]))
+            return
+        }
+        var negated = false
+        var matches: [SearchQuery.Match] = []
+        switch parameter.type {
+        case .token:
+            switch modifier {
+            case nil: break
+            case "not": negated = true
+            default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
+            }
+            for v in values {
+                if let bar = v.firstIndex(of: "|") {
+                    let system = String(v[..<bar]), code = String(v[v.index(after: bar)...])
+                    matches.append(.token(system: system, code: code.isEmpty ? nil : code))
+                } else {
+                    matches.append(.token(system: nil, code: v))
+                }
+            }
+        case .string:
+            for v in values {
+                switch modifier {
+                case nil: matches.append(.stringPrefix(StringNormalizer.normalize(v)))
+                case "exact": matches.append(.stringExact(v))
+                case "contains": matches.append(.stringContains(StringNormalizer.normalize(v)))
+                default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on string parameters", at: fullName)
+                }
+            }
+        case .reference:
+            var typeModifier: String?
+            if let modifier {
+                guard FHIRSchema.r4.isResourceType(modifier) else {
+                    throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier)' is not supported on reference parameters yet", at: fullName)
+                }
+                typeModifier = modifier
+            }
+            for v in values {
+                switch ReferenceSyntax.parse(v) {
+                case .relative(let t, let id, _):
+                    matches.append(.reference(type: t, id: id))
+                case .absolute(let url):
+                    matches.append(.referenceURL(url))
+                    if let (t, id) = ReferenceSyntax.typeAndID(fromURL: url) { matches.append(.reference(type: t, id: id)) }
+                default:
+                    guard FHIRPrimitive.isValidID(v) else { throw bad("'\(v)' is not a reference (Type/id, id or URL)") }
+                    matches.append(.reference(type: typeModifier, id: v))
+                }
+            }
+        case .uri:
+            for v in values {
+                switch modifier {
+                case nil: matches.append(.uri(v))
+                case "below": matches.append(.uriBelow(v))
+                default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on uri parameters", at: fullName)
+                }
+            }
+        case .date:
+            if let modifier { throw bad("Modifier ':\(modifier)' is not allowed on date parameters") }
+            for v in values {
+                let (prefix, range) = try dateValue(v, at: fullName)
+                matches.append(.date(prefix, low: range.low, high: range.high))
+            }
+        case .number, .quantity:
+            if let modifier { throw bad("Modifier ':\(modifier)' is not allowed on \(typeName) parameters") }
+            for v in values { matches.append(try quantityValue(v, at: fullName, isQuantity: parameter.type == .quantity)) }
+        default:
+            try unsupported("Parameter '\(name)' of type \(typeName) is not supported yet", strict, &result)
+            return
+        }
+        result.query.clauses.append(.init(parameter: name, parameterType: typeName, values: matches, negated: negated))
+    }
+
+    private func unsupported(_ message: String, _ strict: Bool, _ result: inout ParsedSearch) throws(FHIRError) {
+        if strict { throw FHIRError(400, code: "not-supported", message) }
+        result.warnings.append(Issue(.warning, code: "not-supported", message + "; ignored"))
+    }
+
+    /// Splits a leading comparison prefix (`ge2024`) off a value.
+    func prefixed(_ v: String) -> (SearchQuery.Prefix, String) {
+        if v.count > 2, let p = SearchQuery.Prefix(rawValue: String(v.prefix(2))),
+           let third = v.dropFirst(2).first, third.isNumber || third == "-" {
+            return (p, String(v.dropFirst(2)))
+        }
+        return (.eq, v)
+    }
+
+    func dateValue(_ v: String, at: String) throws(FHIRError) -> (SearchQuery.Prefix, (low: Int64, high: Int64)) {
+        let (prefix, text) = prefixed(v)
+        guard let t = FHIRDateTime.parse(text, kind: .dateTime) ?? FHIRDateTime.parse(text, kind: .instant) else {
+            throw FHIRError(400, code: "value", "'\(v)' is not a valid date search value ([prefix]YYYY[-MM[-DD[Thh:mm[:ss][zone]]]])", at: at)
+        }
+        if prefix == .ap {
+            // Approximately: widen by 10 % of the distance from now, at least a day.
+            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            let gap = max(abs(now - t.low) / 10, 86_400_000_000)
+            return (prefix, (t.low - gap, t.high + gap))
+        }
+        return (prefix, (t.low, t.high))
+    }
+
+    func quantityValue(_ v: String, at: String, isQuantity: Bool) throws(FHIRError) -> SearchQuery.Match {
+        let (prefix, text) = prefixed(v)
+        let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        guard let number = Double(parts[0]), parts[0].allSatisfy({ $0.isNumber || $0 == "." || $0 == "-" || $0 == "e" || $0 == "E" || $0 == "+" }) else {
+            throw FHIRError(400, code: "value", "'\(v)' is not a valid number search value", at: at)
+        }
+        if !isQuantity && parts.count > 1 { throw FHIRError(400, code: "value", "A number takes no unit: '\(v)'", at: at) }
+        // The implicit precision of the value: 5.4 means [5.35, 5.45).
+        var half = 0.5
+        if let dot = parts[0].firstIndex(of: "."), !parts[0].contains("e"), !parts[0].contains("E") {
+            half = 0.5 * pow(10, -Double(parts[0].distance(from: dot, to: parts[0].endIndex) - 1))
+        }
+        let system = parts.count > 1 && !parts[1].isEmpty ? parts[1] : nil
+        let code = parts.count > 2 && !parts[2].isEmpty ? parts[2] : nil
+        return .quantity(prefix, value: number, low: number - half, high: number + half, system: system, code: code)
+    }
+
+    /// Splits on commas not escaped with a backslash, unescaping `\,`, `\|`, `\$`, `\\`.
+    func splitValues(_ s: String) -> [String] {
+        var result: [String] = []
+        var current = ""
+        var escaped = false
+        for c in s {
+            if escaped { current.append(c); escaped = false; continue }
+            if c == "\\" { escaped = true; continue }
+            if c == "," { if !current.isEmpty { result.append(current) }; current = ""; continue }
+            current.append(c)
+        }
+        if !current.isEmpty { result.append(current) }
+        return result
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding) in a query component.
+public func percentDecode(_ s: String) -> String {
+    guard s.contains("%") || s.contains("+") else { return s }
+    var bytes: [UInt8] = []
+    var it = Array(s.utf8)[...]
+    while let b = it.popFirst() {
+        if b == UInt8(ascii: "+") {
+            bytes.append(0x20)
+        } else if b == UInt8(ascii: "%"), it.count >= 2, let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) {
+            bytes.append(v)
+            it = it.dropFirst(2)
+        } else {
+            bytes.append(b)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,52 @@
+import FHIRModel
+import Store
+
+/// Runs searches: the matching page, then `_include` / `_revinclude` (with `:iterate`).
+public struct SearchService: Sendable {
+    public let store: any ResourceStore
+    let parser = SearchQueryParser()
+    /// How many rounds `:iterate` follows references.
+    static let maxIterations = 3
+
+    public init(store: any ResourceStore) {
+        self.store = store
+    }
+
+    public struct Result: Sendable {
+        public let matches: [ResourceRecord]
+        public let included: [ResourceRecord]
+        public let total: Int?
+        public let next: PageRequest?
+        public let search: ParsedSearch
+    }
+
+    public func parse(type: String, query: String, strict: Bool) throws(FHIRError) -> ParsedSearch {
+        guard FHIRSchema.r4.isResourceType(type) else {
+            throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
+        }
+        return try parser.parseSearch(type: type, query: query, strict: strict)
+    }
+
+    public func run(_ search: ParsedSearch) async throws -> Result {
+        var page = search.page
+        if search.summaryCount { page.count = 0 }
+        let result = try await store.search(search.query, page: page)
+        var seen = Set(result.records.map(\.key))
+        var included: [ResourceRecord] = []
+        var frontier = result.records
+        for round in 0..<(Self.maxIterations + 1) where !frontier.isEmpty {
+            var found: [ResourceRecord] = []
+            for spec in search.includes where round == 0 || spec.iterate {
+                let sources = frontier.filter { $0.key.type == spec.sourceType }.map(\.key)
+                found += try await store.include(from: sources, parameter: spec.parameter, targetType: spec.targetType)
+            }
+            for spec in search.revincludes where round == 0 || spec.iterate {
+                let targets = frontier.map(\.key)
+                found += try await store.revinclude(of: targets, sourceType: spec.sourceType, parameter: spec.parameter)
+            }
+            frontier = found.filter { seen.insert($0.key).inserted }
+            included += frontier
+        }
+        return Result(matches: result.records, included: included, total: result.total, next: result.next, search: search)
+    }
+}

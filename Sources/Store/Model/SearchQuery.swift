@@ -1,0 +1,100 @@
+import FHIRModel
+
+/// A parsed FHIR search on one resource type: clauses are ANDed, the values of a clause
+/// ORed. Conditional interactions use the same type with exact semantics.
+public struct SearchQuery: Sendable, Equatable {
+    /// Comparison prefixes for ordered values (http://hl7.org/fhir/R4/search.html#prefix).
+    public enum Prefix: String, Sendable, CaseIterable { case eq, ne, gt, lt, ge, le, sa, eb, ap }
+
+    public enum Match: Sendable, Equatable {
+        /// `_id`
+        case id(String)
+        /// `_lastUpdated`, a range in microseconds.
+        case lastUpdated(Prefix, low: Int64, high: Int64)
+        /// token: `code` (any system), `system|code`, `|code` (system ""), `system|` (code nil).
+        case token(system: String?, code: String?)
+        /// string: normalised starts-with (default), exact original text, normalised substring.
+        case stringPrefix(String)
+        case stringExact(String)
+        case stringContains(String)
+        /// reference to `type/id` (type nil: any type), or to an absolute URL / canonical.
+        case reference(type: String?, id: String)
+        case referenceURL(String)
+        case uri(String)
+        case uriBelow(String)
+        /// date: the search range in microseconds.
+        case date(Prefix, low: Int64, high: Int64)
+        /// number or quantity: the value, the range its precision implies, and for quantities the unit.
+        case quantity(Prefix, value: Double, low: Double, high: Double, system: String?, code: String?)
+        /// `:missing=true|false`
+        case missing(Bool)
+    }
+
+    public struct Clause: Sendable, Equatable {
+        public let parameter: String
+        /// The parameter's type (`token`, `string`, ...), which names its index table.
+        public let parameterType: String
+        public let values: [Match]
+        /// `:not` — resources with no matching value.
+        public let negated: Bool
+
+        public init(parameter: String, parameterType: String = "token", values: [Match], negated: Bool = false) {
+            self.parameter = parameter
+            self.parameterType = parameterType
+            self.values = values
+            self.negated = negated
+        }
+    }
+
+    public struct SortKey: Sendable, Equatable {
+        public let parameter: String
+        public let parameterType: String
+        public let descending: Bool
+
+        public init(parameter: String, parameterType: String, descending: Bool) {
+            self.parameter = parameter
+            self.parameterType = parameterType
+            self.descending = descending
+        }
+    }
+
+    public var type: String
+    public var clauses: [Clause]
+    public var sort: [SortKey]
+
+    public init(type: String, clauses: [Clause], sort: [SortKey] = []) {
+        self.type = type
+        self.clauses = clauses
+        self.sort = sort
+    }
+}
+
+/// A page of search results.
+public struct SearchPage: Sendable {
+    public let records: [ResourceRecord]
+    /// Total matches, when asked for.
+    public let total: Int?
+    /// The request for the next page; nil on the last page.
+    public let next: PageRequest?
+}
+
+/// How a page is cut from the result. Only resources whose storage row id is at most
+/// `snapshot` (fixed by the first page) take part, so resources created while a client pages
+/// do not shift later pages. In the default order (storage order) pages continue after the
+/// last row id seen (`after`), so deletions between pages skip nothing either; with `_sort`
+/// pages continue by `offset`.
+public struct PageRequest: Sendable, Equatable {
+    public var count: Int
+    public var offset: Int
+    public var after: Int?
+    public var snapshot: Int?
+    public var withTotal: Bool
+
+    public init(count: Int = 20, offset: Int = 0, after: Int? = nil, snapshot: Int? = nil, withTotal: Bool = false) {
+        self.count = count
+        self.offset = offset
+        self.after = after
+        self.snapshot = snapshot
+        self.withTotal = withTotal
+    }
+}

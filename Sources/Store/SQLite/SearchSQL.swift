@@ -1,0 +1,166 @@
+import SQLiteNIO
+
+/// Compiles a `SearchQuery` to SQL for the SQLite store. Every request value is a bound
+/// parameter; only fixed fragments of this file are concatenated into statements.
+enum SearchSQL {
+    /// Index table per search-parameter type.
+    static func table(for parameterType: String) -> String? {
+        switch parameterType {
+        case "token": return "idx_token"
+        case "string": return "idx_string"
+        case "reference": return "idx_reference"
+        case "date": return "idx_date"
+        case "uri": return "idx_uri"
+        case "number", "quantity": return "idx_quantity"
+        default: return nil
+        }
+    }
+
+    /// `r.type = ? AND r.deleted = 0 AND ...` over `resource r`.
+    static func whereClause(_ query: SearchQuery) -> (sql: String, binds: [SQLiteData]) {
+        var sql = "r.type = ? AND r.deleted = 0"
+        var binds: [SQLiteData] = [.text(query.type)]
+        for clause in query.clauses {
+            var alternatives: [String] = []
+            var indexed: [String] = []   // conditions on one index row, ORed inside one subquery
+            var indexedBinds: [SQLiteData] = []
+            var clauseBinds: [SQLiteData] = []
+            for match in clause.values {
+                switch match {
+                case .id(let id):
+                    alternatives.append("r.id = ?")
+                    clauseBinds.append(.text(id))
+                case .lastUpdated(let prefix, let low, let high):
+                    let (cond, b) = pointRange("r.last_updated", prefix, low, high)
+                    alternatives.append(cond)
+                    clauseBinds.append(contentsOf: b)
+                case .missing(let missing):
+                    guard let table = table(for: clause.parameterType) else { continue }
+                    alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ?)")
+                    clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)])
+                default:
+                    let (cond, b) = indexCondition(match)
+                    indexed.append(cond)
+                    indexedBinds.append(contentsOf: b)
+                }
+            }
+            if !indexed.isEmpty, let table = table(for: clause.parameterType) {
+                let sub = "r.rid \(clause.negated ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ? AND ("
+                    + indexed.joined(separator: " OR ") + "))"
+                alternatives.append(sub)
+                clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)] + indexedBinds)
+            }
+            if alternatives.isEmpty { continue }
+            sql += " AND (" + alternatives.joined(separator: " OR ") + ")"
+            binds.append(contentsOf: clauseBinds)
+        }
+        return (sql, binds)
+    }
+
+    /// The condition on one index row for one value.
+    static func indexCondition(_ match: SearchQuery.Match) -> (String, [SQLiteData]) {
+        switch match {
+        case .token(let system, let code):
+            var parts: [String] = []
+            var b: [SQLiteData] = []
+            if let code { parts.append("code = ?"); b.append(.text(code)) }
+            if let system {
+                if system.isEmpty { parts.append("system IS NULL") } else { parts.append("system = ?"); b.append(.text(system)) }
+            }
+            return (parts.isEmpty ? "1" : parts.joined(separator: " AND "), b)
+        case .stringPrefix(let prefix):
+            return ("(value >= ? AND value < ? || char(1114111))", [.text(prefix), .text(prefix)])
+        case .stringExact(let text):
+            return ("exact = ?", [.text(text)])
+        case .stringContains(let text):
+            return ("value LIKE ? ESCAPE '\\'", [.text("%" + likeEscaped(text) + "%")])
+        case .reference(let type, let id):
+            if let type { return ("(target_id = ? AND target_type = ?)", [.text(id), .text(type)]) }
+            return ("target_id = ?", [.text(id)])
+        case .referenceURL(let url):
+            return ("url = ?", [.text(url)])
+        case .uri(let uri):
+            return ("value = ?", [.text(uri)])
+        case .uriBelow(let uri):
+            return ("(value >= ? AND value < ? || char(1114111))", [.text(uri), .text(uri)])
+        case .date(let prefix, let sl, let sh):
+            let l = SQLiteData.integer(Int(sl)), h = SQLiteData.integer(Int(sh))
+            switch prefix {
+            case .eq: return ("(low >= ? AND high <= ?)", [l, h])
+            case .ne: return ("NOT (low >= ? AND high <= ?)", [l, h])
+            case .gt: return ("high > ?", [h])
+            case .lt: return ("low < ?", [l])
+            case .ge: return ("(high > ? OR (low >= ? AND high <= ?))", [h, l, h])
+            case .le: return ("(low < ? OR (low >= ? AND high <= ?))", [l, l, h])
+            case .sa: return ("low >= ?", [h])
+            case .eb: return ("high <= ?", [l])
+            case .ap: return ("(low < ? AND high > ?)", [h, l])
+            }
+        case .quantity(let prefix, let v, let low, let high, let system, let code):
+            var cond: String
+            var b: [SQLiteData]
+            switch prefix {
+            case .eq: cond = "(value >= ? AND value < ?)"; b = [.float(low), .float(high)]
+            case .ne: cond = "NOT (value >= ? AND value < ?)"; b = [.float(low), .float(high)]
+            case .gt, .sa: cond = "value > ?"; b = [.float(v)]
+            case .lt, .eb: cond = "value < ?"; b = [.float(v)]
+            case .ge: cond = "value >= ?"; b = [.float(v)]
+            case .le: cond = "value <= ?"; b = [.float(v)]
+            case .ap: cond = "(value >= ? AND value <= ?)"; b = [.float(v - abs(v) * 0.1), .float(v + abs(v) * 0.1)]
+            }
+            if let code { cond += " AND code = ?"; b.append(.text(code)) }
+            if let system { cond += " AND system = ?"; b.append(.text(system)) }
+            return ("(" + cond + ")", b)
+        case .id, .lastUpdated, .missing:
+            return ("0", [])
+        }
+    }
+
+    /// A prefix comparison of a point in time (a column) against a search range.
+    static func pointRange(_ column: String, _ prefix: SearchQuery.Prefix, _ low: Int64, _ high: Int64) -> (String, [SQLiteData]) {
+        let l = SQLiteData.integer(Int(low)), h = SQLiteData.integer(Int(high))
+        switch prefix {
+        case .eq, .ap: return ("(\(column) >= ? AND \(column) < ?)", [l, h])
+        case .ne: return ("NOT (\(column) >= ? AND \(column) < ?)", [l, h])
+        case .gt, .sa: return ("\(column) >= ?", [h])
+        case .lt, .eb: return ("\(column) < ?", [l])
+        case .ge: return ("\(column) >= ?", [l])
+        case .le: return ("\(column) < ?", [h])
+        }
+    }
+
+    static func likeEscaped(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            if c == "%" || c == "_" || c == "\\" { out.append("\\") }
+            out.append(c)
+        }
+        return out
+    }
+
+    /// The sort expression for one key (nil values last).
+    static func sortExpression(_ key: SearchQuery.SortKey, type: String) -> (String, [SQLiteData]) {
+        let direction = key.descending ? "DESC" : "ASC"
+        switch key.parameter {
+        case "_id": return ("r.id \(direction)", [])
+        case "_lastUpdated": return ("r.last_updated \(direction)", [])
+        default: break
+        }
+        guard let table = table(for: key.parameterType) else { return ("r.rid", []) }
+        let column: String
+        switch key.parameterType {
+        case "date": column = key.descending ? "MAX(high)" : "MIN(low)"
+        case "token": column = key.descending ? "MAX(code)" : "MIN(code)"
+        case "reference": column = key.descending ? "MAX(target_id)" : "MIN(target_id)"
+        default: column = key.descending ? "MAX(value)" : "MIN(value)"
+        }
+        let sub = "(SELECT \(column) FROM \(table) WHERE rid = r.rid AND param = ?)"
+        return ("\(sub) IS NULL, \(sub) \(direction)", [.text(key.parameter), .text(key.parameter)])
+    }
+
+    /// Keys of matching resources (conditional interactions).
+    static func compile(_ query: SearchQuery, limit: Int) -> (sql: String, binds: [SQLiteData]) {
+        let (w, b) = whereClause(query)
+        return ("SELECT r.type, r.id FROM resource r WHERE " + w + " ORDER BY r.rid LIMIT ?", b + [.integer(limit)])
+    }
+}
