@@ -148,7 +148,7 @@ final class SearchTests: XCTestCase {
         }
     }
 
-    func test_reference_forms_typeModifier_andChainedIsReportedNotSilentlyWrong() async throws {
+    func test_reference_forms_typeModifier_andUnknownChainIsRefused() async throws {
         try await TestServer.run { server, _ in
             try await putResource(server, "Observation", "o1", #"{"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}"#)
             try await putResource(server, "Observation", "o2", #"{"status":"final","code":{"text":"x"},"subject":{"reference":"Group/p1"}}"#)
@@ -163,8 +163,8 @@ final class SearchTests: XCTestCase {
             XCTAssertEqual(r, ["o1"], "patient only follows references to Patient")
             r = try await searchIDs(server, "Observation?subject=http://example.org/fhir/Patient/p2")
             XCTAssertEqual(r, ["o3"])
-            let strict = try await server.request(.get, "/fhir/Observation?subject.name=x", headers: ["Prefer": "handling=strict"])
-            XCTAssertEqual(strict.status, 400)
+            let unknownChain = try await server.request(.get, "/fhir/Observation?subject.shoe-size=x")
+            XCTAssertEqual(unknownChain.status, 400)
         }
     }
 
@@ -316,6 +316,33 @@ final class SearchTests: XCTestCase {
             XCTAssertEqual(m, ["Observation/o": "match", "Encounter/e": "include", "Patient/p": "include", "Organization/org": "include"])
             m = try await modes("Observation?_include=*")
             XCTAssertEqual(m, ["Observation/o": "match", "Encounter/e": "include", "Patient/p": "include"])
+        }
+    }
+
+    func test_chaining_oneAndTwoHops_andReverseChainingHas() async throws {
+        try await TestServer.run { server, _ in
+            try await putResource(server, "Organization", "h1", #"{"name":"第一人民医院"}"#)
+            try await putResource(server, "Organization", "h2", #"{"name":"中医院"}"#)
+            try await putResource(server, "Patient", "zw", #"{"name":[{"family":"张","given":["伟"]}],"managingOrganization":{"reference":"Organization/h1"}}"#)
+            try await putResource(server, "Patient", "lw", #"{"name":[{"family":"李","given":["伟"]}],"managingOrganization":{"reference":"Organization/h2"}}"#)
+            try await putResource(server, "Group", "g", #"{"type":"person","actual":true,"name":"张家"}"#)
+            try await putResource(server, "Observation", "o-zw", #"{"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"1234-5"}]},"subject":{"reference":"Patient/zw"}}"#)
+            try await putResource(server, "Observation", "o-lw", #"{"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"9999-9"}]},"subject":{"reference":"Patient/lw"}}"#)
+            try await putResource(server, "Observation", "o-g", #"{"status":"final","code":{"text":"x"},"subject":{"reference":"Group/g"}}"#)
+            var r = try await searchIDs(server, "Observation?subject:Patient.name=张")
+            XCTAssertEqual(r, ["o-zw"])
+            r = try await searchIDs(server, "Observation?patient.family=李")
+            XCTAssertEqual(r, ["o-lw"])
+            r = try await searchIDs(server, "Observation?subject.name=张")
+            XCTAssertEqual(r, ["o-zw"], "without a type, every target type with a 'name' parameter (R4 Group has none)")
+            r = try await searchIDs(server, "Observation?subject:Patient.organization.name=中医")
+            XCTAssertEqual(r, ["o-lw"])
+            r = try await searchIDs(server, "Patient?_has:Observation:patient:code=1234-5")
+            XCTAssertEqual(r, ["zw"])
+            r = try await searchIDs(server, "Organization?_has:Patient:organization:_has:Observation:patient:code=http://loinc.org|9999-9")
+            XCTAssertEqual(r, ["h2"])
+            let bad = try await server.request(.get, "/fhir/Observation?code.name=x")
+            XCTAssertEqual(bad.status, 400)
         }
     }
 

@@ -141,14 +141,26 @@ public struct SearchQueryParser: Sendable {
             }
             if name == "_include" { result.includes.append(spec) } else { result.revincludes.append(spec) }
             return
-        case "_contained", "_containedType", "_has", "_list", "_text", "_content", "_query", "_filter":
+        case "_has":
+            // _has:Type:param:rest=value (rest may itself be a _has).
+            guard let modifier else { throw bad("_has takes _has:Type:referenceParameter:searchParameter") }
+            let p = modifier.split(separator: ":", maxSplits: 2).map(String.init)
+            guard p.count == 3, FHIRSchema.r4.isResourceType(p[0]) else { throw bad("_has takes _has:Type:referenceParameter:searchParameter") }
+            guard let reference = registry.parameter(p[1], for: p[0]), reference.type == .reference else {
+                throw FHIRError(400, code: "not-supported", "'\(p[1])' is not a reference parameter of \(p[0])", at: fullName)
+            }
+            var inner = ParsedSearch(query: SearchQuery(type: p[0], clauses: []), page: PageRequest())
+            try apply(p[2], rawValue, type: p[0], strict: true, to: &inner)
+            result.query.clauses.append(.init(parameter: "_has", parameterType: "special", values: [.has(inner.query, parameter: p[1])]))
+            return
+        case "_contained", "_containedType", "_list", "_text", "_content", "_query", "_filter":
             try unsupported("\(name) is not supported yet", strict, &result)
             return
         default:
             break
         }
-        if name.contains(".") {
-            try unsupported("Chained parameter '\(fullName)' is not supported yet", strict, &result)
+        if let dot = fullName.firstIndex(of: ".") {
+            try chain(String(fullName[..<dot]), rest: String(fullName[fullName.index(after: dot)...]), rawValue, type: type, to: &result)
             return
         }
         let values = splitValues(rawValue)
@@ -244,6 +256,35 @@ public struct SearchQueryParser: Sendable {
             return
         }
         result.query.clauses.append(.init(parameter: name, parameterType: typeName, values: matches, negated: negated))
+    }
+
+    /// `subject:Patient.name=x` / `patient.name=x` / two hops: `subject:Patient.organization.name=x`.
+    private func chain(_ head: String, rest: String, _ rawValue: String, type: String, to result: inout ParsedSearch) throws(FHIRError) {
+        let parts = head.split(separator: ":", maxSplits: 1).map(String.init)
+        guard let reference = registry.parameter(parts[0], for: type), reference.type == .reference else {
+            throw FHIRError(400, code: "not-supported", "'\(parts[0])' is not a reference parameter of \(type), so it cannot be chained", at: head)
+        }
+        let chainedName = String(rest.split(separator: ".", maxSplits: 1)[0].split(separator: ":")[0])
+        var targets: [String]
+        if parts.count > 1 {
+            guard FHIRSchema.r4.isResourceType(parts[1]) else { throw FHIRError(400, code: "invalid", "Unknown resource type '\(parts[1])'", at: head) }
+            targets = [parts[1]]
+        } else if let restricted = reference.paths.compactMap(\.targetType).first, reference.paths.allSatisfy({ $0.targetType != nil }) {
+            targets = [restricted]
+        } else {
+            // Every type that has the chained parameter; the reference's own targets narrow it at match time.
+            targets = FHIRSchema.r4.resourceTypeNames.filter { chainedName.hasPrefix("_") || registry.parameter(chainedName, for: $0) != nil }
+        }
+        var values: [SearchQuery.Match] = []
+        for target in targets {
+            var inner = ParsedSearch(query: SearchQuery(type: target, clauses: []), page: PageRequest())
+            try apply(rest, rawValue, type: target, strict: true, to: &inner)
+            values.append(.chain(inner.query))
+        }
+        guard !values.isEmpty else {
+            throw FHIRError(400, code: "not-supported", "No resource type that '\(parts[0])' can reference has a parameter '\(chainedName)'", at: head)
+        }
+        result.query.clauses.append(.init(parameter: parts[0], parameterType: "reference", values: values))
     }
 
     private func unsupported(_ message: String, _ strict: Bool, _ result: inout ParsedSearch) throws(FHIRError) {

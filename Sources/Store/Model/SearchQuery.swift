@@ -6,7 +6,7 @@ public struct SearchQuery: Sendable, Equatable {
     /// Comparison prefixes for ordered values (http://hl7.org/fhir/R4/search.html#prefix).
     public enum Prefix: String, Sendable, CaseIterable { case eq, ne, gt, lt, ge, le, sa, eb, ap }
 
-    public enum Match: Sendable, Equatable {
+    public indirect enum Match: Sendable, Equatable {
         /// `_id`
         case id(String)
         /// `_lastUpdated`, a range in microseconds.
@@ -28,6 +28,11 @@ public struct SearchQuery: Sendable, Equatable {
         case quantity(Prefix, value: Double, low: Double, high: Double, system: String?, code: String?)
         /// `:missing=true|false`
         case missing(Bool)
+        /// Chaining (`subject:Patient.name=x`): the reference points at a resource matching `query`.
+        case chain(SearchQuery)
+        /// Reverse chaining (`_has:Observation:patient:code=x`): some resource matching `query`
+        /// references this one through its parameter `parameter`.
+        case has(SearchQuery, parameter: String)
     }
 
     public struct Clause: Sendable, Equatable {

@@ -34,6 +34,16 @@ enum SearchSQL {
                     let (cond, b) = pointRange("r.last_updated", prefix, low, high)
                     alternatives.append(cond)
                     clauseBinds.append(contentsOf: b)
+                case .chain(let inner):
+                    let (innerWhere, innerBinds) = whereClause(inner)
+                    alternatives.append("r.rid IN (SELECT i.rid FROM idx_reference i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id"
+                        + " WHERE i.type = ? AND i.param = ? AND t.rid IN (SELECT r.rid FROM resource r WHERE " + innerWhere + "))")
+                    clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)] + innerBinds)
+                case .has(let inner, let parameter):
+                    let (innerWhere, innerBinds) = whereClause(inner)
+                    alternatives.append("r.rid IN (SELECT t.rid FROM idx_reference i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id"
+                        + " WHERE i.type = ? AND i.param = ? AND t.type = ? AND i.rid IN (SELECT r.rid FROM resource r WHERE " + innerWhere + "))")
+                    clauseBinds.append(contentsOf: [.text(inner.type), .text(parameter), .text(query.type)] + innerBinds)
                 case .missing(let missing):
                     guard let table = table(for: clause.parameterType) else { continue }
                     alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ?)")
@@ -111,7 +121,7 @@ enum SearchSQL {
             if let code { cond += " AND code = ?"; b.append(.text(code)) }
             if let system { cond += " AND system = ?"; b.append(.text(system)) }
             return ("(" + cond + ")", b)
-        case .id, .lastUpdated, .missing:
+        case .id, .lastUpdated, .missing, .chain, .has:
             return ("0", [])
         }
     }
