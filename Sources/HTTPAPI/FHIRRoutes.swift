@@ -109,6 +109,19 @@ struct FHIRRoutes: Sendable {
                 try await history(request, base: base, type: try context.parameters.require("type"), id: try context.parameters.require("id"))
             }
         }
+        fhir.get("{type}/{id}/{operationOrCompartment}") { request, context in
+            try await handle(request) { base in
+                let type = try context.parameters.require("type"), id = try context.parameters.require("id")
+                let third = try context.parameters.require("operationOrCompartment")
+                if type == "Patient" && third == "$everything" { return try await everything(request, base: base, patientID: id) }
+                guard type == "Patient", FHIRSchema.r4.isResourceType(third) else {
+                    throw FHIRError(404, code: "not-supported", "Unknown operation or compartment '\(type)/\(id)/\(third)'")
+                }
+                // Compartment search: GET /Patient/{id}/Observation?code=...
+                let query = (request.uri.query.map { $0 + "&" } ?? "") + "_compartment=Patient/" + id
+                return try await search(request, base: base, type: third, query: query, selfPath: "Patient/\(id)/\(third)")
+            }
+        }
         fhir.get("{type}/{id}/_history/{version}") { request, context in
             try await handle(request) { base in
                 let r = try await service.vread(try context.parameters.require("type"), try context.parameters.require("id"),
@@ -256,9 +269,10 @@ struct FHIRRoutes: Sendable {
     }
 
     /// Type-level search (`GET /Type?...`, `POST /Type/_search`) as a searchset Bundle.
-    func search(_ request: Request, base: String, type: String, query: String) async throws -> Response {
+    func search(_ request: Request, base: String, type: String, query: String, selfPath: String? = nil) async throws -> Response {
         let strict = request.headers[.prefer]?.contains("handling=strict") ?? false
         let parsed = try searches.parse(type: type, query: query, strict: strict)
+        let query = query.split(separator: "&").filter { !$0.hasPrefix("_compartment=") }.joined(separator: "&")
         let result = try await searches.run(parsed)
         // A total is cheap when everything fits in one page; otherwise only on request (_total).
         var total = result.total
@@ -269,8 +283,9 @@ struct FHIRRoutes: Sendable {
         let kept = query.split(separator: "&").filter { pair in
             !paging.contains(String(pair.split(separator: "=", maxSplits: 1).first ?? ""))
         }.joined(separator: "&")
-        let selfBase = "\(base)/\(type)?" + (kept.isEmpty ? "" : kept + "&")
-        var links: [(String, String)] = [("self", "\(base)/\(type)?\(query)")]
+        let path = selfPath ?? type
+        let selfBase = "\(base)/\(path)?" + (kept.isEmpty ? "" : kept + "&")
+        var links: [(String, String)] = [("self", "\(base)/\(path)?\(query)")]
         if let next = result.next {
             var cursor = "_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)"
             if let after = next.after { cursor += "&_after=\(after)" } else { cursor += "&_offset=\(next.offset)" }
@@ -287,6 +302,34 @@ struct FHIRRoutes: Sendable {
             let outcome = ByteBuffer(bytes: JSONWriter.bytes(OperationOutcome.make(parsed.warnings)))
             writer.add(fullUrl: nil, resource: outcome, extra: [("search", .object(JSONObject([("mode", .string("outcome"))])))])
         }
+        return writer.response()
+    }
+
+    /// `Patient/{id}/$everything` as a searchset Bundle, paged.
+    func everything(_ request: Request, base: String, patientID: String) async throws -> Response {
+        let params = request.uri.queryParameters
+        var page = PageRequest(count: min(max(Int(params["_count"].map(String.init) ?? "") ?? 100, 1), SearchQueryParser.maxCount))
+        page.after = params["_after"].flatMap { Int(String($0)) }
+        page.snapshot = params["_snapshot"].flatMap { Int(String($0)) }
+        let types = params["_type"].map { $0.split(separator: ",").map(String.init) }
+        var since: Int64?
+        if let s = params["_since"].map(String.init) {
+            guard let t = FHIRDateTime.parse(s, kind: .instant) ?? FHIRDateTime.parse(s, kind: .dateTime) else {
+                throw FHIRError(400, code: "value", "Invalid _since '\(s)': expected an instant", at: "_since")
+            }
+            since = t.low
+        }
+        let result = try await PatientEverything(store: service.store).run(patientID: patientID, types: types, since: since, page: page)
+        var keep = ""
+        if let t = params["_type"] { keep += "&_type=\(t)" }
+        if let s = params["_since"] { keep += "&_since=\(s)" }
+        let selfURL = "\(base)/Patient/\(patientID)/$everything"
+        var links: [(String, String)] = [("self", selfURL + (request.uri.query.map { "?" + $0 } ?? ""))]
+        if let next = result.next {
+            links.append(("next", "\(selfURL)?_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)&_after=\(next.after ?? 0)" + keep))
+        }
+        var writer = BundleWriter(type: "searchset", total: result.total, links: links)
+        for r in result.records { writer.add(fullUrl: "\(base)/\(r.key)", resource: r.content, extra: []) }
         return writer.response()
     }
 

@@ -11,6 +11,9 @@ public protocol ResourceStore: Sendable {
     func search(_ query: SearchQuery, limit: Int) async throws -> [ResourceKey]
     /// One page of a search, in the query's sort order.
     func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage
+    /// A page of everything in a patient's compartment (resources referencing it, and the patient
+    /// itself), in storage order; `types` and `since` filter (`$everything`).
+    func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
     /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
     /// optionally only of `targetType` (`_include`).
     func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord]

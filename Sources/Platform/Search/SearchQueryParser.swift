@@ -153,6 +153,11 @@ public struct SearchQueryParser: Sendable {
             try apply(p[2], rawValue, type: p[0], strict: true, to: &inner)
             result.query.clauses.append(.init(parameter: "_has", parameterType: "special", values: [.has(inner.query, parameter: p[1])]))
             return
+        case "_compartment":
+            // Set by the compartment-search route (Patient/{id}/Type?...); a client sending it only narrows its search.
+            guard case .relative(let t, let id, nil)? = ReferenceSyntax.parse(rawValue) else { throw bad("Invalid compartment") }
+            result.query.clauses.append(.init(parameter: "_compartment", parameterType: "special", values: [.compartment(type: t, id: id)]))
+            return
         case "_contained", "_containedType", "_list", "_text", "_content", "_query", "_filter":
             try unsupported("\(name) is not supported yet", strict, &result)
             return

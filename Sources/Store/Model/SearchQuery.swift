@@ -30,6 +30,8 @@ public struct SearchQuery: Sendable, Equatable {
         case missing(Bool)
         /// Chaining (`subject:Patient.name=x`): the reference points at a resource matching `query`.
         case chain(SearchQuery)
+        /// In the compartment of `type/id`: the resource references it (any reference parameter).
+        case compartment(type: String, id: String)
         /// Reverse chaining (`_has:Observation:patient:code=x`): some resource matching `query`
         /// references this one through its parameter `parameter`.
         case has(SearchQuery, parameter: String)

@@ -187,6 +187,49 @@ public final class SQLiteStore: ResourceStore {
         return SearchPage(records: records, total: total, next: next)
     }
 
+    public func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
+        let db = reader
+        let snapshot: Int
+        if let s = page.snapshot {
+            snapshot = s
+        } else {
+            snapshot = try await db.query("SELECT COALESCE(MAX(rid), 0) AS m FROM resource").first?.column("m")?.integer ?? 0
+        }
+        var condition = "r.deleted = 0 AND r.rid <= ? AND (r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?)"
+            + " OR (r.type = ? AND r.id = ?))"
+        var binds: [SQLiteData] = [.integer(snapshot), .text(patient.id), .text(patient.type), .text(patient.type), .text(patient.id)]
+        if let types, !types.isEmpty {
+            condition += " AND r.type IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
+            binds.append(contentsOf: types.map { .text($0) })
+        }
+        if let since {
+            condition += " AND r.last_updated >= ?"
+            binds.append(.integer(Int(since)))
+        }
+        var pageCondition = condition
+        var pageBinds = binds
+        if let after = page.after {
+            pageCondition += " AND r.rid > ?"
+            pageBinds.append(.integer(after))
+        }
+        let rows = try await db.query(
+            "SELECT r.rid, \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE " + pageCondition
+                + " ORDER BY r.rid LIMIT ?", pageBinds + [.integer(page.count + 1)])
+        var records: [ResourceRecord] = []
+        var lastRid = page.after ?? 0
+        for row in rows.prefix(page.count) {
+            lastRid = row.columns[0].data.integer ?? lastRid
+            if let record = Self.record(Array(row.columns.dropFirst())) { records.append(record) }
+        }
+        var total: Int?
+        if page.withTotal {
+            total = try await db.query("SELECT COUNT(*) AS n FROM resource r WHERE " + condition, binds).first?.column("n")?.integer
+        }
+        let next = rows.count > page.count
+            ? PageRequest(count: page.count, after: lastRid, snapshot: snapshot, withTotal: page.withTotal) : nil
+        return SearchPage(records: records, total: total, next: next)
+    }
+
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         guard !sources.isEmpty else { return [] }
         var result: [ResourceRecord] = []

@@ -44,6 +44,9 @@ enum SearchSQL {
                     alternatives.append("r.rid IN (SELECT t.rid FROM idx_reference i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id"
                         + " WHERE i.type = ? AND i.param = ? AND t.type = ? AND i.rid IN (SELECT r.rid FROM resource r WHERE " + innerWhere + "))")
                     clauseBinds.append(contentsOf: [.text(inner.type), .text(parameter), .text(query.type)] + innerBinds)
+                case .compartment(let type, let id):
+                    alternatives.append("r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?)")
+                    clauseBinds.append(contentsOf: [.text(id), .text(type)])
                 case .missing(let missing):
                     guard let table = table(for: clause.parameterType) else { continue }
                     alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ?)")
@@ -121,7 +124,7 @@ enum SearchSQL {
             if let code { cond += " AND code = ?"; b.append(.text(code)) }
             if let system { cond += " AND system = ?"; b.append(.text(system)) }
             return ("(" + cond + ")", b)
-        case .id, .lastUpdated, .missing, .chain, .has:
+        case .id, .lastUpdated, .missing, .chain, .has, .compartment:
             return ("0", [])
         }
     }

@@ -1,0 +1,39 @@
+import FHIRModel
+import Store
+
+/// `Patient/{id}/$everything` (http://hl7.org/fhir/R4/patient-operation-everything.html): the
+/// patient, everything in its compartment, and the Practitioner, Organization, Location and
+/// Medication resources those reference. Paged in storage order, so memory is bounded by the
+/// page size, not by the patient's record.
+public struct PatientEverything: Sendable {
+    public let store: any ResourceStore
+    static let supportingTypes = ["Practitioner", "PractitionerRole", "Organization", "Location", "Medication"]
+
+    public init(store: any ResourceStore) {
+        self.store = store
+    }
+
+    public struct Page: Sendable {
+        public let records: [ResourceRecord]
+        public let total: Int?
+        public let next: PageRequest?
+    }
+
+    public func run(patientID: String, types: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
+        let patient = ResourceKey("Patient", patientID)
+        guard let record = try await store.read(patient), !record.deleted else { throw FHIRError.notFound(patient) }
+        if let types {
+            for t in types where !FHIRSchema.r4.isResourceType(t) {
+                throw FHIRError(400, code: "value", "Unknown resource type '\(t)' in _type", at: "_type")
+            }
+        }
+        let result = try await store.compartment(of: patient, types: types, since: since, page: page)
+        var seen = Set(result.records.map(\.key))
+        var records = result.records
+        for type in Self.supportingTypes where types == nil || types!.contains(type) {
+            let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: type)
+            records += found.filter { seen.insert($0.key).inserted }
+        }
+        return Page(records: records, total: result.total, next: result.next)
+    }
+}
