@@ -5,13 +5,14 @@ import Hummingbird
 import Logging
 import Platform
 import Store
+import FHIRModel
 
 @main
 struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.
@@ -104,5 +105,35 @@ struct Import: AsyncParsableCommand {
             for f in failures { print("  \(f.path): \(f.error ?? "")", to: &err) }
             throw ExitCode(1)
         }
+    }
+}
+
+struct Reindex: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rebuild the search index from stored resources (after adding search parameters).")
+
+    @Option(help: "Only resources of this type.")
+    var type: String?
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .warning
+        if let type, !FHIRSchema.r4.isResourceType(type) { throw ValidationError("Unknown resource type '\(type)'") }
+        let store = try await storeOptions.open(logger: logger)
+        let extractor = IndexExtractor()
+        let start = Date()
+        let done = try await store.reindex(type: type, extract: { extractor.entries(for: $0, type: $1) }) { done, total in
+            let elapsed = Date().timeIntervalSince(start)
+            let rate = Double(done) / max(elapsed, 0.001)
+            let eta = rate > 0 ? Double(total - done) / rate : 0
+            var err = FileHandleOutputStream.standardError
+            print("\rreindexed \(done)/\(total)  \(Int(rate))/s  ETA \(Int(eta)) s", terminator: "", to: &err)
+        }
+        var err = FileHandleOutputStream.standardError
+        print("", to: &err)
+        print("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        try await store.close()
     }
 }

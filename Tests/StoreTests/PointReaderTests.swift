@@ -31,3 +31,28 @@ final class PointReaderTests: XCTestCase {
         try await store.close()
     }
 }
+
+final class ReindexTests: XCTestCase {
+    func test_reindex_rebuildsLostIndexRows_fromStoredContent() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-ri-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try await SQLiteStore.open(path: dir.appendingPathComponent("db.sqlite").path)
+        let pipeline = IngestPipeline()
+        let json = try JSONParser.parse(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"v"}]}"#)
+        _ = try await store.commit(WriteUnit(writes: [try pipeline.prepare(json, type: "Patient", id: "x", method: "PUT")]))
+        let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: "s", code: "v")])])
+        var found = try await store.search(query, limit: 5)
+        XCTAssertEqual(found, [ResourceKey("Patient", "x")])
+        // Lose the index (as after adding a parameter, or a damaged index), then rebuild it.
+        try await store.writer.replaceIndex([1: ("Patient", [])])
+        found = try await store.search(query, limit: 5)
+        XCTAssertEqual(found, [])
+        let extractor = IndexExtractor()
+        let done = try await store.reindex(type: "Patient", extract: { extractor.entries(for: $0, type: $1) }, progress: { _, _ in })
+        XCTAssertEqual(done, 1)
+        found = try await store.search(query, limit: 5)
+        XCTAssertEqual(found, [ResourceKey("Patient", "x")])
+        try await store.close()
+    }
+}

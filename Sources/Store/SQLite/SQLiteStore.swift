@@ -1,3 +1,4 @@
+import FHIRModel
 import Logging
 import NIOCore
 import NIOPosix
@@ -272,6 +273,37 @@ public final class SQLiteStore: ResourceStore {
             if let t = row.column("type")?.string, let n = row.column("n")?.integer { result[t] = n }
         }
         return result
+    }
+
+    /// Rebuilds the search index of every current resource (of `type`, when given) from the
+    /// stored content, in batches; `progress` gets (done, total) after each batch.
+    public func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],
+                        progress: @Sendable (Int, Int) -> Void) async throws -> Int {
+        let filter = type == nil ? "" : " AND r.type = ?"
+        let typeBind: [SQLiteData] = type.map { [.text($0)] } ?? []
+        let total = try await reader.query("SELECT COUNT(*) AS n FROM resource r WHERE r.deleted = 0" + filter, typeBind)
+            .first?.column("n")?.integer ?? 0
+        var after = 0
+        var done = 0
+        while true {
+            let rows = try await reader.query(
+                "SELECT r.rid, r.type, h.content FROM resource r JOIN resource_history h ON h.hid = r.hid"
+                    + " WHERE r.deleted = 0 AND r.rid > ?" + filter + " ORDER BY r.rid LIMIT 1000",
+                [.integer(after)] + typeBind)
+            if rows.isEmpty { break }
+            var index: [Int: (type: String, entries: [IndexEntry])] = [:]
+            for row in rows {
+                let c = row.columns
+                guard let rid = c[0].data.integer, let t = c[1].data.string, let content = c[2].data.blob else { continue }
+                after = rid
+                guard case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+                index[rid] = (t, extract(o, t))
+            }
+            try await writer.replaceIndex(index)
+            done += rows.count
+            progress(done, total)
+        }
+        return done
     }
 
     public func close() async throws {

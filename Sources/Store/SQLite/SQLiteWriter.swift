@@ -195,6 +195,27 @@ actor SQLiteWriter {
         return outcomes
     }
 
+    /// Replaces the index rows of the given resources in one transaction (`huitong reindex`).
+    func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) async throws {
+        _ = try await db.query("BEGIN IMMEDIATE")
+        do {
+            let rids = Array(index.keys)
+            for chunk in rids.chunked(900) {
+                let list = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+                for table in Self.indexTables {
+                    _ = try await db.query("DELETE FROM \(table) WHERE rid IN (\(list))", chunk.map { SQLiteData.integer($0) })
+                }
+            }
+            try await insertIndex(index)
+            _ = try await db.query("COMMIT")
+        } catch {
+            _ = try? await db.query("ROLLBACK")
+            throw error
+        }
+    }
+
+    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
+
     private func currentStates(_ keys: [ResourceKey]) async throws -> [ResourceKey: State] {
         var result: [ResourceKey: State] = [:]
         for chunk in keys.chunked(400) {
@@ -238,7 +259,7 @@ actor SQLiteWriter {
             for chunk in Array(pending.clearIndex).chunked(900) {
                 let list = Array(repeating: "?", count: chunk.count).joined(separator: ",")
                 let binds = chunk.map { SQLiteData.integer($0) }
-                for table in ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"] {
+                for table in Self.indexTables {
                     _ = try await db.query("DELETE FROM \(table) WHERE rid IN (\(list))", binds)
                 }
             }
