@@ -86,6 +86,24 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    func test_token_textAndOfTypeModifiers() async throws {
+        try await TestServer.run { server, _ in
+            try await putResource(server, "Condition", "c1", #"{"subject":{"reference":"Patient/p"},"code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"I10","display":"原发性高血压"}],"text":"高血压"}}"#)
+            try await putResource(server, "Condition", "c2", #"{"subject":{"reference":"Patient/p"},"code":{"coding":[{"code":"E11","display":"2型糖尿病"}]}}"#)
+            try await putResource(server, "Patient", "p", #"{"identifier":[{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"MR"}]},"system":"urn:h1","value":"M-001"},{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"NI"}]},"value":"110101"}]}"#)
+            var r = try await searchIDs(server, "Condition?code:text=高血压")
+            XCTAssertEqual(r, ["c1"])
+            r = try await searchIDs(server, "Condition?code:text=原发")
+            XCTAssertEqual(r, ["c1"], "Coding.display counts as text")
+            r = try await searchIDs(server, "Condition?code:text=2型")
+            XCTAssertEqual(r, ["c2"])
+            r = try await searchIDs(server, "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|M-001")
+            XCTAssertEqual(r, ["p"])
+            r = try await searchIDs(server, "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|NI|M-001")
+            XCTAssertEqual(r, [])
+        }
+    }
+
     func test_token_onIdentifierBooleanAndFilteredContactPoint() async throws {
         try await TestServer.run { server, _ in
             try await putResource(server, "Patient", "p1", #"{"active":true,"identifier":[{"system":"urn:oid:2.16.156.10011.1.1","value":"110101199003071234"}],"telecom":[{"system":"phone","value":"13800138000"},{"system":"email","value":"a@b.cn"}]}"#)

@@ -17,6 +17,9 @@ public struct IndexExtractor: Sendable {
         for parameter in registry.parameters(for: type) {
             for path in parameter.paths {
                 for (value, valueType) in values(at: path.steps, in: resource, type: type) {
+                    if parameter.type == .token {
+                        for e in tokenExtras(value, valueType, parameter: parameter.name) where seen.insert(e).inserted { result.append(e) }
+                    }
                     for v in indexValues(value, valueType: valueType, as: parameter.type) {
                         if let target = path.targetType, case .reference(let t, _, _) = v, t != target { continue }
                         let entry = IndexEntry(parameter.name, v)
@@ -109,6 +112,34 @@ public struct IndexExtractor: Sendable {
         default:
             return []
         }
+    }
+
+    /// Rows for the token modifiers: `:text` (CodeableConcept.text, Coding.display, Identifier.type.text)
+    /// as string rows under `name:text`, and `:of-type` (Identifier.type + value) under `name:of-type`.
+    func tokenExtras(_ value: JSON, _ type: String, parameter: String) -> [IndexEntry] {
+        guard case .object(let o) = value else { return [] }
+        var texts: [String] = []
+        var result: [IndexEntry] = []
+        switch type {
+        case "CodeableConcept":
+            if let t = o["text"]?.stringValue { texts.append(t) }
+            texts += (o["coding"]?.arrayValue ?? []).compactMap { $0["display"]?.stringValue }
+        case "Coding":
+            if let t = o["display"]?.stringValue { texts.append(t) }
+        case "Identifier":
+            if let t = o["type"]?["text"]?.stringValue { texts.append(t) }
+            if let v = o["value"]?.stringValue {
+                for coding in o["type"]?["coding"]?.arrayValue ?? [] {
+                    guard let code = coding["code"]?.stringValue else { continue }
+                    let system = coding["system"]?.stringValue ?? ""
+                    result.append(IndexEntry(parameter + ":of-type", .token(system: system + "|" + code, code: v)))
+                }
+            }
+        default:
+            break
+        }
+        result += texts.map { IndexEntry(parameter + ":text", .string(StringNormalizer.normalize($0), exact: $0)) }
+        return result
     }
 
     func strings(_ value: JSON, _ type: String) -> [String] {

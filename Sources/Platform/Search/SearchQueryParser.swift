@@ -200,6 +200,19 @@ public struct SearchQueryParser: Sendable {
             switch modifier {
             case nil: break
             case "not": negated = true
+            case "text":
+                result.query.clauses.append(.init(parameter: name + ":text", parameterType: "string",
+                                                  values: values.map { .stringPrefix(StringNormalizer.normalize($0)) }))
+                return
+            case "of-type":
+                var typed: [SearchQuery.Match] = []
+                for v in values {
+                    let p = v.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+                    guard p.count == 3, !p[1].isEmpty, !p[2].isEmpty else { throw bad(":of-type takes system|code|value") }
+                    typed.append(.token(system: p[0] + "|" + p[1], code: p[2]))
+                }
+                result.query.clauses.append(.init(parameter: name + ":of-type", parameterType: "token", values: typed))
+                return
             default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
             }
             for v in values {
