@@ -30,6 +30,8 @@ public struct SearchService: Sendable {
     public func run(_ search: ParsedSearch) async throws -> Result {
         var page = search.page
         if search.summaryCount { page.count = 0 }
+        // `_count=0` asks for the total only.
+        if page.count == 0 { page.withTotal = true }
         let result = try await store.search(search.query, page: page)
         var seen = Set(result.records.map(\.key))
         var included: [ResourceRecord] = []
