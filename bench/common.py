@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks: generated data cache, server processes, output."""
 import json
+import re
 import os
 import socket
 import subprocess
@@ -76,3 +77,27 @@ def save(name, result):
         json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))
     log(f"saved {path}")
+
+
+LUA = """
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+math.randomseed(%d)
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+"""
+
+def wrk(url, lua, seconds, connections=8, threads=2):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", lua, url],
+                         check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": int(errors.group(1)) if errors else 0}
+

@@ -7,36 +7,11 @@ constant body of the same average size (`huitong bench http-baseline`) in the sa
 import argparse
 import os
 import random
-import re
 import sqlite3
 import subprocess
 import tempfile
 
-from common import BINARY, free_port, log, save, start, stop, synthea_dir
-
-LUA = """
-local paths = {}
-for line in io.lines("%s") do paths[#paths + 1] = line end
-math.randomseed(%d)
-request = function()
-  return wrk.format("GET", paths[math.random(#paths)])
-end
-"""
-
-
-def wrk(url, lua, seconds, connections=8, threads=2):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", lua, url],
-                         check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def pct(p):
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_s": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": int(errors.group(1)) if errors else 0}
-
+from common import BINARY, LUA, free_port, log, save, start, stop, synthea_dir, wrk
 
 def main():
     ap = argparse.ArgumentParser()

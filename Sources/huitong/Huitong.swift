@@ -98,6 +98,7 @@ struct Import: AsyncParsableCommand {
             }
         }
         progress.finish()
+        try await store.analyze()
         try await store.close()
         if !failures.isEmpty {
             var err = FileHandleOutputStream.standardError
@@ -133,6 +134,7 @@ struct Reindex: AsyncParsableCommand {
         }
         var err = FileHandleOutputStream.standardError
         print("", to: &err)
+        try await store.analyze()
         print("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         try await store.close()
     }

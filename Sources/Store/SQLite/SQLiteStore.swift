@@ -34,6 +34,8 @@ public final class SQLiteStore: ResourceStore {
         _ = try await writeConnection.query("PRAGMA cache_size = -65536")
         _ = try await writeConnection.query("PRAGMA temp_store = MEMORY")
         try await migrate(writeConnection, logger: logger)
+        // Keep the planner's statistics current (cheap when nothing changed much).
+        _ = try await writeConnection.query("PRAGMA optimize = 0x10002")
         var readers: [SQLiteConnection] = []
         for _ in 0..<readerCount {
             let c = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger,
@@ -177,8 +179,9 @@ public final class SQLiteStore: ResourceStore {
         }
         var total: Int?
         if page.withTotal {
-            total = try await db.query("SELECT COUNT(*) AS n FROM resource r WHERE " + condition + " AND r.rid <= ?",
-                                       binds + [.integer(snapshot)]).first?.column("n")?.integer
+            let (countSQL, countBinds) = SearchSQL.indexOnlyCount(query, snapshot: snapshot)
+                ?? ("SELECT COUNT(*) AS n FROM resource r WHERE " + condition + " AND r.rid <= ?", binds + [.integer(snapshot)])
+            total = try await db.query(countSQL, countBinds).first?.column("n")?.integer
         }
         var next: PageRequest?
         if rows.count > page.count {
@@ -196,8 +199,8 @@ public final class SQLiteStore: ResourceStore {
         } else {
             snapshot = try await db.query("SELECT COALESCE(MAX(rid), 0) AS m FROM resource").first?.column("m")?.integer ?? 0
         }
-        var condition = "r.deleted = 0 AND r.rid <= ? AND (r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?)"
-            + " OR (r.type = ? AND r.id = ?))"
+        var condition = "r.deleted = 0 AND r.rid <= ? AND r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?"
+            + " UNION ALL SELECT rid FROM resource WHERE type = ? AND id = ?)"
         var binds: [SQLiteData] = [.integer(snapshot), .text(patient.id), .text(patient.type), .text(patient.type), .text(patient.id)]
         if let types, !types.isEmpty {
             condition += " AND r.type IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
@@ -306,7 +309,13 @@ public final class SQLiteStore: ResourceStore {
         return done
     }
 
+    /// Refreshes the query planner's statistics; worth it after bulk loads.
+    public func analyze() async throws {
+        try await writer.analyze()
+    }
+
     public func close() async throws {
+        try? await writer.analyze(full: false)
         try await writer.close()
         pointReader.close()
         for r in readers { try await r.close() }

@@ -214,6 +214,11 @@ actor SQLiteWriter {
         }
     }
 
+    /// `ANALYZE` (full) or `PRAGMA optimize` (only tables whose statistics are stale).
+    func analyze(full: Bool = true) async throws {
+        _ = try await db.query(full ? "ANALYZE" : "PRAGMA optimize")
+    }
+
     static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
 
     private func currentStates(_ keys: [ResourceKey]) async throws -> [ResourceKey: State] {

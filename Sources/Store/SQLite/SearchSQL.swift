@@ -18,7 +18,33 @@ enum SearchSQL {
 
     /// `r.type = ? AND r.deleted = 0 AND ...` over `resource r`.
     static func whereClause(_ query: SearchQuery) -> (sql: String, binds: [SQLiteData]) {
-        var sql = "r.type = ? AND r.deleted = 0"
+        let (sql, binds, _) = compileWhere(query)
+        return (sql, binds)
+    }
+
+    /// A count that needs no row lookups: when every clause is one positive index subquery
+    /// (index rows exist only for current, non-deleted versions), intersect their row ids.
+    static func indexOnlyCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLiteData])? {
+        let (_, _, sets) = compileWhere(query)
+        guard let sets, !sets.isEmpty else { return nil }
+        let sql = "SELECT COUNT(DISTINCT rid) AS n FROM (" + sets.map(\.0).joined(separator: " INTERSECT ") + ") WHERE rid <= ?"
+        return (sql, sets.flatMap(\.1) + [.integer(snapshot)])
+    }
+
+    static func compileWhere(_ query: SearchQuery) -> (sql: String, binds: [SQLiteData], ridSets: [(String, [SQLiteData])]?) {
+        // With a selective index clause present, keep the planner from scanning every resource of
+        // the type through the type index: `+r.type` is not indexable, so the IN lists drive.
+        let hasID = query.clauses.contains { $0.parameter == "_id" }
+        let driven = !hasID && query.clauses.contains { clause in
+            !clause.negated && clause.values.allSatisfy {
+                switch $0 {
+                case .missing, .id, .lastUpdated: return false
+                default: return true
+                }
+            }
+        }
+        var sql = (driven ? "+r.type" : "r.type") + " = ? AND r.deleted = 0"
+        var ridSets: [(String, [SQLiteData])]? = []
         var binds: [SQLiteData] = [.text(query.type)]
         for clause in query.clauses {
             var alternatives: [String] = []
@@ -45,8 +71,8 @@ enum SearchSQL {
                         + " WHERE i.type = ? AND i.param = ? AND t.type = ? AND i.rid IN (SELECT r.rid FROM resource r WHERE " + innerWhere + "))")
                     clauseBinds.append(contentsOf: [.text(inner.type), .text(parameter), .text(query.type)] + innerBinds)
                 case .compartment(let type, let id):
-                    alternatives.append("r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?)")
-                    clauseBinds.append(contentsOf: [.text(id), .text(type)])
+                    alternatives.append("r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ? AND type = ?)")
+                    clauseBinds.append(contentsOf: [.text(id), .text(type), .text(query.type)])
                 case .missing(let missing):
                     guard let table = table(for: clause.parameterType) else { continue }
                     alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ?)")
@@ -64,10 +90,15 @@ enum SearchSQL {
                 clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)] + indexedBinds)
             }
             if alternatives.isEmpty { continue }
+            if alternatives.count == 1, alternatives[0].hasPrefix("r.rid IN ("), alternatives[0].hasSuffix(")") {
+                ridSets?.append((String(alternatives[0].dropFirst("r.rid IN (".count).dropLast()), clauseBinds))
+            } else {
+                ridSets = nil
+            }
             sql += " AND (" + alternatives.joined(separator: " OR ") + ")"
             binds.append(contentsOf: clauseBinds)
         }
-        return (sql, binds)
+        return (sql, binds, ridSets)
     }
 
     /// The condition on one index row for one value.
