@@ -30,9 +30,11 @@ public struct PatientEverything: Sendable {
         let result = try await store.compartment(of: patient, types: types, since: since, page: page)
         var seen = Set(result.records.map(\.key))
         var records = result.records
-        for type in Self.supportingTypes where types == nil || types!.contains(type) {
-            let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: type)
-            records += found.filter { seen.insert($0.key).inserted }
+        let wanted = Set(Self.supportingTypes.filter { types == nil || types!.contains($0) })
+        if !wanted.isEmpty {
+            // One pass over the page's references, kept to the supporting types.
+            let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: nil)
+            records += found.filter { wanted.contains($0.key.type) && seen.insert($0.key).inserted }
         }
         return Page(records: records, total: result.total, next: result.next)
     }

@@ -1,4 +1,5 @@
 /// Numbered schema migrations for the SQLite store. Append only: a released migration never changes.
+/// (Lookup indexes end in `rid` so that searches read row ids from the index alone.)
 enum SQLiteMigrations {
     static let all: [(version: Int, name: String, statements: [String])] = [
         (1, "resources, history and search indexes", [
@@ -27,22 +28,22 @@ enum SQLiteMigrations {
             "CREATE UNIQUE INDEX history_version ON resource_history(rid, version)",
             "CREATE INDEX history_time ON resource_history(last_updated)",
             "CREATE TABLE idx_token (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL)",
-            "CREATE INDEX idx_token_lookup ON idx_token(type, param, code, system)",
+            "CREATE INDEX idx_token_lookup ON idx_token(type, param, code, system, rid)",
             "CREATE INDEX idx_token_rid ON idx_token(rid)",
             "CREATE TABLE idx_string (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL)",
-            "CREATE INDEX idx_string_lookup ON idx_string(type, param, value)",
+            "CREATE INDEX idx_string_lookup ON idx_string(type, param, value, rid)",
             "CREATE INDEX idx_string_rid ON idx_string(rid)",
             """
             CREATE TABLE idx_reference (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
                 target_type TEXT, target_id TEXT, url TEXT)
             """,
-            "CREATE INDEX idx_reference_lookup ON idx_reference(target_id, target_type, param)",
+            "CREATE INDEX idx_reference_lookup ON idx_reference(target_id, target_type, param, type, rid)",
             "CREATE INDEX idx_reference_rid ON idx_reference(rid)",
             "CREATE TABLE idx_date (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL)",
-            "CREATE INDEX idx_date_lookup ON idx_date(type, param, low, high)",
+            "CREATE INDEX idx_date_lookup ON idx_date(type, param, low, high, rid)",
             "CREATE INDEX idx_date_rid ON idx_date(rid)",
             "CREATE TABLE idx_uri (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL)",
-            "CREATE INDEX idx_uri_lookup ON idx_uri(type, param, value)",
+            "CREATE INDEX idx_uri_lookup ON idx_uri(type, param, value, rid)",
             "CREATE INDEX idx_uri_rid ON idx_uri(rid)",
         ]),
         (2, "number and quantity index; lookup of resources by last update", [
@@ -50,7 +51,7 @@ enum SQLiteMigrations {
             CREATE TABLE idx_quantity (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
                 value REAL NOT NULL, system TEXT, code TEXT)
             """,
-            "CREATE INDEX idx_quantity_lookup ON idx_quantity(type, param, value)",
+            "CREATE INDEX idx_quantity_lookup ON idx_quantity(type, param, value, rid)",
             "CREATE INDEX idx_quantity_rid ON idx_quantity(rid)",
             "CREATE INDEX resource_type_updated ON resource(type, last_updated)",
             "ALTER TABLE idx_string ADD COLUMN exact TEXT",

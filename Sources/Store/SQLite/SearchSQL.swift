@@ -45,9 +45,24 @@ enum SearchSQL {
         }
         var sql = (driven ? "+r.type" : "r.type") + " = ? AND r.deleted = 0"
         var ridSets: [(String, [SQLiteData])]? = []
+        // Selective clauses (token, reference, uri) become IN lists, which the planner can drive
+        // from; ranges (date, quantity, string prefixes) are checked per candidate through the rid
+        // index (EXISTS), so a broad range is never materialised in full. Without any selective
+        // clause the first positive clause drives.
+        func selective(_ clause: SearchQuery.Clause) -> Bool {
+            !clause.negated && ["token", "reference", "uri"].contains(clause.parameterType)
+                && !clause.values.contains { if case .missing = $0 { return true } else { return false } }
+        }
+        let drivers: Set<Int> = {
+            let s = Set(query.clauses.indices.filter { selective(query.clauses[$0]) })
+            if !s.isEmpty { return s }
+            return Set(query.clauses.firstIndex { !$0.negated }.map { [$0] } ?? [])
+        }()
         var binds: [SQLiteData] = [.text(query.type)]
-        for clause in query.clauses {
+        var driverSets: [(String, [SQLiteData])] = []
+        for (clauseIndex, clause) in query.clauses.enumerated() {
             var alternatives: [String] = []
+            var ridSet: (String, [SQLiteData])?
             var indexed: [String] = []   // conditions on one index row, ORed inside one subquery
             var indexedBinds: [SQLiteData] = []
             var clauseBinds: [SQLiteData] = []
@@ -84,19 +99,38 @@ enum SearchSQL {
                 }
             }
             if !indexed.isEmpty, let table = table(for: clause.parameterType) {
-                let sub = "r.rid \(clause.negated ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ? AND ("
-                    + indexed.joined(separator: " OR ") + "))"
-                alternatives.append(sub)
-                clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)] + indexedBinds)
+                let conditions = indexed.joined(separator: " OR ")
+                let setBinds: [SQLiteData] = [.text(query.type), .text(clause.parameter)] + indexedBinds
+                let set = "SELECT rid FROM \(table) WHERE type = ? AND param = ? AND (" + conditions + ")"
+                if drivers.contains(clauseIndex) && !clause.negated && alternatives.isEmpty {
+                    // Intersected with the other selective clauses below, from covering indexes.
+                    driverSets.append((set, setBinds))
+                    ridSets?.append((set, setBinds))
+                    continue
+                } else if drivers.contains(clauseIndex) {
+                    alternatives.append("r.rid IN (" + set + ")")
+                    clauseBinds.append(contentsOf: setBinds)
+                } else {
+                    alternatives.append((clause.negated ? "NOT " : "") + "EXISTS (SELECT 1 FROM \(table) WHERE rid = r.rid AND param = ? AND ("
+                                        + conditions + "))")
+                    clauseBinds.append(contentsOf: [.text(clause.parameter)] + indexedBinds)
+                }
+                if !clause.negated && alternatives.count == 1 { ridSet = (set, setBinds) }
             }
             if alternatives.isEmpty { continue }
             if alternatives.count == 1, alternatives[0].hasPrefix("r.rid IN ("), alternatives[0].hasSuffix(")") {
-                ridSets?.append((String(alternatives[0].dropFirst("r.rid IN (".count).dropLast()), clauseBinds))
+                ridSets?.append(ridSet ?? (String(alternatives[0].dropFirst("r.rid IN (".count).dropLast()), clauseBinds))
+            } else if let ridSet, alternatives.count == 1 {
+                ridSets?.append(ridSet)
             } else {
                 ridSets = nil
             }
             sql += " AND (" + alternatives.joined(separator: " OR ") + ")"
             binds.append(contentsOf: clauseBinds)
+        }
+        if !driverSets.isEmpty {
+            sql += " AND r.rid IN (" + driverSets.map(\.0).joined(separator: " INTERSECT ") + ")"
+            binds.append(contentsOf: driverSets.flatMap(\.1))
         }
         return (sql, binds, ridSets)
     }
