@@ -28,7 +28,7 @@ def shapes(db, rnd, n=500):
     obs_codes = rows("SELECT code, COUNT(*) n FROM idx_token WHERE type='Observation' AND param='code' AND system='http://loinc.org' GROUP BY code ORDER BY n DESC LIMIT 20")
     common_code = obs_codes[0][0]
     cond_codes = [c for (c,) in rows("SELECT DISTINCT code FROM idx_token WHERE type='Condition' AND param='code' LIMIT 50")]
-    big = rows("SELECT target_id, COUNT(*) n FROM idx_reference WHERE target_type='Patient' GROUP BY target_id HAVING n >= 1000 ORDER BY n LIMIT 20")
+    big = rows("SELECT target_id, COUNT(DISTINCT rid) n FROM idx_reference WHERE target_type='Patient' GROUP BY target_id HAVING n >= 1000 ORDER BY n LIMIT 20")
     q = urllib.parse.quote
     out = {
         "patient_by_identifier": [f"/fhir/Patient?identifier={q(s)}|{q(c)}" for s, c in rnd.sample(identifiers, min(n, len(identifiers)))],
@@ -40,10 +40,12 @@ def shapes(db, rnd, n=500):
         "has_reverse_chain": [f"/fhir/Patient?_has:Condition:patient:code={q(rnd.choice(cond_codes))}&_count=20" for _ in range(n)],
         "everything_1000_plus": [f"/fhir/Patient/{pid}/$everything?_count=1000" for pid, _ in big] or None,
         "summary_count_common_code": [f"/fhir/Observation?code=http://loinc.org|{common_code}&_summary=count"],
+        "summary_count_status_final": ["/fhir/Observation?status=final&_summary=count"],
         "read_by_id_baseline": [f"/fhir/{t}/{i}" for t, i in rnd.sample(rows("SELECT type, id FROM resource WHERE deleted=0"), n * 4)],
     }
     facts = {"common_code": common_code,
              "common_code_matches": rows("SELECT COUNT(*) FROM idx_token WHERE type='Observation' AND param='code' AND code=?", common_code)[0][0],
+             "final_observations": rows("SELECT COUNT(*) FROM idx_token WHERE type='Observation' AND param='status' AND code='final'")[0][0],
              "everything_patients": [[pid, n] for pid, n in big]}
     return {k: v for k, v in out.items() if v}, facts
 
@@ -80,6 +82,10 @@ def main():
             lua = os.path.join(work, f"{name}.lua")
             open(lua, "w").write(LUA % (pfile, 1))
             results[name] = wrk(f"http://127.0.0.1:{port}", lua, args.seconds)
+            # One client at a time: the latency of the query itself, without queueing behind 7 others.
+            single = wrk(f"http://127.0.0.1:{port}", lua, max(3, args.seconds // 2), connections=1, threads=1)
+            results[name]["single_client_p50_ms"] = single["p50_ms"]
+            results[name]["single_client_p99_ms"] = single["p99_ms"]
             results[name]["sample_entries"] = len(body.get("entry", []))
             if "total" in body:
                 results[name]["sample_total"] = body["total"]
@@ -89,7 +95,7 @@ def main():
     baseline = results["read_by_id_baseline"]["requests_per_s"]
     for name, r in results.items():
         r["ratio_to_read_by_id"] = round(r["requests_per_s"] / baseline, 3)
-    save("search", {"patients": args.patients, "resources": total, "wrk": f"-t2 -c8 -d{args.seconds}s", "facts": facts,
+    save("search", {"patients": args.patients, "resources": total, "wrk": f"-t2 -c8 -d{args.seconds}s, then -t1 -c1 for single-client latency", "facts": facts,
                     "results": results, "cores": os.cpu_count()})
 
 
