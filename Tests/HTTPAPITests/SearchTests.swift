@@ -186,6 +186,18 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    func test_reference_identifierModifier_andTimingDates() async throws {
+        try await TestServer.run { server, _ in
+            try await putResource(server, "Observation", "by-id", #"{"status":"final","code":{"text":"x"},"subject":{"identifier":{"system":"urn:oid:2.16.156.10011.1.1","value":"110101199003071234"}}}"#)
+            try await putResource(server, "Observation", "by-ref", #"{"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p"}}"#)
+            var r = try await searchIDs(server, "Observation?subject:identifier=urn:oid:2.16.156.10011.1.1|110101199003071234")
+            XCTAssertEqual(r, ["by-id"])
+            try await putResource(server, "Observation", "timed", #"{"status":"final","code":{"text":"x"},"effectiveTiming":{"event":["2024-05-01T08:00:00Z","2024-05-02T08:00:00Z"]}}"#)
+            r = try await searchIDs(server, "Observation?date=2024-05-02")
+            XCTAssertEqual(r, ["timed"])
+        }
+    }
+
     func test_quantityAndNumber_prefixesUnitsAndPrecision() async throws {
         try await TestServer.run { server, _ in
             try await putResource(server, "Observation", "q54", #"{"status":"final","code":{"text":"x"},"valueQuantity":{"value":5.4,"system":"http://unitsofmeasure.org","code":"mg"}}"#)

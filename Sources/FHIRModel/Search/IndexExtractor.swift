@@ -17,6 +17,12 @@ public struct IndexExtractor: Sendable {
         for parameter in registry.parameters(for: type) {
             for path in parameter.paths {
                 for (value, valueType) in values(at: path.steps, in: resource, type: type) {
+                    if parameter.type == .reference, case .object(let o) = value, let identifier = o["identifier"] {
+                        // `param:identifier` searches match Reference.identifier.
+                        for t in tokens(identifier, "Identifier") where seen.insert(IndexEntry(parameter.name + ":identifier", t)).inserted {
+                            result.append(IndexEntry(parameter.name + ":identifier", t))
+                        }
+                    }
                     if parameter.type == .token {
                         for e in tokenExtras(value, valueType, parameter: parameter.name) where seen.insert(e).inserted { result.append(e) }
                     }
@@ -167,6 +173,12 @@ public struct IndexExtractor: Sendable {
             guard let s = value.stringValue else { return [] }
             let kind: FHIRDateTime.Kind = type == "date" ? .date : (type == "instant" ? .instant : .dateTime)
             return FHIRDateTime.parse(s, kind: kind).map { [$0] } ?? []
+        case "Timing":
+            // Each event, and the repeat bounds when they are a Period.
+            guard case .object(let o) = value else { return [] }
+            var result = (o["event"]?.arrayValue ?? []).flatMap { dates($0, "dateTime") }
+            if let bounds = o["repeat"]?["boundsPeriod"] { result += dates(bounds, "Period") }
+            return result
         case "Period":
             guard case .object(let o) = value else { return [] }
             let start = o["start"]?.stringValue.flatMap { FHIRDateTime.parse($0, kind: .dateTime) }

@@ -234,6 +234,19 @@ public struct SearchQueryParser: Sendable {
             }
         case .reference:
             var typeModifier: String?
+            if modifier == "identifier" {
+                var matches: [SearchQuery.Match] = []
+                for v in values {
+                    if let bar = v.firstIndex(of: "|") {
+                        let system = String(v[..<bar]), code = String(v[v.index(after: bar)...])
+                        matches.append(.token(system: system, code: code.isEmpty ? nil : code))
+                    } else {
+                        matches.append(.token(system: nil, code: v))
+                    }
+                }
+                result.query.clauses.append(.init(parameter: name + ":identifier", parameterType: "token", values: matches))
+                return
+            }
             if let modifier {
                 guard FHIRSchema.r4.isResourceType(modifier) else {
                     throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier)' is not supported on reference parameters yet", at: fullName)
