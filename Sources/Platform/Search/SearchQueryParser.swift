@@ -215,14 +215,7 @@ public struct SearchQueryParser: Sendable {
                 return
             default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
             }
-            for v in values {
-                if let bar = v.firstIndex(of: "|") {
-                    let system = String(v[..<bar]), code = String(v[v.index(after: bar)...])
-                    matches.append(.token(system: system, code: code.isEmpty ? nil : code))
-                } else {
-                    matches.append(.token(system: nil, code: v))
-                }
-            }
+            matches = values.map(tokenMatch)
         case .string:
             for v in values {
                 switch modifier {
@@ -235,16 +228,7 @@ public struct SearchQueryParser: Sendable {
         case .reference:
             var typeModifier: String?
             if modifier == "identifier" {
-                var matches: [SearchQuery.Match] = []
-                for v in values {
-                    if let bar = v.firstIndex(of: "|") {
-                        let system = String(v[..<bar]), code = String(v[v.index(after: bar)...])
-                        matches.append(.token(system: system, code: code.isEmpty ? nil : code))
-                    } else {
-                        matches.append(.token(system: nil, code: v))
-                    }
-                }
-                result.query.clauses.append(.init(parameter: name + ":identifier", parameterType: "token", values: matches))
+                result.query.clauses.append(.init(parameter: name + ":identifier", parameterType: "token", values: values.map(tokenMatch)))
                 return
             }
             if let modifier {
@@ -321,6 +305,13 @@ public struct SearchQueryParser: Sendable {
     private func unsupported(_ message: String, _ strict: Bool, _ result: inout ParsedSearch) throws(FHIRError) {
         if strict { throw FHIRError(400, code: "not-supported", message) }
         result.warnings.append(Issue(.warning, code: "not-supported", message + "; ignored"))
+    }
+
+    /// A token value: `code`, `system|code`, `|code` or `system|`.
+    func tokenMatch(_ v: String) -> SearchQuery.Match {
+        guard let bar = v.firstIndex(of: "|") else { return .token(system: nil, code: v) }
+        let system = String(v[..<bar]), code = String(v[v.index(after: bar)...])
+        return .token(system: system, code: code.isEmpty ? nil : code)
     }
 
     /// Splits a leading comparison prefix (`ge2024`) off a value.
