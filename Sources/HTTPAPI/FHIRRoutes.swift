@@ -73,6 +73,9 @@ struct FHIRRoutes: Sendable {
         }
         fhir.get("{type}/{id}") { request, context in
             try await handle(request) { base in
+                if try context.parameters.require("id") == "$everything", try context.parameters.require("type") == "Patient" {
+                    return try await everything(request, base: base, patientID: nil)
+                }
                 let r = try await service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 return FHIRResponse.resource(r, base: base)
             }
@@ -305,8 +308,8 @@ struct FHIRRoutes: Sendable {
         return writer.response()
     }
 
-    /// `Patient/{id}/$everything` as a searchset Bundle, paged.
-    func everything(_ request: Request, base: String, patientID: String) async throws -> Response {
+    /// `Patient/{id}/$everything` (or type-level with `patientID` nil) as a searchset Bundle, paged.
+    func everything(_ request: Request, base: String, patientID: String?) async throws -> Response {
         let params = request.uri.queryParameters
         var page = PageRequest(count: min(max(Int(params["_count"].map(String.init) ?? "") ?? 100, 1), SearchQueryParser.maxCount))
         page.after = params["_after"].flatMap { Int(String($0)) }
@@ -323,7 +326,7 @@ struct FHIRRoutes: Sendable {
         var keep = ""
         if let t = params["_type"] { keep += "&_type=\(t)" }
         if let s = params["_since"] { keep += "&_since=\(s)" }
-        let selfURL = "\(base)/Patient/\(patientID)/$everything"
+        let selfURL = "\(base)/Patient/" + (patientID.map { $0 + "/" } ?? "") + "$everything"
         var links: [(String, String)] = [("self", selfURL + (request.uri.query.map { "?" + $0 } ?? ""))]
         if let next = result.next {
             links.append(("next", "\(selfURL)?_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)&_after=\(next.after ?? 0)" + keep))

@@ -12,7 +12,8 @@ public protocol ResourceStore: Sendable {
     /// One page of a search, in the query's sort order.
     func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage
     /// A page of everything in a patient's compartment (resources referencing it, and the patient
-    /// itself), in storage order; `types` and `since` filter (`$everything`).
+    /// itself), in storage order; `types` and `since` filter (`$everything`). With only a type
+    /// (`Patient` and no id), every patient and everything referencing any of them.
     func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
     /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
     /// optionally only of `targetType` (`_include`).

@@ -37,6 +37,16 @@ final class EverythingTests: XCTestCase {
             XCTAssertEqual(typed.json["entry"]?.arrayValue?.count, 1)
             let missing = try await server.request(.get, "/fhir/Patient/nobody/$everything")
             XCTAssertEqual(missing.status, 404)
+
+            // Type level: every patient and everything that references one.
+            try await putResource(server, "Location", "unlinked", #"{"name":"无关"}"#)
+            let typeLevel = try await server.request(.get, "/fhir/Patient/$everything?_count=1000")
+            XCTAssertEqual(typeLevel.status, 200, typeLevel.bodyText)
+            let keys = Set((typeLevel.json["entry"]?.arrayValue ?? []).compactMap { e in
+                e["resource"].flatMap { r in r["id"]?.stringValue.map { "\(r["resourceType"]!.stringValue!)/\($0)" } }
+            })
+            XCTAssertTrue(keys.isSuperset(of: ["Patient/p", "Patient/other", "Observation/not-mine", "Observation/o0", "Practitioner/dr"]))
+            XCTAssertFalse(keys.contains("Location/unlinked"))
         }
     }
 

@@ -1,7 +1,7 @@
 import FHIRModel
 import Store
 
-/// `Patient/{id}/$everything` (http://hl7.org/fhir/R4/patient-operation-everything.html): the
+/// `Patient/{id}/$everything` and `Patient/$everything` (http://hl7.org/fhir/R4/patient-operation-everything.html): the
 /// patient, everything in its compartment, and the Practitioner, Organization, Location and
 /// Medication resources those reference. Paged in storage order, so memory is bounded by the
 /// page size, not by the patient's record.
@@ -19,9 +19,12 @@ public struct PatientEverything: Sendable {
         public let next: PageRequest?
     }
 
-    public func run(patientID: String, types: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
-        let patient = ResourceKey("Patient", patientID)
-        guard let record = try await store.read(patient), !record.deleted else { throw FHIRError.notFound(patient) }
+    /// One page; `patientID` nil is the type-level operation (`Patient/$everything`: all patients).
+    public func run(patientID: String?, types: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
+        let patient = ResourceKey("Patient", patientID ?? "")
+        if patientID != nil {
+            guard let record = try await store.read(patient), !record.deleted else { throw FHIRError.notFound(patient) }
+        }
         if let types {
             for t in types where !FHIRSchema.r4.isResourceType(t) {
                 throw FHIRError(400, code: "value", "Unknown resource type '\(t)' in _type", at: "_type")

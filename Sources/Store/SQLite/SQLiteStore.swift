@@ -199,9 +199,16 @@ public final class SQLiteStore: ResourceStore {
         } else {
             snapshot = try await db.query("SELECT COALESCE(MAX(rid), 0) AS m FROM resource").first?.column("m")?.integer ?? 0
         }
-        var condition = "r.deleted = 0 AND r.rid <= ? AND r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?"
-            + " UNION ALL SELECT rid FROM resource WHERE type = ? AND id = ?)"
-        var binds: [SQLiteData] = [.integer(snapshot), .text(patient.id), .text(patient.type), .text(patient.type), .text(patient.id)]
+        var condition: String
+        var binds: [SQLiteData]
+        if patient.id.isEmpty {
+            condition = "r.deleted = 0 AND r.rid <= ? AND (r.type = ? OR r.rid IN (SELECT rid FROM idx_reference WHERE target_type = ?))"
+            binds = [.integer(snapshot), .text(patient.type), .text(patient.type)]
+        } else {
+            condition = "r.deleted = 0 AND r.rid <= ? AND r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?"
+                + " UNION ALL SELECT rid FROM resource WHERE type = ? AND id = ?)"
+            binds = [.integer(snapshot), .text(patient.id), .text(patient.type), .text(patient.type), .text(patient.id)]
+        }
         if let types, !types.isEmpty {
             condition += " AND r.type IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
             binds.append(contentsOf: types.map { .text($0) })
