@@ -143,10 +143,12 @@ struct FHIRRoutes: Sendable {
             return try await body(baseURL(request))
         } catch let error as FHIRError {
             return FHIRResponse.error(error)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             return FHIRResponse.error(FHIRError(413, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes"))
         } catch let error as HTTPError {
             return FHIRResponse.error(FHIRError(Int(error.status.code), code: "processing", error.body ?? "\(error.status)"))
+        } catch let error as any HTTPResponseError {
+            return FHIRResponse.error(FHIRError(Int(error.status.code), code: "processing", "\(error)"))
         } catch {
             // Anything else is ours, not the client's: say so in an OperationOutcome, never as a bare 500.
             return FHIRResponse.error(FHIRError(500, code: "exception", "Internal error: \(error)"))
