@@ -2,6 +2,7 @@ import FHIRModel
 import HTTPTypes
 import Hummingbird
 import Platform
+import Store
 
 /// Builds HTTP responses for FHIR content: content type, versioning headers, OperationOutcomes.
 enum FHIRResponse {
