@@ -175,14 +175,14 @@ struct FHIRRoutes: Sendable {
         if let format = request.uri.queryParameters["_format"].map(String.init) {
             let accepted = ["json", "application/json", "application/fhir+json"]
             if !accepted.contains(where: { format.hasPrefix($0) }) {
-                throw FHIRError(415, code: "not-supported", "Only JSON is supported (_format=\(format))")
+                throw FHIRError(406, code: "not-supported", "Only JSON is supported (_format=\(format))")
             }
         }
         if let contentType = request.headers[.contentType], contentType.contains("xml") {
             throw FHIRError(415, code: "not-supported", "Only JSON is supported (Content-Type: \(contentType)); send application/fhir+json")
         }
         if let accept = request.headers[.accept], accept.contains("xml"), !accept.contains("json"), !accept.contains("*/*") {
-            throw FHIRError(415, code: "not-supported", "Only JSON is supported (Accept: \(accept))")
+            throw FHIRError(406, code: "not-supported", "Only JSON is supported (Accept: \(accept))")
         }
     }
 
@@ -232,7 +232,7 @@ struct FHIRRoutes: Sendable {
         if let type { try service.checkType(type) }
         let params = request.uri.queryParameters
         var query = HistoryQuery(type: type, id: id)
-        query.count = min(max(Int(params["_count"].map(String.init) ?? "") ?? 20, 0), 1000)
+        query.count = min(max(Int(params["_count"].map(String.init) ?? "") ?? 20, 1), 1000)
         query.offset = max(Int(params["_offset"].map(String.init) ?? "") ?? 0, 0)
         query.snapshot = params["_snapshot"].flatMap { Int64(String($0)) }
         if let since = params["_since"].map(String.init) {

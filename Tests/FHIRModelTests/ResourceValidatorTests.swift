@@ -48,6 +48,13 @@ final class ResourceValidatorTests: XCTestCase {
         XCTAssertEqual(try locations(#"{"resourceType":"Patient","name":[{}]}"#), ["Patient.name[0]"])
     }
 
+    func test_primitiveExtensionContentIsValidated_andBOMIsAccepted() throws {
+        XCTAssertEqual(Set(try locations(#"{"resourceType":"Patient","_birthDate":{"extension":[{"valueString":"x"}],"colour":1}}"#)),
+                       ["Patient._birthDate.extension[0].url", "Patient._birthDate.colour"])
+        let bom: [UInt8] = [0xEF, 0xBB, 0xBF] + Array(#"{"resourceType":"Patient"}"#.utf8)
+        XCTAssertNoThrow(try JSONParser.parse(bom))
+    }
+
     func test_nestedResourcesInBundleAreValidated() throws {
         let bundle = """
         {"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","birthDate":"1990-02-30"}}]}

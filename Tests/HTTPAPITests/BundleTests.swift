@@ -175,6 +175,40 @@ final class BundleTests: XCTestCase {
         }
     }
 
+    func test_transaction_conditionalUrlsWhoseValuesAreUrls_hitTheRightType() async throws {
+        try await TestServer.run { server, store in
+            _ = try await server.request(.post, "/fhir/Practitioner",
+                #"{"resourceType":"Practitioner","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"123"}]}"#)
+            let bundle = """
+            {"resourceType":"Bundle","type":"transaction","entry":[
+              {"resource":{"resourceType":"Practitioner","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"123"}],"gender":"female"},
+               "request":{"method":"PUT","url":"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|123"}}]}
+            """
+            let r = try await server.request(.post, "/fhir", bundle)
+            XCTAssertEqual(r.status, 200, r.bodyText)
+            XCTAssertEqual(r.json["entry"]?.arrayValue?.first?["response"]?["status"]?.stringValue, "200 OK")
+            let delete = """
+            {"resourceType":"Bundle","type":"transaction","entry":[
+              {"request":{"method":"DELETE","url":"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|123"}}]}
+            """
+            let d = try await server.request(.post, "/fhir", delete)
+            XCTAssertEqual(d.json["entry"]?.arrayValue?.first?["response"]?["status"]?.stringValue, "204 No Content", d.bodyText)
+            let counts = try await store.resourceCounts()
+            XCTAssertNil(counts["Practitioner"])
+        }
+    }
+
+    func test_transaction_putWithoutId_is400() async throws {
+        try await TestServer.run { server, _ in
+            let bundle = """
+            {"resourceType":"Bundle","type":"transaction","entry":[
+              {"resource":{"resourceType":"Patient","gender":"male"},"request":{"method":"PUT","url":"Patient/x"}}]}
+            """
+            let r = try await server.request(.post, "/fhir", bundle)
+            XCTAssertEqual(r.status, 400)
+        }
+    }
+
     func test_bundleOfWrongType_is400() async throws {
         try await TestServer.run { server, _ in
             let r = try await server.request(.post, "/fhir", #"{"resourceType":"Bundle","type":"collection"}"#)

@@ -74,6 +74,17 @@ final class ConditionalInteractionTests: XCTestCase {
         }
     }
 
+    func test_conditionalUpdate_noMatch_withIdOfAnotherResource_doesNotOverwriteIt() async throws {
+        try await TestServer.run { server, _ in
+            _ = try await server.request(.put, "/fhir/Patient/taken", patientJSON(family: "原", id: "taken"))
+            let r = try await server.request(.put, "/fhir/Patient?identifier=urn:oid:2.16.156.10011.1.1|nobody",
+                                             patientJSON(family: "新", identifier: "nobody", id: "taken"))
+            XCTAssertEqual(r.status, 409, r.bodyText)
+            let kept = try await server.request(.get, "/fhir/Patient/taken")
+            XCTAssertEqual(kept.json["name"]?.arrayValue?.first?["family"]?.stringValue, "原")
+        }
+    }
+
     func test_conditionalDelete_singleMatchDeletes_multipleIs412() async throws {
         try await TestServer.run { server, _ in
             let id = try await server.request(.post, "/fhir/Patient", patientJSON(identifier: "D1")).id!

@@ -211,14 +211,14 @@ final class RESTInteractionTests: XCTestCase {
         }
     }
 
-    func test_xmlIsRefusedWith415() async throws {
+    func test_xmlBodyIsRefusedWith415_xmlResponseWith406() async throws {
         try await TestServer.run { server, _ in
             let r = try await server.request(.post, "/fhir/Patient", "<Patient xmlns=\"http://hl7.org/fhir\"/>",
                                              headers: ["Content-Type": "application/fhir+xml"])
             XCTAssertEqual(r.status, 415)
             XCTAssertEqual(r.json["resourceType"]?.stringValue, "OperationOutcome")
             let format = try await server.request(.get, "/fhir/metadata?_format=xml")
-            XCTAssertEqual(format.status, 415)
+            XCTAssertEqual(format.status, 406, "an XML response cannot be produced: Not Acceptable")
             let jsonFormat = try await server.request(.get, "/fhir/metadata?_format=json")
             XCTAssertEqual(jsonFormat.status, 200)
         }

@@ -4,6 +4,9 @@ let r4StructureText = #"""
 # FHIR R4 (4.0.1) element tables: one block per resource, data type or backbone element.
 # "@Name kind Base" then "element type[|type...] card" with card ? 0..1, 1 1..1, * 0..*, + 1..*.
 # Cross-checked against an independent R4 model by tests/conformance/test_schema.py.
+@Element type Base
+id string ?
+extension Extension *
 @Account resource DomainResource
 id id ?
 implicitRules uri ?

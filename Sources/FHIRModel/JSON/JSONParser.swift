@@ -16,6 +16,8 @@ public struct JSONParser {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(JSONParseError) -> JSON in
             var parser = Cursor(buffer: buffer)
+            // RFC 8259 §8.1: a parser may ignore a leading byte order mark.
+            if buffer.count >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { parser.position = 3 }
             parser.skipWhitespace()
             let value = try parser.parseValue(depth: 0)
             parser.skipWhitespace()

@@ -40,7 +40,8 @@ public enum FHIRPrimitive: String, Sendable, CaseIterable {
         if s.isEmpty { return "must not be empty" }
         switch self {
         case .string, .markdown:
-            if s.utf8.count > 1_048_576 { return "is longer than 1 MB" }
+            // R4 limits strings to 1024 * 1024 characters (not bytes).
+            if s.utf8.count > 1_048_576 && s.unicodeScalars.count > 1_048_576 { return "is longer than 1,048,576 characters" }
             if s.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) {
                 return "contains a control character (only tab, CR and LF are allowed)"
             }

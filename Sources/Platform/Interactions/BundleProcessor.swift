@@ -110,6 +110,7 @@ public struct BundleProcessor: Sendable {
         var plans: [Int: Plan] = [:]
         var aliases: [String: String] = [:]   // fullUrl → Type/id
         var seenKeys = Set<ResourceKey>()
+        var mustNotExist = Set<ResourceKey>()   // conditional updates that matched nothing but carry an id
         func claim(_ key: ResourceKey, _ at: String) throws(FHIRError) {
             guard seenKeys.insert(key).inserted else {
                 throw FHIRError(400, code: "invalid", "\(key) is the target of more than one entry in this transaction", at: at)
@@ -131,6 +132,7 @@ public struct BundleProcessor: Sendable {
             let parts = path.split(separator: "/").map(String.init)
             switch e.method {
             case "DELETE":
+                if let type = parts.first { try service.checkType(type) }
                 if let query, parts.count == 1 {
                     let matches = try await resolveConditional(parts[0], query, at)
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "Conditional delete matched more than one resource", at: at) }
@@ -151,6 +153,7 @@ public struct BundleProcessor: Sendable {
                     let matches = try await resolveConditional(type, ifNoneExist, at)
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "ifNoneExist matched more than one \(type)", at: at) }
                     if let m = matches.first {
+                        try claim(m, at)
                         plans[e.index] = .existing(m)
                         if let f = e.fullUrl { aliases[f] = m.description }
                         continue
@@ -165,6 +168,7 @@ public struct BundleProcessor: Sendable {
                     let matches = try await resolveConditional(parts[0], query, at)
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "Conditional update matched more than one resource", at: at) }
                     key = matches.first ?? ResourceKey(parts[0], e.resource?["id"]?.stringValue ?? IngestPipeline.newID())
+                    if matches.isEmpty, e.resource?["id"] != nil { mustNotExist.insert(key) }
                 } else if parts.count == 2 {
                     key = ResourceKey(parts[0], parts[1])
                 } else {
@@ -181,6 +185,7 @@ public struct BundleProcessor: Sendable {
         // Rewrite references, resolving conditional references by search.
         var writes: [PreparedWrite] = []
         var keyForEntry: [Int: ResourceKey] = [:]
+        var implicitIfMatch = false
         for e in ordered {
             let at = "Bundle.entry[\(e.index)]"
             switch plans[e.index]! {
@@ -193,19 +198,26 @@ public struct BundleProcessor: Sendable {
                     }
                     let patchDoc = try patchDocument(e, at: at)
                     resource = try JSONPatch.apply(patchDoc, to: try service.pipeline.parse(Array(bytes.readableBytesView)))
-                    if ifMatch == nil { ifMatch = record.version }
+                    if ifMatch == nil { ifMatch = record.version; implicitIfMatch = true }
                 } else {
                     resource = e.resource!
                 }
                 resource = try await rewriteReferences(resource, aliases: aliases, at: "\(at).resource") { type, query in
                     try await resolveConditional(type, query, at)
                 }
-                if method == "PUT", let bodyID = resource["id"]?.stringValue, bodyID != key.id {
-                    throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match \(key)", at: "\(at).resource.id")
+                if method == "PUT" {
+                    if let bodyID = resource["id"]?.stringValue {
+                        if bodyID != key.id {
+                            throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match \(key)", at: "\(at).resource.id")
+                        }
+                    } else if splitURL(e.url).query == nil {
+                        throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(at).resource.id")
+                    }
                 }
                 if case .object(var o) = resource { o["id"] = .string(key.id); resource = .object(o) }
                 writes.append(try service.pipeline.prepare(resource, type: key.type, id: key.id, method: method == "PATCH" ? "PATCH" : method,
-                                                           ifMatch: ifMatch, location: "\(at).resource"))
+                                                           ifMatch: ifMatch, mustNotExist: mustNotExist.contains(key),
+                                                           location: "\(at).resource"))
                 keyForEntry[e.index] = key
             case .delete(let key):
                 if let key { writes.append(service.pipeline.prepareDelete(key, ifMatch: e.ifMatch)) }
@@ -213,7 +225,13 @@ public struct BundleProcessor: Sendable {
                 continue
             }
         }
-        let outcomes = try await service.commit(WriteUnit(writes: writes, assumptions: assumptions))
+        let outcomes: [WriteOutcome]
+        do {
+            outcomes = try await service.commit(WriteUnit(writes: writes, assumptions: assumptions))
+        } catch let error as FHIRError where error.status == 412 && implicitIfMatch {
+            // A PATCH pinned the version it read and another write came first: prepare again.
+            throw StoreError.conditionChanged
+        }
         var byKey: [ResourceKey: WriteOutcome] = [:]
         for o in outcomes { byKey[o.key] = o }
         var responses: [EntryResponse] = []
@@ -355,12 +373,18 @@ public struct BundleProcessor: Sendable {
     }
 }
 
+/// Splits a Bundle request URL into path and query. Only the path part (before `?`) may carry a
+/// server base (`http://host/fhir/Patient/1`); the query can contain URLs of its own.
 func splitURL(_ url: String) -> (path: String, query: String?) {
-    var u = Substring(url)
-    if let r = u.range(of: "/fhir/") { u = u[r.upperBound...] }
-    if u.hasPrefix("/") { u = u.dropFirst() }
-    guard let q = u.firstIndex(of: "?") else { return (String(u), nil) }
-    return (String(u[..<q]), String(u[u.index(after: q)...]))
+    var path = Substring(url)
+    var query: String?
+    if let q = path.firstIndex(of: "?") {
+        query = String(path[path.index(after: q)...])
+        path = path[..<q]
+    }
+    if path.contains("://"), let r = path.range(of: "/fhir/") { path = path[r.upperBound...] }
+    while path.hasPrefix("/") { path = path.dropFirst() }
+    return (String(path), query)
 }
 
 /// The HTTP status line for a code, as Bundle.entry.response.status carries it.

@@ -110,13 +110,15 @@ public struct FHIRService: Sendable {
             let id: String
             if let match {
                 if let bodyID, bodyID != match.id {
-                    throw FHIRError(409, code: "conflict", "Resource id '\(bodyID)' differs from the matching resource \(match)")
+                    throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' differs from the matching resource \(match)")
                 }
                 id = match.id
             } else {
                 id = bodyID ?? IngestPipeline.newID()
             }
-            let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch)
+            // Nothing matched but the body names an id: create it, never overwrite another resource.
+            let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch,
+                                             mustNotExist: match == nil && bodyID != nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
             let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]))[0]
             return InteractionResult(outcome, status: outcome.created ? 201 : 200)
