@@ -209,6 +209,25 @@ final class BundleTests: XCTestCase {
         }
     }
 
+    func test_batch_malformedEntryFailsAlone_transactionFailsWhole() async throws {
+        try await TestServer.run { server, store in
+            let entries = """
+            [{"resource":{"resourceType":"Patient","gender":"male"},"request":{"method":"POST","url":"Patient"}},
+             {"resource":{"resourceType":"Patient"},"request":{"method":"POST"}},
+             {"request":{"method":"PUT","url":"Patient/x","ifMatch":"nonsense"},"resource":{"resourceType":"Patient","id":"x"}}]
+            """
+            let batch = try await server.request(.post, "/fhir", #"{"resourceType":"Bundle","type":"batch","entry":"# + entries + "}")
+            XCTAssertEqual(batch.status, 200, batch.bodyText)
+            let statuses = batch.json["entry"]?.arrayValue?.map { $0["response"]?["status"]?.stringValue }
+            XCTAssertEqual(statuses, ["201 Created", "400 Bad Request", "400 Bad Request"])
+            let transaction = try await server.request(.post, "/fhir", #"{"resourceType":"Bundle","type":"transaction","entry":"# + entries + "}")
+            XCTAssertEqual(transaction.status, 400)
+            XCTAssertEqual(Set(transaction.issueLocations), ["Bundle.entry[1].request", "Bundle.entry[2].request.ifMatch"])
+            let counts = try await store.resourceCounts()
+            XCTAssertEqual(counts["Patient"], 1)
+        }
+    }
+
     func test_bundleOfWrongType_is400() async throws {
         try await TestServer.run { server, _ in
             let r = try await server.request(.post, "/fhir", #"{"resourceType":"Bundle","type":"collection"}"#)

@@ -159,6 +159,9 @@ final class RESTInteractionTests: XCTestCase {
             XCTAssertEqual(system.json["total"]?.numberText, "9")
             let since = try await server.request(.get, "/fhir/Patient/_history?_since=\(middle!)")
             XCTAssertEqual(since.json["total"]?.numberText, "4", "the newest initial patient and the three written while paging")
+            let zero = try await server.request(.get, "/fhir/Patient/_history?_count=0")
+            let zeroNext = zero.json["link"]?.arrayValue?.first { $0["relation"]?.stringValue == "next" }?["url"]?.stringValue ?? ""
+            XCTAssertFalse(zeroNext.contains("_offset=0&"), "a next link must move forward: \(zeroNext)")
             let badSince = try await server.request(.get, "/fhir/_history?_since=yesterday")
             XCTAssertEqual(badSince.status, 400)
         }

@@ -41,17 +41,23 @@ public struct BundleProcessor: Sendable {
         guard let type = bundle["type"]?.stringValue, type == "transaction" || type == "batch" else {
             throw FHIRError(400, code: "invalid", "Bundle.type must be 'transaction' or 'batch'", at: "Bundle.type")
         }
-        let entries = try parseEntries(bundle)
+        let parsed = parseEntries(bundle)
         if type == "transaction" {
+            let problems = parsed.flatMap { if case .failure(let e) = $0 { return e.issues } else { return [] } }
+            if !problems.isEmpty { throw FHIRError(400, problems) }
+            let entries = parsed.compactMap { try? $0.get() }
             return ("transaction-response", try await transaction(entries, returnRepresentation: returnRepresentation))
         }
-        return ("batch-response", await batch(entries, returnRepresentation: returnRepresentation))
+        return ("batch-response", await batch(parsed, returnRepresentation: returnRepresentation))
     }
 
-    func parseEntries(_ bundle: JSON) throws(FHIRError) -> [Entry] {
-        var issues: [Issue] = []
-        var result: [Entry] = []
+    /// Every entry, or the problem with it. A transaction fails on any problem; a batch answers
+    /// a malformed entry with its own error and goes on with the rest.
+    func parseEntries(_ bundle: JSON) -> [Result<Entry, FHIRError>] {
+        var result: [Result<Entry, FHIRError>] = []
         for (i, raw) in (bundle["entry"]?.arrayValue ?? []).enumerated() {
+            var issues: [Issue] = []
+            defer { if !issues.isEmpty { result.append(.failure(FHIRError(400, issues))) } }
             let at = "Bundle.entry[\(i)]"
             guard let request = raw["request"], let method = request["method"]?.stringValue, let url = request["url"]?.stringValue else {
                 issues.append(Issue(code: "required", "Each entry needs request.method and request.url", at: "\(at).request"))
@@ -73,10 +79,9 @@ public struct BundleProcessor: Sendable {
                 }
                 ifMatch = v
             }
-            result.append(Entry(index: i, method: method, url: url, fullUrl: raw["fullUrl"]?.stringValue,
-                                resource: raw["resource"], ifNoneExist: request["ifNoneExist"]?.stringValue, ifMatch: ifMatch))
+            result.append(.success(Entry(index: i, method: method, url: url, fullUrl: raw["fullUrl"]?.stringValue,
+                                         resource: raw["resource"], ifNoneExist: request["ifNoneExist"]?.stringValue, ifMatch: ifMatch)))
         }
-        if !issues.isEmpty { throw FHIRError(400, issues) }
         return result
     }
 
@@ -259,10 +264,15 @@ public struct BundleProcessor: Sendable {
 
     // MARK: batch
 
-    func batch(_ entries: [Entry], returnRepresentation: Bool) async -> [EntryResponse] {
+    func batch(_ entries: [Result<Entry, FHIRError>], returnRepresentation: Bool) async -> [EntryResponse] {
         await withTaskGroup(of: (Int, EntryResponse).self) { group in
-            for (position, e) in entries.enumerated() {
-                group.addTask { (position, await batchEntry(e, returnRepresentation: returnRepresentation)) }
+            for (position, parsed) in entries.enumerated() {
+                switch parsed {
+                case .success(let e):
+                    group.addTask { (position, await batchEntry(e, returnRepresentation: returnRepresentation)) }
+                case .failure(let error):
+                    group.addTask { (position, EntryResponse(status: statusLine(error.status), outcome: OperationOutcome.make(error.issues))) }
+                }
             }
             var result = [EntryResponse?](repeating: nil, count: entries.count)
             for await (i, r) in group { result[i] = r }
