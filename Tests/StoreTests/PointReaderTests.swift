@@ -4,12 +4,17 @@ import Platform
 @testable import Store
 import XCTest
 
+/// A store on a new SQLite file in its own temporary folder (the caller removes the folder).
+func openThrowawayStore() async throws -> (SQLiteStore, URL) {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-store-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return (try await SQLiteStore.open(path: dir.appendingPathComponent("db.sqlite").path), dir)
+}
+
 final class PointReaderTests: XCTestCase {
     func test_readsUsePreparedStatements_withoutRepreparing() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-pr-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (store, dir) = try await openThrowawayStore()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await SQLiteStore.open(path: dir.appendingPathComponent("db.sqlite").path)
         let pipeline = IngestPipeline()
         var writes: [PreparedWrite] = []
         for i in 0..<50 {
@@ -34,10 +39,8 @@ final class PointReaderTests: XCTestCase {
 
 final class ReindexTests: XCTestCase {
     func test_reindex_rebuildsLostIndexRows_fromStoredContent() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-ri-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (store, dir) = try await openThrowawayStore()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await SQLiteStore.open(path: dir.appendingPathComponent("db.sqlite").path)
         let pipeline = IngestPipeline()
         let json = try JSONParser.parse(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"v"}]}"#)
         _ = try await store.commit(WriteUnit(writes: [try pipeline.prepare(json, type: "Patient", id: "x", method: "PUT")]))
