@@ -76,7 +76,9 @@ struct FHIRRoutes: Sendable {
                 if try context.parameters.require("id") == "$everything", try context.parameters.require("type") == "Patient" {
                     return try await everything(request, base: base, patientID: nil)
                 }
-                let r = try await service.read(try context.parameters.require("type"), try context.parameters.require("id"))
+                var r = try await service.read(try context.parameters.require("type"), try context.parameters.require("id"))
+                let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
+                r.content = subset(r.content, mode, elements)
                 return FHIRResponse.resource(r, base: base)
             }
         }
@@ -305,8 +307,8 @@ struct FHIRRoutes: Sendable {
         if !parsed.summaryCount {
             let match: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("match"))])))]
             let include: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("include"))])))]
-            for r in result.matches { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.elements), extra: match) }
-            for r in result.included { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.elements), extra: include) }
+            for r in result.matches { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.summary, parsed.elements), extra: match) }
+            for r in result.included { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.summary, parsed.elements), extra: include) }
         }
         if !parsed.warnings.isEmpty {
             let outcome = ByteBuffer(bytes: JSONWriter.bytes(OperationOutcome.make(parsed.warnings)))
@@ -343,17 +345,11 @@ struct FHIRRoutes: Sendable {
         return writer.response()
     }
 
-    /// `_elements`: keeps the named top-level elements (and the mandatory ones), marked SUBSETTED.
-    func subset(_ content: ByteBuffer?, _ elements: [String]?) -> ByteBuffer? {
-        guard let elements, let content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return content }
-        var out = JSONObject()
-        for (k, v) in o where ["resourceType", "id", "meta"].contains(k) || elements.contains(k) { out[k] = v }
-        var meta = out["meta"]?.objectValue ?? JSONObject()
-        var tags = meta["tag"]?.arrayValue ?? []
-        tags.append(.object(JSONObject([("system", .string("http://terminology.hl7.org/CodeSystem/v3-ObservationValue")),
-                                        ("code", .string("SUBSETTED"))])))
-        meta["tag"] = .array(tags)
-        out["meta"] = .object(meta)
+    /// `_summary` / `_elements`: the subset of a stored resource, marked SUBSETTED (ResourceSubset).
+    func subset(_ content: ByteBuffer?, _ mode: SummaryMode, _ elements: [String]?) -> ByteBuffer? {
+        guard mode != .full || elements != nil, let content,
+              case .object(let o)? = try? JSONParser.parse(content.readableBytesView),
+              let out = ResourceSubset.apply(o, summary: mode, elements: elements) else { return content }
         return ByteBuffer(bytes: JSONWriter.bytes(.object(out)))
     }
 }

@@ -388,6 +388,44 @@ final class SearchTests: XCTestCase {
             XCTAssertEqual(resource?["meta"]?["tag"]?.arrayValue?.last?["code"]?.stringValue, "SUBSETTED")
         }
     }
+
+    func test_summaryModes_onSearchAndRead() async throws {
+        try await TestServer.run { server, _ in
+            try await putResource(server, "Patient", "s", #"{"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">王芳</div>"},"gender":"female","birthDate":"1990-01-01","name":[{"family":"王"}],"maritalStatus":{"text":"已婚"},"contact":[{"name":{"family":"李"}}],"link":[{"other":{"reference":"Patient/x"},"type":"seealso"}]}"#)
+            try await putResource(server, "Observation", "o", #"{"status":"final","category":[{"text":"lab"}],"code":{"text":"血糖"},"subject":{"reference":"Patient/s"},"valueQuantity":{"value":5.1},"note":[{"text":"空腹"}]}"#)
+            func only(_ query: String) async throws -> JSON? {
+                let r = try await server.request(.get, "/fhir/" + query)
+                XCTAssertEqual(r.status, 200, r.bodyText)
+                return r.json["entry"]?.arrayValue?.first?["resource"] ?? (r.json["resourceType"] != nil ? r.json : nil)
+            }
+            // true: the elements marked Σ (gender, birthDate, name, link with its Σ children), not text/maritalStatus/contact.
+            var p = try await only("Patient?_id=s&_summary=true")
+            XCTAssertEqual(p?["gender"]?.stringValue, "female")
+            XCTAssertNotNil(p?["name"])
+            XCTAssertEqual(p?["link"]?.arrayValue?.first?["type"]?.stringValue, "seealso")
+            XCTAssertNil(p?["text"]); XCTAssertNil(p?["maritalStatus"]); XCTAssertNil(p?["contact"])
+            XCTAssertEqual(p?["meta"]?["tag"]?.arrayValue?.last?["code"]?.stringValue, "SUBSETTED")
+            XCTAssertNotNil(p?["meta"]?["versionId"])
+            var o = try await only("Observation?_id=o&_summary=true")
+            XCTAssertNotNil(o?["valueQuantity"]); XCTAssertNotNil(o?["code"])
+            XCTAssertNil(o?["note"]); XCTAssertNil(o?["category"])
+            // text: text, id, meta and mandatory top-level elements (Observation.status, code).
+            o = try await only("Observation?_id=o&_summary=text")
+            XCTAssertNotNil(o?["status"]); XCTAssertNotNil(o?["code"])
+            XCTAssertNil(o?["valueQuantity"]); XCTAssertNil(o?["subject"])
+            // data: everything but the narrative.
+            p = try await only("Patient/s?_summary=data")
+            XCTAssertNil(p?["text"]); XCTAssertNotNil(p?["maritalStatus"]); XCTAssertNotNil(p?["contact"])
+            // false: the resource as stored, not tagged.
+            p = try await only("Patient/s?_summary=false")
+            XCTAssertNotNil(p?["text"]); XCTAssertNil(p?["meta"]?["tag"])
+            // _elements keeps mandatory elements too.
+            o = try await only("Observation?_id=o&_elements=note")
+            XCTAssertNotNil(o?["note"]); XCTAssertNotNil(o?["status"]); XCTAssertNil(o?["subject"])
+            let bad = try await server.request(.get, "/fhir/Patient?_summary=maybe")
+            XCTAssertEqual(bad.status, 400)
+        }
+    }
 }
 
 /// Loads many small resources straight through the store (faster than HTTP for setup).

@@ -20,6 +20,8 @@ public struct ParsedSearch: Sendable {
     public var revincludes: [IncludeSpec] = []
     /// `_summary=count`: only the total.
     public var summaryCount = false
+    /// `_summary=true|text|data|false`: how much of each resource to return.
+    public var summary = SummaryMode.full
     /// `_total=none`.
     public var totalNone = false
     /// `_elements`: the top-level elements to return.
@@ -67,6 +69,30 @@ public struct SearchQueryParser: Sendable {
         return result
     }
 
+    /// `_summary` and `_elements` of a read (`GET [type]/[id]`); other parameters are ignored.
+    public func parseSubsetting(query: String) throws(FHIRError) -> (summary: SummaryMode, elements: [String]?) {
+        var mode = SummaryMode.full
+        var elements: [String]?
+        for pair in query.split(separator: "&") where !pair.isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = percentDecode(String(parts[0]))
+            let rawValue = parts.count > 1 ? percentDecode(String(parts[1])) : ""
+            if name == "_summary" {
+                guard let m = SummaryMode(rawValue: rawValue) else {
+                    throw FHIRError(400, code: "invalid", "_summary must be true, text, data or false on a read", at: name)
+                }
+                mode = m
+            } else if name == "_elements" {
+                elements = Self.elementNames(rawValue)
+            }
+        }
+        return (mode, elements)
+    }
+
+    static func elementNames(_ raw: String) -> [String] {
+        raw.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
     private func apply(_ fullName: String, _ rawValue: String, type: String, strict: Bool, to result: inout ParsedSearch) throws(FHIRError) {
         let nameParts = fullName.split(separator: ":", maxSplits: 1).map(String.init)
         let name = nameParts.first ?? ""
@@ -101,12 +127,15 @@ public struct SearchQueryParser: Sendable {
         case "_summary":
             switch rawValue {
             case "count": result.summaryCount = true; result.page.withTotal = true
-            case "false": return
-            default: try unsupported("_summary=\(rawValue) is not supported (count and false are)", strict, &result)
+            default:
+                guard let mode = SummaryMode(rawValue: rawValue) else {
+                    throw bad("_summary must be true, text, data, count or false")
+                }
+                result.summary = mode
             }
             return
         case "_elements":
-            result.elements = rawValue.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            result.elements = Self.elementNames(rawValue)
             return
         case "_sort":
             for key in rawValue.split(separator: ",") {
