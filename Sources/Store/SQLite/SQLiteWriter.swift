@@ -114,9 +114,9 @@ actor SQLiteWriter {
                     if !unit.assumptions.isEmpty {
                         try await flush(&pending, fresh: &fresh)
                         for assumption in unit.assumptions {
-                            let (sql, binds) = SearchSQL.compile(assumption.query, limit: max(assumption.expected.count + 1, 2))
-                            let found = try await db.query(sql, binds).compactMap { row -> ResourceKey? in
-                                guard let t = row.column("type")?.string, let id = row.column("id")?.string else { return nil }
+                            let (sql, binds) = SearchSQL(.sqlite).compile(assumption.query, limit: max(assumption.expected.count + 1, 2))
+                            let found = try await db.rows(sql, binds).compactMap { row -> ResourceKey? in
+                                guard let t = row[0].text, let id = row[1].text else { return nil }
                                 return ResourceKey(t, id)
                             }
                             if Set(found) != Set(assumption.expected) { throw StoreError.conditionChanged }
@@ -328,12 +328,6 @@ actor SQLiteWriter {
     private func rowPlaceholders(_ columns: Int, _ rows: Int) -> String {
         let row = "(" + Array(repeating: "?", count: columns).joined(separator: ",") + ")"
         return Array(repeating: row, count: rows).joined(separator: ",")
-    }
-}
-
-extension Array {
-    func chunked(_ size: Int) -> [ArraySlice<Element>] {
-        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
     }
 }
 

@@ -1,10 +1,15 @@
-import SQLiteNIO
+/// Compiles a `SearchQuery` to SQL (SQLite and PostgreSQL share the text; `SQLDialect` holds the
+/// differences). Every request value is a bound parameter; only fixed fragments of this file are
+/// concatenated into statements.
+package struct SearchSQL: Sendable {
+    package let dialect: SQLDialect
 
-/// Compiles a `SearchQuery` to SQL for the SQLite store. Every request value is a bound
-/// parameter; only fixed fragments of this file are concatenated into statements.
-enum SearchSQL {
+    package init(_ dialect: SQLDialect) {
+        self.dialect = dialect
+    }
+
     /// Index table per search-parameter type.
-    static func table(for parameterType: String) -> String? {
+    package static func table(for parameterType: String) -> String? {
         switch parameterType {
         case "token": return "idx_token"
         case "string": return "idx_string"
@@ -17,21 +22,21 @@ enum SearchSQL {
     }
 
     /// `r.type = ? AND r.deleted = 0 AND ...` over `resource r`.
-    static func whereClause(_ query: SearchQuery) -> (sql: String, binds: [SQLiteData]) {
+    package func whereClause(_ query: SearchQuery) -> (sql: String, binds: [SQLValue]) {
         let (sql, binds, _) = compileWhere(query)
         return (sql, binds)
     }
 
     /// A count that needs no row lookups: when every clause is one positive index subquery
     /// (index rows exist only for current, non-deleted versions), intersect their row ids.
-    static func indexOnlyCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLiteData])? {
+    package func indexOnlyCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLValue])? {
         let (_, _, sets) = compileWhere(query)
         guard let sets, !sets.isEmpty else { return nil }
         let sql = "SELECT COUNT(DISTINCT rid) AS n FROM (" + sets.map(\.0).joined(separator: " INTERSECT ") + ") WHERE rid <= ?"
         return (sql, sets.flatMap(\.1) + [.integer(snapshot)])
     }
 
-    static func compileWhere(_ query: SearchQuery) -> (sql: String, binds: [SQLiteData], ridSets: [(String, [SQLiteData])]?) {
+    package func compileWhere(_ query: SearchQuery) -> (sql: String, binds: [SQLValue], ridSets: [(String, [SQLValue])]?) {
         // With a selective index clause present, keep the planner from scanning every resource of
         // the type through the type index: `+r.type` is not indexable, so the IN lists drive.
         let hasID = query.clauses.contains { $0.parameter == "_id" }
@@ -43,8 +48,8 @@ enum SearchSQL {
                 }
             }
         }
-        var sql = (driven ? "+r.type" : "r.type") + " = ? AND r.deleted = 0"
-        var ridSets: [(String, [SQLiteData])]? = []
+        var sql = (driven ? dialect.noIndexPrefix + "r.type" : "r.type") + " = ? AND r.deleted = 0"
+        var ridSets: [(String, [SQLValue])]? = []
         // Selective clauses (token, reference, uri) become IN lists, which the planner can drive
         // from; ranges (date, quantity, string prefixes) are checked per candidate through the rid
         // index (EXISTS), so a broad range is never materialised in full. Without any selective
@@ -58,14 +63,14 @@ enum SearchSQL {
             if !s.isEmpty { return s }
             return Set(query.clauses.firstIndex { !$0.negated }.map { [$0] } ?? [])
         }()
-        var binds: [SQLiteData] = [.text(query.type)]
-        var driverSets: [(String, [SQLiteData])] = []
+        var binds: [SQLValue] = [.text(query.type)]
+        var driverSets: [(String, [SQLValue])] = []
         for (clauseIndex, clause) in query.clauses.enumerated() {
             var alternatives: [String] = []
-            var ridSet: (String, [SQLiteData])?
+            var ridSet: (String, [SQLValue])?
             var indexed: [String] = []   // conditions on one index row, ORed inside one subquery
-            var indexedBinds: [SQLiteData] = []
-            var clauseBinds: [SQLiteData] = []
+            var indexedBinds: [SQLValue] = []
+            var clauseBinds: [SQLValue] = []
             for match in clause.values {
                 switch match {
                 case .id(let id):
@@ -89,7 +94,7 @@ enum SearchSQL {
                     alternatives.append("r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ? AND type = ?)")
                     clauseBinds.append(contentsOf: [.text(id), .text(type), .text(query.type)])
                 case .missing(let missing):
-                    guard let table = table(for: clause.parameterType) else { continue }
+                    guard let table = Self.table(for: clause.parameterType) else { continue }
                     alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ?)")
                     clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)])
                 default:
@@ -98,9 +103,9 @@ enum SearchSQL {
                     indexedBinds.append(contentsOf: b)
                 }
             }
-            if !indexed.isEmpty, let table = table(for: clause.parameterType) {
+            if !indexed.isEmpty, let table = Self.table(for: clause.parameterType) {
                 let conditions = indexed.joined(separator: " OR ")
-                let setBinds: [SQLiteData] = [.text(query.type), .text(clause.parameter)] + indexedBinds
+                let setBinds: [SQLValue] = [.text(query.type), .text(clause.parameter)] + indexedBinds
                 let set = "SELECT rid FROM \(table) WHERE type = ? AND param = ? AND (" + conditions + ")"
                 if drivers.contains(clauseIndex) && !clause.negated && alternatives.isEmpty {
                     // Intersected with the other selective clauses below, from covering indexes.
@@ -136,18 +141,18 @@ enum SearchSQL {
     }
 
     /// The condition on one index row for one value.
-    static func indexCondition(_ match: SearchQuery.Match) -> (String, [SQLiteData]) {
+    func indexCondition(_ match: SearchQuery.Match) -> (String, [SQLValue]) {
         switch match {
         case .token(let system, let code):
             var parts: [String] = []
-            var b: [SQLiteData] = []
+            var b: [SQLValue] = []
             if let code { parts.append("code = ?"); b.append(.text(code)) }
             if let system {
                 if system.isEmpty { parts.append("system IS NULL") } else { parts.append("system = ?"); b.append(.text(system)) }
             }
             return (parts.isEmpty ? "1" : parts.joined(separator: " AND "), b)
         case .stringPrefix(let prefix):
-            return ("(value >= ? AND value < ? || char(1114111))", [.text(prefix), .text(prefix)])
+            return ("(value >= ? AND value < ? || " + dialect.maxCharacter + ")", [.text(prefix), .text(prefix)])
         case .stringExact(let text):
             return ("exact = ?", [.text(text)])
         case .stringContains(let text):
@@ -160,9 +165,9 @@ enum SearchSQL {
         case .uri(let uri):
             return ("value = ?", [.text(uri)])
         case .uriBelow(let uri):
-            return ("(value >= ? AND value < ? || char(1114111))", [.text(uri), .text(uri)])
+            return ("(value >= ? AND value < ? || " + dialect.maxCharacter + ")", [.text(uri), .text(uri)])
         case .date(let prefix, let sl, let sh):
-            let l = SQLiteData.integer(Int(sl)), h = SQLiteData.integer(Int(sh))
+            let l = SQLValue.integer(Int(sl)), h = SQLValue.integer(Int(sh))
             switch prefix {
             case .eq: return ("(low >= ? AND high <= ?)", [l, h])
             case .ne: return ("NOT (low >= ? AND high <= ?)", [l, h])
@@ -176,15 +181,15 @@ enum SearchSQL {
             }
         case .quantity(let prefix, let v, let low, let high, let system, let code):
             var cond: String
-            var b: [SQLiteData]
+            var b: [SQLValue]
             switch prefix {
-            case .eq: cond = "(value >= ? AND value < ?)"; b = [.float(low), .float(high)]
-            case .ne: cond = "NOT (value >= ? AND value < ?)"; b = [.float(low), .float(high)]
-            case .gt, .sa: cond = "value > ?"; b = [.float(v)]
-            case .lt, .eb: cond = "value < ?"; b = [.float(v)]
-            case .ge: cond = "value >= ?"; b = [.float(v)]
-            case .le: cond = "value <= ?"; b = [.float(v)]
-            case .ap: cond = "(value >= ? AND value <= ?)"; b = [.float(v - abs(v) * 0.1), .float(v + abs(v) * 0.1)]
+            case .eq: cond = "(value >= ? AND value < ?)"; b = [.double(low), .double(high)]
+            case .ne: cond = "NOT (value >= ? AND value < ?)"; b = [.double(low), .double(high)]
+            case .gt, .sa: cond = "value > ?"; b = [.double(v)]
+            case .lt, .eb: cond = "value < ?"; b = [.double(v)]
+            case .ge: cond = "value >= ?"; b = [.double(v)]
+            case .le: cond = "value <= ?"; b = [.double(v)]
+            case .ap: cond = "(value >= ? AND value <= ?)"; b = [.double(v - abs(v) * 0.1), .double(v + abs(v) * 0.1)]
             }
             if let code { cond += " AND code = ?"; b.append(.text(code)) }
             if let system { cond += " AND system = ?"; b.append(.text(system)) }
@@ -195,8 +200,8 @@ enum SearchSQL {
     }
 
     /// A prefix comparison of a point in time (a column) against a search range.
-    static func pointRange(_ column: String, _ prefix: SearchQuery.Prefix, _ low: Int64, _ high: Int64) -> (String, [SQLiteData]) {
-        let l = SQLiteData.integer(Int(low)), h = SQLiteData.integer(Int(high))
+    func pointRange(_ column: String, _ prefix: SearchQuery.Prefix, _ low: Int64, _ high: Int64) -> (String, [SQLValue]) {
+        let l = SQLValue.integer(Int(low)), h = SQLValue.integer(Int(high))
         switch prefix {
         case .eq, .ap: return ("(\(column) >= ? AND \(column) < ?)", [l, h])
         case .ne: return ("NOT (\(column) >= ? AND \(column) < ?)", [l, h])
@@ -207,7 +212,7 @@ enum SearchSQL {
         }
     }
 
-    static func likeEscaped(_ s: String) -> String {
+    func likeEscaped(_ s: String) -> String {
         var out = ""
         for c in s {
             if c == "%" || c == "_" || c == "\\" { out.append("\\") }
@@ -217,14 +222,14 @@ enum SearchSQL {
     }
 
     /// The sort expression for one key (nil values last).
-    static func sortExpression(_ key: SearchQuery.SortKey, type: String) -> (String, [SQLiteData]) {
+    package func sortExpression(_ key: SearchQuery.SortKey, type: String) -> (String, [SQLValue]) {
         let direction = key.descending ? "DESC" : "ASC"
         switch key.parameter {
         case "_id": return ("r.id \(direction)", [])
         case "_lastUpdated": return ("r.last_updated \(direction)", [])
         default: break
         }
-        guard let table = table(for: key.parameterType) else { return ("r.rid", []) }
+        guard let table = Self.table(for: key.parameterType) else { return ("r.rid", []) }
         let column: String
         switch key.parameterType {
         case "date": column = key.descending ? "MAX(high)" : "MIN(low)"
@@ -237,7 +242,7 @@ enum SearchSQL {
     }
 
     /// Keys of matching resources (conditional interactions).
-    static func compile(_ query: SearchQuery, limit: Int) -> (sql: String, binds: [SQLiteData]) {
+    package func compile(_ query: SearchQuery, limit: Int) -> (sql: String, binds: [SQLValue]) {
         let (w, b) = whereClause(query)
         return ("SELECT r.type, r.id FROM resource r WHERE " + w + " ORDER BY r.rid LIMIT ?", b + [.integer(limit)])
     }
