@@ -86,25 +86,9 @@ actor SQLiteWriter {
         draining = false
     }
 
-    /// The current state of a resource as this batch sees it.
-    struct State {
-        var rid: Int
-        var version: Int
-        var deleted: Bool
-    }
-
-    /// Rows waiting to be written in the open transaction.
-    struct Pending {
-        var resources: [(rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int)] = []
-        var history: [(hid: Int, rid: Int, version: Int, time: Int64, method: String, content: [UInt8]?)] = []
-        var index: [Int: (type: String, entries: [IndexEntry])] = [:]
-        var clearIndex: Set<Int> = []
-        var isEmpty: Bool { resources.isEmpty }
-    }
-
     private func commitBatch(_ units: [WriteUnit]) async throws -> [Result<[WriteOutcome], any Error>] {
-        var overlay: [ResourceKey: State] = [:]
-        var pending = Pending()
+        var overlay: [ResourceKey: ResourceState] = [:]
+        var pending = PendingRows()
         var fresh = Set<Int>()  // rids created in this batch that are not yet in the database
         var results: [Result<[WriteOutcome], any Error>] = []
         _ = try await db.query("BEGIN IMMEDIATE")
@@ -139,59 +123,15 @@ actor SQLiteWriter {
         return results
     }
 
-    /// Checks every precondition of `unit` against `overlay`, then records its rows.
-    /// Nothing is recorded unless every write of the unit passes.
-    private func apply(_ unit: WriteUnit, overlay: inout [ResourceKey: State], pending: inout Pending,
+    /// Checks every precondition of `unit` against `overlay`, then records its rows (WritePlanner).
+    private func apply(_ unit: WriteUnit, overlay: inout [ResourceKey: ResourceState], pending: inout PendingRows,
                        fresh: inout Set<Int>) throws(StoreError) -> [WriteOutcome] {
-        var local = overlay
-        var planned: [(write: PreparedWrite, state: State, created: Bool, changed: Bool)] = []
-        for write in unit.writes {
-            let current = local[write.key]
-            if let expected = write.ifMatch, current == nil || current!.deleted || current!.version != expected {
-                throw .versionConflict(key: write.key, expected: expected, current: current.flatMap { $0.deleted ? nil : $0.version })
-            }
-            switch write.action {
-            case .create, .update:
-                if write.mustNotExist, let current, !current.deleted { throw .alreadyExists(write.key) }
-                let state: State
-                if let current {
-                    state = State(rid: current.rid, version: current.version + 1, deleted: false)
-                } else {
-                    state = State(rid: nextRid, version: 1, deleted: false)
-                    nextRid += 1
-                    fresh.insert(state.rid)
-                }
-                local[write.key] = state
-                planned.append((write, state, current == nil || current!.deleted, true))
-            case .delete:
-                guard let current, !current.deleted else {
-                    planned.append((write, State(rid: current?.rid ?? 0, version: current?.version ?? 0, deleted: true), false, false))
-                    continue
-                }
-                let state = State(rid: current.rid, version: current.version + 1, deleted: true)
-                local[write.key] = state
-                planned.append((write, state, false, true))
-            }
-        }
-        overlay = local
         let now = Int64(clock_realtime_micros())
-        lastTime = max(now, lastTime + 1)
-        var outcomes: [WriteOutcome] = []
-        for p in planned {
-            guard p.changed else {
-                outcomes.append(WriteOutcome(key: p.write.key, version: p.state.version, lastUpdated: lastTime, created: false, content: nil, changed: false))
-                continue
-            }
-            let content = p.state.deleted ? nil : p.write.template?.render(version: p.state.version, lastUpdated: lastTime)
-            let hid = nextHid
-            nextHid += 1
-            pending.resources.append((p.state.rid, p.write.key, p.state.version, lastTime, p.state.deleted, hid))
-            pending.history.append((hid, p.state.rid, p.state.version, lastTime, p.write.method, content))
-            if !fresh.contains(p.state.rid) { pending.clearIndex.insert(p.state.rid) }
-            pending.index[p.state.rid] = (p.write.key.type, p.state.deleted ? [] : p.write.index)
-            outcomes.append(WriteOutcome(key: p.write.key, version: p.state.version, lastUpdated: lastTime,
-                                         created: p.created, content: content, changed: true))
-        }
+        let time = max(now, lastTime + 1)
+        let outcomes = try WritePlanner.apply(unit, states: &overlay, pending: &pending, fresh: &fresh, time: time,
+                                              newRid: { defer { nextRid += 1 }; return nextRid },
+                                              newHid: { defer { nextHid += 1 }; return nextHid })
+        lastTime = time
         return outcomes
     }
 
@@ -221,8 +161,8 @@ actor SQLiteWriter {
 
     static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
 
-    private func currentStates(_ keys: [ResourceKey]) async throws -> [ResourceKey: State] {
-        var result: [ResourceKey: State] = [:]
+    private func currentStates(_ keys: [ResourceKey]) async throws -> [ResourceKey: ResourceState] {
+        var result: [ResourceKey: ResourceState] = [:]
         for chunk in keys.chunked(400) {
             let placeholders = Array(repeating: "(type = ? AND id = ?)", count: chunk.count).joined(separator: " OR ")
             let binds = chunk.flatMap { [SQLiteData.text($0.type), .text($0.id)] }
@@ -230,13 +170,13 @@ actor SQLiteWriter {
                 let c = row.columns
                 guard let rid = c[0].data.integer, let t = c[1].data.string, let id = c[2].data.string,
                       let v = c[3].data.integer, let d = c[4].data.integer else { continue }
-                result[ResourceKey(t, id)] = State(rid: rid, version: v, deleted: d != 0)
+                result[ResourceKey(t, id)] = ResourceState(rid: rid, version: v, deleted: d != 0)
             }
         }
         return result
     }
 
-    private func flush(_ pending: inout Pending, fresh: inout Set<Int>) async throws {
+    private func flush(_ pending: inout PendingRows, fresh: inout Set<Int>) async throws {
         guard !pending.isEmpty else { return }
         for chunk in pending.history.chunked(500) {
             var binds: [SQLiteData] = []
@@ -271,7 +211,7 @@ actor SQLiteWriter {
         }
         try await insertIndex(pending.index)
         fresh.removeAll()
-        pending = Pending()
+        pending = PendingRows()
     }
 
     private func insertIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) async throws {
