@@ -48,6 +48,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "StoreTestSupport",
+            dependencies: ["Store", "StorePostgres"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Platform",
             dependencies: [
                 "FHIRModel", "Store",
@@ -77,11 +82,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "FHIRModel", "Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform"],
+                    swiftSettings: swiftSettings),
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],

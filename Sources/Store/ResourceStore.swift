@@ -1,5 +1,7 @@
-/// Storage behind the FHIR API. Implementations: `SQLiteStore` (embedded default);
-/// PostgreSQL later. Routing and the ingest pipeline depend only on this protocol.
+import FHIRModel
+
+/// Storage behind the FHIR API. Implementations: `SQLiteStore` (embedded default) and
+/// `PostgresStore` (module StorePostgres). Routing and the ingest pipeline depend only on this protocol.
 public protocol ResourceStore: Sendable {
     /// The current version of a resource (a deleted resource returns a record with `deleted`), or nil.
     func read(_ key: ResourceKey) async throws -> ResourceRecord?
@@ -24,7 +26,35 @@ public protocol ResourceStore: Sendable {
     func commit(_ unit: WriteUnit) async throws -> [WriteOutcome]
     /// Number of current, non-deleted resources per type.
     func resourceCounts() async throws -> [String: Int]
+    /// Hands the changes committed since `consumer` last consumed (at most `limit`, in commit
+    /// order) to `handle`, and moves the consumer's saved position past them only when `handle`
+    /// returns. One caller per consumer name runs at a time, across every node of a deployment;
+    /// another caller gets 0 at once. Returns the number of changes handed over.
+    func consumeChanges(consumer: String, limit: Int,
+                        _ handle: @Sendable ([ResourceChange]) async throws -> Void) async throws -> Int
+    /// Rebuilds the search index of every current resource (of `type`, when given) from the
+    /// stored content, in batches; `progress` gets (done, total) after each batch.
+    func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],
+                 progress: @Sendable (Int, Int) -> Void) async throws -> Int
+    /// Refreshes the query planner's statistics; worth it after bulk loads.
+    func analyze() async throws
     func close() async throws
+}
+
+/// One committed change of a resource, as the change feed delivers it.
+public struct ResourceChange: Sendable, Equatable {
+    public let key: ResourceKey
+    public let version: Int
+    /// Microseconds since the Unix epoch.
+    public let lastUpdated: Int64
+    public let deleted: Bool
+
+    public init(key: ResourceKey, version: Int, lastUpdated: Int64, deleted: Bool) {
+        self.key = key
+        self.version = version
+        self.lastUpdated = lastUpdated
+        self.deleted = deleted
+    }
 }
 
 /// Which history to list and how much of it.

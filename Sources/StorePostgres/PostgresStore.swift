@@ -1,2 +1,223 @@
+import FHIRModel
+import Logging
+import NIOCore
 import PostgresNIO
 import Store
+
+/// The production store: PostgreSQL through a pooled `PostgresClient`, safe for several
+/// `huitong` nodes on one database (ADR 007). Searches, history and includes can go to a read
+/// replica; reads by id, conditional searches and everything inside a write go to the primary,
+/// so a client that writes and then reads or updates with `If-Match` sees its own write.
+public final class PostgresStore: ResourceStore {
+    let primary: PostgresClient
+    let replica: PostgresClient?
+    private let runner: Task<Void, Never>
+    let logger: Logger
+    let writer: PostgresWriter
+    /// Reads that must see the latest commit.
+    let current: SQLReadQueries
+    /// Reads that may lag a little (the replica when there is one).
+    let reads: SQLReadQueries
+
+    /// Connects, applies pending migrations (serialized across nodes) and returns the store.
+    /// - Parameters:
+    ///   - url: `postgres://user:password@host:port/database`
+    ///   - readURL: an optional streaming replica for searches.
+    ///   - searchPath: a schema to use instead of `public` (tests give each run its own).
+    ///   - createSchema: create the `searchPath` schema first.
+    public static func open(url: String, readURL: String? = nil, searchPath: String? = nil, createSchema: Bool = false,
+                            maxConnections: Int = 20, logger: Logger = Logger(label: "huitong.store")) async throws -> PostgresStore {
+        func client(_ url: String) throws -> PostgresClient {
+            var configuration = try PostgresURL.configuration(url)
+            configuration.options.maximumConnections = maxConnections
+            if let searchPath { configuration.options.additionalStartupParameters = [("search_path", searchPath)] }
+            return PostgresClient(configuration: configuration, backgroundLogger: logger)
+        }
+        let primary = try client(url)
+        let replica = try readURL.map(client)
+        let runner = Task {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await primary.run() }
+                if let replica { group.addTask { await replica.run() } }
+            }
+        }
+        let store = PostgresStore(primary: primary, replica: replica, runner: runner, logger: logger)
+        do {
+            if createSchema, let searchPath {
+                _ = try await store.current.db.query("CREATE SCHEMA IF NOT EXISTS " + PostgresSQL.identifier(searchPath), [])
+            }
+            try await store.migrate()
+        } catch {
+            runner.cancel()
+            throw StoreError.storage("PostgreSQL at \(PostgresURL.redacted(url)): \(PostgresSQL.describe(error))")
+        }
+        return store
+    }
+
+    init(primary: PostgresClient, replica: PostgresClient?, runner: Task<Void, Never>, logger: Logger) {
+        self.primary = primary
+        self.replica = replica
+        self.runner = runner
+        self.logger = logger
+        self.writer = PostgresWriter(client: primary, logger: logger)
+        self.current = SQLReadQueries(PostgresExecutor(target: .pool(primary), logger: logger))
+        self.reads = replica.map { SQLReadQueries(PostgresExecutor(target: .pool($0), logger: logger)) } ?? current
+    }
+
+    /// Applies pending migrations under a session advisory lock, so nodes starting together
+    /// migrate once. Returns the versions applied.
+    @discardableResult
+    public func migrate() async throws -> [Int] {
+        try await primary.withConnection { connection in
+            try await connection.query("SELECT pg_advisory_lock(7248001)", logger: logger)
+            defer { Task { [logger] in _ = try? await connection.query("SELECT pg_advisory_unlock(7248001)", logger: logger) } }
+            let tx = PostgresExecutor(target: .connection(connection), logger: logger)
+            _ = try await tx.query("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+                                   + " applied_at timestamptz NOT NULL DEFAULT now())", [])
+            let applied = Set(try await tx.query("SELECT version FROM schema_migrations", []).compactMap { $0[0].integer })
+            var done: [Int] = []
+            for migration in PostgresMigrations.all where !applied.contains(migration.version) {
+                logger.info("Applying PostgreSQL migration \(migration.version): \(migration.name)")
+                _ = try await tx.query("BEGIN", [])
+                do {
+                    for statement in migration.statements { _ = try await tx.query(statement, []) }
+                    _ = try await tx.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                                           [.integer(migration.version), .text(migration.name)])
+                    _ = try await tx.query("COMMIT", [])
+                } catch {
+                    _ = try? await tx.query("ROLLBACK", [])
+                    throw error
+                }
+                done.append(migration.version)
+            }
+            return done
+        }
+    }
+
+    static let pointColumns = "h.version, h.last_updated, h.method, h.content"
+
+    public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
+        let rows = try await current.db.query(
+            "SELECT \(Self.pointColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE r.type = ? AND r.id = ?",
+            [.text(key.type), .text(key.id)])
+        return rows.first.flatMap { Self.record(key, $0) }
+    }
+
+    public func vread(_ key: ResourceKey, version: Int) async throws -> ResourceRecord? {
+        let rows = try await current.db.query(
+            "SELECT \(Self.pointColumns) FROM resource r JOIN resource_history h ON h.rid = r.rid"
+                + " WHERE r.type = ? AND r.id = ? AND h.version = ?", [.text(key.type), .text(key.id), .integer(version)])
+        return rows.first.flatMap { Self.record(key, $0) }
+    }
+
+    static func record(_ key: ResourceKey, _ c: [SQLValue]) -> ResourceRecord? {
+        guard let version = c[0].integer, let time = c[1].integer, let method = c[2].text else { return nil }
+        return ResourceRecord(key: key, version: version, lastUpdated: Int64(time), deleted: c[3].blob == nil,
+                              method: method, content: c[3].blob)
+    }
+
+    public func history(_ query: HistoryQuery) async throws -> HistoryPage {
+        try await reads.history(query)
+    }
+
+    public func search(_ query: SearchQuery, limit: Int) async throws -> [ResourceKey] {
+        // Conditional interactions decide writes on this answer: the primary.
+        try await current.keys(query, limit: limit)
+    }
+
+    public func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage {
+        try await reads.search(query, page: page)
+    }
+
+    public func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
+        try await reads.compartment(of: patient, types: types, since: since, page: page)
+    }
+
+    public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
+        try await reads.include(from: sources, parameter: parameter, targetType: targetType)
+    }
+
+    public func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord] {
+        try await reads.revinclude(of: targets, sourceType: sourceType, parameter: parameter)
+    }
+
+    public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+        try await writer.commit(unit)
+    }
+
+    public func resourceCounts() async throws -> [String: Int] {
+        try await current.resourceCounts()
+    }
+
+    /// The feed is the history table in transaction order. A row is handed out only once every
+    /// transaction that could still commit before it has ended (its transaction id is below the
+    /// oldest one running), so a slow transaction never lets a consumer skip past its rows. The
+    /// consumer's row is locked (`SKIP LOCKED`) for the call: one node serves a consumer at a time.
+    public func consumeChanges(consumer: String, limit: Int,
+                               _ handle: @Sendable ([ResourceChange]) async throws -> Void) async throws -> Int {
+        try await primary.withConnection { connection in
+            let tx = PostgresExecutor(target: .connection(connection), logger: logger)
+            _ = try await tx.query("INSERT INTO change_consumer (name, txid, hid) VALUES (?, '0'::xid8, 0) ON CONFLICT DO NOTHING",
+                                   [.text(consumer)])
+            _ = try await tx.query("BEGIN", [])
+            do {
+                guard let position = try await tx.query(
+                    "SELECT txid::text, hid FROM change_consumer WHERE name = ? FOR UPDATE SKIP LOCKED", [.text(consumer)]).first,
+                    let txid = position[0].text, let hid = position[1].integer else {
+                    _ = try await tx.query("ROLLBACK", [])
+                    return 0
+                }
+                let rows = try await tx.query(
+                    "SELECT h.txid::text, r.type, r.id, h.version, h.last_updated, (h.content IS NULL)::int2, h.hid"
+                        + " FROM resource_history h JOIN resource r ON r.rid = h.rid"
+                        + " WHERE (h.txid, h.hid) > (?::xid8, ?) AND h.txid < pg_snapshot_xmin(pg_current_snapshot())"
+                        + " ORDER BY h.txid, h.hid LIMIT ?", [.text(txid), .integer(hid), .integer(limit)])
+                guard let last = rows.last, let lastTxid = last[0].text, let lastHid = last[6].integer else {
+                    _ = try await tx.query("ROLLBACK", [])
+                    return 0
+                }
+                try await handle(rows.compactMap(SQLReadQueries.change))
+                _ = try await tx.query("UPDATE change_consumer SET txid = ?::xid8, hid = ?, updated_at = now() WHERE name = ?",
+                                       [.text(lastTxid), .integer(lastHid), .text(consumer)])
+                _ = try await tx.query("COMMIT", [])
+                return rows.count
+            } catch {
+                _ = try? await tx.query("ROLLBACK", [])
+                throw error
+            }
+        }
+    }
+
+    public func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],
+                        progress: @Sendable (Int, Int) -> Void) async throws -> Int {
+        try await current.reindex(type: type, extract: extract, replace: { index in
+            try await primary.withConnection { connection in
+                try await connection.query("BEGIN", logger: logger)
+                do {
+                    try await PostgresRows.replaceIndex(index, clearing: Array(index.keys), on: connection, logger: logger)
+                    try await connection.query("COMMIT", logger: logger)
+                } catch {
+                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    throw error
+                }
+            }
+        }, progress: progress)
+    }
+
+    public func analyze() async throws {
+        _ = try await current.db.query("ANALYZE", [])
+    }
+
+    /// Drops a schema and everything in it (test stores).
+    package static func dropSchema(url: String, _ name: String) async throws {
+        let client = PostgresClient(configuration: try PostgresURL.configuration(url), backgroundLogger: Logger(label: "huitong.test"))
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS " + PostgresSQL.identifier(name) + " CASCADE"))
+    }
+
+    public func close() async throws {
+        runner.cancel()
+        await runner.value
+    }
+}

@@ -430,7 +430,7 @@ final class SearchTests: XCTestCase {
 
 /// Loads many small resources straight through the store (faster than HTTP for setup).
 struct IngestPipelineForTests {
-    func load(_ store: SQLiteStore, count: Int) async throws {
+    func load(_ store: any ResourceStore, count: Int) async throws {
         let pipeline = Platform.IngestPipeline()
         var writes: [PreparedWrite] = []
         for i in 0..<count {

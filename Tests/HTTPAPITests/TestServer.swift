@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Store
+import StoreTestSupport
 import XCTest
 
 /// A response as the tests read it: status, headers and the body parsed as JSON.
@@ -23,7 +24,8 @@ struct FHIRTestResponse {
     }
 }
 
-/// Drives the real application in-process (Hummingbird's router test client) over a fresh SQLite file.
+/// Drives the real application in-process (Hummingbird's router test client) over a fresh store,
+/// once per storage backend (SQLite; PostgreSQL when `HUITONG_TEST_POSTGRES_URL` is set).
 struct TestServer {
     let client: any TestClientProtocol
 
@@ -37,21 +39,14 @@ struct TestServer {
         }
     }
 
-    /// Runs `body` against a new server with an empty database.
-    static func run(maxBodyBytes: Int = 20 * 1024 * 1024, _ body: @escaping @Sendable (TestServer, SQLiteStore) async throws -> Void) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await SQLiteStore.open(path: dir.appendingPathComponent("db.sqlite").path)
-        let router = HuitongApplication.router(store: store, configuration: .init(maxBodyBytes: maxBodyBytes))
-        let app = Application(router: router)
-        do {
-            try await app.test(.router) { client in try await body(TestServer(client: client), store) }
-        } catch {
-            try await store.close()
-            throw error
+    /// Runs `body` against a new server with an empty database, on every available backend.
+    static func run(maxBodyBytes: Int = 20 * 1024 * 1024,
+                    _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
+        try await withEachBackend { test in
+            let router = HuitongApplication.router(store: test.store, configuration: .init(maxBodyBytes: maxBodyBytes))
+            let app = Application(router: router)
+            try await app.test(.router) { client in try await body(TestServer(client: client), test.store) }
         }
-        try await store.close()
     }
 }
 

@@ -46,6 +46,9 @@ public struct Assumption: Sendable {
 public struct WriteUnit: Sendable {
     public var writes: [PreparedWrite]
     public var assumptions: [Assumption]
+    /// A change-feed consumer's new position, saved atomically with the unit (the SQLite store's
+    /// feed bookkeeping; not for callers outside the store).
+    package var consumerPosition: (name: String, position: Int)?
 
     public init(writes: [PreparedWrite], assumptions: [Assumption] = []) {
         self.writes = writes

@@ -24,7 +24,14 @@ package struct SQLReadQueries: Sendable {
                               deleted: content == nil, method: method, content: content)
     }
 
-    func scalar(_ sql: String, _ binds: [SQLValue] = []) async throws -> Int {
+    /// A change from a `position, type, id, version, last_updated, deleted` row.
+    package static func change(_ row: [SQLValue]) -> ResourceChange? {
+        guard row.count >= 6, let type = row[1].text, let id = row[2].text, let version = row[3].integer,
+              let time = row[4].integer, let deleted = row[5].integer else { return nil }
+        return ResourceChange(key: ResourceKey(type, id), version: version, lastUpdated: Int64(time), deleted: deleted != 0)
+    }
+
+    package func scalar(_ sql: String, _ binds: [SQLValue] = []) async throws -> Int {
         try await db.query(sql, binds).first?.first?.integer ?? 0
     }
 

@@ -32,7 +32,7 @@ package struct SearchSQL: Sendable {
     package func indexOnlyCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLValue])? {
         let (_, _, sets) = compileWhere(query)
         guard let sets, !sets.isEmpty else { return nil }
-        let sql = "SELECT COUNT(DISTINCT rid) AS n FROM (" + sets.map(\.0).joined(separator: " INTERSECT ") + ") WHERE rid <= ?"
+        let sql = "SELECT COUNT(DISTINCT rid) AS n FROM (" + sets.map(\.0).joined(separator: " INTERSECT ") + ") AS matches WHERE rid <= ?"
         return (sql, sets.flatMap(\.1) + [.integer(snapshot)])
     }
 

@@ -17,9 +17,12 @@ package struct ResourceState: Sendable {
 package struct PendingRows: Sendable {
     package struct Resource: Sendable {
         package var rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int
+        /// The patient compartment this version belongs to (see `WritePlanner.compartment`).
+        package var compartment: String?
     }
     package struct History: Sendable {
         package var hid: Int, rid: Int, version: Int, time: Int64, method: String, content: [UInt8]?
+        package var compartment: String?
     }
     package var resources: [Resource] = []
     package var history: [History] = []
@@ -27,7 +30,9 @@ package struct PendingRows: Sendable {
     package var index: [Int: (type: String, entries: [IndexEntry])] = [:]
     /// Row ids whose old index rows must go first.
     package var clearIndex: Set<Int> = []
-    package var isEmpty: Bool { resources.isEmpty }
+    /// Change-feed consumer positions to save.
+    package var consumers: [String: Int] = [:]
+    package var isEmpty: Bool { resources.isEmpty && consumers.isEmpty }
 
     package init() {}
 }
@@ -83,13 +88,31 @@ package enum WritePlanner {
             }
             let content = p.state.deleted ? nil : p.write.template?.render(version: p.state.version, lastUpdated: time)
             let hid = newHid()
-            pending.resources.append(.init(rid: p.state.rid, key: p.write.key, version: p.state.version, time: time, deleted: p.state.deleted, hid: hid))
-            pending.history.append(.init(hid: hid, rid: p.state.rid, version: p.state.version, time: time, method: p.write.method, content: content))
+            let compartment = compartment(of: p.write)
+            pending.resources.append(.init(rid: p.state.rid, key: p.write.key, version: p.state.version, time: time,
+                                           deleted: p.state.deleted, hid: hid, compartment: compartment))
+            pending.history.append(.init(hid: hid, rid: p.state.rid, version: p.state.version, time: time, method: p.write.method,
+                                         content: content, compartment: compartment))
             if !fresh.contains(p.state.rid) { pending.clearIndex.insert(p.state.rid) }
             pending.index[p.state.rid] = (p.write.key.type, p.state.deleted ? [] : p.write.index)
             outcomes.append(WriteOutcome(key: p.write.key, version: p.state.version, lastUpdated: time,
                                          created: p.created, content: content, changed: true))
         }
         return outcomes
+    }
+
+    /// The id of the patient whose compartment a version belongs to: a Patient's own id, else the
+    /// Patient its `patient` (or else `subject`) parameter references; nil for shared resources
+    /// (Practitioner, Organization, ...). The PostgreSQL store keeps it as the future sharding
+    /// key (ADR 007). A deletion keeps the key of the version it deletes unknown (nil).
+    package static func compartment(of write: PreparedWrite) -> String? {
+        if write.key.type == "Patient" { return write.action == .delete ? nil : write.key.id }
+        var subject: String?
+        for entry in write.index {
+            guard case .reference(let type, let id?, _) = entry.value, type == "Patient" else { continue }
+            if entry.parameter == "patient" { return id }
+            if entry.parameter == "subject" && subject == nil { subject = id }
+        }
+        return subject
     }
 }

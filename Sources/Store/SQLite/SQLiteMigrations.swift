@@ -56,5 +56,8 @@ enum SQLiteMigrations {
             "CREATE INDEX resource_type_updated ON resource(type, last_updated)",
             "ALTER TABLE idx_string ADD COLUMN exact TEXT",
         ]),
+        (3, "change-feed consumer positions", [
+            "CREATE TABLE change_consumer (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+        ]),
     ]
 }

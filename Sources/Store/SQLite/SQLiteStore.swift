@@ -19,6 +19,8 @@ public final class SQLiteStore: ResourceStore {
     let pointReader: SQLitePointReader
     let writer: SQLiteWriter
     let logger: Logger
+    /// Change-feed consumers being served now.
+    private let consumers = Mutex<Set<String>>([])
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4,
@@ -118,14 +120,28 @@ public final class SQLiteStore: ResourceStore {
         try await reads.resourceCounts()
     }
 
-    /// Rebuilds the search index of every current resource (of `type`, when given) from the
-    /// stored content, in batches; `progress` gets (done, total) after each batch.
     public func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],
                         progress: @Sendable (Int, Int) -> Void) async throws -> Int {
         try await reads.reindex(type: type, extract: extract, replace: { try await writer.replaceIndex($0) }, progress: progress)
     }
 
-    /// Refreshes the query planner's statistics; worth it after bulk loads.
+    public func consumeChanges(consumer: String, limit: Int,
+                               _ handle: @Sendable ([ResourceChange]) async throws -> Void) async throws -> Int {
+        // One process owns the file (data-folder lock), so an in-process claim is exclusive.
+        guard consumers.withLock({ $0.insert(consumer).inserted }) else { return 0 }
+        defer { _ = consumers.withLock { $0.remove(consumer) } }
+        let position = try await reads.scalar("SELECT COALESCE(MAX(position), 0) FROM change_consumer WHERE name = ?", [.text(consumer)])
+        let rows = try await reads.db.query(
+            "SELECT h.hid, r.type, r.id, h.version, h.last_updated, h.content IS NULL FROM resource_history h"
+                + " JOIN resource r ON r.rid = h.rid WHERE h.hid > ? ORDER BY h.hid LIMIT ?", [.integer(position), .integer(limit)])
+        guard let last = rows.last?[0].integer else { return 0 }
+        try await handle(rows.compactMap(SQLReadQueries.change))
+        var unit = WriteUnit(writes: [])
+        unit.consumerPosition = (consumer, last)
+        _ = try await writer.submit(unit)
+        return rows.count
+    }
+
     public func analyze() async throws {
         try await writer.analyze()
     }

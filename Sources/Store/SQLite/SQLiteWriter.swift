@@ -110,6 +110,7 @@ actor SQLiteWriter {
                     let known = try await currentStates(Array(Set(lookup)))
                     for (k, v) in known { overlay[k] = v }
                     results.append(.success(try apply(unit, overlay: &overlay, pending: &pending, fresh: &fresh)))
+                    if let c = unit.consumerPosition { pending.consumers[c.name] = c.position }
                 } catch let error as StoreError {
                     results.append(.failure(error))
                 }
@@ -210,6 +211,10 @@ actor SQLiteWriter {
             }
         }
         try await insertIndex(pending.index)
+        for (name, position) in pending.consumers {
+            _ = try await db.query("INSERT INTO change_consumer (name, position) VALUES (?, ?)"
+                                   + " ON CONFLICT(name) DO UPDATE SET position = excluded.position", [.text(name), .integer(position)])
+        }
         fresh.removeAll()
         pending = PendingRows()
     }

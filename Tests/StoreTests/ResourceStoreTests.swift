@@ -2,32 +2,22 @@ import FHIRModel
 import Foundation
 import Platform
 import Store
+import StoreTestSupport
 import XCTest
 
-final class SQLiteStoreTests: XCTestCase {
-    var directory: URL!
-
-    override func setUp() async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-store-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() async throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    var path: String { directory.appendingPathComponent("db.sqlite").path }
-
+/// The store's contract, run on every available backend (SQLite; PostgreSQL when configured).
+final class ResourceStoreTests: XCTestCase {
     func prepared(_ json: String, id: String, method: String = "POST", ifMatch: Int? = nil) throws -> PreparedWrite {
         try IngestPipeline().prepare(try JSONParser.parse(json), type: "Patient", id: id, method: method, ifMatch: ifMatch)
     }
 
     func test_committedWrites_surviveReopen_andMigrationsRunOnce() async throws {
-        let store = try await SQLiteStore.open(path: path)
+        try await withEachBackend { test in
+        let store = test.store
         _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "a")]))
         _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "a", method: "PUT")]))
         try await store.close()
-        let reopened = try await SQLiteStore.open(path: path)
+        let reopened = try await test.reopen()
         let record = try await reopened.read(ResourceKey("Patient", "a"))
         XCTAssertEqual(record?.version, 2)
         // Versions and row ids continue where they left off.
@@ -38,10 +28,12 @@ final class SQLiteStoreTests: XCTestCase {
         let history = try await reopened.history(HistoryQuery(type: "Patient", id: "a"))
         XCTAssertEqual(history.records.map(\.version), [3, 2, 1])
         try await reopened.close()
+        }
     }
 
     func test_manyConcurrentUnits_allCommit_andFailedUnitsDoNotAffectNeighbours() async throws {
-        let store = try await SQLiteStore.open(path: path)
+        try await withEachBackend { test in
+        let store = test.store
         _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "fixed")]))
         let results = try await withThrowingTaskGroup(of: Bool.self) { group in
             for i in 0..<400 {
@@ -66,11 +58,12 @@ final class SQLiteStoreTests: XCTestCase {
         XCTAssertEqual(results.filter { !$0 }.count, 40)
         let counts = try await store.resourceCounts()
         XCTAssertEqual(counts["Patient"], 361)
-        try await store.close()
+        }
     }
 
     func test_searchFindsOnlyCurrentNonDeletedVersions() async throws {
-        let store = try await SQLiteStore.open(path: path)
+        try await withEachBackend { test in
+        let store = test.store
         let withID = #"{"resourceType":"Patient","identifier":[{"system":"s","value":"v1"}]}"#
         _ = try await store.commit(WriteUnit(writes: [try prepared(withID, id: "x")]))
         let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: "s", code: "v1")])])
@@ -86,11 +79,12 @@ final class SQLiteStoreTests: XCTestCase {
         _ = try await store.commit(WriteUnit(writes: [IngestPipeline().prepareDelete(ResourceKey("Patient", "x"))]))
         found = try await store.search(query, limit: 10)
         XCTAssertEqual(found, [])
-        try await store.close()
+        }
     }
 
     func test_searchValuesAreBound_notConcatenated() async throws {
-        let store = try await SQLiteStore.open(path: path)
+        try await withEachBackend { test in
+        let store = test.store
         _ = try await store.commit(WriteUnit(writes: [try prepared(patientJSON, id: "safe")]))
         for hostile in ["'; DROP TABLE resource; --", "%", "_", "\" OR 1=1 --"] {
             let query = SearchQuery(type: "Patient", clauses: [
@@ -102,7 +96,7 @@ final class SQLiteStoreTests: XCTestCase {
         }
         let record = try await store.read(ResourceKey("Patient", "safe"))
         XCTAssertNotNil(record)
-        try await store.close()
+        }
     }
 
     let patientJSON = #"{"resourceType":"Patient","gender":"female"}"#

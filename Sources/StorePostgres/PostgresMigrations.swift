@@ -1,0 +1,81 @@
+/// Numbered schema migrations for the PostgreSQL store (append only). The logical schema is
+/// the SQLite store's (ADR 005), so the shared search SQL runs on both; text columns use the
+/// "C" collation so that prefix ranges compare code points, as SQLite does. See ADR 007 for
+/// the sharding key and the change feed.
+enum PostgresMigrations {
+    static let all: [(version: Int, name: String, statements: [String])] = [
+        (1, "resources, history, search indexes, change feed", [
+            """
+            CREATE TABLE resource (
+                rid bigint PRIMARY KEY,
+                type text COLLATE "C" NOT NULL,
+                id text COLLATE "C" NOT NULL,
+                version bigint NOT NULL,
+                last_updated bigint NOT NULL,
+                deleted smallint NOT NULL,
+                hid bigint NOT NULL,
+                compartment text COLLATE "C"
+            )
+            """,
+            "CREATE UNIQUE INDEX resource_key ON resource (type, id)",
+            "CREATE INDEX resource_type_updated ON resource (type, last_updated)",
+            "CREATE SEQUENCE resource_rid",
+            "CREATE SEQUENCE history_hid",
+            """
+            CREATE TABLE resource_history (
+                hid bigint PRIMARY KEY,
+                rid bigint NOT NULL,
+                version bigint NOT NULL,
+                last_updated bigint NOT NULL,
+                method text NOT NULL,
+                content bytea,
+                compartment text COLLATE "C",
+                txid xid8 NOT NULL DEFAULT pg_current_xact_id()
+            )
+            """,
+            "CREATE UNIQUE INDEX history_version ON resource_history (rid, version)",
+            "CREATE INDEX history_time ON resource_history (last_updated)",
+            "CREATE INDEX history_feed ON resource_history (txid, hid)",
+            """
+            CREATE TABLE idx_token (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                system text COLLATE "C", code text COLLATE "C" NOT NULL)
+            """,
+            "CREATE INDEX idx_token_lookup ON idx_token (type, param, code, system, rid)",
+            "CREATE INDEX idx_token_rid ON idx_token (rid)",
+            """
+            CREATE TABLE idx_string (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                value text COLLATE "C" NOT NULL, exact text COLLATE "C")
+            """,
+            "CREATE INDEX idx_string_lookup ON idx_string (type, param, value, rid)",
+            "CREATE INDEX idx_string_rid ON idx_string (rid)",
+            """
+            CREATE TABLE idx_reference (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                target_type text COLLATE "C", target_id text COLLATE "C", url text COLLATE "C")
+            """,
+            "CREATE INDEX idx_reference_lookup ON idx_reference (target_id, target_type, param, type, rid)",
+            "CREATE INDEX idx_reference_rid ON idx_reference (rid)",
+            """
+            CREATE TABLE idx_date (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                low bigint NOT NULL, high bigint NOT NULL)
+            """,
+            "CREATE INDEX idx_date_lookup ON idx_date (type, param, low, high, rid)",
+            "CREATE INDEX idx_date_rid ON idx_date (rid)",
+            """
+            CREATE TABLE idx_uri (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                value text COLLATE "C" NOT NULL)
+            """,
+            "CREATE INDEX idx_uri_lookup ON idx_uri (type, param, value, rid)",
+            "CREATE INDEX idx_uri_rid ON idx_uri (rid)",
+            """
+            CREATE TABLE idx_quantity (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                value double precision NOT NULL, system text COLLATE "C", code text COLLATE "C")
+            """,
+            "CREATE INDEX idx_quantity_lookup ON idx_quantity (type, param, value, rid)",
+            "CREATE INDEX idx_quantity_rid ON idx_quantity (rid)",
+            """
+            CREATE TABLE change_consumer (name text PRIMARY KEY, txid xid8 NOT NULL, hid bigint NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now())
+            """,
+        ]),
+    ]
+}
