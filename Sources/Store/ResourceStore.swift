@@ -38,6 +38,8 @@ public protocol ResourceStore: Sendable {
                  progress: @Sendable (Int, Int) -> Void) async throws -> Int
     /// Refreshes the query planner's statistics; worth it after bulk loads.
     func analyze() async throws
+    /// The highest schema migration applied.
+    func schemaVersion() async throws -> Int
     func close() async throws
 }
 

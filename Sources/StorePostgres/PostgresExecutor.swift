@@ -19,17 +19,37 @@ struct PostgresExecutor: SQLExecutor {
 
     func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
         let query = PostgresSQL.query(sql, binds)
-        let rows: PostgresRowSequence
-        switch target {
-        case .pool(let client): rows = try await client.query(query, logger: logger)
-        case .connection(let connection): rows = try await connection.query(query, logger: logger)
+        do {
+            let rows: PostgresRowSequence
+            switch target {
+            case .pool(let client): rows = try await client.query(query, logger: logger)
+            case .connection(let connection): rows = try await connection.query(query, logger: logger)
+            }
+            var result: [[SQLValue]] = []
+            for try await row in rows {
+                result.append(row.map(SQLValue.init(cell:)))
+            }
+            return result
+        } catch let error as PSQLError {
+            throw PostgresFailure(error, sql: sql)
         }
-        var result: [[SQLValue]] = []
-        for try await row in rows {
-            result.append(row.map(SQLValue.init(cell:)))
-        }
-        return result
     }
+}
+
+/// A PostgreSQL error with the server's message and SQLSTATE (PostgresNIO's own error hides
+/// them from `description`), and the statement that failed.
+struct PostgresFailure: Error, CustomStringConvertible {
+    let sqlState: String?
+    let message: String
+    let sql: String
+
+    init(_ error: PSQLError, sql: String) {
+        self.sqlState = error.serverInfo?[.sqlState]
+        self.message = PostgresSQL.describe(error)
+        self.sql = sql
+    }
+
+    var description: String { "PostgreSQL: \(message) in: \(sql.prefix(300))" }
 }
 
 /// Translation of the shared statement text and values to PostgreSQL's.
@@ -69,12 +89,16 @@ enum PostgresSQL {
 
     /// The SQLSTATE of a server error, if `error` is one.
     static func sqlState(_ error: any Error) -> String? {
-        (error as? PSQLError)?.serverInfo?[.sqlState]
+        (error as? PostgresFailure)?.sqlState ?? (error as? PSQLError)?.serverInfo?[.sqlState]
     }
 
     /// The server's message, for errors shown to operators.
     static func describe(_ error: any Error) -> String {
         guard let e = error as? PSQLError else { return "\(error)" }
+        if e.code == .server, let message = e.serverInfo?[.message] {
+            return message + (e.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
+        }
+        if e.serverInfo == nil { return "\(e.code)" + (e.underlying.map { ": \($0)" } ?? "") }
         if let message = e.serverInfo?[.message] {
             return message + (e.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
         }

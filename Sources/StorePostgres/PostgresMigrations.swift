@@ -73,6 +73,10 @@ enum PostgresMigrations {
             "CREATE INDEX idx_quantity_lookup ON idx_quantity (type, param, value, rid)",
             "CREATE INDEX idx_quantity_rid ON idx_quantity (rid)",
             """
+            CREATE TABLE export_progress (source text PRIMARY KEY, last_rid bigint NOT NULL, finished boolean NOT NULL DEFAULT false,
+                updated_at timestamptz NOT NULL DEFAULT now())
+            """,
+            """
             CREATE TABLE change_consumer (name text PRIMARY KEY, txid xid8 NOT NULL, hid bigint NOT NULL,
                 updated_at timestamptz NOT NULL DEFAULT now())
             """,

@@ -168,7 +168,7 @@ public final class PostgresStore: ResourceStore {
                     return 0
                 }
                 let rows = try await tx.query(
-                    "SELECT h.txid::text, r.type, r.id, h.version, h.last_updated, (h.content IS NULL)::int2, h.hid"
+                    "SELECT h.txid::text, r.type, r.id, h.version, h.last_updated, h.content IS NULL, h.hid"
                         + " FROM resource_history h JOIN resource r ON r.rid = h.rid"
                         + " WHERE (h.txid, h.hid) > (?::xid8, ?) AND h.txid < pg_snapshot_xmin(pg_current_snapshot())"
                         + " ORDER BY h.txid, h.hid LIMIT ?", [.text(txid), .integer(hid), .integer(limit)])
@@ -202,6 +202,15 @@ public final class PostgresStore: ResourceStore {
                 }
             }
         }, progress: progress)
+    }
+
+    public func schemaVersion() async throws -> Int {
+        try await current.scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+    }
+
+    /// A database URL with its password hidden, for logs.
+    public static func redacted(_ url: String) -> String {
+        PostgresURL.redacted(url)
     }
 
     public func analyze() async throws {

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import Platform
 import Store
+import StorePostgres
 import FHIRModel
 
 @main
@@ -12,7 +13,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Reindex.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.
@@ -23,7 +24,24 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "normal: survive a process crash (WAL, synchronous=NORMAL); full: fsync every commit. Env: HUITONG_DURABILITY")
     var durability: String = ProcessInfo.processInfo.environment["HUITONG_DURABILITY"] ?? "normal"
 
-    func open(logger: Logger) async throws -> SQLiteStore {
+    @Option(help: "PostgreSQL instead of the embedded store: postgres://user:password@host:port/database. Env: HUITONG_DATABASE_URL")
+    var database: String? = ProcessInfo.processInfo.environment["HUITONG_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Option(help: "A PostgreSQL read replica for searches, history and $everything (with --database). Env: HUITONG_READ_DATABASE_URL")
+    var readDatabase: String? = ProcessInfo.processInfo.environment["HUITONG_READ_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+
+    /// Where the data lives, for log lines (no password).
+    var location: String { database.map(PostgresStore.redacted) ?? data }
+
+    func open(logger: Logger) async throws -> any ResourceStore {
+        if let database {
+            return try await PostgresStore.open(url: database, readURL: readDatabase, logger: logger)
+        }
+        if readDatabase != nil { throw ValidationError("--read-database needs --database (a PostgreSQL primary)") }
+        return try await openEmbedded(logger: logger)
+    }
+
+    func openEmbedded(logger: Logger) async throws -> SQLiteStore {
         guard let mode = SQLiteStore.Durability(rawValue: durability) else {
             throw ValidationError("--durability must be 'normal' or 'full'")
         }
@@ -55,7 +73,7 @@ struct Serve: AsyncParsableCommand {
             store: store,
             configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes),
             logger: logger)
-        logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.data))")
+        logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.location))")
         try await app.runService()
         try await store.close()
     }
@@ -137,5 +155,67 @@ struct Reindex: AsyncParsableCommand {
         try await store.analyze()
         print("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         try await store.close()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bring the database schema up to date (serve does it too; run this before rolling out new nodes).")
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .info
+        let store = try await storeOptions.open(logger: logger)
+        let version = try await store.schemaVersion()
+        try await store.close()
+        print("Schema of \(storeOptions.location) is at version \(version)")
+    }
+}
+
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the embedded store (--data) into an empty PostgreSQL database, resumably, with progress.")
+
+    @Option(help: "The PostgreSQL database to copy into: postgres://user:password@host:port/database")
+    var to: String
+
+    @Option(help: "Folder holding the embedded database. Env: HUITONG_DATA")
+    var data: String = ProcessInfo.processInfo.environment["HUITONG_DATA"] ?? "./huitong-data"
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .warning
+        var options = try StoreOptions.parse(["--data", data])
+        options.database = nil
+        let source = try await options.openEmbedded(logger: logger)
+        let target = try await PostgresStore.open(url: to, logger: logger)
+        let start = Date()
+        let sourceName = URL(fileURLWithPath: data).standardizedFileURL.path
+        do {
+            let copied = try await EmbeddedExport.run(from: source, sourceName: sourceName, to: target) { done, total in
+                let elapsed = Date().timeIntervalSince(start)
+                let rate = Double(done) / max(elapsed, 0.001)
+                var err = FileHandleOutputStream.standardError
+                print("\rexported \(done)/\(total) resources  \(Int(rate))/s  ETA \(rate > 0 ? Int(Double(total - done) / rate) : 0) s",
+                      terminator: "", to: &err)
+            }
+            var err = FileHandleOutputStream.standardError
+            print("", to: &err)
+            let before = try await source.resourceCounts()
+            let after = try await target.resourceCounts()
+            guard before == after else {
+                throw ValidationError("Counts differ after the export: embedded \(before), PostgreSQL \(after)")
+            }
+            print("Exported \(copied) resources (\(before.values.reduce(0, +)) current) to \(PostgresStore.redacted(to))"
+                  + " in \(String(format: "%.1f", Date().timeIntervalSince(start))) s; counts per type match")
+        } catch {
+            try? await source.close()
+            try? await target.close()
+            throw error
+        }
+        try await source.close()
+        try await target.close()
     }
 }

@@ -19,10 +19,18 @@ package struct PendingRows: Sendable {
         package var rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int
         /// The patient compartment this version belongs to (see `WritePlanner.compartment`).
         package var compartment: String?
+
+        package init(rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int, compartment: String?) {
+            (self.rid, self.key, self.version, self.time, self.deleted, self.hid, self.compartment) = (rid, key, version, time, deleted, hid, compartment)
+        }
     }
     package struct History: Sendable {
         package var hid: Int, rid: Int, version: Int, time: Int64, method: String, content: [UInt8]?
         package var compartment: String?
+
+        package init(hid: Int, rid: Int, version: Int, time: Int64, method: String, content: [UInt8]?, compartment: String?) {
+            (self.hid, self.rid, self.version, self.time, self.method, self.content, self.compartment) = (hid, rid, version, time, method, content, compartment)
+        }
     }
     package var resources: [Resource] = []
     package var history: [History] = []
@@ -106,9 +114,13 @@ package enum WritePlanner {
     /// (Practitioner, Organization, ...). The PostgreSQL store keeps it as the future sharding
     /// key (ADR 007). A deletion keeps the key of the version it deletes unknown (nil).
     package static func compartment(of write: PreparedWrite) -> String? {
-        if write.key.type == "Patient" { return write.action == .delete ? nil : write.key.id }
+        write.action == .delete ? nil : compartment(of: write.key, index: write.index)
+    }
+
+    package static func compartment(of key: ResourceKey, index: [IndexEntry]) -> String? {
+        if key.type == "Patient" { return key.id }
         var subject: String?
-        for entry in write.index {
+        for entry in index {
             guard case .reference(let type, let id?, _) = entry.value, type == "Patient" else { continue }
             if entry.parameter == "patient" { return id }
             if entry.parameter == "subject" && subject == nil { subject = id }

@@ -78,7 +78,7 @@ public final class SQLiteStore: ResourceStore {
     }
 
     /// The shared read queries over the reader connections (used round-robin).
-    let reads: SQLReadQueries
+    package let reads: SQLReadQueries
 
     public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
         try pointReader.read(key)
@@ -140,6 +140,10 @@ public final class SQLiteStore: ResourceStore {
         unit.consumerPosition = (consumer, last)
         _ = try await writer.submit(unit)
         return rows.count
+    }
+
+    public func schemaVersion() async throws -> Int {
+        try await reads.scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
     }
 
     public func analyze() async throws {
