@@ -318,6 +318,37 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    func test_summaryCount_countsResourcesNotIndexRows() async throws {
+        try await TestServer.run { server, _ in
+            // Two systems carry the same MRN for one patient: a search by value alone matches it once.
+            try await putResource(server, "Patient", "two", #"{"identifier":[{"system":"urn:a","value":"123"},{"system":"urn:b","value":"123"}]}"#)
+            try await putResource(server, "Patient", "one", #"{"identifier":[{"system":"urn:a","value":"123"}]}"#)
+            try await putResource(server, "Observation", "o1", #"{"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/two"}}"#)
+            try await putResource(server, "Observation", "o2", #"{"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/two"},"performer":[{"reference":"Patient/two"}]}"#)
+            func total(_ query: String) async throws -> String? {
+                let r = try await server.request(.get, "/fhir/" + query + "&_summary=count")
+                XCTAssertEqual(r.status, 200, r.bodyText)
+                return r.json["total"]?.numberText
+            }
+            var n = try await total("Patient?identifier=123")
+            XCTAssertEqual(n, "2")
+            n = try await total("Patient?identifier=urn:a|123")
+            XCTAssertEqual(n, "2")
+            n = try await total("Patient?identifier=urn:b|123")
+            XCTAssertEqual(n, "1")
+            n = try await total("Observation?subject=Patient/two")
+            XCTAssertEqual(n, "2")
+            n = try await total("Observation?subject=two")
+            XCTAssertEqual(n, "2")
+            n = try await total("Observation?status=final")
+            XCTAssertEqual(n, "2")
+            // After an update drops a match, the count follows.
+            try await putResource(server, "Observation", "o1", #"{"status":"amended","code":{"text":"x"},"subject":{"reference":"Patient/two"}}"#)
+            n = try await total("Observation?status=final")
+            XCTAssertEqual(n, "1")
+        }
+    }
+
     func test_includeRevincludeAndIterate() async throws {
         try await TestServer.run { server, _ in
             try await putResource(server, "Organization", "org", #"{"name":"医院"}"#)

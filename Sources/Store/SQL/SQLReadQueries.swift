@@ -100,9 +100,15 @@ package struct SQLReadQueries: Sendable {
         let (records, lastRid) = Self.pageRecords(rows, count: page.count, after: page.after)
         var total: Int?
         if page.withTotal {
-            let (countSQL, countBinds) = search.indexOnlyCount(query, snapshot: snapshot)
-                ?? ("SELECT COUNT(*) FROM resource r WHERE " + condition + " AND r.rid <= ?", binds + [.integer(snapshot)])
-            total = try await scalar(countSQL, countBinds)
+            if let (groupSQL, groupBinds) = search.singleValueCount(query, snapshot: snapshot) {
+                let groups = try await db.query(groupSQL, groupBinds)
+                if groups.count <= 1 { total = groups.first?[1].integer ?? 0 }
+            }
+            if total == nil {
+                let (countSQL, countBinds) = search.indexOnlyCount(query, snapshot: snapshot)
+                    ?? ("SELECT COUNT(*) FROM resource r WHERE " + condition + " AND r.rid <= ?", binds + [.integer(snapshot)])
+                total = try await scalar(countSQL, countBinds)
+            }
         }
         var next: PageRequest?
         if rows.count > page.count {

@@ -36,6 +36,29 @@ package struct SearchSQL: Sendable {
         return (sql, sets.flatMap(\.1) + [.integer(snapshot)])
     }
 
+    /// A count over one token or reference value, without de-duplicating row ids: index rows
+    /// are unique per resource (extraction de-duplicates), so the rows of one (system, code) or
+    /// (target type, id) count resources, and within one such group the index delivers row ids in
+    /// order, without a temporary B-tree. The rows come grouped by the one column the value leaves
+    /// open (token system, reference target type); more than one group means a resource could be
+    /// counted twice, and the caller must use `indexOnlyCount` instead.
+    package func singleValueCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLValue])? {
+        guard query.clauses.count == 1, let clause = query.clauses.first, !clause.negated,
+              clause.values.count == 1, let value = clause.values.first else { return nil }
+        let table: String, group: String
+        switch value {
+        case .token(let system, let code) where code != nil:
+            table = "idx_token"; group = system == nil ? "system" : "code"
+        case .reference(let type, _):
+            table = "idx_reference"; group = type == nil ? "target_type" : "target_id"
+        default:
+            return nil
+        }
+        let (condition, binds) = indexCondition(value)
+        return ("SELECT \(group), COUNT(*) FROM \(table) WHERE type = ? AND param = ? AND \(condition) AND rid <= ? GROUP BY \(group)",
+                [.text(query.type), .text(clause.parameter)] + binds + [.integer(snapshot)])
+    }
+
     package func compileWhere(_ query: SearchQuery) -> (sql: String, binds: [SQLValue], ridSets: [(String, [SQLValue])]?) {
         // With a selective index clause present, keep the planner from scanning every resource of
         // the type through the type index: `+r.type` is not indexable, so the IN lists drive.
