@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 import requests
@@ -20,20 +21,35 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Server:
-    """A huitong server process with its own data folder; can be killed and restarted."""
+POSTGRES_URL = os.environ.get("HUITONG_TEST_POSTGRES_URL") or None
 
-    def __init__(self, data_dir):
+
+def fresh_postgres_database(prefix="huitong_py"):
+    """A new, empty PostgreSQL database on the test server; returns its URL (None without a server)."""
+    if not POSTGRES_URL:
+        return None
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    subprocess.run(["psql", POSTGRES_URL, "-qAtc", f"CREATE DATABASE {name}"], check=True)
+    head, _, tail = POSTGRES_URL.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + ("?" + tail if tail else "")
+
+
+class Server:
+    """A huitong server process with its own data folder (or `database` URL); can be killed and restarted."""
+
+    def __init__(self, data_dir, database=None):
         self.data_dir = data_dir
+        self.database = database
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         self.process = None
         self.log = open(os.path.join(data_dir, "server.log"), "ab")
 
     def start(self):
-        self.process = subprocess.Popen(
-            [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir],
-            stdout=self.log, stderr=self.log)
+        args = [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir]
+        if self.database:
+            args += ["--database", self.database]
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.process.poll() is not None:

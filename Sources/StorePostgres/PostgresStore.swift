@@ -219,10 +219,15 @@ public final class PostgresStore: ResourceStore {
 
     /// Drops a schema and everything in it (test stores).
     package static func dropSchema(url: String, _ name: String) async throws {
-        let client = PostgresClient(configuration: try PostgresURL.configuration(url), backgroundLogger: Logger(label: "huitong.test"))
+        try await execute(url: url, "DROP SCHEMA IF EXISTS " + PostgresSQL.identifier(name) + " CASCADE")
+    }
+
+    /// Runs one statement on its own short-lived connection (tests and tools).
+    package static func execute(url: String, _ sql: String) async throws {
+        let client = PostgresClient(configuration: try PostgresURL.configuration(url), backgroundLogger: Logger(label: "huitong.tool"))
         let runner = Task { await client.run() }
         defer { runner.cancel() }
-        try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS " + PostgresSQL.identifier(name) + " CASCADE"))
+        try await client.query(PostgresQuery(unsafeSQL: sql))
     }
 
     public func close() async throws {

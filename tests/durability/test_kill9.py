@@ -1,12 +1,18 @@
 """No acknowledged write is lost: 1,000 creates acknowledged one by one, then the server is
-killed with SIGKILL (no chance to flush anything) and restarted; every resource must read back."""
+killed with SIGKILL (no chance to flush anything) and restarted; every resource must read back.
+Runs on the embedded store and, when HUITONG_TEST_POSTGRES_URL is set, on PostgreSQL."""
+import pytest
 import requests
 
-from conftest import Server
+from conftest import POSTGRES_URL, Server, fresh_postgres_database
 
 
-def test_acknowledged_writes_survive_kill9(data_dir):
-    server = Server(data_dir).start()
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_acknowledged_writes_survive_kill9(data_dir, backend):
+    if backend == "postgres" and not POSTGRES_URL:
+        pytest.skip("HUITONG_TEST_POSTGRES_URL is not set")
+    database = fresh_postgres_database("huitong_kill9") if backend == "postgres" else None
+    server = Server(data_dir, database).start()
     session = requests.Session()
     acknowledged = []
     try:
@@ -26,7 +32,7 @@ def test_acknowledged_writes_survive_kill9(data_dir):
     finally:
         server.kill9()
 
-    restarted = Server(data_dir)
+    restarted = Server(data_dir, database)
     restarted.port = server.port
     restarted.base = server.base
     restarted.start()
