@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 import time
+import contextlib
 import urllib.request
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("HUITONG_BENCH_CACHE", "/tmp/huitong-bench")
@@ -101,3 +103,31 @@ def wrk(url, lua, seconds, connections=8, threads=2):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_s": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": int(errors.group(1)) if errors else 0}
 
+
+
+def psql(url, *args, **kw):
+    return subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", *args], check=True, capture_output=True, text=True, **kw).stdout
+
+
+@contextlib.contextmanager
+def postgres_server(work):
+    """HUITONG_BENCH_POSTGRES_URL, or a throwaway primary started with .ci/postgres-cluster.sh."""
+    url = os.environ.get("HUITONG_BENCH_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    cluster = os.path.join(work, "cluster")
+    script = os.path.join(ROOT, ".ci", "postgres-cluster.sh")
+    url = subprocess.run([script, "start", cluster, str(free_port())], check=True, capture_output=True, text=True).stdout.split()[0]
+    try:
+        yield url
+    finally:
+        subprocess.run([script, "stop", cluster], check=False)
+
+
+def new_database(server_url, prefix):
+    """A new empty database on the server; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    psql(server_url, "-c", f"CREATE DATABASE {name}")
+    head, _, tail = server_url.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + ("?" + tail if tail else "")

@@ -14,22 +14,11 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-import uuid
 
-from common import BINARY, ROOT, bundle_files, count_resources, free_port, log, save, start, stop, synthea_dir
+from common import (BINARY, bundle_files, count_resources, free_port, log, new_database, postgres_server, psql, save, start, stop,
+                    synthea_dir)
 
 TABLES = ["resource_history", "resource", "idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
-
-
-def psql(url, *args, **kw):
-    return subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", *args], check=True, capture_output=True, text=True, **kw).stdout
-
-
-def new_database(server_url, prefix):
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    psql(server_url, "-c", f"CREATE DATABASE {name}")
-    head, _, tail = server_url.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + name + ("?" + tail if tail else ""), name
 
 
 def import_run(files_dir, url):
@@ -68,7 +57,7 @@ def http_run(files, url, nodes=1, clients=8):
 def raw_copy_baseline(server_url, source_url, work):
     """The same rows, dumped from huitong's database, loaded with COPY into a fresh database with the
     same schema and indexes (indexes exist during the load, as they do for huitong)."""
-    target_url, _ = new_database(server_url, "raw")
+    target_url = new_database(server_url, "raw")
     schema = subprocess.run(["pg_dump", "--schema-only", "--no-owner", source_url], check=True, capture_output=True, text=True).stdout
     psql(target_url, input=schema)
     files = {}
@@ -94,27 +83,16 @@ def main():
     log(f"{len(files)} bundles, {total} resources")
 
     work = tempfile.mkdtemp(prefix="huitong-ingest-pg-")
-    server_url = os.environ.get("HUITONG_BENCH_POSTGRES_URL")
-    cluster = None
-    if not server_url:
-        cluster = os.path.join(work, "cluster")
-        server_url = subprocess.run([os.path.join(ROOT, ".ci", "postgres-cluster.sh"), "start", cluster, str(free_port())],
-                                    check=True, capture_output=True, text=True).stdout.split()[0]
-    try:
-        import_url, _ = new_database(server_url, "imp")
+    with postgres_server(work) as server_url:
+        import_url = new_database(server_url, "imp")
         t_import = import_run(files_dir, import_url)
         log(f"huitong import: {total / t_import:.0f} resources/s")
         t_raw, rows, index_rows = raw_copy_baseline(server_url, import_url, work)
         log(f"raw COPY: {rows / t_raw:.0f} resources/s ({index_rows / rows:.1f} index rows each)")
-        http_url, _ = new_database(server_url, "http1")
-        t_http = http_run(files, http_url)
+        t_http = http_run(files, new_database(server_url, "http1"))
         log(f"HTTP POST /fhir, one node: {total / t_http:.0f} resources/s")
-        http2_url, _ = new_database(server_url, "http2")
-        t_http2 = http_run(files, http2_url, nodes=2)
+        t_http2 = http_run(files, new_database(server_url, "http2"), nodes=2)
         log(f"HTTP POST /fhir, two nodes: {total / t_http2:.0f} resources/s")
-    finally:
-        if cluster:
-            subprocess.run([os.path.join(ROOT, ".ci", "postgres-cluster.sh"), "stop", cluster], check=False)
 
     raw_rate = rows / t_raw
     save("ingest-postgres", {

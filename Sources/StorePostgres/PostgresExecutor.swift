@@ -123,3 +123,21 @@ extension SQLValue {
         }
     }
 }
+
+extension PostgresClient {
+    /// Runs `body` in one transaction on a leased connection: COMMIT when it returns, ROLLBACK when
+    /// it throws (its error passes on unchanged, so callers still see SQLSTATEs and `StoreError`s).
+    func transaction<T: Sendable>(logger: Logger, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await withConnection { connection in
+            try await connection.query("BEGIN", logger: logger)
+            do {
+                let result = try await body(connection)
+                try await connection.query("COMMIT", logger: logger)
+                return result
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+    }
+}

@@ -69,29 +69,36 @@ public final class PostgresStore: ResourceStore {
     @discardableResult
     public func migrate() async throws -> [Int] {
         try await primary.withConnection { connection in
-            try await connection.query("SELECT pg_advisory_lock(7248001)", logger: logger)
-            defer { Task { [logger] in _ = try? await connection.query("SELECT pg_advisory_unlock(7248001)", logger: logger) } }
             let tx = PostgresExecutor(target: .connection(connection), logger: logger)
-            _ = try await tx.query("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
-                                   + " applied_at timestamptz NOT NULL DEFAULT now())", [])
-            let applied = Set(try await tx.query("SELECT version FROM schema_migrations", []).compactMap { $0[0].integer })
-            var done: [Int] = []
-            for migration in PostgresMigrations.all where !applied.contains(migration.version) {
-                logger.info("Applying PostgreSQL migration \(migration.version): \(migration.name)")
-                _ = try await tx.query("BEGIN", [])
-                do {
-                    for statement in migration.statements { _ = try await tx.query(statement, []) }
-                    _ = try await tx.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                                           [.integer(migration.version), .text(migration.name)])
-                    _ = try await tx.query("COMMIT", [])
-                } catch {
-                    _ = try? await tx.query("ROLLBACK", [])
-                    throw error
-                }
-                done.append(migration.version)
+            // A session lock on this connection: released before the connection goes back to the pool.
+            _ = try await tx.query("SELECT pg_advisory_lock(7248001)", [])
+            do {
+                let done = try await applyMigrations(tx)
+                _ = try await tx.query("SELECT pg_advisory_unlock(7248001)", [])
+                return done
+            } catch {
+                _ = try? await tx.query("ROLLBACK", [])
+                _ = try? await tx.query("SELECT pg_advisory_unlock(7248001)", [])
+                throw error
             }
-            return done
         }
+    }
+
+    private func applyMigrations(_ tx: PostgresExecutor) async throws -> [Int] {
+        _ = try await tx.query("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+                               + " applied_at timestamptz NOT NULL DEFAULT now())", [])
+        let applied = Set(try await tx.query("SELECT version FROM schema_migrations", []).compactMap { $0[0].integer })
+        var done: [Int] = []
+        for migration in PostgresMigrations.all where !applied.contains(migration.version) {
+            logger.info("Applying PostgreSQL migration \(migration.version): \(migration.name)")
+            _ = try await tx.query("BEGIN", [])
+            for statement in migration.statements { _ = try await tx.query(statement, []) }
+            _ = try await tx.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                                   [.integer(migration.version), .text(migration.name)])
+            _ = try await tx.query("COMMIT", [])
+            done.append(migration.version)
+        }
+        return done
     }
 
     static let pointColumns = "h.version, h.last_updated, h.method, h.content"
@@ -155,51 +162,31 @@ public final class PostgresStore: ResourceStore {
     /// consumer's row is locked (`SKIP LOCKED`) for the call: one node serves a consumer at a time.
     public func consumeChanges(consumer: String, limit: Int,
                                _ handle: @Sendable ([ResourceChange]) async throws -> Void) async throws -> Int {
-        try await primary.withConnection { connection in
+        try await primary.transaction(logger: logger) { connection in
             let tx = PostgresExecutor(target: .connection(connection), logger: logger)
             _ = try await tx.query("INSERT INTO change_consumer (name, txid, hid) VALUES (?, '0'::xid8, 0) ON CONFLICT DO NOTHING",
                                    [.text(consumer)])
-            _ = try await tx.query("BEGIN", [])
-            do {
-                guard let position = try await tx.query(
-                    "SELECT txid::text, hid FROM change_consumer WHERE name = ? FOR UPDATE SKIP LOCKED", [.text(consumer)]).first,
-                    let txid = position[0].text, let hid = position[1].integer else {
-                    _ = try await tx.query("ROLLBACK", [])
-                    return 0
-                }
-                let rows = try await tx.query(
-                    "SELECT h.txid::text, r.type, r.id, h.version, h.last_updated, h.content IS NULL, h.hid"
-                        + " FROM resource_history h JOIN resource r ON r.rid = h.rid"
-                        + " WHERE (h.txid, h.hid) > (?::xid8, ?) AND h.txid < pg_snapshot_xmin(pg_current_snapshot())"
-                        + " ORDER BY h.txid, h.hid LIMIT ?", [.text(txid), .integer(hid), .integer(limit)])
-                guard let last = rows.last, let lastTxid = last[0].text, let lastHid = last[6].integer else {
-                    _ = try await tx.query("ROLLBACK", [])
-                    return 0
-                }
-                try await handle(rows.compactMap(SQLReadQueries.change))
-                _ = try await tx.query("UPDATE change_consumer SET txid = ?::xid8, hid = ?, updated_at = now() WHERE name = ?",
-                                       [.text(lastTxid), .integer(lastHid), .text(consumer)])
-                _ = try await tx.query("COMMIT", [])
-                return rows.count
-            } catch {
-                _ = try? await tx.query("ROLLBACK", [])
-                throw error
-            }
+            guard let position = try await tx.query(
+                "SELECT txid::text, hid FROM change_consumer WHERE name = ? FOR UPDATE SKIP LOCKED", [.text(consumer)]).first,
+                let txid = position[0].text, let hid = position[1].integer else { return 0 }
+            let rows = try await tx.query(
+                "SELECT h.txid::text, r.type, r.id, h.version, h.last_updated, h.content IS NULL, h.hid"
+                    + " FROM resource_history h JOIN resource r ON r.rid = h.rid"
+                    + " WHERE (h.txid, h.hid) > (?::xid8, ?) AND h.txid < pg_snapshot_xmin(pg_current_snapshot())"
+                    + " ORDER BY h.txid, h.hid LIMIT ?", [.text(txid), .integer(hid), .integer(limit)])
+            guard let last = rows.last, let lastTxid = last[0].text, let lastHid = last[6].integer else { return 0 }
+            try await handle(rows.compactMap(SQLReadQueries.change))
+            _ = try await tx.query("UPDATE change_consumer SET txid = ?::xid8, hid = ?, updated_at = now() WHERE name = ?",
+                                   [.text(lastTxid), .integer(lastHid), .text(consumer)])
+            return rows.count
         }
     }
 
     public func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],
                         progress: @Sendable (Int, Int) -> Void) async throws -> Int {
         try await current.reindex(type: type, extract: extract, replace: { index in
-            try await primary.withConnection { connection in
-                try await connection.query("BEGIN", logger: logger)
-                do {
-                    try await PostgresRows.replaceIndex(index, clearing: Array(index.keys), on: connection, logger: logger)
-                    try await connection.query("COMMIT", logger: logger)
-                } catch {
-                    _ = try? await connection.query("ROLLBACK", logger: logger)
-                    throw error
-                }
+            try await primary.transaction(logger: logger) { connection in
+                try await PostgresRows.replaceIndex(index, clearing: Array(index.keys), on: connection, logger: logger)
             }
         }, progress: progress)
     }

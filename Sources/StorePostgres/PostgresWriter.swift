@@ -36,17 +36,7 @@ struct PostgresWriter: Sendable {
     }
 
     private func commitOnce(_ unit: WriteUnit) async throws -> [WriteOutcome] {
-        try await client.withConnection { connection in
-            try await connection.query("BEGIN", logger: logger)
-            do {
-                let outcomes = try await write(unit, on: connection)
-                try await connection.query("COMMIT", logger: logger)
-                return outcomes
-            } catch {
-                _ = try? await connection.query("ROLLBACK", logger: logger)
-                throw error
-            }
-        }
+        try await client.transaction(logger: logger) { connection in try await write(unit, on: connection) }
     }
 
     private func write(_ unit: WriteUnit, on connection: PostgresConnection) async throws -> [WriteOutcome] {
