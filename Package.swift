@@ -82,7 +82,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform"],
+        .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform",
+                                                .product(name: "PostgresNIO", package: "postgres-nio")],
                     swiftSettings: swiftSettings),
         .testTarget(
             name: "HTTPAPITests",

@@ -10,7 +10,10 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 case "$cmd" in
 start)
   mkdir -p "$dir"
-  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    runuser -u postgres -- test -w "$dir" || { echo "the postgres user cannot reach $dir (a private parent folder?)" >&2; exit 1; }
+  fi
   if [ ! -f "$dir/primary/PG_VERSION" ]; then
     as_pg "$bin/initdb" -D "$dir/primary" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null
     cat >> "$dir/primary/postgresql.conf" <<CONF

@@ -117,6 +117,7 @@ def postgres_server(work):
         yield url
         return
     cluster = os.path.join(work, "cluster")
+    os.chmod(work, 0o755)  # mkdtemp makes it private; the postgres user must reach the cluster folder
     script = os.path.join(ROOT, ".ci", "postgres-cluster.sh")
     url = subprocess.run([script, "start", cluster, str(free_port())], check=True, capture_output=True, text=True).stdout.split()[0]
     try:
@@ -131,3 +132,14 @@ def new_database(server_url, prefix):
     psql(server_url, "-c", f"CREATE DATABASE {name}")
     head, _, tail = server_url.partition("?")
     return head.rsplit("/", 1)[0] + "/" + name + ("?" + tail if tail else "")
+
+
+def store_arguments(data, postgres, work, stack, prefix):
+    """`huitong serve` arguments for the imported `data` folder, or for a copy of it exported into
+    a new PostgreSQL database (the server's lifetime bound to `stack`)."""
+    if not postgres:
+        return ["--data", data]
+    url = new_database(stack.enter_context(postgres_server(work)), prefix)
+    log("exporting to PostgreSQL")
+    subprocess.run([BINARY, "export", "--data", data, "--to", url], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return ["--database", url]

