@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import BINARY, Server
+from conftest import BINARY, POSTGRES_URL, Server, fresh_postgres_database
 
 SYNTHEA = os.environ.get("SYNTHEA_BIN")
 
@@ -34,8 +34,30 @@ def test_import_generated_patients(data_dir, tmp_path):
         page = requests.get(f"http://127.0.0.1:{server.port}/").text
         for resource_type, count in expected.items():
             assert f"<td>{resource_type}</td><td>{count}</td>" in page, resource_type
+        sample = requests.get(f"{server.base}/Observation", params={"_count": 5}).json()["entry"]
     finally:
         server.stop()
+
+    # The county moves up: the same data exported into PostgreSQL serves the same answers.
+    if not POSTGRES_URL:
+        return
+    database = fresh_postgres_database("huitong_export")
+    migrated = subprocess.run([BINARY, "migrate", "--database", database], capture_output=True, text=True)
+    assert migrated.returncode == 0 and "version 1" in migrated.stdout, migrated.stdout + migrated.stderr
+    exported = subprocess.run([BINARY, "export", "--data", data_dir, "--to", database], capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "counts per type match" in exported.stdout
+    (tmp_path / "pg").mkdir()
+    on_postgres = Server(str(tmp_path / "pg"), database).start()
+    try:
+        page = requests.get(f"http://127.0.0.1:{on_postgres.port}/").text
+        for resource_type, count in expected.items():
+            assert f"<td>{resource_type}</td><td>{count}</td>" in page, resource_type
+        for entry in sample:
+            r = requests.get(entry["fullUrl"].replace(f"127.0.0.1:{server.port}", f"127.0.0.1:{on_postgres.port}"))
+            assert r.status_code == 200 and r.json() == entry["resource"]
+    finally:
+        on_postgres.stop()
 
 
 def test_import_reports_failed_files_and_loads_the_rest(data_dir, tmp_path):
