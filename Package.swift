@@ -48,6 +48,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Identity",
+            dependencies: ["FHIRModel", "Store"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "StoreTestSupport",
             dependencies: ["Store", "StorePostgres"],
             swiftSettings: swiftSettings
@@ -55,7 +60,7 @@ let package = Package(
         .target(
             name: "Platform",
             dependencies: [
-                "FHIRModel", "Store",
+                "FHIRModel", "Store", "Identity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,6 +87,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform",
                                                 .product(name: "PostgresNIO", package: "postgres-nio")],
                     swiftSettings: swiftSettings),
