@@ -49,7 +49,7 @@ let package = Package(
         ),
         .target(
             name: "Identity",
-            dependencies: ["FHIRModel", "Store"],
+            dependencies: ["FHIRModel", "Store", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .target(

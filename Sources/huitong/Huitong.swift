@@ -141,9 +141,9 @@ struct Reindex: AsyncParsableCommand {
         logger.logLevel = .warning
         if let type, !FHIRSchema.r4.isResourceType(type) { throw ValidationError("Unknown resource type '\(type)'") }
         let store = try await storeOptions.open(logger: logger)
-        let extractor = IndexExtractor()
+        let pipeline = IngestPipeline()
         let start = Date()
-        let done = try await store.reindex(type: type, extract: { extractor.entries(for: $0, type: $1) }) { done, total in
+        let done = try await store.reindex(type: type, extract: { pipeline.indexEntries(for: $0, type: $1) }) { done, total in
             let elapsed = Date().timeIntervalSince(start)
             let rate = Double(done) / max(elapsed, 0.001)
             let eta = rate > 0 ? Double(total - done) / rate : 0

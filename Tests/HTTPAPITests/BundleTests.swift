@@ -49,13 +49,13 @@ final class BundleTests: XCTestCase {
             XCTAssertEqual(r.status, 400)
             XCTAssertEqual(Set(r.issueLocations), ["Bundle.entry[3].resource.effectiveDateTime", "Bundle.entry[3].resource.code"])
             let counts = try await store.resourceCounts()
-            XCTAssertEqual(counts, ["Patient": 2])
+            XCTAssertEqual(counts, ["Patient": 2, "Person": 2], "the two earlier Patients and their master Persons, nothing more")
             let kept = try await server.request(.get, "/fhir/Patient/keep")
             XCTAssertEqual(kept.versionId, "1")
             let other = try await server.request(.get, "/fhir/Patient/other")
             XCTAssertEqual(other.status, 200)
             let history = try await server.request(.get, "/fhir/_history")
-            XCTAssertEqual(history.json["total"]?.numberText, "2")
+            XCTAssertEqual(history.json["total"]?.numberText, "4")
         }
     }
 

@@ -156,7 +156,7 @@ final class RESTInteractionTests: XCTestCase {
             }
             XCTAssertEqual(seen.count, 5)
             let system = try await server.request(.get, "/fhir/_history?_count=100")
-            XCTAssertEqual(system.json["total"]?.numberText, "9")
+            XCTAssertEqual(system.json["total"]?.numberText, "17", "8 Patients, their 8 master Persons, 1 Organization")
             let since = try await server.request(.get, "/fhir/Patient/_history?_since=\(middle!)")
             XCTAssertEqual(since.json["total"]?.numberText, "4", "the newest initial patient and the three written while paging")
             let zero = try await server.request(.get, "/fhir/Patient/_history?_count=0")

@@ -12,10 +12,14 @@ public enum EMTrainer {
     /// - Parameters:
     ///   - candidates: comparisons of blocked pairs (a mix of matches and non-matches).
     ///   - random: comparisons of random pairs (almost all non-matches).
-    ///   - start: rules whose m values and prior EM starts from; thresholds and term frequencies are kept.
+    ///   - start: rules whose m values EM starts from; thresholds and term frequencies are kept.
+    ///   - allPairs: how many record pairs there are in all. EM finds the share of matches among the
+    ///     candidate pairs; scoring needs it among all pairs (u is over random pairs), so the prior
+    ///     written is that share scaled by candidates / all pairs. Nil keeps the candidate share.
     public static func train(candidates: [PairComparison], random: [PairComparison], start: MatchRules,
-                             maxIterations: Int = 100, tolerance: Double = 1e-6) -> Result {
+                             allPairs: Double? = nil, maxIterations: Int = 100, tolerance: Double = 1e-6) -> Result {
         var rules = start
+        rules.prior = 0.1
         // u from random pairs, smoothed so that no level is impossible.
         for field in ComparisonField.allCases {
             let counts = levelCounts(random.map { ($0, 1.0) }, field)
@@ -51,6 +55,9 @@ public enum EMTrainer {
             let prior = min(max(p.reduce(0, +) / Double(max(p.count, 1)), 1e-6), 1 - 1e-6)
             change = max(change, abs(prior - rules.prior))
             rules.prior = prior
+        }
+        if let allPairs, allPairs > 0 {
+            rules.prior = min(rules.prior * Double(candidates.count) / allPairs, 0.5)
         }
         return Result(rules: rules, iterations: iterations, lastChange: change)
     }

@@ -49,27 +49,40 @@ public struct MatchRules: Codable, Sendable, Equatable {
         }
     }
 
-    /// Reasonable starting values before any training: identifiers and dates are strong, names
-    /// moderate, gender weak; "different" levels weigh against.
+    /// Starting values before any training, as probabilities over random pairs of records: the
+    /// prior is that of two random records being one resident in a region of about a million
+    /// (`huitong empi train` estimates all of them from the data). Identifiers and dates are strong,
+    /// names moderate, gender weak; "different" levels weigh against. Term frequencies of common
+    /// Chinese surnames and given names are approximate national shares (toneless pinyin).
     public static let defaults = MatchRules(
-        prior: 0.05, autoLinkThreshold: 0.99, reviewThreshold: 0.6,
+        prior: 1e-6, autoLinkThreshold: 0.99, reviewThreshold: 0.6,
         fields: [
-            "residentID": [.init("exact", m: 0.95, u: 1e-7), .init("typo", m: 0.03, u: 1e-6), .init("different", m: 0.02, u: 1 - 1.1e-6)],
-            "identifier": [.init("exact", m: 0.90, u: 1e-6), .init("typo", m: 0.05, u: 1e-5), .init("different", m: 0.05, u: 1 - 1.1e-5)],
-            "family": [.init("exact", m: 0.85, u: 0.02), .init("pinyin", m: 0.04, u: 0.005), .init("toneless", m: 0.03, u: 0.01),
-                       .init("jw92", m: 0.04, u: 0.005), .init("jw80", m: 0.02, u: 0.02), .init("different", m: 0.02, u: 0.94)],
-            "given": [.init("exact", m: 0.85, u: 0.005), .init("pinyin", m: 0.04, u: 0.001), .init("toneless", m: 0.03, u: 0.002),
-                      .init("jw92", m: 0.04, u: 0.002), .init("jw80", m: 0.02, u: 0.01), .init("different", m: 0.02, u: 0.98)],
-            "birthDate": [.init("exact", m: 0.90, u: 0.0005), .init("transposed", m: 0.03, u: 0.0001), .init("oneDigit", m: 0.04, u: 0.004),
-                          .init("yearMonth", m: 0.01, u: 0.002), .init("different", m: 0.02, u: 0.9934)],
+            "residentID": [.init("exact", m: 0.95, u: 1e-8), .init("typo", m: 0.03, u: 1e-7), .init("different", m: 0.02, u: 1 - 1.1e-7)],
+            "identifier": [.init("exact", m: 0.90, u: 1e-7), .init("typo", m: 0.05, u: 1e-6), .init("different", m: 0.05, u: 1 - 1.1e-6)],
+            "family": [.init("exact", m: 0.90, u: 0.02), .init("pinyin", m: 0.03, u: 0.003), .init("toneless", m: 0.02, u: 0.005),
+                       .init("jw92", m: 0.03, u: 0.003), .init("jw80", m: 0.01, u: 0.02), .init("different", m: 0.01, u: 0.949)],
+            "given": [.init("exact", m: 0.85, u: 0.002), .init("pinyin", m: 0.04, u: 0.0005), .init("toneless", m: 0.03, u: 0.001),
+                      .init("jw92", m: 0.04, u: 0.002), .init("jw80", m: 0.02, u: 0.01), .init("different", m: 0.02, u: 0.9845)],
+            "birthDate": [.init("exact", m: 0.90, u: 3e-5), .init("transposed", m: 0.03, u: 1e-5), .init("oneDigit", m: 0.04, u: 3e-4),
+                          .init("yearMonth", m: 0.01, u: 4e-4), .init("different", m: 0.02, u: 0.99926)],
             "gender": [.init("exact", m: 0.98, u: 0.5), .init("different", m: 0.02, u: 0.5)],
-            "phone": [.init("exact", m: 0.70, u: 1e-5), .init("different", m: 0.30, u: 1 - 1e-5)],
+            "phone": [.init("exact", m: 0.70, u: 1e-7), .init("different", m: 0.30, u: 1 - 1e-7)],
             "postalCode": [.init("exact", m: 0.85, u: 0.01), .init("oneDigit", m: 0.05, u: 0.03), .init("different", m: 0.10, u: 0.96)],
             "city": [.init("exact", m: 0.85, u: 0.02), .init("jw90", m: 0.05, u: 0.005), .init("different", m: 0.10, u: 0.975)],
-            "street": [.init("exact", m: 0.75, u: 0.0005), .init("jw90", m: 0.10, u: 0.0005), .init("jw70", m: 0.05, u: 0.005),
-                       .init("different", m: 0.10, u: 0.994)],
+            "street": [.init("exact", m: 0.75, u: 1e-4), .init("jw90", m: 0.10, u: 2e-4), .init("jw70", m: 0.05, u: 0.005),
+                       .init("different", m: 0.10, u: 0.9947)],
             "houseNumber": [.init("exact", m: 0.80, u: 0.02), .init("different", m: 0.20, u: 0.98)],
-            "motherID": [.init("exact", m: 0.95, u: 1e-6), .init("different", m: 0.05, u: 1 - 1e-6)],
+            "motherID": [.init("exact", m: 0.95, u: 1e-8), .init("different", m: 0.05, u: 1 - 1e-8)],
+        ],
+        termFrequencies: [
+            "family": ["wang": 0.072, "li": 0.074, "zhang": 0.068, "liu": 0.054, "chen": 0.046, "yang": 0.032, "huang": 0.024,
+                       "zhao": 0.020, "wu": 0.021, "zhou": 0.019, "xu": 0.018, "sun": 0.013, "ma": 0.012, "zhu": 0.012, "hu": 0.012,
+                       "guo": 0.011, "he": 0.011, "gao": 0.010, "lin": 0.010, "luo": 0.009, "zheng": 0.008, "liang": 0.008,
+                       "xie": 0.007, "song": 0.006, "tang": 0.006, "han": 0.006, "feng": 0.005, "deng": 0.005, "cao": 0.005],
+            "given": ["wei": 0.012, "fang": 0.006, "na": 0.006, "min": 0.006, "jing": 0.006, "li": 0.006, "qiang": 0.005,
+                      "lei": 0.005, "jun": 0.005, "yang": 0.005, "yong": 0.005, "yan": 0.005, "jie": 0.005, "juan": 0.004,
+                      "tao": 0.004, "ming": 0.004, "chao": 0.004, "xiuying": 0.004, "xia": 0.004, "ping": 0.004, "gang": 0.003,
+                      "guiying": 0.003, "xiulan": 0.003, "hui": 0.003, "hong": 0.003, "hua": 0.003, "bin": 0.003, "fei": 0.003],
         ])
 
     public static func load(path: String) throws -> MatchRules {

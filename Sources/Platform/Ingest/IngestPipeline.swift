@@ -1,5 +1,6 @@
 import FHIRModel
 import Foundation
+import Identity
 import Store
 
 /// The one path every write takes, whatever the channel (REST, transaction Bundle,
@@ -50,8 +51,16 @@ public struct IngestPipeline: Sendable {
         }
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
                              template: ResourceTemplate(resource: object, type: type, id: id),
-                             index: extractor.entries(for: object, type: type),
-                             ifMatch: ifMatch, mustNotExist: mustNotExist)
+                             index: indexEntries(for: object, type: type),
+                             ifMatch: ifMatch, mustNotExist: mustNotExist, resource: object)
+    }
+
+    /// The search index rows of a resource: its search parameters, and for a Patient the master
+    /// index's blocking keys (`huitong reindex` uses the same).
+    public func indexEntries(for object: JSONObject, type: String) -> [IndexEntry] {
+        let entries = extractor.entries(for: object, type: type)
+        guard type == "Patient" else { return entries }
+        return entries + BlockingKeys.indexEntries(PatientFeatures(patient: object))
     }
 
     /// A deletion, prepared.

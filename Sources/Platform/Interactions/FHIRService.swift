@@ -1,4 +1,5 @@
 import FHIRModel
+import Identity
 import NIOCore
 import Store
 
@@ -35,12 +36,16 @@ public struct InteractionResult: Sendable {
 public struct FHIRService: Sendable {
     public let store: any ResourceStore
     public let pipeline: IngestPipeline
+    /// Links every Patient write to a master Person in the same transaction (nil: off).
+    public let masterIndex: MasterPatientIndex?
     let conditionals = SearchQueryParser()
     static let maxAttempts = 64
 
-    public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline()) {
+    /// - Parameter matching: the master patient index's rules; nil turns matching off.
+    public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline(), matching: MatchRules? = .defaults) {
         self.store = store
         self.pipeline = pipeline
+        self.masterIndex = matching.map { MasterPatientIndex(store: store, rules: $0) }
     }
 
     public func checkType(_ type: String) throws(FHIRError) {
@@ -183,13 +188,33 @@ public struct FHIRService: Sendable {
         return matches.first
     }
 
-    /// Commits a unit, translating store refusals into FHIR errors (except `conditionChanged`, which `retrying` handles).
+    /// Commits a unit, translating store refusals into FHIR errors (except `conditionChanged`, which
+    /// `retrying` handles). Patient writes get their master-index writes (Persons, review items) in
+    /// the same unit; when a concurrent write made that plan stale, it is planned again.
     func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
-        do {
-            return try await store.commit(unit)
-        } catch let error as StoreError {
-            if error == .conditionChanged { throw error }
-            throw FHIRError.from(error)
+        var attempt = 0
+        while true {
+            attempt += 1
+            var full = unit
+            var planned = Set<ResourceKey>()
+            if let masterIndex, unit.writes.contains(where: { $0.key.type == "Patient" }) {
+                let plan = try await masterIndex.plan(for: unit.writes)
+                for w in plan.writes {
+                    full.writes.append(try pipeline.prepare(.object(w.resource), type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
+                    planned.insert(w.key)
+                }
+                full.assumptions += plan.assumptions
+            }
+            do {
+                return Array(try await store.commit(full).prefix(unit.writes.count))
+            } catch StoreError.conditionChanged where !planned.isEmpty && unit.assumptions.isEmpty && attempt < Self.maxAttempts {
+                continue
+            } catch StoreError.versionConflict(let key, _, _) where planned.contains(key) && attempt < Self.maxAttempts {
+                continue
+            } catch let error as StoreError {
+                if error == .conditionChanged { throw error }
+                throw FHIRError.from(error)
+            }
         }
     }
 

@@ -15,9 +15,13 @@ public struct PreparedWrite: Sendable {
     public let ifMatch: Int?
     /// For creates with a client-chosen id: fail if the resource exists (create never overwrites).
     public let mustNotExist: Bool
+    /// The resource as validated (for pipeline stages after preparation, such as the master
+    /// patient index); nil for deletions.
+    public let resource: JSONObject?
 
     public init(key: ResourceKey, action: Action, method: String, template: ResourceTemplate?,
-                index: [IndexEntry], ifMatch: Int? = nil, mustNotExist: Bool = false) {
+                index: [IndexEntry], ifMatch: Int? = nil, mustNotExist: Bool = false, resource: JSONObject? = nil) {
+        self.resource = resource
         self.key = key
         self.action = action
         self.method = method

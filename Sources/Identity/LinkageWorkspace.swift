@@ -1,0 +1,193 @@
+import FHIRModel
+import NIOCore
+import Foundation
+import Store
+
+/// A master Person as one linkage plan sees and changes it.
+struct PersonState {
+    struct Link {
+        var target: ResourceKey
+        var assurance: String
+    }
+
+    let key: ResourceKey
+    /// The version read (nil: created by this plan).
+    let version: Int?
+    /// The content read, kept for members the index does not manage.
+    var original: JSONObject
+    var links: [Link]
+    /// Patients a reviewer declared not to be this person.
+    var notMatch: Set<ResourceKey>
+    var active: Bool
+    var dirty = false
+    /// The Patient whose demographics the Person shows (the one linked or updated last).
+    var latest: ResourceKey?
+
+    var patientLinks: [ResourceKey] { links.filter { $0.target.type == "Patient" }.map(\.target) }
+
+    func assurance(of patient: ResourceKey) -> String? {
+        links.first { $0.target == patient }?.assurance
+    }
+
+    init(key: ResourceKey, version: Int?, content: JSONObject) {
+        self.key = key
+        self.version = version
+        original = content
+        links = (content["link"]?.arrayValue ?? []).compactMap { link in
+            guard let reference = link["target"]?["reference"]?.stringValue, let target = ResourceKey(reference: reference) else { return nil }
+            return Link(target: target, assurance: link["assurance"]?.stringValue ?? "level3")
+        }
+        notMatch = Set((content["extension"]?.arrayValue ?? []).compactMap { ext -> ResourceKey? in
+            guard ext["url"]?.stringValue == PersonState.notMatchExtension else { return nil }
+            return ext["valueReference"]?["reference"]?.stringValue.flatMap(ResourceKey.init(reference:))
+        })
+        active = content["active"]?.boolValue ?? true
+    }
+
+    /// On a Person: a Patient a reviewer declared to be someone else (`valueReference`).
+    static let notMatchExtension = "https://huitong.health/fhir/StructureDefinition/empi-not-match"
+    /// On a Person's link: the Person it was merged from (so a merge can be undone).
+    static let mergedFromExtension = "https://huitong.health/fhir/StructureDefinition/empi-merged-from"
+    static let goldenTag = ("https://huitong.health/fhir/CodeSystem/empi", "golden-record")
+}
+
+extension ResourceKey {
+    /// `Type/id` of a relative reference.
+    init?(reference: String) {
+        let parts = reference.split(separator: "/")
+        guard parts.count == 2 else { return nil }
+        self.init(String(parts[0]), String(parts[1]))
+    }
+
+    var reference: String { "\(type)/\(id)" }
+}
+
+/// The state one linkage plan works on: Persons and Patients read from the store, and what the
+/// plan has changed so far. Lives for one plan, inside one task.
+final class LinkageWorkspace {
+    let store: any ResourceStore
+    var persons: [ResourceKey: PersonState] = [:]
+    /// Patient → its Person, for every Patient whose Person has been looked up (absent: unknown).
+    var personOfPatient: [ResourceKey: ResourceKey] = [:]
+    /// Patients whose Person was looked up and who have none.
+    var withoutPerson = Set<ResourceKey>()
+    var patients: [ResourceKey: (resource: JSONObject, features: PatientFeatures)] = [:]
+    /// Blocking keys of the Patients written earlier in this unit.
+    var unitKeys: [String: [ResourceKey]] = [:]
+
+    init(store: any ResourceStore) {
+        self.store = store
+    }
+
+    /// The Person a Patient is linked to, read from the store the first time.
+    func person(of patient: ResourceKey) async throws -> ResourceKey? {
+        if let p = personOfPatient[patient] { return p }
+        if withoutPerson.contains(patient) { return nil }
+        try await loadPersons(of: [patient])
+        return personOfPatient[patient]
+    }
+
+    /// Reads the content and Persons of the given Patients that are not known yet.
+    func load(_ keys: Set<ResourceKey>) async throws {
+        for key in keys where patients[key] == nil {
+            guard let record = try await store.read(key), !record.deleted, let content = record.content,
+                  case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+            patients[key] = (o, PatientFeatures(patient: o))
+        }
+        try await loadPersons(of: keys.filter { personOfPatient[$0] == nil && !withoutPerson.contains($0) })
+    }
+
+    func loadPersons(of patients: [ResourceKey]) async throws {
+        for chunk in stride(from: 0, to: patients.count, by: 200).map({ Array(patients[$0..<min($0 + 200, patients.count)]) }) {
+            let query = SearchQuery(type: "Person", clauses: [
+                .init(parameter: "link", parameterType: "reference", values: chunk.map { .reference(type: "Patient", id: $0.id) })])
+            let page = try await store.search(query, page: PageRequest(count: 1000))
+            for record in page.records {
+                guard persons[record.key] == nil, let content = record.content,
+                      case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+                let state = PersonState(key: record.key, version: record.version, content: o)
+                persons[record.key] = state
+                for p in state.patientLinks where personOfPatient[p] == nil { personOfPatient[p] = record.key }
+            }
+            for p in chunk where personOfPatient[p] == nil { withoutPerson.insert(p) }
+        }
+    }
+
+    func newPerson() -> ResourceKey {
+        let key = ResourceKey("Person", UUID().uuidString.lowercased())
+        var state = PersonState(key: key, version: nil, content: JSONObject([("resourceType", .string("Person"))]))
+        state.dirty = true
+        persons[key] = state
+        return key
+    }
+
+    func link(_ patient: ResourceKey, to person: ResourceKey, assurance: String) {
+        persons[person]?.links.removeAll { $0.target == patient }
+        persons[person]?.links.append(.init(target: patient, assurance: assurance))
+        persons[person]?.active = true
+        persons[person]?.dirty = true
+        personOfPatient[patient] = person
+        withoutPerson.remove(patient)
+    }
+
+    /// Removes a Patient's link; a Person left without Patients becomes inactive.
+    func unlink(_ patient: ResourceKey, from person: ResourceKey) {
+        persons[person]?.links.removeAll { $0.target == patient }
+        if persons[person]?.patientLinks.isEmpty == true { persons[person]?.active = false }
+        if persons[person]?.latest == patient { persons[person]?.latest = nil }
+        persons[person]?.dirty = true
+        if personOfPatient[patient] == person { personOfPatient[patient] = nil }
+    }
+
+    /// Marks a Person for rewriting, showing `latest`'s demographics.
+    func refresh(_ person: ResourceKey, latest: ResourceKey) {
+        persons[person]?.latest = latest
+        persons[person]?.dirty = true
+    }
+
+    /// The Persons this plan changed, as writes: demographics of the latest linked Patient,
+    /// identifiers of all of them, the links, the reviewers' not-a-match list.
+    func personWrites() async throws -> [IndexWrite] {
+        var writes: [IndexWrite] = []
+        for (key, state) in persons.sorted(by: { $0.key.id < $1.key.id }) where state.dirty {
+            try await load(Set(state.patientLinks))
+            writes.append(IndexWrite(type: "Person", id: key.id, resource: content(of: state), ifMatch: state.version,
+                                     method: state.version == nil ? "POST" : "PUT"))
+        }
+        return writes
+    }
+
+    func content(of state: PersonState) -> JSONObject {
+        var o = state.original
+        o["resourceType"] = .string("Person")
+        o["id"] = .string(state.key.id)
+        var meta = JSONObject()
+        meta["tag"] = .array([.object(JSONObject([("system", .string(PersonState.goldenTag.0)), ("code", .string(PersonState.goldenTag.1))]))])
+        o["meta"] = .object(meta)
+        let linked = state.patientLinks.compactMap { patients[$0]?.resource }
+        var identifiers: [JSON] = []
+        var seen = Set<String>()
+        for p in linked {
+            for identifier in p["identifier"]?.arrayValue ?? [] {
+                let k = (identifier["system"]?.stringValue ?? "") + "|" + (identifier["value"]?.stringValue ?? "")
+                if seen.insert(k).inserted { identifiers.append(identifier) }
+            }
+        }
+        o["identifier"] = identifiers.isEmpty ? nil : .array(identifiers)
+        if let source = state.latest.flatMap({ patients[$0]?.resource }) ?? linked.last {
+            for member in ["name", "telecom", "gender", "birthDate", "address"] { o[member] = source[member] }
+        }
+        o["active"] = .bool(state.active)
+        o["link"] = state.links.isEmpty ? nil : .array(state.links.map { link in
+            .object(JSONObject([("target", .object(JSONObject([("reference", .string(link.target.reference))]))),
+                                ("assurance", .string(link.assurance))]))
+        })
+        var extensions = (o["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != PersonState.notMatchExtension }
+        for p in state.notMatch.sorted(by: { $0.id < $1.id }) {
+            extensions.append(.object(JSONObject([("url", .string(PersonState.notMatchExtension)),
+                                                  ("valueReference", .object(JSONObject([("reference", .string(p.reference))])))])))
+        }
+        o["extension"] = extensions.isEmpty ? nil : .array(extensions)
+        return o
+    }
+}

@@ -1,0 +1,153 @@
+import FHIRModel
+import Foundation
+import Store
+
+/// What matching decided for one Patient write (the vocabulary of HAPI MDM).
+public enum MatchOutcome: String, Sendable {
+    /// Linked automatically to an existing Person.
+    case match = "MATCH"
+    /// No candidate was close enough: a new Person.
+    case noMatch = "NO_MATCH"
+    /// Close, but not close enough to link without a person looking: new Person and a review item.
+    case possibleMatch = "POSSIBLE_MATCH"
+    /// A MANUAL link stands; the matcher left it alone.
+    case manual = "MANUAL"
+    /// The Patient was deleted and left its Person.
+    case removed = "REMOVED"
+}
+
+/// A resource the index wants written in the same transaction as the Patient (Person, review
+/// Task); the platform validates and prepares it like any other write.
+public struct IndexWrite: Sendable {
+    public let type: String
+    public let id: String
+    public let resource: JSONObject
+    /// The version that must still be current (updates of a Person read for this plan).
+    public let ifMatch: Int?
+    public var key: ResourceKey { ResourceKey(type, id) }
+    /// POST for a new resource, PUT otherwise.
+    public let method: String
+}
+
+/// The master index's share of one write unit.
+public struct LinkagePlan: Sendable {
+    public var writes: [IndexWrite] = []
+    /// The blocking searches the decisions rest on: a registration of the same resident
+    /// committed meanwhile changes one of them, and the plan is made again.
+    public var assumptions: [Assumption] = []
+    public var outcomes: [ResourceKey: MatchOutcome] = [:]
+    /// The Person each Patient of the unit ends up linked to.
+    public var persons: [ResourceKey: ResourceKey] = [:]
+}
+
+/// The master patient index (居民主索引): every facility's Patient is a source record; one
+/// `Person` per resident links them (`Person.link.target`, assurance level3 for AUTO links made
+/// here, level4 for MANUAL links made by a reviewer, which matching never changes). Runs inside the
+/// ingest pipeline: `plan(for:)` turns a unit's Patient writes into Person and review-Task writes
+/// committed with them.
+public struct MasterPatientIndex: Sendable {
+    public let store: any ResourceStore
+    public let scorer: MatchScorer
+
+    public init(store: any ResourceStore, rules: MatchRules = .defaults) {
+        self.store = store
+        self.scorer = MatchScorer(rules)
+    }
+
+    public var rules: MatchRules { scorer.rules }
+
+    public func plan(for writes: [PreparedWrite]) async throws -> LinkagePlan {
+        let patients = writes.filter { $0.key.type == "Patient" }
+        guard !patients.isEmpty else { return LinkagePlan() }
+        let workspace = LinkageWorkspace(store: store)
+        var plan = LinkagePlan()
+        for write in patients {
+            switch write.action {
+            case .delete:
+                if let person = try await workspace.person(of: write.key) {
+                    workspace.unlink(write.key, from: person)
+                    plan.outcomes[write.key] = .removed
+                }
+            case .create, .update:
+                guard let resource = write.resource else { continue }
+                let (outcome, person) = try await match(write.key, resource, workspace, &plan)
+                plan.outcomes[write.key] = outcome
+                plan.persons[write.key] = person
+            }
+        }
+        plan.writes += try await workspace.personWrites()
+        return plan
+    }
+
+    /// Candidate records of a Patient: those sharing a blocking key, in the store and earlier in
+    /// this unit. A key shared by more than `maxCandidatesPerKey` records is skipped.
+    func candidates(_ key: ResourceKey, _ features: PatientFeatures, _ workspace: LinkageWorkspace,
+                    _ plan: inout LinkagePlan) async throws -> Set<ResourceKey> {
+        var found = Set<ResourceKey>()
+        let limit = rules.maxCandidatesPerKey
+        for blockKey in BlockingKeys.keys(features) {
+            let query = SearchQuery(type: "Patient", clauses: [
+                .init(parameter: BlockingKeys.parameter, values: [.token(system: nil, code: blockKey)])])
+            let stored = try await store.search(query, limit: limit + 1)
+            let inUnit = workspace.unitKeys[blockKey] ?? []
+            guard stored.count + inUnit.count <= limit else { continue }
+            plan.assumptions.append(Assumption(query: query, expected: stored))
+            found.formUnion(stored)
+            found.formUnion(inUnit)
+            workspace.unitKeys[blockKey, default: []].append(key)
+        }
+        found.remove(key)
+        return found
+    }
+
+    func match(_ key: ResourceKey, _ resource: JSONObject, _ workspace: LinkageWorkspace,
+               _ plan: inout LinkagePlan) async throws -> (MatchOutcome, ResourceKey) {
+        let features = PatientFeatures(patient: resource)
+        workspace.patients[key] = (resource, features)
+        let current = try await workspace.person(of: key)
+        let candidates = try await candidates(key, features, workspace, &plan)
+        if let current, workspace.persons[current]?.assurance(of: key) == "level4" {
+            workspace.refresh(current, latest: key)
+            return (.manual, current)
+        }
+        try await workspace.load(candidates)
+        // The best probability per Person over its linked candidates.
+        var best: [ResourceKey: Double] = [:]
+        for candidate in candidates {
+            guard let person = workspace.personOfPatient[candidate],
+                  let state = workspace.persons[person], state.active, !state.notMatch.contains(key),
+                  let other = workspace.patients[candidate]?.features else { continue }
+            let p = scorer.score(Comparator.compare(features, other)).probability
+            best[person] = max(best[person] ?? 0, p)
+        }
+        let ranked = best.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key.id < $1.key.id }
+        if let top = ranked.first, top.value >= rules.autoLinkThreshold {
+            if current != top.key {
+                if let current { workspace.unlink(key, from: current) }
+                workspace.link(key, to: top.key, assurance: "level3")
+            }
+            workspace.refresh(top.key, latest: key)
+            let duplicates = ranked.dropFirst().filter { $0.value >= rules.autoLinkThreshold }
+            for d in duplicates {
+                plan.writes.append(ReviewItems.possibleDuplicate(top.key, d.key, score: d.value))
+            }
+            return (.match, top.key)
+        }
+        // Not an automatic match: the record keeps (or gets) a Person of its own.
+        let person: ResourceKey
+        if let current, workspace.persons[current]?.patientLinks.count == 1 {
+            person = current
+        } else {
+            if let current { workspace.unlink(key, from: current) }
+            person = workspace.newPerson()
+            workspace.link(key, to: person, assurance: "level3")
+        }
+        workspace.refresh(person, latest: key)
+        let possible = ranked.filter { $0.value >= rules.reviewThreshold && $0.key != person }
+        if !possible.isEmpty {
+            plan.writes.append(ReviewItems.possibleMatch(key, person: person, candidates: possible.map { ($0.key, $0.value) }))
+            return (.possibleMatch, person)
+        }
+        return (.noMatch, person)
+    }
+}
