@@ -43,9 +43,16 @@ struct FHIRRoutes: Sendable {
             try await handle(request) { base in
                 let type = try context.parameters.require("type")
                 if type == "_search" { throw FHIRError(404, code: "not-supported", "System-level search is not supported") }
+                if type.hasPrefix("$") { return try await systemOperation(String(type.dropFirst()), request) }
                 let body = try await readResource(request)
                 let r = try await service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
                 return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: r.status == 201)
+            }
+        }
+        fhir.post("{type}/{id}") { request, context in
+            // Type-level operations (`Patient/$match`); the path shape is that of an instance.
+            try await handle(request) { base in
+                try await typeOperation(try context.parameters.require("type"), try context.parameters.require("id"), request, base: base)
             }
         }
         fhir.put("{type}") { request, context in
@@ -75,6 +82,9 @@ struct FHIRRoutes: Sendable {
             try await handle(request) { base in
                 if try context.parameters.require("id") == "$everything", try context.parameters.require("type") == "Patient" {
                     return try await everything(request, base: base, patientID: nil)
+                }
+                if try context.parameters.require("id") == "$ihe-pix", try context.parameters.require("type") == "Patient" {
+                    return try await pix(request)
                 }
                 var r = try await service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
@@ -119,6 +129,7 @@ struct FHIRRoutes: Sendable {
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 let third = try context.parameters.require("operationOrCompartment")
                 if type == "Patient" && third == "$everything" { return try await everything(request, base: base, patientID: id) }
+                if type == "Person" && third == "$everything" { return try await everything(request, base: base, personID: id) }
                 guard type == "Patient", FHIRSchema.r4.isResourceType(third) else {
                     throw FHIRError(404, code: "not-supported", "Unknown operation or compartment '\(type)/\(id)/\(third)'")
                 }
@@ -317,8 +328,9 @@ struct FHIRRoutes: Sendable {
         return writer.response()
     }
 
-    /// `Patient/{id}/$everything` (or type-level with `patientID` nil) as a searchset Bundle, paged.
-    func everything(_ request: Request, base: String, patientID: String?) async throws -> Response {
+    /// `Patient/{id}/$everything` (or type-level with `patientID` nil), or with `personID` a master
+    /// Person's: the records of every Patient it links (and the Person), as a searchset Bundle, paged.
+    func everything(_ request: Request, base: String, patientID: String? = nil, personID: String? = nil) async throws -> Response {
         let params = request.uri.queryParameters
         var page = PageRequest(count: min(max(Int(params["_count"].map(String.init) ?? "") ?? 100, 1), SearchQueryParser.maxCount))
         page.after = params["_after"].flatMap { Int(String($0)) }
@@ -331,11 +343,21 @@ struct FHIRRoutes: Sendable {
             }
             since = t.low
         }
-        let result = try await PatientEverything(store: service.store).run(patientID: patientID, types: types, since: since, page: page)
+        let operation = PatientEverything(store: service.store)
+        let result: PatientEverything.Page
+        let selfURL: String
+        if let personID {
+            let patients = try await masterIndex.patients(ofPerson: personID)
+            result = try await operation.run(patients: patients + [ResourceKey("Person", personID)], types: types, since: since, page: page)
+            selfURL = "\(base)/Person/\(personID)/$everything"
+        } else {
+            result = try await operation.run(patientID: patientID, types: types, since: since, page: page)
+            let path: String = patientID.map { $0 + "/" } ?? ""
+            selfURL = "\(base)/Patient/" + path + "$everything"
+        }
         var keep = ""
         if let t = params["_type"] { keep += "&_type=\(t)" }
         if let s = params["_since"] { keep += "&_since=\(s)" }
-        let selfURL = "\(base)/Patient/" + (patientID.map { $0 + "/" } ?? "") + "$everything"
         var links: [(String, String)] = [("self", selfURL + (request.uri.query.map { "?" + $0 } ?? ""))]
         if let next = result.next {
             links.append(("next", "\(selfURL)?_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)&_after=\(next.after ?? 0)" + keep))

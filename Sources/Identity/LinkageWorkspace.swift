@@ -8,6 +8,16 @@ struct PersonState {
     struct Link {
         var target: ResourceKey
         var assurance: String
+        /// The link's own extensions (where a merge brought it from).
+        var extensions: [JSON] = []
+
+        /// The Person a merge brought this link from, and the link's assurance before the merge.
+        var mergedFrom: (person: ResourceKey, assurance: String)? {
+            guard let ext = extensions.first(where: { $0["url"]?.stringValue == PersonState.mergedFromExtension }),
+                  let from = ext["valueReference"]?["reference"]?.stringValue.flatMap(ResourceKey.init(reference:)) else { return nil }
+            let original = extensions.first { $0["url"]?.stringValue == PersonState.originalAssuranceExtension }?["valueCode"]?.stringValue
+            return (from, original ?? "level3")
+        }
     }
 
     let key: ResourceKey
@@ -35,7 +45,8 @@ struct PersonState {
         original = content
         links = (content["link"]?.arrayValue ?? []).compactMap { link in
             guard let reference = link["target"]?["reference"]?.stringValue, let target = ResourceKey(reference: reference) else { return nil }
-            return Link(target: target, assurance: link["assurance"]?.stringValue ?? "level3")
+            return Link(target: target, assurance: link["assurance"]?.stringValue ?? "level3",
+                        extensions: link["extension"]?.arrayValue ?? [])
         }
         notMatch = Set((content["extension"]?.arrayValue ?? []).compactMap { ext -> ResourceKey? in
             guard ext["url"]?.stringValue == PersonState.notMatchExtension else { return nil }
@@ -46,8 +57,10 @@ struct PersonState {
 
     /// On a Person: a Patient a reviewer declared to be someone else (`valueReference`).
     static let notMatchExtension = "https://huitong.health/fhir/StructureDefinition/empi-not-match"
-    /// On a Person's link: the Person it was merged from (so a merge can be undone).
+    /// On a Person's link: the Person it was merged from (so a merge can be undone), and the
+    /// link's assurance before the merge.
     static let mergedFromExtension = "https://huitong.health/fhir/StructureDefinition/empi-merged-from"
+    static let originalAssuranceExtension = "https://huitong.health/fhir/StructureDefinition/empi-original-assurance"
     static let goldenTag = ("https://huitong.health/fhir/CodeSystem/empi", "golden-record")
 }
 
@@ -113,6 +126,17 @@ final class LinkageWorkspace {
         }
     }
 
+    /// A Person by id, read the first time (nil: no such Person).
+    func person(_ key: ResourceKey) async throws -> PersonState? {
+        if let state = persons[key] { return state }
+        guard let record = try await store.read(key), !record.deleted, let content = record.content,
+              case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+        let state = PersonState(key: key, version: record.version, content: o)
+        persons[key] = state
+        for p in state.patientLinks where personOfPatient[p] == nil { personOfPatient[p] = key }
+        return state
+    }
+
     func newPerson() -> ResourceKey {
         let key = ResourceKey("Person", UUID().uuidString.lowercased())
         var state = PersonState(key: key, version: nil, content: JSONObject([("resourceType", .string("Person"))]))
@@ -121,9 +145,9 @@ final class LinkageWorkspace {
         return key
     }
 
-    func link(_ patient: ResourceKey, to person: ResourceKey, assurance: String) {
+    func link(_ patient: ResourceKey, to person: ResourceKey, assurance: String, extensions: [JSON] = []) {
         persons[person]?.links.removeAll { $0.target == patient }
-        persons[person]?.links.append(.init(target: patient, assurance: assurance))
+        persons[person]?.links.append(.init(target: patient, assurance: assurance, extensions: extensions))
         persons[person]?.active = true
         persons[person]?.dirty = true
         personOfPatient[patient] = person
@@ -179,8 +203,11 @@ final class LinkageWorkspace {
         }
         o["active"] = .bool(state.active)
         o["link"] = state.links.isEmpty ? nil : .array(state.links.map { link in
-            .object(JSONObject([("target", .object(JSONObject([("reference", .string(link.target.reference))]))),
-                                ("assurance", .string(link.assurance))]))
+            var l = JSONObject()
+            if !link.extensions.isEmpty { l["extension"] = .array(link.extensions) }
+            l["target"] = .object(JSONObject([("reference", .string(link.target.reference))]))
+            l["assurance"] = .string(link.assurance)
+            return .object(l)
         })
         var extensions = (o["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != PersonState.notMatchExtension }
         for p in state.notMatch.sorted(by: { $0.id < $1.id }) {

@@ -79,25 +79,58 @@ public struct MasterPatientIndex: Sendable {
         return plan
     }
 
-    /// Candidate records of a Patient: those sharing a blocking key, in the store and earlier in
-    /// this unit. A key shared by more than `maxCandidatesPerKey` records is skipped.
-    func candidates(_ key: ResourceKey, _ features: PatientFeatures, _ workspace: LinkageWorkspace,
-                    _ plan: inout LinkagePlan) async throws -> Set<ResourceKey> {
-        var found = Set<ResourceKey>()
-        let limit = rules.maxCandidatesPerKey
+    /// Stored Patients sharing each blocking key of `features` (keys shared by more than
+    /// `maxCandidatesPerKey` records are too common and left out), with the search that found them.
+    func blocked(_ features: PatientFeatures) async throws -> [(key: String, query: SearchQuery, found: [ResourceKey])] {
+        var result: [(String, SearchQuery, [ResourceKey])] = []
         for blockKey in BlockingKeys.keys(features) {
             let query = SearchQuery(type: "Patient", clauses: [
                 .init(parameter: BlockingKeys.parameter, values: [.token(system: nil, code: blockKey)])])
-            let stored = try await store.search(query, limit: limit + 1)
+            let found = try await store.search(query, limit: rules.maxCandidatesPerKey + 1)
+            if found.count <= rules.maxCandidatesPerKey { result.append((blockKey, query, found)) }
+        }
+        return result
+    }
+
+    /// Candidate records of a Patient being written: those sharing a blocking key, in the store
+    /// and earlier in this unit; each search becomes an assumption of the plan.
+    func candidates(_ key: ResourceKey, _ features: PatientFeatures, _ workspace: LinkageWorkspace,
+                    _ plan: inout LinkagePlan) async throws -> Set<ResourceKey> {
+        var found = Set<ResourceKey>()
+        for (blockKey, query, stored) in try await blocked(features) {
             let inUnit = workspace.unitKeys[blockKey] ?? []
-            guard stored.count + inUnit.count <= limit else { continue }
+            workspace.unitKeys[blockKey, default: []].append(key)
+            guard stored.count + inUnit.count <= rules.maxCandidatesPerKey else { continue }
             plan.assumptions.append(Assumption(query: query, expected: stored))
             found.formUnion(stored)
             found.formUnion(inUnit)
-            workspace.unitKeys[blockKey, default: []].append(key)
         }
         found.remove(key)
         return found
+    }
+
+    /// Stored Patients that may be the person a Patient resource describes (`Patient/$match`),
+    /// best first, with their match probability. Nothing is written.
+    public func candidates(for resource: JSONObject) async throws -> [(key: ResourceKey, probability: Double)] {
+        let features = PatientFeatures(patient: resource)
+        let keys = Set(try await blocked(features).flatMap(\.found))
+        let workspace = LinkageWorkspace(store: store)
+        try await workspace.load(keys)
+        return keys.compactMap { key in
+            workspace.patients[key].map { (key, scorer.score(Comparator.compare(features, $0.features)).probability) }
+        }.sorted { $0.probability != $1.probability ? $0.probability > $1.probability : $0.key.id < $1.key.id }
+    }
+
+    /// The Person a Patient is linked to, and every Patient linked to that Person (PIX).
+    public func linkedRecords(of patient: ResourceKey) async throws -> (person: ResourceKey, patients: [ResourceKey])? {
+        let workspace = LinkageWorkspace(store: store)
+        guard let person = try await workspace.person(of: patient), let state = workspace.persons[person] else { return nil }
+        return (person, state.patientLinks)
+    }
+
+    /// The Patients linked to a Person (nil: no such Person).
+    public func patients(of person: ResourceKey) async throws -> [ResourceKey]? {
+        try await LinkageWorkspace(store: store).person(person)?.patientLinks
     }
 
     func match(_ key: ResourceKey, _ resource: JSONObject, _ workspace: LinkageWorkspace,

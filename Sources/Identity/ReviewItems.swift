@@ -1,5 +1,6 @@
 import FHIRModel
 import Foundation
+import NIOCore
 import Store
 
 /// Review items of the master index as FHIR `Task`s, so reviewers list them with an ordinary
@@ -13,15 +14,56 @@ public enum ReviewItems {
 
     /// A Patient that may be a resident already known (POSSIBLE_MATCH): its own Person and the candidates.
     static func possibleMatch(_ patient: ResourceKey, person: ResourceKey, candidates: [(ResourceKey, Double)]) -> IndexWrite {
-        task(id: "empi-pm-" + StableHash.hex(patient.reference), code: "possible-match", focus: patient, for: person,
-             candidates: candidates)
+        task(id: possibleMatchID(patient), code: "possible-match", focus: patient, for: person, candidates: candidates)
     }
 
     /// Two Persons that both match one record well enough to link: perhaps one resident twice.
     static func possibleDuplicate(_ a: ResourceKey, _ b: ResourceKey, score: Double) -> IndexWrite {
         let (x, y) = a.id < b.id ? (a, b) : (b, a)
-        return task(id: "empi-pd-" + StableHash.hex(x.reference + "+" + y.reference), code: "possible-duplicate", focus: x, for: x,
-                    candidates: [(y, score)])
+        return task(id: possibleDuplicateID(x, y), code: "possible-duplicate", focus: x, for: x, candidates: [(y, score)])
+    }
+
+    static func possibleMatchID(_ patient: ResourceKey) -> String { "empi-pm-" + StableHash.hex(patient.reference) }
+
+    static func possibleDuplicateID(_ a: ResourceKey, _ b: ResourceKey) -> String {
+        let (x, y) = a.id < b.id ? (a, b) : (b, a)
+        return "empi-pd-" + StableHash.hex(x.reference + "+" + y.reference)
+    }
+
+    /// The open review item `id`, completed by a decision (nil when there is none open).
+    static func settle(_ id: String, store: any ResourceStore, decision: String) async throws -> IndexWrite? {
+        let key = ResourceKey("Task", id)
+        guard let record = try await store.read(key), !record.deleted, let content = record.content,
+              case .object(var o)? = try? JSONParser.parse(content.readableBytesView),
+              o["status"]?.stringValue == "requested" else { return nil }
+        o["status"] = .string("completed")
+        o["businessStatus"] = .object(JSONObject([("text", .string(decision))]))
+        o["lastModified"] = .string(FHIRInstant.now())
+        return IndexWrite(type: "Task", id: id, resource: o, ifMatch: record.version, method: "PUT")
+    }
+
+    /// The record of a reviewer's decision: what, about which records, who, why, when.
+    static func decisionRecord(_ decision: ReviewDecision, actor: String, reason: String) -> IndexWrite {
+        let (focus, person): (ResourceKey, ResourceKey)
+        switch decision {
+        case .link(let p, let x), .notMatch(let p, let x), .unlink(let p, let x): (focus, person) = (p, x)
+        case .merge(let from, let into), .unmerge(let from, let into): (focus, person) = (from, into)
+        }
+        let id = UUID().uuidString.lowercased()
+        let resource = JSONObject([
+            ("resourceType", .string("Task")),
+            ("id", .string(id)),
+            ("status", .string("completed")),
+            ("intent", .string("order")),
+            ("code", .object(JSONObject([("coding", .array([.object(JSONObject([("system", .string(codeSystem)),
+                                                                                 ("code", .string("decision-" + decision.code))]))]))]))),
+            ("focus", .object(JSONObject([("reference", .string(focus.reference))]))),
+            ("for", .object(JSONObject([("reference", .string(person.reference))]))),
+            ("authoredOn", .string(FHIRInstant.now())),
+            ("requester", .object(JSONObject([("display", .string(actor))]))),
+            ("reasonCode", .object(JSONObject([("text", .string(reason))]))),
+        ])
+        return IndexWrite(type: "Task", id: id, resource: resource, ifMatch: nil, method: "POST")
     }
 
     static func task(id: String, code: String, focus: ResourceKey, for person: ResourceKey, candidates: [(ResourceKey, Double)]) -> IndexWrite {

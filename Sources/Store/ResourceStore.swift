@@ -13,10 +13,11 @@ public protocol ResourceStore: Sendable {
     func search(_ query: SearchQuery, limit: Int) async throws -> [ResourceKey]
     /// One page of a search, in the query's sort order.
     func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage
-    /// A page of everything in a patient's compartment (resources referencing it, and the patient
-    /// itself), in storage order; `types` and `since` filter (`$everything`). With only a type
+    /// A page of everything in the compartments of `patients` (resources referencing any of them,
+    /// and the patients themselves), in storage order; `types` and `since` filter (`$everything`;
+    /// several patients: a resident's records at every facility). With one key of only a type
     /// (`Patient` and no id), every patient and everything referencing any of them.
-    func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
+    func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
     /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
     /// optionally only of `targetType` (`_include`).
     func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord]

@@ -25,12 +25,17 @@ public struct PatientEverything: Sendable {
         if patientID != nil {
             guard let record = try await store.read(patient), !record.deleted else { throw FHIRError.notFound(patient) }
         }
+        return try await run(patients: [patient], types: types, since: since, page: page)
+    }
+
+    /// One page of the records of several patients (a resident's Patients at every facility).
+    public func run(patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
         if let types {
             for t in types where !FHIRSchema.r4.isResourceType(t) {
                 throw FHIRError(400, code: "value", "Unknown resource type '\(t)' in _type", at: "_type")
             }
         }
-        let result = try await store.compartment(of: patient, types: types, since: since, page: page)
+        let result = try await store.compartment(of: patients, types: types, since: since, page: page)
         var seen = Set(result.records.map(\.key))
         var records = result.records
         let wanted = Set(Self.supportingTypes.filter { types == nil || types!.contains($0) })

@@ -129,17 +129,20 @@ package struct SQLReadQueries: Sendable {
         return (records, lastRid)
     }
 
-    package func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
+    package func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
         let snapshot = try await snapshotRid(page)
         var condition: String
         var binds: [SQLValue]
-        if patient.id.isEmpty {
+        if patients.count == 1, let patient = patients.first, patient.id.isEmpty {
             condition = "r.deleted = 0 AND r.rid <= ? AND (r.type = ? OR r.rid IN (SELECT rid FROM idx_reference WHERE target_type = ?))"
             binds = [.integer(snapshot), .text(patient.type), .text(patient.type)]
         } else {
-            condition = "r.deleted = 0 AND r.rid <= ? AND r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ?"
-                + " UNION ALL SELECT rid FROM resource WHERE type = ? AND id = ?)"
-            binds = [.integer(snapshot), .text(patient.id), .text(patient.type), .text(patient.type), .text(patient.id)]
+            // One index lookup per patient: references to it, and its own row.
+            let parts = patients.map { _ in
+                "SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = ? UNION ALL SELECT rid FROM resource WHERE type = ? AND id = ?"
+            }
+            condition = "r.deleted = 0 AND r.rid <= ? AND r.rid IN (" + (parts.isEmpty ? "SELECT NULL" : parts.joined(separator: " UNION ALL ")) + ")"
+            binds = [.integer(snapshot)] + patients.flatMap { [SQLValue.text($0.id), .text($0.type), .text($0.type), .text($0.id)] }
         }
         if let types, !types.isEmpty {
             condition += " AND r.type IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"

@@ -100,8 +100,8 @@ public final class SQLiteStore: ResourceStore {
         try await reads.search(query, page: page)
     }
 
-    public func compartment(of patient: ResourceKey, types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
-        try await reads.compartment(of: patient, types: types, since: since, page: page)
+    public func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
+        try await reads.compartment(of: patients, types: types, since: since, page: page)
     }
 
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
