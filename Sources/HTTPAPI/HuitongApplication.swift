@@ -1,5 +1,6 @@
 import FHIRModel
 import Hummingbird
+import Identity
 import Logging
 import Platform
 import Store
@@ -11,17 +12,22 @@ public enum HuitongApplication {
         public var host: String
         public var port: Int
         public var maxBodyBytes: Int
+        /// The master patient index's rules; nil turns matching off.
+        public var matching: MatchRules?
 
-        public init(host: String = "0.0.0.0", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024) {
+        public init(host: String = "0.0.0.0", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
+                    matching: MatchRules? = .defaults) {
             self.host = host
             self.port = port
             self.maxBodyBytes = maxBodyBytes
+            self.matching = matching
         }
     }
 
     public static func router(store: any ResourceStore, configuration: Configuration) -> Router<BasicRequestContext> {
         let router = Router()
-        let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes))
+        let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes),
+                                  matching: configuration.matching)
         FHIRRoutes(service: service, searches: SearchService(store: store), bundles: BundleProcessor(service: service),
                    maxBodyBytes: configuration.maxBodyBytes)
             .register(on: router)

@@ -102,12 +102,22 @@ final class LinkageWorkspace {
 
     /// Reads the content and Persons of the given Patients that are not known yet.
     func load(_ keys: Set<ResourceKey>) async throws {
+        if keys.isEmpty { return }
         for key in keys where patients[key] == nil {
             guard let record = try await store.read(key), !record.deleted, let content = record.content,
                   case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
             patients[key] = (o, PatientFeatures(patient: o))
         }
         try await loadPersons(of: keys.filter { personOfPatient[$0] == nil && !withoutPerson.contains($0) })
+    }
+
+    /// The Persons of the given Patients; those not stored yet (new registrations) have none.
+    func loadPersons(ofWritten patients: [ResourceKey]) async throws {
+        var stored: [ResourceKey] = []
+        for p in patients {
+            if let record = try await store.read(p), !record.deleted { stored.append(p) } else { withoutPerson.insert(p) }
+        }
+        try await loadPersons(of: stored)
     }
 
     func loadPersons(of patients: [ResourceKey]) async throws {

@@ -61,6 +61,24 @@ public struct MasterPatientIndex: Sendable {
         guard !patients.isEmpty else { return LinkagePlan() }
         let workspace = LinkageWorkspace(store: store)
         var plan = LinkagePlan()
+        // Every blocking key of the unit in one lookup, and the Persons of the unit's Patients.
+        var features: [ResourceKey: PatientFeatures] = [:]
+        var keys: [ResourceKey: [String]] = [:]
+        for w in patients {
+            guard let r = w.resource else { continue }
+            let f = PatientFeatures(patient: r)
+            features[w.key] = f
+            // The pipeline filed the Patient under its keys already (its index entries).
+            let filed = w.index.compactMap { e -> String? in
+                guard e.parameter == BlockingKeys.parameter, case .token(_, let code) = e.value else { return nil }
+                return code
+            }
+            keys[w.key] = filed.isEmpty ? BlockingKeys.keys(f) : filed
+        }
+        let stored = try await lookup(Set(keys.values.joined()))
+        try await workspace.loadPersons(ofWritten: patients.map(\.key))
+        // Every stored candidate of the unit, with its Person, read in a few queries up front.
+        try await workspace.load(Set(stored.values.joined()).subtracting(features.keys))
         for write in patients {
             switch write.action {
             case .delete:
@@ -69,40 +87,46 @@ public struct MasterPatientIndex: Sendable {
                     plan.outcomes[write.key] = .removed
                 }
             case .create, .update:
-                guard let resource = write.resource else { continue }
-                let (outcome, person) = try await match(write.key, resource, workspace, &plan)
+                guard let resource = write.resource, let f = features[write.key] else { continue }
+                let (outcome, person) = try await match(write.key, resource, f, keys[write.key] ?? [], stored, workspace, &plan)
                 plan.outcomes[write.key] = outcome
                 plan.persons[write.key] = person
             }
+        }
+        // The decisions rest on what the lookup found: a registration sharing any of these keys,
+        // committed meanwhile, sends the unit back to be planned again.
+        for used in stored.keys.sorted().chunked(2000) {
+            let query = SearchQuery(type: "Patient", clauses: [
+                .init(parameter: BlockingKeys.parameter, values: used.map { .token(system: nil, code: $0) })])
+            let expected = Array(Set(used.flatMap { stored[$0]! }))
+            plan.assumptions.append(Assumption(query: query, expected: expected, locks: used.map { "empi:" + $0 }))
         }
         plan.writes += try await workspace.personWrites()
         return plan
     }
 
-    /// Stored Patients sharing each blocking key of `features` (keys shared by more than
-    /// `maxCandidatesPerKey` records are too common and left out), with the search that found them.
-    func blocked(_ features: PatientFeatures) async throws -> [(key: String, query: SearchQuery, found: [ResourceKey])] {
-        var result: [(String, SearchQuery, [ResourceKey])] = []
-        for blockKey in BlockingKeys.keys(features) {
-            let query = SearchQuery(type: "Patient", clauses: [
-                .init(parameter: BlockingKeys.parameter, values: [.token(system: nil, code: blockKey)])])
-            let found = try await store.search(query, limit: rules.maxCandidatesPerKey + 1)
-            if found.count <= rules.maxCandidatesPerKey { result.append((blockKey, query, found)) }
-        }
-        return result
+    /// Stored Patients per blocking key, in one lookup; keys shared by more than
+    /// `maxCandidatesPerKey` records are too common to block on and left out.
+    func lookup(_ keys: Set<String>) async throws -> [String: [ResourceKey]] {
+        guard !keys.isEmpty else { return [:] }
+        var found = try await store.resources(of: "Patient", withToken: BlockingKeys.parameter, codes: Array(keys))
+        found = found.filter { $0.value.count <= rules.maxCandidatesPerKey }
+        // Keys nobody has yet still guard against a concurrent first registration.
+        for key in keys where found[key] == nil { found[key] = [] }
+        return found
     }
 
-    /// Candidate records of a Patient being written: those sharing a blocking key, in the store
-    /// and earlier in this unit; each search becomes an assumption of the plan.
-    func candidates(_ key: ResourceKey, _ features: PatientFeatures, _ workspace: LinkageWorkspace,
-                    _ plan: inout LinkagePlan) async throws -> Set<ResourceKey> {
+    /// Candidate records of a Patient being written: those sharing a blocking key, stored or
+    /// written earlier in this unit.
+    func candidates(_ key: ResourceKey, _ keys: [String], _ stored: [String: [ResourceKey]],
+                    _ workspace: LinkageWorkspace) -> Set<ResourceKey> {
         var found = Set<ResourceKey>()
-        for (blockKey, query, stored) in try await blocked(features) {
+        for blockKey in keys {
+            guard let fromStore = stored[blockKey] else { continue }
             let inUnit = workspace.unitKeys[blockKey] ?? []
             workspace.unitKeys[blockKey, default: []].append(key)
-            guard stored.count + inUnit.count <= rules.maxCandidatesPerKey else { continue }
-            plan.assumptions.append(Assumption(query: query, expected: stored))
-            found.formUnion(stored)
+            guard fromStore.count + inUnit.count <= rules.maxCandidatesPerKey else { continue }
+            found.formUnion(fromStore)
             found.formUnion(inUnit)
         }
         found.remove(key)
@@ -113,7 +137,7 @@ public struct MasterPatientIndex: Sendable {
     /// best first, with their match probability. Nothing is written.
     public func candidates(for resource: JSONObject) async throws -> [(key: ResourceKey, probability: Double)] {
         let features = PatientFeatures(patient: resource)
-        let keys = Set(try await blocked(features).flatMap(\.found))
+        let keys = Set(try await lookup(Set(BlockingKeys.keys(features))).values.joined())
         let workspace = LinkageWorkspace(store: store)
         try await workspace.load(keys)
         return keys.compactMap { key in
@@ -133,12 +157,12 @@ public struct MasterPatientIndex: Sendable {
         try await LinkageWorkspace(store: store).person(person)?.patientLinks
     }
 
-    func match(_ key: ResourceKey, _ resource: JSONObject, _ workspace: LinkageWorkspace,
+    func match(_ key: ResourceKey, _ resource: JSONObject, _ features: PatientFeatures, _ keys: [String],
+               _ stored: [String: [ResourceKey]], _ workspace: LinkageWorkspace,
                _ plan: inout LinkagePlan) async throws -> (MatchOutcome, ResourceKey) {
-        let features = PatientFeatures(patient: resource)
         workspace.patients[key] = (resource, features)
         let current = try await workspace.person(of: key)
-        let candidates = try await candidates(key, features, workspace, &plan)
+        let candidates = candidates(key, keys, stored, workspace)
         if let current, workspace.persons[current]?.assurance(of: key) == "level4" {
             workspace.refresh(current, latest: key)
             return (.manual, current)

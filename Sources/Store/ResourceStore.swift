@@ -18,6 +18,9 @@ public protocol ResourceStore: Sendable {
     /// several patients: a resident's records at every facility). With one key of only a type
     /// (`Patient` and no id), every patient and everything referencing any of them.
     func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
+    /// Current resources of `type` having each of `codes` (any system) under the token parameter
+    /// `parameter`, per code: the master index's blocking lookups, one query for many keys.
+    func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]]
     /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
     /// optionally only of `targetType` (`_include`).
     func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord]
@@ -37,6 +40,9 @@ public protocol ResourceStore: Sendable {
     /// stored content, in batches; `progress` gets (done, total) after each batch.
     func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],
                  progress: @Sendable (Int, Int) -> Void) async throws -> Int
+    /// Whether other processes may write the same data (PostgreSQL with several nodes: yes;
+    /// SQLite, locked to one process: no).
+    var hasOtherWriters: Bool { get }
     /// Refreshes the query planner's statistics; worth it after bulk loads.
     func analyze() async throws
     /// The highest schema migration applied.

@@ -132,6 +132,11 @@ public final class PostgresStore: ResourceStore {
         try await reads.compartment(of: patients, types: types, since: since, page: page)
     }
 
+    public func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]] {
+        // Feeds write decisions (the master index): the primary.
+        try await current.resources(of: type, withToken: parameter, codes: codes)
+    }
+
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         try await reads.include(from: sources, parameter: parameter, targetType: targetType)
     }
@@ -143,6 +148,9 @@ public final class PostgresStore: ResourceStore {
     public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         try await writer.commit(unit)
     }
+
+    /// Any number of nodes may write the same database.
+    public var hasOtherWriters: Bool { true }
 
     public func resourceCounts() async throws -> [String: Int] {
         try await current.resourceCounts()

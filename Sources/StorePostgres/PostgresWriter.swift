@@ -44,7 +44,7 @@ struct PostgresWriter: Sendable {
         // Conditional writes: one lock per distinct search, taken in a fixed order, then the
         // search re-run; a concurrent writer of the same condition waits here until we commit.
         if !unit.assumptions.isEmpty {
-            let lockKeys = Set(unit.assumptions.map { Self.lockKey(String(describing: $0.query)) }).sorted()
+            let lockKeys = Set(unit.assumptions.flatMap(\.locks).map(Self.lockKey)).sorted()
             for key in lockKeys {
                 _ = try await tx.query("SELECT pg_advisory_xact_lock(?)", [.integer(key)])
             }

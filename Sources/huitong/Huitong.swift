@@ -4,6 +4,7 @@ import HTTPAPI
 import Hummingbird
 import Logging
 import Platform
+import Identity
 import Store
 import StorePostgres
 import FHIRModel
@@ -63,6 +64,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest accepted request body in bytes.")
     var maxBodyBytes: Int = 20 * 1024 * 1024
 
+    @OptionGroup var matchingOptions: MatchingOptions
+
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
@@ -71,7 +74,7 @@ struct Serve: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: logger)
         let app = HuitongApplication.make(
             store: store,
-            configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes),
+            configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules()),
             logger: logger)
         logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.location))")
         try await app.runService()
@@ -89,6 +92,8 @@ struct Import: AsyncParsableCommand {
     @Option(help: "Files imported concurrently.")
     var parallel: Int = 4
 
+    @OptionGroup var matchingOptions: MatchingOptions
+
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
@@ -97,7 +102,7 @@ struct Import: AsyncParsableCommand {
         let files = BulkImporter.files(in: paths)
         guard !files.isEmpty else { throw ValidationError("No .json or .ndjson files found in \(paths.joined(separator: ", "))") }
         let store = try await storeOptions.open(logger: logger)
-        let importer = BulkImporter(service: FHIRService(store: store))
+        let importer = BulkImporter(service: FHIRService(store: store, matching: try matchingOptions.rules()))
         let progress = ImportProgress(totalFiles: files.count)
         var failures: [BulkImporter.FileResult] = []
         await withTaskGroup(of: BulkImporter.FileResult.self) { group in
@@ -217,5 +222,24 @@ struct Export: AsyncParsableCommand {
         }
         try await source.close()
         try await target.close()
+    }
+}
+
+/// How the master patient index matches Patients as they are written.
+struct MatchingOptions: ParsableArguments {
+    @Option(help: "Master patient index rules (JSON, `huitong empi train` writes one); default: built-in rules. Env: HUITONG_MATCH_RULES")
+    var matchRules: String? = ProcessInfo.processInfo.environment["HUITONG_MATCH_RULES"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Flag(help: "Do not link Patients to master Persons (no master patient index).")
+    var noMatching = false
+
+    func rules() throws -> MatchRules? {
+        if noMatching { return nil }
+        guard let matchRules else { return .defaults }
+        do {
+            return try MatchRules.load(path: matchRules)
+        } catch {
+            throw ValidationError("Cannot read the match rules \(matchRules): \(error)")
+        }
     }
 }

@@ -13,6 +13,8 @@ public struct NameFeature: Sendable, Equatable {
     public var givenToneless: String
     /// Written in Han characters.
     public var isHan: Bool
+    /// A newborn's placeholder name (see `placeholder(family:given:)`).
+    public var isPlaceholder: Bool
 
     /// From FHIR HumanName parts. A Chinese full name in `family` alone (张三), or only in `text`,
     /// is split into family and given name.
@@ -34,6 +36,7 @@ public struct NameFeature: Sendable, Equatable {
         guard !family.isEmpty || !given.isEmpty else { return nil }
         self.family = family
         self.given = given
+        isPlaceholder = Self.placeholder(family: family, given: given)
         isHan = (family + given).contains(where: Pinyin.isHan)
         if isHan {
             let f = Pinyin.syllables(family, asSurname: true), g = Pinyin.syllables(given)
@@ -50,7 +53,13 @@ public struct NameFeature: Sendable, Equatable {
     /// punctuation and the middle dot of transliterated names (·) dropped.
     static func clean(_ s: String) -> String {
         var out = ""
+        out.reserveCapacity(s.utf8.count)
         for c in s {
+            if let a = c.asciiValue {
+                // The common case, without Foundation: ASCII letters lowercased, the rest dropped.
+                if (a >= 65 && a <= 90) || (a >= 97 && a <= 122) { out.unicodeScalars.append(Unicode.Scalar(a | 0x20)) }
+                continue
+            }
             if Pinyin.isHan(c) { out.append(c); continue }
             guard c.isLetter else { continue }
             let folded = String(c).folding(options: [.caseInsensitive, .diacriticInsensitive], locale: nil).lowercased()
@@ -61,12 +70,14 @@ public struct NameFeature: Sendable, Equatable {
 
     /// Names hospitals give a newborn before it has one (张某之子, 男婴, 新生儿, Baby Boy): not
     /// evidence of identity, so matching does not score them.
-    public var isPlaceholder: Bool {
+    static func placeholder(family: String, given: String) -> Bool {
         let whole = family + given
         if whole.contains("某") || whole.hasSuffix("之子") || whole.hasSuffix("之女") { return true }
-        let placeholders: Set<String> = ["婴儿", "新生儿", "男婴", "女婴", "无名氏", "未知", "baby", "babyboy", "babygirl",
-                                         "newborn", "unknown", "infant"]
         if placeholders.contains(whole) || placeholders.contains(given) { return true }
-        return family.isEmpty == false && ["婴", "婴儿", "新生儿", "男婴", "女婴", "之子", "之女"].contains(given)
+        return !family.isEmpty && placeholderGiven.contains(given)
     }
+
+    static let placeholders: Set<String> = ["婴儿", "新生儿", "男婴", "女婴", "无名氏", "未知", "baby", "babyboy", "babygirl",
+                                            "newborn", "unknown", "infant"]
+    static let placeholderGiven: Set<String> = ["婴", "婴儿", "新生儿", "男婴", "女婴", "之子", "之女"]
 }

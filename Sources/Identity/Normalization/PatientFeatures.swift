@@ -10,7 +10,8 @@ public struct PatientFeatures: Sendable, Equatable {
     public var residentID: ResidentID?
     /// A resident ID number as written that failed validation (a typo is still evidence).
     public var invalidResidentID: String?
-    /// Other identifiers as `system|value` (MRNs, insurance, card, FEBRL's social security id).
+    /// Other identifiers of the person (not of a registration) as `system|value`: health card,
+    /// medical insurance, passport, social security number (see `IdentifierSystems.identifiesPerson`).
     public var identifiers: Set<String> = []
     public var phones: Set<String> = []
     public var address: AddressFeature?
@@ -36,7 +37,7 @@ public struct PatientFeatures: Sendable, Equatable {
             let system = identifier["system"]?.stringValue ?? ""
             if system == IdentifierSystems.residentID {
                 if let id = try? ResidentID(value) { residentID = id } else { invalidResidentID = value.uppercased() }
-            } else {
+            } else if IdentifierSystems.identifiesPerson(system: system, identifier: identifier) {
                 identifiers.insert(system + "|" + value.filter { $0 != " " && $0 != "-" }.uppercased())
             }
         }
@@ -109,6 +110,23 @@ public struct AddressFeature: Sendable, Equatable {
 public enum IdentifierSystems {
     /// 居民身份证号码 (GB 11643-1999), OID assigned by the national health information standards.
     public static let residentID = "urn:oid:2.16.156.10011.1.3"
+    /// 电子健康卡 ID (the national e-health card scheme's card ID).
+    public static let healthCard = "https://huitong.health/fhir/sid/ehealth-card"
+    /// 医保 medical insurance number.
+    public static let medicalInsurance = "https://huitong.health/fhir/sid/medical-insurance"
+
+    /// Identifier types (HL7 v2 table 0203) that name a person rather than one registration:
+    /// national ID, social security, national health plan, passport, driver's licence, social
+    /// beneficiary, health card. A facility's MRN (MR, PI) only tells registrations at that
+    /// facility apart, so two MRNs never count for or against a match.
+    static let personTypes: Set<String> = ["NI", "NNCHN", "SS", "NH", "PPN", "DL", "SB", "HC", "JHN"]
+
+    /// Whether an identifier names the person (compared and used for blocking) or only a registration.
+    static func identifiesPerson(system: String, identifier: JSON) -> Bool {
+        if system == healthCard || system == medicalInsurance { return true }
+        let codes = (identifier["type"]?["coding"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue }
+        return codes.contains { personTypes.contains($0) }
+    }
     /// On a `Patient.contact` (the mother of a newborn): her identifier, as `valueIdentifier`.
     public static let contactIdentifierExtension = "https://huitong.health/fhir/StructureDefinition/contact-identifier"
 }

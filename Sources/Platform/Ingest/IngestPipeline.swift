@@ -55,6 +55,14 @@ public struct IngestPipeline: Sendable {
                              ifMatch: ifMatch, mustNotExist: mustNotExist, resource: object)
     }
 
+    /// A resource the platform built itself from validated input (the master index's Persons and
+    /// review Tasks): prepared like any other write, without validating it again.
+    public func prepareGenerated(_ object: JSONObject, type: String, id: String, method: String, ifMatch: Int?) -> PreparedWrite {
+        PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
+                      template: ResourceTemplate(resource: object, type: type, id: id),
+                      index: indexEntries(for: object, type: type), ifMatch: ifMatch, resource: object)
+    }
+
     /// The search index rows of a resource: its search parameters, and for a Patient the master
     /// index's blocking keys (`huitong reindex` uses the same).
     public func indexEntries(for object: JSONObject, type: String) -> [IndexEntry] {

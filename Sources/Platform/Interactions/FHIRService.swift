@@ -38,6 +38,11 @@ public struct FHIRService: Sendable {
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
     public let masterIndex: MasterPatientIndex?
+    /// Units with Patients plan and commit one at a time in this process, so that two of them never
+    /// plan on the same state and make each other stale (measured: overlapping the next plan with a
+    /// commit loses more to re-planning than it gains). Correctness does not rest on it: the plan's
+    /// assumptions catch every conflict, also with other nodes.
+    let linkage = AsyncLock()
     let conditionals = SearchQueryParser()
     static let maxAttempts = 64
 
@@ -192,6 +197,11 @@ public struct FHIRService: Sendable {
     /// `retrying` handles). Patient writes get their master-index writes (Persons, review items) in
     /// the same unit; when a concurrent write made that plan stale, it is planned again.
     func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+        guard masterIndex != nil, unit.writes.contains(where: { $0.key.type == "Patient" }) else { return try await commitPlanned(unit) }
+        return try await linkage.withLock { try await commitPlanned(unit) }
+    }
+
+    private func commitPlanned(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         var attempt = 0
         while true {
             attempt += 1
@@ -200,10 +210,12 @@ public struct FHIRService: Sendable {
             if let masterIndex, unit.writes.contains(where: { $0.key.type == "Patient" }) {
                 let plan = try await masterIndex.plan(for: unit.writes)
                 for w in plan.writes {
-                    full.writes.append(try pipeline.prepare(.object(w.resource), type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
+                    full.writes.append(pipeline.prepareGenerated(w.resource, type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
                     planned.insert(w.key)
                 }
-                full.assumptions += plan.assumptions
+                // With no other writer of the store (SQLite: one process), the lock above already
+                // keeps the plan current, and re-running its searches in the writer would be waste.
+                if store.hasOtherWriters { full.assumptions += plan.assumptions }
             }
             do {
                 return Array(try await store.commit(full).prefix(unit.writes.count))

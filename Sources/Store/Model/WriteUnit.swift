@@ -38,10 +38,15 @@ public struct PreparedWrite: Sendable {
 public struct Assumption: Sendable {
     public let query: SearchQuery
     public let expected: [ResourceKey]
+    /// What concurrent writers must not decide at the same time (PostgreSQL takes a lock on each):
+    /// by default the search itself; the master index names its blocking keys, so that two units
+    /// sharing any key are serialized even when their searches differ.
+    public let locks: [String]
 
-    public init(query: SearchQuery, expected: [ResourceKey]) {
+    public init(query: SearchQuery, expected: [ResourceKey], locks: [String]? = nil) {
         self.query = query
         self.expected = expected
+        self.locks = locks ?? [String(describing: query)]
     }
 }
 

@@ -171,6 +171,19 @@ package struct SQLReadQueries: Sendable {
         return SearchPage(records: records, total: total, next: next)
     }
 
+    package func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]] {
+        var result: [String: [ResourceKey]] = [:]
+        for chunk in Array(Set(codes)).chunked(500) {
+            let sql = "SELECT i.code, r.type, r.id FROM idx_token i JOIN resource r ON r.rid = i.rid WHERE i.type = ? AND i.param = ?"
+                + " AND i.code IN (" + Array(repeating: "?", count: chunk.count).joined(separator: ",") + ")"
+            for row in try await db.query(sql, [.text(type), .text(parameter)] + chunk.map { .text($0) }) {
+                guard let code = row[0].text, let t = row[1].text, let id = row[2].text else { continue }
+                result[code, default: []].append(ResourceKey(t, id))
+            }
+        }
+        return result
+    }
+
     package func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         var result: [ResourceRecord] = []
         for chunk in sources.chunked(400) {

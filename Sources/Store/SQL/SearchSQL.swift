@@ -126,6 +126,15 @@ package struct SearchSQL: Sendable {
                     indexedBinds.append(contentsOf: b)
                 }
             }
+            // Many codes without a system (a list of blocking keys, `code=a,b,c,...`): one IN list,
+            // not a chain of ORs (SQLite's expression depth is limited to 1,000).
+            let codes = clause.values.compactMap { v -> String? in
+                if case .token(nil, let code?) = v { return code } else { return nil }
+            }
+            if codes.count > 1 && codes.count == clause.values.count {
+                indexed = ["code IN (" + Array(repeating: "?", count: codes.count).joined(separator: ",") + ")"]
+                indexedBinds = codes.map { .text($0) }
+            }
             if !indexed.isEmpty, let table = Self.table(for: clause.parameterType) {
                 let conditions = indexed.joined(separator: " OR ")
                 let setBinds: [SQLValue] = [.text(query.type), .text(clause.parameter)] + indexedBinds

@@ -104,6 +104,10 @@ public final class SQLiteStore: ResourceStore {
         try await reads.compartment(of: patients, types: types, since: since, page: page)
     }
 
+    public func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]] {
+        try await reads.resources(of: type, withToken: parameter, codes: codes)
+    }
+
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         try await reads.include(from: sources, parameter: parameter, targetType: targetType)
     }
@@ -115,6 +119,9 @@ public final class SQLiteStore: ResourceStore {
     public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         try await writer.submit(unit)
     }
+
+    /// One process owns the file (the data-folder lock).
+    public var hasOtherWriters: Bool { false }
 
     public func resourceCounts() async throws -> [String: Int] {
         try await reads.resourceCounts()
