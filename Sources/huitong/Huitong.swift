@@ -14,7 +14,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.

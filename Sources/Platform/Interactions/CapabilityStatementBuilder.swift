@@ -25,9 +25,25 @@ public enum CapabilityStatementBuilder {
             r["searchParam"] = .array(params)
             resources.append(.object(r))
         }
+        // The master patient index's operations (MasterIndexOperations).
+        for (i, r) in resources.enumerated() {
+            guard case .object(var o) = r, let type = o["type"]?.stringValue, type == "Patient" || type == "Person" else { continue }
+            let ops: [(String, String)] = type == "Patient"
+                ? [("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
+                   ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+                   ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix")]
+                : [("everything", "https://huitong.health/fhir/OperationDefinition/Person-everything")]
+            o["operation"] = .array(ops.map { .object(JSONObject([("name", .string($0.0)), ("definition", .string($0.1))])) })
+            resources[i] = .object(o)
+        }
         var rest = JSONObject()
         rest["mode"] = .string("server")
         rest["resource"] = .array(resources)
+        rest["operation"] = .array(MasterIndexOperations.decisions.map { op in
+            .object(JSONObject([("name", .string(op.name)),
+                                ("definition", .string("https://huitong.health/fhir/OperationDefinition/\(op.name)")),
+                                ("documentation", .string(op.documentation))]))
+        })
         rest["interaction"] = .array(["transaction", "batch", "history-system"].map { .object(JSONObject([("code", .string($0))])) })
         var o = JSONObject()
         o["resourceType"] = .string("CapabilityStatement")

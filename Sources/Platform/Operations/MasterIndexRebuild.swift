@@ -1,0 +1,87 @@
+import FHIRModel
+import Identity
+import NIOCore
+import Store
+
+/// `huitong empi rebuild`: matches every Patient again (after the rules changed), as if they
+/// arrived anew in storage order. AUTO links are cleared first; MANUAL links (level4) and the
+/// reviewers' not-a-match decisions stay, so no reviewer's work is lost.
+public struct MasterIndexRebuild: Sendable {
+    public let service: FHIRService
+    public static let batch = 500
+
+    public init(service: FHIRService) {
+        self.service = service
+    }
+
+    public struct Report: Sendable {
+        public var personsCleared = 0
+        public var patients = 0
+        public var outcomes: [String: Int] = [:]
+    }
+
+    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+        guard let index = service.masterIndex else { throw FHIRError(501, code: "not-supported", "Matching is turned off") }
+        var report = Report()
+        report.personsCleared = try await clearAutomaticLinks(progress)
+        var page = PageRequest(count: Self.batch)
+        let total = try await service.store.resourceCounts()["Patient"] ?? 0
+        while true {
+            let result = try await service.store.search(SearchQuery(type: "Patient", clauses: []), page: page)
+            // Patients as if written again: the plan only needs their content and blocking keys;
+            // the Patients themselves are not rewritten.
+            let writes: [PreparedWrite] = result.records.compactMap { record in
+                guard let content = record.content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+                return service.pipeline.prepareGenerated(o, type: "Patient", id: record.key.id, method: "PUT", ifMatch: nil)
+            }
+            let plan = try await index.plan(for: writes)
+            let unit = WriteUnit(writes: plan.writes.map {
+                service.pipeline.prepareGenerated($0.resource, type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch)
+            }, assumptions: service.store.hasOtherWriters ? plan.assumptions : [])
+            if !unit.writes.isEmpty { _ = try await service.commit(unit) }
+            report.patients += writes.count
+            for outcome in plan.outcomes.values { report.outcomes[outcome.rawValue, default: 0] += 1 }
+            progress("matched \(report.patients)/\(total) Patients")
+            guard let next = result.next else { break }
+            page = next
+        }
+        return report
+    }
+
+    /// Removes every AUTO (level3) Patient link; a Person left with none is deleted, and open
+    /// review items are withdrawn (matching raises them again where they still apply).
+    func clearAutomaticLinks(_ progress: @Sendable (String) -> Void) async throws -> Int {
+        var cleared = 0
+        var page = PageRequest(count: Self.batch)
+        while true {
+            let result = try await service.store.search(SearchQuery(type: "Person", clauses: []), page: page)
+            var writes: [PreparedWrite] = []
+            for record in result.records {
+                guard let content = record.content, case .object(var o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+                let links = o["link"]?.arrayValue ?? []
+                let kept = links.filter { link in
+                    !(link["target"]?["reference"]?.stringValue?.hasPrefix("Patient/") == true && link["assurance"]?.stringValue == "level3")
+                }
+                guard kept.count != links.count else { continue }
+                cleared += 1
+                if kept.isEmpty && o["extension"] == nil {
+                    writes.append(service.pipeline.prepareDelete(record.key, ifMatch: record.version))
+                } else {
+                    o["link"] = kept.isEmpty ? nil : .array(kept)
+                    writes.append(service.pipeline.prepareGenerated(o, type: "Person", id: record.key.id, method: "PUT", ifMatch: record.version))
+                }
+            }
+            let open = try await service.store.search(SearchQuery(type: "Task", clauses: [
+                .init(parameter: "code", values: [.token(system: ReviewItems.codeSystem, code: "possible-match"),
+                                                  .token(system: ReviewItems.codeSystem, code: "possible-duplicate")]),
+                .init(parameter: "status", values: [.token(system: nil, code: "requested")]),
+            ]), limit: 10_000)
+            writes += open.map { service.pipeline.prepareDelete($0) }
+            if !writes.isEmpty { _ = try await service.commit(WriteUnit(writes: writes)) }
+            progress("cleared automatic links of \(cleared) Persons")
+            guard let next = result.next else { break }
+            page = next
+        }
+        return cleared
+    }
+}
