@@ -56,7 +56,10 @@ public struct MasterPatientIndex: Sendable {
 
     public var rules: MatchRules { scorer.rules }
 
-    public func plan(for writes: [PreparedWrite]) async throws -> LinkagePlan {
+    /// - Parameter previous: for `huitong empi rebuild`, the Person each Patient belonged to before the
+    ///   automatic links were cleared: a Patient that matches nothing better goes back there (when
+    ///   it still holds a reviewer's MANUAL links) rather than to a new Person.
+    public func plan(for writes: [PreparedWrite], previous: [ResourceKey: ResourceKey] = [:]) async throws -> LinkagePlan {
         let patients = writes.filter { $0.key.type == "Patient" }
         guard !patients.isEmpty else { return LinkagePlan() }
         let workspace = LinkageWorkspace(store: store)
@@ -88,7 +91,8 @@ public struct MasterPatientIndex: Sendable {
                 }
             case .create, .update:
                 guard let resource = write.resource, let f = features[write.key] else { continue }
-                let (outcome, person) = try await match(write.key, resource, f, keys[write.key] ?? [], stored, workspace, &plan)
+                let (outcome, person) = try await match(write.key, resource, f, keys[write.key] ?? [], stored, workspace, &plan,
+                                                        previous: previous[write.key])
                 plan.outcomes[write.key] = outcome
                 plan.persons[write.key] = person
             }
@@ -159,7 +163,7 @@ public struct MasterPatientIndex: Sendable {
 
     func match(_ key: ResourceKey, _ resource: JSONObject, _ features: PatientFeatures, _ keys: [String],
                _ stored: [String: [ResourceKey]], _ workspace: LinkageWorkspace,
-               _ plan: inout LinkagePlan) async throws -> (MatchOutcome, ResourceKey) {
+               _ plan: inout LinkagePlan, previous: ResourceKey? = nil) async throws -> (MatchOutcome, ResourceKey) {
         workspace.patients[key] = (resource, features)
         let current = try await workspace.person(of: key)
         let candidates = candidates(key, keys, stored, workspace)
@@ -194,6 +198,10 @@ public struct MasterPatientIndex: Sendable {
         let person: ResourceKey
         if let current, workspace.persons[current]?.patientLinks.count == 1 {
             person = current
+        } else if current == nil, let previous, let state = try await workspace.person(previous), !state.notMatch.contains(key),
+                  state.links.contains(where: { $0.assurance == "level4" }) {
+            person = previous
+            workspace.link(key, to: person, assurance: "level3")
         } else {
             if let current { workspace.unlink(key, from: current) }
             person = workspace.newPerson()

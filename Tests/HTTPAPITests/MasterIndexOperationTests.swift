@@ -93,7 +93,7 @@ final class MasterIndexOperationTests: XCTestCase {
     func test_notMatch_keepsMatchingAway_andUnlinkSeparates() async throws {
         try await TestServer.run { server, _ in
             let id = residentID("1966-06-06", 66)
-            let a = try await createPatient(server, registration(family: "郑", given: "军", birth: "1966-06-06", id: id, mrn: "1", facility: "x"))
+            let a = try await createPatient(server, registration(family: "郑", given: "军", birth: "1966-06-06", id: id, mrn: "1", facility: "x", phone: "13912345678"))
             let b = try await createPatient(server, registration(family: "郑", given: "军", birth: "1966-06-06", id: id, mrn: "2", facility: "y"))
             let person = try await personID(server, of: a)
             let p2 = try await personID(server, of: b)
@@ -108,10 +108,11 @@ final class MasterIndexOperationTests: XCTestCase {
             _ = try await server.request(.put, "/fhir/Patient/\(b)", current.bodyText)
             let p3 = try await personID(server, of: b)
             XCTAssertNotEqual(p3, person)
-            // Unlink: a leaves its Person for one of its own.
-            let c = try await createPatient(server, registration(family: "郑", given: "军", birth: "1966-06-06", id: id, mrn: "3", facility: "z"))
+            // c is a again (same phone too): it joins a's Person, not b's, although b looks alike.
+            let c = try await createPatient(server, registration(family: "郑", given: "军", birth: "1966-06-06", id: id, mrn: "3", facility: "z", phone: "13912345678"))
             let p4 = try await personID(server, of: c)
             XCTAssertEqual(p4, person)
+            // Unlink: c leaves a's Person for one of its own.
             let u = try await server.request(.post, "/fhir/$empi-unlink", decision([("patient", "Patient/\(c)"), ("person", "Person/\(person)")]))
             XCTAssertEqual(u.status, 200, u.bodyText)
             let p5 = try await personID(server, of: c)

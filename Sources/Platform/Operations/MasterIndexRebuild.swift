@@ -23,7 +23,8 @@ public struct MasterIndexRebuild: Sendable {
     public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         guard let index = service.masterIndex else { throw FHIRError(501, code: "not-supported", "Matching is turned off") }
         var report = Report()
-        report.personsCleared = try await clearAutomaticLinks(progress)
+        let previous: [ResourceKey: ResourceKey]
+        (report.personsCleared, previous) = try await clearAutomaticLinks(progress)
         var page = PageRequest(count: Self.batch)
         let total = try await service.store.resourceCounts()["Patient"] ?? 0
         while true {
@@ -34,7 +35,7 @@ public struct MasterIndexRebuild: Sendable {
                 guard let content = record.content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
                 return service.pipeline.prepareGenerated(o, type: "Patient", id: record.key.id, method: "PUT", ifMatch: nil)
             }
-            let plan = try await index.plan(for: writes)
+            let plan = try await index.plan(for: writes, previous: previous)
             let unit = WriteUnit(writes: plan.writes.map {
                 service.pipeline.prepareGenerated($0.resource, type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch)
             }, assumptions: service.store.hasOtherWriters ? plan.assumptions : [])
@@ -49,9 +50,11 @@ public struct MasterIndexRebuild: Sendable {
     }
 
     /// Removes every AUTO (level3) Patient link; a Person left with none is deleted, and open
-    /// review items are withdrawn (matching raises them again where they still apply).
-    func clearAutomaticLinks(_ progress: @Sendable (String) -> Void) async throws -> Int {
+    /// review items are withdrawn (matching raises them again where they still apply). Returns how
+    /// many Persons changed and where each unlinked Patient was.
+    func clearAutomaticLinks(_ progress: @Sendable (String) -> Void) async throws -> (Int, [ResourceKey: ResourceKey]) {
         var cleared = 0
+        var previous: [ResourceKey: ResourceKey] = [:]
         var page = PageRequest(count: Self.batch)
         while true {
             let result = try await service.store.search(SearchQuery(type: "Person", clauses: []), page: page)
@@ -64,6 +67,12 @@ public struct MasterIndexRebuild: Sendable {
                 }
                 guard kept.count != links.count else { continue }
                 cleared += 1
+                for link in links where !kept.contains(link) {
+                    if let ref = link["target"]?["reference"]?.stringValue {
+                        let parts = ref.split(separator: "/")
+                        if parts.count == 2 { previous[ResourceKey(String(parts[0]), String(parts[1]))] = record.key }
+                    }
+                }
                 if kept.isEmpty && o["extension"] == nil {
                     writes.append(service.pipeline.prepareDelete(record.key, ifMatch: record.version))
                 } else {
@@ -82,6 +91,6 @@ public struct MasterIndexRebuild: Sendable {
             guard let next = result.next else { break }
             page = next
         }
-        return cleared
+        return (cleared, previous)
     }
 }
