@@ -149,6 +149,17 @@ public struct MasterPatientIndex: Sendable {
         }.sorted { $0.probability != $1.probability ? $0.probability > $1.probability : $0.key.id < $1.key.id }
     }
 
+    /// Whether the Person is known under a resident ID number that the record's (valid) number is
+    /// neither equal to nor one typo away from.
+    static func conflictsOnResidentID(_ features: PatientFeatures, _ person: PersonState) -> Bool {
+        guard let id = features.residentID?.value else { return false }
+        let known = (person.original["identifier"]?.arrayValue ?? []).compactMap { i -> String? in
+            guard i["system"]?.stringValue == IdentifierSystems.residentID, let v = i["value"]?.stringValue else { return nil }
+            return (try? ResidentID(v))?.value
+        }
+        return !known.isEmpty && !known.contains { $0 == id || Comparator.nearMiss($0, id) }
+    }
+
     /// The Person a Patient is linked to, and every Patient linked to that Person (PIX).
     public func linkedRecords(of patient: ResourceKey) async throws -> (person: ResourceKey, patients: [ResourceKey])? {
         let workspace = LinkageWorkspace(store: store)
@@ -174,12 +185,24 @@ public struct MasterPatientIndex: Sendable {
         try await workspace.load(candidates)
         // The best probability per Person over its linked candidates.
         var best: [ResourceKey: Double] = [:]
+        var corroborated = Set<ResourceKey>()
         for candidate in candidates {
             guard let person = workspace.personOfPatient[candidate],
                   let state = workspace.persons[person], state.active, !state.notMatch.contains(key),
                   let other = workspace.patients[candidate]?.features else { continue }
-            let p = scorer.score(Comparator.compare(features, other)).probability
+            let comparison = Comparator.compare(features, other)
+            let p = scorer.score(comparison).probability
             best[person] = max(best[person] ?? 0, p)
+            if p >= rules.autoLinkThreshold && Comparator.corroborates(comparison) { corroborated.insert(person) }
+        }
+        // Guards on top of the score, for patient safety (a false link shows one resident's record
+        // to another): never link automatically across two different resident ID numbers known for
+        // the Person, nor on name and dates alone without an identifier, phone or street agreeing.
+        for (person, p) in best where p >= rules.autoLinkThreshold {
+            let conflicting = workspace.persons[person].map { Self.conflictsOnResidentID(features, $0) } ?? false
+            if conflicting || (rules.requireCorroboration && !corroborated.contains(person)) {
+                best[person] = min(p, (rules.autoLinkThreshold + rules.reviewThreshold) / 2)
+            }
         }
         let ranked = best.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key.id < $1.key.id }
         if let top = ranked.first, top.value >= rules.autoLinkThreshold {

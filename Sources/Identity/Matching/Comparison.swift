@@ -63,6 +63,17 @@ public enum Comparator {
         return result
     }
 
+    /// Whether a pair agrees on something beyond names and dates: an identifier (or a one-character
+    /// typo of it), a phone, a newborn's mother, or the street (with its house number and postal code).
+    public static func corroborates(_ c: PairComparison) -> Bool {
+        func level(_ f: ComparisonField) -> Int? { c.levels[f] }
+        if let l = level(.residentID), l <= 1 { return true }
+        if let l = level(.identifier), l <= 1 { return true }
+        if level(.phone) == 0 || level(.motherID) == 0 { return true }
+        if let l = level(.street), l <= 1 { return true }
+        return level(.houseNumber) == 0 && level(.postalCode) == 0
+    }
+
     static func splitIdentifier(_ s: String) -> (String, String) {
         let parts = s.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
         return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")

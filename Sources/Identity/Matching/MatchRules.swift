@@ -29,6 +29,18 @@ public struct MatchRules: Codable, Sendable, Equatable {
     public var termFrequencies: [String: [String: Double]]
     /// A blocking key shared by more records than this is too common to find candidates with.
     public var maxCandidatesPerKey: Int
+    /// Link automatically only when an identifier, phone, street or a newborn's mother agrees too,
+    /// not on names and dates alone (absent in a file: true).
+    public var requireCorroboration: Bool {
+        get { corroboration ?? true }
+        set { corroboration = newValue }
+    }
+    private var corroboration: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case prior, autoLinkThreshold, reviewThreshold, fields, termFrequencies, maxCandidatesPerKey
+        case corroboration = "requireCorroboration"
+    }
 
     public init(prior: Double, autoLinkThreshold: Double, reviewThreshold: Double, fields: [String: [Level]],
                 termFrequencies: [String: [String: Double]] = [:], maxCandidatesPerKey: Int = 200) {
