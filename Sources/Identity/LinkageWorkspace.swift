@@ -122,10 +122,7 @@ final class LinkageWorkspace {
 
     func loadPersons(of patients: [ResourceKey]) async throws {
         for chunk in stride(from: 0, to: patients.count, by: 200).map({ Array(patients[$0..<min($0 + 200, patients.count)]) }) {
-            let query = SearchQuery(type: "Person", clauses: [
-                .init(parameter: "link", parameterType: "reference", values: chunk.map { .reference(type: "Patient", id: $0.id) })])
-            let page = try await store.search(query, page: PageRequest(count: 1000))
-            for record in page.records {
+            for record in try await store.resources(of: "Person", referencing: chunk, parameter: "link") {
                 guard persons[record.key] == nil, let content = record.content,
                       case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
                 let state = PersonState(key: record.key, version: record.version, content: o)

@@ -80,8 +80,10 @@ public struct MasterPatientIndex: Sendable {
         }
         let stored = try await lookup(Set(keys.values.joined()))
         try await workspace.loadPersons(ofWritten: patients.map(\.key))
-        // Every stored candidate of the unit, with its Person, read in a few queries up front.
-        try await workspace.load(Set(stored.values.joined()).subtracting(features.keys))
+        // The unit's stored candidates, with their Persons, read in a few queries up front.
+        var wanted = Set<ResourceKey>()
+        for (_, k) in keys { wanted.formUnion(Self.select(k.compactMap { b in stored[b].map { (b, $0) } })) }
+        try await workspace.load(wanted.subtracting(features.keys))
         for write in patients {
             switch write.action {
             case .delete:
@@ -124,17 +126,33 @@ public struct MasterPatientIndex: Sendable {
     /// written earlier in this unit.
     func candidates(_ key: ResourceKey, _ keys: [String], _ stored: [String: [ResourceKey]],
                     _ workspace: LinkageWorkspace) -> Set<ResourceKey> {
-        var found = Set<ResourceKey>()
+        var found: [(String, [ResourceKey])] = []
         for blockKey in keys {
             guard let fromStore = stored[blockKey] else { continue }
             let inUnit = workspace.unitKeys[blockKey] ?? []
             workspace.unitKeys[blockKey, default: []].append(key)
             guard fromStore.count + inUnit.count <= rules.maxCandidatesPerKey else { continue }
-            found.formUnion(fromStore)
-            found.formUnion(inUnit)
+            found.append((blockKey, (fromStore + inUnit).filter { $0 != key }))
         }
-        found.remove(key)
-        return found
+        return Self.select(found)
+    }
+
+    /// The candidates worth scoring among those the blocking keys found: all of them when they are
+    /// few, else those sharing an identifier, phone or mother's ID, or at least two keys (a true
+    /// match almost always shares several keys; a namesake born the same year shares one). Keeps
+    /// a common name in a region of millions from costing hundreds of record reads.
+    static func select(_ found: [(key: String, records: [ResourceKey])]) -> Set<ResourceKey> {
+        var shared: [ResourceKey: Int] = [:]
+        var strong = Set<ResourceKey>()
+        for (key, records) in found {
+            let isStrong = key.hasPrefix("rid:") || key.hasPrefix("idf:") || key.hasPrefix("tel:") || key.hasPrefix("mom:")
+            for r in records {
+                shared[r, default: 0] += 1
+                if isStrong { strong.insert(r) }
+            }
+        }
+        if shared.count <= 32 { return Set(shared.keys) }
+        return Set(shared.filter { $0.value >= 2 || strong.contains($0.key) }.keys)
     }
 
     /// Stored Patients that may be the person a Patient resource describes (`Patient/$match`),
@@ -178,6 +196,7 @@ public struct MasterPatientIndex: Sendable {
         workspace.patients[key] = (resource, features)
         let current = try await workspace.person(of: key)
         let candidates = candidates(key, keys, stored, workspace)
+        try await workspace.load(candidates)
         if let current, workspace.persons[current]?.assurance(of: key) == "level4" {
             workspace.refresh(current, latest: key)
             return (.manual, current)

@@ -21,6 +21,9 @@ public protocol ResourceStore: Sendable {
     /// Current resources of `type` having each of `codes` (any system) under the token parameter
     /// `parameter`, per code: the master index's blocking lookups, one query for many keys.
     func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]]
+    /// Current resources of `type` that reference any of `targets` through `parameter` (the master
+    /// index's Persons of a set of Patients), by index lookup.
+    func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord]
     /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
     /// optionally only of `targetType` (`_include`).
     func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord]

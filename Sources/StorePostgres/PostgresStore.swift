@@ -137,6 +137,11 @@ public final class PostgresStore: ResourceStore {
         try await current.resources(of: type, withToken: parameter, codes: codes)
     }
 
+    public func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {
+        // Feeds write decisions (the master index): the primary.
+        try await current.resources(of: type, referencing: targets, parameter: parameter)
+    }
+
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         try await reads.include(from: sources, parameter: parameter, targetType: targetType)
     }

@@ -184,6 +184,23 @@ package struct SQLReadQueries: Sendable {
         return result
     }
 
+    package func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {
+        var result: [ResourceRecord] = []
+        var seen = Set<ResourceKey>()
+        for (targetType, group) in Dictionary(grouping: targets, by: \.type) {
+            for chunk in Array(Set(group.map(\.id))).chunked(500) {
+                let sql = "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid"
+                    + " WHERE r.deleted = 0 AND r.rid IN (SELECT rid FROM idx_reference WHERE target_id IN ("
+                    + Array(repeating: "?", count: chunk.count).joined(separator: ",") + ") AND target_type = ? AND param = ? AND type = ?)"
+                let binds = chunk.map { SQLValue.text($0) } + [.text(targetType), .text(parameter), .text(type)]
+                for row in try await db.query(sql, binds) {
+                    if let record = Self.record(row), seen.insert(record.key).inserted { result.append(record) }
+                }
+            }
+        }
+        return result
+    }
+
     package func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         var result: [ResourceRecord] = []
         for chunk in sources.chunked(400) {

@@ -108,6 +108,10 @@ public final class SQLiteStore: ResourceStore {
         try await reads.resources(of: type, withToken: parameter, codes: codes)
     }
 
+    public func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {
+        try await reads.resources(of: type, referencing: targets, parameter: parameter)
+    }
+
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
         try await reads.include(from: sources, parameter: parameter, targetType: targetType)
     }
