@@ -40,13 +40,14 @@ class Server:
     def __init__(self, data_dir, database=None):
         self.data_dir = data_dir
         self.database = database
+        self.start_args = []
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         self.process = None
         self.log = open(os.path.join(data_dir, "server.log"), "ab")
 
     def start(self):
-        args = [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir]
+        args = [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir] + self.start_args
         if self.database:
             args += ["--database", self.database]
         self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
