@@ -115,10 +115,11 @@ public struct MasterPatientIndex: Sendable {
     /// `maxCandidatesPerKey` records are too common to block on and left out.
     func lookup(_ keys: Set<String>) async throws -> [String: [ResourceKey]] {
         guard !keys.isEmpty else { return [:] }
-        var found = try await store.resources(of: "Patient", withToken: BlockingKeys.parameter, codes: Array(keys))
-        found = found.filter { $0.value.count <= rules.maxCandidatesPerKey }
+        let result = try await store.resources(of: "Patient", withToken: BlockingKeys.parameter, codes: Array(keys),
+                                               limitPerCode: rules.maxCandidatesPerKey)
+        var found = result.matches
         // Keys nobody has yet still guard against a concurrent first registration.
-        for key in keys where found[key] == nil { found[key] = [] }
+        for key in keys where found[key] == nil && !result.overLimit.contains(key) { found[key] = [] }
         return found
     }
 

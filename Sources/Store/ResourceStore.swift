@@ -19,8 +19,9 @@ public protocol ResourceStore: Sendable {
     /// (`Patient` and no id), every patient and everything referencing any of them.
     func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
     /// Current resources of `type` having each of `codes` (any system) under the token parameter
-    /// `parameter`, per code: the master index's blocking lookups, one query for many keys.
-    func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]]
+    /// `parameter`, per code: the master index's blocking lookups, one query for many keys. Codes
+    /// held by more than `limitPerCode` resources come back in `overLimit`, without their rows.
+    func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup
     /// Current resources of `type` that reference any of `targets` through `parameter` (the master
     /// index's Persons of a set of Patients), by index lookup.
     func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord]
@@ -51,6 +52,16 @@ public protocol ResourceStore: Sendable {
     /// The highest schema migration applied.
     func schemaVersion() async throws -> Int
     func close() async throws
+}
+
+/// What `resources(of:withToken:codes:limitPerCode:)` found.
+public struct TokenLookup: Sendable {
+    /// The resources per code (codes nobody holds are absent).
+    public var matches: [String: [ResourceKey]] = [:]
+    /// Codes held by more resources than the limit.
+    public var overLimit: Set<String> = []
+
+    public init() {}
 }
 
 /// One committed change of a resource, as the change feed delivers it.

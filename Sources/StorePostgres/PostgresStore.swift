@@ -132,9 +132,9 @@ public final class PostgresStore: ResourceStore {
         try await reads.compartment(of: patients, types: types, since: since, page: page)
     }
 
-    public func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]] {
+    public func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup {
         // Feeds write decisions (the master index): the primary.
-        try await current.resources(of: type, withToken: parameter, codes: codes)
+        try await current.resources(of: type, withToken: parameter, codes: codes, limitPerCode: limitPerCode)
     }
 
     public func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {

@@ -1,6 +1,7 @@
 import FHIRModel
 import Foundation
 import HTTPTypes
+import Identity
 import Store
 import XCTest
 
@@ -120,6 +121,26 @@ final class MasterIndexTests: XCTestCase {
             let counts = try await store.resourceCounts()
             XCTAssertEqual(counts["Patient"], 2)
             XCTAssertEqual(counts["Person"], 1)
+        }
+    }
+
+    func test_blockingKeysTooCommonToUse_areSkipped_andRegistrationsStillCommit() async throws {
+        var rules = MatchRules.defaults
+        rules.maxCandidatesPerKey = 2
+        try await TestServer.run(matching: rules) { server, store in
+            // Six different 王s born in 1980: "family name + birth year" soon names too many to block on.
+            for i in 0..<6 {
+                _ = try await createPatient(server, registration(family: "王", given: "字\(i)", birth: "1980-0\(i + 1)-1\(i)",
+                                                                 id: residentID("1980-0\(i + 1)-1\(i)", i), mrn: "\(i)", facility: "x"))
+            }
+            // The same resident again: found through the ID number, not the over-full key.
+            let again = try await createPatient(server, registration(family: "王", given: "字5", birth: "1980-06-15",
+                                                                     id: residentID("1980-06-15", 5), mrn: "99", facility: "y"))
+            let counts = try await store.resourceCounts()
+            XCTAssertEqual(counts["Patient"], 7)
+            XCTAssertEqual(counts["Person"], 6)
+            let person = try await masterPerson(server, of: again)
+            XCTAssertEqual(linkedPatients(person).count, 2)
         }
     }
 

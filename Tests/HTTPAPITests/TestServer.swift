@@ -4,6 +4,7 @@ import HTTPAPI
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Identity
 import Store
 import StoreTestSupport
 import XCTest
@@ -40,10 +41,10 @@ struct TestServer {
     }
 
     /// Runs `body` against a new server with an empty database, on every available backend.
-    static func run(maxBodyBytes: Int = 20 * 1024 * 1024,
+    static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults,
                     _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
         try await withEachBackend { test in
-            let router = HuitongApplication.router(store: test.store, configuration: .init(maxBodyBytes: maxBodyBytes))
+            let router = HuitongApplication.router(store: test.store, configuration: .init(maxBodyBytes: maxBodyBytes, matching: matching))
             let app = Application(router: router)
             try await app.test(.router) { client in try await body(TestServer(client: client), test.store) }
         }

@@ -171,14 +171,24 @@ package struct SQLReadQueries: Sendable {
         return SearchPage(records: records, total: total, next: next)
     }
 
-    package func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]] {
-        var result: [String: [ResourceKey]] = [:]
+    package func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup {
+        var result = TokenLookup()
         for chunk in Array(Set(codes)).chunked(500) {
+            // Counts first, from the index alone: a code shared by thousands costs no row reads.
+            let list = "(" + Array(repeating: "?", count: chunk.count).joined(separator: ",") + ")"
+            let binds: [SQLValue] = [.text(type), .text(parameter)] + chunk.map { .text($0) }
+            var wanted: [String] = []
+            for row in try await db.query("SELECT code, COUNT(*) FROM idx_token WHERE type = ? AND param = ? AND code IN " + list
+                                          + " GROUP BY code", binds) {
+                guard let code = row[0].text, let n = row[1].integer else { continue }
+                if n > limitPerCode { result.overLimit.insert(code) } else { wanted.append(code) }
+            }
+            guard !wanted.isEmpty else { continue }
             let sql = "SELECT i.code, r.type, r.id FROM idx_token i JOIN resource r ON r.rid = i.rid WHERE i.type = ? AND i.param = ?"
-                + " AND i.code IN (" + Array(repeating: "?", count: chunk.count).joined(separator: ",") + ")"
-            for row in try await db.query(sql, [.text(type), .text(parameter)] + chunk.map { .text($0) }) {
+                + " AND i.code IN (" + Array(repeating: "?", count: wanted.count).joined(separator: ",") + ")"
+            for row in try await db.query(sql, [.text(type), .text(parameter)] + wanted.map { .text($0) }) {
                 guard let code = row[0].text, let t = row[1].text, let id = row[2].text else { continue }
-                result[code, default: []].append(ResourceKey(t, id))
+                result.matches[code, default: []].append(ResourceKey(t, id))
             }
         }
         return result

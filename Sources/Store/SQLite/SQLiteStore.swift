@@ -104,8 +104,8 @@ public final class SQLiteStore: ResourceStore {
         try await reads.compartment(of: patients, types: types, since: since, page: page)
     }
 
-    public func resources(of type: String, withToken parameter: String, codes: [String]) async throws -> [String: [ResourceKey]] {
-        try await reads.resources(of: type, withToken: parameter, codes: codes)
+    public func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup {
+        try await reads.resources(of: type, withToken: parameter, codes: codes, limitPerCode: limitPerCode)
     }
 
     public func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {
