@@ -102,13 +102,22 @@ final class LinkageWorkspace {
 
     /// Reads the content and Persons of the given Patients that are not known yet.
     func load(_ keys: Set<ResourceKey>) async throws {
-        if keys.isEmpty { return }
+        try await loadPatients(keys)
+        try await loadPersons(of: unknownPersons(keys))
+    }
+
+    /// Reads the content of the given Patients that are not known yet (not their Persons).
+    func loadPatients(_ keys: Set<ResourceKey>) async throws {
         for key in keys where patients[key] == nil {
             guard let record = try await store.read(key), !record.deleted, let content = record.content,
                   case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
             patients[key] = (o, PatientFeatures(patient: o))
         }
-        try await loadPersons(of: keys.filter { personOfPatient[$0] == nil && !withoutPerson.contains($0) })
+    }
+
+    /// Those of the given Patients whose Person has not been looked up yet.
+    func unknownPersons<S: Sequence<ResourceKey>>(_ keys: S) -> [ResourceKey] {
+        keys.filter { personOfPatient[$0] == nil && !withoutPerson.contains($0) }
     }
 
     /// The Persons of the given Patients; those not stored yet (new registrations) have none.
@@ -121,6 +130,7 @@ final class LinkageWorkspace {
     }
 
     func loadPersons(of patients: [ResourceKey]) async throws {
+        guard !patients.isEmpty else { return }
         for chunk in stride(from: 0, to: patients.count, by: 200).map({ Array(patients[$0..<min($0 + 200, patients.count)]) }) {
             for record in try await store.resources(of: "Person", referencing: chunk, parameter: "link") {
                 guard persons[record.key] == nil, let content = record.content,
@@ -181,7 +191,7 @@ final class LinkageWorkspace {
     func personWrites() async throws -> [IndexWrite] {
         var writes: [IndexWrite] = []
         for (key, state) in persons.sorted(by: { $0.key.id < $1.key.id }) where state.dirty {
-            try await load(Set(state.patientLinks))
+            try await loadPatients(Set(state.patientLinks))
             writes.append(IndexWrite(type: "Person", id: key.id, resource: content(of: state), ifMatch: state.version,
                                      method: state.version == nil ? "POST" : "PUT"))
         }

@@ -83,7 +83,7 @@ public struct MasterPatientIndex: Sendable {
         // The unit's stored candidates, with their Persons, read in a few queries up front.
         var wanted = Set<ResourceKey>()
         for (_, k) in keys { wanted.formUnion(Self.select(k.compactMap { b in stored[b].map { (b, $0) } })) }
-        try await workspace.load(wanted.subtracting(features.keys))
+        try await workspace.loadPatients(wanted.subtracting(features.keys))
         for write in patients {
             switch write.action {
             case .delete:
@@ -197,21 +197,25 @@ public struct MasterPatientIndex: Sendable {
         workspace.patients[key] = (resource, features)
         let current = try await workspace.person(of: key)
         let candidates = candidates(key, keys, stored, workspace)
-        try await workspace.load(candidates)
         if let current, workspace.persons[current]?.assurance(of: key) == "level4" {
             workspace.refresh(current, latest: key)
             return (.manual, current)
         }
-        try await workspace.load(candidates)
+        try await workspace.loadPatients(candidates)
+        // Scored first; only the Persons of candidates worth a review are read.
+        let scored = candidates.compactMap { candidate -> (ResourceKey, Double, PairComparison)? in
+            guard let other = workspace.patients[candidate]?.features else { return nil }
+            let comparison = Comparator.compare(features, other)
+            let p = scorer.score(comparison).probability
+            return p >= rules.reviewThreshold ? (candidate, p, comparison) : nil
+        }
+        try await workspace.loadPersons(of: workspace.unknownPersons(scored.map(\.0)))
         // The best probability per Person over its linked candidates.
         var best: [ResourceKey: Double] = [:]
         var corroborated = Set<ResourceKey>()
-        for candidate in candidates {
+        for (candidate, p, comparison) in scored {
             guard let person = workspace.personOfPatient[candidate],
-                  let state = workspace.persons[person], state.active, !state.notMatch.contains(key),
-                  let other = workspace.patients[candidate]?.features else { continue }
-            let comparison = Comparator.compare(features, other)
-            let p = scorer.score(comparison).probability
+                  let state = workspace.persons[person], state.active, !state.notMatch.contains(key) else { continue }
             best[person] = max(best[person] ?? 0, p)
             if p >= rules.autoLinkThreshold && Comparator.corroborates(comparison) { corroborated.insert(person) }
         }

@@ -12,6 +12,8 @@ final class SQLitePointReader: Sendable {
         var db: OpaquePointer?
         var read: OpaquePointer?
         var vread: OpaquePointer?
+        /// Other short indexed queries (`rows`), prepared on first use.
+        var statements: [String: OpaquePointer] = [:]
     }
 
     private final class Slot: Sendable {
@@ -64,6 +66,60 @@ final class SQLitePointReader: Sendable {
 
     func vread(_ key: ResourceKey, version: Int) throws -> ResourceRecord? {
         try withConnection { c in try Self.run(c.vread, key, version: version, db: c.db) }
+    }
+
+    /// Runs a short indexed query once per set of parameters, on one connection, with the
+    /// statement prepared once per connection. Only for lookups that take microseconds (they
+    /// run on the calling thread): the master index's blocking-key and link lookups.
+    func rows(_ sql: String, _ bindings: [[SQLValue]]) throws -> [[[SQLValue]]] {
+        try withConnection { c in
+            let statement: OpaquePointer?
+            if let s = c.statements[sql] {
+                statement = s
+            } else {
+                statement = try Self.prepare(c.db, sql)
+                c.statements[sql] = statement
+            }
+            return try bindings.map { binds in try Self.rows(statement, binds, db: c.db) }
+        }
+    }
+
+    private static func rows(_ statement: OpaquePointer?, _ binds: [SQLValue], db: OpaquePointer?) throws -> [[SQLValue]] {
+        defer { sqlite_nio_sqlite3_reset(statement) }
+        // SQLITE_TRANSIENT: SQLite copies text and blobs while binding.
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (i, value) in binds.enumerated() {
+            let index = Int32(i + 1)
+            switch value {
+            case .integer(let v): sqlite_nio_sqlite3_bind_int64(statement, index, Int64(v))
+            case .double(let v): sqlite_nio_sqlite3_bind_double(statement, index, v)
+            case .text(let v): sqlite_nio_sqlite3_bind_text(statement, index, v, -1, transient)
+            case .blob(let v):
+                _ = v.withUnsafeReadableBytes { sqlite_nio_sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
+            case .null: sqlite_nio_sqlite3_bind_null(statement, index)
+            }
+        }
+        var result: [[SQLValue]] = []
+        let columns = sqlite_nio_sqlite3_column_count(statement)
+        while true {
+            let rc = sqlite_nio_sqlite3_step(statement)
+            if rc == SQLITE_DONE { return result }
+            guard rc == SQLITE_ROW else { throw StoreError.storage("Query failed: \(String(cString: sqlite_nio_sqlite3_errmsg(db)))") }
+            var row: [SQLValue] = []
+            row.reserveCapacity(Int(columns))
+            for i in 0..<columns {
+                switch sqlite_nio_sqlite3_column_type(statement, i) {
+                case SQLITE_INTEGER: row.append(.integer(Int(sqlite_nio_sqlite3_column_int64(statement, i))))
+                case SQLITE_FLOAT: row.append(.double(sqlite_nio_sqlite3_column_double(statement, i)))
+                case SQLITE_TEXT: row.append(.text(String(cString: sqlite_nio_sqlite3_column_text(statement, i))))
+                case SQLITE_BLOB:
+                    let count = Int(sqlite_nio_sqlite3_column_bytes(statement, i))
+                    row.append(.blob(ByteBuffer(bytes: UnsafeRawBufferPointer(start: sqlite_nio_sqlite3_column_blob(statement, i), count: count))))
+                default: row.append(.null)
+                }
+            }
+            result.append(row)
+        }
     }
 
     /// Takes a free connection without waiting when one is free; otherwise waits for one.
@@ -119,6 +175,7 @@ final class SQLitePointReader: Sendable {
             slot.connection.withLock { c in
                 sqlite_nio_sqlite3_finalize(c.read)
                 sqlite_nio_sqlite3_finalize(c.vread)
+                for s in c.statements.values { sqlite_nio_sqlite3_finalize(s) }
                 sqlite_nio_sqlite3_close_v2(c.db)
                 c = Connection()
             }

@@ -18,6 +18,7 @@ public final class SQLiteStore: ResourceStore {
     let readers: [SQLiteConnection]
     let pointReader: SQLitePointReader
     let writer: SQLiteWriter
+    let checkpointer: SQLiteCheckpointer
     let logger: Logger
     /// Change-feed consumers being served now.
     private let consumers = Mutex<Set<String>>([])
@@ -34,6 +35,10 @@ public final class SQLiteStore: ResourceStore {
         _ = try await writeConnection.query("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
         _ = try await writeConnection.query("PRAGMA cache_size = -65536")
         _ = try await writeConnection.query("PRAGMA temp_store = MEMORY")
+        // Checkpoints run in the background (SQLiteCheckpointer), not inside a commit; the WAL
+        // file is cut back to this size when it restarts.
+        _ = try await writeConnection.query("PRAGMA wal_autocheckpoint = 0")
+        _ = try await writeConnection.query("PRAGMA journal_size_limit = 67108864")
         try await migrate(writeConnection, logger: logger)
         // Keep the planner's statistics current (cheap when nothing changed much).
         _ = try await writeConnection.query("PRAGMA optimize = 0x10002")
@@ -48,11 +53,14 @@ public final class SQLiteStore: ResourceStore {
         }
         let writer = try await SQLiteWriter.make(connection: writeConnection, logger: logger)
         let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
-        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, logger: logger)
+        let checkpointer = try SQLiteCheckpointer(path: path, logger: logger)
+        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, checkpointer: checkpointer, logger: logger)
     }
 
-    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, logger: Logger) {
+    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, checkpointer: SQLiteCheckpointer,
+         logger: Logger) {
         self.readers = readers
+        self.checkpointer = checkpointer
         self.reads = SQLReadQueries(SQLiteReaders(readers))
         self.pointReader = pointReader
         self.writer = writer
@@ -104,12 +112,30 @@ public final class SQLiteStore: ResourceStore {
         try await reads.compartment(of: patients, types: types, since: since, page: page)
     }
 
+    // The master index's lookups run on every Patient write: one prepared statement per code or
+    // target, on the point reader's connections (a few microseconds each), rather than a
+    // thread-pool round trip per query.
+
     public func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup {
-        try await reads.resources(of: type, withToken: parameter, codes: codes, limitPerCode: limitPerCode)
+        let codes = Array(Set(codes))
+        let sql = "SELECT r.type, r.id FROM idx_token i JOIN resource r ON r.rid = i.rid"
+            + " WHERE i.type = ? AND i.param = ? AND i.code = ? LIMIT ?"
+        let found = try pointReader.rows(sql, codes.map { [.text(type), .text(parameter), .text($0), .integer(limitPerCode + 1)] })
+        var result = TokenLookup()
+        for (code, rows) in zip(codes, found) where !rows.isEmpty {
+            if rows.count > limitPerCode { result.overLimit.insert(code); continue }
+            result.matches[code] = rows.compactMap { row in row[0].text.flatMap { t in row[1].text.map { ResourceKey(t, $0) } } }
+        }
+        return result
     }
 
     public func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {
-        try await reads.resources(of: type, referencing: targets, parameter: parameter)
+        let sql = "SELECT \(SQLReadQueries.recordColumns) FROM idx_reference i JOIN resource r ON r.rid = i.rid"
+            + " JOIN resource_history h ON h.hid = r.hid"
+            + " WHERE i.target_id = ? AND i.target_type = ? AND i.param = ? AND i.type = ? AND r.deleted = 0"
+        var seen = Set<ResourceKey>()
+        return try pointReader.rows(sql, targets.map { [.text($0.id), .text($0.type), .text(parameter), .text(type)] })
+            .joined().compactMap { row in SQLReadQueries.record(row).flatMap { seen.insert($0.key).inserted ? $0 : nil } }
     }
 
     public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
@@ -163,6 +189,7 @@ public final class SQLiteStore: ResourceStore {
 
     public func close() async throws {
         try? await writer.analyze(full: false)
+        await checkpointer.close()
         try await writer.close()
         pointReader.close()
         for r in readers { try await r.close() }
