@@ -26,22 +26,27 @@ public final class SQLiteStore: ResourceStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4,
                             logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
+        // The writer's connection: settings, migrations, then group commit (SQLiteWriter).
+        let writeConnection = try SQLiteRawConnection(path: path)
+        do {
+            try writeConnection.exec("PRAGMA journal_mode = WAL")
+            try writeConnection.exec("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            try writeConnection.exec("PRAGMA cache_size = -65536")
+            try writeConnection.exec("PRAGMA temp_store = MEMORY")
+            // Checkpoints run in the background (SQLiteCheckpointer), not inside a commit; the WAL
+            // file is cut back to this size when it restarts.
+            try writeConnection.exec("PRAGMA wal_autocheckpoint = 0")
+            try writeConnection.exec("PRAGMA journal_size_limit = 67108864")
+            try migrate(writeConnection, logger: logger)
+            // Keep the planner's statistics current (cheap when nothing changed much).
+            try writeConnection.exec("PRAGMA optimize = 0x10002")
+        } catch {
+            writeConnection.close()
+            throw error
+        }
         let pool = NIOThreadPool(numberOfThreads: max(2, readerCount))
         pool.start()
         let storage: SQLiteConnection.Storage = .file(path: path)
-        let writeConnection = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger,
-                                                              on: MultiThreadedEventLoopGroup.singleton.any())
-        _ = try await writeConnection.query("PRAGMA journal_mode = WAL")
-        _ = try await writeConnection.query("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
-        _ = try await writeConnection.query("PRAGMA cache_size = -65536")
-        _ = try await writeConnection.query("PRAGMA temp_store = MEMORY")
-        // Checkpoints run in the background (SQLiteCheckpointer), not inside a commit; the WAL
-        // file is cut back to this size when it restarts.
-        _ = try await writeConnection.query("PRAGMA wal_autocheckpoint = 0")
-        _ = try await writeConnection.query("PRAGMA journal_size_limit = 67108864")
-        try await migrate(writeConnection, logger: logger)
-        // Keep the planner's statistics current (cheap when nothing changed much).
-        _ = try await writeConnection.query("PRAGMA optimize = 0x10002")
         var readers: [SQLiteConnection] = []
         for _ in 0..<readerCount {
             let c = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger,
@@ -51,7 +56,7 @@ public final class SQLiteStore: ResourceStore {
             _ = try await c.query("PRAGMA mmap_size = 268435456")
             readers.append(c)
         }
-        let writer = try await SQLiteWriter.make(connection: writeConnection, logger: logger)
+        let writer = try SQLiteWriter(connection: writeConnection, logger: logger)
         let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
         let checkpointer = try SQLiteCheckpointer(path: path, logger: logger)
         return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, checkpointer: checkpointer, logger: logger)
@@ -67,19 +72,19 @@ public final class SQLiteStore: ResourceStore {
         self.logger = logger
     }
 
-    static func migrate(_ db: SQLiteConnection, logger: Logger) async throws {
-        _ = try await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-        let applied = Set(try await db.query("SELECT version FROM schema_migrations").compactMap { $0.column("version")?.integer })
+    static func migrate(_ db: SQLiteRawConnection, logger: Logger) throws {
+        try db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        let applied = Set(try db.query("SELECT version FROM schema_migrations", []).compactMap { $0.first?.integer })
         for migration in SQLiteMigrations.all where !applied.contains(migration.version) {
             logger.info("Applying migration \(migration.version): \(migration.name)")
-            _ = try await db.query("BEGIN IMMEDIATE")
+            try db.exec("BEGIN IMMEDIATE")
             do {
-                for statement in migration.statements { _ = try await db.query(statement) }
-                _ = try await db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, datetime('now'))",
-                                       [.integer(migration.version), .text(migration.name)])
-                _ = try await db.query("COMMIT")
+                for statement in migration.statements { try db.exec(statement) }
+                try db.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, datetime('now'))",
+                           [.integer(migration.version), .text(migration.name)])
+                try db.exec("COMMIT")
             } catch {
-                _ = try? await db.query("ROLLBACK")
+                try? db.exec("ROLLBACK")
                 throw error
             }
         }

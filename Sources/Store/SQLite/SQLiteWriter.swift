@@ -1,43 +1,28 @@
 import FHIRModel
 import Logging
 import NIOCore
-import SQLiteNIO
+import NIOPosix
 
 /// The single writer of the SQLite store. Units queue up while a commit is in flight and
 /// the next commit takes all of them (group commit), so many concurrent writers share
 /// one fsync. Each unit stays atomic: its preconditions are checked under the writer's
 /// lock, and a unit that fails is left out without affecting the others in the batch.
+/// A batch runs start to end on the writer's own thread, through the C API with prepared
+/// statements (`SQLiteWriteSession`): one thread hop per batch, not one per statement.
 actor SQLiteWriter {
-    private let db: SQLiteConnection
+    private let session: SQLiteWriteSession
+    private let thread = NIOThreadPool(numberOfThreads: 1)
     private let logger: Logger
     private var queue: [(unit: WriteUnit, continuation: CheckedContinuation<[WriteOutcome], any Error>)] = []
     private var draining = false
-    private var nextRid: Int
-    private var nextHid: Int
-    private var lastTime: Int64
     private var closed = false
 
     static let maxBatchUnits = 256
 
-    private init(db: SQLiteConnection, logger: Logger, nextRid: Int, nextHid: Int, lastTime: Int64) {
-        self.db = db
+    init(connection: SQLiteRawConnection, logger: Logger) throws {
+        session = try SQLiteWriteSession(db: connection)
         self.logger = logger
-        self.nextRid = nextRid
-        self.nextHid = nextHid
-        self.lastTime = lastTime
-    }
-
-    static func make(connection: SQLiteConnection, logger: Logger) async throws -> SQLiteWriter {
-        let rows = try await connection.query("""
-            SELECT (SELECT COALESCE(MAX(rid), 0) FROM resource) AS rid,
-                   (SELECT COALESCE(MAX(hid), 0) FROM resource_history) AS hid,
-                   (SELECT COALESCE(MAX(last_updated), 0) FROM resource_history) AS t
-            """)
-        let row = rows.first
-        return SQLiteWriter(db: connection, logger: logger,
-                            nextRid: (row?.column("rid")?.integer ?? 0) + 1,
-                            nextHid: (row?.column("hid")?.integer ?? 0) + 1,
-                            lastTime: Int64(row?.column("t")?.integer ?? 0))
+        thread.start()
     }
 
     func submit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
@@ -54,7 +39,9 @@ actor SQLiteWriter {
     func close() async throws {
         closed = true
         while draining { await Task.yield() }
-        try await db.close()
+        let session = self.session
+        try await thread.runIfActive { session.db.close() }
+        try await thread.shutdownGracefully()
     }
 
     private func drain() async {
@@ -63,7 +50,7 @@ actor SQLiteWriter {
             let batch = Array(queue.prefix(n))
             queue.removeFirst(n)
             do {
-                let results = try await commitBatch(batch.map(\.unit))
+                let results = try await onThread { try $0.commitBatch(batch.map(\.unit)) }
                 for (item, result) in zip(batch, results) { item.continuation.resume(with: result) }
             } catch {
                 // The batch as a whole failed (an engine error, not a precondition): retry the
@@ -75,7 +62,7 @@ actor SQLiteWriter {
                 logger.warning("Group commit failed, retrying units singly: \(error)")
                 for item in batch {
                     do {
-                        let results = try await commitBatch([item.unit])
+                        let results = try await onThread { try $0.commitBatch([item.unit]) }
                         item.continuation.resume(with: results[0])
                     } catch {
                         item.continuation.resume(throwing: StoreError.storage("\(error)"))
@@ -86,39 +73,78 @@ actor SQLiteWriter {
         draining = false
     }
 
-    private func commitBatch(_ units: [WriteUnit]) async throws -> [Result<[WriteOutcome], any Error>] {
+    /// Runs `body` with the session on the writer's thread (batches never overlap: `drain` awaits each).
+    private func onThread<T: Sendable>(_ body: @escaping @Sendable (SQLiteWriteSession) throws -> T) async throws -> T {
+        let session = self.session
+        return try await thread.runIfActive { try body(session) }
+    }
+
+    /// Replaces the index rows of the given resources in one transaction (`huitong reindex`).
+    func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) async throws {
+        try await onThread { try $0.replaceIndex(index) }
+    }
+
+    /// `ANALYZE` (full) or `PRAGMA optimize` (only tables whose statistics are stale).
+    func analyze(full: Bool = true) async throws {
+        try await onThread { try $0.db.exec(full ? "ANALYZE" : "PRAGMA optimize") }
+    }
+
+    static let indexTables = SQLiteWriteSession.indexTables
+}
+
+/// The writer's connection and row counters; used only on the writer's thread, one batch at a time.
+final class SQLiteWriteSession: @unchecked Sendable {
+    let db: SQLiteRawConnection
+    private var nextRid: Int
+    private var nextHid: Int
+    private var lastTime: Int64
+
+    init(db: SQLiteRawConnection) throws {
+        self.db = db
+        let row = try db.query("""
+            SELECT (SELECT COALESCE(MAX(rid), 0) FROM resource), (SELECT COALESCE(MAX(hid), 0) FROM resource_history),
+                   (SELECT COALESCE(MAX(last_updated), 0) FROM resource_history)
+            """, []).first ?? []
+        nextRid = (row.first?.integer ?? 0) + 1
+        nextHid = (row.dropFirst().first?.integer ?? 0) + 1
+        lastTime = Int64(row.dropFirst(2).first?.integer ?? 0)
+    }
+
+    func commitBatch(_ units: [WriteUnit]) throws -> [Result<[WriteOutcome], any Error>] {
         var overlay: [ResourceKey: ResourceState] = [:]
         var pending = PendingRows()
         var fresh = Set<Int>()  // rids created in this batch that are not yet in the database
         var results: [Result<[WriteOutcome], any Error>] = []
-        _ = try await db.query("BEGIN IMMEDIATE")
+        let (savedRid, savedHid, savedTime) = (nextRid, nextHid, lastTime)
+        try db.exec("BEGIN IMMEDIATE")
         do {
             for unit in units {
                 do {
                     if !unit.assumptions.isEmpty {
-                        try await flush(&pending, fresh: &fresh)
+                        try flush(&pending, fresh: &fresh)
                         for assumption in unit.assumptions {
                             let (sql, binds) = SearchSQL(.sqlite).compile(assumption.query, limit: max(assumption.expected.count + 1, 2))
-                            let found = try await db.rows(sql, binds).compactMap { row -> ResourceKey? in
+                            let found = try db.query(sql, binds).compactMap { row -> ResourceKey? in
                                 guard let t = row[0].text, let id = row[1].text else { return nil }
                                 return ResourceKey(t, id)
                             }
                             if Set(found) != Set(assumption.expected) { throw StoreError.conditionChanged }
                         }
                     }
-                    let lookup = unit.writes.filter { w in overlay[w.key] == nil && (w.action != .create || w.mustNotExist) }.map(\.key)
-                    let known = try await currentStates(Array(Set(lookup)))
-                    for (k, v) in known { overlay[k] = v }
+                    for key in Set(unit.writes.filter { w in overlay[w.key] == nil && (w.action != .create || w.mustNotExist) }.map(\.key)) {
+                        if let state = try currentState(key) { overlay[key] = state }
+                    }
                     results.append(.success(try apply(unit, overlay: &overlay, pending: &pending, fresh: &fresh)))
                     if let c = unit.consumerPosition { pending.consumers[c.name] = c.position }
                 } catch let error as StoreError {
                     results.append(.failure(error))
                 }
             }
-            try await flush(&pending, fresh: &fresh)
-            _ = try await db.query("COMMIT")
+            try flush(&pending, fresh: &fresh)
+            try db.exec("COMMIT")
         } catch {
-            _ = try? await db.query("ROLLBACK")
+            try? db.exec("ROLLBACK")
+            (nextRid, nextHid, lastTime) = (savedRid, savedHid, savedTime)
             throw error
         }
         return results
@@ -136,143 +162,85 @@ actor SQLiteWriter {
         return outcomes
     }
 
-    /// Replaces the index rows of the given resources in one transaction (`huitong reindex`).
-    func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) async throws {
-        _ = try await db.query("BEGIN IMMEDIATE")
+    func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) throws {
+        try db.exec("BEGIN IMMEDIATE")
         do {
-            let rids = Array(index.keys)
-            for chunk in rids.chunked(900) {
-                let list = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-                for table in Self.indexTables {
-                    _ = try await db.query("DELETE FROM \(table) WHERE rid IN (\(list))", chunk.map { SQLiteData.integer($0) })
-                }
-            }
-            try await insertIndex(index)
-            _ = try await db.query("COMMIT")
+            try clearIndex(index.keys)
+            try insertIndex(index)
+            try db.exec("COMMIT")
         } catch {
-            _ = try? await db.query("ROLLBACK")
+            try? db.exec("ROLLBACK")
             throw error
         }
     }
 
-    /// `ANALYZE` (full) or `PRAGMA optimize` (only tables whose statistics are stale).
-    func analyze(full: Bool = true) async throws {
-        _ = try await db.query(full ? "ANALYZE" : "PRAGMA optimize")
-    }
-
     static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
 
-    private func currentStates(_ keys: [ResourceKey]) async throws -> [ResourceKey: ResourceState] {
-        var result: [ResourceKey: ResourceState] = [:]
-        for chunk in keys.chunked(400) {
-            let placeholders = Array(repeating: "(type = ? AND id = ?)", count: chunk.count).joined(separator: " OR ")
-            let binds = chunk.flatMap { [SQLiteData.text($0.type), .text($0.id)] }
-            for row in try await db.query("SELECT rid, type, id, version, deleted FROM resource WHERE " + placeholders, binds) {
-                let c = row.columns
-                guard let rid = c[0].data.integer, let t = c[1].data.string, let id = c[2].data.string,
-                      let v = c[3].data.integer, let d = c[4].data.integer else { continue }
-                result[ResourceKey(t, id)] = ResourceState(rid: rid, version: v, deleted: d != 0)
-            }
-        }
-        return result
+    private func currentState(_ key: ResourceKey) throws -> ResourceState? {
+        guard let row = try db.query("SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?",
+                                     [.text(key.type), .text(key.id)]).first,
+              let rid = row[0].integer, let version = row[1].integer, let deleted = row[2].integer else { return nil }
+        return ResourceState(rid: rid, version: version, deleted: deleted != 0)
     }
 
-    private func flush(_ pending: inout PendingRows, fresh: inout Set<Int>) async throws {
+    private func flush(_ pending: inout PendingRows, fresh: inout Set<Int>) throws {
         guard !pending.isEmpty else { return }
-        for chunk in pending.history.chunked(500) {
-            var binds: [SQLiteData] = []
-            binds.reserveCapacity(chunk.count * 6)
-            for h in chunk {
-                binds.append(.integer(h.hid)); binds.append(.integer(h.rid)); binds.append(.integer(h.version))
-                binds.append(.integer(Int(h.time))); binds.append(.text(h.method))
-                binds.append(h.content.map { .blob(ByteBuffer(bytes: $0)) } ?? .null)
-            }
-            _ = try await db.query("INSERT INTO resource_history (hid, rid, version, last_updated, method, content) VALUES "
-                                   + rowPlaceholders(6, chunk.count), binds)
+        for h in pending.history {
+            try db.run("INSERT INTO resource_history (hid, rid, version, last_updated, method, content) VALUES (?, ?, ?, ?, ?, ?)",
+                       [.integer(h.hid), .integer(h.rid), .integer(h.version), .integer(Int(h.time)), .text(h.method),
+                        h.content.map { .blob(ByteBuffer(bytes: $0)) } ?? .null])
         }
-        for chunk in pending.resources.chunked(1000) {
-            var binds: [SQLiteData] = []
-            for r in chunk {
-                binds.append(contentsOf: [.integer(r.rid), .text(r.key.type), .text(r.key.id), .integer(r.version),
-                                          .integer(Int(r.time)), .integer(r.deleted ? 1 : 0), .integer(r.hid)])
-            }
-            _ = try await db.query("INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid) VALUES "
-                                   + rowPlaceholders(7, chunk.count)
-                                   + " ON CONFLICT(rid) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,"
-                                   + " deleted = excluded.deleted, hid = excluded.hid", binds)
+        for r in pending.resources {
+            try db.run("INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                       + " ON CONFLICT(rid) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,"
+                       + " deleted = excluded.deleted, hid = excluded.hid",
+                       [.integer(r.rid), .text(r.key.type), .text(r.key.id), .integer(r.version), .integer(Int(r.time)),
+                        .integer(r.deleted ? 1 : 0), .integer(r.hid)])
         }
-        if !pending.clearIndex.isEmpty {
-            for chunk in Array(pending.clearIndex).chunked(900) {
-                let list = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-                let binds = chunk.map { SQLiteData.integer($0) }
-                for table in Self.indexTables {
-                    _ = try await db.query("DELETE FROM \(table) WHERE rid IN (\(list))", binds)
-                }
-            }
-        }
-        try await insertIndex(pending.index)
+        try clearIndex(pending.clearIndex)
+        try insertIndex(pending.index)
         for (name, position) in pending.consumers {
-            _ = try await db.query("INSERT INTO change_consumer (name, position) VALUES (?, ?)"
-                                   + " ON CONFLICT(name) DO UPDATE SET position = excluded.position", [.text(name), .integer(position)])
+            try db.run("INSERT INTO change_consumer (name, position) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                       [.text(name), .integer(position)])
         }
         fresh.removeAll()
         pending = PendingRows()
     }
 
-    private func insertIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) async throws {
-        var token: [SQLiteData] = [], string: [SQLiteData] = [], reference: [SQLiteData] = [], date: [SQLiteData] = [], uri: [SQLiteData] = []
-        var quantity: [SQLiteData] = []
-        func flushTable(_ binds: inout [SQLiteData], _ sqlPrefix: String, _ columns: Int, force: Bool) async throws {
-            let rows = binds.count / columns
-            guard rows > 0, force || rows >= 1000 else { return }
-            _ = try await db.query(sqlPrefix + rowPlaceholders(columns, rows), binds)
-            binds.removeAll(keepingCapacity: true)
+    private func clearIndex<S: Collection<Int>>(_ rids: S) throws {
+        guard !rids.isEmpty else { return }
+        for table in Self.indexTables {
+            for rid in rids { try db.run("DELETE FROM \(table) WHERE rid = ?", [.integer(rid)]) }
         }
-        let tokenSQL = "INSERT INTO idx_token (rid, type, param, system, code) VALUES "
-        let stringSQL = "INSERT INTO idx_string (rid, type, param, value, exact) VALUES "
-        let referenceSQL = "INSERT INTO idx_reference (rid, type, param, target_type, target_id, url) VALUES "
-        let dateSQL = "INSERT INTO idx_date (rid, type, param, low, high) VALUES "
-        let uriSQL = "INSERT INTO idx_uri (rid, type, param, value) VALUES "
-        let quantitySQL = "INSERT INTO idx_quantity (rid, type, param, value, system, code) VALUES "
-        for (rid, item) in index {
-            let r = SQLiteData.integer(rid), t = SQLiteData.text(item.type)
-            for e in item.entries {
-                let p = SQLiteData.text(e.parameter)
-                switch e.value {
-                case .token(let system, let code):
-                    token.append(contentsOf: [r, t, p, system.map { .text($0) } ?? .null, .text(code)])
-                case .string(let s, let exact):
-                    string.append(contentsOf: [r, t, p, .text(s), .text(exact)])
-                case .reference(let type, let id, let url):
-                    reference.append(contentsOf: [r, t, p, type.map { .text($0) } ?? .null, id.map { .text($0) } ?? .null, url.map { .text($0) } ?? .null])
-                case .date(let low, let high):
-                    date.append(contentsOf: [r, t, p, .integer(Int(low)), .integer(Int(high))])
-                case .uri(let u):
-                    uri.append(contentsOf: [r, t, p, .text(u)])
-                case .number(let n):
-                    quantity.append(contentsOf: [r, t, p, .float(n), .null, .null])
-                case .quantity(let value, let system, let code):
-                    quantity.append(contentsOf: [r, t, p, .float(value), system.map { .text($0) } ?? .null, code.map { .text($0) } ?? .null])
-                }
-            }
-            try await flushTable(&token, tokenSQL, 5, force: false)
-            try await flushTable(&string, stringSQL, 5, force: false)
-            try await flushTable(&reference, referenceSQL, 6, force: false)
-            try await flushTable(&date, dateSQL, 5, force: false)
-            try await flushTable(&uri, uriSQL, 4, force: false)
-            try await flushTable(&quantity, quantitySQL, 6, force: false)
-        }
-        try await flushTable(&token, tokenSQL, 5, force: true)
-        try await flushTable(&string, stringSQL, 5, force: true)
-        try await flushTable(&reference, referenceSQL, 6, force: true)
-        try await flushTable(&date, dateSQL, 5, force: true)
-        try await flushTable(&uri, uriSQL, 4, force: true)
-        try await flushTable(&quantity, quantitySQL, 6, force: true)
     }
 
-    private func rowPlaceholders(_ columns: Int, _ rows: Int) -> String {
-        let row = "(" + Array(repeating: "?", count: columns).joined(separator: ",") + ")"
-        return Array(repeating: row, count: rows).joined(separator: ",")
+    private func insertIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) throws {
+        for (rid, item) in index {
+            let r = SQLValue.integer(rid), t = SQLValue.text(item.type)
+            for e in item.entries {
+                let p = SQLValue.text(e.parameter)
+                switch e.value {
+                case .token(let system, let code):
+                    try db.run("INSERT INTO idx_token (rid, type, param, system, code) VALUES (?, ?, ?, ?, ?)",
+                               [r, t, p, system.map { .text($0) } ?? .null, .text(code)])
+                case .string(let s, let exact):
+                    try db.run("INSERT INTO idx_string (rid, type, param, value, exact) VALUES (?, ?, ?, ?, ?)", [r, t, p, .text(s), .text(exact)])
+                case .reference(let type, let id, let url):
+                    try db.run("INSERT INTO idx_reference (rid, type, param, target_type, target_id, url) VALUES (?, ?, ?, ?, ?, ?)",
+                               [r, t, p, type.map { .text($0) } ?? .null, id.map { .text($0) } ?? .null, url.map { .text($0) } ?? .null])
+                case .date(let low, let high):
+                    try db.run("INSERT INTO idx_date (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)", [r, t, p, .integer(Int(low)), .integer(Int(high))])
+                case .uri(let u):
+                    try db.run("INSERT INTO idx_uri (rid, type, param, value) VALUES (?, ?, ?, ?)", [r, t, p, .text(u)])
+                case .number(let n):
+                    try db.run("INSERT INTO idx_quantity (rid, type, param, value, system, code) VALUES (?, ?, ?, ?, ?, ?)",
+                               [r, t, p, .double(n), .null, .null])
+                case .quantity(let value, let system, let code):
+                    try db.run("INSERT INTO idx_quantity (rid, type, param, value, system, code) VALUES (?, ?, ?, ?, ?, ?)",
+                               [r, t, p, .double(value), system.map { .text($0) } ?? .null, code.map { .text($0) } ?? .null])
+                }
+            }
+        }
     }
 }
 

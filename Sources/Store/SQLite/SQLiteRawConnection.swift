@@ -1,0 +1,121 @@
+import NIOCore
+// The SQLite library SQLiteNIO vendors (no system library). Hot paths call it directly, see ADR 004.
+import VaporCSQLite
+
+/// A SQLite connection used through the C API, with each statement prepared once. Not safe
+/// for concurrent use: its owner keeps it to one thread at a time (the point reader behind a
+/// mutex per connection, the writer on its own thread). A statement takes microseconds here,
+/// where a SQLiteNIO query costs a thread-pool round trip and a fresh prepare (ADR 004).
+final class SQLiteRawConnection: @unchecked Sendable {
+    private(set) var db: OpaquePointer?
+    private var statements: [String: OpaquePointer] = [:]
+    /// Statements kept prepared; beyond this many (distinct SQL texts) the cache starts over.
+    static let maxStatements = 128
+
+    init(path: String, readOnly: Bool = false) throws {
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        guard sqlite_nio_sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite_nio_sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite_nio_sqlite3_close_v2(db)
+            throw StoreError.storage("Cannot open \(path): \(message)")
+        }
+        sqlite_nio_sqlite3_busy_timeout(db, 10_000)
+        if readOnly { try exec("PRAGMA query_only = 1") }
+    }
+
+    var errorMessage: String { db.map { String(cString: sqlite_nio_sqlite3_errmsg($0)) } ?? "closed" }
+
+    /// Runs statements without results (`BEGIN`, `COMMIT`, `PRAGMA ...`; several separated by `;`).
+    func exec(_ sql: String) throws {
+        guard sqlite_nio_sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else {
+            throw StoreError.storage("\(sql.prefix(60)): \(errorMessage)")
+        }
+    }
+
+    /// The prepared statement for `sql`, prepared on first use.
+    func statement(_ sql: String) throws -> OpaquePointer {
+        if let s = statements[sql] { return s }
+        if statements.count >= Self.maxStatements { finalizeAll() }
+        var statement: OpaquePointer?
+        guard sqlite_nio_sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK,
+              let statement else {
+            throw StoreError.storage("Cannot prepare statement: \(errorMessage)")
+        }
+        statements[sql] = statement
+        return statement
+    }
+
+    /// Runs `sql` with `binds` and returns its rows.
+    func query(_ sql: String, _ binds: [SQLValue]) throws -> [[SQLValue]] {
+        let s = try statement(sql)
+        defer { sqlite_nio_sqlite3_reset(s) }
+        try bind(s, binds)
+        var result: [[SQLValue]] = []
+        let columns = sqlite_nio_sqlite3_column_count(s)
+        while try step(s) {
+            var row: [SQLValue] = []
+            row.reserveCapacity(Int(columns))
+            for i in 0..<columns { row.append(column(s, i)) }
+            result.append(row)
+        }
+        return result
+    }
+
+    /// Runs `sql` (an insert, update or delete) with `binds`.
+    func run(_ sql: String, _ binds: [SQLValue]) throws {
+        let s = try statement(sql)
+        defer { sqlite_nio_sqlite3_reset(s) }
+        try bind(s, binds)
+        while try step(s) {}
+    }
+
+    /// Advances a statement: true while it has a row.
+    func step(_ statement: OpaquePointer) throws -> Bool {
+        switch sqlite_nio_sqlite3_step(statement) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default: throw StoreError.storage(errorMessage)
+        }
+    }
+
+    func bind(_ statement: OpaquePointer, _ binds: [SQLValue]) throws {
+        // SQLITE_TRANSIENT: SQLite copies text and blobs while binding.
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (i, value) in binds.enumerated() {
+            let index = Int32(i + 1)
+            let rc: Int32
+            switch value {
+            case .integer(let v): rc = sqlite_nio_sqlite3_bind_int64(statement, index, Int64(v))
+            case .double(let v): rc = sqlite_nio_sqlite3_bind_double(statement, index, v)
+            case .text(let v): rc = sqlite_nio_sqlite3_bind_text(statement, index, v, -1, transient)
+            case .blob(let v):
+                rc = v.withUnsafeReadableBytes { sqlite_nio_sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
+            case .null: rc = sqlite_nio_sqlite3_bind_null(statement, index)
+            }
+            guard rc == SQLITE_OK else { throw StoreError.storage("Cannot bind parameter \(index): \(errorMessage)") }
+        }
+    }
+
+    func column(_ statement: OpaquePointer, _ i: Int32) -> SQLValue {
+        switch sqlite_nio_sqlite3_column_type(statement, i) {
+        case SQLITE_INTEGER: return .integer(Int(sqlite_nio_sqlite3_column_int64(statement, i)))
+        case SQLITE_FLOAT: return .double(sqlite_nio_sqlite3_column_double(statement, i))
+        case SQLITE_TEXT: return .text(String(cString: sqlite_nio_sqlite3_column_text(statement, i)))
+        case SQLITE_BLOB:
+            let count = Int(sqlite_nio_sqlite3_column_bytes(statement, i))
+            return .blob(ByteBuffer(bytes: UnsafeRawBufferPointer(start: sqlite_nio_sqlite3_column_blob(statement, i), count: count)))
+        default: return .null
+        }
+    }
+
+    private func finalizeAll() {
+        for s in statements.values { sqlite_nio_sqlite3_finalize(s) }
+        statements.removeAll()
+    }
+
+    func close() {
+        finalizeAll()
+        sqlite_nio_sqlite3_close_v2(db)
+        db = nil
+    }
+}
