@@ -37,6 +37,34 @@ final class PointReaderTests: XCTestCase {
     }
 }
 
+final class WriteAheadLogTests: XCTestCase {
+    /// The writer checkpoints as it goes: a server that writes all day must not grow its WAL file
+    /// (and every read's WAL lookups) without bound, and what was checkpointed is in the database.
+    func test_walIsCheckpointedWhileWriting_andDataSurvivesReopen() async throws {
+        let (store, dir) = try await openThrowawayStore()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pipeline = IngestPipeline()
+        let address = String(repeating: "某某路某某号", count: 40)
+        for unit in 0..<200 {
+            var writes: [PreparedWrite] = []
+            for i in 0..<25 {
+                let json = try JSONParser.parse(#"{"resourceType":"Patient","address":[{"text":"\#(address)\#(unit)-\#(i)"}]}"#)
+                writes.append(try pipeline.prepare(json, type: "Patient", id: "p\(unit)-\(i)", method: "PUT"))
+            }
+            _ = try await store.commit(WriteUnit(writes: writes))
+        }
+        let path = dir.appendingPathComponent("db.sqlite").path
+        let size = { (p: String) in ((try? FileManager.default.attributesOfItem(atPath: p))?[.size] as? Int) ?? 0 }
+        XCTAssertGreaterThan(size(path), 8 << 20, "5,000 Patients were checkpointed into the database file")
+        XCTAssertLessThan(size(path + "-wal"), 16 << 20, "the WAL restarts instead of growing")
+        try await store.close()
+        let reopened = try await SQLiteStore.open(path: path)
+        let last = try await reopened.read(ResourceKey("Patient", "p199-24"))
+        XCTAssertEqual(last?.version, 1)
+        try await reopened.close()
+    }
+}
+
 final class ReindexTests: XCTestCase {
     func test_reindex_rebuildsLostIndexRows_fromStoredContent() async throws {
         let (store, dir) = try await openThrowawayStore()

@@ -18,7 +18,6 @@ public final class SQLiteStore: ResourceStore {
     let readers: [SQLiteConnection]
     let pointReader: SQLitePointReader
     let writer: SQLiteWriter
-    let checkpointer: SQLiteCheckpointer
     let logger: Logger
     /// Change-feed consumers being served now.
     private let consumers = Mutex<Set<String>>([])
@@ -31,11 +30,10 @@ public final class SQLiteStore: ResourceStore {
         do {
             try writeConnection.exec("PRAGMA journal_mode = WAL")
             try writeConnection.exec("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
-            try writeConnection.exec("PRAGMA cache_size = -65536")
+            try writeConnection.exec("PRAGMA cache_size = -4096")
+            try writeConnection.exec("PRAGMA mmap_size = 268435456")
             try writeConnection.exec("PRAGMA temp_store = MEMORY")
-            // Checkpoints run in the background (SQLiteCheckpointer), not inside a commit; the WAL
-            // file is cut back to this size when it restarts.
-            try writeConnection.exec("PRAGMA wal_autocheckpoint = 0")
+            // The WAL file is cut back to 64 MB when it restarts after a checkpoint.
             try writeConnection.exec("PRAGMA journal_size_limit = 67108864")
             try migrate(writeConnection, logger: logger)
             // Keep the planner's statistics current (cheap when nothing changed much).
@@ -58,14 +56,11 @@ public final class SQLiteStore: ResourceStore {
         }
         let writer = try SQLiteWriter(connection: writeConnection, logger: logger)
         let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
-        let checkpointer = try SQLiteCheckpointer(path: path, logger: logger)
-        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, checkpointer: checkpointer, logger: logger)
+        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, logger: logger)
     }
 
-    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, checkpointer: SQLiteCheckpointer,
-         logger: Logger) {
+    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, logger: Logger) {
         self.readers = readers
-        self.checkpointer = checkpointer
         self.reads = SQLReadQueries(SQLiteReaders(readers))
         self.pointReader = pointReader
         self.writer = writer
@@ -194,7 +189,6 @@ public final class SQLiteStore: ResourceStore {
 
     public func close() async throws {
         try? await writer.analyze(full: false)
-        await checkpointer.close()
         try await writer.close()
         pointReader.close()
         for r in readers { try await r.close() }
