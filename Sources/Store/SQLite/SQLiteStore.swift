@@ -30,8 +30,7 @@ public final class SQLiteStore: ResourceStore {
         do {
             try writeConnection.exec("PRAGMA journal_mode = WAL")
             try writeConnection.exec("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
-            try writeConnection.exec("PRAGMA cache_size = -4096")
-            try writeConnection.exec("PRAGMA mmap_size = 268435456")
+            try writeConnection.exec("PRAGMA cache_size = -65536")
             try writeConnection.exec("PRAGMA temp_store = MEMORY")
             // The WAL file is cut back to 64 MB when it restarts after a checkpoint.
             try writeConnection.exec("PRAGMA journal_size_limit = 67108864")
