@@ -143,3 +143,21 @@ def store_arguments(data, postgres, work, stack, prefix):
     log("exporting to PostgreSQL")
     subprocess.run([BINARY, "export", "--data", data, "--to", url], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return ["--database", url]
+
+
+def put_patients(base, patients, clients=4, batch=500):
+    """PUTs Patients (by their ids) through the FHIR API in transaction Bundles, several clients at once."""
+    import concurrent.futures
+    import urllib.request
+    bundles = [json.dumps({"resourceType": "Bundle", "type": "transaction",
+                           "entry": [{"resource": p, "request": {"method": "PUT", "url": f"Patient/{p['id']}"}}
+                                     for p in patients[i:i + batch]]}).encode()
+               for i in range(0, len(patients), batch)]
+
+    def post(body):
+        req = urllib.request.Request(base, data=body, method="POST", headers={"Content-Type": "application/fhir+json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            r.read()
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(post, bundles))

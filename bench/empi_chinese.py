@@ -20,7 +20,6 @@ Patients under one master Person are scored per corruption type against the trut
 """
 import argparse
 import collections
-import concurrent.futures
 import itertools
 import json
 import os
@@ -31,7 +30,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BINARY, free_port, log, save, start, stop  # noqa: E402
+from common import BINARY, free_port, log, put_patients as load, save, start, stop  # noqa: E402
 
 RID = "urn:oid:2.16.156.10011.1.3"
 HOMOPHONES = ["伟玮炜维", "丽莉俐", "静晶菁", "军君均", "芳方坊", "敏闽珉", "强蔷", "娜纳", "磊垒", "涛韬",
@@ -121,20 +120,6 @@ def corrupt(r, rnd):
         y, m, d = birth.split("-")
         birth = f"{y}-{d}-{m}" if int(d) <= 12 and d != m else f"{y}-{m}-{d[1]}{d[0]}" if d[0] != d[1] and int(d[1] + d[0]) <= 28 and d[1] != "0" else birth
     return (family, given), birth, rid
-
-
-def load(base, patients, clients=4, batch=500):
-    bundles = [json.dumps({"resourceType": "Bundle", "type": "transaction",
-                           "entry": [{"resource": p, "request": {"method": "PUT", "url": f"Patient/{p['id']}"}} for p in patients[i:i + batch]]}).encode()
-               for i in range(0, len(patients), batch)]
-
-    def post(body):
-        req = urllib.request.Request(base, data=body, method="POST", headers={"Content-Type": "application/fhir+json"})
-        with urllib.request.urlopen(req, timeout=600) as r:
-            r.read()
-
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        list(pool.map(post, bundles))
 
 
 def clusters(base):

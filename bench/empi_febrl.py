@@ -17,7 +17,6 @@ beside ours.
     python3 bench/empi_febrl.py --no-splink --dataset febrl4
 """
 import argparse
-import concurrent.futures
 import itertools
 import json
 import math
@@ -30,7 +29,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BINARY, free_port, log, save, start, stop  # noqa: E402
+from common import BINARY, free_port, log, put_patients as load, save, start, stop  # noqa: E402
 
 SOC_SEC = "urn:febrl:soc-sec-id"
 
@@ -83,21 +82,6 @@ def patient(rec_id, row, facility):
     if address:
         p["address"] = [address]
     return p
-
-
-def load(base, patients, clients=4, batch=500):
-    bundles = []
-    for i in range(0, len(patients), batch):
-        entries = [{"resource": p, "request": {"method": "PUT", "url": f"Patient/{p['id']}"}} for p in patients[i:i + batch]]
-        bundles.append(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}).encode())
-
-    def post(body):
-        req = urllib.request.Request(base, data=body, method="POST", headers={"Content-Type": "application/fhir+json"})
-        with urllib.request.urlopen(req, timeout=600) as r:
-            r.read()
-
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        list(pool.map(post, bundles))
 
 
 def auto_clusters(base):

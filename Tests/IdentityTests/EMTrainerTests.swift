@@ -3,18 +3,7 @@ import XCTest
 
 /// EM recovers known m-probabilities and the match share from unlabeled comparisons.
 final class EMTrainerTests: XCTestCase {
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
-    func draw(_ probabilities: [Double], _ rng: inout SeededGenerator) -> Int {
+    func draw(_ probabilities: [Double], _ rng: inout SplitMix) -> Int {
         var x = Double.random(in: 0..<1, using: &rng)
         for (i, p) in probabilities.enumerated() {
             if x < p { return i }
@@ -24,7 +13,7 @@ final class EMTrainerTests: XCTestCase {
     }
 
     func test_em_convergesToTheGeneratingProbabilities() {
-        var rng = SeededGenerator(state: 42)
+        var rng = SplitMix(seed: 42)
         // The truth for three fields.
         let m: [ComparisonField: [Double]] = [.family: [0.8, 0.05, 0.05, 0.05, 0.03, 0.02], .birthDate: [0.85, 0.05, 0.05, 0.02, 0.03],
                                               .postalCode: [0.9, 0.04, 0.06]]
