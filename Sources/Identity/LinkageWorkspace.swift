@@ -87,6 +87,8 @@ final class LinkageWorkspace {
     var patients: [ResourceKey: (resource: JSONObject, features: PatientFeatures)] = [:]
     /// Blocking keys of the Patients written earlier in this unit.
     var unitKeys: [String: [ResourceKey]] = [:]
+    /// Stored records named so far, by record number (`ResourceStore.keys(ofRecords:)`).
+    var recordKeys: [Int: ResourceKey] = [:]
 
     init(store: any ResourceStore) {
         self.store = store
@@ -104,6 +106,13 @@ final class LinkageWorkspace {
     func load(_ keys: Set<ResourceKey>) async throws {
         try await loadPatients(keys)
         try await loadPersons(of: unknownPersons(keys))
+    }
+
+    /// Looks up the keys of the given stored records that are not named yet.
+    func name(_ records: Set<Int>) async throws {
+        let unnamed = records.filter { recordKeys[$0] == nil }
+        guard !unnamed.isEmpty else { return }
+        recordKeys.merge(try await store.keys(ofRecords: Array(unnamed))) { a, _ in a }
     }
 
     /// Reads the content of the given Patients that are not known yet (not their Persons).
@@ -155,11 +164,31 @@ final class LinkageWorkspace {
     }
 
     func newPerson() -> ResourceKey {
-        let key = ResourceKey("Person", UUID().uuidString.lowercased())
+        let key = ResourceKey("Person", Self.timeOrderedID())
         var state = PersonState(key: key, version: nil, content: JSONObject([("resourceType", .string("Person"))]))
         state.dirty = true
         persons[key] = state
         return key
+    }
+
+    /// A UUID whose first 48 bits are the time in milliseconds (the layout of UUID version 7,
+    /// RFC 9562): new Persons' ids sort by creation, so their rows in the (type, id) index land
+    /// on the same few pages instead of one random page each.
+    static func timeOrderedID(now: Date = Date()) -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var rng = SystemRandomNumberGenerator()
+        for i in 6..<16 { bytes[i] = rng.next() }
+        let ms = UInt64(now.timeIntervalSince1970 * 1000)
+        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (40 - 8 * UInt64(i))) }
+        bytes[6] = 0x70 | (bytes[6] & 0x0F)  // version 7
+        bytes[8] = 0x80 | (bytes[8] & 0x3F)  // variant 10
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        for (i, b) in bytes.enumerated() {
+            if i == 4 || i == 6 || i == 8 || i == 10 { text.append(UInt8(ascii: "-")) }
+            text += [digits[Int(b >> 4)], digits[Int(b & 0x0F)]]
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     func link(_ patient: ResourceKey, to person: ResourceKey, assurance: String, extensions: [JSON] = []) {

@@ -80,10 +80,13 @@ public struct MasterPatientIndex: Sendable {
         }
         let stored = try await lookup(Set(keys.values.joined()))
         try await workspace.loadPersons(ofWritten: patients.map(\.key))
-        // The unit's stored candidates, with their Persons, read in a few queries up front.
-        var wanted = Set<ResourceKey>()
+        // The unit's stored candidates read in a few queries up front: named (their keys looked
+        // up by record number) only when selected, except where other writers need every holder
+        // of a key named for the assumptions below.
+        var wanted = Set<Int>()
         for (_, k) in keys { wanted.formUnion(Self.select(k.compactMap { b in stored[b].map { (b, $0) } })) }
-        try await workspace.loadPatients(wanted.subtracting(features.keys))
+        try await workspace.name(store.hasOtherWriters ? Set(stored.values.joined()) : wanted)
+        try await workspace.loadPatients(Set(wanted.compactMap { workspace.recordKeys[$0] }).subtracting(features.keys))
         for write in patients {
             switch write.action {
             case .delete:
@@ -100,20 +103,21 @@ public struct MasterPatientIndex: Sendable {
             }
         }
         // The decisions rest on what the lookup found: a registration sharing any of these keys,
-        // committed meanwhile, sends the unit back to be planned again.
-        for used in stored.keys.sorted().chunked(2000) {
+        // committed meanwhile by another node, sends the unit back to be planned again (a single
+        // writer process needs no such check: its plans and commits do not interleave).
+        for used in stored.keys.sorted().chunked(2000) where store.hasOtherWriters {
             let query = SearchQuery(type: "Patient", clauses: [
                 .init(parameter: BlockingKeys.parameter, values: used.map { .token(system: nil, code: $0) })])
-            let expected = Array(Set(used.flatMap { stored[$0]! }))
+            let expected = Array(Set(used.flatMap { stored[$0]!.compactMap { workspace.recordKeys[$0] } }))
             plan.assumptions.append(Assumption(query: query, expected: expected, locks: used.map { "empi:" + $0 }))
         }
         plan.writes += try await workspace.personWrites()
         return plan
     }
 
-    /// Stored Patients per blocking key, in one lookup; keys shared by more than
+    /// Stored Patients (record numbers) per blocking key, in one lookup; keys shared by more than
     /// `maxCandidatesPerKey` records are too common to block on and left out.
-    func lookup(_ keys: Set<String>) async throws -> [String: [ResourceKey]] {
+    func lookup(_ keys: Set<String>) async throws -> [String: [Int]] {
         guard !keys.isEmpty else { return [:] }
         let result = try await store.resources(of: "Patient", withToken: BlockingKeys.parameter, codes: Array(keys),
                                                limitPerCode: rules.maxCandidatesPerKey)
@@ -125,26 +129,46 @@ public struct MasterPatientIndex: Sendable {
 
     /// Candidate records of a Patient being written: those sharing a blocking key, stored or
     /// written earlier in this unit.
-    func candidates(_ key: ResourceKey, _ keys: [String], _ stored: [String: [ResourceKey]],
-                    _ workspace: LinkageWorkspace) -> Set<ResourceKey> {
-        var found: [(String, [ResourceKey])] = []
+    func candidates(_ key: ResourceKey, _ keys: [String], _ stored: [String: [Int]],
+                    _ workspace: LinkageWorkspace) async throws -> Set<ResourceKey> {
+        var found: [(String, [CandidateID])] = []
         for blockKey in keys {
             guard let fromStore = stored[blockKey] else { continue }
             let inUnit = workspace.unitKeys[blockKey] ?? []
             workspace.unitKeys[blockKey, default: []].append(key)
             guard fromStore.count + inUnit.count <= rules.maxCandidatesPerKey else { continue }
-            found.append((blockKey, (fromStore + inUnit).filter { $0 != key }))
+            let records = fromStore.map { workspace.recordKeys[$0].map(CandidateID.record) ?? .stored($0) } + inUnit.map(CandidateID.record)
+            found.append((blockKey, records.filter { $0 != .record(key) }))
         }
-        return Self.select(found)
+        var selected = Set<ResourceKey>()
+        var unnamed: [Int] = []
+        for candidate in Self.select(found) {
+            switch candidate {
+            case .record(let k): selected.insert(k)
+            case .stored(let rid): unnamed.append(rid)
+            }
+        }
+        // Selected here but not up front (the unit's own writes changed which keys count).
+        if !unnamed.isEmpty {
+            try await workspace.name(Set(unnamed))
+            selected.formUnion(unnamed.compactMap { workspace.recordKeys[$0] }.filter { $0 != key })
+        }
+        return selected
+    }
+
+    /// A candidate: a stored record not named yet (its record number), or a named one.
+    enum CandidateID: Hashable {
+        case stored(Int)
+        case record(ResourceKey)
     }
 
     /// The candidates worth scoring among those the blocking keys found: all of them when they are
     /// few, else those sharing an identifier, phone or mother's ID, or at least two keys (a true
     /// match almost always shares several keys; a namesake born the same year shares one). Keeps
     /// a common name in a region of millions from costing hundreds of record reads.
-    static func select(_ found: [(key: String, records: [ResourceKey])]) -> Set<ResourceKey> {
-        var shared: [ResourceKey: Int] = [:]
-        var strong = Set<ResourceKey>()
+    static func select<Record: Hashable>(_ found: [(key: String, records: [Record])]) -> Set<Record> {
+        var shared: [Record: Int] = [:]
+        var strong = Set<Record>()
         for (key, records) in found {
             let isStrong = key.hasPrefix("rid:") || key.hasPrefix("idf:") || key.hasPrefix("tel:") || key.hasPrefix("mom:")
             for r in records {
@@ -160,8 +184,9 @@ public struct MasterPatientIndex: Sendable {
     /// best first, with their match probability. Nothing is written.
     public func candidates(for resource: JSONObject) async throws -> [(key: ResourceKey, probability: Double)] {
         let features = PatientFeatures(patient: resource)
-        let keys = Set(try await lookup(Set(BlockingKeys.keys(features))).values.joined())
         let workspace = LinkageWorkspace(store: store)
+        try await workspace.name(Set(try await lookup(Set(BlockingKeys.keys(features))).values.joined()))
+        let keys = Set(workspace.recordKeys.values)
         try await workspace.load(keys)
         return keys.compactMap { key in
             workspace.patients[key].map { (key, scorer.score(Comparator.compare(features, $0.features)).probability) }
@@ -192,11 +217,11 @@ public struct MasterPatientIndex: Sendable {
     }
 
     func match(_ key: ResourceKey, _ resource: JSONObject, _ features: PatientFeatures, _ keys: [String],
-               _ stored: [String: [ResourceKey]], _ workspace: LinkageWorkspace,
+               _ stored: [String: [Int]], _ workspace: LinkageWorkspace,
                _ plan: inout LinkagePlan, previous: ResourceKey? = nil) async throws -> (MatchOutcome, ResourceKey) {
         workspace.patients[key] = (resource, features)
         let current = try await workspace.person(of: key)
-        let candidates = candidates(key, keys, stored, workspace)
+        let candidates = try await candidates(key, keys, stored, workspace)
         if let current, workspace.persons[current]?.assurance(of: key) == "level4" {
             workspace.refresh(current, latest: key)
             return (.manual, current)

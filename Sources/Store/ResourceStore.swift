@@ -21,7 +21,12 @@ public protocol ResourceStore: Sendable {
     /// Current resources of `type` having each of `codes` (any system) under the token parameter
     /// `parameter`, per code: the master index's blocking lookups, one query for many keys. Codes
     /// held by more than `limitPerCode` resources come back in `overLimit`, without their rows.
+    /// Answers with record numbers, from the index alone: a common key's hundreds of holders cost
+    /// no record reads; `keys(ofRecords:)` names the few the caller wants.
     func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup
+    /// The type and id of records numbered by `resources(of:withToken:codes:limitPerCode:)`
+    /// (records gone since are absent).
+    func keys(ofRecords records: [Int]) async throws -> [Int: ResourceKey]
     /// Current resources of `type` that reference any of `targets` through `parameter` (the master
     /// index's Persons of a set of Patients), by index lookup.
     func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord]
@@ -56,8 +61,9 @@ public protocol ResourceStore: Sendable {
 
 /// What `resources(of:withToken:codes:limitPerCode:)` found.
 public struct TokenLookup: Sendable {
-    /// The resources per code (codes nobody holds are absent).
-    public var matches: [String: [ResourceKey]] = [:]
+    /// The resources per code, as the store's record numbers (codes nobody holds are absent). A
+    /// record number names one resource for as long as it exists.
+    public var matches: [String: [Int]] = [:]
     /// Codes held by more resources than the limit.
     public var overLimit: Set<String> = []
 

@@ -137,6 +137,10 @@ public final class PostgresStore: ResourceStore {
         try await current.resources(of: type, withToken: parameter, codes: codes, limitPerCode: limitPerCode)
     }
 
+    public func keys(ofRecords records: [Int]) async throws -> [Int: ResourceKey] {
+        try await current.keys(ofRecords: records)
+    }
+
     public func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord] {
         // Feeds write decisions (the master index): the primary.
         try await current.resources(of: type, referencing: targets, parameter: parameter)

@@ -82,6 +82,41 @@ final class ResourceStoreTests: XCTestCase {
         }
     }
 
+    func test_updates_leaveExactlyTheNewVersionsSearchValues() async throws {
+        try await withEachBackend { test in
+        let store = test.store
+        func put(_ json: String) async throws {
+            _ = try await store.commit(WriteUnit(writes: [try prepared(json, id: "u", method: "PUT")]))
+        }
+        func finds(_ parameter: String, _ value: SearchQuery.Match, type: String? = nil) async throws -> Bool {
+            let query = SearchQuery(type: "Patient", clauses: [.init(parameter: parameter, parameterType: type ?? "token", values: [value])])
+            return try await store.search(query, limit: 10) == [ResourceKey("Patient", "u")]
+        }
+        try await put(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"a"},{"system":"s","value":"b"}],"name":[{"family":"Wang","given":["Wei"]}],"gender":"female","birthDate":"1980-01-01"}"#)
+        // Some values stay, some go, some come (the SQLite writer writes only the difference).
+        try await put(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"b"},{"system":"s","value":"c"}],"name":[{"family":"Wang","given":["Fang"]}],"gender":"male","birthDate":"1980-01-01"}"#)
+        var found: [Bool] = []
+        for (parameter, value, type) in [("identifier", SearchQuery.Match.token(system: "s", code: "a"), nil as String?),
+                                         ("identifier", .token(system: "s", code: "b"), nil), ("identifier", .token(system: "s", code: "c"), nil),
+                                         ("family", .stringPrefix("wang"), "string"), ("given", .stringPrefix("wei"), "string"),
+                                         ("given", .stringPrefix("fang"), "string"), ("gender", .token(system: nil, code: "female"), nil),
+                                         ("gender", .token(system: nil, code: "male"), nil)] {
+            found.append(try await finds(parameter, value, type: type))
+        }
+        XCTAssertEqual(found, [false, true, true, true, false, true, false, true])
+        // The same value twice, then once, then not at all: the rows are counted, not just compared.
+        try await put(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"c"},{"system":"s","value":"c"}]}"#)
+        try await put(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"c"}]}"#)
+        let stillThere = try await finds("identifier", .token(system: "s", code: "c"))
+        XCTAssertTrue(stillThere)
+        try await put(#"{"resourceType":"Patient","gender":"other"}"#)
+        let gone = try await finds("identifier", .token(system: "s", code: "c"))
+        let familyGone = try await finds("family", .stringPrefix("wang"), type: "string")
+        XCTAssertFalse(gone)
+        XCTAssertFalse(familyGone)
+        }
+    }
+
     func test_searchValuesAreBound_notConcatenated() async throws {
         try await withEachBackend { test in
         let store = test.store

@@ -54,7 +54,17 @@ public struct SearchParameter: Sendable {
 public struct SearchParameterRegistry: Sendable {
     public let byType: [String: [String: SearchParameter]]
 
-    public static let r4 = SearchParameterRegistry(schema: .r4, table: r4SearchParameterText)
+    public static let r4 = SearchParameterRegistry(schema: .r4, table: r4SearchParameterText, omitting: notOffered)
+
+    /// R4 parameters the platform does not index, and so does not offer (the CapabilityStatement
+    /// lists what is offered). A master `Person` (居民主索引) is written with every registration
+    /// that links to it; it is found through its links and identifiers, or by name, gender and
+    /// birth date, while search by address or phone belongs to the facilities' `Patient`s
+    /// (PDQm). Not indexing these saves ten index rows, each a random B-tree page, per Person write.
+    static let notOffered: [String: Set<String>] = [
+        "Person": ["address", "address-city", "address-country", "address-postalcode", "address-state", "address-use",
+                   "telecom", "phone", "email"],
+    ]
 
     public func parameter(_ name: String, for type: String) -> SearchParameter? {
         byType[type]?[name]
@@ -64,7 +74,7 @@ public struct SearchParameterRegistry: Sendable {
         (byType[type] ?? [:]).values.sorted { $0.name < $1.name }
     }
 
-    init(schema: FHIRSchema, table: String) {
+    init(schema: FHIRSchema, table: String, omitting: [String: Set<String>] = [:]) {
         var listed: [String: [String: SearchParameter]] = [:]
         var current = ""
         for line in table.split(separator: "\n") {
@@ -78,6 +88,7 @@ public struct SearchParameterRegistry: Sendable {
         for name in schema.resourceTypeNames {
             var params = listed[name] ?? Self.derived(name, schema: schema)
             for (k, v) in listed["*"] ?? [:] { params[k] = v }
+            for k in omitting[name] ?? [] { params[k] = nil }
             result[name] = params
         }
         byType = result

@@ -184,11 +184,24 @@ package struct SQLReadQueries: Sendable {
                 if n > limitPerCode { result.overLimit.insert(code) } else { wanted.append(code) }
             }
             guard !wanted.isEmpty else { continue }
-            let sql = "SELECT i.code, r.type, r.id FROM idx_token i JOIN resource r ON r.rid = i.rid WHERE i.type = ? AND i.param = ?"
-                + " AND i.code IN (" + Array(repeating: "?", count: wanted.count).joined(separator: ",") + ")"
+            let sql = "SELECT code, rid FROM idx_token WHERE type = ? AND param = ?"
+                + " AND code IN (" + Array(repeating: "?", count: wanted.count).joined(separator: ",") + ")"
             for row in try await db.query(sql, [.text(type), .text(parameter)] + wanted.map { .text($0) }) {
-                guard let code = row[0].text, let t = row[1].text, let id = row[2].text else { continue }
-                result.matches[code, default: []].append(ResourceKey(t, id))
+                guard let code = row[0].text, let rid = row[1].integer else { continue }
+                result.matches[code, default: []].append(rid)
+            }
+        }
+        return result
+    }
+
+    package func keys(ofRecords records: [Int]) async throws -> [Int: ResourceKey] {
+        var result: [Int: ResourceKey] = [:]
+        for chunk in Array(Set(records)).chunked(500) {
+            let sql = "SELECT rid, type, id FROM resource WHERE deleted = 0 AND rid IN ("
+                + Array(repeating: "?", count: chunk.count).joined(separator: ",") + ")"
+            for row in try await db.query(sql, chunk.map { .integer($0) }) {
+                guard let rid = row[0].integer, let t = row[1].text, let id = row[2].text else { continue }
+                result[rid] = ResourceKey(t, id)
             }
         }
         return result

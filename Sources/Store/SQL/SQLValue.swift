@@ -2,7 +2,7 @@ import NIOCore
 
 /// A bound parameter or a result cell, the same for every SQL backend. Statements use `?`
 /// placeholders; a backend translates them (PostgreSQL: `$1`, `$2`, ...).
-package enum SQLValue: Sendable, Equatable {
+package enum SQLValue: Sendable, Hashable {
     case null
     case integer(Int)
     case double(Double)

@@ -28,7 +28,10 @@ final class SQLitePointReader: Sendable {
         var slots: [Slot] = []
         for _ in 0..<connections {
             let c = try SQLiteRawConnection(path: path, readOnly: true)
-            try c.exec("PRAGMA mmap_size = 268435456; PRAGMA cache_size = -32768")
+            // No memory map: a read after another connection's commit drops the cache, and with a
+            // map also unmaps the file (a TLB shootdown on every core); these reads touch a
+            // few dozen pages, cheaper to copy.
+            try c.exec("PRAGMA cache_size = -8192")
             _ = try c.statement(Self.readSQL)
             _ = try c.statement(Self.vreadSQL)
             slots.append(Slot(c))

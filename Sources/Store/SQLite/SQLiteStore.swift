@@ -117,13 +117,23 @@ public final class SQLiteStore: ResourceStore {
 
     public func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup {
         let codes = Array(Set(codes))
-        let sql = "SELECT r.type, r.id FROM idx_token i JOIN resource r ON r.rid = i.rid"
-            + " WHERE i.type = ? AND i.param = ? AND i.code = ? LIMIT ?"
+        // From the index alone (idx_token_lookup covers rid).
+        let sql = "SELECT rid FROM idx_token WHERE type = ? AND param = ? AND code = ? LIMIT ?"
         let found = try pointReader.rows(sql, codes.map { [.text(type), .text(parameter), .text($0), .integer(limitPerCode + 1)] })
         var result = TokenLookup()
         for (code, rows) in zip(codes, found) where !rows.isEmpty {
             if rows.count > limitPerCode { result.overLimit.insert(code); continue }
-            result.matches[code] = rows.compactMap { row in row[0].text.flatMap { t in row[1].text.map { ResourceKey(t, $0) } } }
+            result.matches[code] = rows.compactMap { $0[0].integer }
+        }
+        return result
+    }
+
+    public func keys(ofRecords records: [Int]) async throws -> [Int: ResourceKey] {
+        let rids = Array(Set(records))
+        let found = try pointReader.rows("SELECT type, id FROM resource WHERE rid = ? AND deleted = 0", rids.map { [.integer($0)] })
+        var result: [Int: ResourceKey] = [:]
+        for (rid, rows) in zip(rids, found) {
+            if let row = rows.first, let t = row[0].text, let id = row[1].text { result[rid] = ResourceKey(t, id) }
         }
         return result
     }

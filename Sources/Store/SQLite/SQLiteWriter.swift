@@ -165,8 +165,7 @@ final class SQLiteWriteSession: @unchecked Sendable {
     func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) throws {
         try db.exec("BEGIN IMMEDIATE")
         do {
-            try clearIndex(index.keys)
-            try insertIndex(index)
+            try writeIndex(index, stored: Set(index.keys))
             try db.exec("COMMIT")
         } catch {
             try? db.exec("ROLLBACK")
@@ -197,8 +196,7 @@ final class SQLiteWriteSession: @unchecked Sendable {
                        [.integer(r.rid), .text(r.key.type), .text(r.key.id), .integer(r.version), .integer(Int(r.time)),
                         .integer(r.deleted ? 1 : 0), .integer(r.hid)])
         }
-        try clearIndex(pending.clearIndex)
-        try insertIndex(pending.index)
+        try writeIndex(pending.index, stored: pending.clearIndex)
         for (name, position) in pending.consumers {
             try db.run("INSERT INTO change_consumer (name, position) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET position = excluded.position",
                        [.text(name), .integer(position)])
@@ -207,39 +205,55 @@ final class SQLiteWriteSession: @unchecked Sendable {
         pending = PendingRows()
     }
 
-    private func clearIndex<S: Collection<Int>>(_ rids: S) throws {
-        guard !rids.isEmpty else { return }
-        for table in Self.indexTables {
-            for rid in rids { try db.run("DELETE FROM \(table) WHERE rid = ?", [.integer(rid)]) }
+    /// Writes the index rows of the given resources. Those in `stored` may have rows already:
+    /// only the difference is written (an update that leaves most search values as they were,
+    /// a master Person gaining a link, touches a few index pages instead of all of them).
+    private func writeIndex(_ index: [Int: (type: String, entries: [IndexEntry])], stored: Set<Int>) throws {
+        for (rid, item) in index {
+            // Rows wanted, per table, as the values after `rid` (a multiset: duplicates count).
+            var wanted = Array(repeating: [[SQLValue]: Int](), count: Self.indexTables.count)
+            for e in item.entries {
+                let (table, values) = Self.row(item.type, e)
+                wanted[table][values, default: 0] += 1
+            }
+            for (table, name) in Self.indexTables.enumerated() {
+                let columns = Self.indexColumns[table]
+                if stored.contains(rid) {
+                    for row in try db.query("SELECT rowid, \(columns.joined(separator: ", ")) FROM \(name) WHERE rid = ?", [.integer(rid)]) {
+                        let values = Array(row.dropFirst())
+                        if let n = wanted[table][values], n > 0 {
+                            wanted[table][values] = n - 1  // already there
+                        } else if let rowid = row[0].integer {
+                            try db.run("DELETE FROM \(name) WHERE rowid = ?", [.integer(rowid)])
+                        }
+                    }
+                }
+                let insert = "INSERT INTO \(name) (rid, \(columns.joined(separator: ", "))) VALUES (?"
+                    + String(repeating: ", ?", count: columns.count) + ")"
+                for (values, n) in wanted[table] {
+                    for _ in 0..<n { try db.run(insert, [.integer(rid)] + values) }
+                }
+            }
         }
     }
 
-    private func insertIndex(_ index: [Int: (type: String, entries: [IndexEntry])]) throws {
-        for (rid, item) in index {
-            let r = SQLValue.integer(rid), t = SQLValue.text(item.type)
-            for e in item.entries {
-                let p = SQLValue.text(e.parameter)
-                switch e.value {
-                case .token(let system, let code):
-                    try db.run("INSERT INTO idx_token (rid, type, param, system, code) VALUES (?, ?, ?, ?, ?)",
-                               [r, t, p, system.map { .text($0) } ?? .null, .text(code)])
-                case .string(let s, let exact):
-                    try db.run("INSERT INTO idx_string (rid, type, param, value, exact) VALUES (?, ?, ?, ?, ?)", [r, t, p, .text(s), .text(exact)])
-                case .reference(let type, let id, let url):
-                    try db.run("INSERT INTO idx_reference (rid, type, param, target_type, target_id, url) VALUES (?, ?, ?, ?, ?, ?)",
-                               [r, t, p, type.map { .text($0) } ?? .null, id.map { .text($0) } ?? .null, url.map { .text($0) } ?? .null])
-                case .date(let low, let high):
-                    try db.run("INSERT INTO idx_date (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)", [r, t, p, .integer(Int(low)), .integer(Int(high))])
-                case .uri(let u):
-                    try db.run("INSERT INTO idx_uri (rid, type, param, value) VALUES (?, ?, ?, ?)", [r, t, p, .text(u)])
-                case .number(let n):
-                    try db.run("INSERT INTO idx_quantity (rid, type, param, value, system, code) VALUES (?, ?, ?, ?, ?, ?)",
-                               [r, t, p, .double(n), .null, .null])
-                case .quantity(let value, let system, let code):
-                    try db.run("INSERT INTO idx_quantity (rid, type, param, value, system, code) VALUES (?, ?, ?, ?, ?, ?)",
-                               [r, t, p, .double(value), system.map { .text($0) } ?? .null, code.map { .text($0) } ?? .null])
-                }
-            }
+    /// The columns after `rid` of each index table (in `indexTables` order).
+    static let indexColumns = [["type", "param", "system", "code"], ["type", "param", "value", "exact"],
+                               ["type", "param", "target_type", "target_id", "url"], ["type", "param", "low", "high"],
+                               ["type", "param", "value"], ["type", "param", "value", "system", "code"]]
+
+    /// An index entry as a row: its table (index into `indexTables`) and the values after `rid`.
+    static func row(_ type: String, _ e: IndexEntry) -> (table: Int, values: [SQLValue]) {
+        let t = SQLValue.text(type), p = SQLValue.text(e.parameter)
+        func text(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }
+        switch e.value {
+        case .token(let system, let code): return (0, [t, p, text(system), .text(code)])
+        case .string(let s, let exact): return (1, [t, p, .text(s), .text(exact)])
+        case .reference(let type, let id, let url): return (2, [t, p, text(type), text(id), text(url)])
+        case .date(let low, let high): return (3, [t, p, .integer(Int(low)), .integer(Int(high))])
+        case .uri(let u): return (4, [t, p, .text(u)])
+        case .number(let n): return (5, [t, p, .double(n), .null, .null])
+        case .quantity(let value, let system, let code): return (5, [t, p, .double(value), text(system), text(code)])
         }
     }
 }
