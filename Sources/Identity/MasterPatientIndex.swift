@@ -166,6 +166,8 @@ public struct MasterPatientIndex: Sendable {
     /// few, else those sharing an identifier, phone or mother's ID, or at least two keys (a true
     /// match almost always shares several keys; a namesake born the same year shares one). Keeps
     /// a common name in a region of millions from costing hundreds of record reads.
+    @_specialize(where Record == Int)
+    @_specialize(where Record == CandidateID)
     static func select<Record: Hashable>(_ found: [(key: String, records: [Record])]) -> Set<Record> {
         var shared: [Record: Int] = [:]
         var strong = Set<Record>()
@@ -185,7 +187,9 @@ public struct MasterPatientIndex: Sendable {
     public func candidates(for resource: JSONObject) async throws -> [(key: ResourceKey, probability: Double)] {
         let features = PatientFeatures(patient: resource)
         let workspace = LinkageWorkspace(store: store)
-        try await workspace.name(Set(try await lookup(Set(BlockingKeys.keys(features))).values.joined()))
+        // The candidates a create would score (the same selection among the key holders).
+        let found = try await lookup(Set(BlockingKeys.keys(features)))
+        try await workspace.name(Self.select(found.map { (key: $0.key, records: $0.value) }))
         let keys = Set(workspace.recordKeys.values)
         try await workspace.load(keys)
         return keys.compactMap { key in
