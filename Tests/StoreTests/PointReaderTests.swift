@@ -45,7 +45,8 @@ final class WriteAheadLogTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let pipeline = IngestPipeline()
         let address = String(repeating: "某某路某某号", count: 40)
-        for unit in 0..<200 {
+        // ~100 MB of WAL frames: past the 64 MB at which a commit checkpoints (ADR 003).
+        for unit in 0..<480 {
             var writes: [PreparedWrite] = []
             for i in 0..<25 {
                 let json = try JSONParser.parse(#"{"resourceType":"Patient","address":[{"text":"\#(address)\#(unit)-\#(i)"}]}"#)
@@ -55,11 +56,11 @@ final class WriteAheadLogTests: XCTestCase {
         }
         let path = dir.appendingPathComponent("db.sqlite").path
         let size = { (p: String) in ((try? FileManager.default.attributesOfItem(atPath: p))?[.size] as? Int) ?? 0 }
-        XCTAssertGreaterThan(size(path), 8 << 20, "5,000 Patients were checkpointed into the database file")
-        XCTAssertLessThan(size(path + "-wal"), 16 << 20, "the WAL restarts instead of growing")
+        XCTAssertGreaterThan(size(path), 8 << 20, "Patients were checkpointed into the database file")
+        XCTAssertLessThan(size(path + "-wal"), 80 << 20, "the WAL restarts instead of growing")
         try await store.close()
         let reopened = try await SQLiteStore.open(path: path)
-        let last = try await reopened.read(ResourceKey("Patient", "p199-24"))
+        let last = try await reopened.read(ResourceKey("Patient", "p479-24"))
         XCTAssertEqual(last?.version, 1)
         try await reopened.close()
     }

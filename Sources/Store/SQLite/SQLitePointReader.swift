@@ -31,7 +31,7 @@ final class SQLitePointReader: Sendable {
             // No memory map: a read after another connection's commit drops the cache, and with a
             // map also unmaps the file (a TLB shootdown on every core); these reads touch a
             // few dozen pages, cheaper to copy.
-            try c.exec("PRAGMA cache_size = -8192")
+            try c.exec("PRAGMA cache_size = -32768")
             _ = try c.statement(Self.readSQL)
             _ = try c.statement(Self.vreadSQL)
             slots.append(Slot(c))
