@@ -213,9 +213,9 @@ public struct FHIRService: Sendable {
                     full.writes.append(pipeline.prepareGenerated(w.resource, type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
                     planned.insert(w.key)
                 }
-                // With no other writer of the store (SQLite: one process), the lock above already
-                // keeps the plan current, and re-running its searches in the writer would be waste.
-                if store.hasOtherWriters { full.assumptions += plan.assumptions }
+                // The plan carries assumptions only where other writers exist (PostgreSQL); with one
+                // writer process the lock above already keeps it current.
+                full.assumptions += plan.assumptions
             }
             do {
                 return Array(try await store.commit(full).prefix(unit.writes.count))

@@ -38,7 +38,7 @@ public struct MasterIndexRebuild: Sendable {
             let plan = try await index.plan(for: writes, previous: previous)
             let unit = WriteUnit(writes: plan.writes.map {
                 service.pipeline.prepareGenerated($0.resource, type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch)
-            }, assumptions: service.store.hasOtherWriters ? plan.assumptions : [])
+            }, assumptions: plan.assumptions)
             if !unit.writes.isEmpty { _ = try await service.commit(unit) }
             report.patients += writes.count
             for outcome in plan.outcomes.values { report.outcomes[outcome.rawValue, default: 0] += 1 }
