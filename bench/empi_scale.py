@@ -133,7 +133,7 @@ def latency(args, pop, data, work, result):
             copy = os.path.join(work, mode)
             shutil.copytree(data, copy, ignore=shutil.ignore_patterns("huitong.lock"))
             port = free_port()
-            servers[mode] = (start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", copy]
+            servers[mode] = (start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", copy]
                                    + (["--no-matching"] if mode == "plain" else []), f"http://127.0.0.1:{port}/ready"), port)
         for p in probes:
             body = json.dumps(p, ensure_ascii=False).encode()

@@ -25,7 +25,7 @@ def import_run(files_dir, data):
 
 def http_run(files, data, clients=8):
     port = free_port()
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data], f"http://127.0.0.1:{port}/ready")
+    server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", data], f"http://127.0.0.1:{port}/ready")
     bodies = [open(f, "rb").read() for f in files]
 
     def post(body):

@@ -32,7 +32,7 @@ def http_run(files, url, nodes=1, clients=8):
     try:
         for _ in range(nodes):
             port = free_port()
-            servers.append(start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--database", url],
+            servers.append(start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--database", url],
                                  f"http://127.0.0.1:{port}/ready"))
             ports.append(port)
         bodies = [open(f, "rb").read() for f in files]

@@ -60,7 +60,7 @@ def run(args, stack):
     # so slow drifts of this shared VM hit both alike; the ratio reported is the median of rounds.
     port, bport = free_port(), free_port()
     store_args = store_arguments(data, args.postgres, work, stack, "read")
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
+    server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
     baseline_server = start([BINARY, "bench", "http-baseline", "--port", str(bport), "--bytes", str(avg)], f"http://127.0.0.1:{bport}/x")
     rounds = []
     try:

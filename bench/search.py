@@ -77,7 +77,7 @@ def run(args, stack):
     work = tempfile.mkdtemp(prefix="huitong-search-")
     port = free_port()
     store_args = store_arguments(data, args.postgres, work, stack, "search")
-    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
+    server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port)] + store_args, f"http://127.0.0.1:{port}/ready")
     results = {}
     try:
         for name, paths in urls.items():

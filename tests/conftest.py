@@ -41,13 +41,17 @@ class Server:
         self.data_dir = data_dir
         self.database = database
         self.start_args = []
+        # `--dev`: requests without a token act as a development administrator (tests of the
+        # FHIR behaviour); the security tests turn it off and use tokens.
+        self.dev = True
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         self.process = None
         self.log = open(os.path.join(data_dir, "server.log"), "ab")
 
     def start(self):
-        args = [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir] + self.start_args
+        args = [BINARY, "serve"] + (["--dev"] if self.dev else []) + [
+            "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir] + self.start_args
         if self.database:
             args += ["--database", self.database]
         self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)

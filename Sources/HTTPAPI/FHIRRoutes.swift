@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import HTTPTypes
 import Hummingbird
@@ -11,149 +12,167 @@ struct FHIRRoutes: Sendable {
     let searches: SearchService
     let bundles: BundleProcessor
     let maxBodyBytes: Int
+    let authenticator: Authenticator
+    /// `--dev`: said in the CapabilityStatement.
+    let development: Bool
+
+    /// The routes on behalf of `principal`: every service call below asks the access decision for it.
+    func acting(as principal: Principal) -> FHIRRoutes {
+        let acting = service.acting(as: principal)
+        return FHIRRoutes(service: acting, searches: searches.acting(as: principal), bundles: BundleProcessor(service: acting),
+                          maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development)
+    }
 
     func register(on router: Router<BasicRequestContext>) {
         let fhir = router.group("fhir")
         fhir.get("metadata") { request, _ in
-            handle(request) { base in FHIRResponse.json(CapabilityStatementBuilder.build(baseURL: base)) }
+            handle(request) { base in FHIRResponse.json(CapabilityStatementBuilder.build(baseURL: base, development: development)) }
         }
         fhir.post("") { request, _ in
-            try await handle(request) { base in try await transaction(request, base: base) }
+            try await handle(request) { r, base in try await r.transaction(request, base: base) }
         }
         fhir.get("_history") { request, _ in
-            try await handle(request) { base in try await history(request, base: base, type: nil, id: nil) }
+            try await handle(request) { r, base in try await r.history(request, base: base, type: nil, id: nil) }
         }
         fhir.get("{type}") { request, context in
-            try await handle(request) { base in
-                try await search(request, base: base, type: try context.parameters.require("type"), query: request.uri.query ?? "")
+            try await handle(request) { r, base in
+                try await r.search(request, base: base, type: try context.parameters.require("type"), query: request.uri.query ?? "")
             }
         }
         fhir.post("{type}/_search") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 let contentType = request.headers[.contentType] ?? ""
                 guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
                     throw FHIRError(415, code: "not-supported", "POST _search takes application/x-www-form-urlencoded")
                 }
-                let form = String(buffer: try await body(request))
+                let form = String(buffer: try await r.body(request))
                 let query = [request.uri.query, form].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: "&")
-                return try await search(request, base: base, type: try context.parameters.require("type"), query: query)
+                return try await r.search(request, base: base, type: try context.parameters.require("type"), query: query)
             }
         }
         fhir.post("{type}") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 let type = try context.parameters.require("type")
                 if type == "_search" { throw FHIRError(404, code: "not-supported", "System-level search is not supported") }
-                if type.hasPrefix("$") { return try await systemOperation(String(type.dropFirst()), request) }
-                let body = try await readResource(request)
-                let r = try await service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
-                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: r.status == 201)
+                if type.hasPrefix("$") { return try await r.systemOperation(String(type.dropFirst()), request) }
+                let body = try await r.readResource(request)
+                let result = try await r.service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
+                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.status == 201)
             }
         }
         fhir.post("{type}/{id}") { request, context in
             // Type-level operations (`Patient/$match`); the path shape is that of an instance.
-            try await handle(request) { base in
-                try await typeOperation(try context.parameters.require("type"), try context.parameters.require("id"), request, base: base)
+            try await handle(request) { r, base in
+                try await r.typeOperation(try context.parameters.require("type"), try context.parameters.require("id"), request, base: base)
             }
         }
         fhir.put("{type}") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 guard let query = request.uri.query, !query.isEmpty else {
                     throw FHIRError(400, code: "invalid", "PUT to a type needs search parameters (conditional update) or an id in the URL")
                 }
-                let body = try await readResource(request)
-                let r = try await service.conditionalUpdate(try context.parameters.require("type"), query: query, body: body,
-                                                            ifMatch: try ifMatch(request))
-                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: true)
+                let body = try await r.readResource(request)
+                let result = try await r.service.conditionalUpdate(try context.parameters.require("type"), query: query, body: body,
+                                                            ifMatch: try r.ifMatch(request))
+                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: true)
             }
         }
         fhir.delete("{type}") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 guard let query = request.uri.query, !query.isEmpty else {
                     throw FHIRError(400, code: "invalid", "DELETE on a type needs search parameters (conditional delete)")
                 }
-                let r = try await service.conditionalDelete(try context.parameters.require("type"), query: query)
-                return FHIRResponse.resource(r, base: base)
+                let result = try await r.service.conditionalDelete(try context.parameters.require("type"), query: query)
+                return FHIRResponse.resource(result, base: base)
             }
         }
         fhir.get("{type}/_history") { request, context in
-            try await handle(request) { base in try await history(request, base: base, type: try context.parameters.require("type"), id: nil) }
+            try await handle(request) { r, base in try await r.history(request, base: base, type: try context.parameters.require("type"), id: nil) }
         }
         fhir.get("{type}/{id}") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 if try context.parameters.require("id") == "$everything", try context.parameters.require("type") == "Patient" {
-                    return try await everything(request, base: base, patientID: nil)
+                    return try await r.everything(request, base: base, patientID: nil)
                 }
                 if try context.parameters.require("id") == "$ihe-pix", try context.parameters.require("type") == "Patient" {
-                    return try await pix(request)
+                    return try await r.pix(request)
                 }
-                var r = try await service.read(try context.parameters.require("type"), try context.parameters.require("id"))
+                var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
-                r.content = subset(r.content, mode, elements)
-                return FHIRResponse.resource(r, base: base)
+                result.content = r.subset(result.content, mode, elements)
+                return FHIRResponse.resource(result, base: base)
             }
         }
         fhir.put("{type}/{id}") { request, context in
-            try await handle(request) { base in
-                let body = try await readResource(request)
-                let r = try await service.update(try context.parameters.require("type"), try context.parameters.require("id"),
-                                                 body: body, ifMatch: try ifMatch(request))
-                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request), location: true)
+            try await handle(request) { r, base in
+                let body = try await r.readResource(request)
+                let result = try await r.service.update(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                 body: body, ifMatch: try r.ifMatch(request))
+                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: true)
             }
         }
         fhir.patch("{type}/{id}") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 let contentType = request.headers[.contentType] ?? ""
                 guard contentType.hasPrefix("application/json-patch+json") else {
                     throw FHIRError(415, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
                 }
-                let patch = try service.pipeline.parse(try await body(request).readableBytesView)
-                let r = try await service.patch(try context.parameters.require("type"), try context.parameters.require("id"),
-                                                patch: patch, ifMatch: try ifMatch(request))
-                return FHIRResponse.resource(r, base: base, prefer: FHIRResponse.prefer(request))
+                let patch = try r.service.pipeline.parse(try await r.body(request).readableBytesView)
+                let result = try await r.service.patch(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                patch: patch, ifMatch: try r.ifMatch(request))
+                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request))
             }
         }
         fhir.delete("{type}/{id}") { request, context in
-            try await handle(request) { base in
-                let r = try await service.delete(try context.parameters.require("type"), try context.parameters.require("id"),
-                                                 ifMatch: try ifMatch(request))
-                return FHIRResponse.resource(r, base: base)
+            try await handle(request) { r, base in
+                let result = try await r.service.delete(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                 ifMatch: try r.ifMatch(request))
+                return FHIRResponse.resource(result, base: base)
             }
         }
         fhir.get("{type}/{id}/_history") { request, context in
-            try await handle(request) { base in
-                try await history(request, base: base, type: try context.parameters.require("type"), id: try context.parameters.require("id"))
+            try await handle(request) { r, base in
+                try await r.history(request, base: base, type: try context.parameters.require("type"), id: try context.parameters.require("id"))
             }
         }
         fhir.get("{type}/{id}/{operationOrCompartment}") { request, context in
-            try await handle(request) { base in
+            try await handle(request) { r, base in
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 let third = try context.parameters.require("operationOrCompartment")
-                if type == "Patient" && third == "$everything" { return try await everything(request, base: base, patientID: id) }
-                if type == "Person" && third == "$everything" { return try await everything(request, base: base, personID: id) }
+                if type == "Patient" && third == "$everything" { return try await r.everything(request, base: base, patientID: id) }
+                if type == "Person" && third == "$everything" { return try await r.everything(request, base: base, personID: id) }
                 guard type == "Patient", FHIRSchema.r4.isResourceType(third) else {
                     throw FHIRError(404, code: "not-supported", "Unknown operation or compartment '\(type)/\(id)/\(third)'")
                 }
                 // Compartment search: GET /Patient/{id}/Observation?code=...
                 let query = (request.uri.query.map { $0 + "&" } ?? "") + "_compartment=Patient/" + id
-                return try await search(request, base: base, type: third, query: query, selfPath: "Patient/\(id)/\(third)")
+                return try await r.search(request, base: base, type: third, query: query, selfPath: "Patient/\(id)/\(third)")
             }
         }
         fhir.get("{type}/{id}/_history/{version}") { request, context in
-            try await handle(request) { base in
-                let r = try await service.vread(try context.parameters.require("type"), try context.parameters.require("id"),
+            try await handle(request) { r, base in
+                let result = try await r.service.vread(try context.parameters.require("type"), try context.parameters.require("id"),
                                                 version: try context.parameters.require("version"))
-                return FHIRResponse.resource(r, base: base)
+                return FHIRResponse.resource(result, base: base)
             }
         }
     }
 
     // MARK: request plumbing
 
-    /// Runs a handler, rendering any error as an OperationOutcome. Also enforces JSON-only formats.
-    func handle(_ request: Request, _ body: (String) async throws -> Response) async throws -> Response {
+    /// Authenticates the request, then runs a handler with the routes acting for its principal,
+    /// rendering any error as an OperationOutcome (401 with `WWW-Authenticate` without a valid
+    /// token). Also enforces JSON-only formats.
+    func handle(_ request: Request, _ body: (FHIRRoutes, String) async throws -> Response) async throws -> Response {
+        let principal: Principal
+        do {
+            principal = try await authenticator.principal(request)
+        } catch {
+            return Authenticator.refusal(error)
+        }
         do {
             try checkFormat(request)
-            return try await body(baseURL(request))
+            return try await body(acting(as: principal), baseURL(request))
         } catch let error as FHIRError {
             return FHIRResponse.error(error)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
@@ -260,7 +279,7 @@ struct FHIRRoutes: Sendable {
             }
             query.at = (t.low, t.high)
         }
-        let page = try await service.store.history(query)
+        let page = try await service.history(query)
         var entries: [JSON] = []
         for r in page.records {
             var entry = JSONObject()
@@ -343,12 +362,12 @@ struct FHIRRoutes: Sendable {
             }
             since = t.low
         }
-        let operation = PatientEverything(store: service.store)
+        let operation = PatientEverything(service: service)
         let result: PatientEverything.Page
         let selfURL: String
         if let personID {
             let patients = try await masterIndex.patients(ofPerson: personID)
-            result = try await operation.run(patients: patients + [ResourceKey("Person", personID)], types: types, since: since, page: page)
+            result = try await operation.run(person: personID, patients: patients, types: types, since: since, page: page)
             selfURL = "\(base)/Person/\(personID)/$everything"
         } else {
             result = try await operation.run(patientID: patientID, types: types, since: since, page: page)

@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Hummingbird
 import Identity
@@ -14,13 +15,23 @@ public enum HuitongApplication {
         public var maxBodyBytes: Int
         /// The master patient index's rules; nil turns matching off.
         public var matching: MatchRules?
+        /// Signs and verifies access tokens; nil: no tokens are issued (only `development` works).
+        public var tokens: TokenAuthority?
+        /// `huitong serve --dev`: a request without a token acts as a development administrator.
+        public var development: Bool
+        /// The externally visible base URL, for token audiences and discovery (nil: the Host header).
+        public var publicURL: String?
 
-        public init(host: String = "0.0.0.0", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
-                    matching: MatchRules? = .defaults) {
+        public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
+                    matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
+                    publicURL: String? = nil) {
             self.host = host
             self.port = port
             self.maxBodyBytes = maxBodyBytes
             self.matching = matching
+            self.tokens = tokens
+            self.development = development
+            self.publicURL = publicURL
         }
     }
 
@@ -29,7 +40,11 @@ public enum HuitongApplication {
         let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes),
                                   matching: configuration.matching)
         FHIRRoutes(service: service, searches: SearchService(store: store), bundles: BundleProcessor(service: service),
-                   maxBodyBytes: configuration.maxBodyBytes)
+                   maxBodyBytes: configuration.maxBodyBytes,
+                   authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
+                   development: configuration.development)
+            .register(on: router)
+        AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) }, publicURL: configuration.publicURL)
             .register(on: router)
         router.get("health") { _, _ in "ok" }
         router.get("ready") { _, _ -> Response in
@@ -42,7 +57,7 @@ public enum HuitongApplication {
         }
         router.get("/") { _, _ -> Response in
             let counts = (try? await store.resourceCounts()) ?? [:]
-            return StatusPage.render(counts: counts)
+            return StatusPage.render(counts: counts, development: configuration.development)
         }
         return router
     }

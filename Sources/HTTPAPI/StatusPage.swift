@@ -5,7 +5,11 @@ import Platform
 /// The small HTML page at `/`: what this server is, its version and what it holds.
 /// Chinese first, English beside it, as the platform's users read both.
 enum StatusPage {
-    static func render(counts: [String: Int]) -> Response {
+    static func render(counts: [String: Int], development: Bool) -> Response {
+        let banner = development
+            ? "<p style=\"background:#fde;padding:.5em\"><b>开发模式 Development mode</b>：无令牌的请求以开发管理员身份执行，仅限本机访问。"
+              + " Requests without a token act as a development administrator; loopback only.</p>"
+            : ""
         let total = counts.values.reduce(0, +)
         let rows = counts.sorted { $0.key < $1.key }
             .map { "<tr><td>\(escape($0.key))</td><td>\($0.value)</td></tr>" }
@@ -18,6 +22,7 @@ enum StatusPage {
         </head>
         <body>
         <h1>汇通 Huitong</h1>
+        \(banner)
         <p>区域全民健康信息平台 · Regional population health information platform</p>
         <p>版本 Version \(CapabilityStatementBuilder.softwareVersion) · FHIR R4 (4.0.1)</p>
         <ul>

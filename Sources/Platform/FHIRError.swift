@@ -36,6 +36,8 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
             return FHIRError(409, code: "duplicate", "Resource \(key) already exists")
         case .conditionChanged:
             return FHIRError(409, code: "conflict", "Concurrent writes changed the result of a conditional interaction; retry")
+        case .recordExists(let kind, let id):
+            return FHIRError(409, code: "duplicate", "The \(kind) '\(id)' exists already")
         case .storage(let message):
             return FHIRError(500, code: "exception", "Storage failure: \(message)")
         }

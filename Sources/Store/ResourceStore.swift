@@ -37,6 +37,10 @@ public protocol ResourceStore: Sendable {
     func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord]
     /// Commits a unit atomically and durably; throws `StoreError` when a precondition fails.
     func commit(_ unit: WriteUnit) async throws -> [WriteOutcome]
+    /// A platform record (not expired at `now`, microseconds), read from the primary.
+    func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord?
+    /// Every unexpired platform record of a kind, by id.
+    func records(kind: String, now: Int64) async throws -> [PlatformRecord]
     /// Number of current, non-deleted resources per type.
     func resourceCounts() async throws -> [String: Int]
     /// Hands the changes committed since `consumer` last consumed (at most `limit`, in commit

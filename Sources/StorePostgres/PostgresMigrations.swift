@@ -81,5 +81,11 @@ enum PostgresMigrations {
                 updated_at timestamptz NOT NULL DEFAULT now())
             """,
         ]),
+        (2, "platform records (OAuth clients, users, one-time ids)", [
+            """
+            CREATE TABLE platform_record (kind text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, content text NOT NULL,
+                expires bigint, PRIMARY KEY (kind, id))
+            """,
+        ]),
     ]
 }

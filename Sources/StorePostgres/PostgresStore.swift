@@ -161,6 +161,14 @@ public final class PostgresStore: ResourceStore {
     /// Any number of nodes may write the same database.
     public var hasOtherWriters: Bool { true }
 
+    public func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord? {
+        try await current.record(kind: kind, id: id, now: now)
+    }
+
+    public func records(kind: String, now: Int64) async throws -> [PlatformRecord] {
+        try await current.records(kind: kind, now: now)
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await current.resourceCounts()
     }

@@ -86,6 +86,7 @@ struct PostgresWriter: Sendable {
         let outcomes = try WritePlanner.apply(unit, states: &states, pending: &pending, fresh: &fresh, time: time,
                                               newRid: { nextRid.next()! }, newHid: { nextHid.next()! })
         try await PostgresRows.insert(pending, on: connection, logger: logger)
+        try await PlatformRecordSQL.apply(unit.records) { sql, binds in try await tx.query(sql, binds) }
         return outcomes
     }
 

@@ -1,3 +1,4 @@
+import Access
 import ArgumentParser
 import Foundation
 import Identity
@@ -61,7 +62,7 @@ struct EmpiRebuild: AsyncParsableCommand {
         guard let rules = try matchingOptions.rules() else { throw ValidationError("--no-matching and rebuild contradict each other") }
         let store = try await storeOptions.open(logger: logger)
         let began = Date()
-        let report = try await MasterIndexRebuild(service: FHIRService(store: store, matching: rules)).run { line in
+        let report = try await MasterIndexRebuild(service: FHIRService(store: store, matching: rules, principal: .platform)).run { line in
             let elapsed = Date().timeIntervalSince(began)
             var err = FileHandleOutputStream.standardError
             print("\r\(line)  \(String(format: "%.0f", elapsed)) s", terminator: "", to: &err)

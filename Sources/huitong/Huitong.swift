@@ -1,3 +1,4 @@
+import Access
 import ArgumentParser
 import Foundation
 import HTTPAPI
@@ -14,7 +15,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Client.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.
@@ -55,8 +56,8 @@ struct StoreOptions: ParsableArguments {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the platform's HTTP server (FHIR R4 at /fhir).")
 
-    @Option(help: "Address to listen on. Env: HUITONG_HOST")
-    var host: String = ProcessInfo.processInfo.environment["HUITONG_HOST"] ?? "0.0.0.0"
+    @Option(help: "Address to listen on (default 0.0.0.0; with --dev 127.0.0.1). Env: HUITONG_HOST")
+    var host: String? = ProcessInfo.processInfo.environment["HUITONG_HOST"].flatMap { $0.isEmpty ? nil : $0 }
 
     @Option(help: "Port to listen on. Env: HUITONG_PORT")
     var port: Int = Int(ProcessInfo.processInfo.environment["HUITONG_PORT"] ?? "") ?? 8080
@@ -64,21 +65,75 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest accepted request body in bytes.")
     var maxBodyBytes: Int = 20 * 1024 * 1024
 
+    @Flag(help: "Development mode, for a first look and local tests: a request without a token acts as a development administrator (still audited). Loopback only.")
+    var dev = false
+
+    @Option(help: "Folder of the ES256 keys that sign access tokens (token-<kid>.pem; one is made if there is none; share it between nodes). Default: <data>/keys. Env: HUITONG_TOKEN_KEYS")
+    var tokenKeys: String? = ProcessInfo.processInfo.environment["HUITONG_TOKEN_KEYS"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Option(help: "The externally visible base URL (https://hie.example.gov.cn), for token audiences and SMART discovery. Env: HUITONG_PUBLIC_URL")
+    var publicURL: String? = ProcessInfo.processInfo.environment["HUITONG_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : $0 }
+
     @OptionGroup var matchingOptions: MatchingOptions
 
     @OptionGroup var storeOptions: StoreOptions
 
+    static let loopback: Set<String> = ["127.0.0.1", "::1", "localhost"]
+
+    func validate() throws {
+        if dev, let host, !Self.loopback.contains(host) {
+            throw ValidationError("--dev serves only on loopback (127.0.0.1, ::1, localhost), not on \(host): without a token every request acts as an administrator")
+        }
+    }
+
     func run() async throws {
         var logger = Logger(label: "huitong")
         logger.logLevel = .info
+        if dev { logger[metadataKey: "mode"] = "development" }
+        let host = self.host ?? (dev ? "127.0.0.1" : "0.0.0.0")
         let store = try await storeOptions.open(logger: logger)
+        let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
+        let tokens = try await TokenAuthority(keys: keys)
         let app = HuitongApplication.make(
             store: store,
-            configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules()),
+            configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
+                                 tokens: tokens, development: dev, publicURL: publicURL),
             logger: logger)
+        if dev {
+            logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
+        }
         logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.location))")
         try await app.runService()
         try await store.close()
+    }
+}
+
+/// The folder of token signing keys: every `token-<kid>.pem` verifies, the newest signs.
+/// An empty folder gets a new key (readable by the owner only).
+struct TokenKeyFolder {
+    let path: String
+
+    func load() throws -> [SigningKey] {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var keys: [SigningKey] = []
+        for name in try fm.contentsOfDirectory(atPath: path).sorted() where name.hasPrefix("token-") && name.hasSuffix(".pem") {
+            let pem = try String(contentsOfFile: (path as NSString).appendingPathComponent(name), encoding: .utf8)
+            keys.append(try SigningKey(kid: String(name.dropFirst(6).dropLast(4)), pem: pem))
+        }
+        if keys.isEmpty { keys.append(try rotate()) }
+        return keys
+    }
+
+    /// Adds a new key, which signs from the next start on; older keys keep verifying.
+    @discardableResult
+    func rotate() throws -> SigningKey {
+        let (kid, pem) = try SigningKey.generate()
+        let file = (path as NSString).appendingPathComponent("token-\(kid).pem")
+        guard FileManager.default.createFile(atPath: file, contents: Data(pem.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("Cannot write the token signing key \(file)")
+        }
+        return try SigningKey(kid: kid, pem: pem)
     }
 }
 
@@ -102,7 +157,7 @@ struct Import: AsyncParsableCommand {
         let files = BulkImporter.files(in: paths)
         guard !files.isEmpty else { throw ValidationError("No .json or .ndjson files found in \(paths.joined(separator: ", "))") }
         let store = try await storeOptions.open(logger: logger)
-        let importer = BulkImporter(service: FHIRService(store: store, matching: try matchingOptions.rules()))
+        let importer = BulkImporter(service: FHIRService(store: store, matching: try matchingOptions.rules(), principal: .platform))
         let progress = ImportProgress(totalFiles: files.count)
         var failures: [BulkImporter.FileResult] = []
         await withTaskGroup(of: BulkImporter.FileResult.self) { group in

@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Foundation
 import HTTPTypes
@@ -43,7 +44,7 @@ final class MasterIndexMaintenanceTests: XCTestCase {
             let (rules, report) = try await MatchTraining.train(store: store, start: .defaults, randomPairs: 20_000)
             XCTAssertEqual(report.patients, 61)
             XCTAssertGreaterThan(report.candidatePairs, 29)
-            let rebuilt = try await MasterIndexRebuild(service: FHIRService(store: store, matching: rules)).run()
+            let rebuilt = try await MasterIndexRebuild(service: FHIRService(store: store, matching: rules, principal: .platform)).run()
             XCTAssertEqual(rebuilt.patients, 61)
             XCTAssertEqual(rebuilt.outcomes["MANUAL"], 1)
             XCTAssertEqual(rebuilt.outcomes["MATCH"], 30, "every second registration found its resident again")

@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Foundation
 import HTTPAPI
@@ -29,6 +30,8 @@ struct FHIRTestResponse {
 /// once per storage backend (SQLite; PostgreSQL when `HUITONG_TEST_POSTGRES_URL` is set).
 struct TestServer {
     let client: any TestClientProtocol
+    /// The server's token authority (a key made for this run), to mint tokens as `/auth/token` would.
+    let tokens: TokenAuthority
 
     func request(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil,
                  headers: [String: String] = [:]) async throws -> FHIRTestResponse {
@@ -41,12 +44,16 @@ struct TestServer {
     }
 
     /// Runs `body` against a new server with an empty database, on every available backend.
-    static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults,
+    /// `development` (as `huitong serve --dev`): requests without a token act as an administrator.
+    static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults, development: Bool = true,
                     _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
         try await withEachBackend { test in
-            let router = HuitongApplication.router(store: test.store, configuration: .init(maxBodyBytes: maxBodyBytes, matching: matching))
+            let (kid, pem) = try SigningKey.generate()
+            let tokens = try await TokenAuthority(keys: [try SigningKey(kid: kid, pem: pem)])
+            let router = HuitongApplication.router(store: test.store, configuration: .init(
+                maxBodyBytes: maxBodyBytes, matching: matching, tokens: tokens, development: development))
             let app = Application(router: router)
-            try await app.test(.router) { client in try await body(TestServer(client: client), test.store) }
+            try await app.test(.router) { client in try await body(TestServer(client: client, tokens: tokens), test.store) }
         }
     }
 }

@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import FHIRModel
 import NIOCore
@@ -122,6 +123,7 @@ public struct BundleProcessor: Sendable {
             }
         }
         func resolveConditional(_ type: String, _ query: String, _ at: String) async throws -> [ResourceKey] {
+            do { try service.authorize(.search, type) } catch { throw relocated(error, at) }
             let parsed: SearchQuery
             do { parsed = try conditionals.parse(type: type, query: query) } catch { throw relocated(error, at) }
             let matches = try await store.search(parsed, limit: 2)
@@ -137,7 +139,10 @@ public struct BundleProcessor: Sendable {
             let parts = path.split(separator: "/").map(String.init)
             switch e.method {
             case "DELETE":
-                if let type = parts.first { try service.checkType(type) }
+                if let type = parts.first {
+                    try service.checkType(type)
+                    do { try service.authorize(query == nil ? .delete : .conditionalDelete, type) } catch { throw relocated(error, at) }
+                }
                 if let query, parts.count == 1 {
                     let matches = try await resolveConditional(parts[0], query, at)
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "Conditional delete matched more than one resource", at: at) }
@@ -154,6 +159,7 @@ public struct BundleProcessor: Sendable {
                 guard let type = e.resource?["resourceType"]?.stringValue, parts.count == 1, parts[0] == type else {
                     throw FHIRError(400, code: "invalid", "POST url must be the resource's type", at: "\(at).request.url")
                 }
+                do { try service.authorize(e.ifNoneExist == nil ? .create : .conditionalCreate, type) } catch { throw relocated(error, at) }
                 if let ifNoneExist = e.ifNoneExist {
                     let matches = try await resolveConditional(type, ifNoneExist, at)
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "ifNoneExist matched more than one \(type)", at: at) }
@@ -180,6 +186,8 @@ public struct BundleProcessor: Sendable {
                     throw FHIRError(400, code: "invalid", "Invalid \(e.method) url '\(e.url)'", at: "\(at).request.url")
                 }
                 try service.checkType(key.type)
+                let interaction: Interaction = query != nil && parts.count == 1 ? .conditionalUpdate : (e.method == "PATCH" ? .patch : .update)
+                do { try service.authorize(interaction, key.type) } catch { throw relocated(error, at) }
                 try claim(key, at)
                 plans[e.index] = .write(key: key, method: e.method)
                 if let f = e.fullUrl { aliases[f] = key.description }

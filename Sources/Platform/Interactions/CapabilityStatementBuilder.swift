@@ -5,7 +5,9 @@ import FHIRModel
 public enum CapabilityStatementBuilder {
     public static let softwareVersion = "0.1.0"
 
-    public static func build(baseURL: String, registry: SearchParameterRegistry = .r4, schema: FHIRSchema = .r4) -> JSON {
+    /// - Parameter development: `huitong serve --dev`, said in `implementation.description`.
+    public static func build(baseURL: String, development: Bool = false, registry: SearchParameterRegistry = .r4,
+                             schema: FHIRSchema = .r4) -> JSON {
         let interactions = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
         var resources: [JSON] = []
         for type in schema.resourceTypeNames {
@@ -44,6 +46,19 @@ public enum CapabilityStatementBuilder {
                                 ("definition", .string("https://huitong.health/fhir/OperationDefinition/\(op.name)")),
                                 ("documentation", .string(op.documentation))]))
         })
+        // SMART Backend Services: where tokens come from (the base URL minus `/fhir`).
+        let server = baseURL.hasSuffix("/fhir") ? String(baseURL.dropLast(5)) : baseURL
+        let oauth = JSONObject([("url", .string("http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris")),
+                                ("extension", .array([.object(JSONObject([("url", .string("token")),
+                                                                          ("valueUri", .string(server + "/auth/token"))]))]))])
+        let service = JSONObject([("coding", .array([.object(JSONObject([
+            ("system", .string("http://terminology.hl7.org/CodeSystem/restful-security-service")), ("code", .string("SMART-on-FHIR"))]))]))])
+        rest["security"] = .object(JSONObject([
+            ("extension", .array([.object(oauth)])), ("service", .array([.object(service)])),
+            ("description", .string(development
+                ? "DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator; loopback only"
+                : "OAuth2 client credentials (SMART Backend Services) with SMART v2 scopes; every request needs a bearer token")),
+        ]))
         rest["interaction"] = .array(["transaction", "batch", "history-system"].map { .object(JSONObject([("code", .string($0))])) })
         var o = JSONObject()
         o["resourceType"] = .string("CapabilityStatement")
@@ -52,7 +67,8 @@ public enum CapabilityStatementBuilder {
         o["publisher"] = .string("Huitong")
         o["kind"] = .string("instance")
         o["software"] = .object(JSONObject([("name", .string("Huitong")), ("version", .string(softwareVersion))]))
-        o["implementation"] = .object(JSONObject([("description", .string("Huitong regional health information platform")), ("url", .string(baseURL))]))
+        let description = "Huitong regional health information platform" + (development ? " — DEVELOPMENT MODE (开发模式)" : "")
+        o["implementation"] = .object(JSONObject([("description", .string(description)), ("url", .string(baseURL))]))
         o["fhirVersion"] = .string("4.0.1")
         o["format"] = .array([.string("application/fhir+json"), .string("json")])
         o["patchFormat"] = .array([.string("application/json-patch+json")])

@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Identity
 import NIOCore
@@ -32,9 +33,14 @@ public struct InteractionResult: Sendable {
 
 /// FHIR REST semantics (read, vread, create, update, patch, delete, conditional
 /// variants, history) over a `ResourceStore`, with every write going through the
-/// `IngestPipeline`. The HTTP layer maps requests onto these calls.
+/// `IngestPipeline`. The HTTP layer maps requests onto these calls, each on behalf of the
+/// request's principal (`acting(as:)`): every interaction first asks the `AccessPolicy`.
 public struct FHIRService: Sendable {
     public let store: any ResourceStore
+    /// On whose behalf the interactions run. A service nobody acts through (`Principal.nobody`)
+    /// is refused everything, so a caller that forgets `acting(as:)` fails closed.
+    public private(set) var principal: Principal
+    let policy = AccessPolicy()
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
     public let masterIndex: MasterPatientIndex?
@@ -46,11 +52,36 @@ public struct FHIRService: Sendable {
     let conditionals = SearchQueryParser()
     static let maxAttempts = 64
 
-    /// - Parameter matching: the master patient index's rules; nil turns matching off.
-    public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline(), matching: MatchRules? = .defaults) {
+    /// - Parameters:
+    ///   - matching: the master patient index's rules; nil turns matching off.
+    ///   - principal: on whose behalf (`.platform` for the operator's command-line work).
+    public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline(), matching: MatchRules? = .defaults,
+                principal: Principal = .nobody) {
         self.store = store
+        self.principal = principal
         self.pipeline = pipeline
         self.masterIndex = matching.map { MasterPatientIndex(store: store, rules: $0) }
+    }
+
+    /// The same service on behalf of `principal`.
+    public func acting(as principal: Principal) -> FHIRService {
+        var copy = self
+        copy.principal = principal
+        return copy
+    }
+
+    /// Asks the access decision; a refusal is a 403 OperationOutcome.
+    public func authorize(_ interaction: Interaction, _ type: String?) throws(FHIRError) {
+        do {
+            try policy.authorize(principal, interaction, type)
+        } catch {
+            throw FHIRError(403, code: "forbidden", error.reason)
+        }
+    }
+
+    /// Whether resources of `type` may be shown to the principal (includes, `$everything`, history).
+    public func mayRead(_ type: String) -> Bool {
+        policy.mayRead(principal, type)
     }
 
     public func checkType(_ type: String) throws(FHIRError) {
@@ -61,6 +92,7 @@ public struct FHIRService: Sendable {
 
     public func read(_ type: String, _ id: String) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.read, type)
         let key = ResourceKey(type, id)
         guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
         if record.deleted { throw FHIRError.gone(key, version: record.version) }
@@ -69,6 +101,7 @@ public struct FHIRService: Sendable {
 
     public func vread(_ type: String, _ id: String, version: String) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.vread, type)
         let key = ResourceKey(type, id)
         guard let v = Int(version), let record = try await store.vread(key, version: v) else {
             throw FHIRError(404, code: "not-found", "Version \(version) of \(key) is not known")
@@ -77,9 +110,21 @@ public struct FHIRService: Sendable {
         return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
     }
 
+    /// History of one resource (`type` and `id`), of a type, or of everything (neither).
+    public func history(_ query: HistoryQuery) async throws -> HistoryPage {
+        if let type = query.type {
+            try checkType(type)
+            try authorize(query.id == nil ? .search : .history, type)
+        } else {
+            try authorize(.systemHistory, nil)
+        }
+        return try await store.history(query)
+    }
+
     /// `POST /Type` with optional `If-None-Exist`.
     public func create(_ type: String, body: JSON, ifNoneExist: String? = nil) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(ifNoneExist == nil ? .create : .conditionalCreate, type)
         return try await retrying {
             var assumptions: [Assumption] = []
             if let ifNoneExist {
@@ -98,6 +143,7 @@ public struct FHIRService: Sendable {
     /// `PUT /Type/id`: update, or create with the client's id.
     public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.update, type)
         guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
         guard let bodyID = body["id"]?.stringValue else {
             throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")
@@ -113,6 +159,7 @@ public struct FHIRService: Sendable {
     /// `PUT /Type?query`: update the single match, or create when nothing matches.
     public func conditionalUpdate(_ type: String, query: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.conditionalUpdate, type)
         let parsed = try conditionals.parse(type: type, query: query)
         return try await retrying {
             let match = try await atMostOneMatch(parsed, "Conditional update '\(query)'")
@@ -138,6 +185,7 @@ public struct FHIRService: Sendable {
     /// `PATCH /Type/id` with a JSON Patch document; atomic against concurrent updates.
     public func patch(_ type: String, _ id: String, patch: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.patch, type)
         let key = ResourceKey(type, id)
         return try await retrying {
             guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
@@ -162,6 +210,7 @@ public struct FHIRService: Sendable {
 
     public func delete(_ type: String, _ id: String, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.delete, type)
         let outcome = try await commit(WriteUnit(writes: [pipeline.prepareDelete(ResourceKey(type, id), ifMatch: ifMatch)]))[0]
         if !outcome.changed {
             return InteractionResult(status: 200, key: outcome.key,
@@ -173,6 +222,7 @@ public struct FHIRService: Sendable {
     /// `DELETE /Type?query`: deletes the single match (more than one → 412).
     public func conditionalDelete(_ type: String, query: String) async throws -> InteractionResult {
         try checkType(type)
+        try authorize(.conditionalDelete, type)
         let parsed = try conditionals.parse(type: type, query: query)
         return try await retrying {
             guard let match = try await atMostOneMatch(parsed, "Conditional delete '\(query)'") else {

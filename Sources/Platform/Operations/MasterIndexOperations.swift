@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Identity
 import NIOCore
@@ -34,6 +35,7 @@ public struct MasterIndexOperations: Sendable {
     /// `Patient/$match`: candidates for the Patient in `parameters` (a Parameters resource with
     /// `resource`, `onlyCertainMatches`, `count`, or a bare Patient), best first.
     public func match(_ body: JSON) async throws -> [(record: ResourceRecord, probability: Double, grade: String)] {
+        try service.authorize(.operation("match"), "Patient")
         let parameters = Parameters(body)
         guard case .object(let patient)? = body["resourceType"]?.stringValue == "Patient" ? body : parameters.resource("resource") else {
             throw FHIRError(400, code: "required", "$match needs a Patient in the parameter 'resource'", at: "Parameters.parameter")
@@ -56,6 +58,7 @@ public struct MasterIndexOperations: Sendable {
 
     /// PIXm: every identifier (and Patient) of the resident a source identifier belongs to.
     public func pix(sourceIdentifier: String, targetSystems: [String]) async throws -> JSON {
+        try service.authorize(.operation("ihe-pix"), "Patient")
         let parts = sourceIdentifier.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw FHIRError(400, code: "value", "sourceIdentifier must be system|value", at: "sourceIdentifier")
@@ -85,6 +88,7 @@ public struct MasterIndexOperations: Sendable {
 
     /// The Patients a Person links (404 when there is no such Person).
     public func patients(ofPerson id: String) async throws -> [ResourceKey] {
+        try service.authorize(.read, "Person")
         guard let patients = try await index.patients(of: ResourceKey("Person", id)) else {
             throw FHIRError.notFound(ResourceKey("Person", id))
         }
@@ -94,6 +98,7 @@ public struct MasterIndexOperations: Sendable {
     /// A reviewer's decision, committed with its decision record; returns a Parameters naming the
     /// Persons changed and the decision Task.
     public func decide(_ operation: String, _ body: JSON) async throws -> JSON {
+        try service.authorize(.operation(operation), "Person")
         let parameters = Parameters(body)
         func reference(_ name: String, _ type: String) throws(FHIRError) -> ResourceKey {
             guard let text = parameters.reference(name), let key = Self.key(text), key.type == type else {
@@ -113,7 +118,11 @@ public struct MasterIndexOperations: Sendable {
         guard let reason = parameters.string("reason"), !reason.isEmpty else {
             throw FHIRError(400, code: "required", "A decision needs a 'reason'", at: "Parameters.parameter")
         }
-        let actor = parameters.string("actor") ?? "unidentified reviewer"
+        // Who decided: the authenticated reviewer; a name in the body only where nobody logged in
+        // (`--dev`, command line).
+        let principal = service.principal
+        let actor = principal.kind == .client || principal.kind == .user
+            ? "\(principal.kind.rawValue)/\(principal.subject)" : (parameters.string("actor") ?? "unidentified reviewer")
         let index = try index
         for attempt in 1...16 {
             let plan: LinkagePlan

@@ -1,15 +1,26 @@
+import Access
 import FHIRModel
 import Store
 
-/// Runs searches: the matching page, then `_include` / `_revinclude` (with `:iterate`).
+/// Runs searches: the matching page, then `_include` / `_revinclude` (with `:iterate`), on
+/// behalf of a principal (`acting(as:)`): every type the search looks into (chains, `_has`)
+/// needs search access, and included resources of types it may not read are left out.
 public struct SearchService: Sendable {
     public let store: any ResourceStore
+    public private(set) var principal: Principal = .nobody
+    let policy = AccessPolicy()
     let parser = SearchQueryParser()
     /// How many rounds `:iterate` follows references.
     static let maxIterations = 3
 
     public init(store: any ResourceStore) {
         self.store = store
+    }
+
+    public func acting(as principal: Principal) -> SearchService {
+        var copy = self
+        copy.principal = principal
+        return copy
     }
 
     public struct Result: Sendable {
@@ -28,6 +39,9 @@ public struct SearchService: Sendable {
     }
 
     public func run(_ search: ParsedSearch) async throws -> Result {
+        for type in search.query.typesSearched.sorted() {
+            do { try policy.authorize(principal, .search, type) } catch { throw FHIRError(403, code: "forbidden", error.reason) }
+        }
         var page = search.page
         if search.summaryCount { page.count = 0 }
         // `_count=0` asks for the total only.
@@ -46,9 +60,25 @@ public struct SearchService: Sendable {
                 let targets = frontier.map(\.key)
                 found += try await store.revinclude(of: targets, sourceType: spec.sourceType, parameter: spec.parameter)
             }
-            frontier = found.filter { seen.insert($0.key).inserted }
+            frontier = found.filter { policy.mayRead(principal, $0.key.type) && seen.insert($0.key).inserted }
             included += frontier
         }
         return Result(matches: result.records, included: included, total: result.total, next: result.next, search: search)
+    }
+}
+
+extension SearchQuery {
+    /// The type searched and every type its chains and `_has` clauses look into.
+    var typesSearched: Set<String> {
+        var types: Set<String> = [type]
+        for clause in clauses {
+            for match in clause.values {
+                switch match {
+                case .chain(let inner), .has(let inner, _): types.formUnion(inner.typesSearched)
+                default: continue
+                }
+            }
+        }
+        return types
     }
 }

@@ -45,6 +45,8 @@ public enum StoreError: Error, Sendable, Equatable {
     case conditionChanged
     /// Create with an id that exists already (409).
     case alreadyExists(ResourceKey)
+    /// A one-time platform record (`RecordWrite.Mode.insertNew`) exists already.
+    case recordExists(kind: String, id: String)
     /// A storage failure, with the engine's message.
     case storage(String)
 }

@@ -55,6 +55,8 @@ public struct Assumption: Sendable {
 public struct WriteUnit: Sendable {
     public var writes: [PreparedWrite]
     public var assumptions: [Assumption]
+    /// Platform records (clients, users, one-time ids) written with the resources.
+    public var records: [RecordWrite] = []
     /// A change-feed consumer's new position, saved atomically with the unit (the SQLite store's
     /// feed bookkeeping; not for callers outside the store).
     package var consumerPosition: (name: String, position: Int)?

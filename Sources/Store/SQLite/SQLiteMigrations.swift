@@ -59,5 +59,11 @@ enum SQLiteMigrations {
         (3, "change-feed consumer positions", [
             "CREATE TABLE change_consumer (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
         ]),
+        (4, "platform records (OAuth clients, users, one-time ids)", [
+            """
+            CREATE TABLE platform_record (kind TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL, expires INTEGER,
+                PRIMARY KEY (kind, id)) WITHOUT ROWID
+            """,
+        ]),
     ]
 }

@@ -167,6 +167,14 @@ public final class SQLiteStore: ResourceStore {
     /// One process owns the file (the data-folder lock).
     public var hasOtherWriters: Bool { false }
 
+    public func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord? {
+        try await reads.record(kind: kind, id: id, now: now)
+    }
+
+    public func records(kind: String, now: Int64) async throws -> [PlatformRecord] {
+        try await reads.records(kind: kind, now: now)
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await reads.resourceCounts()
     }

@@ -134,7 +134,17 @@ final class SQLiteWriteSession: @unchecked Sendable {
                     for key in Set(unit.writes.filter { w in overlay[w.key] == nil && (w.action != .create || w.mustNotExist) }.map(\.key)) {
                         if let state = try currentState(key) { overlay[key] = state }
                     }
+                    for w in unit.records {
+                        if case .insertNew(let now) = w.mode,
+                           !(try db.query(PlatformRecordSQL.existsSQL, [.text(w.record.kind), .text(w.record.id), .integer(Int(now))]).isEmpty) {
+                            throw StoreError.recordExists(kind: w.record.kind, id: w.record.id)
+                        }
+                    }
                     results.append(.success(try apply(unit, overlay: &overlay, pending: &pending, fresh: &fresh)))
+                    for w in unit.records {
+                        let (sql, binds) = PlatformRecordSQL.statement(w)
+                        _ = try db.query(sql, binds)
+                    }
                     if let c = unit.consumerPosition { pending.consumers[c.name] = c.position }
                 } catch let error as StoreError {
                     results.append(.failure(error))

@@ -1,0 +1,99 @@
+/// What a request does, as the access decision sees it.
+public enum Interaction: Sendable, Hashable, CustomStringConvertible {
+    case read, vread, history, search, create, update, patch, delete
+    /// Create with `If-None-Exist`: a search and a create.
+    case conditionalCreate
+    /// `PUT /Type?query`: a search and an update (or a create).
+    case conditionalUpdate
+    /// `DELETE /Type?query`: a search and a delete.
+    case conditionalDelete
+    /// History of every type (`GET /_history`).
+    case systemHistory
+    /// A named operation (`match`, `everything`, `ihe-pix`, `empi-link`, ...).
+    case operation(String)
+
+    public var description: String {
+        switch self {
+        case .read: "read"
+        case .vread: "vread"
+        case .history: "history"
+        case .search: "search"
+        case .create: "create"
+        case .update: "update"
+        case .patch: "patch"
+        case .delete: "delete"
+        case .conditionalCreate: "conditional create"
+        case .conditionalUpdate: "conditional update"
+        case .conditionalDelete: "conditional delete"
+        case .systemHistory: "history of all types"
+        case .operation(let name): "$" + name
+        }
+    }
+
+    /// The SMART permissions the interaction needs on its resource type.
+    var needs: Permissions {
+        switch self {
+        case .read, .vread: return .read
+        case .history: return .read
+        case .search: return .search
+        case .systemHistory: return [.read, .search]
+        case .create: return .create
+        case .update, .patch: return .update
+        case .delete: return .delete
+        case .conditionalCreate: return [.create, .search]
+        case .conditionalUpdate: return [.update, .search]
+        case .conditionalDelete: return [.delete, .search]
+        case .operation(let name): return Self.operationNeeds[name] ?? .all
+        }
+    }
+
+    /// Operations and what they need on the type they are invoked on. An operation not listed
+    /// needs every permission (so a new operation is closed until it is listed here).
+    static let operationNeeds: [String: Permissions] = [
+        "match": .search, "ihe-pix": [.read, .search], "everything": .read,
+        "empi-link": .update, "empi-not-match": .update, "empi-unlink": .update, "empi-merge": .update, "empi-unmerge": .update,
+    ]
+}
+
+/// Why a request was refused (HTTP 403).
+public struct AccessDenied: Error, Sendable, Equatable {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+}
+
+/// The access decision (DESIGN.md §1): every read and write — interactions, searches with their
+/// `_include`s, chains and `_has`, history, `$everything`, operations, transaction entries —
+/// asks this one type. It answers from the principal's scopes and role; treatment relationships,
+/// the resident's consent and sensitive categories join it here.
+public struct AccessPolicy: Sendable {
+    public init() {}
+
+    /// Roles that may work on the master patient index's review queue.
+    static let indexStewards: Set<Role> = [.administrator, .platformOperator]
+    static let stewardOperations: Set<String> = ["empi-link", "empi-not-match", "empi-unlink", "empi-merge", "empi-unmerge"]
+
+    /// Refuses `interaction` on `type` (nil: every type, as system history) unless allowed.
+    public func authorize(_ principal: Principal, _ interaction: Interaction, _ type: String?) throws(AccessDenied) {
+        if case .operation(let name) = interaction, Self.stewardOperations.contains(name), !Self.indexStewards.contains(principal.role) {
+            throw AccessDenied("$\(name) is for the master index's reviewers (role administrator or operator), not \(principal.role.rawValue)")
+        }
+        if principal.scopes.contains(where: { $0.context == .patient }) && principal.role != .administrator {
+            // Residents' own-compartment access is decided with the master index; until then a
+            // patient-context token reaches nothing rather than too much.
+            throw AccessDenied("patient/ scopes are not yet served on this endpoint")
+        }
+        let needed = interaction.needs
+        let granted = principal.permissions(on: type ?? "*")
+        guard granted.isSuperset(of: needed) else {
+            let what = type ?? "all types"
+            throw AccessDenied("The token's scopes do not allow \(interaction) on \(what) (needs \(what).\(needed.letters), "
+                               + "granted \(granted.isEmpty ? "nothing" : granted.letters))")
+        }
+    }
+
+    /// Whether `type` may appear in a response to the principal (an `_include`, a resource in
+    /// `$everything`, an entry of a history Bundle): it needs read access to that type.
+    public func mayRead(_ principal: Principal, _ type: String) -> Bool {
+        (try? authorize(principal, .read, type)) != nil
+    }
+}

@@ -1,0 +1,126 @@
+import Access
+import FHIRModel
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Platform
+
+/// Who a request acts for: the principal of its bearer token, or — in `--dev` mode only, for a
+/// request without an `Authorization` header — the development administrator.
+struct Authenticator: Sendable {
+    let tokens: TokenAuthority?
+    let development: Bool
+
+    func principal(_ request: Request) async throws(AuthenticationFailure) -> Principal {
+        guard let header = request.headers[.authorization] else {
+            if development { return .development }
+            throw AuthenticationFailure(nil, "This endpoint needs a bearer token (OAuth2 client credentials at /auth/token)")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            throw AuthenticationFailure("invalid_request", "The Authorization header must be 'Bearer <access token>'")
+        }
+        guard let tokens else { throw AuthenticationFailure("invalid_token", "This server issues no tokens") }
+        return try await tokens.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
+    }
+
+    /// A 401 with the RFC 6750 challenge and an OperationOutcome saying why.
+    static func refusal(_ failure: AuthenticationFailure) -> Response {
+        FHIRResponse.json(OperationOutcome.make([Issue(code: "login", failure.reason)]), status: .unauthorized,
+                          headers: [.wwwAuthenticate: failure.challenge])
+    }
+}
+
+/// OAuth2 and SMART discovery: `POST /auth/token` (client credentials with a client secret or
+/// `private_key_jwt`), `/.well-known/smart-configuration` (also under `/fhir`) and the token
+/// signing keys at `/.well-known/jwks.json`.
+struct AuthRoutes: Sendable {
+    let clients: ClientRegistry?
+    /// The externally visible base URL (`https://hie.example.gov.cn`); nil: from the Host header.
+    let publicURL: String?
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("auth/token") { request, _ in await token(request) }
+        router.get(".well-known/smart-configuration") { request, _ in smartConfiguration(request) }
+        router.get("fhir/.well-known/smart-configuration") { request, _ in smartConfiguration(request) }
+        router.get(".well-known/jwks.json") { _, _ -> Response in
+            let jwks = clients?.tokens.publicJWKS ?? "{\"keys\":[]}"
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: jwks)))
+        }
+    }
+
+    func base(_ request: Request) -> String {
+        publicURL ?? "http://\(request.head.authority ?? "localhost")"
+    }
+
+    func smartConfiguration(_ request: Request) -> Response {
+        let base = base(request)
+        let body: [String: Any] = [
+            "issuer": clients?.tokens.issuer ?? "huitong",
+            "jwks_uri": base + "/.well-known/jwks.json",
+            "token_endpoint": base + "/auth/token",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "RS384"],
+            "scopes_supported": ["system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs", "patient/*.rs"],
+            "capabilities": ["client-confidential-asymmetric", "client-confidential-symmetric", "permission-v2", "permission-v1"],
+        ]
+        return Self.json(body, status: .ok)
+    }
+
+    func token(_ request: Request) async -> Response {
+        do {
+            guard let clients else { throw OAuthError(400, "unsupported_grant_type", "This server issues no tokens (--dev without keys)") }
+            guard request.headers[.contentType]?.hasPrefix("application/x-www-form-urlencoded") ?? false else {
+                throw OAuthError(400, "invalid_request", "The token request must be application/x-www-form-urlencoded")
+            }
+            var r = request
+            let body = try await r.collectBody(upTo: 64 * 1024)
+            let form = Self.parseForm(String(buffer: body))
+            let grant = try await clients.grant(ClientRegistry.TokenRequest(
+                form: form, basic: Self.basicCredentials(request), endpointURL: base(request) + "/auth/token"))
+            var headers: HTTPFields = [.cacheControl: "no-store", .pragma: "no-cache"]
+            headers[.contentType] = "application/json"
+            return Self.json(grant, status: .ok, headers: headers)
+        } catch let error as OAuthError {
+            var headers: HTTPFields = [.cacheControl: "no-store"]
+            if error.status == 401 { headers[.wwwAuthenticate] = "Basic realm=\"huitong\"" }
+            return Self.json(["error": error.error, "error_description": error.description],
+                             status: HTTPResponse.Status(code: error.status), headers: headers)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            return Self.json(["error": "invalid_request", "error_description": "The token request is too large"], status: .contentTooLarge)
+        } catch {
+            return Self.json(["error": "server_error", "error_description": "\(error)"], status: .internalServerError)
+        }
+    }
+
+    static func json(_ object: [String: Any], status: HTTPResponse.Status, headers: HTTPFields = [:]) -> Response {
+        var h = headers
+        h[.contentType] = "application/json"
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func parseForm(_ text: String) -> [String: String] {
+        var form: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
+            form[decode(kv[0])] = kv.count > 1 ? decode(kv[1]) : ""
+        }
+        return form
+    }
+
+    /// `Authorization: Basic base64(client_id:client_secret)` (RFC 6749 §2.3.1: both form-encoded).
+    static func basicCredentials(_ request: Request) -> (id: String, secret: String)? {
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("basic "),
+              let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+              let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":") else { return nil }
+        func decode(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
+        return (decode(text[..<colon]), decode(text[text.index(after: colon)...]))
+    }
+}
+
+extension HTTPField.Name {
+    static let pragma = HTTPField.Name("Pragma")!
+}
