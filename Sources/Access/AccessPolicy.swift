@@ -9,6 +9,8 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
     case conditionalDelete
     /// History of every type (`GET /_history`).
     case systemHistory
+    /// A transaction or batch Bundle (its entries are decided one by one; for the audit event).
+    case transaction
     /// A named operation (`match`, `everything`, `ihe-pix`, `empi-link`, ...).
     case operation(String)
 
@@ -26,6 +28,7 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
         case .conditionalUpdate: "conditional update"
         case .conditionalDelete: "conditional delete"
         case .systemHistory: "history of all types"
+        case .transaction: "transaction"
         case .operation(let name): "$" + name
         }
     }
@@ -37,6 +40,7 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
         case .history: return .read
         case .search: return .search
         case .systemHistory: return [.read, .search]
+        case .transaction: return []
         case .create: return .create
         case .update, .patch: return .update
         case .delete: return .delete
@@ -88,6 +92,16 @@ public struct AccessPolicy: Sendable {
             let what = type ?? "all types"
             throw AccessDenied("The token's scopes do not allow \(interaction) on \(what) (needs \(what).\(needed.letters), "
                                + "granted \(granted.isEmpty ? "nothing" : granted.letters))")
+        }
+    }
+
+    /// Roles that may break the glass (`X-Break-Glass-Reason`): override a refusal in an emergency,
+    /// audited with the reason and shown to the resident.
+    static let emergencyRoles: Set<Role> = [.emergencyClinician]
+
+    public func authorizeBreakGlass(_ principal: Principal) throws(AccessDenied) {
+        guard Self.emergencyRoles.contains(principal.role) else {
+            throw AccessDenied("Break-the-glass is for emergency roles (emergency-clinician), not \(principal.role.rawValue)")
         }
     }
 

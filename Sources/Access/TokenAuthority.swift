@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import JWTKit
+import Synchronization
 
 /// The claims of an access token this server issues.
 struct AccessTokenClaims: JWTPayload {
@@ -71,6 +72,10 @@ public final class TokenAuthority: Sendable {
     public let lifetime: Int
     /// The public keys as a JWK Set (for `/.well-known/jwks.json`).
     public let publicJWKS: String
+    /// Tokens already verified, until they expire: a client sends the same token with every
+    /// request for its lifetime, and an ES256 verification costs more than a read by id.
+    private let verified = Mutex<[String: (principal: Principal, expires: Date)]>([:])
+    static let cacheLimit = 50_000
 
     public init(keys: [SigningKey], issuer: String = "huitong", audience: String = "huitong-fhir", lifetime: Int = 300) async throws {
         guard let newest = keys.max(by: { $0.kid < $1.kid }) else { throw AuthenticationFailure(nil, "No token signing key") }
@@ -103,7 +108,11 @@ public final class TokenAuthority: Sendable {
 
     /// The principal a bearer token names, or why it names none (expired, wrong signature,
     /// another issuer or audience, an algorithm other than ES256, malformed).
-    public func verify(_ token: String) async throws(AuthenticationFailure) -> Principal {
+    public func verify(_ token: String, now: Date = Date()) async throws(AuthenticationFailure) -> Principal {
+        if let hit = verified.withLock({ $0[token] }) {
+            if hit.expires > now { return hit.principal }
+            throw AuthenticationFailure("invalid_token", "The token has expired")
+        }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerData = Base64URL.decode(parts[0]),
               let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
@@ -125,8 +134,13 @@ public final class TokenAuthority: Sendable {
         guard let role = Role(rawValue: claims.role), let kind = Principal.Kind(rawValue: claims.kind), kind == .client || kind == .user else {
             throw AuthenticationFailure("invalid_token", "The token names an unknown role or kind")
         }
-        return Principal(kind: kind, subject: claims.sub.value, role: role, facility: claims.facility,
-                         scopes: SMARTScope.parseList(claims.scope), patient: claims.patient, tokenID: claims.jti.value)
+        let principal = Principal(kind: kind, subject: claims.sub.value, role: role, facility: claims.facility,
+                                  scopes: SMARTScope.parseList(claims.scope), patient: claims.patient, tokenID: claims.jti.value)
+        verified.withLock { cache in
+            if cache.count >= Self.cacheLimit { cache = cache.filter { $0.value.expires > now } }
+            if cache.count < Self.cacheLimit { cache[token] = (principal, claims.exp.value) }
+        }
+        return principal
     }
 }
 

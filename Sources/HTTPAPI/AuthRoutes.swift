@@ -39,7 +39,7 @@ struct AuthRoutes: Sendable {
     /// The externally visible base URL (`https://hie.example.gov.cn`); nil: from the Host header.
     let publicURL: String?
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<HuitongRequestContext>) {
         router.post("auth/token") { request, _ in await token(request) }
         router.get(".well-known/smart-configuration") { request, _ in smartConfiguration(request) }
         router.get("fhir/.well-known/smart-configuration") { request, _ in smartConfiguration(request) }

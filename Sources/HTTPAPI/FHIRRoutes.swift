@@ -1,5 +1,6 @@
 import Access
 import FHIRModel
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Platform
@@ -17,30 +18,30 @@ struct FHIRRoutes: Sendable {
     let development: Bool
 
     /// The routes on behalf of `principal`: every service call below asks the access decision for it.
-    func acting(as principal: Principal) -> FHIRRoutes {
-        let acting = service.acting(as: principal)
-        return FHIRRoutes(service: acting, searches: searches.acting(as: principal), bundles: BundleProcessor(service: acting),
+    func acting(as principal: Principal, from origin: RequestOrigin) -> FHIRRoutes {
+        let acting = service.acting(as: principal, from: origin)
+        return FHIRRoutes(service: acting, searches: searches.acting(as: principal, from: origin), bundles: BundleProcessor(service: acting),
                           maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development)
     }
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<HuitongRequestContext>) {
         let fhir = router.group("fhir")
         fhir.get("metadata") { request, _ in
             handle(request) { base in FHIRResponse.json(CapabilityStatementBuilder.build(baseURL: base, development: development)) }
         }
-        fhir.post("") { request, _ in
-            try await handle(request) { r, base in try await r.transaction(request, base: base) }
+        fhir.post("") { request, context in
+            try await handle(request, context) { r, base in try await r.transaction(request, base: base) }
         }
-        fhir.get("_history") { request, _ in
-            try await handle(request) { r, base in try await r.history(request, base: base, type: nil, id: nil) }
+        fhir.get("_history") { request, context in
+            try await handle(request, context) { r, base in try await r.history(request, base: base, type: nil, id: nil) }
         }
         fhir.get("{type}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 try await r.search(request, base: base, type: try context.parameters.require("type"), query: request.uri.query ?? "")
             }
         }
         fhir.post("{type}/_search") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let contentType = request.headers[.contentType] ?? ""
                 guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
                     throw FHIRError(415, code: "not-supported", "POST _search takes application/x-www-form-urlencoded")
@@ -51,7 +52,7 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.post("{type}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type")
                 if type == "_search" { throw FHIRError(404, code: "not-supported", "System-level search is not supported") }
                 if type.hasPrefix("$") { return try await r.systemOperation(String(type.dropFirst()), request) }
@@ -62,12 +63,12 @@ struct FHIRRoutes: Sendable {
         }
         fhir.post("{type}/{id}") { request, context in
             // Type-level operations (`Patient/$match`); the path shape is that of an instance.
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 try await r.typeOperation(try context.parameters.require("type"), try context.parameters.require("id"), request, base: base)
             }
         }
         fhir.put("{type}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 guard let query = request.uri.query, !query.isEmpty else {
                     throw FHIRError(400, code: "invalid", "PUT to a type needs search parameters (conditional update) or an id in the URL")
                 }
@@ -78,7 +79,7 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.delete("{type}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 guard let query = request.uri.query, !query.isEmpty else {
                     throw FHIRError(400, code: "invalid", "DELETE on a type needs search parameters (conditional delete)")
                 }
@@ -87,15 +88,19 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.get("{type}/_history") { request, context in
-            try await handle(request) { r, base in try await r.history(request, base: base, type: try context.parameters.require("type"), id: nil) }
+            try await handle(request, context) { r, base in try await r.history(request, base: base, type: try context.parameters.require("type"), id: nil) }
         }
         fhir.get("{type}/{id}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 if try context.parameters.require("id") == "$everything", try context.parameters.require("type") == "Patient" {
                     return try await r.everything(request, base: base, patientID: nil)
                 }
                 if try context.parameters.require("id") == "$ihe-pix", try context.parameters.require("type") == "Patient" {
                     return try await r.pix(request)
+                }
+                if try context.parameters.require("type") == "AuditEvent" {
+                    let event = try await AuditLog(service: r.service).read(try context.parameters.require("id"))
+                    return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: event))
                 }
                 var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
@@ -104,7 +109,7 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.put("{type}/{id}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let body = try await r.readResource(request)
                 let result = try await r.service.update(try context.parameters.require("type"), try context.parameters.require("id"),
                                                  body: body, ifMatch: try r.ifMatch(request))
@@ -112,7 +117,7 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.patch("{type}/{id}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let contentType = request.headers[.contentType] ?? ""
                 guard contentType.hasPrefix("application/json-patch+json") else {
                     throw FHIRError(415, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
@@ -124,19 +129,19 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.delete("{type}/{id}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let result = try await r.service.delete(try context.parameters.require("type"), try context.parameters.require("id"),
                                                  ifMatch: try r.ifMatch(request))
                 return FHIRResponse.resource(result, base: base)
             }
         }
         fhir.get("{type}/{id}/_history") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 try await r.history(request, base: base, type: try context.parameters.require("type"), id: try context.parameters.require("id"))
             }
         }
         fhir.get("{type}/{id}/{operationOrCompartment}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 let third = try context.parameters.require("operationOrCompartment")
                 if type == "Patient" && third == "$everything" { return try await r.everything(request, base: base, patientID: id) }
@@ -150,7 +155,7 @@ struct FHIRRoutes: Sendable {
             }
         }
         fhir.get("{type}/{id}/_history/{version}") { request, context in
-            try await handle(request) { r, base in
+            try await handle(request, context) { r, base in
                 let result = try await r.service.vread(try context.parameters.require("type"), try context.parameters.require("id"),
                                                 version: try context.parameters.require("version"))
                 return FHIRResponse.resource(result, base: base)
@@ -163,7 +168,8 @@ struct FHIRRoutes: Sendable {
     /// Authenticates the request, then runs a handler with the routes acting for its principal,
     /// rendering any error as an OperationOutcome (401 with `WWW-Authenticate` without a valid
     /// token). Also enforces JSON-only formats.
-    func handle(_ request: Request, _ body: (FHIRRoutes, String) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, _ context: HuitongRequestContext,
+                _ body: (FHIRRoutes, String) async throws -> Response) async throws -> Response {
         let principal: Principal
         do {
             principal = try await authenticator.principal(request)
@@ -172,7 +178,11 @@ struct FHIRRoutes: Sendable {
         }
         do {
             try checkFormat(request)
-            return try await body(acting(as: principal), baseURL(request))
+            let origin = RequestOrigin(address: context.remoteAddress?.ipAddress,
+                                       breakGlassReason: request.headers[.breakGlassReason].flatMap { $0.isEmpty ? nil : $0 })
+            let routes = acting(as: principal, from: origin)
+            try await routes.service.checkBreakGlass()
+            return try await body(routes, baseURL(request))
         } catch let error as FHIRError {
             return FHIRResponse.error(error)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
@@ -312,6 +322,7 @@ struct FHIRRoutes: Sendable {
 
     /// Type-level search (`GET /Type?...`, `POST /Type/_search`) as a searchset Bundle.
     func search(_ request: Request, base: String, type: String, query: String, selfPath: String? = nil) async throws -> Response {
+        if type == "AuditEvent", selfPath == nil { return try await auditSearch(base: base, query: query) }
         let strict = request.headers[.prefer]?.contains("handling=strict") ?? false
         let parsed = try searches.parse(type: type, query: query, strict: strict)
         let query = query.split(separator: "&").filter { !$0.hasPrefix("_compartment=") }.joined(separator: "&")
@@ -344,6 +355,25 @@ struct FHIRRoutes: Sendable {
             let outcome = ByteBuffer(bytes: JSONWriter.bytes(OperationOutcome.make(parsed.warnings)))
             writer.add(fullUrl: nil, resource: outcome, extra: [("search", .object(JSONObject([("mode", .string("outcome"))])))])
         }
+        return writer.response()
+    }
+
+    /// `AuditEvent?patient=...`: the audit trail, newest first.
+    func auditSearch(base: String, query: String) async throws -> Response {
+        let parameters = query.split(separator: "&").map { pair -> (String, String) in
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (s: Substring) in String(s).removingPercentEncoding ?? String(s) }
+            return (decode(kv[0]), kv.count > 1 ? decode(kv[1]) : "")
+        }
+        let page = try await AuditLog(service: service).search(parameters)
+        var links: [(String, String)] = [("self", "\(base)/AuditEvent?\(query)")]
+        if let next = page.next {
+            let kept = parameters.filter { $0.0 != "_before" }.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0.1)" }
+            links.append(("next", "\(base)/AuditEvent?" + (kept + ["_before=\(next)"]).joined(separator: "&")))
+        }
+        var writer = BundleWriter(type: "searchset", total: nil, links: links)
+        let match: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("match"))])))]
+        for event in page.events { writer.add(fullUrl: nil, resource: event, extra: match) }
         return writer.response()
     }
 
@@ -406,4 +436,5 @@ extension Substring {
 extension HTTPField.Name {
     static let ifNoneExist = HTTPField.Name("If-None-Exist")!
     static let prefer = HTTPField.Name("Prefer")!
+    static let breakGlassReason = HTTPField.Name("X-Break-Glass-Reason")!
 }

@@ -21,6 +21,8 @@ public enum HuitongApplication {
         public var development: Bool
         /// The externally visible base URL, for token audiences and discovery (nil: the Host header).
         public var publicURL: String?
+        /// Off only for a benchmark's baseline (`serve --dev --no-audit`).
+        public var audit = true
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -35,11 +37,13 @@ public enum HuitongApplication {
         }
     }
 
-    public static func router(store: any ResourceStore, configuration: Configuration) -> Router<BasicRequestContext> {
-        let router = Router()
+    public static func router(store: any ResourceStore, configuration: Configuration) -> Router<HuitongRequestContext> {
+        let router = Router(context: HuitongRequestContext.self)
         let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes),
-                                  matching: configuration.matching)
-        FHIRRoutes(service: service, searches: SearchService(store: store), bundles: BundleProcessor(service: service),
+                                  matching: configuration.matching, auditing: configuration.audit)
+        var searches = SearchService(store: store)
+        searches.auditing = configuration.audit
+        FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
                    maxBodyBytes: configuration.maxBodyBytes,
                    authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
                    development: configuration.development)

@@ -41,6 +41,12 @@ public protocol ResourceStore: Sendable {
     func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord?
     /// Every unexpired platform record of a kind, by id.
     func records(kind: String, now: Int64) async throws -> [PlatformRecord]
+    /// Audit events about any of `patients` (references; every event when empty), newest first,
+    /// before chain position `before`.
+    func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent]
+    func auditEvent(seq: Int) async throws -> StoredAuditEvent?
+    /// Recomputes the audit hash chain and reports the first event that does not fit.
+    func verifyAuditChain(progress: @Sendable (Int) -> Void) async throws -> AuditChainReport
     /// Number of current, non-deleted resources per type.
     func resourceCounts() async throws -> [String: Int]
     /// Hands the changes committed since `consumer` last consumed (at most `limit`, in commit

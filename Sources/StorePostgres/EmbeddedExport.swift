@@ -71,12 +71,40 @@ public enum EmbeddedExport {
             copied += resources.count
             progress(done, total)
         }
+        try await copyPlatformRecordsAndAudit(from: from, to: target)
         // New rows on PostgreSQL continue after the copied ids.
         _ = try await to.db.query("SELECT setval('resource_rid', GREATEST((SELECT COALESCE(MAX(rid), 0) FROM resource), 1))", [])
         _ = try await to.db.query("SELECT setval('history_hid', GREATEST((SELECT COALESCE(MAX(hid), 0) FROM resource_history), 1))", [])
         _ = try await to.db.query("UPDATE export_progress SET finished = true, updated_at = now() WHERE source = ?", [.text(sourceName)])
         try await target.analyze()
         return copied
+    }
+
+    /// The platform's own records (clients, users) and the whole audit chain, which must survive
+    /// the move unchanged (the chain verifies on PostgreSQL as it did on SQLite). Resumable: events
+    /// already copied are skipped.
+    static func copyPlatformRecordsAndAudit(from: SQLReadQueries, to target: PostgresStore) async throws {
+        let to = target.current
+        for row in try await from.db.query("SELECT kind, id, content, expires FROM platform_record", []) {
+            guard let record = PlatformRecordSQL.record(row) else { continue }
+            let (sql, binds) = PlatformRecordSQL.statement(RecordWrite(record))
+            _ = try await to.db.query(sql, binds)
+        }
+        var after = try await to.scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_event")
+        while true {
+            let events = try await from.db.query("SELECT seq, recorded, content, hash FROM audit_event WHERE seq > ? ORDER BY seq LIMIT 5000",
+                                                 [.integer(after)])
+            guard let first = events.first?[0].integer, let last = events.last?[0].integer, let head = events.last?[3].text else { break }
+            let patients = try await from.db.query("SELECT patient, seq FROM audit_patient WHERE seq BETWEEN ? AND ?",
+                                                   [.integer(first), .integer(last)])
+            try await target.primary.transaction(logger: target.logger) { connection in
+                let tx = PostgresExecutor(target: .connection(connection), logger: target.logger)
+                for e in events { _ = try await tx.query(AuditChain.insertEventSQL, e) }
+                for p in patients { _ = try await tx.query(AuditChain.insertPatientSQL, p) }
+                _ = try await tx.query(AuditChain.updateHeadSQL, [.integer(last), .text(head)])
+            }
+            after = last
+        }
     }
 
     /// The index rows of the resources with row ids in `range`, as entries again.

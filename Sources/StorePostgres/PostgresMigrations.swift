@@ -87,5 +87,11 @@ enum PostgresMigrations {
                 expires bigint, PRIMARY KEY (kind, id))
             """,
         ]),
+        (3, "hash-chained audit events", [
+            "CREATE TABLE audit_event (seq bigint PRIMARY KEY, recorded bigint NOT NULL, content bytea NOT NULL, hash text NOT NULL)",
+            "CREATE TABLE audit_patient (patient text COLLATE \"C\" NOT NULL, seq bigint NOT NULL, PRIMARY KEY (patient, seq))",
+            "CREATE TABLE audit_head (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL)",
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '\(String(repeating: "0", count: 64))')",
+        ]),
     ]
 }

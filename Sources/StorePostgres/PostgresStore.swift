@@ -169,6 +169,18 @@ public final class PostgresStore: ResourceStore {
         try await current.records(kind: kind, now: now)
     }
 
+    public func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent] {
+        try await current.auditEvents(patients: patients, before: before, limit: limit)
+    }
+
+    public func auditEvent(seq: Int) async throws -> StoredAuditEvent? {
+        try await current.auditEvent(seq: seq)
+    }
+
+    public func verifyAuditChain(progress: @Sendable (Int) -> Void) async throws -> AuditChainReport {
+        try await current.verifyAuditChain(progress: progress)
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await current.resourceCounts()
     }

@@ -87,6 +87,18 @@ struct PostgresWriter: Sendable {
                                               newRid: { nextRid.next()! }, newHid: { nextHid.next()! })
         try await PostgresRows.insert(pending, on: connection, logger: logger)
         try await PlatformRecordSQL.apply(unit.records) { sql, binds in try await tx.query(sql, binds) }
+        if !unit.audit.isEmpty {
+            // Last, so the chain head's row lock (which orders every node's appends) is held only
+            // from here to the commit.
+            let head = AuditChain.head(try await tx.query(AuditChain.headSQL + " FOR UPDATE", []).first)
+            let (rows, newHead) = AuditChain.append(unit.audit, after: head)
+            for (event, record) in zip(rows, unit.audit) {
+                _ = try await tx.query(AuditChain.insertEventSQL, [.integer(event.seq), .integer(Int(event.recorded)),
+                                                                   .blob(ByteBuffer(bytes: event.content)), .text(event.hash)])
+                for patient in record.patients { _ = try await tx.query(AuditChain.insertPatientSQL, [.text(patient), .integer(event.seq)]) }
+            }
+            _ = try await tx.query(AuditChain.updateHeadSQL, [.integer(newHead.seq), .text(newHead.hash)])
+        }
         return outcomes
     }
 

@@ -15,7 +15,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Client.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Client.self, Audit.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.
@@ -68,6 +68,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Development mode, for a first look and local tests: a request without a token acts as a development administrator (still audited). Loopback only.")
     var dev = false
 
+    @Flag(help: "With --dev only, for a benchmark's baseline: record no audit events.")
+    var noAudit = false
+
     @Option(help: "Folder of the ES256 keys that sign access tokens (token-<kid>.pem; one is made if there is none; share it between nodes). Default: <data>/keys. Env: HUITONG_TOKEN_KEYS")
     var tokenKeys: String? = ProcessInfo.processInfo.environment["HUITONG_TOKEN_KEYS"].flatMap { $0.isEmpty ? nil : $0 }
 
@@ -84,6 +87,7 @@ struct Serve: AsyncParsableCommand {
         if dev, let host, !Self.loopback.contains(host) {
             throw ValidationError("--dev serves only on loopback (127.0.0.1, ::1, localhost), not on \(host): without a token every request acts as an administrator")
         }
+        if noAudit && !dev { throw ValidationError("--no-audit is for benchmark baselines and needs --dev") }
     }
 
     func run() async throws {
@@ -94,14 +98,15 @@ struct Serve: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: logger)
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
         let tokens = try await TokenAuthority(keys: keys)
-        let app = HuitongApplication.make(
-            store: store,
-            configuration: .init(host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
-                                 tokens: tokens, development: dev, publicURL: publicURL),
-            logger: logger)
+        var configuration = HuitongApplication.Configuration(
+            host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
+            tokens: tokens, development: dev, publicURL: publicURL)
+        configuration.audit = !noAudit
+        let app = HuitongApplication.make(store: store, configuration: configuration, logger: logger)
         if dev {
             logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
         }
+        if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
         logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.location))")
         try await app.runService()
         try await store.close()

@@ -23,6 +23,20 @@ final class TokenTests: XCTestCase {
         XCTAssertEqual(verified, clinic)
     }
 
+    func test_aVerifiedToken_isRememberedOnlyUntilItExpires() async throws {
+        let tokens = try await authority()
+        let now = Date()
+        let (token, lifetime) = try await tokens.issue(for: clinic, now: now)
+        _ = try await tokens.verify(token, now: now)
+        _ = try await tokens.verify(token, now: now.addingTimeInterval(TimeInterval(lifetime - 1)))
+        do {
+            _ = try await tokens.verify(token, now: now.addingTimeInterval(TimeInterval(lifetime + 1)))
+            XCTFail("an expired token was accepted from the cache")
+        } catch {
+            XCTAssertTrue(error.reason.contains("expired"))
+        }
+    }
+
     func test_rotatedKeys_oldTokensStillVerify_newestKeySigns() async throws {
         let old = try SigningKey.generate(now: Date(timeIntervalSince1970: 1_700_000_000))
         let new = try SigningKey.generate(now: Date(timeIntervalSince1970: 1_800_000_000))

@@ -20,13 +20,6 @@ func token(_ server: TestServer, _ store: any ResourceStore, scopes: String, req
 
 func bearer(_ token: String) -> [String: String] { ["Authorization": "Bearer \(token)"] }
 
-extension JSON {
-    fileprivate subscript(_ i: Int) -> JSON? {
-        guard let a = arrayValue, i < a.count else { return nil }
-        return a[i]
-    }
-}
-
 /// Tokens at the HTTP edge: the client-credentials grant (secret and `private_key_jwt`), 401s
 /// with `WWW-Authenticate`, and scopes applied by the one access decision to every route.
 final class AuthenticationTests: XCTestCase {

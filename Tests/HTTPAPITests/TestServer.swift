@@ -64,3 +64,11 @@ func patientJSON(family: String = "张", given: String = "伟", identifier: Stri
     if let identifier { members.append("\"identifier\":[{\"system\":\"urn:oid:2.16.156.10011.1.1\",\"value\":\"\(identifier)\"}]") }
     return "{" + members.joined(separator: ",") + "}"
 }
+
+extension JSON {
+    /// The i-th element of an array (nil past the end or for a non-array), for reading responses.
+    subscript(_ i: Int) -> JSON? {
+        guard let a = arrayValue, i < a.count else { return nil }
+        return a[i]
+    }
+}

@@ -43,10 +43,16 @@ def test_import_generated_patients(data_dir, tmp_path):
         return
     database = fresh_postgres_database("huitong_export")
     migrated = subprocess.run([BINARY, "migrate", "--database", database], capture_output=True, text=True)
-    assert migrated.returncode == 0 and "version 1" in migrated.stdout, migrated.stdout + migrated.stderr
+    assert migrated.returncode == 0 and "is at version" in migrated.stdout, migrated.stdout + migrated.stderr
     exported = subprocess.run([BINARY, "export", "--data", data_dir, "--to", database], capture_output=True, text=True)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "counts per type match" in exported.stdout
+    # The audit trail moves with the data and verifies there as it did in the embedded store.
+    before = subprocess.run([BINARY, "audit", "verify", "--data", data_dir], capture_output=True, text=True)
+    after = subprocess.run([BINARY, "audit", "verify", "--database", database], capture_output=True, text=True)
+    assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
+    assert before.stdout.split(" in ")[0] == after.stdout.split(" in ")[0], (before.stdout, after.stdout)
+    assert before.stdout.split(", head ")[1] == after.stdout.split(", head ")[1]
     (tmp_path / "pg").mkdir()
     on_postgres = Server(str(tmp_path / "pg"), database).start()
     try:

@@ -35,6 +35,7 @@ public struct IngestPipeline: Sendable {
     /// - Parameter location: prefix for issue locations inside a Bundle (`Bundle.entry[3].resource`).
     public func prepare(_ resource: JSON, type: String, id: String, method: String, ifMatch: Int? = nil,
                         mustNotExist: Bool = false, location: String? = nil) throws(FHIRError) -> PreparedWrite {
+        try Self.checkWritable(type)
         guard case .object(let object) = resource else {
             throw FHIRError(400, code: "structure", "A resource must be a JSON object", at: location)
         }
@@ -72,6 +73,13 @@ public struct IngestPipeline: Sendable {
     }
 
     /// A deletion, prepared.
+    /// Types only the server writes: `AuditEvent`s are recorded by the audit trail, never sent.
+    public static func checkWritable(_ type: String) throws(FHIRError) {
+        if type == "AuditEvent" {
+            throw FHIRError(405, code: "not-supported", "AuditEvents are recorded by the server; they cannot be created, changed or deleted")
+        }
+    }
+
     public func prepareDelete(_ key: ResourceKey, ifMatch: Int? = nil) -> PreparedWrite {
         PreparedWrite(key: key, action: .delete, method: "DELETE", template: nil, index: [], ifMatch: ifMatch)
     }

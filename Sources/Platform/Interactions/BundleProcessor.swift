@@ -123,7 +123,7 @@ public struct BundleProcessor: Sendable {
             }
         }
         func resolveConditional(_ type: String, _ query: String, _ at: String) async throws -> [ResourceKey] {
-            do { try service.authorize(.search, type) } catch { throw relocated(error, at) }
+            do { try await service.authorize(.search, type) } catch { throw relocated(error, at) }
             let parsed: SearchQuery
             do { parsed = try conditionals.parse(type: type, query: query) } catch { throw relocated(error, at) }
             let matches = try await store.search(parsed, limit: 2)
@@ -141,7 +141,10 @@ public struct BundleProcessor: Sendable {
             case "DELETE":
                 if let type = parts.first {
                     try service.checkType(type)
-                    do { try service.authorize(query == nil ? .delete : .conditionalDelete, type) } catch { throw relocated(error, at) }
+                    do {
+                        try await service.authorize(query == nil ? .delete : .conditionalDelete, type)
+                        try IngestPipeline.checkWritable(type)
+                    } catch { throw relocated(error, at) }
                 }
                 if let query, parts.count == 1 {
                     let matches = try await resolveConditional(parts[0], query, at)
@@ -159,7 +162,7 @@ public struct BundleProcessor: Sendable {
                 guard let type = e.resource?["resourceType"]?.stringValue, parts.count == 1, parts[0] == type else {
                     throw FHIRError(400, code: "invalid", "POST url must be the resource's type", at: "\(at).request.url")
                 }
-                do { try service.authorize(e.ifNoneExist == nil ? .create : .conditionalCreate, type) } catch { throw relocated(error, at) }
+                do { try await service.authorize(e.ifNoneExist == nil ? .create : .conditionalCreate, type) } catch { throw relocated(error, at) }
                 if let ifNoneExist = e.ifNoneExist {
                     let matches = try await resolveConditional(type, ifNoneExist, at)
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "ifNoneExist matched more than one \(type)", at: at) }
@@ -187,7 +190,7 @@ public struct BundleProcessor: Sendable {
                 }
                 try service.checkType(key.type)
                 let interaction: Interaction = query != nil && parts.count == 1 ? .conditionalUpdate : (e.method == "PATCH" ? .patch : .update)
-                do { try service.authorize(interaction, key.type) } catch { throw relocated(error, at) }
+                do { try await service.authorize(interaction, key.type) } catch { throw relocated(error, at) }
                 try claim(key, at)
                 plans[e.index] = .write(key: key, method: e.method)
                 if let f = e.fullUrl { aliases[f] = key.description }
@@ -240,7 +243,7 @@ public struct BundleProcessor: Sendable {
         }
         let outcomes: [WriteOutcome]
         do {
-            outcomes = try await service.commit(WriteUnit(writes: writes, assumptions: assumptions))
+            outcomes = try await service.commit(WriteUnit(writes: writes, assumptions: assumptions), as: .transaction)
         } catch let error as FHIRError where error.status == 412 && implicitIfMatch {
             // A PATCH pinned the version it read and another write came first: prepare again.
             throw StoreError.conditionChanged

@@ -40,6 +40,8 @@ public struct FHIRService: Sendable {
     /// On whose behalf the interactions run. A service nobody acts through (`Principal.nobody`)
     /// is refused everything, so a caller that forgets `acting(as:)` fails closed.
     public private(set) var principal: Principal
+    /// Where the request came from (network address, break-the-glass reason), for the audit trail.
+    public private(set) var origin: RequestOrigin = .local
     let policy = AccessPolicy()
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
@@ -55,26 +57,47 @@ public struct FHIRService: Sendable {
     /// - Parameters:
     ///   - matching: the master patient index's rules; nil turns matching off.
     ///   - principal: on whose behalf (`.platform` for the operator's command-line work).
+    /// False only for a benchmark's unaudited baseline (`serve --dev --no-audit`).
+    public let auditing: Bool
+
     public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline(), matching: MatchRules? = .defaults,
-                principal: Principal = .nobody) {
+                principal: Principal = .nobody, auditing: Bool = true) {
         self.store = store
         self.principal = principal
+        self.auditing = auditing
         self.pipeline = pipeline
         self.masterIndex = matching.map { MasterPatientIndex(store: store, rules: $0) }
     }
 
     /// The same service on behalf of `principal`.
-    public func acting(as principal: Principal) -> FHIRService {
+    public func acting(as principal: Principal, from origin: RequestOrigin = .local) -> FHIRService {
         var copy = self
         copy.principal = principal
+        copy.origin = origin
         return copy
     }
 
-    /// Asks the access decision; a refusal is a 403 OperationOutcome.
-    public func authorize(_ interaction: Interaction, _ type: String?) throws(FHIRError) {
+    /// The audit trail of this principal's requests.
+    public var trail: AuditTrail { AuditTrail(store: store, principal: principal, origin: origin, enabled: auditing) }
+
+    /// Asks the access decision; a refusal is audited and becomes a 403 OperationOutcome.
+    public func authorize(_ interaction: Interaction, _ type: String?) async throws(FHIRError) {
         do {
             try policy.authorize(principal, interaction, type)
         } catch {
+            // The refusal stands even if its audit event cannot be stored.
+            try? await trail.append(interaction, type: type, entities: [], patients: [], outcome: .denied(error.reason))
+            throw FHIRError(403, code: "forbidden", error.reason)
+        }
+    }
+
+    /// A request that breaks the glass must come from an emergency role; others are refused (audited).
+    public func checkBreakGlass() async throws(FHIRError) {
+        guard origin.breakGlassReason != nil else { return }
+        do {
+            try policy.authorizeBreakGlass(principal)
+        } catch {
+            try? await trail.append(.operation("break-glass"), type: nil, entities: [], patients: [], outcome: .denied(error.reason))
             throw FHIRError(403, code: "forbidden", error.reason)
         }
     }
@@ -92,21 +115,23 @@ public struct FHIRService: Sendable {
 
     public func read(_ type: String, _ id: String) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.read, type)
+        try await authorize(.read, type)
         let key = ResourceKey(type, id)
         guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
         if record.deleted { throw FHIRError.gone(key, version: record.version) }
+        try await trail.appendRead(.read, type: type, records: [record])
         return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
     }
 
     public func vread(_ type: String, _ id: String, version: String) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.vread, type)
+        try await authorize(.vread, type)
         let key = ResourceKey(type, id)
         guard let v = Int(version), let record = try await store.vread(key, version: v) else {
             throw FHIRError(404, code: "not-found", "Version \(version) of \(key) is not known")
         }
         if record.deleted { throw FHIRError(410, code: "deleted", "Version \(version) of \(key) is a deletion") }
+        try await trail.appendRead(.vread, type: type, records: [record])
         return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
     }
 
@@ -114,17 +139,19 @@ public struct FHIRService: Sendable {
     public func history(_ query: HistoryQuery) async throws -> HistoryPage {
         if let type = query.type {
             try checkType(type)
-            try authorize(query.id == nil ? .search : .history, type)
+            try await authorize(query.id == nil ? .search : .history, type)
         } else {
-            try authorize(.systemHistory, nil)
+            try await authorize(.systemHistory, nil)
         }
-        return try await store.history(query)
+        let page = try await store.history(query)
+        try await trail.appendRead(query.type == nil ? .systemHistory : .history, type: query.type, records: page.records)
+        return page
     }
 
     /// `POST /Type` with optional `If-None-Exist`.
     public func create(_ type: String, body: JSON, ifNoneExist: String? = nil) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(ifNoneExist == nil ? .create : .conditionalCreate, type)
+        try await authorize(ifNoneExist == nil ? .create : .conditionalCreate, type)
         return try await retrying {
             var assumptions: [Assumption] = []
             if let ifNoneExist {
@@ -135,7 +162,8 @@ public struct FHIRService: Sendable {
                 assumptions.append(Assumption(query: query, expected: []))
             }
             let write = try pipeline.prepare(body, type: type, id: IngestPipeline.newID(), method: "POST")
-            let outcome = try await commit(WriteUnit(writes: [write], assumptions: assumptions))[0]
+            let outcome = try await commit(WriteUnit(writes: [write], assumptions: assumptions),
+                                           as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
             return InteractionResult(outcome, status: 201)
         }
     }
@@ -143,7 +171,7 @@ public struct FHIRService: Sendable {
     /// `PUT /Type/id`: update, or create with the client's id.
     public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.update, type)
+        try await authorize(.update, type)
         guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
         guard let bodyID = body["id"]?.stringValue else {
             throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")
@@ -152,14 +180,14 @@ public struct FHIRService: Sendable {
             throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match the URL id '\(id)'", at: "\(type).id")
         }
         let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch)
-        let outcome = try await commit(WriteUnit(writes: [write]))[0]
+        let outcome = try await commit(WriteUnit(writes: [write]), as: .update)[0]
         return InteractionResult(outcome, status: outcome.created ? 201 : 200)
     }
 
     /// `PUT /Type?query`: update the single match, or create when nothing matches.
     public func conditionalUpdate(_ type: String, query: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.conditionalUpdate, type)
+        try await authorize(.conditionalUpdate, type)
         let parsed = try conditionals.parse(type: type, query: query)
         return try await retrying {
             let match = try await atMostOneMatch(parsed, "Conditional update '\(query)'")
@@ -177,7 +205,7 @@ public struct FHIRService: Sendable {
             let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch,
                                              mustNotExist: match == nil && bodyID != nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
-            let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]))[0]
+            let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]), as: .conditionalUpdate)[0]
             return InteractionResult(outcome, status: outcome.created ? 201 : 200)
         }
     }
@@ -185,7 +213,7 @@ public struct FHIRService: Sendable {
     /// `PATCH /Type/id` with a JSON Patch document; atomic against concurrent updates.
     public func patch(_ type: String, _ id: String, patch: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.patch, type)
+        try await authorize(.patch, type)
         let key = ResourceKey(type, id)
         return try await retrying {
             guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
@@ -201,7 +229,7 @@ public struct FHIRService: Sendable {
             // The version read above must still be current at commit: concurrent patches cannot interleave.
             let write = try pipeline.prepare(patched, type: type, id: id, method: "PATCH", ifMatch: record.version)
             do {
-                return InteractionResult(try await commit(WriteUnit(writes: [write]))[0], status: 200)
+                return InteractionResult(try await commit(WriteUnit(writes: [write]), as: .patch)[0], status: 200)
             } catch let error as FHIRError where error.status == 412 && ifMatch == nil {
                 throw StoreError.conditionChanged
             }
@@ -210,8 +238,9 @@ public struct FHIRService: Sendable {
 
     public func delete(_ type: String, _ id: String, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.delete, type)
-        let outcome = try await commit(WriteUnit(writes: [pipeline.prepareDelete(ResourceKey(type, id), ifMatch: ifMatch)]))[0]
+        try await authorize(.delete, type)
+        try IngestPipeline.checkWritable(type)
+        let outcome = try await commit(WriteUnit(writes: [pipeline.prepareDelete(ResourceKey(type, id), ifMatch: ifMatch)]), as: .delete)[0]
         if !outcome.changed {
             return InteractionResult(status: 200, key: outcome.key,
                                      outcome: OperationOutcome.information("\(type)/\(id) does not exist or is already deleted; nothing was changed"))
@@ -222,14 +251,15 @@ public struct FHIRService: Sendable {
     /// `DELETE /Type?query`: deletes the single match (more than one → 412).
     public func conditionalDelete(_ type: String, query: String) async throws -> InteractionResult {
         try checkType(type)
-        try authorize(.conditionalDelete, type)
+        try await authorize(.conditionalDelete, type)
+        try IngestPipeline.checkWritable(type)
         let parsed = try conditionals.parse(type: type, query: query)
         return try await retrying {
             guard let match = try await atMostOneMatch(parsed, "Conditional delete '\(query)'") else {
                 return InteractionResult(status: 200, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
             }
             let unit = WriteUnit(writes: [pipeline.prepareDelete(match)], assumptions: [Assumption(query: parsed, expected: [match])])
-            let outcome = try await commit(unit)[0]
+            let outcome = try await commit(unit, as: .conditionalDelete)[0]
             return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
         }
     }
@@ -243,15 +273,18 @@ public struct FHIRService: Sendable {
         return matches.first
     }
 
-    /// Commits a unit, translating store refusals into FHIR errors (except `conditionChanged`, which
-    /// `retrying` handles). Patient writes get their master-index writes (Persons, review items) in
-    /// the same unit; when a concurrent write made that plan stale, it is planned again.
-    func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
-        guard masterIndex != nil, unit.writes.contains(where: { $0.key.type == "Patient" }) else { return try await commitPlanned(unit) }
-        return try await linkage.withLock { try await commitPlanned(unit) }
+    /// Commits a unit with its audit event, translating store refusals into FHIR errors (except
+    /// `conditionChanged`, which `retrying` handles). Patient writes get their master-index writes
+    /// (Persons, review items) in the same unit; when a concurrent write made that plan stale, it is
+    /// planned again.
+    func commit(_ unit: WriteUnit, as interaction: Interaction) async throws -> [WriteOutcome] {
+        guard masterIndex != nil, unit.writes.contains(where: { $0.key.type == "Patient" }) else {
+            return try await commitPlanned(unit, interaction)
+        }
+        return try await linkage.withLock { try await commitPlanned(unit, interaction) }
     }
 
-    private func commitPlanned(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+    private func commitPlanned(_ unit: WriteUnit, _ interaction: Interaction) async throws -> [WriteOutcome] {
         var attempt = 0
         while true {
             attempt += 1
@@ -267,6 +300,9 @@ public struct FHIRService: Sendable {
                 // writer process the lock above already keeps it current.
                 full.assumptions += plan.assumptions
             }
+            let types = Set(unit.writes.map(\.key.type))
+            if auditing { full.audit = [trail.event(interaction, type: types.count == 1 ? types.first : nil, entities: full.writes.map(\.key),
+                                      patients: AuditTrail.patients(of: full.writes))] }
             do {
                 return Array(try await store.commit(full).prefix(unit.writes.count))
             } catch StoreError.conditionChanged where !planned.isEmpty && unit.assumptions.isEmpty && attempt < Self.maxAttempts {

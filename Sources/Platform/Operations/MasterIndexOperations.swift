@@ -35,7 +35,7 @@ public struct MasterIndexOperations: Sendable {
     /// `Patient/$match`: candidates for the Patient in `parameters` (a Parameters resource with
     /// `resource`, `onlyCertainMatches`, `count`, or a bare Patient), best first.
     public func match(_ body: JSON) async throws -> [(record: ResourceRecord, probability: Double, grade: String)] {
-        try service.authorize(.operation("match"), "Patient")
+        try await service.authorize(.operation("match"), "Patient")
         let parameters = Parameters(body)
         guard case .object(let patient)? = body["resourceType"]?.stringValue == "Patient" ? body : parameters.resource("resource") else {
             throw FHIRError(400, code: "required", "$match needs a Patient in the parameter 'resource'", at: "Parameters.parameter")
@@ -53,12 +53,13 @@ public struct MasterIndexOperations: Sendable {
             if let record = try await service.store.read(key), !record.deleted { results.append((record, p, grade)) }
             if results.count >= count { break }
         }
+        try await service.trail.appendRead(.operation("match"), type: "Patient", records: results.map(\.0))
         return results
     }
 
     /// PIXm: every identifier (and Patient) of the resident a source identifier belongs to.
     public func pix(sourceIdentifier: String, targetSystems: [String]) async throws -> JSON {
-        try service.authorize(.operation("ihe-pix"), "Patient")
+        try await service.authorize(.operation("ihe-pix"), "Patient")
         let parts = sourceIdentifier.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw FHIRError(400, code: "value", "sourceIdentifier must be system|value", at: "sourceIdentifier")
@@ -83,12 +84,14 @@ public struct MasterIndexOperations: Sendable {
                 out.append(Parameters.parameter("targetId", "valueReference", .object(JSONObject([("reference", .string("\(key)"))]))))
             }
         }
+        try await service.trail.append(.operation("ihe-pix"), type: "Patient", entities: patients, patients: patients.map(\.description),
+                                       query: "sourceIdentifier=\(sourceIdentifier)")
         return .object(JSONObject([("resourceType", .string("Parameters")), ("parameter", .array(out))]))
     }
 
     /// The Patients a Person links (404 when there is no such Person).
     public func patients(ofPerson id: String) async throws -> [ResourceKey] {
-        try service.authorize(.read, "Person")
+        try await service.authorize(.read, "Person")
         guard let patients = try await index.patients(of: ResourceKey("Person", id)) else {
             throw FHIRError.notFound(ResourceKey("Person", id))
         }
@@ -98,7 +101,7 @@ public struct MasterIndexOperations: Sendable {
     /// A reviewer's decision, committed with its decision record; returns a Parameters naming the
     /// Persons changed and the decision Task.
     public func decide(_ operation: String, _ body: JSON) async throws -> JSON {
-        try service.authorize(.operation(operation), "Person")
+        try await service.authorize(.operation(operation), "Person")
         let parameters = Parameters(body)
         func reference(_ name: String, _ type: String) throws(FHIRError) -> ResourceKey {
             guard let text = parameters.reference(name), let key = Self.key(text), key.type == type else {
@@ -133,7 +136,7 @@ public struct MasterIndexOperations: Sendable {
             }
             let writes = try plan.writes.map { try service.pipeline.prepare(.object($0.resource), type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch) }
             do {
-                _ = try await service.commit(WriteUnit(writes: writes))
+                _ = try await service.commit(WriteUnit(writes: writes), as: .operation(operation))
             } catch let error as FHIRError where error.status == 412 && attempt < 16 {
                 continue   // a Person changed since it was read: decide again on the new state
             }

@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Identity
 import NIOCore
@@ -39,7 +40,7 @@ public struct MasterIndexRebuild: Sendable {
             let unit = WriteUnit(writes: plan.writes.map {
                 service.pipeline.prepareGenerated($0.resource, type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch)
             }, assumptions: plan.assumptions)
-            if !unit.writes.isEmpty { _ = try await service.commit(unit) }
+            if !unit.writes.isEmpty { _ = try await service.commit(unit, as: .operation("empi-rebuild")) }
             report.patients += writes.count
             for outcome in plan.outcomes.values { report.outcomes[outcome.rawValue, default: 0] += 1 }
             progress("matched \(report.patients)/\(total) Patients")
@@ -86,7 +87,7 @@ public struct MasterIndexRebuild: Sendable {
                 .init(parameter: "status", values: [.token(system: nil, code: "requested")]),
             ]), limit: 10_000)
             writes += open.map { service.pipeline.prepareDelete($0) }
-            if !writes.isEmpty { _ = try await service.commit(WriteUnit(writes: writes)) }
+            if !writes.isEmpty { _ = try await service.commit(WriteUnit(writes: writes), as: .operation("empi-rebuild")) }
             progress("cleared automatic links of \(cleared) Persons")
             guard let next = result.next else { break }
             page = next

@@ -25,7 +25,7 @@ public struct PatientEverything: Sendable {
 
     /// One page; `patientID` nil is the type-level operation (`Patient/$everything`: all patients).
     public func run(patientID: String?, types: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
-        try service.authorize(.operation("everything"), "Patient")
+        try await service.authorize(.operation("everything"), "Patient")
         let patient = ResourceKey("Patient", patientID ?? "")
         if patientID != nil {
             guard let record = try await store.read(patient), !record.deleted else { throw FHIRError.notFound(patient) }
@@ -36,7 +36,7 @@ public struct PatientEverything: Sendable {
     /// One page of the records of several patients (a resident's Patients at every facility),
     /// as `$everything` on a master `Person`.
     public func run(person: String, patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
-        try service.authorize(.operation("everything"), "Person")
+        try await service.authorize(.operation("everything"), "Person")
         return try await collect(patients: patients + [ResourceKey("Person", person)], types: types, since: since, page: page)
     }
 
@@ -61,6 +61,7 @@ public struct PatientEverything: Sendable {
             let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: nil)
             records += found.filter { wanted.contains($0.key.type) && seen.insert($0.key).inserted }
         }
+        try await service.trail.appendRead(.operation("everything"), type: patients.first?.type, records: records)
         return Page(records: records, total: result.total, next: result.next)
     }
 }

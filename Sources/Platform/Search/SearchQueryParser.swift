@@ -28,6 +28,8 @@ public struct ParsedSearch: Sendable {
     public var elements: [String]?
     /// Parameters that were ignored (lenient handling), as warnings for the OperationOutcome.
     public var warnings: [Issue] = []
+    /// The query as the client sent it (for the audit event).
+    public var text = ""
 }
 
 /// Parses FHIR search query strings (http://hl7.org/fhir/R4/search.html) into `SearchQuery`.

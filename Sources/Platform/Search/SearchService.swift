@@ -8,6 +8,9 @@ import Store
 public struct SearchService: Sendable {
     public let store: any ResourceStore
     public private(set) var principal: Principal = .nobody
+    public private(set) var origin: RequestOrigin = .local
+    /// False only for a benchmark's unaudited baseline.
+    public var auditing = true
     let policy = AccessPolicy()
     let parser = SearchQueryParser()
     /// How many rounds `:iterate` follows references.
@@ -17,11 +20,14 @@ public struct SearchService: Sendable {
         self.store = store
     }
 
-    public func acting(as principal: Principal) -> SearchService {
+    public func acting(as principal: Principal, from origin: RequestOrigin = .local) -> SearchService {
         var copy = self
         copy.principal = principal
+        copy.origin = origin
         return copy
     }
+
+    var trail: AuditTrail { AuditTrail(store: store, principal: principal, origin: origin, enabled: auditing) }
 
     public struct Result: Sendable {
         public let matches: [ResourceRecord]
@@ -35,12 +41,19 @@ public struct SearchService: Sendable {
         guard FHIRSchema.r4.isResourceType(type) else {
             throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
         }
-        return try parser.parseSearch(type: type, query: query, strict: strict)
+        var parsed = try parser.parseSearch(type: type, query: query, strict: strict)
+        parsed.text = query
+        return parsed
     }
 
     public func run(_ search: ParsedSearch) async throws -> Result {
         for type in search.query.typesSearched.sorted() {
-            do { try policy.authorize(principal, .search, type) } catch { throw FHIRError(403, code: "forbidden", error.reason) }
+            do {
+                try policy.authorize(principal, .search, type)
+            } catch {
+                try? await trail.append(.search, type: type, entities: [], patients: [], query: search.text, outcome: .denied(error.reason))
+                throw FHIRError(403, code: "forbidden", error.reason)
+            }
         }
         var page = search.page
         if search.summaryCount { page.count = 0 }
@@ -63,6 +76,7 @@ public struct SearchService: Sendable {
             frontier = found.filter { policy.mayRead(principal, $0.key.type) && seen.insert($0.key).inserted }
             included += frontier
         }
+        try await trail.appendRead(.search, type: search.query.type, records: result.records + included, query: search.text)
         return Result(matches: result.records, included: included, total: result.total, next: result.next, search: search)
     }
 }

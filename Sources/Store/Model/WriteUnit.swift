@@ -57,6 +57,9 @@ public struct WriteUnit: Sendable {
     public var assumptions: [Assumption]
     /// Platform records (clients, users, one-time ids) written with the resources.
     public var records: [RecordWrite] = []
+    /// Audit events appended to the hash chain in the same transaction (a unit with only these is
+    /// how a read is recorded before its response).
+    public var audit: [AuditRecord] = []
     /// A change-feed consumer's new position, saved atomically with the unit (the SQLite store's
     /// feed bookkeeping; not for callers outside the store).
     package var consumerPosition: (name: String, position: Int)?

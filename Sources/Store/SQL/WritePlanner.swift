@@ -40,7 +40,9 @@ package struct PendingRows: Sendable {
     package var clearIndex: Set<Int> = []
     /// Change-feed consumer positions to save.
     package var consumers: [String: Int] = [:]
-    package var isEmpty: Bool { resources.isEmpty && consumers.isEmpty }
+    /// Audit events appended to the chain, with the patients each concerns.
+    package var audit: [(event: StoredAuditEvent, patients: [String])] = []
+    package var isEmpty: Bool { resources.isEmpty && consumers.isEmpty && audit.isEmpty }
 
     package init() {}
 }

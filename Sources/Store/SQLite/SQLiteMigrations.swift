@@ -65,5 +65,11 @@ enum SQLiteMigrations {
                 PRIMARY KEY (kind, id)) WITHOUT ROWID
             """,
         ]),
+        (5, "hash-chained audit events", [
+            "CREATE TABLE audit_event (seq INTEGER PRIMARY KEY, recorded INTEGER NOT NULL, content BLOB NOT NULL, hash TEXT NOT NULL)",
+            "CREATE TABLE audit_patient (patient TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (patient, seq)) WITHOUT ROWID",
+            "CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL)",
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '\(String(repeating: "0", count: 64))')",
+        ]),
     ]
 }

@@ -175,6 +175,18 @@ public final class SQLiteStore: ResourceStore {
         try await reads.records(kind: kind, now: now)
     }
 
+    public func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent] {
+        try await reads.auditEvents(patients: patients, before: before, limit: limit)
+    }
+
+    public func auditEvent(seq: Int) async throws -> StoredAuditEvent? {
+        try await reads.auditEvent(seq: seq)
+    }
+
+    public func verifyAuditChain(progress: @Sendable (Int) -> Void) async throws -> AuditChainReport {
+        try await reads.verifyAuditChain(progress: progress)
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await reads.resourceCounts()
     }

@@ -98,9 +98,12 @@ final class SQLiteWriteSession: @unchecked Sendable {
     private var nextRid: Int
     private var nextHid: Int
     private var lastTime: Int64
+    /// The audit chain's head after the last append (restored when a batch rolls back).
+    private var auditHead: (seq: Int, hash: String)
 
     init(db: SQLiteRawConnection) throws {
         self.db = db
+        auditHead = AuditChain.head(try db.query(AuditChain.headSQL, []).first)
         let row = try db.query("""
             SELECT (SELECT COALESCE(MAX(rid), 0) FROM resource), (SELECT COALESCE(MAX(hid), 0) FROM resource_history),
                    (SELECT COALESCE(MAX(last_updated), 0) FROM resource_history)
@@ -115,7 +118,7 @@ final class SQLiteWriteSession: @unchecked Sendable {
         var pending = PendingRows()
         var fresh = Set<Int>()  // rids created in this batch that are not yet in the database
         var results: [Result<[WriteOutcome], any Error>] = []
-        let (savedRid, savedHid, savedTime) = (nextRid, nextHid, lastTime)
+        let (savedRid, savedHid, savedTime, savedHead) = (nextRid, nextHid, lastTime, auditHead)
         try db.exec("BEGIN IMMEDIATE")
         do {
             for unit in units {
@@ -145,6 +148,11 @@ final class SQLiteWriteSession: @unchecked Sendable {
                         let (sql, binds) = PlatformRecordSQL.statement(w)
                         _ = try db.query(sql, binds)
                     }
+                    if !unit.audit.isEmpty {
+                        let (rows, head) = AuditChain.append(unit.audit, after: auditHead)
+                        pending.audit += zip(rows, unit.audit).map { ($0, $1.patients) }
+                        auditHead = head
+                    }
                     if let c = unit.consumerPosition { pending.consumers[c.name] = c.position }
                 } catch let error as StoreError {
                     results.append(.failure(error))
@@ -154,7 +162,7 @@ final class SQLiteWriteSession: @unchecked Sendable {
             try db.exec("COMMIT")
         } catch {
             try? db.exec("ROLLBACK")
-            (nextRid, nextHid, lastTime) = (savedRid, savedHid, savedTime)
+            (nextRid, nextHid, lastTime, auditHead) = (savedRid, savedHid, savedTime, savedHead)
             throw error
         }
         return results
@@ -207,6 +215,14 @@ final class SQLiteWriteSession: @unchecked Sendable {
                         .integer(r.deleted ? 1 : 0), .integer(r.hid)])
         }
         try writeIndex(pending.index, stored: pending.clearIndex)
+        for (event, patients) in pending.audit {
+            try db.run(AuditChain.insertEventSQL, [.integer(event.seq), .integer(Int(event.recorded)),
+                                                   .blob(ByteBuffer(bytes: event.content)), .text(event.hash)])
+            for patient in patients { try db.run(AuditChain.insertPatientSQL, [.text(patient), .integer(event.seq)]) }
+        }
+        if let last = pending.audit.last?.event {
+            try db.run(AuditChain.updateHeadSQL, [.integer(last.seq), .text(last.hash)])
+        }
         for (name, position) in pending.consumers {
             try db.run("INSERT INTO change_consumer (name, position) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET position = excluded.position",
                        [.text(name), .integer(position)])

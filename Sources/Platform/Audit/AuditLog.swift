@@ -1,0 +1,71 @@
+import Access
+import FHIRModel
+import NIOCore
+import Store
+
+/// Reading the audit trail through FHIR: `AuditEvent/{id}` and `AuditEvent?patient=...` (who
+/// accessed a resident's records), newest first, paged by chain position. Reading it is itself
+/// audited.
+public struct AuditLog: Sendable {
+    public let service: FHIRService
+
+    public init(service: FHIRService) {
+        self.service = service
+    }
+
+    public struct Page: Sendable {
+        public let events: [ByteBuffer]
+        /// The `_before` cursor of the next page.
+        public let next: Int?
+    }
+
+    public func read(_ id: String) async throws -> ByteBuffer {
+        try await service.authorize(.read, "AuditEvent")
+        guard let seq = Int(id), let event = try await service.store.auditEvent(seq: seq) else {
+            throw FHIRError.notFound(ResourceKey("AuditEvent", id))
+        }
+        try await service.trail.append(.read, type: "AuditEvent", entities: [ResourceKey("AuditEvent", id)], patients: [])
+        return Self.resource(event)
+    }
+
+    /// `patient` (repeatable, `Patient/x`, `x` or a comma list), `_count`, `_before`.
+    public func search(_ parameters: [(String, String)]) async throws -> Page {
+        try await service.authorize(.search, "AuditEvent")
+        var patients: [String] = []
+        var count = 50
+        var before: Int?
+        for (name, value) in parameters {
+            switch name {
+            case "patient", "entity", "patient:Patient":
+                patients += value.split(separator: ",").map { $0.contains("/") ? String($0) : "Patient/" + $0 }
+            case "_count":
+                guard let n = Int(value), n >= 0 else { throw FHIRError(400, code: "value", "Invalid _count '\(value)'", at: "_count") }
+                count = min(n, 1000)
+            case "_before":
+                before = Int(value)
+            case "_format":
+                continue
+            case "_sort" where value == "-date":
+                continue
+            default:
+                throw FHIRError(400, code: "not-supported", "AuditEvent search supports patient, entity, _count and _sort=-date; not '\(name)'", at: name)
+            }
+        }
+        let events = try await service.store.auditEvents(patients: patients, before: before, limit: count + 1)
+        let page = Array(events.prefix(count))
+        try await service.trail.append(.search, type: "AuditEvent", entities: [], patients: patients,
+                                       query: parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&"))
+        return Page(events: page.map(Self.resource), next: events.count > count ? page.last?.seq : nil)
+    }
+
+    /// The stored event with its id (its place in the chain) and the chain hash in `meta`.
+    static func resource(_ event: StoredAuditEvent) -> ByteBuffer {
+        let prefix = Array(#"{"resourceType":"AuditEvent","#.utf8)
+        var out = ByteBuffer()
+        out.writeBytes(prefix)
+        out.writeString(#""id":"\#(event.seq)","meta":{"versionId":"1","lastUpdated":"\#(FHIRDateTime.formatInstant(micros: event.recorded))","#
+                        + #""tag":[{"system":"https://huitong.health/fhir/CodeSystem/audit-chain","code":"\#(event.hash)"}]},"#)
+        out.writeBytes(event.content.dropFirst(prefix.count))
+        return out
+    }
+}

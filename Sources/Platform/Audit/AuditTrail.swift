@@ -1,0 +1,80 @@
+import Access
+import FHIRModel
+import Foundation
+import NIOCore
+import Store
+
+/// Records who touched which patients' data (全程留痕): writes get their audit event in the same
+/// unit, so a write is never stored unaudited; reads, searches and operations append theirs
+/// (an audit-only unit, group-committed with others) before the response leaves; refusals too.
+public struct AuditTrail: Sendable {
+    let store: any ResourceStore
+    public var principal: Principal
+    public var origin: RequestOrigin
+    /// False only for a benchmark's baseline (`serve --dev --no-audit`): nothing is recorded.
+    public var enabled: Bool
+
+    public init(store: any ResourceStore, principal: Principal, origin: RequestOrigin = .local, enabled: Bool = true) {
+        self.store = store
+        self.principal = principal
+        self.origin = origin
+        self.enabled = enabled
+    }
+
+    public func event(_ interaction: Interaction, type: String?, entities: [ResourceKey], patients: [String],
+                      query: String? = nil, outcome: AuditOutcome = .success) -> AuditRecord {
+        AuditEventBuilder.make(principal: principal, origin: origin, interaction: interaction, type: type, entities: entities,
+                               patients: patients, query: query, outcome: outcome, recorded: Self.now())
+    }
+
+    /// Appends an event on its own (reads, searches, refusals) and returns once it is stored.
+    public func append(_ interaction: Interaction, type: String?, entities: [ResourceKey], patients: [String],
+                       query: String? = nil, outcome: AuditOutcome = .success) async throws {
+        guard enabled else { return }
+        var unit = WriteUnit(writes: [])
+        unit.audit = [event(interaction, type: type, entities: entities, patients: patients, query: query, outcome: outcome)]
+        _ = try await store.commit(unit)
+    }
+
+    /// Reads and searches: the records shown and the patients they belong to.
+    public func appendRead(_ interaction: Interaction, type: String?, records: [ResourceRecord], query: String? = nil) async throws {
+        guard enabled else { return }
+        try await append(interaction, type: type, entities: records.map(\.key), patients: Self.patients(of: records), query: query)
+    }
+
+    /// The patients (`Patient/x`, or a master `Person/x`) whose data the records are: a Patient
+    /// or Person itself, else the Patient its top-level `patient` or `subject` references.
+    public static func patients(of records: [ResourceRecord]) -> [String] {
+        var seen = Set<String>()
+        var out: [String] = []
+        for r in records {
+            guard let p = patient(of: r.key, content: r.content) else { continue }
+            if seen.insert(p).inserted { out.append(p) }
+        }
+        return out
+    }
+
+    static func patient(of key: ResourceKey, content: ByteBuffer?) -> String? {
+        if key.type == "Patient" || key.type == "Person" { return key.description }
+        guard let content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+        for member in ["patient", "subject"] {
+            guard let reference = o[member]?["reference"]?.stringValue, let range = reference.range(of: "Patient/") else { continue }
+            let rest = reference[range.upperBound...]
+            if range.lowerBound == reference.startIndex || reference[reference.index(before: range.lowerBound)] == "/" {
+                return "Patient/" + rest.prefix { $0 != "/" }
+            }
+        }
+        return nil
+    }
+
+    /// The patients a unit's writes belong to (their compartments).
+    static func patients(of writes: [PreparedWrite]) -> [String] {
+        var seen = Set<String>()
+        return writes.compactMap { w -> String? in
+            if w.key.type == "Person" { return w.key.description }
+            return WritePlanner.compartment(of: w).map { "Patient/" + $0 }
+        }.filter { seen.insert($0).inserted }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+}
