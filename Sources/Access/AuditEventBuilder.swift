@@ -25,72 +25,113 @@ public enum AuditOutcome: Sendable, Equatable {
     case denied(String)
 }
 
-/// Builds the FHIR R4 `AuditEvent` (DICOM/IHE style: type `rest`, subtype the RESTful
-/// interaction) for one interaction: who (client or user, role, facility, token, network
-/// address), what (the resources and the query), about whom (patients), the outcome, and the
-/// purpose (treatment, or emergency with the break-the-glass reason).
+/// One audit event as stored: a compact JSON entry (a few hundred bytes, members in a fixed order,
+/// so its bytes are what the chain hashes), rendered as a FHIR R4 `AuditEvent` only when read.
+/// Keeping the stored form small is what lets every read be audited before its response at a
+/// cost the benchmark can bear (bench/access.py).
 public enum AuditEventBuilder {
     public static func make(principal: Principal, origin: RequestOrigin, interaction: Interaction, type: String?,
                             entities: [ResourceKey], patients: [String], query: String? = nil,
                             outcome: AuditOutcome = .success, recorded: Int64) -> AuditRecord {
+        var o = JSONObject()
+        o["t"] = .number(String(recorded))
+        o["i"] = .string(interaction.restfulCode)
+        if case .operation(let name) = interaction { o["op"] = .string(name) }
+        o["a"] = .string(interaction.auditAction)
+        if let type { o["rt"] = .string(type) }
+        switch outcome {
+        case .success: o["o"] = .string("0")
+        case .denied(let reason):
+            o["o"] = .string("4")
+            o["od"] = .string(reason)
+        }
+        o["k"] = .string(principal.kind.rawValue)
+        o["s"] = .string(principal.subject)
+        o["r"] = .string(principal.role.rawValue)
+        if let facility = principal.facility { o["f"] = .string(facility) }
+        if let token = principal.tokenID { o["j"] = .string(token) }
+        if let address = origin.address { o["ip"] = .string(address) }
+        if let reason = origin.breakGlassReason { o["bg"] = .string(reason) }
+        if !patients.isEmpty { o["p"] = .array(patients.map { .string($0) }) }
+        let others = entities.map(\.description).filter { !patients.contains($0) }
+        if !others.isEmpty { o["e"] = .array(others.map { .string($0) }) }
+        if let query { o["q"] = .string(query) }
+        return AuditRecord(recorded: recorded, content: JSONWriter.bytes(.object(o)), patients: patients)
+    }
+
+    /// The FHIR R4 AuditEvent of a stored entry (DICOM/IHE style: type `rest`, subtype the RESTful
+    /// interaction): who (client or user, role, facility, token, network address), what (resources,
+    /// query), about whom (patients), outcome, purpose (treatment, or emergency with the
+    /// break-the-glass reason). `id` is the event's place in the chain; its hash is a `meta.tag`.
+    public static func render(_ content: [UInt8], seq: Int, hash: String) -> JSON {
+        guard case .object(let e)? = try? JSONParser.parse(content) else {
+            return .object(JSONObject([("resourceType", .string("AuditEvent")), ("id", .string(String(seq)))]))
+        }
+        func text(_ key: String) -> String? { e[key]?.stringValue }
         func coding(_ system: String, _ code: String, _ display: String? = nil) -> JSON {
             var o = JSONObject([("system", .string(system)), ("code", .string(code))])
             if let display { o["display"] = .string(display) }
             return .object(o)
         }
+        func concept(_ codings: JSON...) -> JSON { .object(JSONObject([("coding", .array(codings))])) }
+        let recorded = Int64(e["t"]?.numberText ?? "") ?? 0
         var event = JSONObject()
         event["resourceType"] = .string("AuditEvent")
+        event["id"] = .string(String(seq))
+        event["meta"] = .object(JSONObject([
+            ("versionId", .string("1")), ("lastUpdated", .string(FHIRDateTime.formatInstant(micros: recorded))),
+            ("tag", .array([coding("https://huitong.health/fhir/CodeSystem/audit-chain", hash)])),
+        ]))
         event["type"] = coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation")
-        event["subtype"] = .array([coding("http://hl7.org/fhir/restful-interaction", interaction.restfulCode)]
-                                  + (type.map { [coding("https://huitong.health/fhir/CodeSystem/audit-resource-type", $0)] } ?? []))
-        event["action"] = .string(interaction.auditAction)
+        var subtype = [coding("http://hl7.org/fhir/restful-interaction", text("i") ?? "operation")]
+        if let op = text("op") { subtype.append(coding("https://huitong.health/fhir/CodeSystem/operation", op)) }
+        if let type = text("rt") { subtype.append(coding("https://huitong.health/fhir/CodeSystem/audit-resource-type", type)) }
+        event["subtype"] = .array(subtype)
+        event["action"] = .string(text("a") ?? "E")
         event["recorded"] = .string(FHIRDateTime.formatInstant(micros: recorded))
-        switch outcome {
-        case .success:
-            event["outcome"] = .string("0")
-        case .denied(let reason):
-            event["outcome"] = .string("4")
-            event["outcomeDesc"] = .string(reason)
-        }
-        let purpose = origin.breakGlassReason == nil ? "TREAT" : "ETREAT"
-        event["purposeOfEvent"] = .array([.object(JSONObject([("coding", .array([coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", purpose)]))]))])
+        event["outcome"] = .string(text("o") ?? "0")
+        if let desc = text("od") { event["outcomeDesc"] = .string(desc) }
+        let reason = text("bg")
+        event["purposeOfEvent"] = .array([concept(coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", reason == nil ? "TREAT" : "ETREAT"))])
         var agent = JSONObject()
-        agent["type"] = .object(JSONObject([("coding", .array([coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP")]))]))
-        agent["role"] = .array([.object(JSONObject([("coding", .array([coding("https://huitong.health/fhir/CodeSystem/role", principal.role.rawValue)]))]))])
-        var who = JSONObject([("identifier", .object(JSONObject([("system", .string("https://huitong.health/fhir/sid/\(principal.kind.rawValue)")),
-                                                                 ("value", .string(principal.subject))])))])
-        if let facility = principal.facility { who["display"] = .string("\(principal.subject) @ Organization/\(facility)") }
+        agent["type"] = concept(coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP"))
+        agent["role"] = .array([concept(coding("https://huitong.health/fhir/CodeSystem/role", text("r") ?? ""))])
+        let subject = text("s") ?? ""
+        var who = JSONObject([("identifier", .object(JSONObject([("system", .string("https://huitong.health/fhir/sid/\(text("k") ?? "")")),
+                                                                 ("value", .string(subject))])))])
+        if let facility = text("f") { who["display"] = .string("\(subject) @ Organization/\(facility)") }
         agent["who"] = .object(who)
-        if let token = principal.tokenID { agent["altId"] = .string(token) }
+        if let token = text("j") { agent["altId"] = .string(token) }
         agent["requestor"] = .bool(true)
-        if let facility = principal.facility { agent["location"] = .object(JSONObject([("display", .string("Organization/\(facility)"))])) }
-        if let reason = origin.breakGlassReason {
-            agent["purposeOfUse"] = .array([.object(JSONObject([("coding", .array([coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG", "break the glass")])),
-                                                                ("text", .string(reason))]))])
+        if let facility = text("f") { agent["location"] = .object(JSONObject([("display", .string("Organization/\(facility)"))])) }
+        if let reason {
+            agent["purposeOfUse"] = .array([.object(JSONObject([
+                ("coding", .array([coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG", "break the glass")])),
+                ("text", .string(reason))]))])
         }
-        if let address = origin.address {
-            agent["network"] = .object(JSONObject([("address", .string(address)), ("type", .string(address.contains(":") || address.first?.isNumber == true ? "2" : "1"))]))
+        if let address = text("ip") {
+            agent["network"] = .object(JSONObject([("address", .string(address)), ("type", .string("2"))]))
         }
         event["agent"] = .array([.object(agent)])
         event["source"] = .object(JSONObject([("observer", .object(JSONObject([("display", .string("Huitong"))]))),
                                               ("type", .array([coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")]))]))
-        var entityList: [JSON] = []
-        for p in patients {
-            entityList.append(.object(JSONObject([("what", .object(JSONObject([("reference", .string(p))]))),
-                                                  ("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "1", "Person")),
-                                                  ("role", coding("http://terminology.hl7.org/CodeSystem/object-role", "1", "Patient"))])))
+        var entities: [JSON] = []
+        for p in e["p"]?.arrayValue?.compactMap(\.stringValue) ?? [] {
+            entities.append(.object(JSONObject([("what", .object(JSONObject([("reference", .string(p))]))),
+                                                ("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "1", "Person")),
+                                                ("role", coding("http://terminology.hl7.org/CodeSystem/object-role", "1", "Patient"))])))
         }
-        for key in entities where !patients.contains(key.description) {
-            entityList.append(.object(JSONObject([("what", .object(JSONObject([("reference", .string(key.description))]))),
-                                                  ("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"))])))
+        for other in e["e"]?.arrayValue?.compactMap(\.stringValue) ?? [] {
+            entities.append(.object(JSONObject([("what", .object(JSONObject([("reference", .string(other))]))),
+                                                ("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"))])))
         }
-        if let query {
-            entityList.append(.object(JSONObject([("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object")),
-                                                  ("role", coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query")),
-                                                  ("query", .string(Data(query.utf8).base64EncodedString()))])))
+        if let query = text("q") {
+            entities.append(.object(JSONObject([("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object")),
+                                                ("role", coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query")),
+                                                ("query", .string(Data(query.utf8).base64EncodedString()))])))
         }
-        if !entityList.isEmpty { event["entity"] = .array(entityList) }
-        return AuditRecord(recorded: recorded, content: JSONWriter.bytes(.object(event)), patients: patients)
+        if !entities.isEmpty { event["entity"] = .array(entities) }
+        return .object(event)
     }
 }
 

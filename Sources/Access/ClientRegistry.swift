@@ -224,7 +224,7 @@ public struct ClientRegistry: Sendable {
     }
 
     static func sha256Hex(_ text: String) -> String {
-        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        AuditChain.hex(SHA256.hash(data: Data(text.utf8)))
     }
 
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {

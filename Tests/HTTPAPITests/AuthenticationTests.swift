@@ -124,6 +124,25 @@ final class AuthenticationTests: XCTestCase {
         }
     }
 
+    func test_aFacilityWritesOnlyAsItself_whateverTheBodySays() async throws {
+        try await TestServer.run(development: false) { server, store in
+            let his = try await token(server, store, scopes: "system/Patient.cruds system/Observation.cruds")  // facility org-1
+            let claimed = #"{"resourceType":"Patient","meta":{"source":"urn:huitong:facility:other"},"managingOrganization":{"reference":"Organization/other"},"gender":"female"}"#
+            let created = try await server.request(.post, "/fhir/Patient", claimed, headers: bearer(his))
+            XCTAssertEqual(created.status, 201, created.bodyText)
+            XCTAssertEqual(created.json["meta"]?["source"]?.stringValue, "urn:huitong:facility:org-1")
+            XCTAssertEqual(created.json["managingOrganization"]?["reference"]?.stringValue, "Organization/org-1")
+            let pid = try XCTUnwrap(created.id)
+            let bundle = #"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/\#(pid)"},"meta":{"source":"urn:huitong:facility:other"}},"request":{"method":"POST","url":"Observation"}}]}"#
+            let tx = try await server.request(.post, "/fhir", bundle, headers: bearer(his))
+            XCTAssertEqual(tx.status, 200, tx.bodyText)
+            let mine = try await server.request(.get, "/fhir/Observation?_source=urn:huitong:facility:org-1", headers: bearer(his))
+            XCTAssertEqual(mine.json["entry"]?.arrayValue?.count, 1)
+            let theirs = try await server.request(.get, "/fhir/Observation?_source=urn:huitong:facility:other", headers: bearer(his))
+            XCTAssertEqual(theirs.json["entry"]?.arrayValue?.count ?? 0, 0)
+        }
+    }
+
     func test_transaction_withOneEntryOutOfScope_isRefusedWhole() async throws {
         try await TestServer.run(development: false) { server, store in
             let writer = try await token(server, store, scopes: "system/Observation.cruds system/Patient.rs")

@@ -43,3 +43,23 @@ def test_acknowledged_writes_survive_kill9(data_dir, backend):
         assert first["status"] == "amended" and first["meta"]["versionId"] == "2"
     finally:
         restarted.stop()
+
+
+def test_acknowledged_reads_stay_audited_after_kill9(data_dir):
+    """A read's audit event is durable before its response: reads acknowledged just before a
+    SIGKILL (their events still in the spool, not yet in the chain) are in the chain after restart."""
+    import subprocess
+    from conftest import BINARY
+    server = Server(data_dir).start()
+    session = requests.Session()
+    r = session.post(f"{server.base}/Patient", json={"resourceType": "Patient", "gender": "male"})
+    assert r.status_code == 201
+    pid = r.json()["id"]
+    for _ in range(300):
+        assert session.get(f"{server.base}/Patient/{pid}").status_code == 200
+    server.kill9()
+    server.start()  # moves what the spool holds into the chain
+    server.stop()
+    verified = subprocess.run([BINARY, "audit", "verify", "--data", data_dir], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    assert "audit chain intact: 301 events" in verified.stdout, verified.stdout

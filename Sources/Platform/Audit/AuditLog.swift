@@ -58,14 +58,8 @@ public struct AuditLog: Sendable {
         return Page(events: page.map(Self.resource), next: events.count > count ? page.last?.seq : nil)
     }
 
-    /// The stored event with its id (its place in the chain) and the chain hash in `meta`.
+    /// The stored event as a FHIR AuditEvent.
     static func resource(_ event: StoredAuditEvent) -> ByteBuffer {
-        let prefix = Array(#"{"resourceType":"AuditEvent","#.utf8)
-        var out = ByteBuffer()
-        out.writeBytes(prefix)
-        out.writeString(#""id":"\#(event.seq)","meta":{"versionId":"1","lastUpdated":"\#(FHIRDateTime.formatInstant(micros: event.recorded))","#
-                        + #""tag":[{"system":"https://huitong.health/fhir/CodeSystem/audit-chain","code":"\#(event.hash)"}]},"#)
-        out.writeBytes(event.content.dropFirst(prefix.count))
-        return out
+        ByteBuffer(bytes: JSONWriter.bytes(AuditEventBuilder.render(event.content, seq: event.seq, hash: event.hash)))
     }
 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Access
 import FHIRModel
 import Foundation
@@ -56,15 +61,43 @@ public struct AuditTrail: Sendable {
 
     static func patient(of key: ResourceKey, content: ByteBuffer?) -> String? {
         if key.type == "Patient" || key.type == "Person" { return key.description }
-        guard let content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
-        for member in ["patient", "subject"] {
-            guard let reference = o[member]?["reference"]?.stringValue, let range = reference.range(of: "Patient/") else { continue }
-            let rest = reference[range.upperBound...]
-            if range.lowerBound == reference.startIndex || reference[reference.index(before: range.lowerBound)] == "/" {
-                return "Patient/" + rest.prefix { $0 != "/" }
+        guard let content else { return nil }
+        // Stored content is compact JSON written by the server, so the top-level members appear
+        // exactly as `"patient":{"reference":"` / `"subject":{"reference":"`: a byte scan finds
+        // them without parsing the resource (an audited search would otherwise parse every match).
+        return content.withUnsafeReadableBytes { bytes in
+            for (marker, anchor) in [(patientMarker, 1), (subjectMarker, 4)] {
+                guard let start = find(marker, anchor: anchor, in: bytes) else { continue }
+                var end = start
+                while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
+                let reference = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+                guard let range = reference.range(of: "Patient/"),
+                      range.lowerBound == reference.startIndex || reference[reference.index(before: range.lowerBound)] == "/" else { continue }
+                return "Patient/" + reference[range.upperBound...].prefix { $0 != "/" }
             }
+            return nil
         }
-        return nil
+    }
+
+    static let patientMarker = Array(#""patient":{"reference":""#.utf8)
+    static let subjectMarker = Array(#""subject":{"reference":""#.utf8)
+
+    /// The offset just after the first occurrence of `marker`: `memchr` for an uncommon byte of it
+    /// (`anchor`: not `"`, which is every few bytes of JSON), then `memcmp` (this runs over every
+    /// stored byte a read or search returns).
+    static func find(_ marker: [UInt8], anchor: Int, in bytes: UnsafeRawBufferPointer) -> Int? {
+        guard let base = bytes.baseAddress, bytes.count >= marker.count else { return nil }
+        return marker.withUnsafeBytes { m -> Int? in
+            var offset = anchor
+            let end = bytes.count - marker.count + anchor  // last place the anchor byte can be
+            while offset <= end {
+                guard let hit = memchr(base + offset, Int32(marker[anchor]), end - offset + 1) else { return nil }
+                let start = base.distance(to: UnsafeRawPointer(hit)) - anchor
+                if memcmp(base + start, m.baseAddress!, marker.count) == 0 { return start + marker.count }
+                offset = start + anchor + 1
+            }
+            return nil
+        }
     }
 
     /// The patients a unit's writes belong to (their compartments).

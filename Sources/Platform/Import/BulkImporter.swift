@@ -109,7 +109,7 @@ public struct BulkImporter: Sendable {
                 try service.checkType(type)
                 let id = r["id"]?.stringValue
                 try await service.authorize(id == nil ? .create : .update, type)
-                writes.append(try service.pipeline.prepare(r, type: type, id: id ?? IngestPipeline.newID(), method: id == nil ? "POST" : "PUT",
+                writes.append(try service.pipeline.prepare(service.stamped(r), type: type, id: id ?? IngestPipeline.newID(), method: id == nil ? "POST" : "PUT",
                                                            location: location.map { "\($0)[\(start + offset)]" }))
             }
             _ = try await service.commit(WriteUnit(writes: writes), as: .operation("import"))

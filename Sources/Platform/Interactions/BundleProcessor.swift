@@ -231,7 +231,7 @@ public struct BundleProcessor: Sendable {
                     }
                 }
                 if case .object(var o) = resource { o["id"] = .string(key.id); resource = .object(o) }
-                writes.append(try service.pipeline.prepare(resource, type: key.type, id: key.id, method: method == "PATCH" ? "PATCH" : method,
+                writes.append(try service.pipeline.prepare(service.stamped(resource), type: key.type, id: key.id, method: method == "PATCH" ? "PATCH" : method,
                                                            ifMatch: ifMatch, mustNotExist: mustNotExist.contains(key),
                                                            location: "\(at).resource"))
                 keyForEntry[e.index] = key

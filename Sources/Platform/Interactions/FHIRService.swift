@@ -107,6 +107,23 @@ public struct FHIRService: Sendable {
         policy.mayRead(principal, type)
     }
 
+    /// A facility writes only as itself: its writes carry it as `meta.source` (and a Patient's
+    /// `managingOrganization`), set here and never taken from the body. Principals without a
+    /// facility (administrators, the platform's own imports) keep what the body says.
+    public func stamped(_ resource: JSON) -> JSON {
+        guard let facility = principal.facility, case .object(var o) = resource else { return resource }
+        var meta = o["meta"]?.objectValue ?? JSONObject()
+        meta["source"] = .string(Self.facilitySource(facility))
+        o["meta"] = .object(meta)
+        if o["resourceType"]?.stringValue == "Patient" {
+            o["managingOrganization"] = .object(JSONObject([("reference", .string("Organization/\(facility)"))]))
+        }
+        return .object(o)
+    }
+
+    /// The `meta.source` of a facility's writes (searchable with `_source`).
+    public static func facilitySource(_ facility: String) -> String { "urn:huitong:facility:" + facility }
+
     public func checkType(_ type: String) throws(FHIRError) {
         guard FHIRSchema.r4.isResourceType(type) else {
             throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
@@ -161,7 +178,7 @@ public struct FHIRService: Sendable {
                 }
                 assumptions.append(Assumption(query: query, expected: []))
             }
-            let write = try pipeline.prepare(body, type: type, id: IngestPipeline.newID(), method: "POST")
+            let write = try pipeline.prepare(stamped(body), type: type, id: IngestPipeline.newID(), method: "POST")
             let outcome = try await commit(WriteUnit(writes: [write], assumptions: assumptions),
                                            as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
             return InteractionResult(outcome, status: 201)
@@ -179,7 +196,7 @@ public struct FHIRService: Sendable {
         guard bodyID == id else {
             throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match the URL id '\(id)'", at: "\(type).id")
         }
-        let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch)
+        let write = try pipeline.prepare(stamped(body), type: type, id: id, method: "PUT", ifMatch: ifMatch)
         let outcome = try await commit(WriteUnit(writes: [write]), as: .update)[0]
         return InteractionResult(outcome, status: outcome.created ? 201 : 200)
     }
@@ -202,7 +219,7 @@ public struct FHIRService: Sendable {
                 id = bodyID ?? IngestPipeline.newID()
             }
             // Nothing matched but the body names an id: create it, never overwrite another resource.
-            let write = try pipeline.prepare(body, type: type, id: id, method: "PUT", ifMatch: ifMatch,
+            let write = try pipeline.prepare(stamped(body), type: type, id: id, method: "PUT", ifMatch: ifMatch,
                                              mustNotExist: match == nil && bodyID != nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
             let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]), as: .conditionalUpdate)[0]
@@ -227,7 +244,7 @@ public struct FHIRService: Sendable {
                 throw FHIRError(400, code: "invalid", "A patch must not change resourceType or id")
             }
             // The version read above must still be current at commit: concurrent patches cannot interleave.
-            let write = try pipeline.prepare(patched, type: type, id: id, method: "PATCH", ifMatch: record.version)
+            let write = try pipeline.prepare(stamped(patched), type: type, id: id, method: "PATCH", ifMatch: record.version)
             do {
                 return InteractionResult(try await commit(WriteUnit(writes: [write]), as: .patch)[0], status: 200)
             } catch let error as FHIRError where error.status == 412 && ifMatch == nil {

@@ -49,7 +49,20 @@ package enum AuditChain {
         var hasher = SHA256()
         hasher.update(data: Data((previous + "\n" + String(seq) + "\n").utf8))
         hasher.update(data: content)
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hex(hasher.finalize())
+    }
+
+    static let digits = Array("0123456789abcdef".utf8)
+
+    /// Lowercase hex, without `String(format:)` (which costs more than the hash itself).
+    package static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Rows `(seq, recorded, content, hash)` for the records appended after `head`, and the new head.

@@ -60,16 +60,24 @@ public final class SQLiteStore: ResourceStore {
         }
         let writer = try SQLiteWriter(connection: writeConnection, logger: logger)
         let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
-        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, logger: logger)
+        let reads = SQLReadQueries(SQLiteReaders(readers))
+        let moved = Int(try await reads.record(kind: AuditSpool.marker.kind, id: AuditSpool.marker.id, now: 0)?.content ?? "") ?? 0
+        let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
+                                              movedSegment: moved, logger: logger)
+        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool, logger: logger)
     }
 
-    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, logger: Logger) {
+    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, spool: AuditSpool, logger: Logger) {
         self.readers = readers
         self.reads = SQLReadQueries(SQLiteReaders(readers))
         self.pointReader = pointReader
         self.writer = writer
+        self.spool = spool
         self.logger = logger
     }
+
+    /// Audit events of reads on their way into the chain (see `AuditSpool`).
+    let spool: AuditSpool
 
     static func migrate(_ db: SQLiteRawConnection, logger: Logger) throws {
         try db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
@@ -161,7 +169,12 @@ public final class SQLiteStore: ResourceStore {
     }
 
     public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
-        try await writer.submit(unit)
+        // A read's audit event: durable in the spool now, in the chain within milliseconds.
+        if unit.writes.isEmpty && unit.records.isEmpty && unit.consumerPosition == nil && !unit.audit.isEmpty {
+            try spool.append(unit.audit)
+            return []
+        }
+        return try await writer.submit(unit)
     }
 
     /// One process owns the file (the data-folder lock).
@@ -176,15 +189,18 @@ public final class SQLiteStore: ResourceStore {
     }
 
     public func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent] {
-        try await reads.auditEvents(patients: patients, before: before, limit: limit)
+        try await spool.flush()
+        return try await reads.auditEvents(patients: patients, before: before, limit: limit)
     }
 
     public func auditEvent(seq: Int) async throws -> StoredAuditEvent? {
-        try await reads.auditEvent(seq: seq)
+        try await spool.flush()
+        return try await reads.auditEvent(seq: seq)
     }
 
     public func verifyAuditChain(progress: @Sendable (Int) -> Void) async throws -> AuditChainReport {
-        try await reads.verifyAuditChain(progress: progress)
+        try await spool.flush()
+        return try await reads.verifyAuditChain(progress: progress)
     }
 
     public func resourceCounts() async throws -> [String: Int] {
@@ -222,6 +238,7 @@ public final class SQLiteStore: ResourceStore {
     }
 
     public func close() async throws {
+        try await spool.close()
         try? await writer.analyze(full: false)
         try await writer.close()
         pointReader.close()

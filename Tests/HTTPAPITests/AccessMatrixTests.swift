@@ -1,0 +1,158 @@
+@testable import Access
+import FHIRModel
+import Foundation
+import HTTPAPI
+import HTTPTypes
+import Hummingbird
+import Store
+import XCTest
+
+/// The authorization matrix: every route the router has, and every operation the
+/// CapabilityStatement lists, against each kind of caller. A route added without an entry here
+/// fails `test_everyRoute_hasAnEntry`; an entry whose decision changes fails the matrix.
+final class AccessMatrixTests: XCTestCase {
+    enum Kind { case publicRoute, read, write }
+
+    struct Example {
+        let kind: Kind
+        let method: HTTPRequest.Method
+        let path: String
+        var body: String? = nil
+        var contentType = "application/fhir+json"
+        /// What a caller that may do it gets (the decisions below lack their parameters: a 400 shows
+        /// the request got past the access decision).
+        var allowed: ClosedRange<Int> = 200...299
+    }
+
+    static let observation = #"{"resourceType":"Observation","status":"final","code":{"text":"x"}}"#
+
+    /// One request per route (keyed as `Router.routes` describes them), `{P}` the fixture Patient's
+    /// id, `{O}` the fixture Observation's, `{PERSON}` the Patient's master Person.
+    static let routes: [String: Example] = [
+        "GET /": Example(kind: .publicRoute, method: .get, path: "/"),
+        "GET /health": Example(kind: .publicRoute, method: .get, path: "/health"),
+        "GET /ready": Example(kind: .publicRoute, method: .get, path: "/ready"),
+        "GET /.well-known/jwks.json": Example(kind: .publicRoute, method: .get, path: "/.well-known/jwks.json"),
+        "GET /.well-known/smart-configuration": Example(kind: .publicRoute, method: .get, path: "/.well-known/smart-configuration"),
+        "GET /fhir/.well-known/smart-configuration": Example(kind: .publicRoute, method: .get, path: "/fhir/.well-known/smart-configuration"),
+        "POST /auth/token": Example(kind: .publicRoute, method: .post, path: "/auth/token", body: "grant_type=client_credentials",
+                                    contentType: "application/x-www-form-urlencoded"),
+        "GET /fhir/metadata": Example(kind: .publicRoute, method: .get, path: "/fhir/metadata"),
+        "POST /fhir": Example(kind: .write, method: .post, path: "/fhir", body: #"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":\#(observation),"request":{"method":"POST","url":"Observation"}}]}"#),
+        "GET /fhir/_history": Example(kind: .read, method: .get, path: "/fhir/_history"),
+        "GET /fhir/{type}": Example(kind: .read, method: .get, path: "/fhir/Patient?gender=male"),
+        "POST /fhir/{type}/_search": Example(kind: .read, method: .post, path: "/fhir/Patient/_search", body: "gender=male",
+                                             contentType: "application/x-www-form-urlencoded"),
+        "POST /fhir/{type}": Example(kind: .write, method: .post, path: "/fhir/Observation", body: observation),
+        "POST /fhir/{type}/{id}": Example(kind: .read, method: .post, path: "/fhir/Patient/$match",
+                                          body: #"{"resourceType":"Parameters","parameter":[{"name":"resource","resource":{"resourceType":"Patient","gender":"male"}}]}"#),
+        "PUT /fhir/{type}": Example(kind: .write, method: .put, path: "/fhir/Observation?code=matrix-none", body: observation),
+        "DELETE /fhir/{type}": Example(kind: .write, method: .delete, path: "/fhir/Observation?code=matrix-none"),
+        "GET /fhir/{type}/_history": Example(kind: .read, method: .get, path: "/fhir/Observation/_history"),
+        "GET /fhir/{type}/{id}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}"),
+        "PUT /fhir/{type}/{id}": Example(kind: .write, method: .put, path: "/fhir/Observation/{O}",
+                                         body: #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#),
+        "PATCH /fhir/{type}/{id}": Example(kind: .write, method: .patch, path: "/fhir/Observation/{O}",
+                                           body: #"[{"op":"replace","path":"/status","value":"final"}]"#, contentType: "application/json-patch+json"),
+        "DELETE /fhir/{type}/{id}": Example(kind: .write, method: .delete, path: "/fhir/Observation/does-not-exist"),
+        "GET /fhir/{type}/{id}/_history": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history"),
+        "GET /fhir/{type}/{id}/{operationOrCompartment}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/Observation"),
+        "GET /fhir/{type}/{id}/_history/{version}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history/1"),
+    ]
+
+    /// Requests for the operations the CapabilityStatement lists, by name.
+    static let operations: [String: Example] = [
+        "Patient/$match": routes["POST /fhir/{type}/{id}"]!,
+        "Patient/$everything": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/$everything"),
+        "Patient/$ihe-pix": Example(kind: .read, method: .get, path: "/fhir/Patient/$ihe-pix?sourceIdentifier=urn:oid:2.16.156.10011.1.1|M1"),
+        "Person/$everything": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$everything"),
+    ]
+
+    static func decisionExample(_ name: String) -> Example {
+        Example(kind: .write, method: .post, path: "/fhir/$\(name)",
+                body: #"{"resourceType":"Parameters","parameter":[{"name":"reason","valueString":"matrix"}]}"#, allowed: 400...400)
+    }
+
+    func test_everyRoute_hasAnEntry() async throws {
+        let store = try await SQLiteStore.open(path: NSTemporaryDirectory() + "matrix-\(UUID().uuidString).sqlite")
+        let router = HuitongApplication.router(store: store, configuration: .init())
+        let registered = Set(router.routes.map { "\($0.method) \($0.path)" })
+        try await store.close()
+        XCTAssertEqual(registered.subtracting(Self.routes.keys).sorted(), [], "routes without an access-matrix entry")
+        XCTAssertEqual(Set(Self.routes.keys).subtracting(registered).sorted(), [], "entries for routes that no longer exist")
+    }
+
+    func test_matrix_everyRouteAndOperation_againstEveryKindOfCaller() async throws {
+        try await TestServer.run(development: false) { server, store in
+            let tokens = server.tokens
+            func mint(_ role: Role, _ scopes: String, now: Date = Date()) async throws -> String {
+                try await tokens.issue(for: Principal(kind: .client, subject: "matrix-\(role.rawValue)", role: role, facility: "org-1",
+                                                      scopes: SMARTScope.parseList(scopes)), now: now).token
+            }
+            let admin = try await mint(.administrator, "system/*.cruds")
+            let p = try await server.request(.post, "/fhir/Patient", patientJSON(identifier: "M1"), headers: ["Authorization": "Bearer \(admin)"])
+            let o = try await server.request(.post, "/fhir/Observation", Self.observation, headers: ["Authorization": "Bearer \(admin)"])
+            let pid = try XCTUnwrap(p.id), oid = try XCTUnwrap(o.id)
+            let person = try await server.request(.get, "/fhir/Person?link=Patient/\(pid)", headers: ["Authorization": "Bearer \(admin)"])
+            let personID = try XCTUnwrap(person.json["entry"]?[0]?["resource"]?["id"]?.stringValue)
+            let (otherKid, otherPem) = try SigningKey.generate()
+            let foreign = try await TokenAuthority(keys: [try SigningKey(kid: otherKid, pem: otherPem)])
+            let callers: [(name: String, headers: [String: String])] = [
+                ("no token", [:]),
+                ("expired token", ["Authorization": "Bearer \(try await mint(.administrator, "system/*.cruds", now: Date().addingTimeInterval(-3600)))"]),
+                ("wrong signature", ["Authorization": "Bearer \(try await foreign.issue(for: Principal(kind: .client, subject: "x", role: .administrator, scopes: SMARTScope.parseList("system/*.cruds"))).token)"]),
+                ("wrong scope", ["Authorization": "Bearer \(try await mint(.facilitySystem, "system/Basic.cruds"))"]),
+                ("permitted", ["Authorization": "Bearer \(admin)"]),
+                ("emergency with break-glass", ["Authorization": "Bearer \(try await mint(.emergencyClinician, "user/*.rs"))",
+                                                "X-Break-Glass-Reason": "matrix: unconscious patient"]),
+            ]
+            var examples = Self.routes.map { ("route \($0.key)", $0.value) } + Self.operations.map { ("operation \($0.key)", $0.value) }
+            for op in MasterIndexOperationsNames.all { examples.append(("operation $\(op)", Self.decisionExample(op))) }
+            var failures: [String] = []
+            for (label, example) in examples.sorted(by: { $0.0 < $1.0 }) {
+                func fill(_ text: String) -> String {
+                    text.replacingOccurrences(of: "{PERSON}", with: personID).replacingOccurrences(of: "{P}", with: pid)
+                        .replacingOccurrences(of: "{O}", with: oid)
+                }
+                let path = fill(example.path)
+                let body = example.body.map(fill)
+                for caller in callers {
+                    var headers = caller.headers
+                    if body != nil { headers["Content-Type"] = example.contentType }
+                    let r = try await server.request(example.method, path, body, headers: headers)
+                    let expected: String
+                    let ok: Bool
+                    switch (example.kind, caller.name) {
+                    case (.publicRoute, _):
+                        expected = "no bearer token asked for"
+                        ok = r.status != 403 && !(r.header("WWW-Authenticate") ?? "").hasPrefix("Bearer")
+                    case (_, "no token"), (_, "expired token"), (_, "wrong signature"):
+                        expected = "401 with WWW-Authenticate"; ok = r.status == 401 && r.header("WWW-Authenticate") != nil
+                    case (_, "wrong scope"):
+                        expected = "403"; ok = r.status == 403
+                    case (_, "permitted"), (.read, "emergency with break-glass"):
+                        expected = "allowed: \(example.allowed)"; ok = example.allowed.contains(r.status)
+                    default:  // an emergency reader may not write
+                        expected = "403"; ok = r.status == 403
+                    }
+                    if !ok { failures.append("\(label) as \(caller.name): \(r.status), expected \(expected) — \(r.bodyText.prefix(160))") }
+                }
+            }
+            XCTAssertEqual(failures, [], failures.joined(separator: "\n"))
+            // Every operation the CapabilityStatement names is in the matrix.
+            let metadata = try await server.request(.get, "/fhir/metadata")
+            let rest = metadata.json["rest"]?[0]
+            var listed = Set((rest?["operation"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue.map { "operation $" + $0 } })
+            for resource in rest?["resource"]?.arrayValue ?? [] {
+                let type = resource["type"]?.stringValue ?? ""
+                for op in resource["operation"]?.arrayValue ?? [] { listed.insert("operation \(type)/$\(op["name"]?.stringValue ?? "")") }
+            }
+            XCTAssertEqual(listed.subtracting(examples.map(\.0)).sorted(), [], "operations without an access-matrix entry")
+        }
+    }
+}
+
+/// The reviewers' decision operations, as the CapabilityStatement lists them.
+enum MasterIndexOperationsNames {
+    static let all = ["empi-link", "empi-not-match", "empi-unlink", "empi-merge", "empi-unmerge"]
+}
