@@ -43,6 +43,7 @@ public enum HuitongApplication {
                                   matching: configuration.matching, auditing: configuration.audit)
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit
+        searches.masterIndex = service.masterIndex
         FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
                    maxBodyBytes: configuration.maxBodyBytes,
                    authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),

@@ -126,4 +126,10 @@ public struct HistoryPage: Sendable {
     public let records: [ResourceRecord]
     public let total: Int
     public let snapshot: Int64
+
+    public init(records: [ResourceRecord], total: Int, snapshot: Int64) {
+        self.records = records
+        self.total = total
+        self.snapshot = snapshot
+    }
 }

@@ -22,6 +22,9 @@ final class AccessMatrixTests: XCTestCase {
         /// What a caller that may do it gets (the decisions below lack their parameters: a 400 shows
         /// the request got past the access decision).
         var allowed: ClosedRange<Int> = 200...299
+        /// Facility readers (the emergency caller works at one) may not page through history across
+        /// residents: its total would show records of other facilities.
+        var facilityReadersAllowed = true
     }
 
     static let observation = #"{"resourceType":"Observation","status":"final","code":{"text":"x"}}"#
@@ -39,7 +42,7 @@ final class AccessMatrixTests: XCTestCase {
                                     contentType: "application/x-www-form-urlencoded"),
         "GET /fhir/metadata": Example(kind: .publicRoute, method: .get, path: "/fhir/metadata"),
         "POST /fhir": Example(kind: .write, method: .post, path: "/fhir", body: #"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":\#(observation),"request":{"method":"POST","url":"Observation"}}]}"#),
-        "GET /fhir/_history": Example(kind: .read, method: .get, path: "/fhir/_history"),
+        "GET /fhir/_history": Example(kind: .read, method: .get, path: "/fhir/_history", facilityReadersAllowed: false),
         "GET /fhir/{type}": Example(kind: .read, method: .get, path: "/fhir/Patient?gender=male"),
         "POST /fhir/{type}/_search": Example(kind: .read, method: .post, path: "/fhir/Patient/_search", body: "gender=male",
                                              contentType: "application/x-www-form-urlencoded"),
@@ -48,7 +51,7 @@ final class AccessMatrixTests: XCTestCase {
                                           body: #"{"resourceType":"Parameters","parameter":[{"name":"resource","resource":{"resourceType":"Patient","gender":"male"}}]}"#),
         "PUT /fhir/{type}": Example(kind: .write, method: .put, path: "/fhir/Observation?code=matrix-none", body: observation),
         "DELETE /fhir/{type}": Example(kind: .write, method: .delete, path: "/fhir/Observation?code=matrix-none"),
-        "GET /fhir/{type}/_history": Example(kind: .read, method: .get, path: "/fhir/Observation/_history"),
+        "GET /fhir/{type}/_history": Example(kind: .read, method: .get, path: "/fhir/Observation/_history", facilityReadersAllowed: false),
         "GET /fhir/{type}/{id}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}"),
         "PUT /fhir/{type}/{id}": Example(kind: .write, method: .put, path: "/fhir/Observation/{O}",
                                          body: #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#),
@@ -129,6 +132,8 @@ final class AccessMatrixTests: XCTestCase {
                     case (_, "no token"), (_, "expired token"), (_, "wrong signature"):
                         expected = "401 with WWW-Authenticate"; ok = r.status == 401 && r.header("WWW-Authenticate") != nil
                     case (_, "wrong scope"):
+                        expected = "403"; ok = r.status == 403
+                    case (.read, "emergency with break-glass") where !example.facilityReadersAllowed:
                         expected = "403"; ok = r.status == 403
                     case (_, "permitted"), (.read, "emergency with break-glass"):
                         expected = "allowed: \(example.allowed)"; ok = example.allowed.contains(r.status)

@@ -102,6 +102,22 @@ public struct FHIRService: Sendable {
         }
     }
 
+    /// Looks up who may read other facilities' patient data (one per request: facts are not kept).
+    public func patientDataGate() -> PatientDataGate {
+        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
+    }
+
+    /// Refuses (403, audited) a record of another facility's patient data the principal may not read.
+    func checkPatientData(_ record: ResourceRecord, _ interaction: Interaction) async throws {
+        guard try await patientDataGate().mayRead(record) else {
+            let reason = "\(record.key) is another facility's record of a resident this facility has no current treatment "
+                + "relationship with, or whose consent refuses it"
+            try? await trail.append(interaction, type: record.key.type, entities: [record.key],
+                                    patients: AuditTrail.patients(of: [record]), outcome: .denied(reason))
+            throw FHIRError(403, code: "forbidden", reason)
+        }
+    }
+
     /// Whether resources of `type` may be shown to the principal (includes, `$everything`, history).
     public func mayRead(_ type: String) -> Bool {
         policy.mayRead(principal, type)
@@ -136,6 +152,7 @@ public struct FHIRService: Sendable {
         let key = ResourceKey(type, id)
         guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
         if record.deleted { throw FHIRError.gone(key, version: record.version) }
+        try await checkPatientData(record, .read)
         try await trail.appendRead(.read, type: type, records: [record])
         return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
     }
@@ -148,6 +165,7 @@ public struct FHIRService: Sendable {
             throw FHIRError(404, code: "not-found", "Version \(version) of \(key) is not known")
         }
         if record.deleted { throw FHIRError(410, code: "deleted", "Version \(version) of \(key) is a deletion") }
+        try await checkPatientData(record, .vread)
         try await trail.appendRead(.vread, type: type, records: [record])
         return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
     }
@@ -160,7 +178,19 @@ public struct FHIRService: Sendable {
         } else {
             try await authorize(.systemHistory, nil)
         }
-        let page = try await store.history(query)
+        let gate = patientDataGate()
+        if query.id == nil {
+            do {
+                try policy.authorizeHistoryAcrossResidents(principal)
+            } catch {
+                try? await trail.append(.history, type: query.type, entities: [], patients: [], outcome: .denied(error.reason))
+                throw FHIRError(403, code: "forbidden", error.reason)
+            }
+        }
+        var page = try await store.history(query)
+        if gate.restricted {
+            page = HistoryPage(records: try await gate.filter(page.records), total: page.total, snapshot: page.snapshot)
+        }
         try await trail.appendRead(query.type == nil ? .systemHistory : .history, type: query.type, records: page.records)
         return page
     }

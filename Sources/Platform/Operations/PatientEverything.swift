@@ -61,7 +61,13 @@ public struct PatientEverything: Sendable {
             let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: nil)
             records += found.filter { wanted.contains($0.key.type) && seen.insert($0.key).inserted }
         }
+        let gate = service.patientDataGate()
+        var total = result.total
+        if gate.restricted {
+            records = try await gate.filter(records)
+            total = nil  // a count would tell what was left out
+        }
         try await service.trail.appendRead(.operation("everything"), type: patients.first?.type, records: records)
-        return Page(records: records, total: result.total, next: result.next)
+        return Page(records: records, total: total, next: result.next)
     }
 }

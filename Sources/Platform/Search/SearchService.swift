@@ -1,5 +1,6 @@
 import Access
 import FHIRModel
+import Identity
 import Store
 
 /// Runs searches: the matching page, then `_include` / `_revinclude` (with `:iterate`), on
@@ -9,6 +10,8 @@ public struct SearchService: Sendable {
     public let store: any ResourceStore
     public private(set) var principal: Principal = .nobody
     public private(set) var origin: RequestOrigin = .local
+    /// For finding a resident's Patients when deciding on other facilities' data.
+    public var masterIndex: MasterPatientIndex?
     /// False only for a benchmark's unaudited baseline.
     public var auditing = true
     let policy = AccessPolicy()
@@ -76,8 +79,18 @@ public struct SearchService: Sendable {
             frontier = found.filter { policy.mayRead(principal, $0.key.type) && seen.insert($0.key).inserted }
             included += frontier
         }
-        try await trail.appendRead(.search, type: search.query.type, records: result.records + included, query: search.text)
-        return Result(matches: result.records, included: included, total: result.total, next: result.next, search: search)
+        // Other facilities' records the principal may not read are left out, and then no total is
+        // given: a count would tell what was left out.
+        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
+        var matches = result.records
+        var total = result.total
+        if gate.restricted {
+            matches = try await gate.filter(matches)
+            included = try await gate.filter(included)
+            total = nil
+        }
+        try await trail.appendRead(.search, type: search.query.type, records: matches + included, query: search.text)
+        return Result(matches: matches, included: included, total: total, next: result.next, search: search)
     }
 }
 

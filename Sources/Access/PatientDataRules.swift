@@ -1,0 +1,102 @@
+import FHIRModel
+
+/// What the resident said in their `Consent`s about one reader (一使用一授权).
+public enum ConsentVerdict: Sendable, Equatable {
+    /// No consent speaks to this reader.
+    case none
+    case permit
+    case deny
+}
+
+/// The facts about one resource of patient data that decide whether a facility may read it.
+public struct PatientDataFacts: Sendable, Equatable {
+    /// The facility that wrote it (`meta.source`); nil for data no facility wrote.
+    public var sourceFacility: String?
+    /// The reading facility has a current treatment relationship with the resident.
+    public var treatment: Bool
+    public var consent: ConsentVerdict
+    /// An emergency reader broke the glass (already checked to be an emergency role).
+    public var breakGlass: Bool
+
+    public init(sourceFacility: String?, treatment: Bool, consent: ConsentVerdict, breakGlass: Bool) {
+        self.sourceFacility = sourceFacility
+        self.treatment = treatment
+        self.consent = consent
+        self.breakGlass = breakGlass
+    }
+}
+
+extension AccessPolicy {
+    /// Roles that read clinical data at a facility; other facilities' records need more (below).
+    static let facilityReaders: Set<Role> = [.facilitySystem, .clinician, .emergencyClinician]
+
+    /// Whether the principal's reading of patient data depends on whose data it is: people and
+    /// systems of a facility. Administrators and the platform itself are not restricted this way.
+    public func readsAcrossFacilities(_ principal: Principal) -> Bool {
+        principal.facility != nil && principal.role != .administrator
+    }
+
+    /// History of a type or of everything mixes many residents' versions, whose totals and paging
+    /// would show what a facility reader may not see: such readers ask for one resource's history.
+    public func authorizeHistoryAcrossResidents(_ principal: Principal) throws(AccessDenied) {
+        if readsAcrossFacilities(principal) {
+            throw AccessDenied("History across residents is not available to facility readers; ask for one resource's history")
+        }
+    }
+
+    /// Another facility's records about a resident need a role that reads clinical data, a current
+    /// treatment relationship and no refusal in the resident's consent — or broken glass. A
+    /// facility's own records need nothing more than the scopes.
+    public func mayRead(_ principal: Principal, patientData facts: PatientDataFacts) -> Bool {
+        guard readsAcrossFacilities(principal) else { return true }
+        if let own = principal.facility, facts.sourceFacility == own { return true }
+        guard Self.facilityReaders.contains(principal.role) else { return false }
+        if facts.breakGlass { return true }
+        return facts.treatment && facts.consent != .deny
+    }
+}
+
+/// Reads the resident's R4 `Consent`s (scope `patient-privacy`, status `active`) for one reading
+/// facility: a provision applies when its period holds now and its actors (if any) include the
+/// facility; a nested provision that applies overrides its parent. Across consents, a refusal wins.
+public enum ConsentEvaluator {
+    public static func verdict(_ consents: [JSONObject], facility: String, now: Int64) -> ConsentVerdict {
+        var result = ConsentVerdict.none
+        for consent in consents {
+            guard consent["status"]?.stringValue == "active" else { continue }
+            let scope = consent["scope"]?["coding"]?.arrayValue?.compactMap { $0["code"]?.stringValue } ?? []
+            guard scope.isEmpty || scope.contains("patient-privacy") else { continue }
+            guard case .object(let provision)? = consent["provision"] else { continue }
+            switch evaluate(provision, facility: facility, now: now) {
+            case .deny: return .deny
+            case .permit: result = .permit
+            case .none: continue
+            }
+        }
+        return result
+    }
+
+    static func evaluate(_ provision: JSONObject, facility: String, now: Int64) -> ConsentVerdict {
+        if let period = provision["period"], !holds(period, now) { return .none }
+        let actors = provision["actor"]?.arrayValue?.compactMap { $0["reference"]?["reference"]?.stringValue } ?? []
+        if !actors.isEmpty && !actors.contains(where: { $0 == "Organization/\(facility)" || $0.hasSuffix("/Organization/\(facility)") }) {
+            return .none
+        }
+        // The most specific provision that applies decides.
+        for case .object(let nested) in provision["provision"]?.arrayValue ?? [] {
+            let inner = evaluate(nested, facility: facility, now: now)
+            if inner != .none { return inner }
+        }
+        switch provision["type"]?.stringValue {
+        case "deny": return .deny
+        case "permit": return .permit
+        default: return .none
+        }
+    }
+
+    static func holds(_ period: JSON, _ now: Int64) -> Bool {
+        if let start = period["start"]?.stringValue.flatMap({ FHIRDateTime.parse($0, kind: .dateTime) }), now < start.low { return false }
+        if let end = period["end"]?.stringValue.flatMap({ FHIRDateTime.parse($0, kind: .dateTime) }), now >= end.high { return false }
+        return true
+    }
+}

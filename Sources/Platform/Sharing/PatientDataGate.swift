@@ -1,0 +1,117 @@
+import Access
+import FHIRModel
+import Foundation
+import Identity
+import NIOCore
+import Store
+
+/// Gathers the facts the access decision needs about other facilities' patient data — who wrote a
+/// record, whether the reading facility treats the resident now, what the resident's consents say
+/// — and asks `AccessPolicy` (which decides; this only looks things up). Facts are looked up per
+/// resident once per request and never kept longer: a revoked consent counts from the next request.
+public final class PatientDataGate: @unchecked Sendable {
+    let store: any ResourceStore
+    let masterIndex: MasterPatientIndex?
+    let principal: Principal
+    let origin: RequestOrigin
+    let policy = AccessPolicy()
+    /// Per resident (any of its Patients' references): treatment and consent, for this request.
+    private var residents: [String: (treatment: Bool, consent: ConsentVerdict)] = [:]
+    private let lock = NSLock()
+
+    init(store: any ResourceStore, masterIndex: MasterPatientIndex?, principal: Principal, origin: RequestOrigin) {
+        self.store = store
+        self.masterIndex = masterIndex
+        self.principal = principal
+        self.origin = origin
+    }
+
+    /// Whether the principal's reads depend on whose data it is (see `AccessPolicy`).
+    public var restricted: Bool { policy.readsAcrossFacilities(principal) }
+
+    public func mayRead(_ record: ResourceRecord) async throws -> Bool {
+        guard restricted, let patient = AuditTrail.patient(of: record.key, content: record.content) else { return true }
+        let source = Self.sourceFacility(record.content)
+        if let own = principal.facility, source == own { return true }
+        let (treatment, consent) = try await resident(patient)
+        return policy.mayRead(principal, patientData: PatientDataFacts(
+            sourceFacility: source, treatment: treatment, consent: consent, breakGlass: origin.breakGlassReason != nil))
+    }
+
+    /// The records the principal may read, in order.
+    public func filter(_ records: [ResourceRecord]) async throws -> [ResourceRecord] {
+        guard restricted else { return records }
+        var out: [ResourceRecord] = []
+        for r in records where try await mayRead(r) { out.append(r) }
+        return out
+    }
+
+    // MARK: facts
+
+    func resident(_ patient: String) async throws -> (treatment: Bool, consent: ConsentVerdict) {
+        if let known = lock.withLock({ residents[patient] }) { return known }
+        let patients = try await linkedPatients(patient)
+        let facility = principal.facility ?? ""
+        var treatment = false
+        var consents: [JSONObject] = []
+        for p in patients {
+            if !treatment { treatment = try await treats(p, facility: facility) }
+            let query = SearchQuery(type: "Consent", clauses: [
+                .init(parameter: "patient", parameterType: "reference", values: [.reference(type: "Patient", id: p)]),
+                .init(parameter: "status", values: [.token(system: nil, code: "active")]),
+            ])
+            for key in try await store.search(query, limit: 100) {
+                if let r = try await store.read(key), let c = r.content, case .object(let o)? = try? JSONParser.parse(c.readableBytesView) {
+                    consents.append(o)
+                }
+            }
+        }
+        let facts = (treatment, ConsentEvaluator.verdict(consents, facility: facility, now: Int64(Date().timeIntervalSince1970 * 1_000_000)))
+        lock.withLock { residents[patient] = facts }
+        return facts
+    }
+
+    /// The ids of every Patient of the resident (through the master index), or of the one given.
+    func linkedPatients(_ reference: String) async throws -> [String] {
+        let parts = reference.split(separator: "/")
+        guard parts.count == 2 else { return [] }
+        let key = ResourceKey(String(parts[0]), String(parts[1]))
+        if key.type == "Person" {
+            return try await masterIndex?.patients(of: key)?.map(\.id) ?? []
+        }
+        if let linked = try await masterIndex?.linkedRecords(of: key) { return linked.patients.map(\.id) }
+        return [key.id]
+    }
+
+    /// A current treatment relationship: an open Encounter, an active EpisodeOfCare or a booked
+    /// Appointment the facility recorded for the patient, or a referral Task it owns.
+    func treats(_ patient: String, facility: String) async throws -> Bool {
+        let subject = SearchQuery.Clause(parameter: "patient", parameterType: "reference", values: [.reference(type: "Patient", id: patient)])
+        let source = SearchQuery.Clause(parameter: "_source", parameterType: "uri", values: [.uri(FHIRService.facilitySource(facility))])
+        func status(_ codes: [String]) -> SearchQuery.Clause {
+            .init(parameter: "status", values: codes.map { .token(system: nil, code: $0) })
+        }
+        let queries = [
+            SearchQuery(type: "Encounter", clauses: [subject, source, status(["planned", "arrived", "triaged", "in-progress", "onleave"])]),
+            SearchQuery(type: "EpisodeOfCare", clauses: [subject, source, status(["planned", "waitlist", "active", "onhold"])]),
+            SearchQuery(type: "Appointment", clauses: [subject, source, status(["proposed", "pending", "booked", "arrived", "checked-in"])]),
+            SearchQuery(type: "Task", clauses: [subject, status(["requested", "received", "accepted", "ready", "in-progress"]),
+                .init(parameter: "owner", parameterType: "reference", values: [.reference(type: "Organization", id: facility)])]),
+        ]
+        for q in queries where !(try await store.search(q, limit: 1)).isEmpty { return true }
+        return false
+    }
+
+    static let sourceMarker = Array(#""source":"urn:huitong:facility:"#.utf8)
+
+    /// The facility in the stored `meta.source` (written by the server for facility principals).
+    static func sourceFacility(_ content: ByteBuffer?) -> String? {
+        guard let content else { return nil }
+        return content.withUnsafeReadableBytes { bytes -> String? in
+            guard let start = AuditTrail.find(sourceMarker, anchor: 10, in: bytes) else { return nil }
+            var end = start
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+@testable import Access
+import FHIRModel
+import Foundation
+import HTTPTypes
+import Store
+import XCTest
+
+/// Another facility's records about a resident: readable with a current treatment relationship and
+/// no refusal in the resident's Consent, or by breaking the glass; hidden from search, includes,
+/// $everything and totals otherwise; a changed consent counts from the next request.
+final class ConsentTests: XCTestCase {
+    func test_crossFacilityReads_followTreatmentAndConsent_andRevocationIsImmediate() async throws {
+        try await TestServer.run(development: false) { server, store in
+            func client(_ facility: String?, _ role: Role = .facilitySystem, _ scopes: String = "system/*.cruds") async throws -> [String: String] {
+                let (c, secret) = try await ClientRegistry.register(name: facility ?? "admin", facility: facility, role: role,
+                                                                    scopes: scopes, jwks: nil, in: store)
+                let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
+                let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
+                return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
+            }
+            let a = try await client("org-a"), b = try await client("org-b"), c = try await client("org-c")
+            let admin = try await client(nil, .administrator)
+            let p = try await server.request(.post, "/fhir/Patient", patientJSON(family: "赵", given: "敏"), headers: a)
+            let pid = try XCTUnwrap(p.id)
+            let o = try await server.request(.post, "/fhir/Observation", #"{"resourceType":"Observation","status":"final","code":{"text":"HbA1c"},"subject":{"reference":"Patient/\#(pid)"}}"#, headers: a)
+            let oid = try XCTUnwrap(o.id)
+            func entries(_ r: FHIRTestResponse) -> [String] {
+                (r.json["entry"]?.arrayValue ?? []).compactMap { e in e["resource"].flatMap { "\($0["resourceType"]!.stringValue!)/\($0["id"]!.stringValue!)" } }
+            }
+
+            // No treatment relationship: nothing of facility A's is visible to B, not even as a count.
+            let got1 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: b).status
+            XCTAssertEqual(got1, 403)
+            let hidden = try await server.request(.get, "/fhir/Observation?subject=Patient/\(pid)&_total=accurate", headers: b)
+            XCTAssertEqual(entries(hidden), [])
+            XCTAssertEqual(hidden.json["total"]?.numberText ?? "0", "0", "a total counts only what is shown")
+            let got2 = try await server.request(.get, "/fhir/Patient/\(pid)/_history", headers: b).json["entry"]?.arrayValue?.count ?? 0
+            XCTAssertEqual(got2, 0)
+
+            // B admits the resident: an open Encounter of its own.
+            let admitted = try await server.request(.post, "/fhir/Encounter", #"{"resourceType":"Encounter","status":"in-progress","class":{"code":"AMB"},"subject":{"reference":"Patient/\#(pid)"}}"#, headers: b)
+            XCTAssertEqual(admitted.status, 201, admitted.bodyText)
+            let got3 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: b).status
+            XCTAssertEqual(got3, 200)
+            let shared = try await server.request(.get, "/fhir/Observation?subject=Patient/\(pid)&_include=Observation:subject", headers: b)
+            XCTAssertEqual(Set(entries(shared)), ["Observation/\(oid)", "Patient/\(pid)"])
+
+            // The resident refuses all sharing: B loses access everywhere; A keeps its own records.
+            let consent = #"{"resourceType":"Consent","status":"active","scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},"category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],"patient":{"reference":"Patient/\#(pid)"},"provision":{"type":"deny"}}"#
+            let refused = try await server.request(.post, "/fhir/Consent", consent, headers: admin)
+            XCTAssertEqual(refused.status, 201, refused.bodyText)
+            let cid = try XCTUnwrap(refused.id)
+            let got4 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: b).status
+            XCTAssertEqual(got4, 403)
+            let got5 = try await server.request(.get, "/fhir/Observation?subject=Patient/\(pid)&_include=Observation:subject", headers: b)
+            XCTAssertEqual(entries(got5), [])
+            let everything = try await server.request(.get, "/fhir/Patient/\(pid)/$everything", headers: b)
+            XCTAssertEqual(everything.status, 200, everything.bodyText)
+            XCTAssertEqual(entries(everything).filter { !$0.hasPrefix("Encounter/") }, [], "only B's own Encounter")
+            XCTAssertNil(everything.json["total"])
+            let got6 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: a).status
+            XCTAssertEqual(got6, 200)
+
+            // Refuse everyone except facility B.
+            let exceptB = consent.replacingOccurrences(of: #""provision":{"type":"deny"}"#, with:
+                #""provision":{"type":"deny","provision":[{"type":"permit","actor":[{"role":{"text":"recipient"},"reference":{"reference":"Organization/org-b"}}]}]}"#)
+                .replacingOccurrences(of: #"{"resourceType":"Consent","#, with: #"{"resourceType":"Consent","id":"\#(cid)","#)
+            let got7 = try await server.request(.put, "/fhir/Consent/\(cid)", exceptB, headers: admin).status
+            XCTAssertEqual(got7, 200)
+            _ = try await server.request(.post, "/fhir/Encounter", #"{"resourceType":"Encounter","status":"in-progress","class":{"code":"AMB"},"subject":{"reference":"Patient/\#(pid)"}}"#, headers: c)
+            let got8 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: b).status
+            XCTAssertEqual(got8, 200)
+            let got9 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: c).status
+            XCTAssertEqual(got9, 403, "C treats the resident but is refused")
+
+            // Revoked: from the next request on, C (which treats the resident) reads again.
+            let revoked = exceptB.replacingOccurrences(of: #""status":"active""#, with: #""status":"inactive""#)
+            let got10 = try await server.request(.put, "/fhir/Consent/\(cid)", revoked, headers: admin).status
+            XCTAssertEqual(got10, 200)
+            let got11 = try await server.request(.get, "/fhir/Observation/\(oid)", headers: c).status
+            XCTAssertEqual(got11, 200)
+        }
+    }
+
+    func test_breakTheGlass_overridesARefusal_andTheResidentSeesIt() async throws {
+        try await TestServer.run(development: false) { server, store in
+            func client(_ facility: String?, _ role: Role, _ scopes: String) async throws -> [String: String] {
+                let (c, secret) = try await ClientRegistry.register(name: "x", facility: facility, role: role, scopes: scopes, jwks: nil, in: store)
+                let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
+                let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
+                return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
+            }
+            let a = try await client("org-a", .facilitySystem, "system/*.cruds")
+            let admin = try await client(nil, .administrator, "system/*.cruds")
+            let er = try await client("org-er", .emergencyClinician, "user/*.rs")
+            let p = try await server.request(.post, "/fhir/Patient", patientJSON(), headers: a)
+            let pid = try XCTUnwrap(p.id)
+            let consent = #"{"resourceType":"Consent","status":"active","scope":{"coding":[{"code":"patient-privacy"}]},"category":[{"text":"privacy"}],"patient":{"reference":"Patient/\#(pid)"},"provision":{"type":"deny"}}"#
+            let got12 = try await server.request(.post, "/fhir/Consent", consent, headers: admin).status
+            XCTAssertEqual(got12, 201)
+            let got13 = try await server.request(.get, "/fhir/Patient/\(pid)", headers: er).status
+            XCTAssertEqual(got13, 403)
+            var glass = er
+            glass["X-Break-Glass-Reason"] = "车祸昏迷，急需既往史 unconscious after a road accident"
+            let got14 = try await server.request(.get, "/fhir/Patient/\(pid)", headers: glass).status
+            XCTAssertEqual(got14, 200)
+            let trail = try await server.request(.get, "/fhir/AuditEvent?patient=Patient/\(pid)", headers: admin)
+            let events = (trail.json["entry"]?.arrayValue ?? []).compactMap { $0["resource"] }
+            let outcomes = events.map { "\($0["outcome"]!.stringValue!) \($0["purposeOfEvent"]![0]!["coding"]![0]!["code"]!.stringValue!)" }
+            XCTAssertEqual(Array(outcomes.prefix(2)), ["0 ETREAT", "4 TREAT"], "the glass broken (newest), the refusal before it")
+        }
+    }
+}
