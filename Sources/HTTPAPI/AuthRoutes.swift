@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Platform
+import Store
 
 /// Who a request acts for: the principal of its bearer token, or — in `--dev` mode only, for a
 /// request without an `Authorization` header — the development administrator.
@@ -36,11 +37,16 @@ struct Authenticator: Sendable {
 /// signing keys at `/.well-known/jwks.json`.
 struct AuthRoutes: Sendable {
     let clients: ClientRegistry?
+    let users: UserDirectory?
+    /// Where logins are audited.
+    let store: any ResourceStore
     /// The externally visible base URL (`https://hie.example.gov.cn`); nil: from the Host header.
     let publicURL: String?
 
     func register(on router: Router<HuitongRequestContext>) {
-        router.post("auth/token") { request, _ in await token(request) }
+        router.post("auth/token") { request, context in await token(request, context) }
+        router.post("auth/login") { request, context in await login(request, context) }
+        router.post("auth/logout") { request, _ in await logout(request) }
         router.get(".well-known/smart-configuration") { request, _ in smartConfiguration(request) }
         router.get("fhir/.well-known/smart-configuration") { request, _ in smartConfiguration(request) }
         router.get(".well-known/jwks.json") { _, _ -> Response in
@@ -68,20 +74,63 @@ struct AuthRoutes: Sendable {
         return Self.json(body, status: .ok)
     }
 
-    func token(_ request: Request) async -> Response {
-        do {
-            guard let clients else { throw OAuthError(400, "unsupported_grant_type", "This server issues no tokens (--dev without keys)") }
-            guard request.headers[.contentType]?.hasPrefix("application/x-www-form-urlencoded") ?? false else {
-                throw OAuthError(400, "invalid_request", "The token request must be application/x-www-form-urlencoded")
+    func token(_ request: Request, _ context: HuitongRequestContext) async -> Response {
+        await respond {
+            guard let clients, let users else { throw OAuthError(400, "unsupported_grant_type", "This server issues no tokens") }
+            let form = try await Self.form(request)
+            if form["grant_type"] == "refresh_token" {
+                return try await users.refresh(form["refresh_token"] ?? "")
             }
-            var r = request
-            let body = try await r.collectBody(upTo: 64 * 1024)
-            let form = Self.parseForm(String(buffer: body))
-            let grant = try await clients.grant(ClientRegistry.TokenRequest(
+            return try await clients.grant(ClientRegistry.TokenRequest(
                 form: form, basic: Self.basicCredentials(request), endpointURL: base(request) + "/auth/token"))
+        }
+    }
+
+    /// People log in with username, password and the current TOTP code (both factors, always).
+    func login(_ request: Request, _ context: HuitongRequestContext) async -> Response {
+        await respond {
+            guard let users else { throw OAuthError(400, "unsupported_grant_type", "This server issues no tokens") }
+            let form = try await Self.form(request)
+            let username = form["username"] ?? ""
+            let origin = RequestOrigin(address: context.remoteAddress?.ipAddress)
+            do {
+                let response = try await users.login(username: username, password: form["password"] ?? "", totp: form["totp"] ?? "")
+                if let account = try await users.account(username) {
+                    let who = Principal(kind: .user, subject: username, role: account.role, facility: account.facility, scopes: [])
+                    try await AuditTrail(store: store, principal: who, origin: origin).append(.operation("login"), type: nil, entities: [], patients: [])
+                }
+                return response
+            } catch let error as OAuthError {
+                let who = Principal(kind: .user, subject: username, role: .resident, scopes: [])
+                try? await AuditTrail(store: store, principal: who, origin: origin)
+                    .append(.operation("login"), type: nil, entities: [], patients: [], outcome: .denied(error.description))
+                throw error
+            }
+        }
+    }
+
+    func logout(_ request: Request) async -> Response {
+        await respond {
+            guard let users else { throw OAuthError(400, "unsupported_grant_type", "This server issues no tokens") }
+            try await users.logout(try await Self.form(request)["refresh_token"] ?? "")
+            return [:]
+        }
+    }
+
+    static func form(_ request: Request) async throws -> [String: String] {
+        guard request.headers[.contentType]?.hasPrefix("application/x-www-form-urlencoded") ?? false else {
+            throw OAuthError(400, "invalid_request", "The request must be application/x-www-form-urlencoded")
+        }
+        var r = request
+        return parseForm(String(buffer: try await r.collectBody(upTo: 64 * 1024)))
+    }
+
+    /// Runs an OAuth endpoint: its JSON, or an RFC 6749 error.
+    func respond(_ body: () async throws -> [String: any Sendable]) async -> Response {
+        do {
             var headers: HTTPFields = [.cacheControl: "no-store", .pragma: "no-cache"]
             headers[.contentType] = "application/json"
-            return Self.json(grant, status: .ok, headers: headers)
+            return Self.json(try await body(), status: .ok, headers: headers)
         } catch let error as OAuthError {
             var headers: HTTPFields = [.cacheControl: "no-store"]
             if error.status == 401 { headers[.wwwAuthenticate] = "Basic realm=\"huitong\"" }

@@ -49,7 +49,8 @@ public enum HuitongApplication {
                    authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
                    development: configuration.development)
             .register(on: router)
-        AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) }, publicURL: configuration.publicURL)
+        AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) },
+                   users: configuration.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store, publicURL: configuration.publicURL)
             .register(on: router)
         router.get("health") { _, _ in "ok" }
         router.get("ready") { _, _ -> Response in

@@ -15,7 +15,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Client.self, Audit.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, Client.self, User.self, Audit.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.
@@ -98,6 +98,10 @@ struct Serve: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: logger)
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
         let tokens = try await TokenAuthority(keys: keys)
+        if let admin = try await UserDirectory.ensureAdministrator(in: store) {
+            print("First start: an administrator account was created.")
+            UserCreate.show(admin)
+        }
         var configuration = HuitongApplication.Configuration(
             host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
             tokens: tokens, development: dev, publicURL: publicURL)
