@@ -72,6 +72,9 @@ public struct AccessDenied: Error, Sendable, Equatable {
 public struct AccessPolicy: Sendable {
     public init() {}
 
+    /// Roles that read the whole audit trail.
+    static let auditReaders: Set<Role> = [.administrator, .platformOperator]
+
     /// Roles that may work on the master patient index's review queue.
     static let indexStewards: Set<Role> = [.administrator, .platformOperator]
     static let stewardOperations: Set<String> = ["empi-link", "empi-not-match", "empi-unlink", "empi-merge", "empi-unmerge"]
@@ -81,10 +84,18 @@ public struct AccessPolicy: Sendable {
         if case .operation(let name) = interaction, Self.stewardOperations.contains(name), !Self.indexStewards.contains(principal.role) {
             throw AccessDenied("$\(name) is for the master index's reviewers (role administrator or operator), not \(principal.role.rawValue)")
         }
-        if principal.scopes.contains(where: { $0.context == .patient }) && principal.role != .administrator {
-            // Residents' own-compartment access is decided with the master index; until then a
-            // patient-context token reaches nothing rather than too much.
-            throw AccessDenied("patient/ scopes are not yet served on this endpoint")
+        if isResident(principal) {
+            // A resident reads their own records (which ones is decided per record, with the
+            // master index) and writes only their own Consents.
+            guard principal.patient != nil else { throw AccessDenied("A patient/ token must name its resident (patient)") }
+            switch interaction {
+            case .read, .vread, .history, .search, .operation("everything"): break
+            case .create where type == "Consent", .update where type == "Consent": break
+            default: throw AccessDenied("A resident may read their own records and manage their own Consents, not \(interaction) on \(type ?? "all types")")
+            }
+        }
+        if type == "AuditEvent", !Self.auditReaders.contains(principal.role), !isResident(principal) {
+            throw AccessDenied("The audit trail is read by administrators and operators, and by residents (their own records)")
         }
         let needed = interaction.needs
         let granted = principal.permissions(on: type ?? "*")
@@ -93,6 +104,18 @@ public struct AccessPolicy: Sendable {
             throw AccessDenied("The token's scopes do not allow \(interaction) on \(what) (needs \(what).\(needed.letters), "
                                + "granted \(granted.isEmpty ? "nothing" : granted.letters))")
         }
+    }
+
+    /// A resident acting for themselves (`patient/` scopes).
+    public func isResident(_ principal: Principal) -> Bool {
+        principal.role != .administrator && principal.scopes.contains { $0.context == .patient }
+    }
+
+    /// A resident's reading of one record: their own (any of their Patients, their master Person),
+    /// or data about no patient at all (a Practitioner, an Organization).
+    public func mayRead(resident principal: Principal, recordPatient: String?, own: Set<String>) -> Bool {
+        guard let recordPatient else { return true }
+        return own.contains(recordPatient)
     }
 
     /// Roles that may break the glass (`X-Break-Glass-Reason`): override a refusal in an emergency,

@@ -17,12 +17,19 @@ public struct PatientDataFacts: Sendable, Equatable {
     public var consent: ConsentVerdict
     /// An emergency reader broke the glass (already checked to be an emergency role).
     public var breakGlass: Bool
+    /// The record is the resident's identity (a Patient or the master Person), not clinical data.
+    public var demographic: Bool
+    /// The reading facility has registered the resident (has its own Patient linked to them).
+    public var registered: Bool
 
-    public init(sourceFacility: String?, treatment: Bool, consent: ConsentVerdict, breakGlass: Bool) {
+    public init(sourceFacility: String?, treatment: Bool, consent: ConsentVerdict, breakGlass: Bool,
+                demographic: Bool = false, registered: Bool = false) {
         self.sourceFacility = sourceFacility
         self.treatment = treatment
         self.consent = consent
         self.breakGlass = breakGlass
+        self.demographic = demographic
+        self.registered = registered
     }
 }
 
@@ -39,20 +46,25 @@ extension AccessPolicy {
     /// History of a type or of everything mixes many residents' versions, whose totals and paging
     /// would show what a facility reader may not see: such readers ask for one resource's history.
     public func authorizeHistoryAcrossResidents(_ principal: Principal) throws(AccessDenied) {
-        if readsAcrossFacilities(principal) {
+        if readsAcrossFacilities(principal) || isResident(principal) {
             throw AccessDenied("History across residents is not available to facility readers; ask for one resource's history")
         }
     }
 
     /// Another facility's records about a resident need a role that reads clinical data, a current
-    /// treatment relationship and no refusal in the resident's consent — or broken glass. A
-    /// facility's own records need nothing more than the scopes.
+    /// treatment relationship (for the resident's identity records, registering them suffices) and
+    /// no refusal in the resident's consent — or broken glass. A facility's own records need
+    /// nothing more than the scopes.
     public func mayRead(_ principal: Principal, patientData facts: PatientDataFacts) -> Bool {
         guard readsAcrossFacilities(principal) else { return true }
         if let own = principal.facility, facts.sourceFacility == own { return true }
         guard Self.facilityReaders.contains(principal.role) else { return false }
         if facts.breakGlass { return true }
-        return facts.treatment && facts.consent != .deny
+        // Identity across facilities (the master Person, the resident's other registrations: what
+        // PIX cross-references) for a facility that registered the resident; clinical data only
+        // with a current treatment relationship. A refusal in the consent stops both.
+        let relationship = facts.treatment || (facts.demographic && facts.registered)
+        return relationship && facts.consent != .deny
     }
 }
 

@@ -42,6 +42,14 @@ final class ConsentEvaluatorTests: XCTestCase {
         XCTAssertFalse(policy.mayRead(his, patientData: facts("a", treatment: true, .deny)))
         XCTAssertFalse(policy.mayRead(his, patientData: facts(nil, treatment: false, .permit)), "data no facility wrote is not a free-for-all")
         XCTAssertTrue(policy.mayRead(his, patientData: facts("a", treatment: false, .deny, glass: true)))
+        // Registering the resident opens their identity (Patient, Person) to the facility, not their clinical data.
+        var identity = facts("a", treatment: false, .none)
+        identity.registered = true
+        XCTAssertFalse(policy.mayRead(his, patientData: identity))
+        identity.demographic = true
+        XCTAssertTrue(policy.mayRead(his, patientData: identity))
+        identity.consent = .deny
+        XCTAssertFalse(policy.mayRead(his, patientData: identity))
         let cdc = Principal(kind: .user, subject: "cdc", role: .cdcStaff, facility: "cdc", scopes: [])
         XCTAssertFalse(policy.mayRead(cdc, patientData: facts("a", treatment: true, .none)), "not a clinical role")
         XCTAssertTrue(policy.mayRead(.development, patientData: facts("a", treatment: false, .deny)))

@@ -19,7 +19,7 @@ final class AuditTrailTests: XCTestCase {
     func test_interactionsOnAPatient_areAuditedWithWhoWhatAndOutcome() async throws {
         try await TestServer.run(development: false) { server, store in
             let his = try await token(server, store, scopes: "system/Patient.cruds system/Observation.cruds")
-            let auditor = try await token(server, store, scopes: "system/AuditEvent.rs")
+            let auditor = try await token(server, store, scopes: "system/AuditEvent.rs", role: .administrator)
             let p = try await server.request(.post, "/fhir/Patient", patientJSON(), headers: bearer(his))
             let pid = try XCTUnwrap(p.id)
             let o = try await server.request(.post, "/fhir/Observation", #"{"resourceType":"Observation","status":"final","code":{"text":"血糖"},"subject":{"reference":"Patient/\#(pid)"}}"#, headers: bearer(his))
@@ -79,7 +79,7 @@ final class AuditTrailTests: XCTestCase {
 
     func test_breakTheGlass_isForEmergencyRoles_andIsRecordedWithTheReason() async throws {
         try await TestServer.run(development: false) { server, store in
-            let admin = try await token(server, store, scopes: "system/*.cruds")
+            let admin = try await token(server, store, scopes: "system/*.cruds", role: .administrator)
             let p = try await server.request(.post, "/fhir/Patient", patientJSON(), headers: bearer(admin))
             let pid = try XCTUnwrap(p.id)
             let clinic = try await token(server, store, scopes: "user/Patient.rs")

@@ -24,6 +24,11 @@ public struct AuditLog: Sendable {
         guard let seq = Int(id), let event = try await service.store.auditEvent(seq: seq) else {
             throw FHIRError.notFound(ResourceKey("AuditEvent", id))
         }
+        if AccessPolicy().isResident(service.principal) {
+            let own = try await service.patientDataGate().residentOwn()
+            let about = (try? JSONParser.parse(event.content))?["p"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            guard !own.isDisjoint(with: about) else { throw FHIRError.notFound(ResourceKey("AuditEvent", id)) }
+        }
         try await service.trail.append(.read, type: "AuditEvent", entities: [ResourceKey("AuditEvent", id)], patients: [])
         return Self.resource(event)
     }
@@ -49,6 +54,14 @@ public struct AuditLog: Sendable {
                 continue
             default:
                 throw FHIRError(400, code: "not-supported", "AuditEvent search supports patient, entity, _count and _sort=-date; not '\(name)'", at: name)
+            }
+        }
+        // A resident sees who touched their own records, and only theirs.
+        if AccessPolicy().isResident(service.principal) {
+            let own = try await service.patientDataGate().residentOwn()
+            if patients.isEmpty { patients = own.sorted() }
+            guard Set(patients).isSubset(of: own) else {
+                throw FHIRError(403, code: "forbidden", "A resident sees the audit trail of their own records only", at: "patient")
             }
         }
         let events = try await service.store.auditEvents(patients: patients, before: before, limit: count + 1)

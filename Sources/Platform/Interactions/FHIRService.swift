@@ -118,6 +118,17 @@ public struct FHIRService: Sendable {
         }
     }
 
+    /// A resident writes only about themselves (their own Consents): the resource's patient must be theirs.
+    func checkResidentWrite(_ body: JSON) async throws {
+        guard policy.isResident(principal) else { return }
+        let own = try await patientDataGate().residentOwn()
+        guard let patient = body["patient"]?["reference"]?.stringValue, own.contains(patient) else {
+            let reason = "A resident's Consent must be about themselves (patient one of \(own.sorted().joined(separator: ", ")))"
+            try? await trail.append(.create, type: body["resourceType"]?.stringValue, entities: [], patients: [], outcome: .denied(reason))
+            throw FHIRError(403, code: "forbidden", reason, at: "Consent.patient")
+        }
+    }
+
     /// Whether resources of `type` may be shown to the principal (includes, `$everything`, history).
     public func mayRead(_ type: String) -> Bool {
         policy.mayRead(principal, type)
@@ -199,6 +210,7 @@ public struct FHIRService: Sendable {
     public func create(_ type: String, body: JSON, ifNoneExist: String? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(ifNoneExist == nil ? .create : .conditionalCreate, type)
+        try await checkResidentWrite(body)
         return try await retrying {
             var assumptions: [Assumption] = []
             if let ifNoneExist {
@@ -219,6 +231,7 @@ public struct FHIRService: Sendable {
     public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.update, type)
+        try await checkResidentWrite(body)
         guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
         guard let bodyID = body["id"]?.stringValue else {
             throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")

@@ -16,7 +16,13 @@ public final class PatientDataGate: @unchecked Sendable {
     let origin: RequestOrigin
     let policy = AccessPolicy()
     /// Per resident (any of its Patients' references): treatment and consent, for this request.
-    private var residents: [String: (treatment: Bool, consent: ConsentVerdict)] = [:]
+    private var residents: [String: Resident] = [:]
+
+    struct Resident {
+        var treatment: Bool
+        var registered: Bool
+        var consent: ConsentVerdict
+    }
     private let lock = NSLock()
 
     init(store: any ResourceStore, masterIndex: MasterPatientIndex?, principal: Principal, origin: RequestOrigin) {
@@ -27,15 +33,38 @@ public final class PatientDataGate: @unchecked Sendable {
     }
 
     /// Whether the principal's reads depend on whose data it is (see `AccessPolicy`).
-    public var restricted: Bool { policy.readsAcrossFacilities(principal) }
+    public var restricted: Bool { policy.readsAcrossFacilities(principal) || policy.isResident(principal) }
+
+    /// A resident's own Patients and master Person (`Patient/x`, `Person/y`), looked up once.
+    public func residentOwn() async throws -> Set<String> {
+        if let own = lock.withLock({ ownCache }) { return own }
+        var own = Set<String>()
+        if let me = principal.patient {
+            own.insert(me)
+            for id in try await linkedPatients(me) { own.insert("Patient/" + id) }
+            let parts = me.split(separator: "/")
+            if parts.count == 2, parts[0] == "Patient", let person = try await masterIndex?.linkedRecords(of: ResourceKey("Patient", String(parts[1])))?.person {
+                own.insert(person.description)
+            }
+        }
+        lock.withLock { ownCache = own }
+        return own
+    }
+
+    private var ownCache: Set<String>?
 
     public func mayRead(_ record: ResourceRecord) async throws -> Bool {
+        if policy.isResident(principal) {
+            return policy.mayRead(resident: principal, recordPatient: AuditTrail.patient(of: record.key, content: record.content),
+                                  own: try await residentOwn())
+        }
         guard restricted, let patient = AuditTrail.patient(of: record.key, content: record.content) else { return true }
         let source = Self.sourceFacility(record.content)
         if let own = principal.facility, source == own { return true }
-        let (treatment, consent) = try await resident(patient)
+        let resident = try await resident(patient)
         return policy.mayRead(principal, patientData: PatientDataFacts(
-            sourceFacility: source, treatment: treatment, consent: consent, breakGlass: origin.breakGlassReason != nil))
+            sourceFacility: source, treatment: resident.treatment, consent: resident.consent, breakGlass: origin.breakGlassReason != nil,
+            demographic: record.key.type == "Patient" || record.key.type == "Person", registered: resident.registered))
     }
 
     /// The records the principal may read, in order.
@@ -48,14 +77,18 @@ public final class PatientDataGate: @unchecked Sendable {
 
     // MARK: facts
 
-    func resident(_ patient: String) async throws -> (treatment: Bool, consent: ConsentVerdict) {
+    func resident(_ patient: String) async throws -> Resident {
         if let known = lock.withLock({ residents[patient] }) { return known }
         let patients = try await linkedPatients(patient)
         let facility = principal.facility ?? ""
         var treatment = false
+        var registered = false
         var consents: [JSONObject] = []
         for p in patients {
             if !treatment { treatment = try await treats(p, facility: facility) }
+            if !registered, let record = try await store.read(ResourceKey("Patient", p)) {
+                registered = Self.sourceFacility(record.content) == facility
+            }
             let query = SearchQuery(type: "Consent", clauses: [
                 .init(parameter: "patient", parameterType: "reference", values: [.reference(type: "Patient", id: p)]),
                 .init(parameter: "status", values: [.token(system: nil, code: "active")]),
@@ -66,7 +99,8 @@ public final class PatientDataGate: @unchecked Sendable {
                 }
             }
         }
-        let facts = (treatment, ConsentEvaluator.verdict(consents, facility: facility, now: Int64(Date().timeIntervalSince1970 * 1_000_000)))
+        let facts = Resident(treatment: treatment, registered: registered,
+                             consent: ConsentEvaluator.verdict(consents, facility: facility, now: Int64(Date().timeIntervalSince1970 * 1_000_000)))
         lock.withLock { residents[patient] = facts }
         return facts
     }
