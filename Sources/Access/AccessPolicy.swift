@@ -112,11 +112,28 @@ public struct AccessPolicy: Sendable {
     }
 
     /// A resident's reading of one record: their own (any of their Patients, their master Person),
-    /// or data about no patient at all (a Practitioner, an Organization).
-    public func mayRead(resident principal: Principal, recordPatient: String?, own: Set<String>) -> Bool {
-        guard let recordPatient else { return true }
+    /// or a record of a type that is not about patients (a Practitioner, an Organization). A record
+    /// of a patient-data type whose patient cannot be told (an Observation without a subject) is
+    /// nobody's to read this way.
+    public func mayRead(resident principal: Principal, type: String, recordPatient: String?, own: Set<String>) -> Bool {
+        guard let recordPatient else { return !Self.patientCompartmentTypes.contains(type) }
         return own.contains(recordPatient)
     }
+
+    /// The resource types of the R4 Patient compartment (compartmentdefinition-patient): data about a patient.
+    public static let patientCompartmentTypes: Set<String> = [
+        "Account", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse", "AuditEvent", "Basic",
+        "BodyStructure", "CarePlan", "CareTeam", "ChargeItem", "Claim", "ClaimResponse", "ClinicalImpression", "Communication",
+        "CommunicationRequest", "Composition", "Condition", "Consent", "Coverage", "CoverageEligibilityRequest",
+        "CoverageEligibilityResponse", "DetectedIssue", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport",
+        "DocumentManifest", "DocumentReference", "Encounter", "EnrollmentRequest", "EpisodeOfCare", "ExplanationOfBenefit",
+        "FamilyMemberHistory", "Flag", "Goal", "Group", "ImagingStudy", "Immunization", "ImmunizationEvaluation",
+        "ImmunizationRecommendation", "Invoice", "List", "MeasureReport", "Media", "MedicationAdministration",
+        "MedicationDispense", "MedicationRequest", "MedicationStatement", "MolecularSequence", "NutritionOrder", "Observation",
+        "Patient", "Person", "Procedure", "Provenance", "QuestionnaireResponse", "RelatedPerson", "RequestGroup",
+        "ResearchSubject", "RiskAssessment", "Schedule", "ServiceRequest", "Specimen", "SupplyDelivery", "SupplyRequest",
+        "Task", "VisionPrescription",
+    ]
 
     /// Roles that may break the glass (`X-Break-Glass-Reason`): override a refusal in an emergency,
     /// audited with the reason and shown to the resident.

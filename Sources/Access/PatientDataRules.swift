@@ -66,6 +66,16 @@ extension AccessPolicy {
         let relationship = facts.treatment || (facts.demographic && facts.registered)
         return relationship && facts.consent != .deny
     }
+
+    /// Whether the principal may change (update, patch, delete) an existing record: a facility's
+    /// people and systems change only what their facility wrote (another facility's records, and
+    /// the platform's own, stay as their author left them); a resident only records about
+    /// themselves (`own`: their Patients and master Person); administrators anything.
+    public func mayChange(_ principal: Principal, sourceFacility: String?, recordPatient: String?, own: Set<String>) -> Bool {
+        if isResident(principal) { return recordPatient.map(own.contains) ?? false }
+        guard readsAcrossFacilities(principal) else { return true }
+        return sourceFacility == principal.facility
+    }
 }
 
 /// Reads the resident's R4 `Consent`s (scope `patient-privacy`, status `active`) for one reading

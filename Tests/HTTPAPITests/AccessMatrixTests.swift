@@ -25,6 +25,24 @@ final class AccessMatrixTests: XCTestCase {
         /// Facility readers (the emergency caller works at one) may not page through history across
         /// residents: its total would show records of other facilities.
         var facilityReadersAllowed = true
+        /// A clinician of another facility (no treatment relationship with the fixture resident).
+        var otherFacility: Expect? = nil
+        /// A resident (patient/ scopes) who is not the fixture Patient.
+        var otherResident: Expect? = nil
+
+        /// Defaults: reads show nothing of the fixture resident; another facility writes as itself
+        /// (creates), a resident writes nothing but their own Consents.
+        var expectOtherFacility: Expect { otherFacility ?? (kind == .write ? .allowed : .hidden) }
+        var expectOtherResident: Expect { otherResident ?? (kind == .write ? .refused : .hidden) }
+    }
+
+    enum Expect {
+        /// 403.
+        case refused
+        /// The example's `allowed` statuses.
+        case allowed
+        /// 403, or a success whose entries include none of the fixture's records.
+        case hidden
     }
 
     static let observation = #"{"resourceType":"Observation","status":"final","code":{"text":"x"}}"#
@@ -46,38 +64,46 @@ final class AccessMatrixTests: XCTestCase {
         "POST /auth/logout": Example(kind: .publicRoute, method: .post, path: "/auth/logout", body: "refresh_token=x",
                                      contentType: "application/x-www-form-urlencoded"),
         "POST /fhir": Example(kind: .write, method: .post, path: "/fhir", body: #"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":\#(observation),"request":{"method":"POST","url":"Observation"}}]}"#),
-        "GET /fhir/_history": Example(kind: .read, method: .get, path: "/fhir/_history", facilityReadersAllowed: false),
+        "GET /fhir/_history": Example(kind: .read, method: .get, path: "/fhir/_history", facilityReadersAllowed: false,
+                                      otherFacility: .refused, otherResident: .refused),
         "GET /fhir/{type}": Example(kind: .read, method: .get, path: "/fhir/Patient?gender=male"),
         "POST /fhir/{type}/_search": Example(kind: .read, method: .post, path: "/fhir/Patient/_search", body: "gender=male",
                                              contentType: "application/x-www-form-urlencoded"),
         "POST /fhir/{type}": Example(kind: .write, method: .post, path: "/fhir/Observation", body: observation),
         "POST /fhir/{type}/{id}": Example(kind: .read, method: .post, path: "/fhir/Patient/$match",
-                                          body: #"{"resourceType":"Parameters","parameter":[{"name":"resource","resource":{"resourceType":"Patient","gender":"male"}}]}"#),
+                                          body: #"{"resourceType":"Parameters","parameter":[{"name":"resource","resource":{"resourceType":"Patient","gender":"male"}}]}"#,
+                                          otherResident: .refused),
         "PUT /fhir/{type}": Example(kind: .write, method: .put, path: "/fhir/Observation?code=matrix-none", body: observation),
         "DELETE /fhir/{type}": Example(kind: .write, method: .delete, path: "/fhir/Observation?code=matrix-none"),
-        "GET /fhir/{type}/_history": Example(kind: .read, method: .get, path: "/fhir/Observation/_history", facilityReadersAllowed: false),
-        "GET /fhir/{type}/{id}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}"),
+        "GET /fhir/{type}/_history": Example(kind: .read, method: .get, path: "/fhir/Observation/_history", facilityReadersAllowed: false,
+                                             otherFacility: .refused, otherResident: .refused),
+        "GET /fhir/{type}/{id}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}", otherFacility: .refused, otherResident: .refused),
         "PUT /fhir/{type}/{id}": Example(kind: .write, method: .put, path: "/fhir/Observation/{O}",
-                                         body: #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#),
+                                         body: #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#, otherFacility: .refused),
         "PATCH /fhir/{type}/{id}": Example(kind: .write, method: .patch, path: "/fhir/Observation/{O}",
-                                           body: #"[{"op":"replace","path":"/status","value":"final"}]"#, contentType: "application/json-patch+json"),
+                                           body: #"[{"op":"replace","path":"/status","value":"final"}]"#, contentType: "application/json-patch+json",
+                                           otherFacility: .refused),
         "DELETE /fhir/{type}/{id}": Example(kind: .write, method: .delete, path: "/fhir/Observation/does-not-exist"),
-        "GET /fhir/{type}/{id}/_history": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history"),
+        "GET /fhir/{type}/{id}/_history": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history", otherFacility: .refused,
+                                                  otherResident: .refused),
         "GET /fhir/{type}/{id}/{operationOrCompartment}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/Observation"),
-        "GET /fhir/{type}/{id}/_history/{version}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history/1"),
+        "GET /fhir/{type}/{id}/_history/{version}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history/1", otherFacility: .refused,
+                                                            otherResident: .refused),
     ]
 
     /// Requests for the operations the CapabilityStatement lists, by name.
     static let operations: [String: Example] = [
         "Patient/$match": routes["POST /fhir/{type}/{id}"]!,
         "Patient/$everything": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/$everything"),
-        "Patient/$ihe-pix": Example(kind: .read, method: .get, path: "/fhir/Patient/$ihe-pix?sourceIdentifier=urn:oid:2.16.156.10011.1.1|M1"),
+        "Patient/$ihe-pix": Example(kind: .read, method: .get, path: "/fhir/Patient/$ihe-pix?sourceIdentifier=urn:oid:2.16.156.10011.1.1|M1",
+                                otherFacility: .refused, otherResident: .refused),
         "Person/$everything": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$everything"),
     ]
 
     static func decisionExample(_ name: String) -> Example {
         Example(kind: .write, method: .post, path: "/fhir/$\(name)",
-                body: #"{"resourceType":"Parameters","parameter":[{"name":"reason","valueString":"matrix"}]}"#, allowed: 400...400)
+                body: #"{"resourceType":"Parameters","parameter":[{"name":"reason","valueString":"matrix"}]}"#, allowed: 400...400,
+                otherFacility: .refused)
     }
 
     func test_everyRoute_hasAnEntry() async throws {
@@ -92,14 +118,16 @@ final class AccessMatrixTests: XCTestCase {
     func test_matrix_everyRouteAndOperation_againstEveryKindOfCaller() async throws {
         try await TestServer.run(development: false) { server, store in
             let tokens = server.tokens
-            func mint(_ role: Role, _ scopes: String, now: Date = Date()) async throws -> String {
-                try await tokens.issue(for: Principal(kind: .client, subject: "matrix-\(role.rawValue)", role: role, facility: "org-1",
-                                                      scopes: SMARTScope.parseList(scopes)), now: now).token
+            func mint(_ role: Role, _ scopes: String, now: Date = Date(), facility: String? = "org-1", patient: String? = nil) async throws -> String {
+                try await tokens.issue(for: Principal(kind: patient == nil ? .client : .user, subject: "matrix-\(role.rawValue)", role: role,
+                                                      facility: facility, scopes: SMARTScope.parseList(scopes), patient: patient), now: now).token
             }
             let admin = try await mint(.administrator, "system/*.cruds")
             let p = try await server.request(.post, "/fhir/Patient", patientJSON(identifier: "M1"), headers: ["Authorization": "Bearer \(admin)"])
             let o = try await server.request(.post, "/fhir/Observation", Self.observation, headers: ["Authorization": "Bearer \(admin)"])
-            let pid = try XCTUnwrap(p.id), oid = try XCTUnwrap(o.id)
+            let other = try await server.request(.post, "/fhir/Patient", patientJSON(family: "李", given: "娜", identifier: "M2"),
+                                                 headers: ["Authorization": "Bearer \(admin)"])
+            let pid = try XCTUnwrap(p.id), oid = try XCTUnwrap(o.id), otherID = try XCTUnwrap(other.id)
             let person = try await server.request(.get, "/fhir/Person?link=Patient/\(pid)", headers: ["Authorization": "Bearer \(admin)"])
             let personID = try XCTUnwrap(person.json["entry"]?[0]?["resource"]?["id"]?.stringValue)
             let (otherKid, otherPem) = try SigningKey.generate()
@@ -110,6 +138,8 @@ final class AccessMatrixTests: XCTestCase {
                 ("wrong signature", ["Authorization": "Bearer \(try await foreign.issue(for: Principal(kind: .client, subject: "x", role: .administrator, scopes: SMARTScope.parseList("system/*.cruds"))).token)"]),
                 ("wrong scope", ["Authorization": "Bearer \(try await mint(.facilitySystem, "system/Basic.cruds"))"]),
                 ("permitted", ["Authorization": "Bearer \(admin)"]),
+                ("other facility", ["Authorization": "Bearer \(try await mint(.clinician, "user/*.cruds", facility: "org-2"))"]),
+                ("resident of another patient", ["Authorization": "Bearer \(try await mint(.resident, "patient/*.rs patient/Consent.cu", facility: nil, patient: "Patient/\(otherID)"))"]),
                 ("emergency with break-glass", ["Authorization": "Bearer \(try await mint(.emergencyClinician, "user/*.rs"))",
                                                 "X-Break-Glass-Reason": "matrix: unconscious patient"]),
             ]
@@ -139,6 +169,15 @@ final class AccessMatrixTests: XCTestCase {
                         expected = "403"; ok = r.status == 403
                     case (.read, "emergency with break-glass") where !example.facilityReadersAllowed:
                         expected = "403"; ok = r.status == 403
+                    case (_, "other facility"), (_, "resident of another patient"):
+                        switch caller.name == "other facility" ? example.expectOtherFacility : example.expectOtherResident {
+                        case .refused: expected = "403"; ok = r.status == 403
+                        case .allowed: expected = "allowed: \(example.allowed)"; ok = example.allowed.contains(r.status)
+                        case .hidden:
+                            let shown = Set((r.json["entry"]?.arrayValue ?? []).compactMap { $0["resource"]?["id"]?.stringValue })
+                            expected = "403, or nothing of the fixture resident"
+                            ok = r.status == 403 || ((200...299).contains(r.status) && shown.isDisjoint(with: [pid, oid, personID]))
+                        }
                     case (_, "permitted"), (.read, "emergency with break-glass"):
                         expected = "allowed: \(example.allowed)"; ok = example.allowed.contains(r.status)
                     default:  // an emergency reader may not write

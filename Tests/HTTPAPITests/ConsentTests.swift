@@ -8,15 +8,61 @@ import XCTest
 /// Another facility's records about a resident: readable with a current treatment relationship and
 /// no refusal in the resident's Consent, or by breaking the glass; hidden from search, includes,
 /// $everything and totals otherwise; a changed consent counts from the next request.
+/// The Authorization header of a new client of `facility` (nil: a platform-wide client).
+func clientHeaders(_ server: TestServer, _ store: any ResourceStore, _ facility: String?, _ role: Role = .facilitySystem,
+                   _ scopes: String = "system/*.cruds") async throws -> [String: String] {
+    let (c, secret) = try await ClientRegistry.register(name: facility ?? "admin", facility: facility, role: role,
+                                                        scopes: scopes, jwks: nil, in: store)
+    let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
+    let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
+    return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
+}
+
 final class ConsentTests: XCTestCase {
+    func test_aFacilityChangesOnlyItsOwnRecords() async throws {
+        try await TestServer.run(development: false) { server, store in
+            let a = try await clientHeaders(server, store, "org-a"), b = try await clientHeaders(server, store, "org-b")
+            let admin = try await clientHeaders(server, store, nil, .administrator)
+            let p = try await server.request(.post, "/fhir/Patient", patientJSON(family: "钱", given: "坤"), headers: a)
+            let pid = try XCTUnwrap(p.id)
+            let subject = #""subject":{"reference":"Patient/\#(pid)"}"#
+            let o = try await server.request(.post, "/fhir/Observation", #"{"resourceType":"Observation","status":"final","code":{"text":"HbA1c"},\#(subject)}"#, headers: a)
+            let oid = try XCTUnwrap(o.id)
+            let amended = #"{"resourceType":"Observation","id":"\#(oid)","status":"amended","code":{"text":"HbA1c"},\#(subject)}"#
+            let transaction = #"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"new"}},"request":{"method":"POST","url":"Observation"}},{"resource":\#(amended),"request":{"method":"PUT","url":"Observation/\#(oid)"}}]}"#
+            for (method, path, body, contentType) in [
+                (HTTPRequest.Method.put, "/fhir/Observation/\(oid)", amended, "application/fhir+json"),
+                (.patch, "/fhir/Observation/\(oid)", #"[{"op":"replace","path":"/status","value":"cancelled"}]"#, "application/json-patch+json"),
+                (.put, "/fhir/Observation?code:text=HbA1c", amended, "application/fhir+json"),
+                (.delete, "/fhir/Observation/\(oid)", nil, ""),
+                (.delete, "/fhir/Observation?code:text=HbA1c", nil, ""),
+                (.post, "/fhir", transaction, "application/fhir+json"),
+            ] {
+                var headers = b
+                if body != nil { headers["Content-Type"] = contentType }
+                let r = try await server.request(method, path, body, headers: headers)
+                XCTAssertEqual(r.status, 403, "\(method) \(path) by another facility: \(r.bodyText)")
+            }
+            let unchanged = try await server.request(.get, "/fhir/Observation/\(oid)", headers: a)
+            XCTAssertEqual(unchanged.json["meta"]?["versionId"]?.stringValue, "1")
+            XCTAssertEqual(unchanged.json["status"]?.stringValue, "final")
+            let created = try await server.request(.get, "/fhir/Observation?code:text=new", headers: admin)
+            XCTAssertEqual(created.json["entry"]?.arrayValue?.count ?? 0, 0, "the refused transaction stored nothing")
+            // Refusals are audited; the owner and an administrator may change it.
+            let trail = try await server.request(.get, "/fhir/AuditEvent?patient=Patient/\(pid)", headers: admin)
+            let refused = (trail.json["entry"]?.arrayValue ?? []).filter { $0["resource"]?["outcome"]?.stringValue == "4" }
+            XCTAssertGreaterThanOrEqual(refused.count, 4, trail.bodyText)
+            let byOwner = try await server.request(.put, "/fhir/Observation/\(oid)", amended, headers: a).status
+            XCTAssertEqual(byOwner, 200)
+            let byAdmin = try await server.request(.delete, "/fhir/Observation/\(oid)", headers: admin).status
+            XCTAssertEqual(byAdmin, 204)
+        }
+    }
+
     func test_crossFacilityReads_followTreatmentAndConsent_andRevocationIsImmediate() async throws {
         try await TestServer.run(development: false) { server, store in
             func client(_ facility: String?, _ role: Role = .facilitySystem, _ scopes: String = "system/*.cruds") async throws -> [String: String] {
-                let (c, secret) = try await ClientRegistry.register(name: facility ?? "admin", facility: facility, role: role,
-                                                                    scopes: scopes, jwks: nil, in: store)
-                let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
-                let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
-                return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
+                try await clientHeaders(server, store, facility, role, scopes)
             }
             let a = try await client("org-a"), b = try await client("org-b"), c = try await client("org-c")
             let admin = try await client(nil, .administrator)

@@ -10,13 +10,7 @@ import XCTest
 final class ResidentAccessTests: XCTestCase {
     func test_residentSeesOnlyTheirOwnRecords_andWhoReadThem() async throws {
         try await TestServer.run(development: false) { server, store in
-            func client(_ facility: String) async throws -> [String: String] {
-                let (c, secret) = try await ClientRegistry.register(name: facility, facility: facility, scopes: "system/*.cruds", jwks: nil, in: store)
-                let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
-                let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
-                return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
-            }
-            let a = try await client("org-a"), b = try await client("org-b")
+            let a = try await clientHeaders(server, store, "org-a"), b = try await clientHeaders(server, store, "org-b")
             func patient(_ id: String, _ family: String, _ given: String) -> String {
                 #"{"resourceType":"Patient","identifier":[{"system":"urn:oid:2.16.156.10011.1.3","value":"\#(id)"}],"name":[{"family":"\#(family)","given":["\#(given)"]}],"gender":"female","birthDate":"1949-12-31"}"#
             }

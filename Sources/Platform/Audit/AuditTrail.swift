@@ -48,7 +48,8 @@ public struct AuditTrail: Sendable {
     }
 
     /// The patients (`Patient/x`, or a master `Person/x`) whose data the records are: a Patient
-    /// or Person itself, else the Patient its top-level `patient` or `subject` references.
+    /// or Person itself, else the Patient its top-level `patient` or `subject` references, else the
+    /// first Patient it references anywhere.
     public static func patients(of records: [ResourceRecord]) -> [String] {
         var seen = Set<String>()
         var out: [String] = []
@@ -75,12 +76,18 @@ public struct AuditTrail: Sendable {
                       range.lowerBound == reference.startIndex || reference[reference.index(before: range.lowerBound)] == "/" else { continue }
                 return "Patient/" + reference[range.upperBound...].prefix { $0 != "/" }
             }
-            return nil
+            // Elsewhere (Appointment.participant.actor, Coverage.beneficiary, ...): the first
+            // relative reference to a Patient.
+            guard let start = find(anyPatientMarker, anchor: 13, in: bytes) else { return nil }
+            var end = start
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "/") { end += 1 }
+            return "Patient/" + String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         }
     }
 
     static let patientMarker = Array(#""patient":{"reference":""#.utf8)
     static let subjectMarker = Array(#""subject":{"reference":""#.utf8)
+    static let anyPatientMarker = Array(#""reference":"Patient/"#.utf8)
 
     /// The offset just after the first occurrence of `marker`: `memchr` for an uncommon byte of it
     /// (`anchor`: not `"`, which is every few bytes of JSON), then `memcmp` (this runs over every

@@ -129,6 +129,26 @@ public struct FHIRService: Sendable {
         }
     }
 
+    /// Refuses (403, audited) a write that would change an existing record the principal may not
+    /// change (`AccessPolicy.mayChange`): another facility's, or for a resident someone else's.
+    /// Checked on the current version before the commit; only an administrator's write changes a
+    /// record's facility, so the answer cannot turn between this read and the commit.
+    func checkChanges(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
+        guard policy.readsAcrossFacilities(principal) || policy.isResident(principal) else { return }
+        for write in writes where write.action != .create && !write.mustNotExist {
+            guard let record = try await store.read(write.key), !record.deleted else { continue }
+            let patient = AuditTrail.patient(of: record.key, content: record.content)
+            let own = policy.isResident(principal) ? try await patientDataGate().residentOwn() : []
+            guard !policy.mayChange(principal, sourceFacility: PatientDataGate.sourceFacility(record.content),
+                                    recordPatient: patient, own: own) else { continue }
+            let reason = policy.isResident(principal) ? "\(write.key) is not about you: a resident changes only their own Consents"
+                : "\(write.key) was written by another facility (or the platform); a facility changes only its own records"
+            try? await trail.append(interaction, type: write.key.type, entities: [write.key], patients: patient.map { [$0] } ?? [],
+                                    outcome: .denied(reason))
+            throw FHIRError(403, code: "forbidden", reason)
+        }
+    }
+
     /// Whether resources of `type` may be shown to the principal (includes, `$everything`, history).
     public func mayRead(_ type: String) -> Bool {
         policy.mayRead(principal, type)
@@ -198,9 +218,11 @@ public struct FHIRService: Sendable {
                 throw FHIRError(403, code: "forbidden", error.reason)
             }
         }
-        var page = try await store.history(query)
+        let page = try await store.history(query)
         if gate.restricted {
-            page = HistoryPage(records: try await gate.filter(page.records), total: page.total, snapshot: page.snapshot)
+            // One resource's history (the only one restricted readers get): every version, its
+            // count included, is theirs to see or none is.
+            for record in page.records where record.content != nil { try await checkPatientData(record, .history) }
         }
         try await trail.appendRead(query.type == nil ? .systemHistory : .history, type: query.type, records: page.records)
         return page
@@ -338,6 +360,7 @@ public struct FHIRService: Sendable {
     /// (Persons, review items) in the same unit; when a concurrent write made that plan stale, it is
     /// planned again.
     func commit(_ unit: WriteUnit, as interaction: Interaction) async throws -> [WriteOutcome] {
+        try await checkChanges(unit.writes, interaction)
         guard masterIndex != nil, unit.writes.contains(where: { $0.key.type == "Patient" }) else {
             return try await commitPlanned(unit, interaction)
         }

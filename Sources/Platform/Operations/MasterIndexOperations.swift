@@ -45,12 +45,16 @@ public struct MasterIndexOperations: Sendable {
         let onlyCertain = parameters.bool("onlyCertainMatches") ?? false
         let count = parameters.integer("count") ?? 10
         let index = try index
+        // Candidates are other facilities' registrations too: only those the caller may read are shown.
+        let gate = service.patientDataGate()
         var results: [(ResourceRecord, Double, String)] = []
         for (key, p) in try await index.candidates(for: patient) {
             let grade = p >= index.rules.autoLinkThreshold ? "certain" : (p >= index.rules.reviewThreshold ? "probable"
                 : (p >= 0.1 ? "possible" : "certainly-not"))
             if grade == "certainly-not" || (onlyCertain && grade != "certain") { continue }
-            if let record = try await service.store.read(key), !record.deleted { results.append((record, p, grade)) }
+            if let record = try await service.store.read(key), !record.deleted, try await gate.mayRead(record) {
+                results.append((record, p, grade))
+            }
             if results.count >= count { break }
         }
         try await service.trail.appendRead(.operation("match"), type: "Patient", records: results.map(\.0))
@@ -68,12 +72,18 @@ public struct MasterIndexOperations: Sendable {
         guard let source = try await service.store.search(query, limit: 1).first else {
             throw FHIRError(404, code: "not-found", "No Patient has the identifier \(sourceIdentifier)", at: "sourceIdentifier")
         }
+        // The source Patient must be one the caller may read (403, audited, otherwise); of the
+        // resident's other registrations only those it may read are cross-referenced.
+        if let record = try await service.store.read(source) { try await service.checkPatientData(record, .operation("ihe-pix")) }
+        let gate = service.patientDataGate()
         let patients = try await index.linkedRecords(of: source)?.patients ?? [source]
         var out: [JSON] = []
         var seen = Set<String>()
+        var shown: [ResourceKey] = []
         for key in patients {
-            guard let record = try await service.store.read(key), !record.deleted, let content = record.content,
+            guard let record = try await service.store.read(key), !record.deleted, try await gate.mayRead(record), let content = record.content,
                   case .object(let p)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+            shown.append(key)
             for identifier in p["identifier"]?.arrayValue ?? [] {
                 let system = identifier["system"]?.stringValue ?? ""
                 guard targetSystems.isEmpty || targetSystems.contains(system),
@@ -84,7 +94,7 @@ public struct MasterIndexOperations: Sendable {
                 out.append(Parameters.parameter("targetId", "valueReference", .object(JSONObject([("reference", .string("\(key)"))]))))
             }
         }
-        try await service.trail.append(.operation("ihe-pix"), type: "Patient", entities: patients, patients: patients.map(\.description),
+        try await service.trail.append(.operation("ihe-pix"), type: "Patient", entities: shown, patients: shown.map(\.description),
                                        query: "sourceIdentifier=\(sourceIdentifier)")
         return .object(JSONObject([("resourceType", .string("Parameters")), ("parameter", .array(out))]))
     }
