@@ -21,6 +21,10 @@ public struct PatientDataFacts: Sendable, Equatable {
     public var demographic: Bool
     /// The reading facility has registered the resident (has its own Patient linked to them).
     public var registered: Bool
+    /// The sensitive categories (security labels) the record carries.
+    public var sensitive: Set<String> = []
+    /// The sensitive categories the resident opted in for the reading facility.
+    public var optedIn: Set<String> = []
 
     public init(sourceFacility: String?, treatment: Bool, consent: ConsentVerdict, breakGlass: Bool,
                 demographic: Bool = false, registered: Bool = false) {
@@ -64,7 +68,8 @@ extension AccessPolicy {
         // PIX cross-references) for a facility that registered the resident; clinical data only
         // with a current treatment relationship. A refusal in the consent stops both.
         let relationship = facts.treatment || (facts.demographic && facts.registered)
-        return relationship && facts.consent != .deny
+        // Sensitive categories (GB/T 39725 level 5) additionally need the resident's opt-in.
+        return relationship && facts.consent != .deny && facts.sensitive.isSubset(of: facts.optedIn)
     }
 
     /// Whether the principal may change (update, patch, delete) an existing record: a facility's
@@ -82,14 +87,13 @@ extension AccessPolicy {
 /// facility: a provision applies when its period holds now and its actors (if any) include the
 /// facility; a nested provision that applies overrides its parent. Across consents, a refusal wins.
 public enum ConsentEvaluator {
-    public static func verdict(_ consents: [JSONObject], facility: String, now: Int64) -> ConsentVerdict {
+    /// The verdict for one reading facility on one record type (nil: any type; provisions limited
+    /// to some types by `class` then do not apply). Provisions naming security labels only opt
+    /// sensitive categories in or out (`optIns`) and do not decide here.
+    public static func verdict(_ consents: [JSONObject], facility: String, type: String? = nil, now: Int64) -> ConsentVerdict {
         var result = ConsentVerdict.none
-        for consent in consents {
-            guard consent["status"]?.stringValue == "active" else { continue }
-            let scope = consent["scope"]?["coding"]?.arrayValue?.compactMap { $0["code"]?.stringValue } ?? []
-            guard scope.isEmpty || scope.contains("patient-privacy") else { continue }
-            guard case .object(let provision)? = consent["provision"] else { continue }
-            switch evaluate(provision, facility: facility, now: now) {
+        for provision in privacyProvisions(consents) {
+            switch evaluate(provision, facility: facility, type: type, now: now) {
             case .deny: return .deny
             case .permit: result = .permit
             case .none: continue
@@ -98,15 +102,52 @@ public enum ConsentEvaluator {
         return result
     }
 
-    static func evaluate(_ provision: JSONObject, facility: String, now: Int64) -> ConsentVerdict {
-        if let period = provision["period"], !holds(period, now) { return .none }
+    /// The sensitive categories (security labels) the resident opted in for this reader: labels a
+    /// permit provision that applies names, less those a deny that applies names.
+    public static func optIns(_ consents: [JSONObject], facility: String, type: String?, now: Int64) -> Set<String> {
+        var permitted = Set<String>(), denied = Set<String>()
+        func walk(_ provision: JSONObject) {
+            guard applies(provision, facility: facility, type: type, now: now) else { return }
+            let labels = (provision["securityLabel"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue }
+            switch provision["type"]?.stringValue {
+            case "permit": permitted.formUnion(labels)
+            case "deny": denied.formUnion(labels)
+            default: break
+            }
+            for case .object(let nested) in provision["provision"]?.arrayValue ?? [] { walk(nested) }
+        }
+        privacyProvisions(consents).forEach(walk)
+        return permitted.subtracting(denied)
+    }
+
+    /// The root provisions of active `patient-privacy` consents.
+    static func privacyProvisions(_ consents: [JSONObject]) -> [JSONObject] {
+        consents.compactMap { consent -> JSONObject? in
+            guard consent["status"]?.stringValue == "active" else { return nil }
+            let scope = consent["scope"]?["coding"]?.arrayValue?.compactMap { $0["code"]?.stringValue } ?? []
+            guard scope.isEmpty || scope.contains("patient-privacy") else { return nil }
+            return consent["provision"]?.objectValue
+        }
+    }
+
+    /// A provision applies when its period holds now, its actors (if any) include the facility and
+    /// its classes (if any) include the record's type.
+    static func applies(_ provision: JSONObject, facility: String, type: String?, now: Int64) -> Bool {
+        if let period = provision["period"], !holds(period, now) { return false }
         let actors = provision["actor"]?.arrayValue?.compactMap { $0["reference"]?["reference"]?.stringValue } ?? []
         if !actors.isEmpty && !actors.contains(where: { $0 == "Organization/\(facility)" || $0.hasSuffix("/Organization/\(facility)") }) {
-            return .none
+            return false
         }
+        let classes = provision["class"]?.arrayValue?.compactMap { $0["code"]?.stringValue } ?? []
+        if !classes.isEmpty && !(type.map(classes.contains) ?? false) { return false }
+        return true
+    }
+
+    static func evaluate(_ provision: JSONObject, facility: String, type: String?, now: Int64) -> ConsentVerdict {
+        guard applies(provision, facility: facility, type: type, now: now), provision["securityLabel"] == nil else { return .none }
         // The most specific provision that applies decides.
         for case .object(let nested) in provision["provision"]?.arrayValue ?? [] {
-            let inner = evaluate(nested, facility: facility, now: now)
+            let inner = evaluate(nested, facility: facility, type: type, now: now)
             if inner != .none { return inner }
         }
         switch provision["type"]?.stringValue {

@@ -23,6 +23,8 @@ public enum HuitongApplication {
         public var publicURL: String?
         /// Off only for a benchmark's baseline (`serve --dev --no-audit`).
         public var audit = true
+        /// Sensitive categories (labelled on write, hidden from other facilities without an opt-in).
+        public var sensitive = SensitiveCategories.defaults
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -39,11 +41,12 @@ public enum HuitongApplication {
 
     public static func router(store: any ResourceStore, configuration: Configuration) -> Router<HuitongRequestContext> {
         let router = Router(context: HuitongRequestContext.self)
-        let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes),
+        let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive),
                                   matching: configuration.matching, auditing: configuration.audit)
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit
         searches.masterIndex = service.masterIndex
+        searches.sensitive = configuration.sensitive
         FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
                    maxBodyBytes: configuration.maxBodyBytes,
                    authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),

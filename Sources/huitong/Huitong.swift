@@ -77,6 +77,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The externally visible base URL (https://hie.example.gov.cn), for token audiences and SMART discovery. Env: HUITONG_PUBLIC_URL")
     var publicURL: String? = ProcessInfo.processInfo.environment["HUITONG_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
+    @Option(help: "Sensitive categories (JSON: {\"categories\":[{\"label\":\"PSY\",\"name\":...,\"codes\":[{\"system\":...,\"prefix\":\"F\"}]}]}); default: built-in mental health, HIV, STD, reproductive health by ICD-10. Env: HUITONG_SENSITIVE_CATEGORIES")
+    var sensitiveCategories: String? = ProcessInfo.processInfo.environment["HUITONG_SENSITIVE_CATEGORIES"].flatMap { $0.isEmpty ? nil : $0 }
+
     @OptionGroup var matchingOptions: MatchingOptions
 
     @OptionGroup var storeOptions: StoreOptions
@@ -106,6 +109,7 @@ struct Serve: AsyncParsableCommand {
             host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
+        if let sensitiveCategories { configuration.sensitive = try SensitiveCategories.load(path: sensitiveCategories) }
         let app = HuitongApplication.make(store: store, configuration: configuration, logger: logger)
         if dev {
             logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")

@@ -59,6 +59,59 @@ final class ConsentTests: XCTestCase {
         }
     }
 
+    func test_sensitiveCategories_needTheResidentsOptIn_orBrokenGlass() async throws {
+        try await TestServer.run(development: false) { server, store in
+            let a = try await clientHeaders(server, store, "org-a"), b = try await clientHeaders(server, store, "org-b")
+            let er = try await clientHeaders(server, store, "org-b", .emergencyClinician, "user/*.rs")
+            let p = try await server.request(.post, "/fhir/Patient", patientJSON(family: "孙", given: "悦"), headers: a)
+            let pid = try XCTUnwrap(p.id)
+            let subject = #""subject":{"reference":"Patient/\#(pid)"}"#
+            func condition(_ code: String) async throws -> String {
+                let r = try await server.request(.post, "/fhir/Condition", #"{"resourceType":"Condition","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"\#(code)"}]},\#(subject)}"#, headers: a)
+                XCTAssertEqual(r.status, 201, r.bodyText)
+                return try XCTUnwrap(r.id)
+            }
+            let depression = try await condition("F32.9"), asthma = try await condition("J45.9")
+            // The platform labelled the record on the way in.
+            let stored = try await server.request(.get, "/fhir/Condition/\(depression)", headers: a)
+            let labels = (stored.json["meta"]?["security"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue }
+            XCTAssertEqual(labels, ["PSY"])
+            func visible(_ who: [String: String]) async throws -> Set<String> {
+                let r = try await server.request(.get, "/fhir/Condition?subject=Patient/\(pid)&_total=accurate", headers: who)
+                let ids = Set((r.json["entry"]?.arrayValue ?? []).compactMap { $0["resource"]?["id"]?.stringValue })
+                XCTAssertEqual(r.json["total"]?.numberText, "\(ids.count)", "the total counts what is shown")
+                let everything = try await server.request(.get, "/fhir/Patient/\(pid)/$everything", headers: who)
+                let all = Set((everything.json["entry"]?.arrayValue ?? []).compactMap { $0["resource"]?["id"]?.stringValue })
+                XCTAssertEqual(all.intersection([depression, asthma]), ids, "$everything shows what search shows")
+                return ids
+            }
+
+            // B treats the resident: it sees the asthma, not the depression.
+            let admitted = try await server.request(.post, "/fhir/Encounter", #"{"resourceType":"Encounter","status":"in-progress","class":{"code":"AMB"},\#(subject)}"#, headers: b)
+            XCTAssertEqual(admitted.status, 201)
+            let seen1 = try await visible(b)
+            XCTAssertEqual(seen1, [asthma])
+            let got1 = try await server.request(.get, "/fhir/Condition/\(depression)", headers: b).status
+            XCTAssertEqual(got1, 403)
+            // An emergency clinician who breaks the glass sees it (audited).
+            var glass = er
+            glass["X-Break-Glass-Reason"] = "suicide attempt, unconscious"
+            let got2 = try await server.request(.get, "/fhir/Condition/\(depression)", headers: glass).status
+            XCTAssertEqual(got2, 200)
+
+            // The resident opts mental-health records in for B, and only B.
+            let optIn = #"{"resourceType":"Consent","status":"active","scope":{"coding":[{"code":"patient-privacy"}]},"category":[{"text":"privacy"}],"patient":{"reference":"Patient/\#(pid)"},"provision":{"type":"permit","actor":[{"role":{"text":"recipient"},"reference":{"reference":"Organization/org-b"}}],"securityLabel":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}]}}"#
+            let consent = try await server.request(.post, "/fhir/Consent", optIn, headers: a)
+            XCTAssertEqual(consent.status, 201, consent.bodyText)
+            let seen2 = try await visible(b)
+            XCTAssertEqual(seen2, [asthma, depression])
+            let c = try await clientHeaders(server, store, "org-c")
+            _ = try await server.request(.post, "/fhir/Encounter", #"{"resourceType":"Encounter","status":"in-progress","class":{"code":"AMB"},\#(subject)}"#, headers: c)
+            let seen3 = try await visible(c)
+            XCTAssertEqual(seen3, [asthma], "the opt-in names B only")
+        }
+    }
+
     func test_crossFacilityReads_followTreatmentAndConsent_andRevocationIsImmediate() async throws {
         try await TestServer.run(development: false) { server, store in
             func client(_ facility: String?, _ role: Role = .facilitySystem, _ scopes: String = "system/*.cruds") async throws -> [String: String] {

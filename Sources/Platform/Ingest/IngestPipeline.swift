@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Foundation
 import Identity
@@ -9,11 +10,14 @@ public struct IngestPipeline: Sendable {
     public let validator: ResourceValidator
     public let extractor: IndexExtractor
     public let maxBodyBytes: Int
+    /// Records coded in a sensitive category get its security label on every write.
+    public let sensitive: SensitiveCategories
 
-    public init(maxBodyBytes: Int = 20 * 1024 * 1024) {
+    public init(maxBodyBytes: Int = 20 * 1024 * 1024, sensitive: SensitiveCategories = .defaults) {
         self.validator = ResourceValidator()
         self.extractor = IndexExtractor()
         self.maxBodyBytes = maxBodyBytes
+        self.sensitive = sensitive
     }
 
     /// Parses a request body as JSON, mapping syntax errors to a 400 OperationOutcome.
@@ -50,10 +54,11 @@ public struct IngestPipeline: Sendable {
             let relocated = location.map { prefix in issues.map { relocate($0, type: type, to: prefix) } } ?? issues
             throw FHIRError(400, relocated)
         }
+        let labelled = sensitive.labelled(object)
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
-                             template: ResourceTemplate(resource: object, type: type, id: id),
-                             index: indexEntries(for: object, type: type),
-                             ifMatch: ifMatch, mustNotExist: mustNotExist, resource: object)
+                             template: ResourceTemplate(resource: labelled, type: type, id: id),
+                             index: indexEntries(for: labelled, type: type),
+                             ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)
     }
 
     /// A resource the platform built itself from validated input (the master index's Persons and

@@ -104,7 +104,7 @@ public struct FHIRService: Sendable {
 
     /// Looks up who may read other facilities' patient data (one per request: facts are not kept).
     public func patientDataGate() -> PatientDataGate {
-        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
+        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: pipeline.sensitive)
     }
 
     /// Refuses (403, audited) a record of another facility's patient data the principal may not read.

@@ -14,6 +14,8 @@ public struct SearchService: Sendable {
     public var masterIndex: MasterPatientIndex?
     /// False only for a benchmark's unaudited baseline.
     public var auditing = true
+    /// The sensitive categories hidden from other facilities without the resident's opt-in.
+    public var sensitive = SensitiveCategories.defaults
     let policy = AccessPolicy()
     let parser = SearchQueryParser()
     /// How many rounds `:iterate` follows references.
@@ -81,7 +83,7 @@ public struct SearchService: Sendable {
         }
         // Other facilities' records the principal may not read are left out, and then no total is
         // given: a count would tell what was left out.
-        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
+        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: sensitive)
         var matches = result.records
         var total = result.total
         if gate.restricted {

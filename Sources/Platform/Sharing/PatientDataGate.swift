@@ -14,6 +14,7 @@ public final class PatientDataGate: @unchecked Sendable {
     let masterIndex: MasterPatientIndex?
     let principal: Principal
     let origin: RequestOrigin
+    let sensitive: SensitiveCategories
     let policy = AccessPolicy()
     /// Per resident (any of its Patients' references): treatment and consent, for this request.
     private var residents: [String: Resident] = [:]
@@ -21,12 +22,15 @@ public final class PatientDataGate: @unchecked Sendable {
     struct Resident {
         var treatment: Bool
         var registered: Bool
-        var consent: ConsentVerdict
+        /// Their active consents, evaluated per record (type, sensitive labels).
+        var consents: [JSONObject]
     }
     private let lock = NSLock()
 
-    init(store: any ResourceStore, masterIndex: MasterPatientIndex?, principal: Principal, origin: RequestOrigin) {
+    init(store: any ResourceStore, masterIndex: MasterPatientIndex?, principal: Principal, origin: RequestOrigin,
+         sensitive: SensitiveCategories) {
         self.store = store
+        self.sensitive = sensitive
         self.masterIndex = masterIndex
         self.principal = principal
         self.origin = origin
@@ -62,9 +66,28 @@ public final class PatientDataGate: @unchecked Sendable {
         let source = Self.sourceFacility(record.content)
         if let own = principal.facility, source == own { return true }
         let resident = try await resident(patient)
-        return policy.mayRead(principal, patientData: PatientDataFacts(
-            sourceFacility: source, treatment: resident.treatment, consent: resident.consent, breakGlass: origin.breakGlassReason != nil,
-            demographic: record.key.type == "Patient" || record.key.type == "Person", registered: resident.registered))
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000), facility = principal.facility ?? ""
+        var facts = PatientDataFacts(
+            sourceFacility: source, treatment: resident.treatment,
+            consent: ConsentEvaluator.verdict(resident.consents, facility: facility, type: record.key.type, now: now),
+            breakGlass: origin.breakGlassReason != nil,
+            demographic: record.key.type == "Patient" || record.key.type == "Person", registered: resident.registered)
+        facts.sensitive = labels(of: record)
+        if !facts.sensitive.isEmpty {
+            facts.optedIn = ConsentEvaluator.optIns(resident.consents, facility: facility, type: record.key.type, now: now)
+        }
+        return policy.mayRead(principal, patientData: facts)
+    }
+
+    static let labelMarker = Array("v3-ActCode".utf8)
+
+    /// The sensitive categories a stored record is labelled with (parsed only when it carries a
+    /// v3 ActCode label at all).
+    func labels(of record: ResourceRecord) -> Set<String> {
+        guard let content = record.content,
+              content.withUnsafeReadableBytes({ AuditTrail.find(Self.labelMarker, anchor: 1, in: $0) }) != nil,
+              case .object(let resource)? = try? JSONParser.parse(content.readableBytesView) else { return [] }
+        return sensitive.labels(ofStored: resource)
     }
 
     /// The records the principal may read, in order.
@@ -99,8 +122,7 @@ public final class PatientDataGate: @unchecked Sendable {
                 }
             }
         }
-        let facts = Resident(treatment: treatment, registered: registered,
-                             consent: ConsentEvaluator.verdict(consents, facility: facility, now: Int64(Date().timeIntervalSince1970 * 1_000_000)))
+        let facts = Resident(treatment: treatment, registered: registered, consents: consents)
         lock.withLock { residents[patient] = facts }
         return facts
     }

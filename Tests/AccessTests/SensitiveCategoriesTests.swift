@@ -1,0 +1,76 @@
+@testable import Access
+import FHIRModel
+import Foundation
+import XCTest
+
+/// Sensitive categories: which codes label a record, how the label is written, and how a
+/// resident's Consent opts a category in for one facility.
+final class SensitiveCategoriesTests: XCTestCase {
+    func object(_ text: String) throws -> JSONObject {
+        guard case .object(let o) = try JSONParser.parse(text) else { throw XCTSkip("not an object") }
+        return o
+    }
+
+    func condition(_ system: String, _ code: String) throws -> JSONObject {
+        try object(#"{"resourceType":"Condition","code":{"coding":[{"system":"\#(system)","code":"\#(code)"}]},"subject":{"reference":"Patient/p"}}"#)
+    }
+
+    func test_codesInACategory_labelTheRecord_atAnyDepth() throws {
+        let c = SensitiveCategories.defaults
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10", "F32.9")), ["PSY"])
+        XCTAssertEqual(c.labels(for: try condition("urn:oid:2.16.156.10011.2.3.3.11", "B20.001")), ["HIV"])
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10-cn", "A53.900")), ["STD"])
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10", "O04")), ["SEX"])
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10", "J45.9")), [], "asthma is not sensitive")
+        XCTAssertEqual(c.labels(for: try condition("http://snomed.info/sct", "F32")), [], "the prefix counts only in its system")
+        // Anywhere in the resource: an Encounter's reason.
+        let encounter = try object(#"{"resourceType":"Encounter","reasonCode":[{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"Z21"}]}]}"#)
+        XCTAssertEqual(c.labels(for: encounter), ["HIV"])
+    }
+
+    func test_labelled_addsEachLabelOnce_andKeepsTheClientsLabels() throws {
+        let c = SensitiveCategories.defaults
+        var resource = try condition("http://hl7.org/fhir/sid/icd-10", "F20.0")
+        resource["meta"] = .object(try object(#"{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]}"#))
+        let once = c.labelled(resource)
+        let twice = c.labelled(once)
+        XCTAssertEqual(once, twice)
+        let codes = (once["meta"]?["security"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue }
+        XCTAssertEqual(codes, ["R", "PSY"])
+        XCTAssertEqual(c.labels(ofStored: once), ["PSY"])
+        let plain = try condition("http://hl7.org/fhir/sid/icd-10", "J45.9")
+        XCTAssertEqual(c.labelled(plain), plain)
+    }
+
+    func test_operatorsList_replacesTheDefaults() throws {
+        let file = NSTemporaryDirectory() + "sensitive-\(UUID().uuidString).json"
+        try #"{"categories":[{"label":"ETH","name":"substance use","codes":[{"system":"http://hl7.org/fhir/sid/icd-10","prefix":"F1"}]}]}"#
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let c = try SensitiveCategories.load(path: file)
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10", "F10.2")), ["ETH"])
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10", "F32.9")), [])
+        XCTAssertEqual(c.labels, ["ETH"])
+    }
+
+    func test_consentOptsInALabel_forOneFacility_andADenyWins() throws {
+        let now = FHIRDateTime.parse("2026-06-01T00:00:00Z", kind: .dateTime)!.low
+        func consent(_ provision: String) throws -> JSONObject {
+            try object(#"{"resourceType":"Consent","status":"active","scope":{"coding":[{"code":"patient-privacy"}]},"provision":\#(provision)}"#)
+        }
+        let label = #""securityLabel":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}]"#
+        let toB = try consent(#"{"type":"permit","actor":[{"reference":{"reference":"Organization/b"}}],\#(label)}"#)
+        XCTAssertEqual(ConsentEvaluator.optIns([toB], facility: "b", type: "Condition", now: now), ["PSY"])
+        XCTAssertEqual(ConsentEvaluator.optIns([toB], facility: "c", type: "Condition", now: now), [])
+        // An opt-in says nothing about sharing in general.
+        XCTAssertEqual(ConsentEvaluator.verdict([toB], facility: "b", type: "Condition", now: now), .none)
+        let refusal = try consent(#"{"type":"deny",\#(label)}"#)
+        XCTAssertEqual(ConsentEvaluator.optIns([toB, refusal], facility: "b", type: "Condition", now: now), [])
+        // Limited to some record types by class.
+        let conditionsOnly = try consent(#"{"type":"permit","class":[{"system":"http://hl7.org/fhir/resource-types","code":"Condition"}],\#(label)}"#)
+        XCTAssertEqual(ConsentEvaluator.optIns([conditionsOnly], facility: "b", type: "Condition", now: now), ["PSY"])
+        XCTAssertEqual(ConsentEvaluator.optIns([conditionsOnly], facility: "b", type: "MedicationRequest", now: now), [])
+        let denyObservations = try consent(#"{"type":"deny","class":[{"system":"http://hl7.org/fhir/resource-types","code":"Observation"}]}"#)
+        XCTAssertEqual(ConsentEvaluator.verdict([denyObservations], facility: "b", type: "Observation", now: now), .deny)
+        XCTAssertEqual(ConsentEvaluator.verdict([denyObservations], facility: "b", type: "Condition", now: now), .none)
+    }
+}
