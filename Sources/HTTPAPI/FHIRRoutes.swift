@@ -3,6 +3,7 @@ import FHIRModel
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import Platform
 import Store
 
@@ -193,6 +194,7 @@ struct FHIRRoutes: Sendable {
             return FHIRResponse.error(FHIRError(Int(error.status.code), code: "processing", "\(error)"))
         } catch {
             // Anything else is ours, not the client's: say so in an OperationOutcome, never as a bare 500.
+            context.logger.error("Internal error answering \(request.method) \(request.uri.path): \(error)")
             return FHIRResponse.error(FHIRError(500, code: "exception", "Internal error: \(error)"))
         }
     }
@@ -233,7 +235,13 @@ struct FHIRRoutes: Sendable {
         return try await r.collectBody(upTo: maxBodyBytes)
     }
 
+    /// A resource (or Parameters, Bundle) in the body: JSON, said so by the Content-Type when
+    /// there is one. Types a browser sends cross-site without asking (`text/plain`, forms) are
+    /// refused, so that no web page can write through a logged-in browser or a `--dev` server.
     func readResource(_ request: Request) async throws -> JSON {
+        if let contentType = request.headers[.contentType], !contentType.lowercased().contains("json") {
+            throw FHIRError(415, code: "not-supported", "A resource body must be JSON (Content-Type: \(contentType)); send application/fhir+json")
+        }
         let buffer = try await body(request)
         return try service.pipeline.parse(buffer.readableBytesView)
     }

@@ -47,6 +47,15 @@ public protocol ResourceStore: Sendable {
     func auditEvent(seq: Int) async throws -> StoredAuditEvent?
     /// Recomputes the audit hash chain and reports the first event that does not fit.
     func verifyAuditChain(progress: @Sendable (Int) -> Void) async throws -> AuditChainReport
+    /// The newest archive anchor: the last archived event's place and hash ((0, genesis): none).
+    func auditAnchor() async throws -> (seq: Int, hash: String)
+    /// Audit events after `seq`, in chain order (for archiving).
+    func auditEvents(after seq: Int, limit: Int) async throws -> [StoredAuditEvent]
+    /// The last event an archive of everything recorded before `before` (µs) ends with (0: none).
+    func auditArchiveCut(before: Int64) async throws -> Int
+    /// Removes the archived events through `seq` — whose hash must still be `hash`, or nothing is
+    /// removed — and records them as the chain's new anchor, naming the archive.
+    func pruneAudit(through seq: Int, hash: String, archive: String) async throws
     /// Number of current, non-deleted resources per type.
     func resourceCounts() async throws -> [String: Int]
     /// Hands the changes committed since `consumer` last consumed (at most `limit`, in commit

@@ -90,6 +90,10 @@ public enum EmbeddedExport {
             let (sql, binds) = PlatformRecordSQL.statement(RecordWrite(record))
             _ = try await to.db.query(sql, binds)
         }
+        // Archive anchors first: the copied chain continues from the last one.
+        for row in try await from.db.query("SELECT seq, hash, archived_at, archive FROM audit_anchor", []) {
+            _ = try await to.db.query("INSERT INTO audit_anchor (seq, hash, archived_at, archive) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", row)
+        }
         var after = try await to.scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_event")
         while true {
             let events = try await from.db.query("SELECT seq, recorded, content, hash FROM audit_event WHERE seq > ? ORDER BY seq LIMIT 5000",

@@ -93,5 +93,8 @@ enum PostgresMigrations {
             "CREATE TABLE audit_head (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL)",
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '\(String(repeating: "0", count: 64))')",
         ]),
+        (4, "audit archive anchors", [
+            "CREATE TABLE audit_anchor (seq bigint PRIMARY KEY, hash text NOT NULL, archived_at bigint NOT NULL, archive text NOT NULL)",
+        ]),
     ]
 }

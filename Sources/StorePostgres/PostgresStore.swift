@@ -181,6 +181,31 @@ public final class PostgresStore: ResourceStore {
         try await current.verifyAuditChain(progress: progress)
     }
 
+    public func auditAnchor() async throws -> (seq: Int, hash: String) {
+        try await current.auditAnchor()
+    }
+
+    public func auditEvents(after seq: Int, limit: Int) async throws -> [StoredAuditEvent] {
+        try await current.auditEvents(after: seq, limit: limit)
+    }
+
+    public func auditArchiveCut(before: Int64) async throws -> Int {
+        try await current.auditArchiveCut(before: before)
+    }
+
+    public func pruneAudit(through seq: Int, hash: String, archive: String) async throws {
+        try await primary.transaction(logger: logger) { connection in
+            let tx = PostgresExecutor(target: .connection(connection), logger: logger)
+            guard try await tx.query("SELECT hash FROM audit_event WHERE seq = ? FOR UPDATE", [.integer(seq)]).first?.first?.text == hash else {
+                throw StoreError.conditionChanged
+            }
+            let now = Int64(clock_realtime_micros())
+            for (sql, binds) in zip(AuditChain.pruneSQL, AuditChain.pruneBinds(seq: seq, hash: hash, archive: archive, now: now)) {
+                _ = try await tx.query(sql, binds)
+            }
+        }
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await current.resourceCounts()
     }

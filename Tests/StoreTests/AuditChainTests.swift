@@ -84,4 +84,60 @@ final class AuditChainTests: XCTestCase {
             XCTAssertEqual(report.checked, 0)
         }
     }
+
+    func test_archive_exportsThenPrunes_andTheChainStaysVerifiableAcrossArchives() async throws {
+        try await withEachBackend { test in
+            let store = test.store
+            for n in 1...10 { _ = try await store.commit(auditOnly(event(n, patients: ["Patient/a"]))) }
+            let folder = NSTemporaryDirectory() + "audit-archive-\(UUID().uuidString)"
+            let t0: Int64 = 1_700_000_000_000_000
+            let first = try await AuditArchive.archive(store, before: t0 + 6, folder: folder)
+            XCTAssertEqual(first.first, 1)
+            XCTAssertEqual(first.last, 5)
+            let remaining = try await store.auditEvents(patients: ["Patient/a"], before: nil, limit: 100)
+            XCTAssertEqual(remaining.map(\.seq), [10, 9, 8, 7, 6], "archived events leave the store, with their patient rows")
+            let report = try await store.verifyAuditChain(progress: { _ in })
+            XCTAssertNil(report.broken)
+            XCTAssertEqual(report.checked, 5)
+            XCTAssertEqual(report.archivedThrough, 5)
+            let anchor5 = try await store.auditAnchor()
+            XCTAssertEqual(try AuditArchive.verify(folder: folder, anchor: anchor5), 5)
+            // Nothing new to archive; later events keep chaining on; a second archive continues the first.
+            let none = try await AuditArchive.archive(store, before: t0 + 3, folder: folder)
+            XCTAssertNil(none.file)
+            _ = try await store.commit(auditOnly(event(11)))
+            let second = try await AuditArchive.archive(store, before: t0 + 9, folder: folder)
+            XCTAssertEqual([second.first, second.last], [6, 8])
+            let anchor8 = try await store.auditAnchor()
+            XCTAssertEqual(try AuditArchive.verify(folder: folder, anchor: anchor8), 8)
+            let after = try await store.verifyAuditChain(progress: { _ in })
+            XCTAssertNil(after.broken)
+            XCTAssertEqual(after.checked, 3)
+            // A prune whose hash no longer matches the event removes nothing.
+            do {
+                try await store.pruneAudit(through: 9, hash: String(repeating: "f", count: 64), archive: "x")
+                XCTFail("pruned with a wrong hash")
+            } catch {}
+            let still = try await store.auditEvents(after: 8, limit: 10)
+            XCTAssertEqual(still.map(\.seq), [9, 10, 11])
+
+            // An archive file edited or removed afterwards is named.
+            let files = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+            XCTAssertEqual(files, ["audit-000000000001-000000000005.ndjson", "audit-000000000006-000000000008.ndjson"])
+            let path = folder + "/" + files[0]
+            let original = try String(contentsOfFile: path, encoding: .utf8)
+            let edited = original.replacingOccurrences(of: Data(event(3).content).base64EncodedString(),
+                                                       with: Data(#"{"resourceType":"AuditEvent","n":33}"#.utf8).base64EncodedString())
+            XCTAssertNotEqual(edited, original)
+            try edited.write(toFile: path, atomically: true, encoding: .utf8)
+            let anchor = try await store.auditAnchor()
+            XCTAssertThrowsError(try AuditArchive.verify(folder: folder, anchor: anchor)) { error in
+                XCTAssertTrue("\(error)".contains("AuditEvent/3 was changed"), "\(error)")
+            }
+            try FileManager.default.removeItem(atPath: path)
+            XCTAssertThrowsError(try AuditArchive.verify(folder: folder, anchor: anchor)) { error in
+                XCTAssertTrue("\(error)".contains("does not continue"), "\(error)")
+            }
+        }
+    }
 }

@@ -62,6 +62,7 @@ public struct SearchQueryParser: Sendable {
             let fullName = percentDecode(String(parts[0]))
             let rawValue = parts.count > 1 ? percentDecode(String(parts[1])) : ""
             do {
+                try Self.checkValue(fullName, rawValue)
                 try apply(fullName, rawValue, type: type, strict: strict, to: &result)
             } catch {
                 issues.append(contentsOf: error.issues)
@@ -89,6 +90,21 @@ public struct SearchQueryParser: Sendable {
             }
         }
         return (mode, elements)
+    }
+
+    /// The longest value a search parameter may have (bytes): longer than any code, name or
+    /// identifier, far below what the stores' pattern matching accepts (SQLite LIKE: 50,000).
+    public static let maxValueBytes = 4_096
+
+    /// A value no stored resource can match the way it was meant: a NUL (which no stored string
+    /// holds, and which SQL pattern matching would cut the pattern at) or an overlong one.
+    static func checkValue(_ name: String, _ value: String) throws(FHIRError) {
+        if value.utf8.contains(0) {
+            throw FHIRError(400, code: "value", "The value of '\(name)' contains a NUL character", at: name)
+        }
+        if value.utf8.count > maxValueBytes {
+            throw FHIRError(400, code: "too-long", "The value of '\(name)' is \(value.utf8.count) bytes long; at most \(maxValueBytes) are accepted", at: name)
+        }
     }
 
     static func elementNames(_ raw: String) -> [String] {

@@ -81,18 +81,38 @@ public struct SearchService: Sendable {
             frontier = found.filter { policy.mayRead(principal, $0.key.type) && seen.insert($0.key).inserted }
             included += frontier
         }
-        // Other facilities' records the principal may not read are left out, and then no total is
-        // given: a count would tell what was left out.
+        // Other facilities' records the principal may not read are left out, and a total asked
+        // for counts only what the principal may read (a store's count would tell what was left out).
         let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: sensitive)
         var matches = result.records
         var total = result.total
         if gate.restricted {
             matches = try await gate.filter(matches)
             included = try await gate.filter(included)
-            total = nil
+            total = page.withTotal ? try await readableTotal(search.query, gate: gate) : nil
         }
         try await trail.appendRead(.search, type: search.query.type, records: matches + included, query: search.text)
         return Result(matches: matches, included: included, total: total, next: result.next, search: search)
+    }
+}
+
+extension SearchService {
+    /// Matches looked at, at most, to count what a restricted reader may read; beyond it the
+    /// total is left out rather than slow.
+    static let maxCountedMatches = 100_000
+
+    /// How many matches of `query` the gate lets the principal read (each match is looked at).
+    func readableTotal(_ query: SearchQuery, gate: PatientDataGate) async throws -> Int? {
+        var request: PageRequest? = PageRequest(count: 1_000)
+        var scanned = 0, readable = 0
+        while let current = request {
+            let page = try await store.search(query, page: current)
+            scanned += page.records.count
+            if scanned > Self.maxCountedMatches { return nil }
+            readable += try await gate.filter(page.records).count
+            request = page.next
+        }
+        return readable
     }
 }
 

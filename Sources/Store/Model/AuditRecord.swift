@@ -33,6 +33,15 @@ public struct AuditChainReport: Sendable, Equatable {
     public let head: String?
     /// The first event whose stored hash, content or place does not fit the chain.
     public let broken: (seq: Int, reason: String)?
+    /// Events through this one were archived (`huitong audit archive`); the chain was checked from its anchor.
+    public var archivedThrough = 0
+
+    public init(checked: Int, head: String?, broken: (seq: Int, reason: String)?, archivedThrough: Int = 0) {
+        self.checked = checked
+        self.head = head
+        self.broken = broken
+        self.archivedThrough = archivedThrough
+    }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.checked == b.checked && a.head == b.head && a.broken?.seq == b.broken?.seq && a.broken?.reason == b.broken?.reason
@@ -87,6 +96,19 @@ package enum AuditChain {
     package static let insertPatientSQL = "INSERT INTO audit_patient (patient, seq) VALUES (?, ?) ON CONFLICT DO NOTHING"
     package static let updateHeadSQL = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
 
+    /// Archiving: the anchor (last archived event) is recorded and the events through it removed,
+    /// in one transaction, only if the event at `seq` still has the hash the archive ends with.
+    package static let pruneSQL: [String] = [
+        "INSERT INTO audit_anchor (seq, hash, archived_at, archive) VALUES (?, ?, ?, ?)",
+        "DELETE FROM audit_patient WHERE seq <= ?",
+        "DELETE FROM audit_event WHERE seq <= ?",
+    ]
+    package static let anchorSQL = "SELECT seq, hash FROM audit_anchor ORDER BY seq DESC LIMIT 1"
+
+    package static func pruneBinds(seq: Int, hash: String, archive: String, now: Int64) -> [[SQLValue]] {
+        [[.integer(seq), .text(hash), .integer(Int(now)), .text(archive)], [.integer(seq)], [.integer(seq)]]
+    }
+
     package static func head(_ row: [SQLValue]?) -> (seq: Int, hash: String) {
         guard let row, let seq = row.first?.integer, let hash = row.dropFirst().first?.text else { return (0, genesis) }
         return (seq, hash)
@@ -126,11 +148,32 @@ extension SQLReadQueries {
         try await db.query("SELECT \(Self.auditColumns) FROM audit_event e WHERE e.seq = ?", [.integer(seq)]).first.flatMap(Self.auditEvent)
     }
 
-    /// Recomputes the chain from the first event, in batches; reports the first event that does
-    /// not fit (a changed byte, a removed or inserted event) and whether the head row agrees.
+    /// The newest archive anchor: the last archived event's place and hash ((0, genesis): none).
+    package func auditAnchor() async throws -> (seq: Int, hash: String) {
+        AuditChain.head(try await db.query(AuditChain.anchorSQL, []).first)
+    }
+
+    /// Events after `seq` in chain order.
+    package func auditEvents(after seq: Int, limit: Int) async throws -> [StoredAuditEvent] {
+        try await db.query("SELECT \(Self.auditColumns) FROM audit_event e WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+                           [.integer(seq), .integer(limit)]).compactMap(Self.auditEvent)
+    }
+
+    /// The last event that an archive of everything recorded before `before` (µs) ends with: every
+    /// event up to it was recorded earlier (0: none).
+    package func auditArchiveCut(before: Int64) async throws -> Int {
+        let firstKept = try await db.query("SELECT MIN(seq) FROM audit_event WHERE recorded >= ?", [.integer(Int(before))]).first?.first?.integer
+        if let firstKept { return firstKept - 1 }
+        return try await db.query("SELECT COALESCE(MAX(seq), 0) FROM audit_event", []).first?.first?.integer ?? 0
+    }
+
+    /// Recomputes the chain from the first event (after the archive anchor, if events were
+    /// archived), in batches; reports the first event that does not fit (a changed byte, a
+    /// removed or inserted event) and whether the head row agrees.
     package func verifyAuditChain(batch: Int = 5_000, progress: @Sendable (Int) -> Void = { _ in }) async throws -> AuditChainReport {
-        var previous = AuditChain.genesis
-        var expectedSeq = 1
+        let anchor = try await auditAnchor()
+        var previous = anchor.hash
+        var expectedSeq = anchor.seq + 1
         var checked = 0
         while true {
             let rows = try await db.query("SELECT \(Self.auditColumns) FROM audit_event e WHERE e.seq >= ? ORDER BY e.seq LIMIT ?",
@@ -157,10 +200,10 @@ extension SQLReadQueries {
         }
         // The writer's own record of the head: a removed tail shows here.
         let recorded = try await db.query("SELECT seq, hash FROM audit_head WHERE id = 1", [])
-        if let row = recorded.first, let seq = row[0].integer, let hash = row[1].text, seq != checked || hash != previous {
+        if let row = recorded.first, let seq = row[0].integer, let hash = row[1].text, seq != anchor.seq + checked || hash != previous {
             return AuditChainReport(checked: checked, head: previous,
-                                    broken: (checked + 1, "missing: the chain head says \(seq) events ending in \(hash.prefix(12))…"))
+                                    broken: (anchor.seq + checked + 1, "missing: the chain head says \(seq) events ending in \(hash.prefix(12))…"))
         }
-        return AuditChainReport(checked: checked, head: checked == 0 ? nil : previous, broken: nil)
+        return AuditChainReport(checked: checked, head: expectedSeq == 1 ? nil : previous, broken: nil, archivedThrough: anchor.seq)
     }
 }

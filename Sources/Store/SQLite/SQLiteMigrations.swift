@@ -71,5 +71,8 @@ enum SQLiteMigrations {
             "CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL)",
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '\(String(repeating: "0", count: 64))')",
         ]),
+        (6, "audit archive anchors", [
+            "CREATE TABLE audit_anchor (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, archived_at INTEGER NOT NULL, archive TEXT NOT NULL)",
+        ]),
     ]
 }

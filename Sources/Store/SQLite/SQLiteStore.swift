@@ -203,6 +203,25 @@ public final class SQLiteStore: ResourceStore {
         return try await reads.verifyAuditChain(progress: progress)
     }
 
+    public func auditAnchor() async throws -> (seq: Int, hash: String) {
+        try await reads.auditAnchor()
+    }
+
+    public func auditEvents(after seq: Int, limit: Int) async throws -> [StoredAuditEvent] {
+        try await spool.flush()
+        return try await reads.auditEvents(after: seq, limit: limit)
+    }
+
+    public func auditArchiveCut(before: Int64) async throws -> Int {
+        try await spool.flush()
+        return try await reads.auditArchiveCut(before: before)
+    }
+
+    public func pruneAudit(through seq: Int, hash: String, archive: String) async throws {
+        try await spool.flush()
+        try await writer.pruneAudit(through: seq, hash: hash, archive: archive, now: Int64(clock_realtime_micros()))
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await reads.resourceCounts()
     }

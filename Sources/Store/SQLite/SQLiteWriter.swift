@@ -84,6 +84,10 @@ actor SQLiteWriter {
         try await onThread { try $0.replaceIndex(index) }
     }
 
+    func pruneAudit(through seq: Int, hash: String, archive: String, now: Int64) async throws {
+        try await onThread { try $0.pruneAudit(through: seq, hash: hash, archive: archive, now: now) }
+    }
+
     /// `ANALYZE` (full) or `PRAGMA optimize` (only tables whose statistics are stale).
     func analyze(full: Bool = true) async throws {
         try await onThread { try $0.db.exec(full ? "ANALYZE" : "PRAGMA optimize") }
@@ -191,6 +195,22 @@ final class SQLiteWriteSession: @unchecked Sendable {
         }
     }
 
+    func pruneAudit(through seq: Int, hash: String, archive: String, now: Int64) throws {
+        try db.exec("BEGIN IMMEDIATE")
+        do {
+            guard try db.query("SELECT hash FROM audit_event WHERE seq = ?", [.integer(seq)]).first?.first?.text == hash else {
+                throw StoreError.conditionChanged
+            }
+            for (sql, binds) in zip(AuditChain.pruneSQL, AuditChain.pruneBinds(seq: seq, hash: hash, archive: archive, now: now)) {
+                _ = try db.query(sql, binds)
+            }
+            try db.exec("COMMIT")
+        } catch {
+            try? db.exec("ROLLBACK")
+            throw error
+        }
+    }
+
     static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
 
     private func currentState(_ key: ResourceKey) throws -> ResourceState? {
@@ -291,7 +311,7 @@ import Darwin
 #endif
 
 /// Wall-clock time in microseconds since the Unix epoch.
-func clock_realtime_micros() -> Int {
+package func clock_realtime_micros() -> Int {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return ts.tv_sec * 1_000_000 + ts.tv_nsec / 1000
