@@ -46,6 +46,9 @@ class Server:
         self.dev = True
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
+        # HTTPS (`use_tls`): the scheme, and the certificate requests checks the server's against.
+        self.scheme = "http"
+        self.verify = True
         self.process = None
         self.log = open(os.path.join(data_dir, "server.log"), "ab")
 
@@ -60,12 +63,19 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"huitong exited with {self.process.returncode}; see {self.log.name}")
             try:
-                if requests.get(f"http://127.0.0.1:{self.port}/ready", timeout=1).status_code == 200:
+                if requests.get(f"{self.scheme}://127.0.0.1:{self.port}/ready", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
         raise RuntimeError("huitong did not become ready within 30 s")
+
+    def use_tls(self, cert, key):
+        self.start_args += ["--tls-cert", cert, "--tls-key", key]
+        self.scheme = "https"
+        self.verify = cert
+        self.base = f"https://127.0.0.1:{self.port}/fhir"
+        return self
 
     def kill9(self):
         self.process.send_signal(signal.SIGKILL)

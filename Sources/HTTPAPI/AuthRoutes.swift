@@ -42,11 +42,17 @@ struct AuthRoutes: Sendable {
     let store: any ResourceStore
     /// The externally visible base URL (`https://hie.example.gov.cn`); nil: from the Host header.
     let publicURL: String?
+    /// `https` with TLS on.
+    let scheme: String
+    /// Requests to `/auth/*` per client address (nil: unlimited).
+    let limiter: RateLimiter?
 
     func register(on router: Router<HuitongRequestContext>) {
-        router.post("auth/token") { request, context in await token(request, context) }
-        router.post("auth/login") { request, context in await login(request, context) }
-        router.post("auth/logout") { request, _ in await logout(request) }
+        let auth = router.group("auth")
+        if let limiter { auth.add(middleware: AddressRateLimitMiddleware(limiter: limiter)) }
+        auth.post("token") { request, context in await token(request, context) }
+        auth.post("login") { request, context in await login(request, context) }
+        auth.post("logout") { request, _ in await logout(request) }
         router.get(".well-known/smart-configuration") { request, _ in smartConfiguration(request) }
         router.get("fhir/.well-known/smart-configuration") { request, _ in smartConfiguration(request) }
         router.get(".well-known/jwks.json") { _, _ -> Response in
@@ -56,7 +62,7 @@ struct AuthRoutes: Sendable {
     }
 
     func base(_ request: Request) -> String {
-        publicURL ?? "http://\(request.head.authority ?? "localhost")"
+        publicURL ?? "\(scheme)://\(request.head.authority ?? "localhost")"
     }
 
     func smartConfiguration(_ request: Request) -> Response {

@@ -17,12 +17,17 @@ struct FHIRRoutes: Sendable {
     let authenticator: Authenticator
     /// `--dev`: said in the CapabilityStatement.
     let development: Bool
+    /// `https` with TLS on, for the URLs in responses.
+    let scheme: String
+    /// Requests per authenticated client or user (nil: unlimited).
+    let clientLimiter: RateLimiter?
 
     /// The routes on behalf of `principal`: every service call below asks the access decision for it.
     func acting(as principal: Principal, from origin: RequestOrigin) -> FHIRRoutes {
         let acting = service.acting(as: principal, from: origin)
         return FHIRRoutes(service: acting, searches: searches.acting(as: principal, from: origin), bundles: BundleProcessor(service: acting),
-                          maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development)
+                          maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development, scheme: scheme,
+                          clientLimiter: clientLimiter)
     }
 
     func register(on router: Router<HuitongRequestContext>) {
@@ -177,6 +182,9 @@ struct FHIRRoutes: Sendable {
         } catch {
             return Authenticator.refusal(error)
         }
+        if let clientLimiter, principal.kind != .development, let wait = clientLimiter.take(principal.kind.rawValue + ":" + principal.subject) {
+            return RateLimiter.refusal(retryAfter: wait, what: "from \(principal.subject)")
+        }
         do {
             try checkFormat(request)
             let origin = RequestOrigin(address: context.remoteAddress?.ipAddress,
@@ -212,7 +220,7 @@ struct FHIRRoutes: Sendable {
 
     func baseURL(_ request: Request) -> String {
         let host = request.head.authority ?? "localhost"
-        return "http://\(host)/fhir"
+        return "\(scheme)://\(host)/fhir"
     }
 
     func checkFormat(_ request: Request) throws(FHIRError) {

@@ -1,6 +1,9 @@
 import Access
 import FHIRModel
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Identity
 import Logging
 import Platform
@@ -25,6 +28,9 @@ public enum HuitongApplication {
         public var audit = true
         /// Sensitive categories (labelled on write, hidden from other facilities without an opt-in).
         public var sensitive = SensitiveCategories.defaults
+        /// HTTPS: PEM certificate chain and private key files (nil: plain HTTP).
+        public var tls: (certificate: String, key: String)?
+        public var rateLimits = RateLimits()
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -41,6 +47,8 @@ public enum HuitongApplication {
 
     public static func router(store: any ResourceStore, configuration: Configuration) -> Router<HuitongRequestContext> {
         let router = Router(context: HuitongRequestContext.self)
+        router.add(middleware: SecurityHeadersMiddleware(tls: configuration.tls != nil))
+        let scheme = configuration.tls == nil ? "http" : "https"
         let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive),
                                   matching: configuration.matching, auditing: configuration.audit)
         var searches = SearchService(store: store)
@@ -50,10 +58,13 @@ public enum HuitongApplication {
         FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
                    maxBodyBytes: configuration.maxBodyBytes,
                    authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
-                   development: configuration.development)
+                   development: configuration.development, scheme: scheme,
+                   clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) })
             .register(on: router)
         AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) },
-                   users: configuration.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store, publicURL: configuration.publicURL)
+                   users: configuration.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store,
+                   publicURL: configuration.publicURL, scheme: scheme,
+                   limiter: configuration.rateLimits.authPerAddress.map { RateLimiter(rate: $0, burst: max(20, 10 * $0)) })
             .register(on: router)
         router.get("health") { _, _ in "ok" }
         router.get("ready") { _, _ -> Response in
@@ -71,9 +82,18 @@ public enum HuitongApplication {
         return router
     }
 
-    public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger) -> some ApplicationProtocol {
-        Application(
+    public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger) throws -> some ApplicationProtocol {
+        var server = HTTPServerBuilder.http1()
+        if let tls = configuration.tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
+            var settings = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            settings.minimumTLSVersion = .tlsv12
+            server = try .tls(.http1(), tlsConfiguration: settings)
+        }
+        return Application(
             router: router(store: store, configuration: configuration),
+            server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Huitong"),
             logger: logger)
     }

@@ -80,6 +80,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Sensitive categories (JSON: {\"categories\":[{\"label\":\"PSY\",\"name\":...,\"codes\":[{\"system\":...,\"prefix\":\"F\"}]}]}); default: built-in mental health, HIV, STD, reproductive health by ICD-10. Env: HUITONG_SENSITIVE_CATEGORIES")
     var sensitiveCategories: String? = ProcessInfo.processInfo.environment["HUITONG_SENSITIVE_CATEGORIES"].flatMap { $0.isEmpty ? nil : $0 }
 
+    @Option(help: "HTTPS: the server's certificate chain (PEM), with --tls-key. Env: HUITONG_TLS_CERT")
+    var tlsCert: String? = ProcessInfo.processInfo.environment["HUITONG_TLS_CERT"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Option(help: "HTTPS: the certificate's private key (PEM). Env: HUITONG_TLS_KEY")
+    var tlsKey: String? = ProcessInfo.processInfo.environment["HUITONG_TLS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Option(help: "Requests a second to /auth/* per client address (0: unlimited).")
+    var authRateLimit: Double = 5
+
+    @Option(help: "Requests a second to /fhir per client or user (0: unlimited).")
+    var clientRateLimit: Double = 0
+
     @OptionGroup var matchingOptions: MatchingOptions
 
     @OptionGroup var storeOptions: StoreOptions
@@ -91,6 +103,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--dev serves only on loopback (127.0.0.1, ::1, localhost), not on \(host): without a token every request acts as an administrator")
         }
         if noAudit && !dev { throw ValidationError("--no-audit is for benchmark baselines and needs --dev") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
     }
 
     func run() async throws {
@@ -110,12 +123,15 @@ struct Serve: AsyncParsableCommand {
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
         if let sensitiveCategories { configuration.sensitive = try SensitiveCategories.load(path: sensitiveCategories) }
-        let app = HuitongApplication.make(store: store, configuration: configuration, logger: logger)
+        if let tlsCert, let tlsKey { configuration.tls = (tlsCert, tlsKey) }
+        configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,
+                                              perClient: clientRateLimit > 0 ? clientRateLimit : nil)
+        let app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger)
         if dev {
             logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
         }
         if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
-        logger.info("Huitong serving FHIR R4 at http://\(host):\(port)/fhir (data: \(storeOptions.location))")
+        logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
         try await app.runService()
         try await store.close()
     }

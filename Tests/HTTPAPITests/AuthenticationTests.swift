@@ -9,8 +9,9 @@ import XCTest
 
 /// Registers a client in the server's store and gets a token for it with its secret.
 func token(_ server: TestServer, _ store: any ResourceStore, scopes: String, request: String? = nil,
-           role: Role = .facilitySystem) async throws -> String {
-    let (client, secret) = try await ClientRegistry.register(name: "HIS", facility: "org-1", role: role, scopes: scopes, jwks: nil, in: store)
+           role: Role = .facilitySystem, facility: String? = "org-1") async throws -> String {
+    let (client, secret) = try await ClientRegistry.register(name: facility ?? "HIS", facility: facility, role: role, scopes: scopes,
+                                                             jwks: nil, in: store)
     var form = "grant_type=client_credentials&client_id=\(client.id)&client_secret=\(secret!)"
     if let request { form += "&scope=" + request.addingPercentEncoding(withAllowedCharacters: .alphanumerics)! }
     let response = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])

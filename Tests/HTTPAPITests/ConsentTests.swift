@@ -11,11 +11,7 @@ import XCTest
 /// The Authorization header of a new client of `facility` (nil: a platform-wide client).
 func clientHeaders(_ server: TestServer, _ store: any ResourceStore, _ facility: String?, _ role: Role = .facilitySystem,
                    _ scopes: String = "system/*.cruds") async throws -> [String: String] {
-    let (c, secret) = try await ClientRegistry.register(name: facility ?? "admin", facility: facility, role: role,
-                                                        scopes: scopes, jwks: nil, in: store)
-    let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
-    let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
-    return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
+    bearer(try await token(server, store, scopes: scopes, role: role, facility: facility))
 }
 
 final class ConsentTests: XCTestCase {
@@ -184,10 +180,7 @@ final class ConsentTests: XCTestCase {
     func test_breakTheGlass_overridesARefusal_andTheResidentSeesIt() async throws {
         try await TestServer.run(development: false) { server, store in
             func client(_ facility: String?, _ role: Role, _ scopes: String) async throws -> [String: String] {
-                let (c, secret) = try await ClientRegistry.register(name: "x", facility: facility, role: role, scopes: scopes, jwks: nil, in: store)
-                let form = "grant_type=client_credentials&client_id=\(c.id)&client_secret=\(secret!)"
-                let r = try await server.request(.post, "/auth/token", form, headers: ["Content-Type": "application/x-www-form-urlencoded"])
-                return ["Authorization": "Bearer \(try XCTUnwrap(r.json["access_token"]?.stringValue))"]
+                try await clientHeaders(server, store, facility, role, scopes)
             }
             let a = try await client("org-a", .facilitySystem, "system/*.cruds")
             let admin = try await client(nil, .administrator, "system/*.cruds")

@@ -46,12 +46,15 @@ struct TestServer {
     /// Runs `body` against a new server with an empty database, on every available backend.
     /// `development` (as `huitong serve --dev`): requests without a token act as an administrator.
     static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults, development: Bool = true,
+                    rateLimits: RateLimits = RateLimits(),
                     _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
         try await withEachBackend { test in
             let (kid, pem) = try SigningKey.generate()
             let tokens = try await TokenAuthority(keys: [try SigningKey(kid: kid, pem: pem)])
-            let router = HuitongApplication.router(store: test.store, configuration: .init(
-                maxBodyBytes: maxBodyBytes, matching: matching, tokens: tokens, development: development))
+            var configuration = HuitongApplication.Configuration(maxBodyBytes: maxBodyBytes, matching: matching, tokens: tokens,
+                                                                 development: development)
+            configuration.rateLimits = rateLimits
+            let router = HuitongApplication.router(store: test.store, configuration: configuration)
             let app = Application(router: router)
             try await app.test(.router) { client in try await body(TestServer(client: client, tokens: tokens), test.store) }
         }
