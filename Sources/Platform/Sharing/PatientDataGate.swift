@@ -59,8 +59,8 @@ public final class PatientDataGate: @unchecked Sendable {
 
     public func mayRead(_ record: ResourceRecord) async throws -> Bool {
         if policy.isResident(principal) {
-            return policy.mayRead(resident: principal, type: record.key.type, recordPatient: AuditTrail.patient(of: record.key, content: record.content),
-                                  own: try await residentOwn())
+            return policy.mayRead(resident: principal, type: record.key.type,
+                                  recordPatient: AuditTrail.patient(of: record.key, content: record.content), own: try await residentOwn())
         }
         guard restricted, let patient = AuditTrail.patient(of: record.key, content: record.content) else { return true }
         let source = Self.sourceFacility(record.content)
