@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(
             name: "Identity",
-            dependencies: ["FHIRModel", "Store", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["FHIRModel", "Store", "Access", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -143,7 +143,8 @@ def store_arguments(data, postgres, work, stack, prefix):
     url = new_database(stack.enter_context(postgres_server(work)), prefix)
     log("exporting to PostgreSQL")
     subprocess.run([BINARY, "export", "--data", data, "--to", url], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return ["--database", url]
+    # The exported store keeps its identifier keyring (the check value travels with it).
+    return ["--database", url, "--identifier-keys", os.path.join(data, "keys", "identifier-keys")]
 
 
 def put_patients(base, patients, clients=4, batch=500):

@@ -145,6 +145,19 @@ public struct AccessPolicy: Sendable {
         }
     }
 
+    /// Whether the principal sees a record's resident ID and phone numbers in clear
+    /// (`IdentifierProtection`); everyone else sees them masked. In clear: the facility that wrote
+    /// the record, the resident in their own records (of patient-data types, which they read only
+    /// when their own; not a Practitioner's), an administrator and the platform's own work.
+    /// Another facility's clinicians — even treating ones, even breaking the glass — identify the
+    /// resident by the masked number, the name and the birth date.
+    public func seesIdentifiers(_ principal: Principal, type: String, sourceFacility: String?) -> Bool {
+        if principal.role == .administrator { return true }
+        if isResident(principal) { return Self.patientCompartmentTypes.contains(type) }
+        guard let own = principal.facility else { return false }
+        return own == sourceFacility
+    }
+
     /// Whether `type` may appear in a response to the principal (an `_include`, a resource in
     /// `$everything`, an entry of a history Bundle): it needs read access to that type.
     public func mayRead(_ principal: Principal, _ type: String) -> Bool {

@@ -31,6 +31,8 @@ public enum HuitongApplication {
         /// HTTPS: PEM certificate chain and private key files (nil: plain HTTP).
         public var tls: (certificate: String, key: String)?
         public var rateLimits = RateLimits()
+        /// Encrypts resident ID and phone numbers at rest (nil: stored in clear).
+        public var identifiers: IdentifierProtection?
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -49,12 +51,14 @@ public enum HuitongApplication {
         let router = Router(context: HuitongRequestContext.self)
         router.add(middleware: SecurityHeadersMiddleware(tls: configuration.tls != nil))
         let scheme = configuration.tls == nil ? "http" : "https"
-        let service = FHIRService(store: store, pipeline: IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive),
-                                  matching: configuration.matching, auditing: configuration.audit)
+        let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
+                                      protection: configuration.identifiers)
+        let service = FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit
         searches.masterIndex = service.masterIndex
         searches.sensitive = configuration.sensitive
+        searches.protection = configuration.identifiers
         FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
                    maxBodyBytes: configuration.maxBodyBytes,
                    authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),

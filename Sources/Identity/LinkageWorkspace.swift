@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import NIOCore
 import Foundation
@@ -90,8 +91,12 @@ final class LinkageWorkspace {
     /// Stored records named so far, by record number (`ResourceStore.keys(ofRecords:)`).
     var recordKeys: [Int: ResourceKey] = [:]
 
-    init(store: any ResourceStore) {
+    /// Stored Patients and Persons hold ID and phone numbers encrypted; matching reads them in clear.
+    let protection: IdentifierProtection?
+
+    init(store: any ResourceStore, protection: IdentifierProtection?) {
         self.store = store
+        self.protection = protection
     }
 
     /// The Person a Patient is linked to, read from the store the first time.
@@ -118,8 +123,8 @@ final class LinkageWorkspace {
     /// Reads the content of the given Patients that are not known yet (not their Persons).
     func loadPatients(_ keys: Set<ResourceKey>) async throws {
         for key in keys where patients[key] == nil {
-            guard let record = try await store.read(key), !record.deleted, let content = record.content,
-                  case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+            guard let record = try await store.read(key), !record.deleted,
+                  let o = IdentifierProtection.parse(record.content, revealing: protection) else { continue }
             patients[key] = (o, PatientFeatures(patient: o))
         }
     }
@@ -142,8 +147,7 @@ final class LinkageWorkspace {
         guard !patients.isEmpty else { return }
         for chunk in stride(from: 0, to: patients.count, by: 200).map({ Array(patients[$0..<min($0 + 200, patients.count)]) }) {
             for record in try await store.resources(of: "Person", referencing: chunk, parameter: "link") {
-                guard persons[record.key] == nil, let content = record.content,
-                      case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+                guard persons[record.key] == nil, let o = IdentifierProtection.parse(record.content, revealing: protection) else { continue }
                 let state = PersonState(key: record.key, version: record.version, content: o)
                 persons[record.key] = state
                 for p in state.patientLinks where personOfPatient[p] == nil { personOfPatient[p] = record.key }
@@ -155,8 +159,8 @@ final class LinkageWorkspace {
     /// A Person by id, read the first time (nil: no such Person).
     func person(_ key: ResourceKey) async throws -> PersonState? {
         if let state = persons[key] { return state }
-        guard let record = try await store.read(key), !record.deleted, let content = record.content,
-              case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+        guard let record = try await store.read(key), !record.deleted,
+              let o = IdentifierProtection.parse(record.content, revealing: protection) else { return nil }
         let state = PersonState(key: key, version: record.version, content: o)
         persons[key] = state
         for p in state.patientLinks where personOfPatient[p] == nil { personOfPatient[p] = key }

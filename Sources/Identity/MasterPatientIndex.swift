@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Foundation
 import Store
@@ -48,10 +49,19 @@ public struct LinkagePlan: Sendable {
 public struct MasterPatientIndex: Sendable {
     public let store: any ResourceStore
     public let scorer: MatchScorer
+    /// ID and phone numbers are stored encrypted: candidates are read in clear, and blocking keys
+    /// (which hold them) are filed and looked up blinded.
+    public let protection: IdentifierProtection?
 
-    public init(store: any ResourceStore, rules: MatchRules = .defaults) {
+    public init(store: any ResourceStore, rules: MatchRules = .defaults, protection: IdentifierProtection? = nil) {
         self.store = store
         self.scorer = MatchScorer(rules)
+        self.protection = protection
+    }
+
+    /// A record's blocking keys as filed in the index (`BlockingKeys.parameter`).
+    func blockingKeys(_ features: PatientFeatures) -> [String] {
+        BlockingKeys.filed(features, protection: protection)
     }
 
     public var rules: MatchRules { scorer.rules }
@@ -62,7 +72,7 @@ public struct MasterPatientIndex: Sendable {
     public func plan(for writes: [PreparedWrite], previous: [ResourceKey: ResourceKey] = [:]) async throws -> LinkagePlan {
         let patients = writes.filter { $0.key.type == "Patient" }
         guard !patients.isEmpty else { return LinkagePlan() }
-        let workspace = LinkageWorkspace(store: store)
+        let workspace = LinkageWorkspace(store: store, protection: protection)
         var plan = LinkagePlan()
         // Every blocking key of the unit in one lookup, and the Persons of the unit's Patients.
         var features: [ResourceKey: PatientFeatures] = [:]
@@ -76,7 +86,7 @@ public struct MasterPatientIndex: Sendable {
                 guard e.parameter == BlockingKeys.parameter, case .token(_, let code) = e.value else { return nil }
                 return code
             }
-            keys[w.key] = filed.isEmpty ? BlockingKeys.keys(f) : filed
+            keys[w.key] = filed.isEmpty ? blockingKeys(f) : filed
         }
         let stored = try await lookup(Set(keys.values.joined()))
         try await workspace.loadPersons(ofWritten: patients.map(\.key))
@@ -186,9 +196,9 @@ public struct MasterPatientIndex: Sendable {
     /// best first, with their match probability. Nothing is written.
     public func candidates(for resource: JSONObject) async throws -> [(key: ResourceKey, probability: Double)] {
         let features = PatientFeatures(patient: resource)
-        let workspace = LinkageWorkspace(store: store)
+        let workspace = LinkageWorkspace(store: store, protection: protection)
         // The candidates a create would score (the same selection among the key holders).
-        let found = try await lookup(Set(BlockingKeys.keys(features)))
+        let found = try await lookup(Set(blockingKeys(features)))
         try await workspace.name(Self.select(found.map { (key: $0.key, records: $0.value) }))
         let keys = Set(workspace.recordKeys.values)
         try await workspace.load(keys)
@@ -210,14 +220,14 @@ public struct MasterPatientIndex: Sendable {
 
     /// The Person a Patient is linked to, and every Patient linked to that Person (PIX).
     public func linkedRecords(of patient: ResourceKey) async throws -> (person: ResourceKey, patients: [ResourceKey])? {
-        let workspace = LinkageWorkspace(store: store)
+        let workspace = LinkageWorkspace(store: store, protection: protection)
         guard let person = try await workspace.person(of: patient), let state = workspace.persons[person] else { return nil }
         return (person, state.patientLinks)
     }
 
     /// The Patients linked to a Person (nil: no such Person).
     public func patients(of person: ResourceKey) async throws -> [ResourceKey]? {
-        try await LinkageWorkspace(store: store).person(person)?.patientLinks
+        try await LinkageWorkspace(store: store, protection: protection).person(person)?.patientLinks
     }
 
     func match(_ key: ResourceKey, _ resource: JSONObject, _ features: PatientFeatures, _ keys: [String],

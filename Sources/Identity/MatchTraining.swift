@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import NIOCore
 import Store
@@ -14,14 +15,14 @@ public enum MatchTraining {
     }
 
     /// Reads up to `sample` current Patients (in storage order) and trains from `start`.
-    public static func train(store: any ResourceStore, start: MatchRules, sample: Int = 100_000, randomPairs: Int = 200_000,
-                             progress: @Sendable (String) -> Void = { _ in }) async throws -> (MatchRules, Report) {
+    public static func train(store: any ResourceStore, protection: IdentifierProtection? = nil, start: MatchRules, sample: Int = 100_000,
+                             randomPairs: Int = 200_000, progress: @Sendable (String) -> Void = { _ in }) async throws -> (MatchRules, Report) {
         var records: [PatientFeatures] = []
         var page = PageRequest(count: 1000)
         while records.count < sample {
             let result = try await store.search(SearchQuery(type: "Patient", clauses: []), page: page)
             for record in result.records {
-                guard let content = record.content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+                guard let o = IdentifierProtection.parse(record.content, revealing: protection) else { continue }
                 records.append(PatientFeatures(patient: o))
             }
             progress("read \(records.count) Patients")

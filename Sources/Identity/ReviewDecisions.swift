@@ -38,7 +38,7 @@ extension MasterPatientIndex {
     /// The writes of a decision: the Persons it changes (pinned to the versions read), the review
     /// items it settles, and a decision record naming `actor` and `reason`.
     public func plan(_ decision: ReviewDecision, actor: String, reason: String) async throws -> LinkagePlan {
-        let workspace = LinkageWorkspace(store: store)
+        let workspace = LinkageWorkspace(store: store, protection: protection)
         var plan = LinkagePlan()
         var settled: [String] = []
         func person(_ key: ResourceKey) async throws -> PersonState {

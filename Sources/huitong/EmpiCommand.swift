@@ -34,7 +34,8 @@ struct EmpiTrain: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: logger)
         let start = try matchingOptions.rules() ?? .defaults
         let began = Date()
-        let (rules, report) = try await MatchTraining.train(store: store, start: start, sample: sample) { line in
+        let protection = try await storeOptions.identifierProtection(for: store)
+        let (rules, report) = try await MatchTraining.train(store: store, protection: protection, start: start, sample: sample) { line in
             var err = FileHandleOutputStream.standardError
             print("\r" + line, terminator: "", to: &err)
         }
@@ -62,7 +63,8 @@ struct EmpiRebuild: AsyncParsableCommand {
         guard let rules = try matchingOptions.rules() else { throw ValidationError("--no-matching and rebuild contradict each other") }
         let store = try await storeOptions.open(logger: logger)
         let began = Date()
-        let report = try await MasterIndexRebuild(service: FHIRService(store: store, matching: rules, principal: .platform)).run { line in
+        let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
+        let report = try await MasterIndexRebuild(service: FHIRService(store: store, pipeline: pipeline, matching: rules, principal: .platform)).run { line in
             let elapsed = Date().timeIntervalSince(began)
             var err = FileHandleOutputStream.standardError
             print("\r\(line)  \(String(format: "%.0f", elapsed)) s", terminator: "", to: &err)

@@ -32,6 +32,48 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "A PostgreSQL read replica for searches, history and $everything (with --database). Env: HUITONG_READ_DATABASE_URL")
     var readDatabase: String? = ProcessInfo.processInfo.environment["HUITONG_READ_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
+    @Option(help: "Keyring encrypting resident ID and phone numbers at rest: lines '<key id> <base64 of 32 random bytes>'; the last key encrypts, every key decrypts, the first keys the blind index. Made if missing (keep it apart from the data and back it up). Default: <data>/keys/identifier-keys. Env: HUITONG_IDENTIFIER_KEYS (a path) or HUITONG_IDENTIFIER_KEYRING (the keyring itself)")
+    var identifierKeys: String? = ProcessInfo.processInfo.environment["HUITONG_IDENTIFIER_KEYS"].flatMap { $0.isEmpty ? nil : $0 }
+
+    /// The identifier keyring (made on first use), checked against the store (closed on failure,
+    /// so that the command ends with the message).
+    func identifierProtection(for store: any ResourceStore, bind: Bool = true) async throws -> IdentifierProtection {
+        do {
+            return try await loadIdentifierProtection(for: store, bind: bind)
+        } catch {
+            try? await store.close()
+            throw error
+        }
+    }
+
+    private func loadIdentifierProtection(for store: any ResourceStore, bind: Bool) async throws -> IdentifierProtection {
+        let protection: IdentifierProtection
+        if identifierKeys == nil, let ring = ProcessInfo.processInfo.environment["HUITONG_IDENTIFIER_KEYRING"], !ring.isEmpty {
+            protection = try IdentifierProtection(keyring: ring)
+        } else {
+            let path = identifierKeys ?? ((data as NSString).appendingPathComponent("keys") as NSString).appendingPathComponent("identifier-keys")
+            let fm = FileManager.default
+            if !fm.fileExists(atPath: path) {
+                try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                       attributes: [.posixPermissions: 0o700])
+                let text = "# Huitong identifier keyring: '<key id> <base64 key>'; add a line to rotate (the last encrypts).\n"
+                    + IdentifierProtection.newKeyLine(id: "k1") + "\n"
+                guard fm.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+                    throw ValidationError("Cannot write the identifier keyring \(path)")
+                }
+            }
+            do {
+                protection = try IdentifierProtection(keyring: try String(contentsOfFile: path, encoding: .utf8))
+            } catch {
+                throw ValidationError("Identifier keyring \(path): \(error)")
+            }
+        }
+        if bind {
+            do { try await protection.bind(to: store) } catch { throw ValidationError("\(error)") }
+        }
+        return protection
+    }
+
     /// Where the data lives, for log lines (no password).
     var location: String { database.map(PostgresStore.redacted) ?? data }
 
@@ -112,6 +154,26 @@ struct Serve: AsyncParsableCommand {
         if dev { logger[metadataKey: "mode"] = "development" }
         let host = self.host ?? (dev ? "127.0.0.1" : "0.0.0.0")
         let store = try await storeOptions.open(logger: logger)
+        let app: any ApplicationProtocol
+        do {
+            app = try await application(store: store, host: host, logger: logger)
+        } catch {
+            try? await store.close()  // the message, not an assertion about an open connection
+            throw error
+        }
+        if dev {
+            logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
+        }
+        if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
+        logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
+        try await app.runService()
+        try await store.close()
+    }
+}
+
+extension Serve {
+    func application(store: any ResourceStore, host: String, logger: Logger) async throws -> any ApplicationProtocol {
+        let identifiers = try await storeOptions.identifierProtection(for: store)
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
         let tokens = try await TokenAuthority(keys: keys)
         if let admin = try await UserDirectory.ensureAdministrator(in: store) {
@@ -122,18 +184,12 @@ struct Serve: AsyncParsableCommand {
             host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
+        configuration.identifiers = identifiers
         if let sensitiveCategories { configuration.sensitive = try SensitiveCategories.load(path: sensitiveCategories) }
         if let tlsCert, let tlsKey { configuration.tls = (tlsCert, tlsKey) }
         configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,
                                               perClient: clientRateLimit > 0 ? clientRateLimit : nil)
-        let app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger)
-        if dev {
-            logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
-        }
-        if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
-        logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
-        try await app.runService()
-        try await store.close()
+        return try HuitongApplication.make(store: store, configuration: configuration, logger: logger)
     }
 }
 
@@ -186,7 +242,8 @@ struct Import: AsyncParsableCommand {
         let files = BulkImporter.files(in: paths)
         guard !files.isEmpty else { throw ValidationError("No .json or .ndjson files found in \(paths.joined(separator: ", "))") }
         let store = try await storeOptions.open(logger: logger)
-        let importer = BulkImporter(service: FHIRService(store: store, matching: try matchingOptions.rules(), principal: .platform))
+        let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
+        let importer = BulkImporter(service: FHIRService(store: store, pipeline: pipeline, matching: try matchingOptions.rules(), principal: .platform))
         let progress = ImportProgress(totalFiles: files.count)
         var failures: [BulkImporter.FileResult] = []
         await withTaskGroup(of: BulkImporter.FileResult.self) { group in
@@ -230,9 +287,12 @@ struct Reindex: AsyncParsableCommand {
         logger.logLevel = .warning
         if let type, !FHIRSchema.r4.isResourceType(type) { throw ValidationError("Unknown resource type '\(type)'") }
         let store = try await storeOptions.open(logger: logger)
-        let pipeline = IngestPipeline()
+        // Re-blinds with the current keyring: after a change of its first key on purpose, the
+        // store is bound to the new one.
+        let protection = try await storeOptions.identifierProtection(for: store, bind: false)
+        let pipeline = IngestPipeline(protection: protection)
         let start = Date()
-        let done = try await store.reindex(type: type, extract: { pipeline.indexEntries(for: $0, type: $1) }) { done, total in
+        let done = try await store.reindex(type: type, extract: { pipeline.indexEntries(forStored: $0, type: $1) }) { done, total in
             let elapsed = Date().timeIntervalSince(start)
             let rate = Double(done) / max(elapsed, 0.001)
             let eta = rate > 0 ? Double(total - done) / rate : 0
@@ -242,6 +302,7 @@ struct Reindex: AsyncParsableCommand {
         var err = FileHandleOutputStream.standardError
         print("", to: &err)
         try await store.analyze()
+        if type == nil { try await protection.rebind(to: store) }
         print("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         try await store.close()
     }
@@ -299,6 +360,8 @@ struct Export: AsyncParsableCommand {
             }
             print("Exported \(copied) resources (\(before.values.reduce(0, +)) current) to \(PostgresStore.redacted(to))"
                   + " in \(String(format: "%.1f", Date().timeIntervalSince(start))) s; counts per type match")
+            let keyring = ((data as NSString).appendingPathComponent("keys") as NSString).appendingPathComponent("identifier-keys")
+            print("Serve it with the same identifier keyring: --identifier-keys \(keyring) (or wherever --identifier-keys pointed)")
         } catch {
             try? await source.close()
             try? await target.close()

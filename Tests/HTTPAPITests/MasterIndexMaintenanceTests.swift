@@ -41,10 +41,11 @@ final class MasterIndexMaintenanceTests: XCTestCase {
             let linked = try await server.request(.post, "/fhir/$empi-link", decision([("patient", "Patient/\(stranger)"), ("person", "Person/\(person0)")]))
             XCTAssertEqual(linked.status, 200, linked.bodyText)
             // Train on what is stored, then match everything again with the trained rules.
-            let (rules, report) = try await MatchTraining.train(store: store, start: .defaults, randomPairs: 20_000)
+            let (rules, report) = try await MatchTraining.train(store: store, protection: server.identifiers, start: .defaults, randomPairs: 20_000)
             XCTAssertEqual(report.patients, 61)
             XCTAssertGreaterThan(report.candidatePairs, 29)
-            let rebuilt = try await MasterIndexRebuild(service: FHIRService(store: store, matching: rules, principal: .platform)).run()
+            let pipeline = IngestPipeline(protection: server.identifiers)
+            let rebuilt = try await MasterIndexRebuild(service: FHIRService(store: store, pipeline: pipeline, matching: rules, principal: .platform)).run()
             XCTAssertEqual(rebuilt.patients, 61)
             XCTAssertEqual(rebuilt.outcomes["MANUAL"], 1)
             XCTAssertEqual(rebuilt.outcomes["MATCH"], 30, "every second registration found its resident again")

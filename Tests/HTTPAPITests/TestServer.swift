@@ -32,6 +32,8 @@ struct TestServer {
     let client: any TestClientProtocol
     /// The server's token authority (a key made for this run), to mint tokens as `/auth/token` would.
     let tokens: TokenAuthority
+    /// The server's identifier keyring (made for this run): ID and phone numbers are stored encrypted.
+    let identifiers: IdentifierProtection
 
     func request(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil,
                  headers: [String: String] = [:]) async throws -> FHIRTestResponse {
@@ -54,9 +56,12 @@ struct TestServer {
             var configuration = HuitongApplication.Configuration(maxBodyBytes: maxBodyBytes, matching: matching, tokens: tokens,
                                                                  development: development)
             configuration.rateLimits = rateLimits
+            // As `huitong serve` does: ID and phone numbers encrypted at rest.
+            let identifiers = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+            configuration.identifiers = identifiers
             let router = HuitongApplication.router(store: test.store, configuration: configuration)
             let app = Application(router: router)
-            try await app.test(.router) { client in try await body(TestServer(client: client, tokens: tokens), test.store) }
+            try await app.test(.router) { client in try await body(TestServer(client: client, tokens: tokens, identifiers: identifiers), test.store) }
         }
     }
 }
@@ -68,10 +73,3 @@ func patientJSON(family: String = "张", given: String = "伟", identifier: Stri
     return "{" + members.joined(separator: ",") + "}"
 }
 
-extension JSON {
-    /// The i-th element of an array (nil past the end or for a non-array), for reading responses.
-    subscript(_ i: Int) -> JSON? {
-        guard let a = arrayValue, i < a.count else { return nil }
-        return a[i]
-    }
-}

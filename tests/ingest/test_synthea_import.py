@@ -54,7 +54,10 @@ def test_import_generated_patients(data_dir, tmp_path):
     assert before.stdout.split(" in ")[0] == after.stdout.split(" in ")[0], (before.stdout, after.stdout)
     assert before.stdout.split(", head ")[1] == after.stdout.split(", head ")[1]
     (tmp_path / "pg").mkdir()
-    on_postgres = Server(str(tmp_path / "pg"), database).start()
+    on_postgres = Server(str(tmp_path / "pg"), database)
+    # The data keeps its identifier keyring (a store refuses another one).
+    on_postgres.start_args += ["--identifier-keys", os.path.join(data_dir, "keys", "identifier-keys")]
+    on_postgres.start()
     try:
         page = requests.get(f"http://127.0.0.1:{on_postgres.port}/").text
         for resource_type, count in expected.items():

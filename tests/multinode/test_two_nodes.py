@@ -2,8 +2,10 @@
 conditional creates with the same identifier create one resource, concurrent If-Match updates
 lose nothing, a transaction answered by one node is visible on the other at once, and version
 numbers never repeat. Needs HUITONG_TEST_POSTGRES_URL (.ci/run sets it)."""
+import base64
 import collections
 import concurrent.futures
+import os
 import threading
 
 import pytest
@@ -29,7 +31,13 @@ def session():
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
     database = fresh_postgres_database("huitong_multinode")
-    servers = [Server(str(tmp_path_factory.mktemp(f"node{i}")), database).start() for i in range(2)]
+    # Every node of one database shares the identifier keyring (a node with another one is refused).
+    keyring = tmp_path_factory.mktemp("keys") / "identifier-keys"
+    keyring.write_text("k1 " + base64.b64encode(os.urandom(32)).decode() + "\n")
+    servers = [Server(str(tmp_path_factory.mktemp(f"node{i}")), database) for i in range(2)]
+    for s in servers:
+        s.start_args += ["--identifier-keys", str(keyring)]
+        s.start()
     yield servers
     for s in servers:
         s.stop()

@@ -42,6 +42,12 @@ public enum JSON: Sendable, Equatable {
     }
 
     /// A short name for the kind of value, for error messages.
+    /// The i-th element of an array (nil past the end or for a non-array).
+    public subscript(_ i: Int) -> JSON? {
+        guard let a = arrayValue, i >= 0, i < a.count else { return nil }
+        return a[i]
+    }
+
     public var kindName: String {
         switch self {
         case .null: return "null"

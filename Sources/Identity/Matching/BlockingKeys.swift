@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 
 /// Blocking: the keys under which a record is filed so that a new record meets only the records
@@ -41,8 +42,16 @@ public enum BlockingKeys {
         return keys.filter { seen.insert($0).inserted }
     }
 
+    /// The keys as filed in the index: blinded with the identifier keyring when there is one (they
+    /// hold ID and phone numbers), compared only for equality either way.
+    public static func filed(_ f: PatientFeatures, protection: IdentifierProtection?) -> [String] {
+        let keys = keys(f)
+        guard let protection else { return keys }
+        return keys.map(protection.blindKeyed)
+    }
+
     /// The keys as index entries of the Patient (stored with it, in the same transaction).
-    public static func indexEntries(_ f: PatientFeatures) -> [IndexEntry] {
-        keys(f).map { IndexEntry(parameter, .token(system: nil, code: $0)) }
+    public static func indexEntries(_ keys: [String]) -> [IndexEntry] {
+        keys.map { IndexEntry(parameter, .token(system: nil, code: $0)) }
     }
 }

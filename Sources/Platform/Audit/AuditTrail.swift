@@ -68,7 +68,7 @@ public struct AuditTrail: Sendable {
         // them without parsing the resource (an audited search would otherwise parse every match).
         return content.withUnsafeReadableBytes { bytes in
             for (marker, anchor) in [(patientMarker, 1), (subjectMarker, 4)] {
-                guard let start = find(marker, anchor: anchor, in: bytes) else { continue }
+                guard let start = ByteSearch.find(marker, anchor: anchor, in: bytes) else { continue }
                 var end = start
                 while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
                 let reference = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
@@ -78,7 +78,7 @@ public struct AuditTrail: Sendable {
             }
             // Elsewhere (Appointment.participant.actor, Coverage.beneficiary, ...): the first
             // relative reference to a Patient.
-            guard let start = find(anyPatientMarker, anchor: 13, in: bytes) else { return nil }
+            guard let start = ByteSearch.find(anyPatientMarker, anchor: 13, in: bytes) else { return nil }
             var end = start
             while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "/") { end += 1 }
             return "Patient/" + String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
@@ -88,24 +88,6 @@ public struct AuditTrail: Sendable {
     static let patientMarker = Array(#""patient":{"reference":""#.utf8)
     static let subjectMarker = Array(#""subject":{"reference":""#.utf8)
     static let anyPatientMarker = Array(#""reference":"Patient/"#.utf8)
-
-    /// The offset just after the first occurrence of `marker`: `memchr` for an uncommon byte of it
-    /// (`anchor`: not `"`, which is every few bytes of JSON), then `memcmp` (this runs over every
-    /// stored byte a read or search returns).
-    static func find(_ marker: [UInt8], anchor: Int, in bytes: UnsafeRawBufferPointer) -> Int? {
-        guard let base = bytes.baseAddress, bytes.count >= marker.count else { return nil }
-        return marker.withUnsafeBytes { m -> Int? in
-            var offset = anchor
-            let end = bytes.count - marker.count + anchor  // last place the anchor byte can be
-            while offset <= end {
-                guard let hit = memchr(base + offset, Int32(marker[anchor]), end - offset + 1) else { return nil }
-                let start = base.distance(to: UnsafeRawPointer(hit)) - anchor
-                if memcmp(base + start, m.baseAddress!, marker.count) == 0 { return start + marker.count }
-                offset = start + anchor + 1
-            }
-            return nil
-        }
-    }
 
     /// The patients a unit's writes belong to (their compartments).
     static func patients(of writes: [PreparedWrite]) -> [String] {

@@ -2,6 +2,7 @@ import Access
 import FHIRModel
 import Foundation
 import Identity
+import NIOCore
 import Store
 
 /// The one path every write takes, whatever the channel (REST, transaction Bundle,
@@ -12,12 +13,17 @@ public struct IngestPipeline: Sendable {
     public let maxBodyBytes: Int
     /// Records coded in a sensitive category get its security label on every write.
     public let sensitive: SensitiveCategories
+    /// Resident ID and phone numbers are stored encrypted and indexed blinded (nil: in clear, for
+    /// tests and tools that do not open a keyring).
+    public let protection: IdentifierProtection?
 
-    public init(maxBodyBytes: Int = 20 * 1024 * 1024, sensitive: SensitiveCategories = .defaults) {
+    public init(maxBodyBytes: Int = 20 * 1024 * 1024, sensitive: SensitiveCategories = .defaults,
+                protection: IdentifierProtection? = nil) {
         self.validator = ResourceValidator()
         self.extractor = IndexExtractor()
         self.maxBodyBytes = maxBodyBytes
         self.sensitive = sensitive
+        self.protection = protection
     }
 
     /// Parses a request body as JSON, mapping syntax errors to a 400 OperationOutcome.
@@ -30,6 +36,13 @@ public struct IngestPipeline: Sendable {
         } catch {
             throw FHIRError(400, code: "structure", "Invalid JSON: \(error.description)")
         }
+    }
+
+    /// A stored resource parsed to be changed (a PATCH): protected values in clear.
+    public func parseStored(_ content: ByteBuffer?) throws(FHIRError) -> JSON {
+        let parsed = try parse(content.map { Array($0.readableBytesView) } ?? [])
+        guard let protection, case .object(let o) = parsed else { return parsed }
+        return .object(protection.reveal(o))
     }
 
     /// A new server-assigned logical id.
@@ -55,26 +68,41 @@ public struct IngestPipeline: Sendable {
             throw FHIRError(400, relocated)
         }
         let labelled = sensitive.labelled(object)
+        let (stored, index) = storedForm(labelled, type: type)
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
-                             template: ResourceTemplate(resource: labelled, type: type, id: id),
-                             index: indexEntries(for: labelled, type: type),
+                             template: ResourceTemplate(resource: stored, type: type, id: id), index: index,
                              ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)
     }
 
     /// A resource the platform built itself from validated input (the master index's Persons and
     /// review Tasks): prepared like any other write, without validating it again.
     public func prepareGenerated(_ object: JSONObject, type: String, id: String, method: String, ifMatch: Int?) -> PreparedWrite {
-        PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
-                      template: ResourceTemplate(resource: object, type: type, id: id),
-                      index: indexEntries(for: object, type: type), ifMatch: ifMatch, resource: object)
+        let (stored, index) = storedForm(object, type: type)
+        return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
+                             template: ResourceTemplate(resource: stored, type: type, id: id), index: index, ifMatch: ifMatch,
+                             resource: object)
     }
 
-    /// The search index rows of a resource: its search parameters, and for a Patient the master
-    /// index's blocking keys (`huitong reindex` uses the same).
-    public func indexEntries(for object: JSONObject, type: String) -> [IndexEntry] {
+    /// What is stored of a resource (its protected values encrypted) and its index rows (their
+    /// codes blinded), both from the resource in clear.
+    func storedForm(_ object: JSONObject, type: String) -> (JSONObject, [IndexEntry]) {
+        let entries = indexEntries(for: object, type: type)
+        guard let protection else { return (object, entries) }
+        let (stored, secrets) = protection.protect(object, type: type)
+        return (stored, protection.blindIndex(entries, secrets: secrets))
+    }
+
+    /// The index rows of a stored resource (`huitong reindex`): the same as when it was written.
+    public func indexEntries(forStored object: JSONObject, type: String) -> [IndexEntry] {
+        storedForm(protection?.reveal(object) ?? object, type: type).1
+    }
+
+    /// The search index rows of a resource in clear: its search parameters, and for a Patient the
+    /// master index's blocking keys (blinded with the identifier keyring when there is one).
+    func indexEntries(for object: JSONObject, type: String) -> [IndexEntry] {
         let entries = extractor.entries(for: object, type: type)
         guard type == "Patient" else { return entries }
-        return entries + BlockingKeys.indexEntries(PatientFeatures(patient: object))
+        return entries + BlockingKeys.indexEntries(BlockingKeys.filed(PatientFeatures(patient: object), protection: protection))
     }
 
     /// A deletion, prepared.

@@ -9,7 +9,7 @@ import Store
 /// a batch runs each entry on its own.
 public struct BundleProcessor: Sendable {
     let service: FHIRService
-    let conditionals = SearchQueryParser()
+    var conditionals: SearchQueryParser { service.conditionals }
 
     public init(service: FHIRService) {
         self.service = service
@@ -213,7 +213,7 @@ public struct BundleProcessor: Sendable {
                         throw FHIRError(404, code: "not-found", "\(key) does not exist", at: at)
                     }
                     let patchDoc = try patchDocument(e, at: at)
-                    resource = try JSONPatch.apply(patchDoc, to: try service.pipeline.parse(Array(bytes.readableBytesView)))
+                    resource = try JSONPatch.apply(patchDoc, to: try service.pipeline.parseStored(bytes))
                     if ifMatch == nil { ifMatch = record.version; implicitIfMatch = true }
                 } else {
                     resource = e.resource!
@@ -257,12 +257,13 @@ public struct BundleProcessor: Sendable {
                 let o = byKey[keyForEntry[e.index]!]!
                 responses.append(EntryResponse(status: o.created ? "201 Created" : "200 OK", location: "\(o.key)/_history/\(o.version)",
                                                etag: ETag.make(o.version), lastModified: o.lastUpdated,
-                                               resource: returnRepresentation ? o.content.map { ByteBuffer(bytes: $0) } : nil))
+                                               resource: returnRepresentation
+                                                   ? service.presenter.content(o.content.map { ByteBuffer(bytes: $0) }, type: o.key.type) : nil))
             case .existing(let key):
                 let record = try await store.read(key)
                 responses.append(EntryResponse(status: "200 OK", location: "\(key)/_history/\(record?.version ?? 1)",
                                                etag: record.map { ETag.make($0.version) }, lastModified: record?.lastUpdated,
-                                               resource: returnRepresentation ? record?.content : nil))
+                                               resource: returnRepresentation ? service.presenter.content(record?.content, type: key.type) : nil))
             case .delete(let key):
                 let changed = key.flatMap { byKey[$0]?.changed } ?? false
                 responses.append(EntryResponse(status: changed ? "204 No Content" : "200 OK"))

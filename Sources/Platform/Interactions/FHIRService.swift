@@ -51,7 +51,7 @@ public struct FHIRService: Sendable {
     /// commit loses more to re-planning than it gains). Correctness does not rest on it: the plan's
     /// assumptions catch every conflict, also with other nodes.
     let linkage = AsyncLock()
-    let conditionals = SearchQueryParser()
+    let conditionals: SearchQueryParser
     static let maxAttempts = 64
 
     /// - Parameters:
@@ -66,7 +66,8 @@ public struct FHIRService: Sendable {
         self.principal = principal
         self.auditing = auditing
         self.pipeline = pipeline
-        self.masterIndex = matching.map { MasterPatientIndex(store: store, rules: $0) }
+        self.conditionals = SearchQueryParser(protection: pipeline.protection)
+        self.masterIndex = matching.map { MasterPatientIndex(store: store, rules: $0, protection: pipeline.protection) }
     }
 
     /// The same service on behalf of `principal`.
@@ -76,6 +77,9 @@ public struct FHIRService: Sendable {
         copy.origin = origin
         return copy
     }
+
+    /// What this principal sees of stored ID and phone numbers (every response passes through it).
+    public var presenter: IdentifierPresenter { IdentifierPresenter(protection: pipeline.protection, principal: principal) }
 
     /// The audit trail of this principal's requests.
     public var trail: AuditTrail { AuditTrail(store: store, principal: principal, origin: origin, enabled: auditing) }
@@ -185,7 +189,8 @@ public struct FHIRService: Sendable {
         if record.deleted { throw FHIRError.gone(key, version: record.version) }
         try await checkPatientData(record, .read)
         try await trail.appendRead(.read, type: type, records: [record])
-        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
+        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated,
+                                 content: presenter.content(record.content, type: type))
     }
 
     public func vread(_ type: String, _ id: String, version: String) async throws -> InteractionResult {
@@ -198,7 +203,8 @@ public struct FHIRService: Sendable {
         if record.deleted { throw FHIRError(410, code: "deleted", "Version \(version) of \(key) is a deletion") }
         try await checkPatientData(record, .vread)
         try await trail.appendRead(.vread, type: type, records: [record])
-        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
+        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated,
+                                 content: presenter.content(record.content, type: type))
     }
 
     /// History of one resource (`type` and `id`), of a type, or of everything (neither).
@@ -225,7 +231,7 @@ public struct FHIRService: Sendable {
             for record in page.records where record.content != nil { try await checkPatientData(record, .history) }
         }
         try await trail.appendRead(query.type == nil ? .systemHistory : .history, type: query.type, records: page.records)
-        return page
+        return HistoryPage(records: presenter.records(page.records), total: page.total, snapshot: page.snapshot)
     }
 
     /// `POST /Type` with optional `If-None-Exist`.
@@ -238,14 +244,15 @@ public struct FHIRService: Sendable {
             if let ifNoneExist {
                 let query = try conditionals.parse(type: type, query: ifNoneExist)
                 if let existing = try await atMostOneMatch(query, "If-None-Exist '\(ifNoneExist)'"), let record = try await store.read(existing) {
-                    return InteractionResult(status: 200, key: existing, version: record.version, lastUpdated: record.lastUpdated, content: record.content)
+                    return presenter.result(InteractionResult(status: 200, key: existing, version: record.version,
+                                                              lastUpdated: record.lastUpdated, content: record.content))
                 }
                 assumptions.append(Assumption(query: query, expected: []))
             }
             let write = try pipeline.prepare(stamped(body), type: type, id: IngestPipeline.newID(), method: "POST")
             let outcome = try await commit(WriteUnit(writes: [write], assumptions: assumptions),
                                            as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
-            return InteractionResult(outcome, status: 201)
+            return presenter.result(InteractionResult(outcome, status: 201))
         }
     }
 
@@ -263,7 +270,7 @@ public struct FHIRService: Sendable {
         }
         let write = try pipeline.prepare(stamped(body), type: type, id: id, method: "PUT", ifMatch: ifMatch)
         let outcome = try await commit(WriteUnit(writes: [write]), as: .update)[0]
-        return InteractionResult(outcome, status: outcome.created ? 201 : 200)
+        return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))
     }
 
     /// `PUT /Type?query`: update the single match, or create when nothing matches.
@@ -288,7 +295,7 @@ public struct FHIRService: Sendable {
                                              mustNotExist: match == nil && bodyID != nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
             let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]), as: .conditionalUpdate)[0]
-            return InteractionResult(outcome, status: outcome.created ? 201 : 200)
+            return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))
         }
     }
 
@@ -303,7 +310,7 @@ public struct FHIRService: Sendable {
             if let ifMatch, ifMatch != record.version {
                 throw FHIRError(412, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
             }
-            let current = try pipeline.parse(record.content.map { Array($0.readableBytesView) } ?? [])
+            let current = try pipeline.parseStored(record.content)
             let patched = try JSONPatch.apply(patch, to: current)
             guard patched["resourceType"]?.stringValue == type, patched["id"]?.stringValue == id else {
                 throw FHIRError(400, code: "invalid", "A patch must not change resourceType or id")
@@ -311,7 +318,7 @@ public struct FHIRService: Sendable {
             // The version read above must still be current at commit: concurrent patches cannot interleave.
             let write = try pipeline.prepare(stamped(patched), type: type, id: id, method: "PATCH", ifMatch: record.version)
             do {
-                return InteractionResult(try await commit(WriteUnit(writes: [write]), as: .patch)[0], status: 200)
+                return presenter.result(InteractionResult(try await commit(WriteUnit(writes: [write]), as: .patch)[0], status: 200))
             } catch let error as FHIRError where error.status == 412 && ifMatch == nil {
                 throw StoreError.conditionChanged
             }

@@ -58,7 +58,7 @@ public struct MasterIndexOperations: Sendable {
             if results.count >= count { break }
         }
         try await service.trail.appendRead(.operation("match"), type: "Patient", records: results.map(\.0))
-        return results
+        return results.map { (service.presenter.record($0.0), $0.1, $0.2) }
     }
 
     /// PIXm: every identifier (and Patient) of the resident a source identifier belongs to.
@@ -68,7 +68,8 @@ public struct MasterIndexOperations: Sendable {
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw FHIRError(400, code: "value", "sourceIdentifier must be system|value", at: "sourceIdentifier")
         }
-        let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: String(parts[0]), code: String(parts[1]))])])
+        let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier",
+                                values: service.conditionals.tokenMatches(String(parts[0]) + "|" + String(parts[1])))])
         guard let source = try await service.store.search(query, limit: 1).first else {
             throw FHIRError(404, code: "not-found", "No Patient has the identifier \(sourceIdentifier)", at: "sourceIdentifier")
         }
@@ -81,7 +82,8 @@ public struct MasterIndexOperations: Sendable {
         var seen = Set<String>()
         var shown: [ResourceKey] = []
         for key in patients {
-            guard let record = try await service.store.read(key), !record.deleted, try await gate.mayRead(record), let content = record.content,
+            guard let record = try await service.store.read(key), !record.deleted, try await gate.mayRead(record),
+                  let content = service.presenter.content(record.content, type: "Patient"),
                   case .object(let p)? = try? JSONParser.parse(content.readableBytesView) else { continue }
             shown.append(key)
             for identifier in p["identifier"]?.arrayValue ?? [] {
@@ -95,7 +97,7 @@ public struct MasterIndexOperations: Sendable {
             }
         }
         try await service.trail.append(.operation("ihe-pix"), type: "Patient", entities: shown, patients: shown.map(\.description),
-                                       query: "sourceIdentifier=\(sourceIdentifier)")
+                                       query: IdentifierPresenter.auditedQuery("sourceIdentifier=\(sourceIdentifier)"))
         return .object(JSONObject([("resourceType", .string("Parameters")), ("parameter", .array(out))]))
     }
 

@@ -33,7 +33,7 @@ public struct MasterIndexRebuild: Sendable {
             // Patients as if written again: the plan only needs their content and blocking keys;
             // the Patients themselves are not rewritten.
             let writes: [PreparedWrite] = result.records.compactMap { record in
-                guard let content = record.content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+                guard let o = IdentifierProtection.parse(record.content, revealing: service.pipeline.protection) else { return nil }
                 return service.pipeline.prepareGenerated(o, type: "Patient", id: record.key.id, method: "PUT", ifMatch: nil)
             }
             let plan = try await index.plan(for: writes, previous: previous)
@@ -61,7 +61,7 @@ public struct MasterIndexRebuild: Sendable {
             let result = try await service.store.search(SearchQuery(type: "Person", clauses: []), page: page)
             var writes: [PreparedWrite] = []
             for record in result.records {
-                guard let content = record.content, case .object(var o)? = try? JSONParser.parse(content.readableBytesView) else { continue }
+                guard var o = IdentifierProtection.parse(record.content, revealing: service.pipeline.protection) else { continue }
                 let links = o["link"]?.arrayValue ?? []
                 let kept = links.filter { link in
                     !(link["target"]?["reference"]?.stringValue?.hasPrefix("Patient/") == true && link["assurance"]?.stringValue == "level3")

@@ -68,6 +68,6 @@ public struct PatientEverything: Sendable {
             total = nil  // a count would tell what was left out
         }
         try await service.trail.appendRead(.operation("everything"), type: patients.first?.type, records: records)
-        return Page(records: records, total: total, next: result.next)
+        return Page(records: service.presenter.records(records), total: total, next: result.next)
     }
 }

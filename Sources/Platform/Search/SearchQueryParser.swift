@@ -1,3 +1,4 @@
+import Access
 import FHIRModel
 import Foundation
 import Store
@@ -37,11 +38,15 @@ public struct ParsedSearch: Sendable {
 /// exactly: guessing would make a conditional write hit the wrong resource.
 public struct SearchQueryParser: Sendable {
     let registry: SearchParameterRegistry
+    /// Stored ID and phone numbers are indexed by their blind index codes: a token value that may
+    /// be one is looked up both as written and blinded.
+    let protection: IdentifierProtection?
     public static let defaultCount = 20
     public static let maxCount = 1000
 
-    public init(registry: SearchParameterRegistry = .r4) {
+    public init(registry: SearchParameterRegistry = .r4, protection: IdentifierProtection? = nil) {
         self.registry = registry
+        self.protection = protection
     }
 
     /// Conditional interactions: strict, no result parameters.
@@ -257,12 +262,16 @@ public struct SearchQueryParser: Sendable {
                     let p = v.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
                     guard p.count == 3, !p[1].isEmpty, !p[2].isEmpty else { throw bad(":of-type takes system|code|value") }
                     typed.append(.token(system: p[0] + "|" + p[1], code: p[2]))
+                    // (A resident ID number's type is NNCHN, whatever its value looks like.)
+                    if let blinded = protection?.searchable(system: p[1] == "NNCHN" ? IdentifierProtection.residentIDSystem : nil, code: p[2]) {
+                        typed.append(.token(system: p[0] + "|" + p[1], code: blinded))
+                    }
                 }
                 result.query.clauses.append(.init(parameter: name + ":of-type", parameterType: "token", values: typed))
                 return
             default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
             }
-            matches = values.map(tokenMatch)
+            matches = values.flatMap(tokenMatches)
         case .string:
             for v in values {
                 switch modifier {
@@ -275,7 +284,7 @@ public struct SearchQueryParser: Sendable {
         case .reference:
             var typeModifier: String?
             if modifier == "identifier" {
-                result.query.clauses.append(.init(parameter: name + ":identifier", parameterType: "token", values: values.map(tokenMatch)))
+                result.query.clauses.append(.init(parameter: name + ":identifier", parameterType: "token", values: values.flatMap(tokenMatches)))
                 return
             }
             if let modifier {
@@ -352,6 +361,13 @@ public struct SearchQueryParser: Sendable {
     private func unsupported(_ message: String, _ strict: Bool, _ result: inout ParsedSearch) throws(FHIRError) {
         if strict { throw FHIRError(400, code: "not-supported", message) }
         result.warnings.append(Issue(.warning, code: "not-supported", message + "; ignored"))
+    }
+
+    /// A token value, and its blind index form when it may be a protected number.
+    public func tokenMatches(_ v: String) -> [SearchQuery.Match] {
+        let match = tokenMatch(v)
+        guard case .token(let system, let code?) = match, let blinded = protection?.searchable(system: system, code: code) else { return [match] }
+        return [match, .token(system: system, code: blinded)]
     }
 
     /// A token value: `code`, `system|code`, `|code` or `system|`.

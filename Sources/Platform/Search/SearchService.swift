@@ -17,7 +17,11 @@ public struct SearchService: Sendable {
     /// The sensitive categories hidden from other facilities without the resident's opt-in.
     public var sensitive = SensitiveCategories.defaults
     let policy = AccessPolicy()
-    let parser = SearchQueryParser()
+    /// Searched values that may be ID or phone numbers also look up their blind index codes.
+    public var protection: IdentifierProtection? {
+        didSet { parser = SearchQueryParser(protection: protection) }
+    }
+    var parser = SearchQueryParser()
     /// How many rounds `:iterate` follows references.
     static let maxIterations = 3
 
@@ -56,7 +60,8 @@ public struct SearchService: Sendable {
             do {
                 try policy.authorize(principal, .search, type)
             } catch {
-                try? await trail.append(.search, type: type, entities: [], patients: [], query: search.text, outcome: .denied(error.reason))
+                try? await trail.append(.search, type: type, entities: [], patients: [], query: IdentifierPresenter.auditedQuery(search.text),
+                                        outcome: .denied(error.reason))
                 throw FHIRError(403, code: "forbidden", error.reason)
             }
         }
@@ -91,8 +96,11 @@ public struct SearchService: Sendable {
             included = try await gate.filter(included)
             total = page.withTotal ? try await readableTotal(search.query, gate: gate) : nil
         }
-        try await trail.appendRead(.search, type: search.query.type, records: matches + included, query: search.text)
-        return Result(matches: matches, included: included, total: total, next: result.next, search: search)
+        try await trail.appendRead(.search, type: search.query.type, records: matches + included,
+                                   query: IdentifierPresenter.auditedQuery(search.text))
+        let presenter = IdentifierPresenter(protection: protection, principal: principal)
+        return Result(matches: presenter.records(matches), included: presenter.records(included), total: total,
+                      next: result.next, search: search)
     }
 }
 

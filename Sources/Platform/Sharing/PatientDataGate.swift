@@ -85,7 +85,7 @@ public final class PatientDataGate: @unchecked Sendable {
     /// v3 ActCode label at all).
     func labels(of record: ResourceRecord) -> Set<String> {
         guard let content = record.content,
-              content.withUnsafeReadableBytes({ AuditTrail.find(Self.labelMarker, anchor: 1, in: $0) }) != nil,
+              content.withUnsafeReadableBytes({ ByteSearch.find(Self.labelMarker, anchor: 1, in: $0) }) != nil,
               case .object(let resource)? = try? JSONParser.parse(content.readableBytesView) else { return [] }
         return sensitive.labels(ofStored: resource)
     }
@@ -164,7 +164,7 @@ public final class PatientDataGate: @unchecked Sendable {
     static func sourceFacility(_ content: ByteBuffer?) -> String? {
         guard let content else { return nil }
         return content.withUnsafeReadableBytes { bytes -> String? in
-            guard let start = AuditTrail.find(sourceMarker, anchor: 10, in: bytes) else { return nil }
+            guard let start = ByteSearch.find(sourceMarker, anchor: 10, in: bytes) else { return nil }
             var end = start
             while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
             return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)

@@ -1,0 +1,315 @@
+import Crypto
+import FHIRModel
+import Foundation
+import NIOCore
+import Store
+
+/// Resident ID numbers (居民身份证号) and phone numbers at rest (DESIGN.md §5): encrypted in stored
+/// resources, searchable by exact value through a keyed blind index, shown in clear only to callers
+/// the access decision allows (`AccessPolicy.seesIdentifiers`) and masked for everyone else.
+///
+/// What is protected: every element with a `system` of the resident ID number and a `value`
+/// (an `Identifier` anywhere, a `Reference.identifier`, a newborn's mother's ID in an extension),
+/// and in residents' own resources (Patient, Person, RelatedPerson) every `ContactPoint` whose
+/// system is `phone` or `sms`.
+///
+/// Stored form: the `value` is replaced by the primitive's extension (`_value`), so the stored JSON
+/// stays valid FHIR and never holds the number:
+/// `"_value":{"extension":[{"url":"…/encrypted-value","valueString":"<key id>:<base64 nonce‖ciphertext‖tag>"}]}`.
+/// AES-256-GCM with a 96-bit random nonce; the element's kind (`id`, `phone`) is authenticated, so a
+/// ciphertext cannot be moved from a phone to an ID number.
+///
+/// Keys: a keyring of named 256-bit secrets (`<key id> <base64>` per line). The last key encrypts new
+/// writes; every key decrypts, so adding a key rotates without rewriting old data. The blind index
+/// key is derived from the first key and stays fixed (changing it needs `huitong reindex`).
+public struct IdentifierProtection: Sendable {
+    public static let residentIDSystem = "urn:oid:2.16.156.10011.1.3"
+    public static let encryptedValueURL = "https://huitong.health/fhir/StructureDefinition/encrypted-value"
+    /// HL7 v3 ObservationValue `MASKED`: the response hides information the caller may not see.
+    public static let maskedSecurity = JSON.object(JSONObject([
+        ("system", .string("http://terminology.hl7.org/CodeSystem/v3-ObservationValue")), ("code", .string("MASKED")),
+        ("display", .string("masked")),
+    ]))
+    /// Types whose phone numbers are a resident's own.
+    public static let residentTypes: Set<String> = ["Patient", "Person", "RelatedPerson"]
+    /// Prefix of blind index codes (never a real identifier: real ones hold no colon-led tag).
+    static let blindPrefix = "hmac:"
+
+    public enum KeyError: Error, CustomStringConvertible {
+        case invalid(String)
+        public var description: String {
+            switch self { case .invalid(let why): return why }
+        }
+    }
+
+    let encryptionKeys: [String: SymmetricKey]
+    let activeKeyID: String
+    let blindKey: SymmetricKey
+
+    /// - Parameter keyring: lines (or `;`-separated entries) of `<key id> <base64 of 32 bytes>`;
+    ///   lines starting with `#` are comments.
+    public init(keyring: String) throws {
+        var keys: [(String, SymmetricKey)] = []
+        // Lines, or `;`-separated entries (one environment variable); `#` lines are comments.
+        let entries = keyring.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("#") }
+            .flatMap { $0.split(separator: ";") }
+        for raw in entries {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count == 2, let bytes = Data(base64Encoded: String(parts[1])), bytes.count == 32 else {
+                throw KeyError.invalid("An identifier key line must be '<key id> <base64 of 32 random bytes>'")
+            }
+            let id = String(parts[0])
+            guard !id.contains(":"), !keys.contains(where: { $0.0 == id }) else {
+                throw KeyError.invalid("Identifier key ids must be unique and contain no ':' ('\(id)')")
+            }
+            keys.append((id, SymmetricKey(data: bytes)))
+        }
+        guard let first = keys.first, let last = keys.last else { throw KeyError.invalid("The identifier keyring holds no key") }
+        var derived: [String: SymmetricKey] = [:]
+        for (id, key) in keys {
+            derived[id] = HKDF<SHA256>.deriveKey(inputKeyMaterial: key, info: Data("huitong identifier encryption v1".utf8), outputByteCount: 32)
+        }
+        encryptionKeys = derived
+        activeKeyID = last.0
+        blindKey = HKDF<SHA256>.deriveKey(inputKeyMaterial: first.1, info: Data("huitong identifier blind index v1".utf8), outputByteCount: 32)
+    }
+
+    /// A keyring line with a new random key.
+    public static func newKeyLine(id: String) -> String {
+        let key = SymmetricKey(size: .bits256)
+        return id + " " + key.withUnsafeBytes { Data($0).base64EncodedString() }
+    }
+
+    // MARK: blind index
+
+    /// The blind index code of a protected value: HMAC-SHA256 under the index key of the value with
+    /// spaces and hyphens removed and letters upper-cased (so `11010…002x` finds `11010…002X`).
+    public func blind(_ value: String) -> String {
+        var normalized = ""
+        normalized.reserveCapacity(value.utf8.count)
+        for c in value where c != " " && c != "-" { normalized.append(contentsOf: c.uppercased()) }
+        return Self.blindPrefix + tag(Data(normalized.utf8))
+    }
+
+    /// The blind code a searched token value is also looked up as, if it may be a protected value:
+    /// any value in the ID number or phone systems, and a value of any system shaped like a number.
+    public func searchable(system: String?, code: String) -> String? {
+        switch system {
+        case Self.residentIDSystem?, "phone"?, "sms"?: return blind(code)
+        default: return Self.mayBeProtected(code) ? blind(code) : nil
+        }
+    }
+
+    /// A keyed, one-way form of any string (the master index's blocking keys, which hold ID and
+    /// phone numbers), compared only for equality.
+    public func blindKeyed(_ value: String) -> String { tag(Data(value.utf8)) }
+
+    private func tag(_ data: Data) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: data, using: blindKey)
+        // 128 bits, base64url without padding.
+        return Data(mac.prefix(16)).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Whether a searched token value could be a protected one (an ID or phone number): searches
+    /// for such values also look up their blind index code.
+    public static func mayBeProtected(_ value: String) -> Bool {
+        var digits = 0
+        for c in value.unicodeScalars {
+            switch c {
+            case "0"..."9": digits += 1
+            case "X", "x", "+", "-", " ", "(", ")": continue
+            default: return false
+            }
+        }
+        return digits >= 6
+    }
+
+    /// A value that checks the keyring against a store (same value: same blind index key).
+    public var keyCheck: String { tag(Data("huitong identifier key check".utf8)) }
+
+    // MARK: writes
+
+    /// The stored form of a resource and the protected values it held (their index entries are
+    /// blinded with `blindIndex`).
+    public func protect(_ resource: JSONObject, type: String) -> (stored: JSONObject, secrets: Set<String>) {
+        var secrets = Set<String>()
+        let phones = Self.residentTypes.contains(type)
+        let stored = walk(resource) { object in
+            guard let kind = Self.kind(of: object, phones: phones), case .string(let value)? = object["value"] else { return nil }
+            secrets.insert(value)
+            return encrypt(value, kind: kind, in: object)
+        }
+        return (stored, secrets)
+    }
+
+    /// Index entries with every protected value replaced by its blind index code.
+    public func blindIndex(_ entries: [IndexEntry], secrets: Set<String>) -> [IndexEntry] {
+        guard !secrets.isEmpty else { return entries }
+        return entries.map { entry in
+            switch entry.value {
+            case .token(let system, let code) where secrets.contains(code):
+                return IndexEntry(entry.parameter, .token(system: system, code: blind(code)))
+            case .string(_, let exact) where secrets.contains(exact):
+                let code = blind(exact)
+                return IndexEntry(entry.parameter, .string(code, exact: code))
+            default:
+                return entry
+            }
+        }
+    }
+
+    // MARK: reads
+
+    static let marker = Array(#"encrypted-value""#.utf8)
+
+    /// Whether stored bytes hold any encrypted value (most records do not and pass unchanged).
+    public static func holdsEncrypted(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        ByteSearch.find(marker, anchor: 9, in: bytes) != nil
+    }
+
+    /// The resource with its protected values in clear.
+    public func reveal(_ resource: JSONObject) -> JSONObject {
+        walk(resource) { object in
+            guard let (token, kind) = Self.encrypted(in: object) else { return nil }
+            return Self.restoring(object, value: decrypt(token, kind: kind) ?? "******")
+        }
+    }
+
+    /// The resource with its protected values masked (`1101**********002X`, `138****8000`) and
+    /// labelled `MASKED` in `meta.security`.
+    public func mask(_ resource: JSONObject) -> JSONObject {
+        var masked = false
+        var out = walk(resource) { object in
+            guard let (token, kind) = Self.encrypted(in: object) else { return nil }
+            masked = true
+            return Self.restoring(object, value: Self.masked(decrypt(token, kind: kind) ?? "", kind: kind))
+        }
+        if masked {
+            var meta = out["meta"]?.objectValue ?? JSONObject()
+            var security = meta["security"]?.arrayValue ?? []
+            if !security.contains(Self.maskedSecurity) { security.append(Self.maskedSecurity) }
+            meta["security"] = .array(security)
+            out["meta"] = .object(meta)
+        }
+        return out
+    }
+
+    /// An ID number keeps its first four (region) and last four characters; a phone its first
+    /// three and last four digits; anything shorter only its last two.
+    public static func masked(_ value: String, kind: String) -> String {
+        let chars = Array(value)
+        let (head, tail) = kind == "id" ? (4, 4) : (3, 4)
+        guard chars.count > head + tail + 1 else {
+            return String(repeating: "*", count: max(chars.count - 2, 4)) + String(chars.suffix(2))
+        }
+        return String(chars.prefix(head)) + String(repeating: "*", count: chars.count - head - tail) + String(chars.suffix(tail))
+    }
+
+    // MARK: the walk
+
+    /// Rebuilds the tree, letting `change` replace any object (nil: keep it and look inside).
+    private func walk(_ object: JSONObject, _ change: (JSONObject) -> JSONObject?) -> JSONObject {
+        func visit(_ value: JSON) -> JSON {
+            switch value {
+            case .object(let o): return .object(change(o) ?? JSONObject(o.members.map { ($0.key, visit($0.value)) }))
+            case .array(let a): return .array(a.map(visit))
+            default: return value
+            }
+        }
+        return JSONObject(object.members.map { ($0.key, visit($0.value)) })
+    }
+
+    /// `id` for a resident ID number, `phone` for a phone or SMS contact point (where `phones`),
+    /// nil for anything else.
+    static func kind(of object: JSONObject, phones: Bool = true) -> String? {
+        switch object["system"]?.stringValue {
+        case residentIDSystem?: return "id"
+        case "phone"?, "sms"?: return phones ? "phone" : nil
+        default: return nil
+        }
+    }
+
+    private func encrypt(_ value: String, kind: String, in object: JSONObject) -> JSONObject {
+        let key = encryptionKeys[activeKeyID]!
+        // Sealing with a fresh random nonce cannot fail for these sizes.
+        let sealed = try! AES.GCM.seal(Data(value.utf8), using: key, authenticating: Data(kind.utf8))
+        let token = activeKeyID + ":" + sealed.combined!.base64EncodedString()
+        let ext = JSON.object(JSONObject([("url", .string(Self.encryptedValueURL)), ("valueString", .string(token))]))
+        var primitive = object["_value"]?.objectValue ?? JSONObject()
+        primitive["extension"] = .array((primitive["extension"]?.arrayValue ?? []) + [ext])
+        var members: [(String, JSON)] = []
+        for (k, v) in object.members where k != "_value" {
+            members.append(k == "value" ? ("_value", .object(primitive)) : (k, v))
+        }
+        return JSONObject(members)
+    }
+
+    /// The ciphertext an object holds in place of its value, and its kind.
+    static func encrypted(in object: JSONObject) -> (token: String, kind: String)? {
+        guard object["value"] == nil, let kind = kind(of: object),
+              let token = object["_value"]?["extension"]?.arrayValue?
+                .first(where: { $0["url"]?.stringValue == encryptedValueURL })?["valueString"]?.stringValue else { return nil }
+        return (token, kind)
+    }
+
+    /// The object with `value` back where the encrypted extension was (and the primitive's other
+    /// extensions, if any, kept).
+    static func restoring(_ object: JSONObject, value: String) -> JSONObject {
+        var members: [(String, JSON)] = []
+        for (k, v) in object.members {
+            guard k == "_value", var primitive = v.objectValue else { members.append((k, v)); continue }
+            members.append(("value", .string(value)))
+            let others = (primitive["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != encryptedValueURL }
+            primitive["extension"] = others.isEmpty ? nil : .array(others)
+            if !primitive.isEmpty { members.append(("_value", .object(primitive))) }
+        }
+        return JSONObject(members)
+    }
+
+    private func decrypt(_ token: String, kind: String) -> String? {
+        guard let colon = token.firstIndex(of: ":"), let key = encryptionKeys[String(token[..<colon])],
+              let data = Data(base64Encoded: String(token[token.index(after: colon)...])),
+              let box = try? AES.GCM.SealedBox(combined: data),
+              let plain = try? AES.GCM.open(box, using: key, authenticating: Data(kind.utf8)) else { return nil }
+        return String(decoding: plain, as: UTF8.self)
+    }
+}
+
+extension IdentifierProtection {
+    /// Stored content parsed, with protected values in clear when `protection` is given (content
+    /// without encrypted values is only parsed).
+    public static func parse(_ content: ByteBuffer?, revealing protection: IdentifierProtection?) -> JSONObject? {
+        guard let content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+        guard let protection, content.withUnsafeReadableBytes(holdsEncrypted) else { return o }
+        return protection.reveal(o)
+    }
+}
+
+extension IdentifierProtection {
+    static let checkKind = "identifier-keyring"
+
+    /// Ties the keyring to a store: the first keyring a store meets is recorded (by a check value
+    /// of its blind index key, which reveals nothing of it); a later start with a keyring whose
+    /// index key differs is refused, since its blind codes would find nothing that is stored.
+    public func bind(to store: any ResourceStore) async throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        if let known = try await store.record(kind: Self.checkKind, id: "blind-index", now: now) {
+            guard known.content == keyCheck else {
+                throw KeyError.invalid("This identifier keyring is not the one this store was written with (its first key differs); "
+                                       + "start with the store's keyring, or run `huitong reindex` after changing the first key on purpose")
+            }
+            return
+        }
+        try await rebind(to: store)
+    }
+
+    /// Records the current keyring's check value (after `huitong reindex` re-blinded the index).
+    public func rebind(to store: any ResourceStore) async throws {
+        var unit = WriteUnit(writes: [])
+        unit.records = [RecordWrite(PlatformRecord(kind: Self.checkKind, id: "blind-index", content: keyCheck))]
+        _ = try await store.commit(unit)
+    }
+}
