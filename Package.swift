@@ -42,6 +42,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "HL7v2",
+            dependencies: [
+                "FHIRModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "StorePostgres",
             dependencies: [
                 "FHIRModel", "Store",
@@ -75,7 +84,7 @@ let package = Package(
         .target(
             name: "Platform",
             dependencies: [
-                "FHIRModel", "Store", "Identity", "Access",
+                "FHIRModel", "Store", "Identity", "Access", "HL7v2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -96,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -104,6 +113,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "HL7v2Tests", dependencies: ["HL7v2", "FHIRModel", .product(name: "NIOCore", package: "swift-nio"),
+                                                 .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(name: "AccessTests", dependencies: ["Access", "Store", "StoreTestSupport", "FHIRModel",
                                                      .product(name: "JWTKit", package: "jwt-kit"),
                                                      .product(name: "Crypto", package: "swift-crypto")],
@@ -115,8 +126,10 @@ let package = Package(
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings

@@ -19,8 +19,11 @@ public struct ClientRegistration: Codable, Sendable, Equatable {
     public var jwks: String?
     public var created: Int64
     public var disabled: Bool
+    /// The HL7 v2 senders it is (`MSH-3^MSH-4` namespaces, or `^MSH-4` for any application of that
+    /// facility): their messages over MLLP are written as this client.
+    public var hl7Senders: [String]?
 
-    static let kind = "oauth-client"
+    public static let kind = "oauth-client"
 }
 
 /// OAuth2 error (RFC 6749 §5.2) from the token endpoint.
@@ -54,7 +57,8 @@ public struct ClientRegistry: Sendable {
     /// Registers a client and returns it with its secret (shown once; only its hash is kept).
     /// With `jwks` the client authenticates with `private_key_jwt` and gets no secret.
     public static func register(name: String, facility: String?, role: Role = .facilitySystem, scopes: String,
-                                jwks: String?, in store: any ResourceStore) async throws -> (ClientRegistration, secret: String?) {
+                                jwks: String?, hl7Senders: [String] = [],
+                                in store: any ResourceStore) async throws -> (ClientRegistration, secret: String?) {
         let parsed = scopes.split(separator: " ").map { ($0, SMARTScope($0)) }
         if let bad = parsed.first(where: { $0.1 == nil }) {
             throw OAuthError(400, "invalid_scope", "'\(bad.0)' is not a SMART resource scope (e.g. system/Observation.cruds)")
@@ -65,10 +69,13 @@ public struct ClientRegistry: Sendable {
             }
         }
         let secret = jwks == nil ? randomToken() : nil
+        if !hl7Senders.isEmpty && facility == nil {
+            throw OAuthError(400, "invalid_client_metadata", "An HL7 v2 sender writes as a facility: give the client one")
+        }
         let client = ClientRegistration(
             id: randomToken(bytes: 12), name: name, facility: facility, role: role,
             scopes: SMARTScope.format(parsed.compactMap(\.1)), secretHash: secret.map(sha256Hex), jwks: jwks,
-            created: Int64(Date().timeIntervalSince1970 * 1_000_000), disabled: false)
+            created: Int64(Date().timeIntervalSince1970 * 1_000_000), disabled: false, hl7Senders: hl7Senders.isEmpty ? nil : hl7Senders)
         let content = String(decoding: try JSONEncoder().encode(client), as: UTF8.self)
         var unit = WriteUnit(writes: [])
         unit.records = [RecordWrite(PlatformRecord(kind: ClientRegistration.kind, id: client.id, content: content))]

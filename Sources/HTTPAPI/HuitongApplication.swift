@@ -47,13 +47,19 @@ public enum HuitongApplication {
         }
     }
 
-    public static func router(store: any ResourceStore, configuration: Configuration) -> Router<HuitongRequestContext> {
+    /// The one FHIR service of a server: HTTP and the HL7 v2 gateway share it (and so its
+    /// master-index lock and pipeline).
+    public static func service(store: any ResourceStore, configuration: Configuration) -> FHIRService {
+        let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
+                                      protection: configuration.identifiers)
+        return FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
+    }
+
+    public static func router(store: any ResourceStore, configuration: Configuration, service: FHIRService? = nil) -> Router<HuitongRequestContext> {
         let router = Router(context: HuitongRequestContext.self)
         router.add(middleware: SecurityHeadersMiddleware(tls: configuration.tls != nil))
         let scheme = configuration.tls == nil ? "http" : "https"
-        let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
-                                      protection: configuration.identifiers)
-        let service = FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
+        let service = service ?? Self.service(store: store, configuration: configuration)
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit
         searches.masterIndex = service.masterIndex
@@ -86,7 +92,8 @@ public enum HuitongApplication {
         return router
     }
 
-    public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger) throws -> some ApplicationProtocol {
+    public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger,
+                            service: FHIRService? = nil) throws -> some ApplicationProtocol {
         var server = HTTPServerBuilder.http1()
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
@@ -96,7 +103,7 @@ public enum HuitongApplication {
             server = try .tls(.http1(), tlsConfiguration: settings)
         }
         return Application(
-            router: router(store: store, configuration: configuration),
+            router: router(store: store, configuration: configuration, service: service),
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Huitong"),
             logger: logger)

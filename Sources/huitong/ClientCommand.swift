@@ -32,6 +32,9 @@ struct ClientCreate: AsyncParsableCommand {
     @Option(help: "A JWK Set file with the client's public keys: it authenticates with private_key_jwt and gets no secret.")
     var jwks: String?
 
+    @Option(help: "An HL7 v2 sender this client is, as MSH-3^MSH-4 (e.g. 'HIS^county-hospital', or '^county-hospital' for any application there); repeatable. Its messages over MLLP are written as this client.")
+    var hl7Sender: [String] = []
+
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
@@ -40,7 +43,7 @@ struct ClientCreate: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: Logger(label: "huitong"))
         do {
             let (client, secret) = try await ClientRegistry.register(name: name, facility: facility, role: role, scopes: scopes,
-                                                                     jwks: jwksText, in: store)
+                                                                     jwks: jwksText, hl7Senders: hl7Sender, in: store)
             print("client_id: \(client.id)")
             if let secret { print("client_secret: \(secret)    (shown once; keep it safe)") }
             print("scopes: \(client.scopes)")

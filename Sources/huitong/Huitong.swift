@@ -1,6 +1,7 @@
 import Access
 import ArgumentParser
 import Foundation
+import HL7v2
 import HTTPAPI
 import Hummingbird
 import Logging
@@ -134,6 +135,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests a second to /fhir per client or user (0: unlimited).")
     var clientRateLimit: Double = 0
 
+    @Option(help: "HL7 v2 over MLLP on this port (e.g. 2575; off by default). Senders are registered with `huitong client create --hl7-sender`. Env: HUITONG_MLLP_PORT")
+    var mllpPort: Int? = Int(ProcessInfo.processInfo.environment["HUITONG_MLLP_PORT"] ?? "")
+
+    @Option(help: "Largest HL7 v2 message accepted over MLLP, in bytes (larger ones get AR).")
+    var mllpMaxBytes: Int = 8 * 1024 * 1024
+
     @OptionGroup var matchingOptions: MatchingOptions
 
     @OptionGroup var storeOptions: StoreOptions
@@ -155,8 +162,18 @@ struct Serve: AsyncParsableCommand {
         let host = self.host ?? (dev ? "127.0.0.1" : "0.0.0.0")
         let store = try await storeOptions.open(logger: logger)
         let app: any ApplicationProtocol
+        var mllp: MLLPServer?
         do {
-            app = try await application(store: store, host: host, logger: logger)
+            let configuration = try await configuration(store: store, host: host)
+            let service = HuitongApplication.service(store: store, configuration: configuration)
+            app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service)
+            if let mllpPort {
+                let gateway = HL7Gateway(service: service)
+                mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes) { frame, peer in
+                    await gateway.handle(frame, peer: peer)
+                }
+                logger.info("HL7 v2 (MLLP) listening on \(host):\(mllp!.port)")
+            }
         } catch {
             try? await store.close()  // the message, not an assertion about an open connection
             throw error
@@ -167,12 +184,13 @@ struct Serve: AsyncParsableCommand {
         if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
         logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
         try await app.runService()
+        try? await mllp?.close()
         try await store.close()
     }
 }
 
 extension Serve {
-    func application(store: any ResourceStore, host: String, logger: Logger) async throws -> any ApplicationProtocol {
+    func configuration(store: any ResourceStore, host: String) async throws -> HuitongApplication.Configuration {
         let identifiers = try await storeOptions.identifierProtection(for: store)
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
         let tokens = try await TokenAuthority(keys: keys)
@@ -189,7 +207,7 @@ extension Serve {
         if let tlsCert, let tlsKey { configuration.tls = (tlsCert, tlsKey) }
         configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,
                                               perClient: clientRateLimit > 0 ? clientRateLimit : nil)
-        return try HuitongApplication.make(store: store, configuration: configuration, logger: logger)
+        return configuration
     }
 }
 

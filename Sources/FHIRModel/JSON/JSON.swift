@@ -1,7 +1,7 @@
 /// A JSON value that keeps what FHIR needs and generic JSON libraries lose:
 /// object member order (so stored content reads back as written) and the exact
 /// lexical form of numbers (FHIR decimals are precise: `1.50` must stay `1.50`).
-public enum JSON: Sendable, Equatable {
+public enum JSON: Sendable, Equatable, ExpressibleByStringLiteral {
     case null
     case bool(Bool)
     /// The number's text exactly as it appeared in the input.
@@ -9,6 +9,8 @@ public enum JSON: Sendable, Equatable {
     case string(String)
     case array([JSON])
     case object(JSONObject)
+
+    public init(stringLiteral value: String) { self = .string(value) }
 
     public var stringValue: String? {
         if case .string(let s) = self { return s }

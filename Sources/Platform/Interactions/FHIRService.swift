@@ -42,6 +42,9 @@ public struct FHIRService: Sendable {
     public private(set) var principal: Principal
     /// Where the request came from (network address, break-the-glass reason), for the audit trail.
     public private(set) var origin: RequestOrigin = .local
+    /// Platform records committed with every write unit of this service (an HL7 message's
+    /// control id, so that a message sent again is recognised).
+    public private(set) var unitRecords: [RecordWrite] = []
     let policy = AccessPolicy()
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
@@ -80,6 +83,13 @@ public struct FHIRService: Sendable {
 
     /// What this principal sees of stored ID and phone numbers (every response passes through it).
     public var presenter: IdentifierPresenter { IdentifierPresenter(protection: pipeline.protection, principal: principal) }
+
+    /// The same service, committing `records` with its writes.
+    public func recording(_ records: [RecordWrite]) -> FHIRService {
+        var copy = self
+        copy.unitRecords = records
+        return copy
+    }
 
     /// The audit trail of this principal's requests.
     public var trail: AuditTrail { AuditTrail(store: store, principal: principal, origin: origin, enabled: auditing) }
@@ -390,6 +400,7 @@ public struct FHIRService: Sendable {
                 // writer process the lock above already keeps it current.
                 full.assumptions += plan.assumptions
             }
+            full.records += unitRecords
             let types = Set(unit.writes.map(\.key.type))
             if auditing { full.audit = [trail.event(interaction, type: types.count == 1 ? types.first : nil, entities: full.writes.map(\.key),
                                       patients: AuditTrail.patients(of: full.writes))] }

@@ -1,0 +1,263 @@
+@testable import Access
+import FHIRModel
+import Foundation
+import HL7v2
+import NIOCore
+import NIOPosix
+import Platform
+import Store
+import StoreTestSupport
+import XCTest
+
+/// The HL7 v2 gateway: messages from registered senders become platform data in one transaction
+/// (AA), wrong content stores nothing (AE with ERR), messages that cannot be taken are refused
+/// (AR), and a message sent again changes nothing.
+final class HL7GatewayTests: XCTestCase {
+    static let mrn = "urn:huitong:mrn:county"
+
+    struct Setup {
+        let gateway: HL7Gateway
+        let service: FHIRService
+        let store: any ResourceStore
+    }
+
+    func withGateway(_ body: @escaping @Sendable (Setup) async throws -> Void) async throws {
+        try await withEachBackend { test in
+            _ = try await ClientRegistry.register(name: "HIS", facility: "county", scopes: "system/*.cruds", jwks: nil,
+                                                  hl7Senders: ["HIS^county-hospital", "^county-lab"], in: test.store)
+            let protection = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+            let service = FHIRService(store: test.store, pipeline: IngestPipeline(protection: protection))
+            try await body(Setup(gateway: HL7Gateway(service: service), service: service.acting(as: .platform), store: test.store))
+        }
+    }
+
+    static func msh(_ type: String, _ control: String, sender: String = "HIS|county-hospital", version: String = "2.4", charset: String = "") -> String {
+        "MSH|^~\\&|\(sender)|HUITONG|platform|20261124103000||\(type)|\(control)|P|\(version)|||AL|NE|CHN|\(charset)"
+    }
+
+    static let pid = "PID|1||M123^^^county-hospital^MR~11010519491231002X^^^CHN^NNCHN||张^三^^^^^L||19491231|F|||建国路1号^^北京市^北京市^100022^CHN^H||^PRN^PH^^^^^^^^^13800138000"
+
+    static func adt(_ event: String, _ control: String, pid: String = pid, pv1: String? = nil) -> String {
+        [msh("ADT^\(event)^ADT_\(event)", control), "EVN|\(event)|20261124103000", pid,
+         pv1 ?? "PV1|1|I|ward-3^302^1||||D001^李^医生||||||||||||V-01|||||||||||||||||||||||||20261124100000"].joined(separator: "\r")
+    }
+
+    static func send(_ s: Setup, _ text: String, charset: Charset = .utf8) async -> HL7Message {
+        let answer = await s.gateway.handle(.message(charset.encode(text)), peer: "test")
+        return (try? ER7.parse(charset.decode(answer) ?? "")) ?? HL7Message(segments: [])
+    }
+
+    static func search(_ s: Setup, _ type: String, _ query: String) async throws -> [JSONObject] {
+        let parsed = try SearchQueryParser(protection: s.service.pipeline.protection).parse(type: type, query: query)
+        var out: [JSONObject] = []
+        for key in try await s.store.search(parsed, limit: 100) {
+            let record = try await s.service.read(type, key.id)
+            if case .object(let o)? = try? JSONParser.parse(record.content!.readableBytesView) { out.append(o) }
+        }
+        return out
+    }
+
+    func test_admissionUpdateAndDischarge_areOnePatientAndOneEncounter() async throws {
+        try await withGateway { s in
+            // Sent in GB 18030, as many hospital systems do.
+            let a01 = Self.adt("A01", "M1").replacingOccurrences(of: "|CHN|", with: "|CHN|GB 18030-2000")
+            let ack = await Self.send(s, a01, charset: .gb18030)
+            XCTAssertEqual(ack["MSA"]?[1].value, "AA", ER7.serialize(ack))
+            XCTAssertEqual(ack["MSA"]?[2].value, "M1")
+            XCTAssertEqual(ack["MSH"]?[9].component(1), "ACK")
+            XCTAssertEqual(ack["MSH"]?[5].value, "HIS", "answered to the sender")
+            let patients = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|M123")
+            XCTAssertEqual(patients.count, 1)
+            let patient = try XCTUnwrap(patients.first)
+            XCTAssertEqual(patient["name"]?[0]?["family"]?.stringValue, "张")
+            XCTAssertEqual(patient["name"]?[0]?["given"]?[0]?.stringValue, "三")
+            XCTAssertEqual(patient["birthDate"]?.stringValue, "1949-12-31")
+            XCTAssertEqual(patient["gender"]?.stringValue, "female")
+            XCTAssertEqual(patient["telecom"]?[0]?["value"]?.stringValue, "13800138000")
+            XCTAssertEqual(patient["address"]?[0]?["city"]?.stringValue, "北京市")
+            let byResidentID = try await Self.search(s, "Patient", "identifier=urn:oid:2.16.156.10011.1.3|11010519491231002X")
+            XCTAssertEqual(byResidentID.count, 1, "found by the resident ID number in PID-3's second repetition")
+            let encounterFound = try await Self.search(s, "Encounter", "identifier=urn:huitong:visit:county|V-01")
+            let encounter = try XCTUnwrap(encounterFound.first)
+            XCTAssertEqual(encounter["status"]?.stringValue, "in-progress")
+            XCTAssertEqual(encounter["class"]?["code"]?.stringValue, "IMP")
+            XCTAssertEqual(encounter["location"]?[0]?["location"]?["display"]?.stringValue, "ward-3 302 1")
+            XCTAssertEqual(encounter["participant"]?[0]?["individual"]?["display"]?.stringValue, "李医生")
+            XCTAssertEqual(encounter["period"]?["start"]?.stringValue, "2026-11-24T10:00:00+08:00")
+            XCTAssertEqual(encounter["subject"]?["reference"]?.stringValue, "Patient/" + (patient["id"]?.stringValue ?? ""))
+
+            // The same message again: the first ACK, nothing written.
+            let again = await s.gateway.handle(.message(Charset.gb18030.encode(a01)), peer: "test")
+            let first = await s.gateway.handle(.message(Charset.gb18030.encode(a01)), peer: "test")
+            XCTAssertEqual(again, first)
+            let unchanged = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|M123")
+            XCTAssertEqual(unchanged.first?["meta"]?["versionId"]?.stringValue, "1")
+
+            // A08 changes the name; A03 discharges: still one Patient, one Encounter.
+            let a08 = await Self.send(s, Self.adt("A08", "M2", pid: Self.pid.replacingOccurrences(of: "张^三", with: "张^三丰")))
+            XCTAssertEqual(a08["MSA"]?[1].value, "AA", ER7.serialize(a08))
+            let renamed = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|M123")
+            XCTAssertEqual(renamed.map { $0["name"]?[0]?["given"]?[0]?.stringValue }, ["三丰"])
+            XCTAssertEqual(renamed.first?["id"], patient["id"])
+            let a03 = await Self.send(s, Self.adt("A03", "M3", pv1: "PV1|1|I|ward-3^302^1||||D001^李^医生||||||||||||V-01|||||||||||||||||||||||||20261124100000|20261130090000"))
+            XCTAssertEqual(a03["MSA"]?[1].value, "AA", ER7.serialize(a03))
+            let updated = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|M123")
+            XCTAssertEqual(updated.count, 1)
+            XCTAssertEqual(updated.first?["meta"]?["versionId"]?.stringValue, "3", "A01, A08, A03: three versions of one Patient")
+            let encounters = try await Self.search(s, "Encounter", "identifier=urn:huitong:visit:county|V-01")
+            XCTAssertEqual(encounters.count, 1)
+            XCTAssertEqual(encounters.first?["status"]?.stringValue, "finished")
+            XCTAssertEqual(encounters.first?["period"]?["end"]?.stringValue, "2026-11-30T09:00:00+08:00")
+        }
+    }
+
+    func test_results_reportObservationsAndSpecimen_andBadContentStoresNothing() async throws {
+        try await withGateway { s in
+            let a04 = await Self.send(s, Self.adt("A04", "R0"))
+            XCTAssertEqual(a04["MSA"]?[1].value, "AA")
+            var segments = [Self.msh("ORU^R01^ORU_R01", "R1", sender: "LIS|county-lab", version: "2.5"), "PID|1||M123^^^county-hospital^MR||张^三",
+                            "OBR|1|P7|F7^LAB|24331-1^Lipid panel^LN|||20261124080000|||||||||||||||20261124093000||||F",
+                            "OBX|1|NM|2093-3^Cholesterol^LN||5.20|mmol/L^mmol/L^UCUM|<5.2|H|||F",
+                            "OBX|2|SN|2571-8^Triglyceride^LN||<^1.7|mmol/L^mmol/L^UCUM|0-1.7|N|||F",
+                            "OBX|3|ST|8251-1^Note^LN||空腹采血 fasting||||||F",
+                            "OBX|4|CE|883-9^ABO group^LN||A^A型^L||||||F"]
+            for i in 5...20 { segments.append("OBX|\(i)|NM|\(1000 + i)-0^Item \(i)^LN||\(i).5|g/L^g/L^UCUM|1-100|N|||F") }
+            segments.append("SPM|1|S7||119297000^Blood^SCT||||||||||||||20261124073000")
+            let ack = await Self.send(s, segments.joined(separator: "\r"))
+            XCTAssertEqual(ack["MSA"]?[1].value, "AA", ER7.serialize(ack))
+            let reports = try await Self.search(s, "DiagnosticReport", "identifier=urn:huitong:order:county|F7")
+            let report = try XCTUnwrap(reports.first)
+            XCTAssertEqual(report["status"]?.stringValue, "final")
+            XCTAssertEqual(report["result"]?.arrayValue?.count, 20)
+            XCTAssertEqual(report["code"]?["coding"]?[0]?["system"]?.stringValue, "http://loinc.org")
+            XCTAssertEqual(report["issued"]?.stringValue, "2026-11-24T09:30:00+08:00")
+            XCTAssertEqual(report["specimen"]?.arrayValue?.count, 1)
+            let observations = try await Self.search(s, "Observation", "code=http://loinc.org|2093-3")
+            let cholesterol = try XCTUnwrap(observations.first)
+            XCTAssertEqual(cholesterol["valueQuantity"]?["value"], .number("5.20"), "the sender's precision is kept")
+            XCTAssertEqual(cholesterol["valueQuantity"]?["code"]?.stringValue, "mmol/L")
+            XCTAssertEqual(cholesterol["interpretation"]?[0]?["coding"]?[0]?["code"]?.stringValue, "H")
+            XCTAssertEqual(cholesterol["referenceRange"]?[0]?["high"]?["value"], .number("5.2"))
+            XCTAssertEqual(cholesterol["effectiveDateTime"]?.stringValue, "2026-11-24T08:00:00+08:00")
+            let tgs = try await Self.search(s, "Observation", "code=http://loinc.org|2571-8")
+            let tg = try XCTUnwrap(tgs.first)
+            XCTAssertEqual(tg["valueQuantity"]?["comparator"]?.stringValue, "<")
+            let note = try await Self.search(s, "Observation", "code=http://loinc.org|8251-1")
+            XCTAssertEqual(note.first?["valueString"]?.stringValue, "空腹采血 fasting")
+            let abo = try await Self.search(s, "Observation", "code=http://loinc.org|883-9")
+            XCTAssertEqual(abo.first?["valueCodeableConcept"]?["coding"]?[0]?["code"]?.stringValue, "A")
+            let patient = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|M123")
+            XCTAssertEqual(patient.first?["meta"]?["versionId"]?.stringValue, "1", "a result does not rewrite the registration")
+            XCTAssertEqual(patient.first?["name"]?[0]?["given"]?[0]?.stringValue, "三")
+            XCTAssertEqual(report["subject"]?["reference"]?.stringValue, "Patient/" + (patient.first?["id"]?.stringValue ?? ""))
+
+            // Wrong content anywhere: AE naming the place, and nothing of the message stored.
+            let before = try await s.store.resourceCounts()
+            var bad = segments
+            bad[0] = Self.msh("ORU^R01^ORU_R01", "R2", sender: "LIS|county-lab", version: "2.5")
+            bad[2] = bad[2].replacingOccurrences(of: "F7", with: "F8")
+            bad[9] = "OBX|7|NM|1007-0^Item 7^LN||seven|g/L||N|||F"  // the seventh OBX
+            let refused = await Self.send(s, bad.joined(separator: "\r"))
+            XCTAssertEqual(refused["MSA"]?[1].value, "AE")
+            XCTAssertEqual(refused["ERR"]?[2].component(1), "OBX")
+            XCTAssertEqual(refused["ERR"]?[2].component(2), "7")
+            XCTAssertEqual(refused["ERR"]?[2].component(3), "5")
+            XCTAssertEqual(refused["ERR"]?[3].component(1), "102")
+            for (message, segment, field, code) in [
+                (Self.adt("A01", "E1", pid: "PID|1||||张^三"), "PID", "3", "101"),
+                (Self.adt("A01", "E2", pid: "PID|1||X9^^^h^MR||张^三||19491331"), "PID", "7", "102"),
+                (Self.adt("A01", "E3", pid: "PID|1||X9^^^h^MR||张^三|||Q"), "PID", "8", "103"),
+                (Self.adt("A01", "E4", pid: "PID|1||X9^^^h^MR~110105194912310021^^^CHN^NNCHN"), "PID", "3", "102"),
+            ] {
+                let answer = await Self.send(s, message)
+                XCTAssertEqual(answer["MSA"]?[1].value, "AE", message)
+                XCTAssertEqual(answer["ERR"]?[2].component(1), segment)
+                XCTAssertEqual(answer["ERR"]?[2].component(3), field)
+                XCTAssertEqual(answer["ERR"]?[3].component(1), code)
+            }
+            let after = try await s.store.resourceCounts()
+            XCTAssertEqual(before, after, "AE stores nothing")
+        }
+    }
+
+    func test_messagesThatCannotBeTaken_areRefusedWithAR() async throws {
+        try await withGateway { s in
+            for (text, code) in [
+                (Self.adt("A01", "X1").replacingOccurrences(of: "HIS|county-hospital", with: "HIS|elsewhere"), "204"),
+                (Self.adt("A01", "X2").replacingOccurrences(of: "|2.4|", with: "|2.9|"), "203"),
+                ([Self.msh("QRY^A19", "X3"), "QRD|1"].joined(separator: "\r"), "200"),
+                ([Self.msh("ADT^A99", "X4"), Self.pid].joined(separator: "\r"), "201"),
+                ("PID|1||X", "100"),
+                (Self.adt("A01", "X5").replacingOccurrences(of: "MSH|^~\\&", with: "MSH|^~"), "100"),
+            ] {
+                let answer = await Self.send(s, text)
+                XCTAssertEqual(answer["MSA"]?[1].value, "AR", text)
+                XCTAssertEqual(answer["ERR"]?[3].component(1), code, text)
+            }
+            let counts = try await s.store.resourceCounts()
+            XCTAssertEqual(counts.values.reduce(0, +), 0)
+            XCTAssertEqual(s.gateway.counters.snapshot["HIS^elsewhere"]?.counts["AR"], 1)
+        }
+    }
+
+    func test_overMLLP_framesAreAnsweredInOrder_andBrokenFramesGetAR() async throws {
+        try await withGateway { s in
+            let server = try await MLLPServer.start(host: "127.0.0.1", port: 0, maxMessageBytes: 64 * 1024) { frame, peer in
+                await s.gateway.handle(frame, peer: peer)
+            }
+            defer { Task { try? await server.close() } }
+            // Three messages in one write (pipelined), answered in the order sent.
+            let three = ["P1", "P2", "P3"].flatMap { MLLP.frame(Array(Self.adt("A04", $0).utf8)) }
+            let answers = try await MLLPTestClient.exchange(port: server.port, [three], expecting: 3)
+            XCTAssertEqual(answers.map { (try? ER7.parse(String(decoding: $0, as: UTF8.self)))?["MSA"]?[2].value }, ["P1", "P2", "P3"])
+            // Too large: AR from what its MSH says; a frame cut off by a new start block: AR; the next one: AA.
+            let huge = MLLP.frame(Array((Self.adt("A04", "BIG") + "\rNTE|1||" + String(repeating: "x", count: 100_000)).utf8))
+            let cut = [MLLP.start] + Array(Self.adt("A04", "CUT").utf8.prefix(Self.msh("ADT^A04^ADT_A04", "CUT").utf8.count + 12))
+            let fine = MLLP.frame(Array(Self.adt("A04", "OK").utf8))
+            let more = try await MLLPTestClient.exchange(port: server.port, [huge, cut, fine], expecting: 3)
+            let parsed = more.map { try? ER7.parse(String(decoding: $0, as: UTF8.self)) }
+            XCTAssertEqual(parsed.map { $0?["MSA"]?[1].value }, ["AR", "AR", "AA"])
+            XCTAssertEqual(parsed.map { $0?["MSA"]?[2].value }, ["BIG", "CUT", "OK"])
+        }
+    }
+}
+
+/// A plain MLLP client: writes the given chunks, reads `expecting` framed answers.
+enum MLLPTestClient {
+    static func exchange(port: Int, _ chunks: [[UInt8]], expecting: Int) async throws -> [[UInt8]] {
+        let collector = Collector(expecting: expecting)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) } }
+            .connect(host: "127.0.0.1", port: port).get()
+        for chunk in chunks {
+            try await channel.writeAndFlush(ByteBuffer(bytes: chunk))
+        }
+        let frames = try await collector.done.futureResult.get()
+        try await channel.close()
+        return frames
+    }
+
+    final class Collector: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        let expecting: Int
+        var bytes: [UInt8] = []
+        let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: [[UInt8]].self)
+
+        init(expecting: Int) { self.expecting = expecting }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            bytes += unwrapInboundIn(data).readableBytesView
+            var frames: [[UInt8]] = []
+            var rest = bytes[...]
+            while let s = rest.firstIndex(of: MLLP.start), let e = rest[s...].firstIndex(of: 0x1C) {
+                frames.append(Array(rest[(s + 1)..<e]))
+                rest = rest[(e + 1)...]
+            }
+            if frames.count >= expecting { done.succeed(frames) }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            done.fail(ChannelError.alreadyClosed)
+        }
+    }
+}
