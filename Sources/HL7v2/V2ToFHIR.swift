@@ -7,8 +7,10 @@ import Foundation
 /// updates what it wrote and never duplicates it.
 ///
 /// ADT A01/A04/A05/A08/A28/A31 → Patient (+ Encounter from PV1); A03 → the Encounter finished;
-/// A11 → the Encounter cancelled. ORU^R01 → Patient, one DiagnosticReport per OBR with its
-/// Observations (OBX) and Specimen (SPM or OBR-15).
+/// A11 → the Encounter cancelled. ORU^R01 → one DiagnosticReport per OBR with its Observations
+/// (OBX) and Specimen (SPM or OBR-15). Orders, appointments and documents: `V2ToFHIROrders.swift`.
+/// Only ADT changes the registration; other messages name their patient by PID-3 and create the
+/// Patient only if the facility has not registered it yet.
 public struct V2ToFHIR: Sendable {
     /// The sending facility (Organization id), owner of the records and of their identifier systems.
     public let facility: String
@@ -29,7 +31,8 @@ public struct V2ToFHIR: Sendable {
     static let adtEvents: Set<String> = ["A01", "A03", "A04", "A05", "A08", "A11", "A28", "A31"]
 
     /// The message types this mapping takes (for the CapabilityStatement and the docs).
-    public static let supported = ["ADT^A01", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A28", "ADT^A31", "ORU^R01"]
+    public static let supported = ["ADT^A01", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A28", "ADT^A31", "ORU^R01",
+                                   "ORM^O01", "OML^O21", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S26", "MDM^T02"]
 
     public func bundle(for m: HL7Message) throws(HL7Problem) -> JSON {
         let type = m.messageType
@@ -54,6 +57,24 @@ public struct V2ToFHIR: Sendable {
             let patient = try patientEntry(m, createOnly: true)
             entries.append(patient.entry)
             entries += try resultEntries(m, patient: patient.fullUrl)
+        case "ORM", "OML":
+            guard (type.code, type.event) == ("ORM", "O01") || (type.code, type.event) == ("OML", "O21") else {
+                throw HL7Problem(.reject, "201", "\(type.code)^\(type.event) is not supported (supported: ORM^O01, OML^O21)", at: ("MSH", 1, 9))
+            }
+            let patient = try patientEntry(m, createOnly: true)
+            entries = [patient.entry] + (try orderEntries(m, patient: patient.fullUrl))
+        case "SIU":
+            guard ["S12", "S13", "S14", "S15", "S26"].contains(type.event) else {
+                throw HL7Problem(.reject, "201", "SIU^\(type.event) is not supported (supported: S12, S13, S14, S15, S26)", at: ("MSH", 1, 9))
+            }
+            let patient = try patientEntry(m, createOnly: true)
+            entries = [patient.entry, try appointmentEntry(m, event: type.event, patient: patient.fullUrl)]
+        case "MDM":
+            guard type.event == "T02" else {
+                throw HL7Problem(.reject, "201", "MDM^\(type.event) is not supported (supported: MDM^T02)", at: ("MSH", 1, 9))
+            }
+            let patient = try patientEntry(m, createOnly: true)
+            entries = [patient.entry] + (try documentEntries(m, patient: patient.fullUrl))
         case "":
             throw HL7Problem(.reject, "101", "MSH-9 (message type) is missing", at: ("MSH", 1, 9))
         default:

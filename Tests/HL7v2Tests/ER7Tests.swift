@@ -141,3 +141,22 @@ struct SplitMix: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+final class AcknowledgmentTests: XCTestCase {
+    func test_ackAnswersTheSender_inChinaTime() throws {
+        let m = try ER7.parse("MSH|^~\\&|HIS|county|HUITONG|platform|20260101||ORU^R01^ORU_R01|C-9|P|2.3.1")
+        // 2026-02-28T16:30:05Z is 2026-03-01 00:30:05 in China; 2024-02-29T23:59:59Z is 2024-03-01 07:59:59.
+        for (seconds, expected) in [(1_772_296_205.0, "20260301003005+0800"), (1_709_251_199.0, "20240301075959+0800"),
+                                    (0.0, "19700101080000+0800")] {
+            let ack = Acknowledgment.make(to: m["MSH"], code: "AE", problems: [HL7Problem(.error, "102", "bad", at: ("OBX", 3, 5))],
+                                          now: Date(timeIntervalSince1970: seconds))
+            XCTAssertEqual(ack["MSH"]?[7].value, expected)
+            XCTAssertEqual(ack["MSH"]?[3].value, "HUITONG")
+            XCTAssertEqual(ack["MSH"]?[5].value, "HIS")
+            XCTAssertEqual(ack["MSH"]?[12].value, "2.3.1", "answered in the sender's version")
+            XCTAssertEqual(ack["MSA"]?[2].value, "C-9")
+            XCTAssertEqual(ack["ERR"]?[2].component(1), "OBX")
+            XCTAssertEqual(ack["ERR"]?[3].component(3), "HL70357")
+        }
+    }
+}

@@ -200,6 +200,58 @@ final class HL7GatewayTests: XCTestCase {
         }
     }
 
+    func test_ordersAppointmentsAndDocuments() async throws {
+        try await withGateway { s in
+            let pid = "PID|1||M123^^^county-hospital^MR||张^三"
+            let order = await Self.send(s, [Self.msh("ORM^O01^ORM_O01", "O1"), pid,
+                                            "ORC|NW|PL-9|FL-9||||||20261124101500|||D001^李^医生",
+                                            "OBR|1|PL-9|FL-9|71020^Chest X-ray^C4|||||||||||||||||||||||^^^^^S"].joined(separator: "\r"))
+            XCTAssertEqual(order["MSA"]?[1].value, "AA", ER7.serialize(order))
+            let requests = try await Self.search(s, "ServiceRequest", "identifier=urn:huitong:order-placer:county|PL-9")
+            XCTAssertEqual(requests.first?["status"]?.stringValue, "active")
+            XCTAssertEqual(requests.first?["intent"]?.stringValue, "order")
+            XCTAssertEqual(requests.first?["priority"]?.stringValue, "stat")
+            XCTAssertEqual(requests.first?["requester"]?["display"]?.stringValue, "李医生")
+            let cancel = await Self.send(s, [Self.msh("ORM^O01^ORM_O01", "O2"), pid, "ORC|CA|PL-9|FL-9", "OBR|1|PL-9|FL-9|71020^Chest X-ray^C4"].joined(separator: "\r"))
+            XCTAssertEqual(cancel["MSA"]?[1].value, "AA")
+            let cancelled = try await Self.search(s, "ServiceRequest", "identifier=urn:huitong:order-placer:county|PL-9")
+            XCTAssertEqual(cancelled.map { $0["status"]?.stringValue }, ["revoked"], "the same order, cancelled")
+
+            let booked = await Self.send(s, [Self.msh("SIU^S12^SIU_S12", "S1"), "SCH|AP-1||||||^复诊 follow-up||30|min|^^^20261201090000^20261201093000||||||||||||||Booked",
+                                             pid, "AIP|1||D001^李^医生", "AIL|1||心内科门诊"].joined(separator: "\r"))
+            XCTAssertEqual(booked["MSA"]?[1].value, "AA", ER7.serialize(booked))
+            let appointment = try await Self.search(s, "Appointment", "identifier=urn:huitong:appointment:county|AP-1")
+            XCTAssertEqual(appointment.first?["status"]?.stringValue, "booked")
+            XCTAssertEqual(appointment.first?["start"]?.stringValue, "2026-12-01T09:00:00+08:00")
+            XCTAssertEqual(appointment.first?["end"]?.stringValue, "2026-12-01T09:30:00+08:00")
+            XCTAssertEqual(appointment.first?["participant"]?.arrayValue?.count, 3)
+            _ = await Self.send(s, [Self.msh("SIU^S15^SIU_S12", "S2"), "SCH|AP-1||||||||||^^^20261201090000", pid].joined(separator: "\r"))
+            let cancelledVisit = try await Self.search(s, "Appointment", "identifier=urn:huitong:appointment:county|AP-1")
+            XCTAssertEqual(cancelledVisit.map { $0["status"]?.stringValue }, ["cancelled"])
+
+            let pdf = Data("%PDF-1.4 出院小结 discharge summary".utf8).base64EncodedString()
+            let doc = await Self.send(s, [Self.msh("MDM^T02^MDM_T02", "D1"), "EVN|T02", pid, "PV1|1|I",
+                                          "TXA|1|DS|AP|20261124120000|||||D001^李^医生|||DOC-7|||||AU||||||出院小结",
+                                          "OBX|1|ED|DS^Discharge summary||^application^pdf^Base64^\(pdf)||||||F"].joined(separator: "\r"))
+            XCTAssertEqual(doc["MSA"]?[1].value, "AA", ER7.serialize(doc))
+            let documents = try await Self.search(s, "DocumentReference", "identifier=urn:huitong:document:county|DOC-7")
+            let document = try XCTUnwrap(documents.first)
+            XCTAssertEqual(document["docStatus"]?.stringValue, "final")
+            let attachment = document["content"]?[0]?["attachment"]
+            XCTAssertEqual(attachment?["contentType"]?.stringValue, "application/pdf")
+            let binaryRef = try XCTUnwrap(attachment?["url"]?.stringValue)
+            XCTAssertTrue(binaryRef.hasPrefix("Binary/"), binaryRef)
+            let binary = try await s.service.read("Binary", String(binaryRef.dropFirst(7)))
+            let binaryJSON = try JSONParser.parse(binary.content!.readableBytesView)
+            XCTAssertEqual(binaryJSON["data"]?.stringValue, pdf, "the document's bytes, as sent")
+            XCTAssertEqual(binaryJSON["contentType"]?.stringValue, "application/pdf")
+            let badDoc = await Self.send(s, [Self.msh("MDM^T02^MDM_T02", "D2"), pid, "TXA|1|DS|AP|20261124120000||||||||DOC-8",
+                                             "OBX|1|ED|DS||^application^pdf^Base64^***||||||F"].joined(separator: "\r"))
+            XCTAssertEqual(badDoc["MSA"]?[1].value, "AE")
+            XCTAssertEqual(badDoc["ERR"]?[2].component(1), "OBX")
+        }
+    }
+
     func test_overMLLP_framesAreAnsweredInOrder_andBrokenFramesGetAR() async throws {
         try await withGateway { s in
             let server = try await MLLPServer.start(host: "127.0.0.1", port: 0, maxMessageBytes: 64 * 1024) { frame, peer in

@@ -73,10 +73,6 @@ public struct HL7Gateway: Sendable {
             return await refuse(HL7Problem(.reject, "204", "Unknown sender \(senderName): register it with `huitong client create --hl7-sender`", at: ("MSH", 1, 4)))
         }
         let seenID = client.id + "|" + control
-        if let seen = try? await service.store.record(kind: Self.seenKind, id: seenID, now: Self.now()) {
-            counters.count(senderName, "duplicate")
-            return answer(seen.content, charset: charset)
-        }
         let bundle: JSON
         do {
             bundle = try V2ToFHIR(facility: client.facility ?? "").bundle(for: message)
@@ -91,7 +87,7 @@ public struct HL7Gateway: Sendable {
         do {
             _ = try await BundleProcessor(service: acting).process(bundle, returnRepresentation: false)
         } catch let error as FHIRError {
-            // The same message on another connection, committed first: its ACK.
+            // A message seen before (the control id is recorded with its data): its first ACK.
             if error.status == 409, let seen = try? await service.store.record(kind: Self.seenKind, id: seenID, now: Self.now()) {
                 counters.count(senderName, "duplicate")
                 return answer(seen.content, charset: charset)

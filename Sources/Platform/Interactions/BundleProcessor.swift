@@ -376,6 +376,9 @@ public struct BundleProcessor: Sendable {
                     } else if ref.hasPrefix("urn:uuid:") || ref.hasPrefix("urn:oid:") {
                         throw FHIRError(400, code: "not-found", "Reference '\(ref)' names no entry of this transaction", at: at)
                     }
+                } else if let uri = v.stringValue, uri.hasPrefix("urn:uuid:"), let target = aliases[uri] {
+                    // An entry's fullUrl in a uri/url element (Attachment.url to a Binary): rewritten too.
+                    o[k] = .string(target)
                 } else if case .object = v {
                     o[k] = try await rewriteReferences(v, aliases: aliases, at: at, resolve: resolve)
                 } else if case .array(let items) = v {
