@@ -2,7 +2,7 @@
 ORU^R01 (10 OBX), with 1 and 16 connections, each sender waiting for its ACK before the next message
 (as MLLP senders do). The baseline is measured in the same run: the same content as the FHIR
 transaction Bundle the gateway commits, POSTed to /fhir over HTTP/1.1 keep-alive by the same
-client. Both servers are fresh stores, `serve --dev` (audited).
+client, with a token of the same facility client. Both servers are fresh stores (audited).
 
     python3 bench/mllp.py --seconds 10          # needs a release build
     python3 bench/mllp.py --no-matching         # without the master patient index
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 from common import BINARY, free_port, log, save, start, stop
 
@@ -32,8 +33,9 @@ def adt(n):
                       f"PV1|1|O|门诊^{n % 40}||||D{n % 50}^李^医生||||||||||||V{n}|||||||||||||||||||||||||20261124083000"])
 
 
-def oru(n, patients):
-    segments = [msh("ORU^R01^ORU_R01", f"O{n}", sender="LIS|bench-lab"), f"PID|1||MRN{n % patients}^^^bench-hospital^MR",
+def oru(n):
+    # Ten results per patient; a connection's messages never share a patient with another's.
+    segments = [msh("ORU^R01^ORU_R01", f"O{n}", sender="LIS|bench-lab"), f"PID|1||MRN{n // 10}^^^bench-hospital^MR",
                 f"OBR|1|P{n}|F{n}^LAB|24323-8^Metabolic panel^LN|||20261124070000|||||||||||||||20261124090000||||F"]
     for i in range(1, 11):
         segments.append(f"OBX|{i}|NM|{2000 + i}-1^Item {i}^LN||{(n + i) % 17}.{i}|mmol/L^mmol/L^UCUM|1.0-9.0|N|||F")
@@ -57,11 +59,11 @@ def adt_bundle(n):
     ]}
 
 
-def oru_bundle(n, patients):
+def oru_bundle(n):
     src = f"_source=urn%3Ahuitong%3Afacility%3A{FACILITY}"
     entries = [{"fullUrl": f"urn:uuid:p{n}", "request": {"method": "POST", "url": "Patient",
-                                                         "ifNoneExist": f"identifier=urn%3Ahuitong%3Amrn%3A{FACILITY}|MRN{n % patients}&{src}"},
-                "resource": {"resourceType": "Patient", "identifier": [{"system": f"urn:huitong:mrn:{FACILITY}", "value": f"MRN{n % patients}"}]}}]
+                                                         "ifNoneExist": f"identifier=urn%3Ahuitong%3Amrn%3A{FACILITY}|MRN{n // 10}&{src}"},
+                "resource": {"resourceType": "Patient", "identifier": [{"system": f"urn:huitong:mrn:{FACILITY}", "value": f"MRN{n // 10}"}]}}]
     results = []
     for i in range(1, 11):
         key = f"F{n}-{i}"
@@ -93,7 +95,7 @@ async def mllp_sender(port, messages, deadline, latencies, codes):
     writer.close()
 
 
-async def http_sender(port, bodies, deadline, latencies, codes):
+async def http_sender(port, bodies, deadline, latencies, codes, token):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for body in bodies:
         if time.perf_counter() > deadline:
@@ -101,6 +103,7 @@ async def http_sender(port, bodies, deadline, latencies, codes):
         t0 = time.perf_counter()
         data = json.dumps(body).encode()
         writer.write(b"POST /fhir HTTP/1.1\r\nHost: bench\r\nContent-Type: application/fhir+json\r\nPrefer: return=minimal\r\n"
+                     + f"Authorization: Bearer {token}\r\n".encode()
                      + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -112,15 +115,16 @@ async def http_sender(port, bodies, deadline, latencies, codes):
     writer.close()
 
 
-def run(kind, port, connections, seconds, make, offset):
+def run(kind, port, connections, seconds, make, offset, token=None):
     """`connections` senders, each with its own sequence of messages, for `seconds`."""
     latencies, codes = [], {}
     per = 200_000 // connections
 
     async def main():
         deadline = time.perf_counter() + seconds
-        sender = mllp_sender if kind == "mllp" else http_sender
-        await asyncio.gather(*[sender(port, (make(offset + c * per + i) for i in range(per)), deadline, latencies, codes)
+        await asyncio.gather(*[mllp_sender(port, (make(offset + c * per + i) for i in range(per)), deadline, latencies, codes)
+                               if kind == "mllp" else
+                               http_sender(port, (make(offset + c * per + i) for i in range(per)), deadline, latencies, codes, token)
                                for c in range(connections)])
     t0 = time.perf_counter()
     asyncio.run(main())
@@ -140,25 +144,30 @@ def main():
     extra = ["--no-matching"] if args.no_matching else []
     servers = {}
     try:
+        credentials = {}
         for name in ("mllp", "http"):
             data = os.path.join(work, name)
-            subprocess.run([BINARY, "client", "create", "--data", data, "--name", "bench", "--facility", FACILITY, "--scopes", "system/*.cruds",
-                            "--hl7-sender", "HIS^bench-hospital", "--hl7-sender", "LIS^bench-lab"], check=True, capture_output=True)
+            out = subprocess.run([BINARY, "client", "create", "--data", data, "--name", "bench", "--facility", FACILITY, "--scopes", "system/*.cruds",
+                                  "--hl7-sender", "HIS^bench-hospital", "--hl7-sender", "LIS^bench-lab"], check=True, capture_output=True, text=True).stdout
+            credentials[name] = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith("client_"))
             port, mllp = free_port(), free_port()
             servers[name] = (start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", data,
                                     "--mllp-port", str(mllp)] + extra, f"http://127.0.0.1:{port}/ready"), port, mllp)
+        # The HTTP baseline acts as the same kind of principal: the facility's client, by token.
+        form = f"grant_type=client_credentials&client_id={credentials['http']['client_id']}&client_secret={credentials['http']['client_secret'].split()[0]}"
+        request = urllib.request.Request(f"http://127.0.0.1:{servers['http'][1]}/auth/token", data=form.encode(),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        token = json.load(urllib.request.urlopen(request))["access_token"]
         results = {}
-        patients = 0
         for workload in ("ADT^A04", "ORU^R01"):
             for connections in (1, 16):
                 offset = 1_000_000 * (len(results) + 1)
                 if workload == "ADT^A04":
                     m = run("mllp", servers["mllp"][2], connections, args.seconds, adt, offset)
-                    h = run("http", servers["http"][1], connections, args.seconds, adt_bundle, offset)
-                    patients = max(patients, offset)
+                    h = run("http", servers["http"][1], connections, args.seconds, adt_bundle, offset, token)
                 else:
-                    m = run("mllp", servers["mllp"][2], connections, args.seconds, lambda n: oru(n, 1000), offset)
-                    h = run("http", servers["http"][1], connections, args.seconds, lambda n: oru_bundle(n, 1000), offset)
+                    m = run("mllp", servers["mllp"][2], connections, args.seconds, oru, offset)
+                    h = run("http", servers["http"][1], connections, args.seconds, oru_bundle, offset, token)
                 key = f"{workload} x{connections}"
                 results[key] = {"mllp": m, "http_transaction": h, "mllp/http": round(m["messages_per_s"] / h["messages_per_s"], 2)}
                 log(key, json.dumps(results[key]))
