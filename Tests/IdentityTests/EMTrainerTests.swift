@@ -1,3 +1,4 @@
+import FHIRModel
 @testable import Identity
 import XCTest
 
