@@ -28,10 +28,10 @@ public struct V2ToFHIR: Sendable {
     public var resultSystem: String { "urn:huitong:result:" + facility }
     public var specimenSystem: String { "urn:huitong:specimen:" + facility }
 
-    static let adtEvents: Set<String> = ["A01", "A03", "A04", "A05", "A08", "A11", "A28", "A31"]
+    static let adtEvents: Set<String> = ["A01", "A03", "A04", "A05", "A08", "A11", "A28", "A31", "A40"]
 
     /// The message types this mapping takes (for the CapabilityStatement and the docs).
-    public static let supported = ["ADT^A01", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A28", "ADT^A31", "ORU^R01",
+    public static let supported = ["ADT^A01", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01",
                                    "ORM^O01", "OML^O21", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S26", "MDM^T02"]
 
     public func bundle(for m: HL7Message) throws(HL7Problem) -> JSON {
@@ -43,6 +43,7 @@ public struct V2ToFHIR: Sendable {
                 throw HL7Problem(.reject, "201", "ADT^\(type.event) is not supported (supported: \(Self.supported.joined(separator: ", ")))", at: ("MSH", 1, 9))
             }
             let patient = try patientEntry(m)
+            if type.event == "A40" { return obj(("resourceType", "Bundle"), ("type", "transaction"), ("entry", .array(try mergeEntries(m, survivor: patient)))) }
             entries.append(patient.entry)
             if let pv1 = m["PV1"], type.event != "A28", type.event != "A31" {
                 if let encounter = try encounterEntry(pv1, event: type.event, patient: patient.fullUrl) { entries.append(encounter) }

@@ -2,7 +2,7 @@ import FHIRModel
 import Foundation
 
 /// Orders, appointments, documents and merges: ORM^O01 / OML^O21 → ServiceRequest, SIU^S12–S15 and
-/// S26 → Appointment, MDM^T02 → DocumentReference + Binary.
+/// S26 → Appointment, MDM^T02 → DocumentReference + Binary, and ADT^A40 (merge).
 extension V2ToFHIR {
     public var placerSystem: String { "urn:huitong:order-placer:" + facility }
     public var appointmentSystem: String { "urn:huitong:appointment:" + facility }
@@ -189,5 +189,32 @@ extension V2ToFHIR {
             let major = ["ap": "application", "tx": "text", "im": "image", "au": "audio", "vi": "video"][type] ?? type
             return major + "/" + subtype
         }
+    }
+
+    // MARK: ADT^A40
+
+    /// A merge: the surviving registration (PID) `replaces` the merged one (MRG-1), which becomes
+    /// inactive and `replaced-by` the survivor (FHIR's Patient.link). Both must be the sender's;
+    /// an unknown MRG-1 is an error (AE), and nothing is written. The records of the merged
+    /// registration stay where they are: the master index links both registrations to one
+    /// resident, so the resident's `$everything` spans them.
+    func mergeEntries(_ m: HL7Message, survivor: (entry: JSON, fullUrl: String)) throws(HL7Problem) -> [JSON] {
+        guard let mrg = m["MRG"] else { throw HL7Problem(.error, "100", "ADT^A40 needs an MRG segment", at: ("MRG", 1, 0)) }
+        guard let prior = mrg[1].each.first, let value = prior.component(1) else {
+            throw HL7Problem(.error, "101", "MRG-1 (prior patient identifier) is required", at: ("MRG", 1, 1))
+        }
+        let (system, _) = identifierSystem(prior)
+        let merged = "Patient?identifier=\(query(system))|\(query(value))&_source=\(query("urn:huitong:facility:" + facility))"
+        guard case .object(var entry) = survivor.entry, case .object(var resource)? = entry["resource"] else { return [survivor.entry] }
+        resource["link"] = .array([obj(("other", obj(("reference", .string(merged)))), ("type", "replaces"))])
+        entry["resource"] = .object(resource)
+        let patch = JSON.array([
+            obj(("op", "add"), ("path", "/active"), ("value", .bool(false))),
+            obj(("op", "add"), ("path", "/link"), ("value", .array([obj(("other", obj(("reference", .string(survivor.fullUrl)))), ("type", "replaced-by"))]))),
+        ])
+        let binary = obj(("resourceType", "Binary"), ("contentType", "application/json-patch+json"),
+                         ("data", .string(Data(JSONWriter.bytes(patch)).base64EncodedString())))
+        return [.object(entry), obj(("fullUrl", .string("urn:uuid:" + UUID().uuidString.lowercased())), ("resource", binary),
+                                    ("request", obj(("method", "PATCH"), ("url", .string(merged)))))]
     }
 }

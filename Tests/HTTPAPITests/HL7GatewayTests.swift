@@ -252,6 +252,31 @@ final class HL7GatewayTests: XCTestCase {
         }
     }
 
+    func test_mergeLinksTheTwoRegistrations() async throws {
+        try await withGateway { s in
+            let keep = "PID|1||K-1^^^county-hospital^MR||赵^六||19700101|M"
+            let gone = "PID|1||K-2^^^county-hospital^MR||赵^陆||19700101|M"
+            for (pid, control) in [(keep, "G1"), (gone, "G2")] {
+                let answer = await Self.send(s, Self.adt("A04", control, pid: pid, pv1: "PV1|1|O"))
+                XCTAssertEqual(answer["MSA"]?[1].value, "AA")
+            }
+            let unknown = await Self.send(s, [Self.msh("ADT^A40^ADT_A39", "G3"), "EVN|A40", keep, "MRG|K-404^^^county-hospital^MR"].joined(separator: "\r"))
+            XCTAssertEqual(unknown["MSA"]?[1].value, "AE", ER7.serialize(unknown))
+            XCTAssertEqual(unknown["ERR"]?[3].component(1), "204")
+            let merged = await Self.send(s, [Self.msh("ADT^A40^ADT_A39", "G4"), "EVN|A40", keep, "MRG|K-2^^^county-hospital^MR"].joined(separator: "\r"))
+            XCTAssertEqual(merged["MSA"]?[1].value, "AA", ER7.serialize(merged))
+            let survivor = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|K-1")
+            let old = try await Self.search(s, "Patient", "identifier=\(Self.mrn)|K-2")
+            let survivorID = try XCTUnwrap(survivor.first?["id"]?.stringValue), oldID = try XCTUnwrap(old.first?["id"]?.stringValue)
+            XCTAssertEqual(survivor.first?["link"]?[0]?["other"]?["reference"]?.stringValue, "Patient/" + oldID)
+            XCTAssertEqual(survivor.first?["link"]?[0]?["type"]?.stringValue, "replaces")
+            XCTAssertEqual(old.first?["active"], .bool(false))
+            XCTAssertEqual(old.first?["link"]?[0]?["other"]?["reference"]?.stringValue, "Patient/" + survivorID)
+            XCTAssertEqual(old.first?["link"]?[0]?["type"]?.stringValue, "replaced-by")
+            XCTAssertEqual(old.first?["name"]?[0]?["given"]?[0]?.stringValue, "陆", "the merged registration keeps its content")
+        }
+    }
+
     func test_overMLLP_framesAreAnsweredInOrder_andBrokenFramesGetAR() async throws {
         try await withGateway { s in
             let server = try await MLLPServer.start(host: "127.0.0.1", port: 0, maxMessageBytes: 64 * 1024) { frame, peer in

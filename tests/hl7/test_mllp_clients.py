@@ -3,6 +3,7 @@ and ORU messages to a running `huitong serve --mllp-port`, reads the ACKs, and t
 back through FHIR. Bad messages (no MSH, wrong separator, cut-off frame, 10 MiB, unknown sender)
 are refused, and the server keeps serving other connections."""
 import asyncio
+import base64
 import os
 import shutil
 import socket
@@ -113,6 +114,30 @@ def test_adt_and_results_become_fhir_data(gateway):
     assert str(again[0]) == str(acks[2])
     assert fhir(gateway, "DiagnosticReport", identifier="urn:huitong:order:county|F-55")["total"] == 1
     assert fhir(gateway, "Observation", subject=f"Patient/{patient['id']}", _summary="count")["total"] == 20
+
+
+def test_merge_and_document(gateway):
+    keep = "PID|1||H-7001^^^county-hospital^MR||钱^七||19720202|M"
+    gone = "PID|1||H-7002^^^county-hospital^MR||钱^柒||19720202|M"
+    register = [("\r".join([msh("ADT^A04^ADT_A01", f"MG-{i}"), "EVN|A04", pid, "PV1|1|O"])) for i, pid in enumerate([keep, gone])]
+    a40 = "\r".join([msh("ADT^A40^ADT_A39", "MG-3"), "EVN|A40", keep, "MRG|H-7002^^^county-hospital^MR"])
+    pdf = base64.b64encode("%PDF-1.4 出院小结".encode()).decode()
+    mdm = "\r".join([msh("MDM^T02^MDM_T02", "MG-4"), "EVN|T02", keep, "PV1|1|I",
+                      "TXA|1|DS|AP|20261124120000|||||D042^王^医生|||DOC-9|||||AU||||||出院小结",
+                      f"OBX|1|ED|DS^Discharge summary||^application^pdf^Base64^{pdf}||||||F"])
+    acks = exchange(gateway.mllp_port, register + [a40, mdm])
+    assert [ack_code(a) for a in acks] == ["AA"] * 4, [str(a) for a in acks]
+    survivor = fhir(gateway, "Patient", identifier="urn:huitong:mrn:county|H-7001")["entry"][0]["resource"]
+    merged = fhir(gateway, "Patient", identifier="urn:huitong:mrn:county|H-7002")["entry"][0]["resource"]
+    assert survivor["link"] == [{"other": {"reference": f"Patient/{merged['id']}"}, "type": "replaces"}]
+    assert merged["active"] is False
+    assert merged["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
+    doc = fhir(gateway, "DocumentReference", subject=f"Patient/{survivor['id']}")["entry"][0]["resource"]
+    assert doc["masterIdentifier"]["value"] == "DOC-9" and doc["docStatus"] == "final"
+    attachment = doc["content"][0]["attachment"]
+    assert attachment["contentType"] == "application/pdf"
+    binary = fhir(gateway, attachment["url"])
+    assert base64.b64decode(binary["data"]) == "%PDF-1.4 出院小结".encode()
 
 
 def test_gb18030_message(gateway):

@@ -106,6 +106,7 @@ public struct HL7Gateway: Sendable {
         let text = error.issues.map(\.diagnostics).joined(separator: "; ")
         switch error.status {
         case 400, 422: return HL7Problem(.error, "102", text)
+        case 404: return HL7Problem(.error, "204", text)  // e.g. a merge's prior patient is not known
         case 409, 412: return HL7Problem(.error, "205", text)
         case 401, 403: return HL7Problem(.reject, "207", "Not allowed: \(text)")
         default: return HL7Problem(.reject, "207", text)
