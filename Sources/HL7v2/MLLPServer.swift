@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// MLLP (Minimal Lower Layer Protocol) framing: `0x0B message 0x1C 0x0D`.
 public enum MLLP {
@@ -106,14 +107,18 @@ public final class MLLPServer: Sendable {
         self.channel = channel
     }
 
-    public static func start(host: String, port: Int, maxMessageBytes: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+    /// - Parameter tls: MLLP over TLS (the sender's connection is encrypted end to end).
+    public static func start(host: String, port: Int, maxMessageBytes: Int, tls: TLSConfiguration? = nil,
+                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              handler: @escaping Handler) async throws -> MLLPServer {
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MLLPFrameDecoder(maxBytes: maxMessageBytes)))
                     try channel.pipeline.syncOperations.addHandler(MLLPConnectionHandler(handler: handler))
                 }

@@ -92,15 +92,20 @@ public enum HuitongApplication {
         return router
     }
 
+    /// The server side of TLS (1.2 or later) from PEM files: HTTPS, and MLLP with `--mllp-tls`.
+    public static func serverTLS(certificate: String, key: String) throws -> TLSConfiguration {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+        let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+        var settings = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
+        settings.minimumTLSVersion = .tlsv12
+        return settings
+    }
+
     public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger,
                             service: FHIRService? = nil) throws -> some ApplicationProtocol {
         var server = HTTPServerBuilder.http1()
         if let tls = configuration.tls {
-            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
-            let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
-            var settings = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
-            settings.minimumTLSVersion = .tlsv12
-            server = try .tls(.http1(), tlsConfiguration: settings)
+            server = try .tls(.http1(), tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))
         }
         return Application(
             router: router(store: store, configuration: configuration, service: service),

@@ -141,6 +141,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest HL7 v2 message accepted over MLLP, in bytes (larger ones get AR).")
     var mllpMaxBytes: Int = 8 * 1024 * 1024
 
+    @Flag(help: "MLLP over TLS with the --tls-cert/--tls-key certificate.")
+    var mllpTLS = false
+
     @OptionGroup var matchingOptions: MatchingOptions
 
     @OptionGroup var storeOptions: StoreOptions
@@ -153,6 +156,7 @@ struct Serve: AsyncParsableCommand {
         }
         if noAudit && !dev { throw ValidationError("--no-audit is for benchmark baselines and needs --dev") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        if mllpTLS && (tlsCert == nil || mllpPort == nil) { throw ValidationError("--mllp-tls needs --mllp-port, --tls-cert and --tls-key") }
     }
 
     func run() async throws {
@@ -169,10 +173,11 @@ struct Serve: AsyncParsableCommand {
             app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service)
             if let mllpPort {
                 let gateway = HL7Gateway(service: service)
-                mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes) { frame, peer in
+                let tls = try mllpTLS ? HuitongApplication.serverTLS(certificate: tlsCert!, key: tlsKey!) : nil
+                mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes, tls: tls) { frame, peer in
                     await gateway.handle(frame, peer: peer)
                 }
-                logger.info("HL7 v2 (MLLP) listening on \(host):\(mllp!.port)")
+                logger.info("HL7 v2 (MLLP\(mllpTLS ? " over TLS" : "")) listening on \(host):\(mllp!.port)")
             }
         } catch {
             try? await store.close()  // the message, not an assertion about an open connection

@@ -15,7 +15,7 @@ import hl7.mllp
 import pytest
 import requests
 
-from conftest import BINARY, Server, free_port
+from conftest import BINARY, Server, free_port, self_signed
 
 SENDER = "HIS|county-hospital"
 
@@ -221,3 +221,40 @@ def test_cut_off_and_oversized_frames_and_other_connections_keep_working(gateway
     with socket.create_connection(("127.0.0.1", gateway.mllp_port), timeout=30) as s:
         s.sendall(cut)
     assert ack_code(exchange(gateway.mllp_port, [good.replace("K-1", "K-3")])[0]) == "AA"
+
+
+def test_mllp_over_tls(tmp_path):
+    """`--mllp-tls`: the sender's connection is encrypted; a plain connection gets no ACK."""
+    import ssl
+    data = str(tmp_path / "store")
+    os.makedirs(data)
+    cert, key = self_signed(str(tmp_path))
+    created = subprocess.run([BINARY, "client", "create", "--data", data, "--name", "HIS", "--facility", "county",
+                              "--scopes", "system/*.cruds", "--hl7-sender", "HIS^county-hospital"], capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    server = Server(data).use_tls(cert, key)
+    port = free_port()
+    server.start_args += ["--mllp-port", str(port), "--mllp-tls"]
+    server.start()
+    try:
+        message = "\r".join([msh("ADT^A04^ADT_A01", "TLS-1"), "PID|1||H-9009^^^county-hospital^MR||孙^九", "PV1|1|O"])
+        context = ssl.create_default_context(cafile=cert)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                assert s.version() in ("TLSv1.2", "TLSv1.3")
+                s.sendall(frame(message))
+                data_in = b""
+                while b"\x1c\x0d" not in data_in:
+                    chunk = s.recv(65536)
+                    assert chunk
+                    data_in += chunk
+        assert ack_code(parse_ack(data_in)) == "AA"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+            plain.sendall(frame(message.replace("TLS-1", "TLS-2")))
+            try:
+                answer = plain.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                answer = b""
+            assert b"MSA|AA" not in answer
+    finally:
+        server.stop()
