@@ -1,5 +1,6 @@
 import Access
 import FHIRModel
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
@@ -7,6 +8,7 @@ import NIOSSL
 import Identity
 import Logging
 import Platform
+import Prometheus
 import Store
 
 /// Builds the Hummingbird application: FHIR REST under `/fhir`, a status page at `/`,
@@ -33,6 +35,10 @@ public enum HuitongApplication {
         public var rateLimits = RateLimits()
         /// Encrypts resident ID and phone numbers at rest (nil: stored in clear).
         public var identifiers: IdentifierProtection?
+        /// Exported at `/metrics` (Prometheus text format).
+        public var metrics = PrometheusCollectorRegistry()
+        /// The HL7 v2 gateway's per-sender counts, at `/hl7/status` (nil: no MLLP listener).
+        public var hl7: HL7Counters?
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -84,6 +90,22 @@ public enum HuitongApplication {
             } catch {
                 return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "store unavailable: \(error)")))
             }
+        }
+        // Operational data, no patient data: served like the status page (restrict at the network
+        // or proxy where the platform is exposed).
+        router.get("metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: configuration.metrics.emitToBuffer())))
+        }
+        router.get("hl7/status") { _, _ -> Response in
+            var senders = JSONObject()
+            for (name, sender) in (configuration.hl7?.snapshot ?? [:]).sorted(by: { $0.key < $1.key }) {
+                var counts = JSONObject()
+                for (k, v) in sender.counts.sorted(by: { $0.key < $1.key }) { counts[k] = .number(String(v)) }
+                senders[name] = .object(JSONObject([("counts", .object(counts)),
+                                                     ("last", sender.last.map { .string(FHIRDateTime.formatInstant(micros: Int64($0.timeIntervalSince1970 * 1_000_000))) } ?? .null)]))
+            }
+            return FHIRResponse.json(.object(JSONObject([("mllp", .bool(configuration.hl7 != nil)), ("senders", .object(senders))])))
         }
         router.get("/") { _, _ -> Response in
             let counts = (try? await store.resourceCounts()) ?? [:]

@@ -168,11 +168,12 @@ struct Serve: AsyncParsableCommand {
         let app: any ApplicationProtocol
         var mllp: MLLPServer?
         do {
-            let configuration = try await configuration(store: store, host: host)
+            var configuration = try await configuration(store: store, host: host)
             let service = HuitongApplication.service(store: store, configuration: configuration)
+            let gateway = mllpPort.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
+            configuration.hl7 = gateway?.counters
             app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service)
-            if let mllpPort {
-                let gateway = HL7Gateway(service: service)
+            if let mllpPort, let gateway {
                 let tls = try mllpTLS ? HuitongApplication.serverTLS(certificate: tlsCert!, key: tlsKey!) : nil
                 mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes, tls: tls) { frame, peer in
                     await gateway.handle(frame, peer: peer)

@@ -53,6 +53,8 @@ final class AccessMatrixTests: XCTestCase {
         "GET /": Example(kind: .publicRoute, method: .get, path: "/"),
         "GET /health": Example(kind: .publicRoute, method: .get, path: "/health"),
         "GET /ready": Example(kind: .publicRoute, method: .get, path: "/ready"),
+        "GET /metrics": Example(kind: .publicRoute, method: .get, path: "/metrics"),
+        "GET /hl7/status": Example(kind: .publicRoute, method: .get, path: "/hl7/status"),
         "GET /.well-known/jwks.json": Example(kind: .publicRoute, method: .get, path: "/.well-known/jwks.json"),
         "GET /.well-known/smart-configuration": Example(kind: .publicRoute, method: .get, path: "/.well-known/smart-configuration"),
         "GET /fhir/.well-known/smart-configuration": Example(kind: .publicRoute, method: .get, path: "/fhir/.well-known/smart-configuration"),

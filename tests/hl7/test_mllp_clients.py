@@ -223,6 +223,20 @@ def test_cut_off_and_oversized_frames_and_other_connections_keep_working(gateway
     assert ack_code(exchange(gateway.mllp_port, [good.replace("K-1", "K-3")])[0]) == "AA"
 
 
+def test_operators_see_per_sender_counts(gateway):
+    """After the other tests' traffic: counts per sender at /hl7/status and in Prometheus format."""
+    exchange(gateway.mllp_port, ["\r".join([msh("ADT^A04^ADT_A01", "ST-1"), "PID|1||H-8008^^^county-hospital^MR||周^八", "PV1|1|O"])])
+    root = gateway.base.replace("/fhir", "")
+    status = requests.get(root + "/hl7/status").json()
+    assert status["mllp"] is True
+    his = status["senders"]["HIS^county-hospital"]
+    assert his["counts"]["AA"] >= 1 and his["counts"]["received"] >= his["counts"]["AA"]
+    assert his["last"].startswith("20")
+    metrics = requests.get(root + "/metrics").text
+    assert 'huitong_hl7_messages_total{sender="HIS^county-hospital",outcome="AA"}' in metrics
+    assert "# TYPE huitong_hl7_last_message_timestamp_seconds gauge" in metrics
+
+
 def test_mllp_over_tls(tmp_path):
     """`--mllp-tls`: the sender's connection is encrypted; a plain connection gets no ACK."""
     import ssl

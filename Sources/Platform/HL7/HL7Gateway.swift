@@ -2,6 +2,7 @@ import Access
 import FHIRModel
 import Foundation
 import HL7v2
+import Prometheus
 import Store
 import Synchronization
 
@@ -15,16 +16,18 @@ import Synchronization
 public struct HL7Gateway: Sendable {
     let service: FHIRService
     let senders: SenderDirectory
-    public let counters = HL7Counters()
+    public let counters: HL7Counters
     static let versions: Set<String> = ["2.3", "2.3.1", "2.4", "2.5", "2.5.1"]
     static let seenKind = "hl7-message"
     static let rejectedKind = "hl7-rejected"
     /// How long the raw message of an AE/AR is kept for diagnosis.
     static let keepRejected: Int64 = 30 * 24 * 3600 * 1_000_000
 
-    public init(service: FHIRService) {
+    /// - Parameter metrics: where the per-sender counters are also exported (`/metrics`).
+    public init(service: FHIRService, metrics: PrometheusCollectorRegistry? = nil) {
         self.service = service
         self.senders = SenderDirectory(store: service.store)
+        self.counters = HL7Counters(metrics: metrics)
     }
 
     /// Answers one frame (an ACK, in the message's character set).
@@ -165,7 +168,9 @@ final class SenderDirectory: Sendable {
     }
 }
 
-/// Per-sender counts (received, AA, AE, AR, duplicates) and the time of the last message.
+/// Per-sender counts (received, AA, AE, AR, duplicates) and the time of the last message, for
+/// operators: JSON at `/hl7/status`, and Prometheus `huitong_hl7_messages_total{sender,outcome}`
+/// and `huitong_hl7_last_message_timestamp_seconds{sender}` at `/metrics`.
 public final class HL7Counters: Sendable {
     public struct Sender: Sendable, Codable {
         public var counts: [String: Int] = [:]
@@ -173,13 +178,24 @@ public final class HL7Counters: Sendable {
     }
 
     private let state = Mutex<[String: Sender]>([:])
+    let metrics: PrometheusCollectorRegistry?
+
+    init(metrics: PrometheusCollectorRegistry?) {
+        self.metrics = metrics
+    }
 
     func count(_ sender: String, _ outcome: String) {
+        let now = Date()
         state.withLock { s in
             s[sender, default: Sender()].counts[outcome, default: 0] += 1
             s[sender, default: Sender()].counts["received", default: 0] += 1
-            s[sender]?.last = Date()
+            s[sender]?.last = now
         }
+        guard let metrics else { return }
+        metrics.makeCounter(name: "huitong_hl7_messages_total", labels: [("sender", sender), ("outcome", outcome)],
+                            help: "HL7 v2 messages received over MLLP, by sender (MSH-3^MSH-4) and answer (AA, AE, AR, duplicate)").increment()
+        metrics.makeGauge(name: "huitong_hl7_last_message_timestamp_seconds", labels: [("sender", sender)],
+                          help: "When the sender's last HL7 v2 message arrived (Unix time)").set(now.timeIntervalSince1970)
     }
 
     public var snapshot: [String: Sender] { state.withLock { $0 } }
