@@ -43,6 +43,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "GMCrypto",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "HealthCard",
+            dependencies: ["GMCrypto"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "HL7v2",
             dependencies: [
                 "FHIRModel",
@@ -109,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -117,6 +126,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "GMCryptoTests", dependencies: ["GMCrypto", "HealthCard"], swiftSettings: swiftSettings),
         .testTarget(name: "HL7v2Tests", dependencies: ["HL7v2", "FHIRModel", .product(name: "NIOCore", package: "swift-nio"),
                                                  .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(name: "AccessTests", dependencies: ["Access", "Store", "StoreTestSupport", "FHIRModel",

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import GMCrypto
 import Hummingbird
 import Logging
 
@@ -6,7 +8,7 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark helpers (baselines for bench/).",
-        subcommands: [HTTPBaseline.self])
+        subcommands: [HTTPBaseline.self, GMThroughput.self])
 }
 
 /// A bare Hummingbird endpoint returning a constant body: the ceiling for read-by-id.
@@ -30,5 +32,38 @@ struct HTTPBaseline: AsyncParsableCommand {
         logger.logLevel = .warning
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port)), logger: logger)
         try await app.runService()
+    }
+}
+
+/// SM3 and SM4 throughput of the platform's own implementations (bench/gmcrypto.py compares them
+/// with `openssl speed` in the same run).
+struct GMThroughput: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gm", abstract: "Print SM3 and SM4-ECB/CBC/GCM throughput in MB/s as JSON.")
+
+    @Option(help: "Bytes per call (as `openssl speed -bytes`).") var bytes = 8192
+    @Option(help: "Seconds per algorithm.") var seconds = 2.0
+
+    func run() async throws {
+        let data = [UInt8](repeating: 0x5A, count: bytes)
+        let sm4 = try SM4(key: [UInt8](repeating: 7, count: 16))
+        let iv = [UInt8](repeating: 1, count: 16)
+        var sink: UInt8 = 0
+        func measure(_ body: () throws -> [UInt8]) rethrows -> Double {
+            let start = Date()
+            var done = 0
+            while Date().timeIntervalSince(start) < seconds {
+                sink ^= try body()[0]
+                done += bytes
+            }
+            return Double(done) / Date().timeIntervalSince(start) / 1_000_000
+        }
+        let results: [(String, Double)] = [
+            ("sm3", measure { SM3.hash(data) }),
+            ("sm4-ecb", try measure { try sm4.encryptECB(data) }),
+            ("sm4-cbc", try measure { try sm4.encryptCBC(data, iv: iv) }),
+            ("sm4-gcm", try measure { try sm4.sealGCM(data, nonce: Array(iv.prefix(12))).ciphertext }),
+        ]
+        print("{" + results.map { "\"\($0.0)\": \(String(format: "%.1f", $0.1))" }.joined(separator: ", ") + ", \"sink\": \(sink)}")
     }
 }
