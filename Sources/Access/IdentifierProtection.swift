@@ -247,6 +247,22 @@ public struct IdentifierProtection: Sendable {
         return JSONObject(members)
     }
 
+    /// Any bytes sealed under the active key (`<kid>:<base64>`), for other PHI kept at rest (the
+    /// raw HL7 messages of refused deliveries); `context` is authenticated.
+    public func seal(_ bytes: [UInt8], context: String) -> String {
+        let sealed = try! AES.GCM.seal(Data(bytes), using: encryptionKeys[activeKeyID]!, authenticating: Data(context.utf8))
+        return activeKeyID + ":" + sealed.combined!.base64EncodedString()
+    }
+
+    /// What `seal` sealed (nil: another key, another context, or altered).
+    public func open(_ token: String, context: String) -> [UInt8]? {
+        guard let colon = token.firstIndex(of: ":"), let key = encryptionKeys[String(token[..<colon])],
+              let data = Data(base64Encoded: String(token[token.index(after: colon)...])),
+              let box = try? AES.GCM.SealedBox(combined: data),
+              let plain = try? AES.GCM.open(box, using: key, authenticating: Data(context.utf8)) else { return nil }
+        return [UInt8](plain)
+    }
+
     /// The ciphertext an object holds in place of its value, and its kind.
     static func encrypted(in object: JSONObject) -> (token: String, kind: String)? {
         guard object["value"] == nil, let kind = kind(of: object),

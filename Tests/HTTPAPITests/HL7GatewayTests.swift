@@ -177,6 +177,17 @@ final class HL7GatewayTests: XCTestCase {
             }
             let after = try await s.store.resourceCounts()
             XCTAssertEqual(before, after, "AE stores nothing")
+            // The refused messages are kept for diagnosis, sealed: no name or number in clear.
+            let kept = try await s.store.records(kind: "hl7-rejected", now: Int64(Date().timeIntervalSince1970 * 1_000_000))
+            XCTAssertEqual(kept.count, 5)
+            for record in kept {
+                XCTAssertFalse(record.content.contains("张") || record.content.contains("M123") || record.content.contains("110105"), record.content)
+                let sealed = try XCTUnwrap(try JSONParser.parse(record.content)["sealed"]?.stringValue)
+                let detail = try JSONParser.parse(try XCTUnwrap(s.service.pipeline.protection?.open(sealed, context: "hl7-rejected")))
+                let raw = Data(base64Encoded: try XCTUnwrap(detail["message"]?.stringValue)) ?? Data()
+                XCTAssertTrue(String(decoding: raw, as: UTF8.self).hasPrefix("MSH|"))
+                XCTAssertNotNil(detail["error"]?.stringValue)
+            }
         }
     }
 

@@ -122,12 +122,22 @@ public struct HL7Gateway: Sendable {
     func answer(_ text: String, charset: Charset) -> [UInt8] { charset.encode(text) }
 
     /// The raw message of an AE/AR, kept 30 days for diagnosis (platform records are not served
-    /// by the FHIR API).
+    /// by the FHIR API). The message and the error text (which may quote a value) hold patient
+    /// data: sealed with the identifier keyring when there is one (`sealed`: the JSON
+    /// `{"error":…,"message":<base64>}`), as other PHI at rest; sender, codes and location stay
+    /// readable for counting.
     func keepRejected(_ bytes: [UInt8], sender: String, problem: HL7Problem) async {
-        let content = JSON.object(JSONObject([
-            ("sender", .string(sender)), ("code", .string(problem.code.rawValue)), ("error", .string(problem.description)),
-            ("message", .string(Data(bytes.prefix(1 << 20)).base64EncodedString())),
-        ]))
+        let detail = JSON.object(JSONObject([("error", .string(problem.description)),
+                                             ("message", .string(Data(bytes.prefix(1 << 20)).base64EncodedString()))]))
+        var members: [(String, JSON)] = [("sender", .string(sender)), ("code", .string(problem.code.rawValue)),
+                                         ("hl7Code", .string(problem.hl7Code))]
+        if let l = problem.location { members.append(("location", .string("\(l.segment)^\(l.sequence)^\(l.field)"))) }
+        if let protection = service.pipeline.protection {
+            members.append(("sealed", .string(protection.seal(JSONWriter.bytes(detail), context: Self.rejectedKind))))
+        } else {
+            members.append(("detail", detail))
+        }
+        let content = JSON.object(JSONObject(members))
         var unit = WriteUnit(writes: [])
         unit.records = [RecordWrite(PlatformRecord(kind: Self.rejectedKind, id: UUID().uuidString.lowercased(),
                                                    content: String(decoding: JSONWriter.bytes(content), as: UTF8.self),
