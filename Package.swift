@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "HealthCard",
-            dependencies: ["GMCrypto"],
+            dependencies: ["FHIRModel", "GMCrypto"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -127,7 +127,7 @@ let package = Package(
         ),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "GMCryptoTests", dependencies: ["GMCrypto", "HealthCard"], swiftSettings: swiftSettings),
-        .testTarget(name: "HealthCardTests", dependencies: ["HealthCard"], swiftSettings: swiftSettings),
+        .testTarget(name: "HealthCardTests", dependencies: ["HealthCard", "GMCrypto"], swiftSettings: swiftSettings),
         .testTarget(name: "HL7v2Tests", dependencies: ["HL7v2", "FHIRModel", .product(name: "NIOCore", package: "swift-nio"),
                                                  .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(name: "AccessTests", dependencies: ["Access", "Store", "StoreTestSupport", "FHIRModel",

@@ -1,4 +1,5 @@
 import Foundation
+import FHIRModel
 
 /// Why a message is refused, in HL7 terms: the acknowledgment code (AE: the content is wrong; AR:
 /// the message cannot be taken at all), an HL7 table 0357 error code, and where (`PID^1^3`).
@@ -83,19 +84,6 @@ public enum Acknowledgment {
     /// `YYYYMMDDHHMMSS+0800` (China Standard Time, no daylight saving), by arithmetic: a
     /// Calendar per ACK costs more than the rest of the ACK.
     static func timestamp(_ date: Date) -> String {
-        let seconds = Int(date.timeIntervalSince1970.rounded(.down)) + 8 * 3600
-        let (days, rest) = seconds.quotientAndRemainder(dividingBy: 86_400)
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : String(v) }
-        return String(year) + two(month) + two(day) + two(rest / 3600) + two(rest % 3600 / 60) + two(rest % 60) + "+0800"
+        FHIRDateTime.compactTimestamp(seconds: Int(date.timeIntervalSince1970.rounded(.down)), offsetHours: 8) + "+0800"
     }
 }

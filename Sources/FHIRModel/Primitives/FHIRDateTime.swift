@@ -185,7 +185,18 @@ public struct FHIRDateTime: Sendable, Equatable, Comparable {
     private static let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-    static func civilFromDays(_ z0: Int) -> (Int, Int, Int) {
+    /// `YYYYMMDDHHMMSS` of a Unix time at a fixed offset from UTC (HL7 v2 timestamps, e-health card
+    /// validity times: China Standard Time is UTC+8 all year).
+    public static func compactTimestamp(seconds: Int, offsetHours: Int) -> String {
+        let (days, rest) = (seconds + offsetHours * 3600).quotientAndRemainder(dividingBy: 86_400)
+        let (adjustedDays, secs) = rest < 0 ? (days - 1, rest + 86_400) : (days, rest)
+        let (y, m, d) = civilFromDays(adjustedDays)
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : String(v) }
+        return String(y) + two(m) + two(d) + two(secs / 3600) + two(secs % 3600 / 60) + two(secs % 60)
+    }
+
+    /// (year, month, day) of a day count since 1970-01-01 (inverse of `daysFromCivil`).
+    public static func civilFromDays(_ z0: Int) -> (Int, Int, Int) {
         let z = z0 + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
         let doe = z - era * 146_097
