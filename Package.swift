@@ -118,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

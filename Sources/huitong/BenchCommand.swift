@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GMCrypto
+import HealthCard
 import Hummingbird
 import Logging
 
@@ -39,7 +40,7 @@ struct HTTPBaseline: AsyncParsableCommand {
 /// with `openssl speed` in the same run).
 struct GMThroughput: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gm", abstract: "Print SM3 and SM4-ECB/CBC/GCM throughput in MB/s as JSON.")
+        commandName: "gm", abstract: "Print SM3 and SM4-ECB/CBC/GCM throughput in MB/s and QR PNGs per second as JSON.")
 
     @Option(help: "Bytes per call (as `openssl speed -bytes`).") var bytes = 8192
     @Option(help: "Seconds per algorithm.") var seconds = 2.0
@@ -64,6 +65,17 @@ struct GMThroughput: AsyncParsableCommand {
             ("sm4-cbc", try measure { try sm4.encryptCBC(data, iv: iv) }),
             ("sm4-gcm", try measure { try sm4.sealGCM(data, nonce: Array(iv.prefix(12))).ciphertext }),
         ]
-        print("{" + results.map { "\"\($0.0)\": \(String(format: "%.1f", $0.1))" }.joined(separator: ", ") + ", \"sink\": \(sink)}")
+        // QR codes of dynamic card texts (99 characters, level M), as PNG at 8 pixels per module.
+        let text = String(repeating: "98FF9F2C05145CB9", count: 4) + ":0:" + String(repeating: "6A1F0C3B", count: 4)
+        var codes = 0, pngs = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds {
+            let code = try QRCode(text, level: .medium)
+            sink ^= code.png(scale: 8)[30]
+            codes += 1
+        }
+        pngs = Int(Double(codes) / Date().timeIntervalSince(start))
+        print("{" + results.map { "\"\($0.0)\": \(String(format: "%.1f", $0.1))" }.joined(separator: ", ")
+              + ", \"qr_png_per_s\": \(pngs), \"sink\": \(sink)}")
     }
 }
