@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "HealthCard",
-            dependencies: ["FHIRModel", "GMCrypto"],
+            dependencies: ["FHIRModel", "GMCrypto", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "Platform",
             dependencies: [
-                "FHIRModel", "Store", "Identity", "Access", "HL7v2",
+                "FHIRModel", "Store", "Identity", "Access", "HL7v2", "HealthCard", "GMCrypto",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -105,7 +105,7 @@ let package = Package(
         .target(
             name: "HTTPAPI",
             dependencies: [
-                "FHIRModel", "Store", "Access", "Platform",
+                "FHIRModel", "Store", "Access", "Platform", "HealthCard",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -141,7 +141,8 @@ let package = Package(
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2",
+                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

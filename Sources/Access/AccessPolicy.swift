@@ -56,6 +56,9 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
     static let operationNeeds: [String: Permissions] = [
         "match": .search, "ihe-pix": [.read, .search], "everything": .read,
         "empi-link": .update, "empi-not-match": .update, "empi-unlink": .update, "empi-merge": .update, "empi-unmerge": .update,
+        // E-health cards, on the master Person they are issued for (`HealthCardService`).
+        "card-read": .read, "card-qr": .read, "card-verify": .read,
+        "card-issue": [.read, .update], "card-suspend": .update, "card-resume": .update, "card-cancel": .update, "card-reissue": .update,
     ]
 }
 
@@ -79,10 +82,20 @@ public struct AccessPolicy: Sendable {
     static let indexStewards: Set<Role> = [.administrator, .platformOperator]
     static let stewardOperations: Set<String> = ["empi-link", "empi-not-match", "empi-unlink", "empi-merge", "empi-unmerge"]
 
+    /// E-health card operations: by facilities and administrators; a resident reads, shows
+    /// (QR) and reports the loss of their own card (which card is theirs is checked per card).
+    static let cardOperations: Set<String> = ["card-read", "card-qr", "card-verify", "card-issue", "card-suspend",
+                                              "card-resume", "card-cancel", "card-reissue"]
+    static let cardRoles: Set<Role> = [.administrator, .facilitySystem, .clinician, .emergencyClinician, .resident]
+    static let residentCardOperations: Set<String> = ["card-read", "card-qr", "card-suspend"]
+
     /// Refuses `interaction` on `type` (nil: every type, as system history) unless allowed.
     public func authorize(_ principal: Principal, _ interaction: Interaction, _ type: String?) throws(AccessDenied) {
         if case .operation(let name) = interaction, Self.stewardOperations.contains(name), !Self.indexStewards.contains(principal.role) {
             throw AccessDenied("$\(name) is for the master index's reviewers (role administrator or operator), not \(principal.role.rawValue)")
+        }
+        if case .operation(let name) = interaction, Self.cardOperations.contains(name), !Self.cardRoles.contains(principal.role) {
+            throw AccessDenied("E-health cards are issued and verified by facilities, not by role \(principal.role.rawValue)")
         }
         if isResident(principal) {
             // A resident reads their own records (which ones is decided per record, with the
@@ -91,6 +104,12 @@ public struct AccessPolicy: Sendable {
             switch interaction {
             case .read, .vread, .history, .search, .operation("everything"): break
             case .create where type == "Consent", .update where type == "Consent": break
+            case .operation(let name) where Self.residentCardOperations.contains(name):
+                // Their own card (checked per card): reading their record is the permission it needs.
+                guard principal.permissions(on: "Person").contains(.read) else {
+                    throw AccessDenied("The token's scopes do not allow reading the resident's own record (Person)")
+                }
+                return
             default: throw AccessDenied("A resident may read their own records and manage their own Consents, not \(interaction) on \(type ?? "all types")")
             }
         }
@@ -162,5 +181,10 @@ public struct AccessPolicy: Sendable {
     /// `$everything`, an entry of a history Bundle): it needs read access to that type.
     public func mayRead(_ principal: Principal, _ type: String) -> Bool {
         (try? authorize(principal, .read, type)) != nil
+    }
+
+    /// Whether the principal may create resources of `type`.
+    public func mayWrite(_ principal: Principal, _ type: String) -> Bool {
+        (try? authorize(principal, .create, type)) != nil
     }
 }

@@ -246,11 +246,12 @@ struct FHIRRoutes: Sendable {
     /// A resource (or Parameters, Bundle) in the body: JSON, said so by the Content-Type when
     /// there is one. Types a browser sends cross-site without asking (`text/plain`, forms) are
     /// refused, so that no web page can write through a logged-in browser or a `--dev` server.
-    func readResource(_ request: Request) async throws -> JSON {
+    func readResource(_ request: Request, emptyAs empty: JSON? = nil) async throws -> JSON {
         if let contentType = request.headers[.contentType], !contentType.lowercased().contains("json") {
             throw FHIRError(415, code: "not-supported", "A resource body must be JSON (Content-Type: \(contentType)); send application/fhir+json")
         }
         let buffer = try await body(request)
+        if let empty, buffer.readableBytes == 0 { return empty }
         return try service.pipeline.parse(buffer.readableBytesView)
     }
 

@@ -39,6 +39,9 @@ public enum HuitongApplication {
         public var metrics = PrometheusCollectorRegistry()
         /// The HL7 v2 gateway's per-sender counts, at `/hl7/status` (nil: no MLLP listener).
         public var hl7: HL7Counters?
+        /// E-health card keys (nil: no `/card` routes).
+        public var cards: CardKeyring?
+        public var cardSettings = CardSettings()
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -71,12 +74,15 @@ public enum HuitongApplication {
         searches.masterIndex = service.masterIndex
         searches.sensitive = configuration.sensitive
         searches.protection = configuration.identifiers
-        FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
-                   maxBodyBytes: configuration.maxBodyBytes,
-                   authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
-                   development: configuration.development, scheme: scheme,
-                   clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) })
-            .register(on: router)
+        let fhir = FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
+                              maxBodyBytes: configuration.maxBodyBytes,
+                              authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
+                              development: configuration.development, scheme: scheme,
+                              clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) })
+        fhir.register(on: router)
+        if let cards = configuration.cards {
+            CardRoutes(routes: fhir, keys: cards, settings: configuration.cardSettings).register(on: router)
+        }
         AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) },
                    users: configuration.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store,
                    publicURL: configuration.publicURL, scheme: scheme,

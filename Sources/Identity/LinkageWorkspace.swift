@@ -239,8 +239,11 @@ final class LinkageWorkspace {
         meta["tag"] = .array([.object(JSONObject([("system", .string(PersonState.goldenTag.0)), ("code", .string(PersonState.goldenTag.1))]))])
         o["meta"] = .object(meta)
         let linked = state.patientLinks.compactMap { patients[$0]?.resource }
-        var identifiers: [JSON] = []
-        var seen = Set<String>()
+        // The Person's own e-health cards stay (issued for the Person, not taken from a Patient).
+        var identifiers: [JSON] = (state.original["identifier"]?.arrayValue ?? []).filter { (i: JSON) -> Bool in
+            i["system"]?.stringValue == IdentifierSystems.healthCard && i["assigner"]?["display"]?.stringValue == IdentifierSystems.cardIssuer
+        }
+        var seen = Set(identifiers.map { IdentifierSystems.healthCard + "|" + ($0["value"]?.stringValue ?? "") })
         for p in linked {
             for identifier in p["identifier"]?.arrayValue ?? [] {
                 let k = (identifier["system"]?.stringValue ?? "") + "|" + (identifier["value"]?.stringValue ?? "")

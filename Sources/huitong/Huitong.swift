@@ -144,6 +144,8 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "MLLP over TLS with the --tls-cert/--tls-key certificate.")
     var mllpTLS = false
 
+    @OptionGroup var cardOptions: CardOptions
+
     @OptionGroup var matchingOptions: MatchingOptions
 
     @OptionGroup var storeOptions: StoreOptions
@@ -209,6 +211,8 @@ extension Serve {
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
         configuration.identifiers = identifiers
+        configuration.cards = try cardOptions.keyring(data: storeOptions.data, keyFolder: tokenKeys)
+        configuration.cardSettings = try cardOptions.settings()
         if let sensitiveCategories { configuration.sensitive = try SensitiveCategories.load(path: sensitiveCategories) }
         if let tlsCert, let tlsKey { configuration.tls = (tlsCert, tlsKey) }
         configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,

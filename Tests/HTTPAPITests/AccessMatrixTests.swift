@@ -91,6 +91,18 @@ final class AccessMatrixTests: XCTestCase {
         "GET /fhir/{type}/{id}/{operationOrCompartment}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/Observation"),
         "GET /fhir/{type}/{id}/_history/{version}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history/1", otherFacility: .refused,
                                                             otherResident: .refused),
+        // E-health cards ({CARD}: a temporary card of the fixture resident). Facilities issue,
+        // read, show and verify any resident's card (the resident presents it); a resident only
+        // their own, and changes its status only by a loss report.
+        "GET /card/keys": Example(kind: .publicRoute, method: .get, path: "/card/keys"),
+        "POST /card/issue": Example(kind: .write, method: .post, path: "/card/issue", body: #"{"person":"Person/{PERSON}","temporary":true}"#,
+                                    contentType: "application/json"),
+        "POST /card/verify": Example(kind: .read, method: .post, path: "/card/verify", body: #"{"code":"{CARD}:1","scene":"0101011"}"#,
+                                     contentType: "application/json", otherFacility: .allowed, otherResident: .refused),
+        "GET /card/{id}": Example(kind: .read, method: .get, path: "/card/{CARD}", otherFacility: .allowed, otherResident: .refused),
+        "GET /card/{id}/qr": Example(kind: .read, method: .get, path: "/card/{CARD}/qr", otherFacility: .allowed, otherResident: .refused),
+        "POST /card/{id}/{action}": Example(kind: .write, method: .post, path: "/card/{CARD}/resume", body: #"{"reason":"matrix"}"#,
+                                            contentType: "application/json", allowed: 409...409),
     ]
 
     /// Requests for the operations the CapabilityStatement lists, by name.
@@ -110,7 +122,9 @@ final class AccessMatrixTests: XCTestCase {
 
     func test_everyRoute_hasAnEntry() async throws {
         let store = try await SQLiteStore.open(path: NSTemporaryDirectory() + "matrix-\(UUID().uuidString).sqlite")
-        let router = HuitongApplication.router(store: store, configuration: .init())
+        var configuration = HuitongApplication.Configuration()
+        configuration.cards = try testCardKeys()
+        let router = HuitongApplication.router(store: store, configuration: configuration)
         let registered = Set(router.routes.map { "\($0.method) \($0.path)" })
         try await store.close()
         XCTAssertEqual(registered.subtracting(Self.routes.keys).sorted(), [], "routes without an access-matrix entry")
@@ -132,6 +146,9 @@ final class AccessMatrixTests: XCTestCase {
             let pid = try XCTUnwrap(p.id), oid = try XCTUnwrap(o.id), otherID = try XCTUnwrap(other.id)
             let person = try await server.request(.get, "/fhir/Person?link=Patient/\(pid)", headers: ["Authorization": "Bearer \(admin)"])
             let personID = try XCTUnwrap(person.json["entry"]?[0]?["resource"]?["id"]?.stringValue)
+            let card = try await server.request(.post, "/card/issue", #"{"person":"Person/\#(personID)","temporary":true}"#,
+                                                headers: ["Authorization": "Bearer \(admin)"])
+            let cardID = try XCTUnwrap(card.json["id"]?.stringValue, card.bodyText)
             let (otherKid, otherPem) = try SigningKey.generate()
             let foreign = try await TokenAuthority(keys: [try SigningKey(kid: otherKid, pem: otherPem)])
             let callers: [(name: String, headers: [String: String])] = [
@@ -150,7 +167,7 @@ final class AccessMatrixTests: XCTestCase {
             var failures: [String] = []
             for (label, example) in examples.sorted(by: { $0.0 < $1.0 }) {
                 func fill(_ text: String) -> String {
-                    text.replacingOccurrences(of: "{PERSON}", with: personID).replacingOccurrences(of: "{P}", with: pid)
+                    text.replacingOccurrences(of: "{CARD}", with: cardID).replacingOccurrences(of: "{PERSON}", with: personID).replacingOccurrences(of: "{P}", with: pid)
                         .replacingOccurrences(of: "{O}", with: oid)
                 }
                 let path = fill(example.path)

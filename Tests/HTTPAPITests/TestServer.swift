@@ -4,8 +4,10 @@ import Foundation
 import HTTPAPI
 import HTTPTypes
 import Hummingbird
+import HealthCard
 import HummingbirdTesting
 import Identity
+import Platform
 import Store
 import StoreTestSupport
 import XCTest
@@ -34,6 +36,8 @@ struct TestServer {
     let tokens: TokenAuthority
     /// The server's identifier keyring (made for this run): ID and phone numbers are stored encrypted.
     let identifiers: IdentifierProtection
+    /// The e-health card keys: the national scheme's example root key, a new offline-code key.
+    let cards: CardKeyring
 
     func request(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil,
                  headers: [String: String] = [:]) async throws -> FHIRTestResponse {
@@ -48,7 +52,7 @@ struct TestServer {
     /// Runs `body` against a new server with an empty database, on every available backend.
     /// `development` (as `huitong serve --dev`): requests without a token act as an administrator.
     static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults, development: Bool = true,
-                    rateLimits: RateLimits = RateLimits(),
+                    rateLimits: RateLimits = RateLimits(), cardSettings: CardSettings = CardSettings(),
                     _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
         try await withEachBackend { test in
             let (kid, pem) = try SigningKey.generate()
@@ -59,11 +63,21 @@ struct TestServer {
             // As `huitong serve` does: ID and phone numbers encrypted at rest.
             let identifiers = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
             configuration.identifiers = identifiers
+            let cards = try testCardKeys()
+            configuration.cards = cards
+            configuration.cardSettings = cardSettings
             let router = HuitongApplication.router(store: test.store, configuration: configuration)
             let app = Application(router: router)
-            try await app.test(.router) { client in try await body(TestServer(client: client, tokens: tokens, identifiers: identifiers), test.store) }
+            try await app.test(.router) { client in
+                try await body(TestServer(client: client, tokens: tokens, identifiers: identifiers, cards: cards), test.store)
+            }
         }
     }
+}
+
+/// Card keys for a test server: the root key of the national scheme's example.
+func testCardKeys() throws -> CardKeyring {
+    CardKeyring(root: try CardRootKey(fileText: "0123456789ABCDEFFEDCBA9876543210"), offline: try OfflineCardKeys(pems: [OfflineCardKeys.newPEM()]))
 }
 
 func patientJSON(family: String = "张", given: String = "伟", identifier: String? = nil, id: String? = nil) -> String {

@@ -8,6 +8,17 @@ public struct Issue: Sendable, Equatable, Error, CustomStringConvertible {
     public let diagnostics: String
     /// FHIRPath locations of the offending element(s), e.g. `Observation.code.coding[0].system`.
     public let expression: [String]
+    /// A finer code for `details.coding` (`system|code`), for clients that branch on the reason.
+    public var details: (system: String, code: String)? {
+        get { detailsCoding.map { ($0.system, $0.code) } }
+        set { detailsCoding = newValue.map { Pair($0.system, $0.code) } }
+    }
+    private var detailsCoding: Pair?
+
+    struct Pair: Sendable, Equatable {
+        let system: String, code: String
+        init(_ system: String, _ code: String) { self.system = system; self.code = code }
+    }
 
     public init(_ severity: Severity = .error, code: String, _ diagnostics: String, at expression: String? = nil) {
         self.severity = severity
@@ -24,6 +35,10 @@ public struct Issue: Sendable, Equatable, Error, CustomStringConvertible {
         var o = JSONObject()
         o["severity"] = .string(severity.rawValue)
         o["code"] = .string(code)
+        if let detailsCoding {
+            o["details"] = .object(JSONObject([("coding", .array([.object(JSONObject([
+                ("system", .string(detailsCoding.system)), ("code", .string(detailsCoding.code))]))]))]))
+        }
         o["diagnostics"] = .string(diagnostics)
         if !expression.isEmpty {
             // `location` is deprecated in R4 but many clients still read it.

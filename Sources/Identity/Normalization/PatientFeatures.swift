@@ -112,6 +112,9 @@ public enum IdentifierSystems {
     public static let residentID = "urn:oid:2.16.156.10011.1.3"
     /// 电子健康卡 ID (the national e-health card scheme's card ID).
     public static let healthCard = "https://huitong.health/fhir/sid/ehealth-card"
+    /// `Identifier.assigner.display` of the cards the platform issued for a master Person: they
+    /// stay on the Person when it is rewritten from its Patients.
+    public static let cardIssuer = "Huitong e-health card issuer"
     /// 医保 medical insurance number.
     public static let medicalInsurance = "https://huitong.health/fhir/sid/medical-insurance"
 
