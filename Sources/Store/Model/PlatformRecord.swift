@@ -72,6 +72,9 @@ package enum PlatformRecordSQL {
 
     package static let columns = "kind, id, content, expires"
 
+    /// One unexpired record by kind and id (binds: kind, id, now).
+    package static let selectOne = "SELECT \(columns) FROM platform_record WHERE kind = ? AND id = ? AND (expires IS NULL OR expires >= ?)"
+
     package static func record(_ row: [SQLValue]) -> PlatformRecord? {
         guard row.count >= 4, let kind = row[0].text, let id = row[1].text, let content = row[2].text else { return nil }
         return PlatformRecord(kind: kind, id: id, content: content, expires: row[3].integer.map(Int64.init))
@@ -80,9 +83,7 @@ package enum PlatformRecordSQL {
 
 extension SQLReadQueries {
     package func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord? {
-        try await db.query("SELECT \(PlatformRecordSQL.columns) FROM platform_record WHERE kind = ? AND id = ?"
-                           + " AND (expires IS NULL OR expires >= ?)", [.text(kind), .text(id), .integer(Int(now))])
-            .first.flatMap(PlatformRecordSQL.record)
+        try await db.query(PlatformRecordSQL.selectOne, [.text(kind), .text(id), .integer(Int(now))]).first.flatMap(PlatformRecordSQL.record)
     }
 
     package func records(kind: String, now: Int64) async throws -> [PlatformRecord] {

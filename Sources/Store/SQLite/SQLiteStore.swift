@@ -180,8 +180,10 @@ public final class SQLiteStore: ResourceStore {
     /// One process owns the file (the data-folder lock).
     public var hasOtherWriters: Bool { false }
 
+    /// On the point reader (no thread-pool round trip): looked up on hot paths (a card's state
+    /// on every scan, an OAuth client, an HL7 message's control id).
     public func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord? {
-        try await reads.record(kind: kind, id: id, now: now)
+        try pointReader.rows(PlatformRecordSQL.selectOne, [[.text(kind), .text(id), .integer(Int(now))]]).first?.first.flatMap(PlatformRecordSQL.record)
     }
 
     public func records(kind: String, now: Int64) async throws -> [PlatformRecord] {
