@@ -142,7 +142,12 @@ public struct HealthCardService: Sendable {
             guard type == "01" else { return try CardDocument(type: type, number: given.uppercased()) }
             let number: String
             do { number = try ResidentID(given).value } catch {
-                throw FHIRError(400, code: "invalid", "'\(IdentifierProtection.masked(given, kind: "id"))' is not a valid resident ID number (\(error))",
+                let masked = IdentifierProtection.masked(given, kind: "id")
+                guard body["documentNumber"] != nil else {
+                    throw FHIRError(422, code: "business-rule", "The Person's resident ID number \(masked) is not valid (GB 11643 check): "
+                                    + "correct the registration, or give documentType and documentNumber", at: "person")
+                }
+                throw FHIRError(400, code: "invalid", "'\(masked)' is not a valid resident ID number (GB 11643: length, birth date and check character)",
                                 at: "documentNumber")
             }
             if let residentID, let recorded = try? ResidentID(residentID).value, recorded != number {
