@@ -102,6 +102,8 @@ public final class PostgresStore: ResourceStore {
     }
 
     public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
+        // PostgreSQL text cannot hold a NUL, so no stored key has one (and binding it is an error).
+        guard !key.type.utf8.contains(0), !key.id.utf8.contains(0) else { return nil }
         var record: ResourceRecord?
         for try await row in try await primary.execute(ReadCurrent(key: key), logger: logger) { record = ResourceRecord(key, row) }
         return record
@@ -162,7 +164,8 @@ public final class PostgresStore: ResourceStore {
     public var hasOtherWriters: Bool { true }
 
     public func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord? {
-        try await current.record(kind: kind, id: id, now: now)
+        guard !kind.utf8.contains(0), !id.utf8.contains(0) else { return nil }
+        return try await current.record(kind: kind, id: id, now: now)
     }
 
     public func records(kind: String, now: Int64) async throws -> [PlatformRecord] {

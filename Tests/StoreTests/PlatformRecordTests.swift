@@ -24,6 +24,11 @@ final class PlatformRecordTests: XCTestCase {
             XCTAssertEqual(found2.map(\.id), ["a", "b"])
             let found3 = try await store.record(kind: "other-kind", id: "b", now: 0)
             XCTAssertNil(found3)
+            // A NUL is part of the id, not its end (a client id "b\0" is not client "b").
+            let withNUL = try await store.record(kind: "oauth-client", id: "b\u{0}", now: 0)
+            XCTAssertNil(withNUL)
+            let readNUL = try await store.read(ResourceKey("Patient", "b\u{0}"))
+            XCTAssertNil(readNUL)
             _ = try await store.commit(unit(.delete(kind: "oauth-client", id: "a")))
             let found4 = try await store.records(kind: "oauth-client", now: 0)
             XCTAssertEqual(found4.map(\.id), ["b"])

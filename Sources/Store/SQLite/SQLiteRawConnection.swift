@@ -87,7 +87,11 @@ final class SQLiteRawConnection: @unchecked Sendable {
             switch value {
             case .integer(let v): rc = sqlite_nio_sqlite3_bind_int64(statement, index, Int64(v))
             case .double(let v): rc = sqlite_nio_sqlite3_bind_double(statement, index, v)
-            case .text(let v): rc = sqlite_nio_sqlite3_bind_text(statement, index, v, -1, transient)
+            case .text(let v):
+                // With its byte length: a NUL inside the text is part of it (`-1` would end the
+                // text there, and "id\0" would match "id").
+                let c = v.utf8CString
+                rc = c.withUnsafeBufferPointer { sqlite_nio_sqlite3_bind_text(statement, index, $0.baseAddress, Int32($0.count - 1), transient) }
             case .blob(let v):
                 rc = v.withUnsafeReadableBytes { sqlite_nio_sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
             case .null: rc = sqlite_nio_sqlite3_bind_null(statement, index)
