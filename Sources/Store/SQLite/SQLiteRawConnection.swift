@@ -90,8 +90,13 @@ final class SQLiteRawConnection: @unchecked Sendable {
             case .text(let v):
                 // With its byte length: a NUL inside the text is part of it (`-1` would end the
                 // text there, and "id\0" would match "id").
-                let c = v.utf8CString
-                rc = c.withUnsafeBufferPointer { sqlite_nio_sqlite3_bind_text(statement, index, $0.baseAddress, Int32($0.count - 1), transient) }
+                var text = v
+                rc = text.withUTF8 { b in
+                    guard let base = b.baseAddress else { return sqlite_nio_sqlite3_bind_text(statement, index, "", 0, transient) }
+                    return base.withMemoryRebound(to: CChar.self, capacity: b.count) {
+                        sqlite_nio_sqlite3_bind_text(statement, index, $0, Int32(b.count), transient)
+                    }
+                }
             case .blob(let v):
                 rc = v.withUnsafeReadableBytes { sqlite_nio_sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
             case .null: rc = sqlite_nio_sqlite3_bind_null(statement, index)
