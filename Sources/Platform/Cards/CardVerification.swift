@@ -179,10 +179,8 @@ extension HealthCardService {
     func createPatient(from person: JSONObject, cardID: String) async throws -> String? {
         var patient = JSONObject([("resourceType", .string("Patient"))])
         var identifiers = (person["identifier"]?.arrayValue ?? []).filter { $0["system"]?.stringValue == IdentifierSystems.residentID }
-        identifiers.append(.object(JSONObject([
-            ("type", .object(JSONObject([("coding", .array([.object(JSONObject([
-                ("system", .string("http://terminology.hl7.org/CodeSystem/v2-0203")), ("code", .string("HC"))]))]))]))),
-            ("system", .string(IdentifierSystems.healthCard)), ("value", .string(cardID))])))
+        identifiers.append(.object(JSONObject([("type", Self.cardType), ("system", .string(IdentifierSystems.healthCard)),
+                                                ("value", .string(cardID))])))
         patient["identifier"] = .array(identifiers)
         for member in ["name", "telecom", "gender", "birthDate", "address"] { patient[member] = person[member] }
         let result = try await service.create("Patient", body: .object(patient))

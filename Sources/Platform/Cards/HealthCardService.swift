@@ -180,12 +180,15 @@ public struct HealthCardService: Sendable {
         return person
     }
 
+    /// `Identifier.type` of a card id (v2-0203 HC).
+    static let cardType = JSON.object(JSONObject([("coding", .array([.object(JSONObject([
+        ("system", .string("http://terminology.hl7.org/CodeSystem/v2-0203")), ("code", .string("HC")),
+        ("display", .string("Health Card Number"))]))]))]))
+
     func cardIdentifier(_ id: String, temporary: Bool) -> JSON {
         .object(JSONObject([
             ("use", .string(temporary ? "temp" : "official")),
-            ("type", .object(JSONObject([("coding", .array([.object(JSONObject([
-                ("system", .string("http://terminology.hl7.org/CodeSystem/v2-0203")), ("code", .string("HC")),
-                ("display", .string("Health Card Number"))]))]))]))),
+            ("type", Self.cardType),
             ("system", .string(IdentifierSystems.healthCard)), ("value", .string(id)),
             ("period", .object(JSONObject([("start", .string(today))]))),
             ("assigner", .object(JSONObject([("display", .string(IdentifierSystems.cardIssuer))]))),
