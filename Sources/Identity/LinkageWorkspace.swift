@@ -122,9 +122,10 @@ final class LinkageWorkspace {
 
     /// Reads the content of the given Patients that are not known yet (not their Persons).
     func loadPatients(_ keys: Set<ResourceKey>) async throws {
-        for key in keys where patients[key] == nil {
-            guard let record = try await store.read(key), !record.deleted,
-                  let o = IdentifierProtection.parse(record.content, revealing: protection) else { continue }
+        let wanted = keys.filter { patients[$0] == nil }
+        guard !wanted.isEmpty else { return }
+        for (key, record) in try await store.read(keys: Array(wanted)) where !record.deleted {
+            guard let o = IdentifierProtection.parse(record.content, revealing: protection) else { continue }
             patients[key] = (o, PatientFeatures(patient: o))
         }
     }
@@ -136,9 +137,10 @@ final class LinkageWorkspace {
 
     /// The Persons of the given Patients; those not stored yet (new registrations) have none.
     func loadPersons(ofWritten patients: [ResourceKey]) async throws {
+        let records = try await store.read(keys: patients)
         var stored: [ResourceKey] = []
         for p in patients {
-            if let record = try await store.read(p), !record.deleted { stored.append(p) } else { withoutPerson.insert(p) }
+            if let record = records[p], !record.deleted { stored.append(p) } else { withoutPerson.insert(p) }
         }
         try await loadPersons(of: stored)
     }
@@ -159,7 +161,7 @@ final class LinkageWorkspace {
     /// A Person by id, read the first time (nil: no such Person).
     func person(_ key: ResourceKey) async throws -> PersonState? {
         if let state = persons[key] { return state }
-        guard let record = try await store.read(key), !record.deleted,
+        guard let record = try await store.read(keys: [key])[key], !record.deleted,
               let o = IdentifierProtection.parse(record.content, revealing: protection) else { return nil }
         let state = PersonState(key: key, version: record.version, content: o)
         persons[key] = state

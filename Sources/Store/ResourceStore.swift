@@ -5,6 +5,9 @@ import FHIRModel
 public protocol ResourceStore: Sendable {
     /// The current version of a resource (a deleted resource returns a record with `deleted`), or nil.
     func read(_ key: ResourceKey) async throws -> ResourceRecord?
+    /// The current versions of several resources (as `read`; keys not stored are absent). The
+    /// master index reads its candidates with it.
+    func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord]
     /// One version of a resource, or nil.
     func vread(_ key: ResourceKey, version: Int) async throws -> ResourceRecord?
     /// History, newest first.
@@ -76,6 +79,14 @@ public protocol ResourceStore: Sendable {
     /// The highest schema migration applied.
     func schemaVersion() async throws -> Int
     func close() async throws
+}
+
+extension ResourceStore {
+    public func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
+        var found: [ResourceKey: ResourceRecord] = [:]
+        for key in Set(keys) { found[key] = try await read(key) }
+        return found
+    }
 }
 
 /// What `resources(of:withToken:codes:limitPerCode:)` found.

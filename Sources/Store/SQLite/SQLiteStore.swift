@@ -30,7 +30,9 @@ public final class SQLiteStore: ResourceStore {
         do {
             try writeConnection.exec("PRAGMA journal_mode = WAL")
             try writeConnection.exec("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
-            try writeConnection.exec("PRAGMA cache_size = -65536")
+            // 256 MB of page cache: the writer's pages stay valid across its commits, and the master
+            // index reads its index pages here too (`linkageRows`).
+            try writeConnection.exec("PRAGMA cache_size = -262144")
             try writeConnection.exec("PRAGMA temp_store = MEMORY")
             // Checkpoints run inside the commit that crosses 16,000 WAL pages (64 MB), not 1,000
             // (SQLite's default): a checkpoint's cost is mostly its fsync, barely more for 16x the
@@ -125,14 +127,31 @@ public final class SQLiteStore: ResourceStore {
     }
 
     // The master index's lookups run on every Patient write: one prepared statement per code or
-    // target, on the point reader's connections (a few microseconds each), rather than a
-    // thread-pool round trip per query.
+    // target, on the calling thread (a few microseconds each) rather than a thread-pool round trip
+    // per query; on the writer's connection when it is idle (its page cache is warm, see
+    // `SQLiteWriter.rowsIfIdle`), else on the point reader's.
+
+    func linkageRows(_ sql: String, _ bindings: [[SQLValue]]) throws -> [[[SQLValue]]] {
+        try writer.rowsIfIdle(sql, bindings) ?? pointReader.rows(sql, bindings)
+    }
+
+    public func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
+        // A C string ends at a NUL: "id\0x" would read "id". No stored type or id holds one.
+        let keys = Array(Set(keys)).filter { !$0.type.utf8.contains(0) && !$0.id.utf8.contains(0) }
+        let sql = "SELECT \(SQLReadQueries.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid"
+            + " WHERE r.type = ? AND r.id = ?"
+        var found: [ResourceKey: ResourceRecord] = [:]
+        for rows in try linkageRows(sql, keys.map { [.text($0.type), .text($0.id)] }) {
+            if let row = rows.first, let record = SQLReadQueries.record(row) { found[record.key] = record }
+        }
+        return found
+    }
 
     public func resources(of type: String, withToken parameter: String, codes: [String], limitPerCode: Int) async throws -> TokenLookup {
         let codes = Array(Set(codes))
         // From the index alone (idx_token_lookup covers rid).
         let sql = "SELECT rid FROM idx_token WHERE type = ? AND param = ? AND code = ? LIMIT ?"
-        let found = try pointReader.rows(sql, codes.map { [.text(type), .text(parameter), .text($0), .integer(limitPerCode + 1)] })
+        let found = try linkageRows(sql, codes.map { [.text(type), .text(parameter), .text($0), .integer(limitPerCode + 1)] })
         var result = TokenLookup()
         for (code, rows) in zip(codes, found) where !rows.isEmpty {
             if rows.count > limitPerCode { result.overLimit.insert(code); continue }
@@ -143,7 +162,7 @@ public final class SQLiteStore: ResourceStore {
 
     public func keys(ofRecords records: [Int]) async throws -> [Int: ResourceKey] {
         let rids = Array(Set(records))
-        let found = try pointReader.rows("SELECT type, id FROM resource WHERE rid = ? AND deleted = 0", rids.map { [.integer($0)] })
+        let found = try linkageRows("SELECT type, id FROM resource WHERE rid = ? AND deleted = 0", rids.map { [.integer($0)] })
         var result: [Int: ResourceKey] = [:]
         for (rid, rows) in zip(rids, found) {
             if let row = rows.first, let t = row[0].text, let id = row[1].text { result[rid] = ResourceKey(t, id) }
@@ -156,7 +175,7 @@ public final class SQLiteStore: ResourceStore {
             + " JOIN resource_history h ON h.hid = r.hid"
             + " WHERE i.target_id = ? AND i.target_type = ? AND i.param = ? AND i.type = ? AND r.deleted = 0"
         var seen = Set<ResourceKey>()
-        return try pointReader.rows(sql, targets.map { [.text($0.id), .text($0.type), .text(parameter), .text(type)] })
+        return try linkageRows(sql, targets.map { [.text($0.id), .text($0.type), .text(parameter), .text(type)] })
             .joined().compactMap { row in SQLReadQueries.record(row).flatMap { seen.insert($0.key).inserted ? $0 : nil } }
     }
 

@@ -2,6 +2,7 @@ import FHIRModel
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The single writer of the SQLite store. Units queue up while a commit is in flight and
 /// the next commit takes all of them (group commit), so many concurrent writers share
@@ -40,7 +41,7 @@ actor SQLiteWriter {
         closed = true
         while draining { await Task.yield() }
         let session = self.session
-        try await thread.runIfActive { session.db.close() }
+        try await thread.runIfActive { session.gate.withLock { open in open = false; session.db.close() } }
         try await thread.shutdownGracefully()
     }
 
@@ -76,7 +77,20 @@ actor SQLiteWriter {
     /// Runs `body` with the session on the writer's thread (batches never overlap: `drain` awaits each).
     private func onThread<T: Sendable>(_ body: @escaping @Sendable (SQLiteWriteSession) throws -> T) async throws -> T {
         let session = self.session
-        return try await thread.runIfActive { try body(session) }
+        return try await thread.runIfActive { try session.gate.withLock { _ in try body(session) } }
+    }
+
+    /// Runs short indexed queries on the writer's connection, on the calling thread, when no batch
+    /// is being written (nil otherwise: the caller reads elsewhere rather than wait for a commit).
+    /// The writer's page cache stays warm across its own commits, whereas a reader connection's
+    /// cache is dropped whenever another connection has committed: the master index's lookups,
+    /// which follow every Patient commit, find their index pages here instead of reading them again.
+    nonisolated func rowsIfIdle(_ sql: String, _ bindings: [[SQLValue]]) throws -> [[[SQLValue]]]? {
+        let session = self.session
+        return try session.gate.withLockIfAvailable { open -> [[[SQLValue]]]? in
+            guard open else { return nil }
+            return try bindings.map { try session.db.query(sql, $0) }
+        } ?? nil
     }
 
     /// Replaces the index rows of the given resources in one transaction (`huitong reindex`).
@@ -99,6 +113,9 @@ actor SQLiteWriter {
 /// The writer's connection and row counters; used only on the writer's thread, one batch at a time.
 final class SQLiteWriteSession: @unchecked Sendable {
     let db: SQLiteRawConnection
+    /// Held while the writer's thread uses the connection, or a reader borrows it between batches
+    /// (`SQLiteWriter.rowsIfIdle`); false once the connection is closed.
+    let gate = Mutex<Bool>(true)
     private var nextRid: Int
     private var nextHid: Int
     private var lastTime: Int64
