@@ -58,6 +58,8 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
         "empi-link": .update, "empi-not-match": .update, "empi-unlink": .update, "empi-merge": .update, "empi-unmerge": .update,
         // E-health cards, on the master Person they are issued for (`HealthCardService`).
         "card-read": .read, "card-qr": .read, "card-verify": .read,
+        // The HL7 gateway's kept rejected messages (`/hl7/rejected`), not of one type.
+        "hl7-rejected": .read,
         "card-issue": [.read, .update], "card-suspend": .update, "card-resume": .update, "card-cancel": .update, "card-reissue": .update,
     ]
 }
@@ -93,6 +95,9 @@ public struct AccessPolicy: Sendable {
     public func authorize(_ principal: Principal, _ interaction: Interaction, _ type: String?) throws(AccessDenied) {
         if case .operation(let name) = interaction, Self.stewardOperations.contains(name), !Self.indexStewards.contains(principal.role) {
             throw AccessDenied("$\(name) is for the master index's reviewers (role administrator or operator), not \(principal.role.rawValue)")
+        }
+        if case .operation("hl7-rejected") = interaction, !Self.indexStewards.contains(principal.role) {
+            throw AccessDenied("Rejected HL7 messages are read by administrators and operators, not \(principal.role.rawValue)")
         }
         if case .operation(let name) = interaction, Self.cardOperations.contains(name), !Self.cardRoles.contains(principal.role) {
             throw AccessDenied("E-health cards are issued and verified by facilities, not by role \(principal.role.rawValue)")

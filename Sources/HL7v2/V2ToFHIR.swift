@@ -7,7 +7,8 @@ import Foundation
 /// updates what it wrote and never duplicates it.
 ///
 /// ADT A01/A04/A05/A08/A28/A31 → Patient (+ Encounter from PV1); A03 → the Encounter finished;
-/// A11 → the Encounter cancelled. ORU^R01 → one DiagnosticReport per OBR with its Observations
+/// A11 → the Encounter cancelled; A13 (cancel discharge) → the Encounter in progress again, without
+/// an end. ORU^R01 → one DiagnosticReport per OBR with its Observations
 /// (OBX) and Specimen (SPM or OBR-15). Orders, appointments and documents: `V2ToFHIROrders.swift`.
 /// Only ADT changes the registration; other messages name their patient by PID-3 and create the
 /// Patient only if the facility has not registered it yet.
@@ -28,10 +29,10 @@ public struct V2ToFHIR: Sendable {
     public var resultSystem: String { "urn:huitong:result:" + facility }
     public var specimenSystem: String { "urn:huitong:specimen:" + facility }
 
-    static let adtEvents: Set<String> = ["A01", "A03", "A04", "A05", "A08", "A11", "A28", "A31", "A40"]
+    static let adtEvents: Set<String> = ["A01", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"]
 
     /// The message types this mapping takes (for the CapabilityStatement and the docs).
-    public static let supported = ["ADT^A01", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01",
+    public static let supported = ["ADT^A01", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A13", "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01",
                                    "ORM^O01", "OML^O21", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S26", "MDM^T02"]
 
     public func bundle(for m: HL7Message) throws(HL7Problem) -> JSON {
@@ -47,7 +48,7 @@ public struct V2ToFHIR: Sendable {
             entries.append(patient.entry)
             if let pv1 = m["PV1"], type.event != "A28", type.event != "A31" {
                 if let encounter = try encounterEntry(pv1, event: type.event, patient: patient.fullUrl) { entries.append(encounter) }
-            } else if ["A01", "A03", "A04", "A05", "A11"].contains(type.event) {
+            } else if ["A01", "A03", "A04", "A05", "A11", "A13"].contains(type.event) {
                 throw HL7Problem(.error, "101", "ADT^\(type.event) needs a PV1 segment", at: ("PV1", 1, 0))
             }
         case "ORU":
@@ -216,7 +217,8 @@ public struct V2ToFHIR: Sendable {
                                    ("display", name.isEmpty ? nil : .string(name)))))])))
         }
         let start = try pv1[44].value.map { v throws(HL7Problem) in try dateTime(v, at: ("PV1", 1, 44)) }
-        let end = try pv1[45].value.map { v throws(HL7Problem) in try dateTime(v, at: ("PV1", 1, 45)) }
+        // A cancelled discharge (A13) leaves the visit open, whatever discharge time PV1-45 repeats.
+        let end = event == "A13" ? nil : try pv1[45].value.map { v throws(HL7Problem) in try dateTime(v, at: ("PV1", 1, 45)) }
         if start != nil || end != nil { encounter.append(("period", obj(("start", start.map(JSON.string)), ("end", end.map(JSON.string))))) }
         let location = pv1[3]
         if let point = location.component(1) {
@@ -227,6 +229,7 @@ public struct V2ToFHIR: Sendable {
         encounter.append(("serviceProvider", obj(("reference", .string("Organization/" + facility)))))
         guard let visit else {
             // Without a visit number an update cannot find its Encounter: only admissions make one.
+            if event == "A13" { throw HL7Problem(.error, "101", "ADT^A13 needs the visit number (PV1-19) of the discharge it cancels", at: ("PV1", 1, 19)) }
             return ["A01", "A04", "A05"].contains(event) ? entry("urn:uuid:" + UUID().uuidString.lowercased(), obj(encounter), method: "POST", url: "Encounter") : nil
         }
         return entry("urn:uuid:" + UUID().uuidString.lowercased(), obj(encounter), method: "PUT", url: "Encounter?identifier=\(query(visitSystem))|\(query(visit))")

@@ -113,6 +113,24 @@ public enum HuitongApplication {
             }
             return FHIRResponse.json(.object(JSONObject([("mllp", .bool(configuration.hl7 != nil)), ("senders", .object(senders))])))
         }
+        // The gateway's rejected messages, for administrators and operators (audited).
+        router.get("hl7/rejected") { request, context in
+            try await fhir.handle(request, context) { r, _ in
+                let params = request.uri.queryParameters
+                let count = try params["_count"].map { text throws(FHIRError) -> Int in
+                    guard let n = Int(text), (1...1000).contains(n) else {
+                        throw FHIRError(400, code: "invalid", "_count must be a number from 1 to 1000", at: "_count")
+                    }
+                    return n
+                } ?? 100
+                return FHIRResponse.json(try await RejectedMessages(service: r.service).list(sender: params["sender"].map(String.init), count: count))
+            }
+        }
+        router.get("hl7/rejected/{id}") { request, context in
+            try await fhir.handle(request, context) { r, _ in
+                FHIRResponse.json(try await RejectedMessages(service: r.service).read(try context.parameters.require("id")))
+            }
+        }
         router.get("/") { _, _ -> Response in
             let counts = (try? await store.resourceCounts()) ?? [:]
             return StatusPage.render(counts: counts, development: configuration.development)

@@ -96,5 +96,8 @@ enum PostgresMigrations {
         (4, "audit archive anchors", [
             "CREATE TABLE audit_anchor (seq bigint PRIMARY KEY, hash text NOT NULL, archived_at bigint NOT NULL, archive text NOT NULL)",
         ]),
+        (5, "expiring platform records, for the sweep", [
+            "CREATE INDEX platform_record_expires ON platform_record(expires) WHERE expires IS NOT NULL",
+        ]),
     ]
 }

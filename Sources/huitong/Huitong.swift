@@ -191,7 +191,10 @@ struct Serve: AsyncParsableCommand {
         }
         if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
         logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
+        let sweep = Task { await ExpiredRecordSweep(store: store).run(logger: logger) }
         try await app.runService()
+        sweep.cancel()
+        await sweep.value
         try? await mllp?.close()
         try await store.close()
     }

@@ -55,6 +55,11 @@ final class AccessMatrixTests: XCTestCase {
         "GET /ready": Example(kind: .publicRoute, method: .get, path: "/ready"),
         "GET /metrics": Example(kind: .publicRoute, method: .get, path: "/metrics"),
         "GET /hl7/status": Example(kind: .publicRoute, method: .get, path: "/hl7/status"),
+        // Rejected HL7 messages: administrators and operators only (no facility, emergency or resident).
+        "GET /hl7/rejected": Example(kind: .read, method: .get, path: "/hl7/rejected", facilityReadersAllowed: false,
+                                     otherFacility: .refused, otherResident: .refused),
+        "GET /hl7/rejected/{id}": Example(kind: .read, method: .get, path: "/hl7/rejected/none", allowed: 404...404,
+                                          facilityReadersAllowed: false, otherFacility: .refused, otherResident: .refused),
         "GET /.well-known/jwks.json": Example(kind: .publicRoute, method: .get, path: "/.well-known/jwks.json"),
         "GET /.well-known/smart-configuration": Example(kind: .publicRoute, method: .get, path: "/.well-known/smart-configuration"),
         "GET /fhir/.well-known/smart-configuration": Example(kind: .publicRoute, method: .get, path: "/fhir/.well-known/smart-configuration"),

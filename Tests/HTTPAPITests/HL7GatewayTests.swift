@@ -108,6 +108,22 @@ final class HL7GatewayTests: XCTestCase {
             XCTAssertEqual(encounters.count, 1)
             XCTAssertEqual(encounters.first?["status"]?.stringValue, "finished")
             XCTAssertEqual(encounters.first?["period"]?["end"]?.stringValue, "2026-11-30T09:00:00+08:00")
+
+            // A13 cancels the discharge (the HIS repeats the discharge time in PV1-45): the visit is
+            // open again, same Encounter; without a visit number there is nothing to reopen (AE).
+            let a13 = await Self.send(s, Self.adt("A13", "M4", pv1: "PV1|1|I|ward-3^302^1||||D001^李^医生||||||||||||V-01|||||||||||||||||||||||||20261124100000|20261130090000"))
+            XCTAssertEqual(a13["MSA"]?[1].value, "AA", ER7.serialize(a13))
+            let reopened = try await Self.search(s, "Encounter", "identifier=urn:huitong:visit:county|V-01")
+            XCTAssertEqual(reopened.count, 1)
+            XCTAssertEqual(reopened.first?["id"], encounters.first?["id"])
+            XCTAssertEqual(reopened.first?["status"]?.stringValue, "in-progress")
+            XCTAssertNil(reopened.first?["period"]?["end"])
+            XCTAssertEqual(reopened.first?["period"]?["start"]?.stringValue, "2026-11-24T10:00:00+08:00")
+            XCTAssertEqual(reopened.first?["location"]?[0]?["status"]?.stringValue, "active")
+            let withoutVisit = await Self.send(s, Self.adt("A13", "M5", pv1: "PV1|1|I|ward-3^302^1"))
+            XCTAssertEqual(withoutVisit["MSA"]?[1].value, "AE", ER7.serialize(withoutVisit))
+            XCTAssertEqual(withoutVisit["ERR"]?[2].component(1), "PV1", ER7.serialize(withoutVisit))
+            XCTAssertEqual(withoutVisit["ERR"]?[2].component(3), "19")
         }
     }
 
@@ -187,6 +203,41 @@ final class HL7GatewayTests: XCTestCase {
                 let raw = Data(base64Encoded: try XCTUnwrap(detail["message"]?.stringValue)) ?? Data()
                 XCTAssertTrue(String(decoding: raw, as: UTF8.self).hasPrefix("MSH|"))
                 XCTAssertNotNil(detail["error"]?.stringValue)
+            }
+            // Operators list them (no patient data) and open one (the message in clear, audited).
+            let rejected = RejectedMessages(service: s.service)
+            let all = try await rejected.list(sender: nil, count: 100)
+            XCTAssertEqual(all["total"]?.numberText, "5")
+            let listed = try await rejected.list(sender: "HIS^county-hospital", count: 3)
+            XCTAssertEqual(listed["total"]?.numberText, "4", "the lab's message is another sender's")
+            let summaries = listed["messages"]?.arrayValue ?? []
+            XCTAssertEqual(summaries.count, 3, "at most _count")
+            XCTAssertEqual(summaries.first?["code"]?.stringValue, "AE")
+            XCTAssertFalse(String(decoding: JSONWriter.bytes(listed), as: UTF8.self).contains("张"), "the list shows no patient data")
+            let none = try await rejected.list(sender: "OTHER^x", count: 10)
+            XCTAssertEqual(none["messages"]?.arrayValue?.count, 0)
+            let id = try XCTUnwrap(summaries.first?["id"]?.stringValue)
+            let one = try await rejected.read(id)
+            XCTAssertTrue(one["message"]?.stringValue?.hasPrefix("MSH|") == true)
+            XCTAssertNotNil(one["error"]?.stringValue)
+            let auditedBefore = try await s.store.auditEvents(after: 0, limit: 100_000).count
+            _ = try await rejected.read(id)
+            let auditedAfter = try await s.store.auditEvents(after: 0, limit: 100_000).count
+            XCTAssertEqual(auditedAfter, auditedBefore + 1, "reading a rejected message is audited")
+            do {
+                _ = try await rejected.read("no-such-message")
+                XCTFail("an unknown id was answered")
+            } catch let error as FHIRError {
+                XCTAssertEqual(error.status, 404)
+            }
+            // A facility's own system may not read them.
+            let facility = RejectedMessages(service: s.service.acting(as: Principal(kind: .client, subject: "his", role: .facilitySystem,
+                                                                                       facility: "county", scopes: SMARTScope.parseList("system/*.cruds"))))
+            do {
+                _ = try await facility.list(sender: nil, count: 10)
+                XCTFail("a facility system listed rejected messages")
+            } catch let error as FHIRError {
+                XCTAssertEqual(error.status, 403)
             }
         }
     }

@@ -1,3 +1,4 @@
+import Platform
 import Store
 import StoreTestSupport
 import XCTest
@@ -61,6 +62,28 @@ final class PlatformRecordTests: XCTestCase {
             _ = try await store.commit(unit(RecordWrite(later, mode: .insertNew(now: 1_001))))
             let found8 = try await store.record(kind: "assertion-jti", id: "client j1", now: 2_000)
             XCTAssertEqual(found8?.expires, 5_000)
+        }
+    }
+
+    /// The sweep deletes expired records of every kind, and only those.
+    func test_sweepRemovesExpiredRecords_only() async throws {
+        try await withEachBackend { test in
+            let store = test.store
+            _ = try await store.commit(unit(RecordWrite(PlatformRecord(kind: "hl7-rejected", id: "old", content: "{}", expires: 1_000)),
+                                            RecordWrite(PlatformRecord(kind: "hl7-rejected", id: "new", content: "{}", expires: 9_000)),
+                                            RecordWrite(PlatformRecord(kind: "assertion-jti", id: "used", content: "{}", expires: 4_999)),
+                                            RecordWrite(PlatformRecord(kind: "oauth-client", id: "c", content: "{}"))))
+            // Read as of time 0 every record is still there: the rows themselves are what goes.
+            let before = try await store.records(kind: "hl7-rejected", now: 0)
+            XCTAssertEqual(before.map(\.id).sorted(), ["new", "old"])
+            try await ExpiredRecordSweep(store: store).sweep(now: 5_000)
+            let rejected = try await store.records(kind: "hl7-rejected", now: 0)
+            XCTAssertEqual(rejected.map(\.id), ["new"])
+            let jti = try await store.records(kind: "assertion-jti", now: 0)
+            XCTAssertEqual(jti.map(\.id), [])
+            let clients = try await store.records(kind: "oauth-client", now: 0)
+            XCTAssertEqual(clients.map(\.id), ["c"], "records without an expiry stay")
+            try await store.close()
         }
     }
 }

@@ -24,6 +24,8 @@ public struct RecordWrite: Sendable {
         /// the same kind and id (one-time values such as a client assertion's `jti`).
         case insertNew(now: Int64)
         case delete
+        /// Deletes every record of any kind that expired before the time (the record is unused).
+        case purgeExpired(before: Int64)
     }
 
     public let record: PlatformRecord
@@ -36,6 +38,11 @@ public struct RecordWrite: Sendable {
 
     public static func delete(kind: String, id: String) -> RecordWrite {
         RecordWrite(PlatformRecord(kind: kind, id: id, content: ""), mode: .delete)
+    }
+
+    /// Removes the records that expired before `before` (they already count as absent).
+    public static func purgeExpired(before: Int64) -> RecordWrite {
+        RecordWrite(PlatformRecord(kind: "", id: "", content: ""), mode: .purgeExpired(before: before))
     }
 }
 
@@ -55,6 +62,9 @@ package enum PlatformRecordSQL {
                     values + [.integer(Int(now))])
         case .delete:
             return ("DELETE FROM platform_record WHERE kind = ? AND id = ?", [.text(r.kind), .text(r.id)])
+        case .purgeExpired(let before):
+            // Uses the partial index platform_record_expires (only records that can expire).
+            return ("DELETE FROM platform_record WHERE expires IS NOT NULL AND expires < ?", [.integer(Int(before))])
         }
     }
 

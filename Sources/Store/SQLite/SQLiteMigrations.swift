@@ -74,5 +74,8 @@ enum SQLiteMigrations {
         (6, "audit archive anchors", [
             "CREATE TABLE audit_anchor (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, archived_at INTEGER NOT NULL, archive TEXT NOT NULL)",
         ]),
+        (7, "expiring platform records, for the sweep", [
+            "CREATE INDEX platform_record_expires ON platform_record(expires) WHERE expires IS NOT NULL",
+        ]),
     ]
 }
