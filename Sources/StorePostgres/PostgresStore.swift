@@ -109,6 +109,11 @@ public final class PostgresStore: ResourceStore {
         return record
     }
 
+    public func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
+        // Feeds write decisions (the master index's candidates): the primary, one query per 200.
+        try await current.records(keys: keys)
+    }
+
     public func vread(_ key: ResourceKey, version: Int) async throws -> ResourceRecord? {
         var record: ResourceRecord?
         for try await row in try await primary.execute(ReadVersion(key: key, version: version), logger: logger) {

@@ -41,6 +41,21 @@ package struct SQLReadQueries: Sendable {
         return try await scalar("SELECT COALESCE(MAX(rid), 0) FROM resource")
     }
 
+    /// The current versions of several resources in a few queries (keys not stored are absent).
+    package func records(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
+        // A text with a NUL cannot be stored (nor bound, on PostgreSQL): no such key exists.
+        let keys = Array(Set(keys)).filter { !$0.type.utf8.contains(0) && !$0.id.utf8.contains(0) }
+        var found: [ResourceKey: ResourceRecord] = [:]
+        for chunk in keys.chunked(200) {
+            let sql = "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE "
+                + chunk.map { _ in "(r.type = ? AND r.id = ?)" }.joined(separator: " OR ")
+            for row in try await db.query(sql, chunk.flatMap { [SQLValue.text($0.type), .text($0.id)] }) {
+                if let record = Self.record(row) { found[record.key] = record }
+            }
+        }
+        return found
+    }
+
     package func history(_ query: HistoryQuery) async throws -> HistoryPage {
         var conditions: [String] = []
         var binds: [SQLValue] = []
