@@ -71,10 +71,14 @@ public struct AuditTrail: Sendable {
                 guard let start = ByteSearch.find(marker, anchor: anchor, in: bytes) else { continue }
                 var end = start
                 while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
-                let reference = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
-                guard let range = reference.range(of: "Patient/"),
-                      range.lowerBound == reference.startIndex || reference[reference.index(before: range.lowerBound)] == "/" else { continue }
-                return "Patient/" + reference[range.upperBound...].prefix { $0 != "/" }
+                // The first "Patient/" in the reference, at its start or after a "/" (an absolute
+                // URL); bytes, not `String.range(of:)`, which bridges through Foundation.
+                let reference = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+                guard let at = Self.firstOccurrence(patientPrefix, in: reference),
+                      at == 0 || reference[at - 1] == UInt8(ascii: "/") else { continue }
+                var stop = at + patientPrefix.count
+                while stop < reference.count, reference[stop] != UInt8(ascii: "/") { stop += 1 }
+                return "Patient/" + String(decoding: UnsafeRawBufferPointer(rebasing: reference[(at + patientPrefix.count)..<stop]), as: UTF8.self)
             }
             // Elsewhere (Appointment.participant.actor, Coverage.beneficiary, ...): the first
             // relative reference to a Patient.
@@ -83,6 +87,18 @@ public struct AuditTrail: Sendable {
             while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "/") { end += 1 }
             return "Patient/" + String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         }
+    }
+
+    static let patientPrefix = Array("Patient/".utf8)
+
+    static func firstOccurrence(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
+            var j = 1
+            while j < needle.count, haystack[i + j] == needle[j] { j += 1 }
+            if j == needle.count { return i }
+        }
+        return nil
     }
 
     static let patientMarker = Array(#""patient":{"reference":""#.utf8)
