@@ -132,7 +132,15 @@ public final class SQLiteStore: ResourceStore {
     // `SQLiteWriter.rowsIfIdle`), else on the point reader's.
 
     func linkageRows(_ sql: String, _ bindings: [[SQLValue]]) throws -> [[[SQLValue]]] {
-        try writer.rowsIfIdle(sql, bindings) ?? pointReader.rows(sql, bindings)
+        // A few dozen lookups at a time, so that a big unit's plan (a bulk transaction's thousands
+        // of candidates) never keeps the writer from its next batch for long.
+        var rows: [[[SQLValue]]] = []
+        rows.reserveCapacity(bindings.count)
+        for start in stride(from: 0, to: bindings.count, by: 64) {
+            let chunk = Array(bindings[start..<min(start + 64, bindings.count)])
+            rows += try writer.rowsIfIdle(sql, chunk) ?? pointReader.rows(sql, chunk)
+        }
+        return rows
     }
 
     public func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
