@@ -59,6 +59,9 @@ package struct SearchSQL: Sendable {
                 [.text(query.type), .text(clause.parameter)] + binds + [.integer(snapshot)])
     }
 
+    /// Search parameters that whole facilities or profiles share (`_source` is a facility's).
+    static let broadParameters: Set<String> = ["_source", "_tag", "_security", "_profile"]
+
     package func compileWhere(_ query: SearchQuery) -> (sql: String, binds: [SQLValue], ridSets: [(String, [SQLValue])]?) {
         // With a selective index clause present, keep the planner from scanning every resource of
         // the type through the type index: `+r.type` is not indexable, so the IN lists drive.
@@ -83,6 +86,11 @@ package struct SearchSQL: Sendable {
         }
         let drivers: Set<Int> = {
             let s = Set(query.clauses.indices.filter { selective(query.clauses[$0]) })
+            // A clause every record of a facility (a label, a profile) matches is checked per
+            // candidate while a narrower one drives: intersecting it read all of a facility's rows
+            // on every conditional update of that facility (an HL7 result slowed as the store grew).
+            let narrow = s.filter { !Self.broadParameters.contains(query.clauses[$0].parameter) }
+            if !narrow.isEmpty { return narrow }
             if !s.isEmpty { return s }
             return Set(query.clauses.firstIndex { !$0.negated }.map { [$0] } ?? [])
         }()
