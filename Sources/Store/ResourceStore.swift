@@ -81,6 +81,12 @@ public protocol ResourceStore: Sendable {
     func close() async throws
 }
 
+extension ResourceKey {
+    /// Whether a store can hold the key: no stored type or id has a NUL (a C string ends there,
+    /// and PostgreSQL text cannot hold one), so a key with one names nothing.
+    package var isStorable: Bool { !type.utf8.contains(0) && !id.utf8.contains(0) }
+}
+
 extension ResourceStore {
     public func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
         var found: [ResourceKey: ResourceRecord] = [:]

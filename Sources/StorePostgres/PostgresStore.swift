@@ -103,7 +103,7 @@ public final class PostgresStore: ResourceStore {
 
     public func read(_ key: ResourceKey) async throws -> ResourceRecord? {
         // PostgreSQL text cannot hold a NUL, so no stored key has one (and binding it is an error).
-        guard !key.type.utf8.contains(0), !key.id.utf8.contains(0) else { return nil }
+        guard key.isStorable else { return nil }
         var record: ResourceRecord?
         for try await row in try await primary.execute(ReadCurrent(key: key), logger: logger) { record = ResourceRecord(key, row) }
         return record

@@ -74,11 +74,12 @@ public struct AuditTrail: Sendable {
                 // The first "Patient/" in the reference, at its start or after a "/" (an absolute
                 // URL); bytes, not `String.range(of:)`, which bridges through Foundation.
                 let reference = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
-                guard let at = Self.firstOccurrence(patientPrefix, in: reference),
-                      at == 0 || reference[at - 1] == UInt8(ascii: "/") else { continue }
-                var stop = at + patientPrefix.count
+                guard let idStart = ByteSearch.find(patientPrefix, anchor: 0, in: reference) else { continue }
+                let at = idStart - patientPrefix.count
+                guard at == 0 || reference[at - 1] == UInt8(ascii: "/") else { continue }
+                var stop = idStart
                 while stop < reference.count, reference[stop] != UInt8(ascii: "/") { stop += 1 }
-                return "Patient/" + String(decoding: UnsafeRawBufferPointer(rebasing: reference[(at + patientPrefix.count)..<stop]), as: UTF8.self)
+                return "Patient/" + String(decoding: UnsafeRawBufferPointer(rebasing: reference[idStart..<stop]), as: UTF8.self)
             }
             // Elsewhere (Appointment.participant.actor, Coverage.beneficiary, ...): the first
             // relative reference to a Patient.
@@ -90,16 +91,6 @@ public struct AuditTrail: Sendable {
     }
 
     static let patientPrefix = Array("Patient/".utf8)
-
-    static func firstOccurrence(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
-        guard haystack.count >= needle.count else { return nil }
-        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
-            var j = 1
-            while j < needle.count, haystack[i + j] == needle[j] { j += 1 }
-            if j == needle.count { return i }
-        }
-        return nil
-    }
 
     static let patientMarker = Array(#""patient":{"reference":""#.utf8)
     static let subjectMarker = Array(#""subject":{"reference":""#.utf8)

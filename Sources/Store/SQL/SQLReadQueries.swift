@@ -43,8 +43,7 @@ package struct SQLReadQueries: Sendable {
 
     /// The current versions of several resources in a few queries (keys not stored are absent).
     package func records(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
-        // A text with a NUL cannot be stored (nor bound, on PostgreSQL): no such key exists.
-        let keys = Array(Set(keys)).filter { !$0.type.utf8.contains(0) && !$0.id.utf8.contains(0) }
+        let keys = Array(Set(keys)).filter(\.isStorable)
         var found: [ResourceKey: ResourceRecord] = [:]
         for chunk in keys.chunked(200) {
             let sql = "SELECT \(Self.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid WHERE "

@@ -66,7 +66,7 @@ final class SQLitePointReader: Sendable {
 
     private static func run(_ c: SQLiteRawConnection, _ sql: String, _ key: ResourceKey, version: Int?) throws -> ResourceRecord? {
         // A C string ends at a NUL: "id\0x" would read "id". No stored type or id holds one.
-        guard !key.type.utf8.contains(0), !key.id.utf8.contains(0) else { return nil }
+        guard key.isStorable else { return nil }
         let statement = try c.statement(sql)
         // No sqlite3_clear_bindings: it marks the statement expired and forces a re-prepare.
         defer { sqlite_nio_sqlite3_reset(statement) }

@@ -144,8 +144,7 @@ public final class SQLiteStore: ResourceStore {
     }
 
     public func read(keys: [ResourceKey]) async throws -> [ResourceKey: ResourceRecord] {
-        // A C string ends at a NUL: "id\0x" would read "id". No stored type or id holds one.
-        let keys = Array(Set(keys)).filter { !$0.type.utf8.contains(0) && !$0.id.utf8.contains(0) }
+        let keys = Array(Set(keys)).filter(\.isStorable)
         let sql = "SELECT \(SQLReadQueries.recordColumns) FROM resource r JOIN resource_history h ON h.hid = r.hid"
             + " WHERE r.type = ? AND r.id = ?"
         var found: [ResourceKey: ResourceRecord] = [:]
