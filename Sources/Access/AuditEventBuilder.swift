@@ -33,30 +33,54 @@ public enum AuditEventBuilder {
     public static func make(principal: Principal, origin: RequestOrigin, interaction: Interaction, type: String?,
                             entities: [ResourceKey], patients: [String], query: String? = nil,
                             outcome: AuditOutcome = .success, recorded: Int64) -> AuditRecord {
-        var o = JSONObject()
-        o["t"] = .number(String(recorded))
-        o["i"] = .string(interaction.restfulCode)
-        if case .operation(let name) = interaction { o["op"] = .string(name) }
-        o["a"] = .string(interaction.auditAction)
-        if let type { o["rt"] = .string(type) }
-        switch outcome {
-        case .success: o["o"] = .string("0")
-        case .denied(let reason):
-            o["o"] = .string("4")
-            o["od"] = .string(reason)
+        // Written member by member, not through a JSONObject (built and serialized per request,
+        // that cost ~2 % of an audited read's CPU).
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        out += #"{"t":"#.utf8
+        out += String(recorded).utf8
+        func key(_ key: StaticString) {
+            out.append(UInt8(ascii: ","))
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+            out += #"":"#.utf8
         }
-        o["k"] = .string(principal.kind.rawValue)
-        o["s"] = .string(principal.subject)
-        o["r"] = .string(principal.role.rawValue)
-        if let facility = principal.facility { o["f"] = .string(facility) }
-        if let token = principal.tokenID { o["j"] = .string(token) }
-        if let address = origin.address { o["ip"] = .string(address) }
-        if let reason = origin.breakGlassReason { o["bg"] = .string(reason) }
-        if !patients.isEmpty { o["p"] = .array(patients.map { .string($0) }) }
+        func member(_ name: StaticString, _ value: String) {
+            key(name)
+            JSONWriter.writeString(value, into: &out)
+        }
+        func member(_ name: StaticString, _ values: [String]) {
+            key(name)
+            out.append(UInt8(ascii: "["))
+            for (n, v) in values.enumerated() {
+                if n > 0 { out.append(UInt8(ascii: ",")) }
+                JSONWriter.writeString(v, into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        }
+        member("i", interaction.restfulCode)
+        if case .operation(let name) = interaction { member("op", name) }
+        member("a", interaction.auditAction)
+        if let type { member("rt", type) }
+        switch outcome {
+        case .success: member("o", "0")
+        case .denied(let reason):
+            member("o", "4")
+            member("od", reason)
+        }
+        member("k", principal.kind.rawValue)
+        member("s", principal.subject)
+        member("r", principal.role.rawValue)
+        if let facility = principal.facility { member("f", facility) }
+        if let token = principal.tokenID { member("j", token) }
+        if let address = origin.address { member("ip", address) }
+        if let reason = origin.breakGlassReason { member("bg", reason) }
+        if !patients.isEmpty { member("p", patients) }
         let others = entities.map(\.description).filter { !patients.contains($0) }
-        if !others.isEmpty { o["e"] = .array(others.map { .string($0) }) }
-        if let query { o["q"] = .string(query) }
-        return AuditRecord(recorded: recorded, content: JSONWriter.bytes(.object(o)), patients: patients)
+        if !others.isEmpty { member("e", others) }
+        if let query { member("q", query) }
+        out.append(UInt8(ascii: "}"))
+        return AuditRecord(recorded: recorded, content: out, patients: patients)
     }
 
     /// The FHIR R4 AuditEvent of a stored entry (DICOM/IHE style: type `rest`, subtype the RESTful
@@ -156,11 +180,12 @@ extension Interaction {
     /// AuditEvent.action: C, R, U, D or E (execute).
     var auditAction: String {
         switch self {
-        case .read, .vread, .history, .search, .systemHistory: "R"
+        case .read, .vread, .history, .systemHistory: "R"
         case .create, .conditionalCreate: "C"
         case .update, .conditionalUpdate, .patch: "U"
         case .delete, .conditionalDelete: "D"
-        case .transaction, .operation: "E"
+        // "E: ... or perform a query/search operation" (http://hl7.org/fhir/audit-event-action).
+        case .search, .transaction, .operation: "E"
         }
     }
 }

@@ -17,21 +17,25 @@ struct Authenticator: Sendable {
             if development { return .development }
             throw AuthenticationFailure(nil, "This endpoint needs a bearer token (OAuth2 client credentials at /auth/token)")
         }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+        guard let token = Self.bearerToken(header) else {
             throw AuthenticationFailure("invalid_request", "The Authorization header must be 'Bearer <access token>'")
         }
         guard let tokens else { throw AuthenticationFailure("invalid_token", "This server issues no tokens") }
-        return try await tokens.verify(Self.trimmed(parts[1]))
+        return try await tokens.verify(token)
     }
 
-    /// Without ASCII spaces and tabs at either end. Not Foundation's `trimmingCharacters`: it
-    /// bridges through UTF-16 and cost a tenth of a read's CPU (a token is ASCII anyway).
-    static func trimmed(_ text: Substring) -> String {
-        var bytes = text.utf8[...]
+    /// The token of `Bearer <token>` (scheme in any case, RFC 7235 §2.1), without ASCII spaces
+    /// and tabs at either end; nil for another scheme or no token. On bytes: Foundation's
+    /// `trimmingCharacters` bridges through UTF-16 and cost a tenth of a read's CPU.
+    static func bearerToken(_ header: String) -> String? {
+        let scheme = "bearer".utf8
+        var bytes = header.utf8[...]
+        guard bytes.count > scheme.count, zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        bytes = bytes.dropFirst(scheme.count)
+        guard bytes.first == 0x20 else { return nil }
         while let b = bytes.first, b == 0x20 || b == 0x09 { bytes = bytes.dropFirst() }
         while let b = bytes.last, b == 0x20 || b == 0x09 { bytes = bytes.dropLast() }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
     }
 
     /// A 401 with the RFC 6750 challenge and an OperationOutcome saying why.

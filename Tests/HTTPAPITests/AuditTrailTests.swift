@@ -32,7 +32,7 @@ final class AuditTrailTests: XCTestCase {
             let trail = try await auditEvents(server, "patient=Patient/\(pid)", auditor)
             let actions = trail.map { "\($0["action"]!.stringValue!) \($0["subtype"]![0]!["code"]!.stringValue!)" }
             // Newest first: the search, the read, the Observation's create, the Patient's create.
-            XCTAssertEqual(actions, ["R search-type", "R read", "C create", "C create"], "\(actions)")
+            XCTAssertEqual(actions, ["E search-type", "R read", "C create", "C create"], "\(actions)")
             for e in trail {
                 XCTAssertEqual(e["outcome"]?.stringValue, "0")
                 XCTAssertEqual(e["agent"]?[0]?["role"]?[0]?["coding"]?[0]?["code"]?.stringValue, "facility-system")

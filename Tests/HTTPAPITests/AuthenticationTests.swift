@@ -70,6 +70,13 @@ final class AuthenticationTests: XCTestCase {
             let reader = try await token(server, store, scopes: "system/Patient.rs system/Observation.cruds", request: "system/Patient.rs")
             let read = try await server.request(.get, "/fhir/Patient/\(pid)", headers: bearer(reader))
             XCTAssertEqual(read.status, 200)
+            // The scheme in any case, spaces around the token (RFC 7235); another scheme or no token is a 401.
+            for (header, status) in [("bearer \(reader)", 200), ("BEARER   \(reader)\t", 200), ("Basic \(reader)", 401),
+                                     ("Bearer", 401), ("Bearer   ", 401), ("Bearer\(reader)", 401)] {
+                let r = try await server.request(.get, "/fhir/Patient/\(pid)", headers: ["Authorization": header])
+                XCTAssertEqual(r.status, status, header)
+                if status == 401 { XCTAssertTrue(r.headers[.wwwAuthenticate]?.contains("invalid_request") ?? false, header) }
+            }
             let write = try await server.request(.post, "/fhir/Observation",
                                                  #"{"resourceType":"Observation","status":"final","code":{"text":"x"}}"#, headers: bearer(reader))
             XCTAssertEqual(write.status, 403)

@@ -25,6 +25,11 @@ public final class SQLiteStore: ResourceStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4,
                             logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
+        try await open(path: path, durability: durability, readers: readerCount, spool: AuditSpool.Tuning(), logger: logger)
+    }
+
+    static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4, spool tuning: AuditSpool.Tuning,
+                     logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
         // The writer's connection: settings, migrations, then group commit (SQLiteWriter).
         let writeConnection = try SQLiteRawConnection(path: path)
         do {
@@ -65,7 +70,7 @@ public final class SQLiteStore: ResourceStore {
         let reads = SQLReadQueries(SQLiteReaders(readers))
         let moved = Int(try await reads.record(kind: AuditSpool.marker.kind, id: AuditSpool.marker.id, now: 0)?.content ?? "") ?? 0
         let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
-                                              movedSegment: moved, logger: logger)
+                                              movedSegment: moved, tuning: tuning, logger: logger)
         return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool, logger: logger)
     }
 

@@ -1,0 +1,77 @@
+import Foundation
+@testable import Store
+import XCTest
+
+/// The embedded store's audit spool (ADR 010): reads' events are durable in a mapped file before
+/// the response, and whatever a crash leaves there reaches the chain when the store opens again.
+final class AuditSpoolTests: XCTestCase {
+    func record(_ n: Int, bytes: Int = 0) -> AuditRecord {
+        var content = Array(#"{"n":\#(n),"pad":""#.utf8)
+        content += [UInt8](repeating: UInt8(ascii: "x"), count: bytes)
+        content += Array(#""}"#.utf8)
+        return AuditRecord(recorded: Int64(n), content: content, patients: ["Patient/\(n)", "Patient/欧阳"])
+    }
+
+    func test_readFrames_keepsWholeFrames_andStopsAtATornOrAbsentOne() throws {
+        var bytes: [UInt8] = []
+        for n in 1...3 { AuditSpool.frame(record(n), into: &bytes) }
+        var torn: [UInt8] = []
+        AuditSpool.frame(record(4), into: &torn)
+        let path = NSTemporaryDirectory() + "spool-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        // Whole frames, then the zeros of the file's unused tail.
+        try Data(bytes + [UInt8](repeating: 0, count: 4096)).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try AuditSpool.readFrames(path), (1...3).map { record($0) })
+        // A frame cut short (its length says more than is there).
+        try Data(bytes + torn.dropLast(5)).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try AuditSpool.readFrames(path).count, 3)
+        // A frame whose body does not match its checksum (pages persisted out of order), and all after it.
+        var changed = bytes + torn + bytes
+        changed[bytes.count + 20] ^= 0x01
+        try Data(changed).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try AuditSpool.readFrames(path), (1...3).map { record($0) })
+    }
+
+    func test_eventsInTheSpoolAtACrash_reachTheChainOnOpen_acrossSegments() async throws {
+        let folder = NSTemporaryDirectory() + "spool-store-\(UUID().uuidString)"
+        let copy = folder + "-crashed"
+        defer {
+            try? FileManager.default.removeItem(atPath: folder)
+            try? FileManager.default.removeItem(atPath: copy)
+        }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        // Segments of a page, and no move before the snapshot below.
+        let tuning = AuditSpool.Tuning(gather: .seconds(3600), segmentBytes: 4096)
+        let store = try await SQLiteStore.open(path: folder + "/db.sqlite", spool: tuning)
+        // Events of 1.5 KB: a segment holds two; the fifth is bigger than a segment.
+        let sizes = [1500, 1500, 1500, 1500, 6000, 10]
+        for (n, size) in zip(1..., sizes) {
+            var unit = WriteUnit(writes: [])
+            unit.audit = [record(n, bytes: size)]
+            _ = try await store.commit(unit)
+        }
+        // The files as a `kill -9` now would leave them: the events are in the spool only.
+        let spooled = try FileManager.default.contentsOfDirectory(atPath: folder + "/db.sqlite-audit-spool")
+        XCTAssertEqual(spooled.count, 4, "\(spooled)")
+        try FileManager.default.copyItem(atPath: folder, toPath: copy)
+        try await store.close()
+
+        let reopened = try await SQLiteStore.open(path: copy + "/db.sqlite")
+        let report = try await reopened.verifyAuditChain(progress: { _ in })
+        XCTAssertNil(report.broken)
+        XCTAssertEqual(report.checked, 6)
+        let events = try await reopened.auditEvents(after: 0, limit: 10)
+        XCTAssertEqual(events.map(\.content), zip(1..., sizes).map { record($0, bytes: $1).content })
+        let aboutThree = try await reopened.auditEvents(patients: ["Patient/3"], before: nil, limit: 10)
+        XCTAssertEqual(aboutThree.map(\.seq), [3])
+        try await reopened.close()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: copy + "/db.sqlite-audit-spool"), [],
+                       "moved segments are removed")
+        // The store that kept running moves its own spool on close; the copy's events are not moved twice.
+        let original = try await SQLiteStore.open(path: folder + "/db.sqlite")
+        let again = try await original.verifyAuditChain(progress: { _ in })
+        XCTAssertEqual(again.checked, 6)
+        try await original.close()
+    }
+}
