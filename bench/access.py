@@ -61,7 +61,7 @@ def main():
     for mode in ("off", "on"):
         copies[mode] = os.path.join(work, mode)
         log(f"copying the store ({mode})")
-        shutil.copytree(args.data, copies[mode], ignore=shutil.ignore_patterns("huitong.lock", "keys"))
+        shutil.copytree(args.data, copies[mode], ignore=shutil.ignore_patterns("huitong.lock"))  # keys: the store's own keyring
     out = subprocess.run([BINARY, "client", "create", "--data", copies["on"], "--name", "bench", "--scopes", "system/*.rs"],
                          check=True, capture_output=True, text=True).stdout
     client_id = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("client_id: "))

@@ -14,23 +14,26 @@ final class AuditSpoolTests: XCTestCase {
 
     func test_readFrames_keepsWholeFrames_andStopsAtATornOrAbsentOne() throws {
         var bytes: [UInt8] = []
-        for n in 1...3 { AuditSpool.frame(record(n), into: &bytes) }
+        for n in 1...3 { AuditSpool.frame(record(n), segment: 9, into: &bytes) }
         var torn: [UInt8] = []
-        AuditSpool.frame(record(4), into: &torn)
+        AuditSpool.frame(record(4), segment: 9, into: &torn)
         let path = NSTemporaryDirectory() + "spool-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: path) }
 
         // Whole frames, then the zeros of the file's unused tail.
         try Data(bytes + [UInt8](repeating: 0, count: 4096)).write(to: URL(fileURLWithPath: path))
-        XCTAssertEqual(try AuditSpool.readFrames(path), (1...3).map { record($0) })
+        XCTAssertEqual(try AuditSpool.readFrames(path, segment: 9), (1...3).map { record($0) })
         // A frame cut short (its length says more than is there).
         try Data(bytes + torn.dropLast(5)).write(to: URL(fileURLWithPath: path))
-        XCTAssertEqual(try AuditSpool.readFrames(path).count, 3)
+        XCTAssertEqual(try AuditSpool.readFrames(path, segment: 9).count, 3)
         // A frame whose body does not match its checksum (pages persisted out of order), and all after it.
         var changed = bytes + torn + bytes
         changed[bytes.count + 20] ^= 0x01
         try Data(changed).write(to: URL(fileURLWithPath: path))
-        XCTAssertEqual(try AuditSpool.readFrames(path), (1...3).map { record($0) })
+        XCTAssertEqual(try AuditSpool.readFrames(path, segment: 9), (1...3).map { record($0) })
+        // Whole frames written under another segment number: the file's earlier life.
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try AuditSpool.readFrames(path, segment: 10), [])
     }
 
     func test_eventsInTheSpoolAtACrash_reachTheChainOnOpen_acrossSegments() async throws {
@@ -73,5 +76,48 @@ final class AuditSpoolTests: XCTestCase {
         let again = try await original.verifyAuditChain(progress: { _ in })
         XCTAssertEqual(again.checked, 6)
         try await original.close()
+    }
+
+    func test_segmentsAreReused_andAReusedSegmentsOldFramesAreNotMovedAgain() async throws {
+        let folder = NSTemporaryDirectory() + "spool-reuse-\(UUID().uuidString)"
+        let copy = folder + "-crashed"
+        defer {
+            try? FileManager.default.removeItem(atPath: folder)
+            try? FileManager.default.removeItem(atPath: copy)
+        }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let store = try await SQLiteStore.open(path: folder + "/db.sqlite", spool: AuditSpool.Tuning(gather: .seconds(3600), segmentBytes: 4096))
+        func spool(_ numbers: ClosedRange<Int>) async throws {
+            for n in numbers {
+                var unit = WriteUnit(writes: [])
+                unit.audit = [record(n, bytes: 100)]
+                _ = try await store.commit(unit)
+            }
+        }
+        // Reading the trail moves the spool into the chain first.
+        try await spool(1...3)
+        _ = try await store.auditEvents(after: 0, limit: 1)
+        try await spool(4...5)
+        _ = try await store.auditEvents(after: 0, limit: 1)
+        for round in 0..<5 {
+            try await spool((10 + round * 10)...(12 + round * 10))
+            _ = try await store.auditEvents(after: 0, limit: 1)
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder + "/db.sqlite-audit-spool")
+        XCTAssertLessThanOrEqual(files.count, 3, "moved segments are reused, not multiplied: \(files)")
+        // The current segment held events 40-42 before; event 60 has the same size, so the old
+        // frames of 41 and 42 follow it, aligned, and must not come back as events after a crash.
+        try await spool(60...60)
+        try FileManager.default.copyItem(atPath: folder, toPath: copy)
+        try await store.close()
+        let reopened = try await SQLiteStore.open(path: copy + "/db.sqlite")
+        let events = try await reopened.auditEvents(after: 0, limit: 100)
+        var numbers = [1, 2, 3, 4, 5]
+        for round in 0..<5 { numbers += Array((10 + round * 10)...(12 + round * 10)) }
+        numbers.append(60)
+        XCTAssertEqual(events.map(\.content), numbers.map { record($0, bytes: 100).content })
+        let report = try await reopened.verifyAuditChain(progress: { _ in })
+        XCTAssertNil(report.broken)
+        try await reopened.close()
     }
 }
