@@ -9,8 +9,10 @@ client, with a token of the same facility client. Both servers are fresh stores 
 """
 import argparse
 import asyncio
+import datetime
 import json
 import os
+import random
 import shutil
 import subprocess
 import tempfile
@@ -26,10 +28,35 @@ def msh(kind, control, sender="HIS|bench-hospital", version="2.5"):
     return f"MSH|^~\\&|{sender}|HUITONG|platform|20261124103000||{kind}|{control}|P|{version}|||AL|NE|CHN|UNICODE UTF-8"
 
 
+# Residents as a registration desk sees them: common surnames, one- or two-character given names,
+# birth dates over eight decades, a valid resident ID number (GB 11643), streets of one city. Each
+# message is a different resident (a false link between two of them would be the matcher's error).
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国文辉鹏飞玉兰凤红梅琳颖欣怡宇浩然子轩梓涵一诺思雨晨阳佳慧俊博嘉睿雅婷丹志刚永海春燕晓东海燕金凤秋菊德明淑珍"
+STREETS = ["人民南路", "春熙路", "红星路", "天府大道", "蜀都大道", "建设路", "府青路", "玉林路", "科华北路", "双楠路",
+           "光华大道", "金沙路", "青羊大道", "抚琴路", "一环路", "二环路", "营门口路", "驷马桥路", "沙湾路", "锦华路"]
+
+
+def resident_id(birth, sequence):
+    body = "510104" + birth.replace("-", "") + f"{sequence % 1000:03d}"
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, weights)) % 11]
+
+
+def resident(n):
+    r = random.Random(n)
+    birth = (datetime.date(1940, 1, 1) + datetime.timedelta(days=r.randrange(80 * 365))).isoformat()
+    sex = "MF"[n % 2]
+    return {"family": r.choice(SURNAMES), "given": "".join(r.choice(GIVEN) for _ in range(r.choice((1, 2, 2)))),
+            "birth": birth, "sex": sex, "rid": resident_id(birth, 2 * (n // 2 % 500) + (1 if sex == "M" else 0)),
+            "street": r.choice(STREETS), "house": r.randrange(1, 999), "postal": f"6100{r.randrange(10, 99)}", "phone": f"139{n:08d}"}
+
+
 def adt(n):
+    p = resident(n)
     return "\r".join([msh("ADT^A04^ADT_A01", f"A{n}"), "EVN|A04|20261124103000",
-                      f"PID|1||MRN{n}^^^bench-hospital^MR||王^{n}^^^^^L||19{n % 90 + 10:02d}0{n % 9 + 1}1{n % 10}|{'MF'[n % 2]}|||"
-                      f"人民路{n % 500}号^^成都市^四川省^610000^CHN^H||^PRN^PH^^^^^^^^^139{n:08d}",
+                      f"PID|1||MRN{n}^^^bench-hospital^MR~{p['rid']}^^^CHN^NNCHN||{p['family']}^{p['given']}^^^^^L||{p['birth'].replace('-', '')}|{p['sex']}|||"
+                      f"{p['street']}{p['house']}号^^成都市^四川省^{p['postal']}^CHN^H||^PRN^PH^^^^^^^^^{p['phone']}",
                       f"PV1|1|O|门诊^{n % 40}||||D{n % 50}^李^医生||||||||||||V{n}|||||||||||||||||||||||||20261124083000"])
 
 
@@ -44,13 +71,18 @@ def oru(n):
 
 def adt_bundle(n):
     src = f"_source=urn%3Ahuitong%3Afacility%3A{FACILITY}"
+    p = resident(n)
     return {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": f"urn:uuid:p{n}", "request": {"method": "PUT", "url": f"Patient?identifier=urn%3Ahuitong%3Amrn%3A{FACILITY}|MRN{n}&{src}"},
-         "resource": {"resourceType": "Patient", "identifier": [{"system": f"urn:huitong:mrn:{FACILITY}", "value": f"MRN{n}"}],
-                      "name": [{"use": "official", "family": "王", "given": [str(n)]}], "gender": ["male", "female"][n % 2],
-                      "birthDate": f"19{n % 90 + 10:02d}-0{n % 9 + 1}-1{n % 10}",
-                      "telecom": [{"system": "phone", "value": f"139{n:08d}", "use": "home"}],
-                      "address": [{"use": "home", "line": [f"人民路{n % 500}号"], "city": "成都市", "state": "四川省", "postalCode": "610000", "country": "CHN"}]}},
+         "resource": {"resourceType": "Patient",
+                      "identifier": [{"system": f"urn:huitong:mrn:{FACILITY}", "value": f"MRN{n}"},
+                                     {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NNCHN"}]},
+                                      "system": "urn:oid:2.16.156.10011.1.3", "value": p["rid"]}],
+                      "name": [{"use": "official", "family": p["family"], "given": [p["given"]]}],
+                      "gender": "male" if p["sex"] == "M" else "female", "birthDate": p["birth"],
+                      "telecom": [{"system": "phone", "value": p["phone"], "use": "home"}],
+                      "address": [{"use": "home", "line": [f"{p['street']}{p['house']}号"], "city": "成都市", "state": "四川省",
+                                   "postalCode": p["postal"], "country": "CHN"}]}},
         {"fullUrl": f"urn:uuid:e{n}", "request": {"method": "PUT", "url": f"Encounter?identifier=urn%3Ahuitong%3Avisit%3A{FACILITY}|V{n}&{src}"},
          "resource": {"resourceType": "Encounter", "identifier": [{"system": f"urn:huitong:visit:{FACILITY}", "value": f"V{n}"}],
                       "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
@@ -91,7 +123,10 @@ async def mllp_sender(port, messages, deadline, latencies, codes):
         await writer.drain()
         ack = await reader.readuntil(b"\x1c\x0d")
         latencies.append(time.perf_counter() - t0)
-        codes[ack.split(b"MSA|", 1)[1][:2].decode()] = codes.get(ack.split(b"MSA|", 1)[1][:2].decode(), 0) + 1
+        msa = ack.split(b"MSA|", 1)[1].split(b"\r", 1)[0].decode().split("|")
+        sent = m.split("|", 10)[9]
+        assert msa[1] == sent, f"ACK for {msa[1]}, sent {sent}"
+        codes[msa[0]] = codes.get(msa[0], 0) + 1
     writer.close()
 
 
@@ -120,11 +155,16 @@ def run(kind, port, connections, seconds, make, offset, token=None):
     latencies, codes = [], {}
     per = 200_000 // connections
 
+    def messages(c):
+        # A function, so that each connection's generator keeps its own `c` (a generator expression
+        # inside the comprehension below would read `c` late: every connection would send the
+        # last one's messages, and all but one copy would be answered as duplicates).
+        return (make(offset + c * per + i) for i in range(per))
+
     async def main():
         deadline = time.perf_counter() + seconds
-        await asyncio.gather(*[mllp_sender(port, (make(offset + c * per + i) for i in range(per)), deadline, latencies, codes)
-                               if kind == "mllp" else
-                               http_sender(port, (make(offset + c * per + i) for i in range(per)), deadline, latencies, codes, token)
+        await asyncio.gather(*[mllp_sender(port, messages(c), deadline, latencies, codes) if kind == "mllp" else
+                               http_sender(port, messages(c), deadline, latencies, codes, token)
                                for c in range(connections)])
     t0 = time.perf_counter()
     asyncio.run(main())
@@ -171,7 +211,12 @@ def main():
                 key = f"{workload} x{connections}"
                 results[key] = {"mllp": m, "http_transaction": h, "mllp/http": round(m["messages_per_s"] / h["messages_per_s"], 2)}
                 log(key, json.dumps(results[key]))
-        save("mllp", {"matching": not args.no_matching, "seconds": args.seconds, "results": results})
+        # Every message is new: none may have been answered as a duplicate.
+        status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{servers['mllp'][1]}/hl7/status"))
+        duplicates = sum(sender["counts"].get("duplicate", 0) for sender in status["senders"].values())
+        log(f"gateway counts: {json.dumps(status['senders'])}")
+        assert duplicates == 0, f"{duplicates} messages were answered as duplicates"
+        save("mllp", {"matching": not args.no_matching, "seconds": args.seconds, "results": results, "gateway": status["senders"]})
     finally:
         for p, _, _ in servers.values():
             stop(p)

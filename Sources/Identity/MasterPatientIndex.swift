@@ -2,6 +2,7 @@ import Access
 import FHIRModel
 import Foundation
 import Store
+import Synchronization
 
 /// What matching decided for one Patient write (the vocabulary of HAPI MDM).
 public enum MatchOutcome: String, Sendable {
@@ -39,6 +40,9 @@ public struct LinkagePlan: Sendable {
     public var outcomes: [ResourceKey: MatchOutcome] = [:]
     /// The Person each Patient of the unit ends up linked to.
     public var persons: [ResourceKey: ResourceKey] = [:]
+    /// The blocking keys the decisions rest on (those not too common to block on): the plan holds
+    /// only while no other registration under one of them commits.
+    public var blockingKeys: Set<String> = []
 }
 
 /// The master patient index (居民主索引): every facility's Patient is a source record; one
@@ -52,11 +56,37 @@ public struct MasterPatientIndex: Sendable {
     /// ID and phone numbers are stored encrypted: candidates are read in clear, and blocking keys
     /// (which hold them) are filed and looked up blinded.
     public let protection: IdentifierProtection?
+    /// Blocking keys found too common to block on (more than `maxCandidatesPerKey` holders), so
+    /// that a unit need not hold them while it is planned (`lockNames`).
+    let common = CommonKeys()
 
     public init(store: any ResourceStore, rules: MatchRules = .defaults, protection: IdentifierProtection? = nil) {
         self.store = store
         self.scorer = MatchScorer(rules)
         self.protection = protection
+    }
+
+    /// What a unit's plan must hold while it is planned and committed, so that no other plan in
+    /// this process rests on the same facts meanwhile: its Patients, and their blocking keys except
+    /// those known to be too common to block on. A plan made under these names is current when
+    /// `plan.blockingKeys` is among them (a key that became rare again is not: plan once more).
+    public func lockNames(for writes: [PreparedWrite]) -> Set<String> {
+        var names = Set<String>()
+        for w in writes where w.key.type == "Patient" {
+            names.insert(w.key.description)
+            names.formUnion(filedKeys(w))
+        }
+        return common.keys.withLock { names.subtracting($0) }
+    }
+
+    /// The blocking keys a Patient write is filed under (its index entries; computed when absent).
+    func filedKeys(_ w: PreparedWrite) -> [String] {
+        let filed = w.index.compactMap { e -> String? in
+            guard e.parameter == BlockingKeys.parameter, case .token(_, let code) = e.value else { return nil }
+            return code
+        }
+        guard filed.isEmpty, let r = w.resource else { return filed }
+        return blockingKeys(PatientFeatures(patient: r))
     }
 
     /// A record's blocking keys as filed in the index (`BlockingKeys.parameter`).
@@ -79,16 +109,12 @@ public struct MasterPatientIndex: Sendable {
         var keys: [ResourceKey: [String]] = [:]
         for w in patients {
             guard let r = w.resource else { continue }
-            let f = PatientFeatures(patient: r)
-            features[w.key] = f
+            features[w.key] = PatientFeatures(patient: r)
             // The pipeline filed the Patient under its keys already (its index entries).
-            let filed = w.index.compactMap { e -> String? in
-                guard e.parameter == BlockingKeys.parameter, case .token(_, let code) = e.value else { return nil }
-                return code
-            }
-            keys[w.key] = filed.isEmpty ? blockingKeys(f) : filed
+            keys[w.key] = filedKeys(w)
         }
         let stored = try await lookup(Set(keys.values.joined()))
+        plan.blockingKeys = Set(stored.keys)
         try await workspace.loadPersons(ofWritten: patients.map(\.key))
         // The unit's stored candidates read in a few queries up front: named (their keys looked
         // up by record number) only when selected, except where other writers need every holder
@@ -134,6 +160,10 @@ public struct MasterPatientIndex: Sendable {
         var found = result.matches
         // Keys nobody has yet still guard against a concurrent first registration.
         for key in keys where found[key] == nil && !result.overLimit.contains(key) { found[key] = [] }
+        common.keys.withLock { c in
+            c.formUnion(result.overLimit)
+            c.subtract(found.keys)
+        }
         return found
     }
 
@@ -301,4 +331,9 @@ public struct MasterPatientIndex: Sendable {
         }
         return (.noMatch, person)
     }
+}
+
+/// The blocking keys found too common to block on, shared by every copy of the index.
+final class CommonKeys: Sendable {
+    let keys = Mutex<Set<String>>([])
 }

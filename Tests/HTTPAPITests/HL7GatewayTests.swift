@@ -57,6 +57,28 @@ final class HL7GatewayTests: XCTestCase {
         return out
     }
 
+    func test_concurrentRegistrations_fromManyConnections_areAllStored() async throws {
+        try await withGateway { s in
+            // Residents alike but for their MRN, given name and phone (as a busy registration desk sends them).
+            let codes = try await withThrowingTaskGroup(of: String.self) { group in
+                for n in 0..<48 {
+                    group.addTask {
+                        let pid = "PID|1||R\(n)^^^county-hospital^MR||王^\(n)^^^^^L||19\(n % 4 + 60)0101|M|||人民路\(n % 5)号^^成都市^四川省^610000^CHN^H"
+                            + "||^PRN^PH^^^^^^^^^139\(String(format: "%08d", n))"
+                        let pv1 = "PV1|1|O|门诊^1||||D1^李^医生||||||||||||VR\(n)|||||||||||||||||||||||||20261124083000"
+                        let ack = await Self.send(s, Self.adt("A04", "C\(n)", pid: pid, pv1: pv1))
+                        return ack["MSA"]?[1].value ?? "none"
+                    }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            XCTAssertEqual(codes, Array(repeating: "AA", count: 48))
+            let counts = try await s.store.resourceCounts()
+            XCTAssertEqual(counts["Patient"], 48, "every acknowledged registration is stored")
+            XCTAssertEqual(counts["Encounter"], 48)
+        }
+    }
+
     func test_admissionUpdateAndDischarge_areOnePatientAndOneEncounter() async throws {
         try await withGateway { s in
             // Sent in GB 18030, as many hospital systems do.

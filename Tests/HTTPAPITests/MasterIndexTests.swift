@@ -162,4 +162,40 @@ final class MasterIndexTests: XCTestCase {
             XCTAssertEqual(counts["Person"], 1, "every registration found the one Person, none made a second")
         }
     }
+
+    func test_concurrentRegistrations_ofDifferentResidents_andOfOnePatientTwice_eachEndWithOnePerson() async throws {
+        try await TestServer.run { server, store in
+            // Different residents (nothing in common but the family name) plan side by side.
+            let surnames = ["赵", "钱", "孙", "李", "周", "吴", "郑", "王"]
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<24 {
+                    group.addTask {
+                        let birth = "19\(60 + i)-0\(i % 9 + 1)-1\(i % 10)"
+                        let r = try await server.request(.post, "/fhir/Patient",
+                                                         registration(family: surnames[i % 8], given: "名\(i)", birth: birth,
+                                                                      id: residentID(birth, i), mrn: "M\(i)", facility: "f\(i % 3)"))
+                        XCTAssertEqual(r.status, 201, r.bodyText)
+                    }
+                }
+                // The same Patient written by client-chosen id from several requests at once, each
+                // time with demographics sharing no blocking key with the others.
+                for j in 0..<6 {
+                    group.addTask {
+                        let birth = "198\(j)-0\(j + 1)-2\(j)"
+                        let body = registration(family: ["冯", "陈", "褚", "卫", "蒋", "沈"][j], given: "敏\(j)", birth: birth,
+                                                id: residentID(birth, 900 + j), mrn: "Z\(j)", facility: "fz")
+                        let withID = "{\"id\":\"same-one\"," + body.dropFirst()
+                        let r = try await server.request(.put, "/fhir/Patient/same-one", withID)
+                        XCTAssertTrue([200, 201].contains(r.status), r.bodyText)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let counts = try await store.resourceCounts()
+            XCTAssertEqual(counts["Patient"], 25)
+            XCTAssertEqual(counts["Person"], 25, "one Person per resident")
+            let person = try await masterPerson(server, of: "same-one")
+            XCTAssertEqual(linkedPatients(person), ["Patient/same-one"])
+        }
+    }
 }

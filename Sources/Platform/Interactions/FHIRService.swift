@@ -49,11 +49,12 @@ public struct FHIRService: Sendable {
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
     public let masterIndex: MasterPatientIndex?
-    /// Units with Patients plan and commit one at a time in this process, so that two of them never
-    /// plan on the same state and make each other stale (measured: overlapping the next plan with a
-    /// commit loses more to re-planning than it gains). Correctness does not rest on it: the plan's
-    /// assumptions catch every conflict, also with other nodes.
-    let linkage = AsyncLock()
+    /// Units with Patients plan and commit holding the names of their Patients and blocking keys
+    /// (`MasterPatientIndex.lockNames`), so that two plans resting on the same facts never overlap
+    /// in this process and neither makes the other stale; registrations sharing nothing plan side by
+    /// side and meet in one group commit. Correctness does not rest on it: the plan's
+    /// assumptions catch every conflict with other nodes, and Person versions every other one.
+    let linkage = NamedLocks()
     let conditionals: SearchQueryParser
     static let maxAttempts = 64
 
@@ -378,26 +379,25 @@ public struct FHIRService: Sendable {
     /// planned again.
     func commit(_ unit: WriteUnit, as interaction: Interaction) async throws -> [WriteOutcome] {
         try await checkChanges(unit.writes, interaction)
-        guard masterIndex != nil, unit.writes.contains(where: { $0.key.type == "Patient" }) else {
-            return try await commitPlanned(unit, interaction)
-        }
-        return try await linkage.withLock { try await commitPlanned(unit, interaction) }
-    }
-
-    private func commitPlanned(_ unit: WriteUnit, _ interaction: Interaction) async throws -> [WriteOutcome] {
         var attempt = 0
         while true {
             attempt += 1
             var full = unit
             var planned = Set<ResourceKey>()
+            var held = Set<String>()
+            defer { linkage.release(held) }
             if let masterIndex, unit.writes.contains(where: { $0.key.type == "Patient" }) {
+                held = masterIndex.lockNames(for: unit.writes)
+                await linkage.acquire(held)
                 let plan = try await masterIndex.plan(for: unit.writes)
+                // A key believed too common to block on that is not (any more): plan under its name.
+                if !plan.blockingKeys.isSubset(of: held) && attempt < Self.maxAttempts { continue }
                 for w in plan.writes {
                     full.writes.append(pipeline.prepareGenerated(w.resource, type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
                     planned.insert(w.key)
                 }
-                // The plan carries assumptions only where other writers exist (PostgreSQL); with one
-                // writer process the lock above already keeps it current.
+                // The plan carries assumptions only where other writers exist (PostgreSQL); within
+                // one process the names held keep it current.
                 full.assumptions += plan.assumptions
             }
             full.records += unitRecords
@@ -409,6 +409,7 @@ public struct FHIRService: Sendable {
             } catch StoreError.conditionChanged where !planned.isEmpty && unit.assumptions.isEmpty && attempt < Self.maxAttempts {
                 continue
             } catch StoreError.versionConflict(let key, _, _) where planned.contains(key) && attempt < Self.maxAttempts {
+                // A Person read for the plan was changed by a unit that shares no key with this one.
                 continue
             } catch let error as StoreError {
                 if error == .conditionChanged { throw error }
