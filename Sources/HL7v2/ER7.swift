@@ -1,3 +1,4 @@
+import FHIRModel
 import Foundation
 
 /// HL7 v2 ER7 ("pipe and hat") messages: segments of fields, each field repetitions of components
@@ -143,7 +144,7 @@ public enum ER7 {
         var segments: [HL7Segment] = []
         for line in text.split(whereSeparator: { $0 == "\r" || $0 == "\n" || $0 == "\r\n" }) {
             let raw = String(line)
-            if raw.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            if raw.trimmingSpaces().isEmpty { continue }
             segments.append(try segment(raw, d))
         }
         return HL7Message(delimiters: d, segments: segments)

@@ -260,7 +260,7 @@ public struct V2ToFHIR: Sendable {
     /// An HL7 NM value as a FHIR decimal's text (precision kept: `5.60` stays `5.60`; `+5` → `5`,
     /// `.5` → `0.5`, `007` → `7`), or nil if it is not a number.
     static func decimal(_ text: String) -> String? {
-        var t = Substring(text.trimmingCharacters(in: .whitespaces))
+        var t = text.trimmingSpaces()
         var sign = ""
         if t.first == "+" { t = t.dropFirst() } else if t.first == "-" { sign = "-"; t = t.dropFirst() }
         let parts = t.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
@@ -335,8 +335,14 @@ public struct V2ToFHIR: Sendable {
     }
 
     func query(_ s: String) -> String {
-        s.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:"))) ?? s
+        // Most values (identifiers, systems) need no escaping: checked on bytes, without Foundation.
+        let plain = s.utf8.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x2E || b == 0x5F || b == 0x7E || b == 0x3A
+        }
+        return plain ? s : (s.addingPercentEncoding(withAllowedCharacters: Self.queryAllowed) ?? s)
     }
+
+    static let queryAllowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~:"))
 }
 
 /// An object of the members that are not nil, in order.

@@ -159,7 +159,7 @@ extension V2ToFHIR {
 
     /// `3.9-6.1`, `<5`, `>=10`, or free text.
     func referenceRange(_ text: String, _ unit: HL7Field) -> JSON {
-        let parts = text.split(separator: "-", maxSplits: 1).map { String($0).trimmingCharacters(in: .whitespaces) }
+        let parts = text.split(separator: "-", maxSplits: 1).map { String($0.trimmingSpaces()) }
         if parts.count == 2, let low = Self.decimal(parts[0]), let high = Self.decimal(parts[1]) {
             return obj(("low", quantity(low, unit)), ("high", quantity(high, unit)), ("text", .string(text)))
         }

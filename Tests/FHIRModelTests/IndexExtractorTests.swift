@@ -25,4 +25,39 @@ final class IndexExtractorTests: XCTestCase {
         XCTAssertTrue(entries.contains(IndexEntry("patient", .reference(type: "Patient", id: "p1", url: nil))))
         XCTAssertTrue(entries.contains { $0.parameter == "date" })
     }
+
+    func test_filteredPaths_takeOnlyTheirValues_andRepeatedElementsAreAllIndexed() throws {
+        let patient = try JSONParser.parse("""
+        {"resourceType":"Patient","telecom":[{"system":"phone","value":"13800138000"},{"system":"email","value":"li@example.cn"},
+         {"system":"phone","value":"028-1234"}],"name":[{"family":"李","given":["小","龙"]}]}
+        """).objectValue!
+        let entries = IndexExtractor().entries(for: patient, type: "Patient")
+        XCTAssertEqual(Set(entries.filter { $0.parameter == "phone" }.map(\.value)),
+                       [.token(system: "phone", code: "13800138000"), .token(system: "phone", code: "028-1234")])
+        XCTAssertEqual(entries.filter { $0.parameter == "email" }.map(\.value), [.token(system: "email", code: "li@example.cn")])
+        XCTAssertEqual(Set(entries.filter { $0.parameter == "given" }.map(\.value)),
+                       [.string("小", exact: "小"), .string("龙", exact: "龙")])
+    }
+
+    func test_normalize_foldsAsFoundationDoes() {
+        let samples = ["张伟", "Zhang Wei", "ZHANG", "王 Li 3号", "Éric", "ＡＢＣ", "Straße", "İstanbul", "𠀀家", "ǚ", "abc-DEF_123", "",
+                       "人民路12号 B座", "São Paulo", "Ωmega", "ｶﾀｶﾅ"]
+        for s in samples {
+            XCTAssertEqual(StringNormalizer.normalize(s),
+                           s.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil), s)
+        }
+    }
+
+    func test_referenceForms() {
+        XCTAssertEqual(ReferenceSyntax.parse("Patient/p1"), .relative(type: "Patient", id: "p1", version: nil))
+        XCTAssertEqual(ReferenceSyntax.parse("Patient/p1/_history/3"), .relative(type: "Patient", id: "p1", version: "3"))
+        XCTAssertEqual(ReferenceSyntax.parse("#c1"), .contained("c1"))
+        XCTAssertEqual(ReferenceSyntax.parse("urn:uuid:0b6a"), .urn("urn:uuid:0b6a"))
+        XCTAssertEqual(ReferenceSyntax.parse("Patient?identifier=urn:x|1"), .conditional(type: "Patient", query: "identifier=urn:x|1"))
+        XCTAssertEqual(ReferenceSyntax.parse("http://example.org/fhir/Patient/1"), .absolute("http://example.org/fhir/Patient/1"))
+        for bad in ["", "Patient/", "Patient/a/b", "Patient/a/_history/", "Patient/a/_hist/2", "Nothing/1", "Patient/a b",
+                    "Patient/1/_history/2/x", "Nothing?x=1", "a:b?x", "Patient/" + String(repeating: "a", count: 65)] {
+            XCTAssertNil(ReferenceSyntax.parse(bad), bad)
+        }
+    }
 }

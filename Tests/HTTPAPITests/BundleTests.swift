@@ -33,6 +33,42 @@ final class BundleTests: XCTestCase {
         }
     }
 
+    /// A feed's transaction: results written by conditional update on their identifiers.
+    static func results(_ values: [String], status: String = "final") -> String {
+        let entries = values.map { v in
+            """
+            {"resource":{"resourceType":"Observation","status":"\(status)","code":{"text":"血糖"},
+                         "identifier":[{"system":"urn:lab:result","value":"\(v)"}]},
+             "request":{"method":"PUT","url":"Observation?identifier=urn:lab:result|\(v)"}}
+            """
+        }
+        return #"{"resourceType":"Bundle","type":"transaction","entry":["# + entries.joined(separator: ",") + "]}"
+    }
+
+    func test_transaction_conditionalUpdatesByIdentifier_createOnce_thenUpdate_evenSentConcurrently() async throws {
+        try await TestServer.run { server, store in
+            let first = try await server.request(.post, "/fhir", Self.results(["r1", "r2", "r3"]))
+            XCTAssertEqual(first.json["entry"]?.arrayValue?.map { $0["response"]?["status"]?.stringValue }, ["201 Created", "201 Created", "201 Created"])
+            // One stored, one new: each is resolved on its own.
+            let mixed = try await server.request(.post, "/fhir", Self.results(["r2", "r4"], status: "amended"))
+            XCTAssertEqual(mixed.json["entry"]?.arrayValue?.map { $0["response"]?["status"]?.stringValue }, ["200 OK", "201 Created"])
+            // The same new results sent by several clients at once: created once, then updated.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        let r = try await server.request(.post, "/fhir", Self.results(["n1", "n2", "n3", "n4"]))
+                        XCTAssertEqual(r.status, 200, r.bodyText)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let counts = try await store.resourceCounts()
+            XCTAssertEqual(counts["Observation"], 8, "r1-r4 and n1-n4, each once")
+            let r2 = try await server.request(.get, "/fhir/Observation?identifier=urn:lab:result|r2")
+            XCTAssertEqual(r2.json["entry"]?.arrayValue?.first?["resource"]?["status"]?.stringValue, "amended")
+        }
+    }
+
     func test_transaction_withOneInvalidEntry_storesNothing() async throws {
         try await TestServer.run { server, store in
             _ = try await server.request(.put, "/fhir/Patient/keep", patientJSON(given: "原", id: "keep"))

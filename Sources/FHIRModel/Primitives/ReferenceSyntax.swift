@@ -15,27 +15,29 @@ public enum ParsedReference: Sendable, Equatable {
 /// Parses and checks reference strings.
 public enum ReferenceSyntax {
     public static func parse(_ s: String) -> ParsedReference? {
-        if s.isEmpty { return nil }
-        if s.hasPrefix("#") { return .contained(String(s.dropFirst())) }
+        // On UTF-8 bytes: every reference of every write passes here (validation, index rows).
+        let bytes = s.utf8
+        guard let first = bytes.first else { return nil }
+        if first == UInt8(ascii: "#") { return .contained(String(s.dropFirst())) }
         if s.hasPrefix("urn:uuid:") || s.hasPrefix("urn:oid:") { return .urn(s) }
-        if let q = s.firstIndex(of: "?"), !s[..<q].contains("/"), !s[..<q].contains(":") {
+        if let q = bytes.firstIndex(of: UInt8(ascii: "?")),
+           !bytes[..<q].contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") }) {
             let type = String(s[..<q])
             guard FHIRSchema.r4.isResourceType(type) else { return nil }
             return .conditional(type: type, query: String(s[s.index(after: q)...]))
         }
-        if s.contains("://") {
+        if s.containsBytes("://") {
             // An absolute URL whose tail is Type/id is still parsed as such for callers that care.
             return .absolute(s)
         }
-        let parts = s.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        if parts.count == 2, FHIRSchema.r4.isResourceType(parts[0]), FHIRPrimitive.isValidID(parts[1]) {
-            return .relative(type: parts[0], id: parts[1], version: nil)
-        }
-        if parts.count == 4, parts[2] == "_history", FHIRSchema.r4.isResourceType(parts[0]),
-           FHIRPrimitive.isValidID(parts[1]), FHIRPrimitive.isValidID(parts[3]) {
-            return .relative(type: parts[0], id: parts[1], version: parts[3])
-        }
-        return nil
+        let parts = bytes.split(separator: UInt8(ascii: "/"), maxSplits: 4, omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 4 else { return nil }
+        let type = String(Substring(parts[0])), id = String(Substring(parts[1]))
+        guard FHIRSchema.r4.isResourceType(type), FHIRPrimitive.isValidID(id) else { return nil }
+        if parts.count == 2 { return .relative(type: type, id: id, version: nil) }
+        let version = String(Substring(parts[3]))
+        guard parts[2].elementsEqual("_history".utf8), FHIRPrimitive.isValidID(version) else { return nil }
+        return .relative(type: type, id: id, version: version)
     }
 
     /// A message describing why `s` is not a valid reference, or nil.

@@ -1,10 +1,13 @@
 import Foundation
+import Synchronization
 
 /// Extracts search index entries from a resource, guided by the schema so that each
 /// value is read as its declared type (a `code` is a token, a `HumanName` a string, ...).
 public struct IndexExtractor: Sendable {
     public let schema: FHIRSchema
     public let registry: SearchParameterRegistry
+    /// Each type's parameters with their paths resolved against the schema, made on first use.
+    private let plans = PlanCache()
 
     public init(schema: FHIRSchema = .r4, registry: SearchParameterRegistry = .r4) {
         self.schema = schema
@@ -14,9 +17,12 @@ public struct IndexExtractor: Sendable {
     public func entries(for resource: JSONObject, type: String) -> [IndexEntry] {
         var result: [IndexEntry] = []
         var seen = Set<IndexEntry>()
-        for parameter in registry.parameters(for: type) {
-            for path in parameter.paths {
-                for (value, valueType) in values(at: path.steps, in: resource, type: type) {
+        var found: [(JSON, String)] = []
+        for (parameter, paths) in plan(for: type) {
+            for path in paths {
+                found.removeAll(keepingCapacity: true)
+                Self.collect(path.roots, in: resource, into: &found)
+                for (value, valueType) in found {
                     if parameter.type == .reference, case .object(let o) = value, let identifier = o["identifier"] {
                         // `param:identifier` searches match Reference.identifier.
                         for t in tokens(identifier, "Identifier") where seen.insert(IndexEntry(parameter.name + ":identifier", t)).inserted {
@@ -39,31 +45,80 @@ public struct IndexExtractor: Sendable {
 
     /// Every value reached by `path`, with its declared type.
     func values(at path: [SearchParameter.Step], in object: JSONObject, type: String) -> [(JSON, String)] {
-        var current: [(JSON, String)] = [(.object(object), type)]
-        for step in path {
-            let segment = step.name
-            var next: [(JSON, String)] = []
-            for (value, valueType) in current {
-                guard case .object(let o) = value, let def = schema.types[valueType] else { continue }
-                guard let element = def.elements.first(where: { $0.baseName == segment }) else { continue }
-                let candidates: [(String, String)] = element.isChoice
-                    ? element.types.map { (segment + FHIRSchema.upperFirst($0), $0) }
-                    : [(segment, element.types[0])]
-                for (key, t) in candidates {
-                    guard let v = o[key] else { continue }
-                    if case .array(let items) = v {
-                        next.append(contentsOf: items.map { ($0, t) })
-                    } else {
-                        next.append((v, t))
-                    }
-                }
-            }
-            if let filter = step.filter {
-                next = next.filter { $0.0[filter.member]?.stringValue == filter.value }
-            }
-            current = next
+        var found: [(JSON, String)] = []
+        Self.collect(compile(path[...], from: type), in: object, into: &found)
+        return found
+    }
+
+    // MARK: resolved paths
+
+    /// One step of a resolved path: the JSON member to follow, the type its values have (a
+    /// choice element gives one node per type: `valueQuantity`, `valueString`, ...), the step's
+    /// filter, and the next steps (none: the values are the path's).
+    final class PathNode: Sendable {
+        let key: String
+        let type: String
+        let filter: (member: String, value: String)?
+        let children: [PathNode]
+        let isLast: Bool
+
+        init(key: String, type: String, filter: (member: String, value: String)?, children: [PathNode], isLast: Bool) {
+            (self.key, self.type, self.filter, self.children, self.isLast) = (key, type, filter, children, isLast)
         }
-        return current
+    }
+
+    struct ResolvedPath: Sendable {
+        let roots: [PathNode]
+        let targetType: String?
+    }
+
+    final class PlanCache: Sendable {
+        let byType = Mutex<[String: [(SearchParameter, [ResolvedPath])]]>([:])
+    }
+
+    func plan(for type: String) -> [(SearchParameter, [ResolvedPath])] {
+        if let plan = plans.byType.withLock({ $0[type] }) { return plan }
+        let plan = registry.parameters(for: type).map { p in
+            (p, p.paths.map { ResolvedPath(roots: compile($0.steps[...], from: type), targetType: $0.targetType) })
+        }
+        plans.byType.withLock { $0[type] = plan }
+        return plan
+    }
+
+    /// The nodes for `steps` starting at a value of `type` (none where the schema has no such element).
+    func compile(_ steps: ArraySlice<SearchParameter.Step>, from type: String) -> [PathNode] {
+        guard let step = steps.first, let def = schema.types[type],
+              let element = def.elements.first(where: { $0.baseName == step.name }) else { return [] }
+        let candidates: [(String, String)] = element.isChoice
+            ? element.types.map { (step.name + FHIRSchema.upperFirst($0), $0) }
+            : [(step.name, element.types[0])]
+        let rest = steps.dropFirst()
+        return candidates.compactMap { key, t in
+            let children = rest.isEmpty ? [] : compile(rest, from: t)
+            if !rest.isEmpty && children.isEmpty { return nil }
+            return PathNode(key: key, type: t, filter: step.filter, children: children, isLast: rest.isEmpty)
+        }
+    }
+
+    /// The values `nodes` reach in `object`, in document order, arrays flattened.
+    static func collect(_ nodes: [PathNode], in object: JSONObject, into found: inout [(JSON, String)]) {
+        for node in nodes {
+            guard let value = object[node.key] else { continue }
+            if case .array(let items) = value {
+                for item in items { visit(item, node, &found) }
+            } else {
+                visit(value, node, &found)
+            }
+        }
+    }
+
+    private static func visit(_ value: JSON, _ node: PathNode, _ found: inout [(JSON, String)]) {
+        if let filter = node.filter, value[filter.member]?.stringValue != filter.value { return }
+        if node.isLast {
+            found.append((value, node.type))
+        } else if case .object(let o) = value {
+            collect(node.children, in: o, into: &found)
+        }
     }
 
     func indexValues(_ value: JSON, valueType: String, as paramType: SearchParameter.ParamType) -> [IndexValue] {
@@ -194,6 +249,22 @@ public struct IndexExtractor: Sendable {
 /// Chinese text passes through unchanged: a Hanzi prefix is matched as typed.
 public enum StringNormalizer {
     public static func normalize(_ s: String) -> String {
-        s.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil)
+        // ASCII and CJK ideographs fold to themselves but for A-Z (most names and addresses here):
+        // done without Foundation, which bridges every string it folds.
+        var plain = true
+        var upper = false
+        for u in s.unicodeScalars {
+            switch u.value {
+            case 0x41...0x5A: upper = true
+            case 0...0x7F, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0x20000...0x2A6DF: continue
+            default: plain = false
+            }
+            if !plain { break }
+        }
+        guard plain else { return s.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil) }
+        guard upper else { return s }
+        var bytes = Array(s.utf8)
+        for i in bytes.indices where bytes[i] >= 0x41 && bytes[i] <= 0x5A { bytes[i] |= 0x20 }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

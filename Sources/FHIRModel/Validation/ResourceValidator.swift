@@ -11,55 +11,89 @@ public struct ResourceValidator: Sendable {
     /// All problems in `resource`; empty when valid.
     public func validate(_ resource: JSON) -> [Issue] {
         var issues: [Issue] = []
-        validateResource(resource, path: nil, issues: &issues)
+        var path = Trail()
+        validateResource(resource, path: &path, issues: &issues)
         return issues
     }
 
-    private func validateResource(_ value: JSON, path: String?, issues: inout [Issue]) {
+    /// Where the validator is, as a FHIRPath-like location; made into text only for an issue
+    /// (building every element's path string was most of the validator's cost).
+    struct Trail {
+        enum Part { case member(String), index(Int) }
+        var parts: [Part] = []
+
+        var text: String? {
+            guard case .member(let root)? = parts.first else { return nil }
+            var s = root
+            for p in parts.dropFirst() {
+                switch p {
+                case .member(let m): s += "." + m
+                case .index(let i): s += "[\(i)]"
+                }
+            }
+            return s
+        }
+
+        func text(_ member: String) -> String { (text.map { $0 + "." } ?? "") + member }
+
+        mutating func with<T>(_ part: Part, _ body: (inout Trail) -> T) -> T {
+            parts.append(part)
+            defer { parts.removeLast() }
+            return body(&self)
+        }
+    }
+
+    private func validateResource(_ value: JSON, path: inout Trail, issues: inout [Issue]) {
         guard case .object(let object) = value else {
-            issues.append(Issue(code: "structure", "A resource must be a JSON object, found \(value.kindName)", at: path))
+            issues.append(Issue(code: "structure", "A resource must be a JSON object, found \(value.kindName)", at: path.text))
             return
         }
         guard let typeName = object["resourceType"]?.stringValue else {
-            issues.append(Issue(code: "structure", "Missing 'resourceType'", at: path))
+            issues.append(Issue(code: "structure", "Missing 'resourceType'", at: path.text))
             return
         }
-        let here = path ?? typeName
+        // A top-level resource's locations start with its type.
+        let root = path.parts.isEmpty
+        if root { path.parts.append(.member(typeName)) }
+        defer { if root { path.parts.removeLast() } }
         guard let definition = schema.types[typeName], definition.kind == .resource else {
-            issues.append(Issue(code: "not-supported", "Unknown resource type '\(typeName)'", at: here))
+            issues.append(Issue(code: "not-supported", "Unknown resource type '\(typeName)'", at: path.text))
             return
         }
         if let id = object["id"], let s = id.stringValue, !FHIRPrimitive.isValidID(s) {
-            issues.append(Issue(code: "value", "'\(s)' is not a valid resource id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')", at: "\(here).id"))
-            return validateObject(object.removing("id"), definition: definition, path: here, issues: &issues)
+            issues.append(Issue(code: "value", "'\(s)' is not a valid resource id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')", at: path.text("id")))
+            return validateObject(object.removing("id"), definition: definition, path: &path, issues: &issues)
         }
-        validateObject(object, definition: definition, path: here, issues: &issues)
+        validateObject(object, definition: definition, path: &path, issues: &issues)
     }
 
-    private func validateObject(_ object: JSONObject, definition: FHIRSchema.TypeDefinition, path: String, issues: inout [Issue]) {
+    private func validateObject(_ object: JSONObject, definition: FHIRSchema.TypeDefinition, path: inout Trail, issues: inout [Issue]) {
         if object.isEmpty {
-            issues.append(Issue(code: "structure", "Empty object: an element must have a value or children", at: path))
+            issues.append(Issue(code: "structure", "Empty object: an element must have a value or children", at: path.text))
             return
         }
         var choicesSeen: [String: String] = [:]
         for (key, value) in object {
             if key == "resourceType" && definition.kind == .resource { continue }
-            if key.hasPrefix("_") {
-                validatePrimitiveExtension(String(key.dropFirst()), value, in: object, definition: definition, path: path, issues: &issues)
+            if key.utf8.first == UInt8(ascii: "_") {
+                validatePrimitiveExtension(String(key.dropFirst()), value, in: object, definition: definition, path: &path, issues: &issues)
                 continue
             }
             guard let (element, type) = definition.members[key] else {
-                issues.append(Issue(code: "structure", "Unknown element '\(key)' in \(definition.name)", at: "\(path).\(key)"))
+                issues.append(Issue(code: "structure", "Unknown element '\(key)' in \(definition.name)", at: path.text(key)))
                 continue
             }
             if element.isChoice {
                 if let other = choicesSeen[element.baseName] {
-                    issues.append(Issue(code: "structure", "Only one of '\(other)' and '\(key)' may be present (\(element.name) takes one type)", at: "\(path).\(key)"))
+                    issues.append(Issue(code: "structure", "Only one of '\(other)' and '\(key)' may be present (\(element.name) takes one type)", at: path.text(key)))
                 }
                 choicesSeen[element.baseName] = key
             }
-            let hasExtension = object["_" + key] != nil
-            validateElement(value, element: element, type: type, path: "\(path).\(key)", primitiveExtensionPresent: hasExtension, issues: &issues)
+            // A primitive may carry its extensions in `_key` (only primitives look for it).
+            let hasExtension = FHIRPrimitive(typeName: type) != nil && object["_" + key] != nil
+            path.with(.member(key)) { path in
+                validateElement(value, element: element, type: type, path: &path, primitiveExtensionPresent: hasExtension, issues: &issues)
+            }
         }
         for element in definition.elements where element.min > 0 {
             let present: Bool
@@ -70,83 +104,84 @@ public struct ResourceValidator: Sendable {
             }
             if !present {
                 let shown = element.isChoice ? element.name : element.name
-                issues.append(Issue(code: "required", "Missing required element '\(shown)' (minimum cardinality \(element.min))", at: "\(path).\(element.baseName)"))
+                issues.append(Issue(code: "required", "Missing required element '\(shown)' (minimum cardinality \(element.min))", at: path.text(element.baseName)))
             }
         }
     }
 
-    private func validateElement(_ value: JSON, element: FHIRSchema.Element, type: String, path: String,
+    private func validateElement(_ value: JSON, element: FHIRSchema.Element, type: String, path: inout Trail,
                                  primitiveExtensionPresent: Bool, issues: inout [Issue]) {
         if element.isArray {
             guard case .array(let items) = value else {
-                issues.append(Issue(code: "structure", "'\(element.name)' repeats and must be a JSON array, found \(value.kindName)", at: path))
+                issues.append(Issue(code: "structure", "'\(element.name)' repeats and must be a JSON array, found \(value.kindName)", at: path.text))
                 return
             }
             if items.isEmpty {
-                issues.append(Issue(code: "structure", "Empty array: omit the element instead", at: path))
+                issues.append(Issue(code: "structure", "Empty array: omit the element instead", at: path.text))
             }
             for (i, item) in items.enumerated() {
-                if case .null = item, primitiveExtensionPresent, FHIRPrimitive(typeName: type) != nil { continue }
-                validateValue(item, type: type, path: "\(path)[\(i)]", issues: &issues)
+                if case .null = item, primitiveExtensionPresent { continue }
+                path.with(.index(i)) { path in validateValue(item, type: type, path: &path, issues: &issues) }
             }
         } else {
             if case .array = value {
-                issues.append(Issue(code: "structure", "'\(element.name)' does not repeat and must not be an array", at: path))
+                issues.append(Issue(code: "structure", "'\(element.name)' does not repeat and must not be an array", at: path.text))
                 return
             }
-            validateValue(value, type: type, path: path, issues: &issues)
+            validateValue(value, type: type, path: &path, issues: &issues)
         }
     }
 
-    private func validateValue(_ value: JSON, type: String, path: String, issues: inout [Issue]) {
+    private func validateValue(_ value: JSON, type: String, path: inout Trail, issues: inout [Issue]) {
         if case .null = value {
-            issues.append(Issue(code: "structure", "null is not allowed: omit the element instead", at: path))
+            issues.append(Issue(code: "structure", "null is not allowed: omit the element instead", at: path.text))
             return
         }
         if let primitive = FHIRPrimitive(typeName: type) {
             if let problem = primitive.problem(with: value) {
-                issues.append(Issue(code: "value", "Invalid \(type): \(problem)", at: path))
+                issues.append(Issue(code: "value", "Invalid \(type): \(problem)", at: path.text))
             }
             return
         }
         if type == "Resource" {
-            validateResource(value, path: path, issues: &issues)
+            validateResource(value, path: &path, issues: &issues)
             return
         }
         guard let definition = schema.types[type] else { return }
         guard case .object(let object) = value else {
-            issues.append(Issue(code: "structure", "\(type) must be a JSON object, found \(value.kindName)", at: path))
+            issues.append(Issue(code: "structure", "\(type) must be a JSON object, found \(value.kindName)", at: path.text))
             return
         }
-        validateObject(object, definition: definition, path: path, issues: &issues)
+        validateObject(object, definition: definition, path: &path, issues: &issues)
         if type == "Reference", let reference = object["reference"]?.stringValue, let problem = ReferenceSyntax.problem(reference) {
-            issues.append(Issue(code: "value", problem, at: "\(path).reference"))
+            issues.append(Issue(code: "value", problem, at: path.text("reference")))
         }
     }
 
     private func validatePrimitiveExtension(_ name: String, _ value: JSON, in object: JSONObject,
-                                            definition: FHIRSchema.TypeDefinition, path: String, issues: inout [Issue]) {
-        let location = "\(path)._\(name)"
-        guard let (element, type) = definition.members[name], FHIRPrimitive(typeName: type) != nil else {
-            issues.append(Issue(code: "structure", "'_\(name)' does not belong to a primitive element of \(definition.name)", at: location))
-            return
-        }
-        guard let elementDefinition = schema.types["Element"] else { return }
-        func check(_ v: JSON, _ at: String) {
-            guard case .object(let o) = v else {
-                issues.append(Issue(code: "structure", "Primitive extension must be an object, found \(v.kindName)", at: at))
+                                            definition: FHIRSchema.TypeDefinition, path: inout Trail, issues: inout [Issue]) {
+        path.with(.member("_" + name)) { path in
+            guard let (element, type) = definition.members[name], FHIRPrimitive(typeName: type) != nil else {
+                issues.append(Issue(code: "structure", "'_\(name)' does not belong to a primitive element of \(definition.name)", at: path.text))
                 return
             }
-            validateObject(o, definition: elementDefinition, path: at, issues: &issues)
-        }
-        if element.isArray {
-            guard case .array(let items) = value else {
-                issues.append(Issue(code: "structure", "'_\(name)' must be an array like '\(name)'", at: location))
-                return
+            guard let elementDefinition = schema.types["Element"] else { return }
+            func check(_ v: JSON, _ path: inout Trail) {
+                guard case .object(let o) = v else {
+                    issues.append(Issue(code: "structure", "Primitive extension must be an object, found \(v.kindName)", at: path.text))
+                    return
+                }
+                validateObject(o, definition: elementDefinition, path: &path, issues: &issues)
             }
-            for (i, item) in items.enumerated() where item != .null { check(item, "\(location)[\(i)]") }
-        } else {
-            check(value, location)
+            if element.isArray {
+                guard case .array(let items) = value else {
+                    issues.append(Issue(code: "structure", "'_\(name)' must be an array like '\(name)'", at: path.text))
+                    return
+                }
+                for (i, item) in items.enumerated() where item != .null { path.with(.index(i)) { check(item, &$0) } }
+            } else {
+                check(value, &path)
+            }
         }
     }
 }

@@ -45,13 +45,15 @@ public struct IngestPipeline: Sendable {
         return .object(protection.reveal(o))
     }
 
-    /// A new server-assigned logical id.
-    public static func newID() -> String { UUID().uuidString.lowercased() }
+    /// A new server-assigned logical id (time-ordered: see `TimeOrderedID`).
+    public static func newID() -> String { TimeOrderedID.make() }
 
     /// Validates a resource and prepares it for the store.
     /// - Parameter location: prefix for issue locations inside a Bundle (`Bundle.entry[3].resource`).
+    /// - Parameter newID: the id was made by the server just now (a conditional update that matched
+    ///   nothing): no stored version can exist, so the store need not look for one.
     public func prepare(_ resource: JSON, type: String, id: String, method: String, ifMatch: Int? = nil,
-                        mustNotExist: Bool = false, location: String? = nil) throws(FHIRError) -> PreparedWrite {
+                        mustNotExist: Bool = false, newID: Bool = false, location: String? = nil) throws(FHIRError) -> PreparedWrite {
         try Self.checkWritable(type)
         guard case .object(let object) = resource else {
             throw FHIRError(400, code: "structure", "A resource must be a JSON object", at: location)
@@ -69,7 +71,7 @@ public struct IngestPipeline: Sendable {
         }
         let labelled = sensitive.labelled(object)
         let (stored, index) = storedForm(labelled, type: type)
-        return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" ? .create : .update, method: method,
+        return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,
                              template: ResourceTemplate(resource: stored, type: type, id: id), index: index,
                              ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)
     }

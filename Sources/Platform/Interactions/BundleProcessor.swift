@@ -117,15 +117,23 @@ public struct BundleProcessor: Sendable {
         var aliases: [String: String] = [:]   // fullUrl → Type/id
         var seenKeys = Set<ResourceKey>()
         var mustNotExist = Set<ResourceKey>()   // conditional updates that matched nothing but carry an id
+        var madeHere = Set<ResourceKey>()       // conditional updates that matched nothing: ids made here
         func claim(_ key: ResourceKey, _ at: String) throws(FHIRError) {
             guard seenKeys.insert(key).inserted else {
                 throw FHIRError(400, code: "invalid", "\(key) is the target of more than one entry in this transaction", at: at)
             }
         }
+        let known = try await absentIdentifiers(entries)
+        assumptions += known.assumptions
         func resolveConditional(_ type: String, _ query: String, _ at: String) async throws -> [ResourceKey] {
             do { try await service.authorize(.search, type) } catch { throw relocated(error, at) }
+            if known.absent.contains(type + "?" + query) { return [] }
             let parsed: SearchQuery
-            do { parsed = try conditionals.parse(type: type, query: query) } catch { throw relocated(error, at) }
+            if let p = known.parsed[type + "?" + query] {
+                parsed = p
+            } else {
+                do { parsed = try conditionals.parse(type: type, query: query) } catch { throw relocated(error, at) }
+            }
             let matches = try await store.search(parsed, limit: 2)
             assumptions.append(Assumption(query: parsed, expected: matches))
             return matches
@@ -183,6 +191,7 @@ public struct BundleProcessor: Sendable {
                     if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "Conditional update matched more than one resource", at: at) }
                     key = matches.first ?? ResourceKey(parts[0], e.resource?["id"]?.stringValue ?? IngestPipeline.newID())
                     if matches.isEmpty, e.resource?["id"] != nil { mustNotExist.insert(key) }
+                    if matches.isEmpty, e.resource?["id"] == nil { madeHere.insert(key) }
                 } else if parts.count == 2 {
                     key = ResourceKey(parts[0], parts[1])
                 } else {
@@ -232,7 +241,7 @@ public struct BundleProcessor: Sendable {
                 }
                 if case .object(var o) = resource { o["id"] = .string(key.id); resource = .object(o) }
                 writes.append(try service.pipeline.prepare(service.stamped(resource), type: key.type, id: key.id, method: method == "PATCH" ? "PATCH" : method,
-                                                           ifMatch: ifMatch, mustNotExist: mustNotExist.contains(key),
+                                                           ifMatch: ifMatch, mustNotExist: mustNotExist.contains(key), newID: madeHere.contains(key),
                                                            location: "\(at).resource"))
                 keyForEntry[e.index] = key
             case .delete(let key):
@@ -272,6 +281,49 @@ public struct BundleProcessor: Sendable {
             }
         }
         return responses
+    }
+
+    /// A transaction's conditional URLs that each name one identifier (`identifier=system|value`,
+    /// with the same other criteria), searched together per type: when none of the identifiers
+    /// is stored yet — new results and visits, a feed's usual case — one search and one
+    /// assumption answer them all, instead of one each. Where something matches, each is searched
+    /// on its own as before. `parsed` keeps the queries parsed here.
+    func absentIdentifiers(_ entries: [Entry]) async throws
+        -> (absent: Set<String>, parsed: [String: SearchQuery], assumptions: [Assumption]) {
+        var groups: [(type: String, others: [SearchQuery.Clause], members: [(url: String, value: SearchQuery.Match)])] = []
+        var parsed: [String: SearchQuery] = [:]
+        for e in entries {
+            let (path, query) = splitURL(e.url)
+            let conditional: (type: String, query: String)?
+            switch e.method {
+            case "POST": conditional = e.ifNoneExist.flatMap { q in e.resource?["resourceType"]?.stringValue.map { ($0, q) } }
+            case "PUT", "PATCH", "DELETE": conditional = query.flatMap { q in path.contains("/") ? nil : (path, q) }
+            default: conditional = nil
+            }
+            guard let (type, q) = conditional, FHIRSchema.r4.isResourceType(type),
+                  (try? service.policy.authorize(service.principal, .search, type)) != nil,
+                  let search = try? conditionals.parse(type: type, query: q) else { continue }
+            parsed[type + "?" + q] = search
+            let identifiers = search.clauses.indices.filter { search.clauses[$0].parameter == "identifier" }
+            guard identifiers.count == 1, !search.clauses[identifiers[0]].negated, search.sort.isEmpty,
+                  search.clauses[identifiers[0]].values.count == 1, case .token(_?, _?) = search.clauses[identifiers[0]].values[0] else { continue }
+            var others = search.clauses
+            let value = others.remove(at: identifiers[0]).values[0]
+            if let g = groups.firstIndex(where: { $0.type == type && $0.others == others }) {
+                groups[g].members.append((type + "?" + q, value))
+            } else {
+                groups.append((type, others, [(type + "?" + q, value)]))
+            }
+        }
+        var absent = Set<String>()
+        var assumptions: [Assumption] = []
+        for g in groups where g.members.count > 1 {
+            let union = SearchQuery(type: g.type, clauses: g.others + [.init(parameter: "identifier", values: g.members.map(\.value))])
+            guard try await service.store.search(union, limit: 1).isEmpty else { continue }
+            absent.formUnion(g.members.map(\.url))
+            assumptions.append(Assumption(query: union, expected: []))
+        }
+        return (absent, parsed, assumptions)
     }
 
     // MARK: batch
@@ -407,7 +459,7 @@ func splitURL(_ url: String) -> (path: String, query: String?) {
         query = String(path[path.index(after: q)...])
         path = path[..<q]
     }
-    if path.contains("://"), let r = path.range(of: "/fhir/") { path = path[r.upperBound...] }
+    if path.containsBytes("://"), let r = path.range(of: "/fhir/") { path = path[r.upperBound...] }
     while path.hasPrefix("/") { path = path.dropFirst() }
     return (String(path), query)
 }

@@ -303,7 +303,7 @@ public struct FHIRService: Sendable {
             }
             // Nothing matched but the body names an id: create it, never overwrite another resource.
             let write = try pipeline.prepare(stamped(body), type: type, id: id, method: "PUT", ifMatch: ifMatch,
-                                             mustNotExist: match == nil && bodyID != nil)
+                                             mustNotExist: match == nil && bodyID != nil, newID: match == nil && bodyID == nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
             let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]), as: .conditionalUpdate)[0]
             return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))

@@ -113,7 +113,7 @@ public struct SearchQueryParser: Sendable {
     }
 
     static func elementNames(_ raw: String) -> [String] {
-        raw.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        raw.split(separator: ",").map { String($0.trimmingSpaces()) }.filter { !$0.isEmpty }
     }
 
     private func apply(_ fullName: String, _ rawValue: String, type: String, strict: Bool, to result: inout ParsedSearch) throws(FHIRError) {
@@ -435,14 +435,22 @@ public struct SearchQueryParser: Sendable {
 
 /// Decodes `%XX` escapes and `+` (form encoding) in a query component.
 public func percentDecode(_ s: String) -> String {
-    guard s.contains("%") || s.contains("+") else { return s }
+    guard s.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else { return s }
+    func hex(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 0x30...0x39: return b - 0x30
+        case 0x41...0x46: return b - 0x41 + 10
+        case 0x61...0x66: return b - 0x61 + 10
+        default: return nil
+        }
+    }
     var bytes: [UInt8] = []
     var it = Array(s.utf8)[...]
     while let b = it.popFirst() {
         if b == UInt8(ascii: "+") {
             bytes.append(0x20)
-        } else if b == UInt8(ascii: "%"), it.count >= 2, let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) {
-            bytes.append(v)
+        } else if b == UInt8(ascii: "%"), it.count >= 2, let high = hex(it[it.startIndex]), let low = hex(it[it.startIndex + 1]) {
+            bytes.append(high << 4 | low)
             it = it.dropFirst(2)
         } else {
             bytes.append(b)

@@ -74,6 +74,21 @@ public struct SearchQuery: Sendable, Equatable {
         self.clauses = clauses
         self.sort = sort
     }
+
+    /// Whether the query names its few matches exactly: by `_id` or by a full `system|value`
+    /// identifier (what conditional interactions send), so that it is a short indexed lookup
+    /// whatever the other clauses are.
+    public var isPointLookup: Bool {
+        sort.isEmpty && clauses.contains { c in
+            !c.negated && !c.values.isEmpty && c.values.allSatisfy { v in
+                switch v {
+                case .id: return c.parameter == "_id"
+                case .token(_?, _?): return c.parameter == "identifier"
+                default: return false
+                }
+            }
+        }
+    }
 }
 
 /// A page of search results.

@@ -143,6 +143,15 @@ package struct SearchSQL: Sendable {
                 indexed = ["code IN (" + Array(repeating: "?", count: codes.count).joined(separator: ",") + ")"]
                 indexedBinds = codes.map { .text($0) }
             }
+            // Many codes of one system (the identifiers of a message's results): an IN list on the
+            // code, so that each is an index lookup; ORed pairs made SQLite read every identifier row.
+            let systemCodes = clause.values.compactMap { v -> (String, String)? in
+                if case .token(let system?, let code?) = v, !system.isEmpty { return (system, code) } else { return nil }
+            }
+            if systemCodes.count > 1 && systemCodes.count == clause.values.count && Set(systemCodes.map(\.0)).count == 1 {
+                indexed = ["code IN (" + Array(repeating: "?", count: systemCodes.count).joined(separator: ",") + ") AND system = ?"]
+                indexedBinds = systemCodes.map { .text($0.1) } + [.text(systemCodes[0].0)]
+            }
             if !indexed.isEmpty, let table = Self.table(for: clause.parameterType) {
                 let conditions = indexed.joined(separator: " OR ")
                 let setBinds: [SQLValue] = [.text(query.type), .text(clause.parameter)] + indexedBinds

@@ -14,7 +14,7 @@ actor SQLiteWriter {
     private let session: SQLiteWriteSession
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let logger: Logger
-    private var queue: [(unit: WriteUnit, continuation: CheckedContinuation<[WriteOutcome], any Error>)] = []
+    private var queue: [(unit: PreparedUnit, continuation: CheckedContinuation<[WriteOutcome], any Error>)] = []
     private var draining = false
     private var closed = false
 
@@ -28,6 +28,8 @@ actor SQLiteWriter {
 
     func submit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         guard !closed else { throw StoreError.storage("The store is closed") }
+        // The assumptions' SQL is made here, not on the writer's thread (the one that everything waits for).
+        let unit = PreparedUnit(unit)
         return try await withCheckedThrowingContinuation { continuation in
             queue.append((unit, continuation))
             if !draining {
@@ -110,6 +112,20 @@ actor SQLiteWriter {
     static let indexTables = SQLiteWriteSession.indexTables
 }
 
+/// A unit with its assumptions compiled to SQL.
+struct PreparedUnit: Sendable {
+    let unit: WriteUnit
+    let checks: [(sql: String, binds: [SQLValue], expected: Set<ResourceKey>)]
+
+    init(_ unit: WriteUnit) {
+        self.unit = unit
+        checks = unit.assumptions.map { a in
+            let (sql, binds) = SearchSQL(.sqlite).compile(a.query, limit: max(a.expected.count + 1, 2))
+            return (sql, binds, Set(a.expected))
+        }
+    }
+}
+
 /// The writer's connection and row counters; used only on the writer's thread, one batch at a time.
 final class SQLiteWriteSession: @unchecked Sendable {
     let db: SQLiteRawConnection
@@ -134,7 +150,7 @@ final class SQLiteWriteSession: @unchecked Sendable {
         lastTime = Int64(row.dropFirst(2).first?.integer ?? 0)
     }
 
-    func commitBatch(_ units: [WriteUnit]) throws -> [Result<[WriteOutcome], any Error>] {
+    func commitBatch(_ prepared: [PreparedUnit]) throws -> [Result<[WriteOutcome], any Error>] {
         var overlay: [ResourceKey: ResourceState] = [:]
         var pending = PendingRows()
         var fresh = Set<Int>()  // rids created in this batch that are not yet in the database
@@ -142,17 +158,17 @@ final class SQLiteWriteSession: @unchecked Sendable {
         let (savedRid, savedHid, savedTime, savedHead) = (nextRid, nextHid, lastTime, auditHead)
         try db.exec("BEGIN IMMEDIATE")
         do {
-            for unit in units {
+            for item in prepared {
+                let unit = item.unit
                 do {
-                    if !unit.assumptions.isEmpty {
+                    if !item.checks.isEmpty {
                         try flush(&pending, fresh: &fresh)
-                        for assumption in unit.assumptions {
-                            let (sql, binds) = SearchSQL(.sqlite).compile(assumption.query, limit: max(assumption.expected.count + 1, 2))
-                            let found = try db.query(sql, binds).compactMap { row -> ResourceKey? in
+                        for check in item.checks {
+                            let found = try db.query(check.sql, check.binds).compactMap { row -> ResourceKey? in
                                 guard let t = row[0].text, let id = row[1].text else { return nil }
                                 return ResourceKey(t, id)
                             }
-                            if Set(found) != Set(assumption.expected) { throw StoreError.conditionChanged }
+                            if Set(found) != check.expected { throw StoreError.conditionChanged }
                         }
                     }
                     for key in Set(unit.writes.filter { w in overlay[w.key] == nil && (w.action != .create || w.mustNotExist) }.map(\.key)) {
@@ -273,6 +289,14 @@ final class SQLiteWriteSession: @unchecked Sendable {
     /// a master Person gaining a link, touches a few index pages instead of all of them).
     private func writeIndex(_ index: [Int: (type: String, entries: [IndexEntry])], stored: Set<Int>) throws {
         for (rid, item) in index {
+            guard stored.contains(rid) else {
+                // A new row id has no rows yet: every entry is inserted as it is.
+                for e in item.entries {
+                    let (table, values) = Self.row(item.type, e)
+                    try db.run(Self.insertSQL[table], [.integer(rid)] + values)
+                }
+                continue
+            }
             // Rows wanted, per table, as the values after `rid` (a multiset: duplicates count).
             var wanted = Array(repeating: [[SQLValue]: Int](), count: Self.indexTables.count)
             for e in item.entries {
@@ -291,10 +315,8 @@ final class SQLiteWriteSession: @unchecked Sendable {
                         }
                     }
                 }
-                let insert = "INSERT INTO \(name) (rid, \(columns.joined(separator: ", "))) VALUES (?"
-                    + String(repeating: ", ?", count: columns.count) + ")"
                 for (values, n) in wanted[table] {
-                    for _ in 0..<n { try db.run(insert, [.integer(rid)] + values) }
+                    for _ in 0..<n { try db.run(Self.insertSQL[table], [.integer(rid)] + values) }
                 }
             }
         }
@@ -304,6 +326,11 @@ final class SQLiteWriteSession: @unchecked Sendable {
     static let indexColumns = [["type", "param", "system", "code"], ["type", "param", "value", "exact"],
                                ["type", "param", "target_type", "target_id", "url"], ["type", "param", "low", "high"],
                                ["type", "param", "value"], ["type", "param", "value", "system", "code"]]
+
+    /// The insert of a row into each index table (in `indexTables` order).
+    static let insertSQL = zip(indexTables, indexColumns).map { name, columns in
+        "INSERT INTO \(name) (rid, \(columns.joined(separator: ", "))) VALUES (?" + String(repeating: ", ?", count: columns.count) + ")"
+    }
 
     /// An index entry as a row: its table (index into `indexTables`) and the values after `rid`.
     static func row(_ type: String, _ e: IndexEntry) -> (table: Int, values: [SQLValue]) {
@@ -333,3 +360,4 @@ package func clock_realtime_micros() -> Int {
     clock_gettime(CLOCK_REALTIME, &ts)
     return ts.tv_sec * 1_000_000 + ts.tv_nsec / 1000
 }
+

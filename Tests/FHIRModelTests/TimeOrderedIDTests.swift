@@ -1,12 +1,13 @@
 import Foundation
-@testable import Identity
+import FHIRModel
 import XCTest
 
-/// New master Persons get time-ordered ids (UUID version 7 layout), so that they sort by creation.
-final class PersonIDTests: XCTestCase {
-    func test_personIDs_areVersion7UUIDs_sortingByCreationTime() {
+/// Server-assigned ids (new resources, master Persons) are time-ordered (UUID version 7 layout),
+/// so that they sort by creation.
+final class TimeOrderedIDTests: XCTestCase {
+    func test_ids_areVersion7UUIDs_sortingByCreationTime() {
         let start = Date(timeIntervalSince1970: 1_790_000_000)
-        let ids = (0..<50).map { LinkageWorkspace.timeOrderedID(now: start.addingTimeInterval(Double($0) * 0.002)) }
+        let ids = (0..<50).map { TimeOrderedID.make(now: start.addingTimeInterval(Double($0) * 0.002)) }
         for id in ids {
             XCTAssertNotNil(UUID(uuidString: id), id)
             XCTAssertEqual(id, id.lowercased())
