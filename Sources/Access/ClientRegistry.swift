@@ -1,4 +1,5 @@
 import Crypto
+import FHIRModel
 import Foundation
 import JWTKit
 import Store
@@ -226,8 +227,7 @@ public struct ClientRegistry: Sendable {
     static func randomToken(bytes: Int = 32) -> String {
         var generator = SystemRandomNumberGenerator()
         let raw = (0..<bytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return Data(raw).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        return Base64.urlEncode(raw)
     }
 
     static func sha256Hex(_ text: String) -> String {

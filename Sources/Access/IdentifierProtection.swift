@@ -45,6 +45,8 @@ public struct IdentifierProtection: Sendable {
     let encryptionKeys: [String: SymmetricKey]
     let activeKeyID: String
     let blindKey: SymmetricKey
+    /// HMAC with the blind key already set up, copied for each code (the key schedule once, not per value).
+    let blindMAC: HMAC<SHA256>
 
     /// - Parameter keyring: lines (or `;`-separated entries) of `<key id> <base64 of 32 bytes>`;
     ///   lines starting with `#` are comments.
@@ -74,6 +76,7 @@ public struct IdentifierProtection: Sendable {
         encryptionKeys = derived
         activeKeyID = last.0
         blindKey = HKDF<SHA256>.deriveKey(inputKeyMaterial: first.1, info: Data("huitong identifier blind index v1".utf8), outputByteCount: 32)
+        blindMAC = HMAC<SHA256>(key: blindKey)
     }
 
     /// A keyring line with a new random key.
@@ -107,10 +110,11 @@ public struct IdentifierProtection: Sendable {
     public func blindKeyed(_ value: String) -> String { tag(Data(value.utf8)) }
 
     private func tag(_ data: Data) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: data, using: blindKey)
+        var h = blindMAC
+        h.update(data: data)
+        let mac = h.finalize()
         // 128 bits, base64url without padding.
-        return Data(mac.prefix(16)).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return mac.withUnsafeBytes { Base64.urlEncode($0.prefix(16)) }
     }
 
     /// Whether a searched token value could be a protected one (an ID or phone number): searches

@@ -1,4 +1,5 @@
 import Crypto
+import FHIRModel
 import Foundation
 
 /// The offline-verifiable card code, for village clinics without a network: a compact JWS
@@ -87,8 +88,7 @@ public struct OfflineCardKeys: Sendable {
     }
 
     static func base64url(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        Base64.urlEncode(bytes)
     }
 
     static func decode(_ text: Substring) -> [UInt8]? {

@@ -1,4 +1,5 @@
 @testable import Access
+import Crypto
 import FHIRModel
 import Foundation
 import NIOCore
@@ -62,6 +63,23 @@ final class IdentifierProtectionUnitTests: XCTestCase {
             ("url", .string(IdentifierProtection.encryptedValueURL)), ("valueString", phoneToken!)]))]))]))
         tampered["identifier"] = .array([.object(identifier)])
         XCTAssertEqual(p.reveal(tampered)["identifier"]?[0]?["value"]?.stringValue, "******")
+    }
+
+    func test_blindCodes_areTheKeyedHMACOfTheValue_base64url() throws {
+        let protection = try IdentifierProtection(keyring: first)
+        for value in ["110101199003071234", "13800138000", "ny:zhang|1990", "", "张伟|1990-01-01"] {
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(value.utf8), using: protection.blindKey)
+            let expected = Data(Array(mac).prefix(16)).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            XCTAssertEqual(protection.blindKeyed(value), expected, value)
+            XCTAssertEqual(protection.blindKeyed(value), expected, "the same code every time")
+        }
+        for n in 0..<40 {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 37 + n) }
+            let foundation = Data(bytes).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            XCTAssertEqual(Base64.urlEncode(bytes), foundation, "\(n) bytes")
+        }
     }
 
     func test_masking() {
