@@ -58,13 +58,6 @@ final class NamedLocks: Sendable {
         for c in woken { c.resume() }
     }
 
-    /// Runs `body` holding `names`.
-    func withLock<T>(_ names: Set<String>, _ body: () async throws -> T) async throws -> T {
-        await acquire(names)
-        defer { release(names) }
-        return try await body()
-    }
-
     /// Names held now (for tests).
     var held: Set<String> { state.withLock { $0.held } }
 }
