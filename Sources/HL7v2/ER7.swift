@@ -125,7 +125,8 @@ public enum ER7 {
     /// Parses a message's text. Segments end with CR; LF and CRLF are tolerated. Segments are
     /// kept in order, unknown ones (Z-segments) included.
     public static func parse(_ text: String) throws(HL7ParseError) -> HL7Message {
-        let scalars = Array(text.unicodeScalars)
+        // The header's first few scalars name the delimiters (the rest is not copied).
+        let scalars = Array(text.unicodeScalars.prefix(10))
         guard scalars.count >= 8, String(String.UnicodeScalarView(scalars[0..<3])) == "MSH" else {
             throw HL7ParseError("The message does not start with an MSH segment")
         }
@@ -141,13 +142,79 @@ public enum ER7 {
         }
         let d = HL7Delimiters(field: Character(f), component: Character(e[0]), repetition: Character(e[1]),
                               escape: Character(e[2]), subcomponent: Character(e[3]))
+        if all.allSatisfy(\.isASCII) {
+            // Every delimiter is one byte (all senders seen): split the UTF-8 bytes.
+            return HL7Message(delimiters: d, segments: try ByteSplitter(d).segments(text))
+        }
+        return HL7Message(delimiters: d, segments: try segments(byCharacters: text, d))
+    }
+
+    /// The segments cut by Characters (delimiters beyond ASCII).
+    static func segments(byCharacters text: String, _ d: HL7Delimiters) throws(HL7ParseError) -> [HL7Segment] {
         var segments: [HL7Segment] = []
         for line in text.split(whereSeparator: { $0 == "\r" || $0 == "\n" || $0 == "\r\n" }) {
             let raw = String(line)
             if raw.trimmingSpaces().isEmpty { continue }
             segments.append(try segment(raw, d))
         }
-        return HL7Message(delimiters: d, segments: segments)
+        return segments
+    }
+
+    /// The parser for one-byte delimiters: segments, fields, repetitions, components and
+    /// sub-components cut from the UTF-8 bytes (a value becomes a String once, unescaped only when
+    /// it holds the escape character). Gives the same message as the Character-based path.
+    struct ByteSplitter {
+        let d: HL7Delimiters
+        let field, component, repetition, escape, subcomponent: UInt8
+
+        init(_ d: HL7Delimiters) {
+            self.d = d
+            field = d.field.asciiValue!
+            component = d.component.asciiValue!
+            repetition = d.repetition.asciiValue!
+            escape = d.escape.asciiValue!
+            subcomponent = d.subcomponent.asciiValue!
+        }
+
+        func segments(_ text: String) throws(HL7ParseError) -> [HL7Segment] {
+            let bytes = Array(text.utf8)
+            var segments: [HL7Segment] = []
+            for line in bytes.split(omittingEmptySubsequences: true, whereSeparator: { $0 == 0x0D || $0 == 0x0A }) {
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+                // Other blank lines (ideographic spaces, no-break spaces): as the text path decides.
+                if line.contains(where: { $0 >= 0x80 }), String(decoding: line, as: UTF8.self).trimmingSpaces().isEmpty { continue }
+                segments.append(try segment(line))
+            }
+            return segments
+        }
+
+        func segment(_ line: ArraySlice<UInt8>) throws(HL7ParseError) -> HL7Segment {
+            let parts = line.split(separator: field, omittingEmptySubsequences: false)
+            let id = String(decoding: parts[0], as: UTF8.self)
+            guard parts[0].count == 3, parts[0].allSatisfy({ ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) }) else {
+                throw HL7ParseError("'\(id.prefix(20))' is not a segment id (three upper-case letters or digits)")
+            }
+            if id == "MSH" {
+                // MSH-1 is the separator itself and MSH-2 is taken literally.
+                var fields = [HL7Field(stringLiteral: String(d.field)),
+                              HL7Field(stringLiteral: parts.count > 1 ? String(decoding: parts[1], as: UTF8.self) : "")]
+                fields += parts.dropFirst(2).map(fieldValue)
+                return HL7Segment(id, fields)
+            }
+            return HL7Segment(id, parts.dropFirst().map(fieldValue))
+        }
+
+        func fieldValue(_ raw: ArraySlice<UInt8>) -> HL7Field {
+            if raw.isEmpty { return HL7Field() }
+            return HL7Field(repetitions: raw.split(separator: repetition, omittingEmptySubsequences: false).map { rep in
+                rep.split(separator: component, omittingEmptySubsequences: false).map { comp in
+                    comp.split(separator: subcomponent, omittingEmptySubsequences: false).map { sub in
+                        let value = String(decoding: sub, as: UTF8.self)
+                        return sub.contains(escape) ? unescape(value, d) : value
+                    }
+                }
+            })
+        }
     }
 
     static func segment(_ raw: String, _ d: HL7Delimiters) throws(HL7ParseError) -> HL7Segment {

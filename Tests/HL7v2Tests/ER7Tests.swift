@@ -1,5 +1,5 @@
 import FHIRModel
-import HL7v2
+@testable import HL7v2
 import XCTest
 
 final class ER7Tests: XCTestCase {
@@ -118,6 +118,8 @@ final class ER7Tests: XCTestCase {
             }
             if let m = try? ER7.parse(String(chars)) {
                 parsed += 1
+                // Cut by bytes as by Characters alike.
+                XCTAssertEqual(m.segments, try ER7.segments(byCharacters: String(chars), m.delimiters), String(chars))
                 // Whatever parses also writes and parses back to the same segments.
                 XCTAssertEqual(try ER7.parse(ER7.serialize(m)).segments.map(\.id), m.segments.map(\.id))
             }
