@@ -112,7 +112,7 @@ public struct V2ToFHIR: Sendable {
         let phones = (pid[13].each + pid[14].each).compactMap(contactPoint)
         if !phones.isEmpty { patient.append(("telecom", .array(phones))) }
         if let sex = pid[8].value {
-            guard let gender = ["M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"][sex] else {
+            guard let gender = HL7Tables.sex[sex] else {
                 throw HL7Problem(.error, "103", "PID-8 '\(sex)' is not an HL7 table 0001 sex (M, F, O, U, A, N)", at: ("PID", 1, 8))
             }
             patient.append(("gender", .string(gender)))
@@ -159,7 +159,7 @@ public struct V2ToFHIR: Sendable {
     func humanName(_ xpn: HL7Field) -> JSON? {
         guard let family = xpn.component(1) ?? xpn.component(2) else { return nil }
         var name: [(String, JSON?)] = []
-        if let type = xpn.component(7) { name.append(("use", .string(["L": "official", "D": "usual", "A": "nickname", "M": "maiden", "N": "nickname"][type] ?? "usual"))) }
+        if let type = xpn.component(7) { name.append(("use", .string(HL7Tables.nameUse[type] ?? "usual"))) }
         name.append(("family", xpn.component(1).map(JSON.string)))
         let given = [xpn.component(2), xpn.component(3)].compactMap { $0 }
         if !given.isEmpty { name.append(("given", .array(given.map(JSON.string)))) }
@@ -174,14 +174,14 @@ public struct V2ToFHIR: Sendable {
         guard let number = xtn.component(12) ?? xtn.component(1) else { return nil }
         let system = xtn.component(3) == "Internet" || xtn.component(3) == "X.400" ? "email" : (xtn.component(3) == "FX" ? "fax" : "phone")
         let value = system == "email" ? (xtn.component(4) ?? number) : number
-        let use = ["PRN": "home", "WPN": "work", "ORN": "mobile", "PRS": "mobile", "EMR": "home"][xtn.component(2) ?? ""]
+        let use = HL7Tables.telecomUse[xtn.component(2) ?? ""]
         return obj(("system", .string(system)), ("value", .string(value)), ("use", use.map(JSON.string)))
     }
 
     func address(_ xad: HL7Field) -> JSON? {
         let line = [xad.component(1), xad.component(2)].compactMap { $0 }
         guard !line.isEmpty || xad.component(3) != nil else { return nil }
-        return obj(("use", (["H": "home", "B": "work", "C": "temp"][xad.component(7) ?? ""]).map(JSON.string)),
+        return obj(("use", HL7Tables.addressUse[xad.component(7) ?? ""].map(JSON.string)),
                    ("line", line.isEmpty ? nil : .array(line.map(JSON.string))), ("city", xad.component(3).map(JSON.string)),
                    ("district", xad.component(9).map(JSON.string)), ("state", xad.component(4).map(JSON.string)),
                    ("postalCode", xad.component(5).map(JSON.string)), ("country", xad.component(6).map(JSON.string)))

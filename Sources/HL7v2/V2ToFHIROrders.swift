@@ -29,7 +29,7 @@ extension V2ToFHIR {
             case "CA", "DC", "OC", "CR", "DR": status = "revoked"
             case "HD", "OH": status = "on-hold"
             case "SC":
-                status = ["CM": "completed", "CA": "revoked", "DC": "revoked", "HD": "on-hold", "IP": "active", "SC": "active"][orc[5].value ?? ""] ?? "active"
+                status = HL7Tables.orderStatus[orc[5].value ?? ""] ?? "active"
             default:
                 throw HL7Problem(.error, "103", "ORC-1 '\(control)' is not a supported order control (NW, XO, CA, DC, HD, SC, ...)", at: ("ORC", i + 1, 1))
             }
@@ -43,7 +43,7 @@ extension V2ToFHIR {
                                              ("status", .string(status)), ("intent", "order"), ("code", code),
                                              ("subject", obj(("reference", .string(patient))))]
             if let priority = obr[27].component(6) ?? m["TQ1"]?[9].component(1) {
-                fields.append(("priority", .string(["S": "stat", "A": "asap", "R": "routine", "T": "urgent"][priority] ?? "routine")))
+                fields.append(("priority", .string(HL7Tables.priority[priority] ?? "routine")))
             }
             if let t = orc[9].value { fields.append(("authoredOn", .string(try dateTime(t, at: ("ORC", i + 1, 9))))) }
             if let who = orc[12].each.first ?? obr[16].each.first, let display = practitionerName(who) {
@@ -157,8 +157,7 @@ extension V2ToFHIR {
         guard !data.isEmpty else { throw HL7Problem(.error, "101", "MDM^T02 carries its document in OBX-5 (ED, TX)", at: ("OBX", 1, 5)) }
         let binaryURL = "urn:uuid:" + UUID().uuidString.lowercased()
         let binary = obj(("resourceType", "Binary"), ("contentType", .string(contentType)), ("data", .string(data.base64EncodedString())))
-        let docStatus = ["AU": "final", "LA": "final", "DO": "preliminary", "IP": "preliminary", "IN": "preliminary", "PA": "preliminary",
-                         "DI": "preliminary"][txa[17].value ?? "AU"] ?? "final"
+        let docStatus = HL7Tables.documentStatus[txa[17].value ?? "AU"] ?? "final"
         var fields: [(String, JSON?)] = [("resourceType", "DocumentReference"),
                                          ("masterIdentifier", obj(("system", .string(documentSystem)), ("value", .string(number)))),
                                          ("status", .string(txa[17].value == "OB" || txa[17].value == "CA" ? "superseded" : "current")),

@@ -35,7 +35,7 @@ extension V2ToFHIR {
                 var fields: [(String, JSON?)] = [("resourceType", "DiagnosticReport"),
                                                  ("identifier", .array([obj(("system", .string(orderSystem)), ("value", .string(key)))]))]
                 if let s = segment[25].value {
-                    guard let status = ["F": "final", "P": "preliminary", "C": "corrected", "X": "cancelled", "R": "partial", "I": "registered", "S": "partial", "A": "partial"][s] else {
+                    guard let status = HL7Tables.reportStatus[s] else {
                         throw HL7Problem(.error, "103", "OBR-25 '\(s)' is not an HL7 table 0123 result status", at: ("OBR", obrSeq, 25))
                     }
                     fields.append(("status", .string(status)))
@@ -89,8 +89,7 @@ extension V2ToFHIR {
             throw HL7Problem(.error, "101", "OBX-3 (observation identifier) is required", at: ("OBX", seq, 3))
         }
         guard let s = obx[11].value else { throw HL7Problem(.error, "101", "OBX-11 (result status) is required", at: ("OBX", seq, 11)) }
-        guard let status = ["F": "final", "P": "preliminary", "C": "corrected", "R": "registered", "D": "entered-in-error",
-                            "X": "cancelled", "W": "entered-in-error", "U": "final", "I": "registered", "S": "preliminary"][s] else {
+        guard let status = HL7Tables.observationStatus[s] else {
             throw HL7Problem(.error, "103", "OBX-11 '\(s)' is not an HL7 table 0085 result status", at: ("OBX", seq, 11))
         }
         let setID = obx[1].value ?? String(seq)
@@ -138,7 +137,7 @@ extension V2ToFHIR {
             }
         }
         if let flag = obx[8].value {
-            let display = ["H": "High", "L": "Low", "HH": "Critical high", "LL": "Critical low", "N": "Normal", "A": "Abnormal", "AA": "Critical abnormal"]
+            let display = HL7Tables.interpretationDisplay
             fields.append(("interpretation", .array([obj(("coding", .array([obj(("system", "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"),
                                                                                    ("code", .string(flag)), ("display", display[flag].map(JSON.string)))])))])))
         }
