@@ -91,6 +91,11 @@ public struct JSONObject: Sendable, Equatable, Sequence {
         }
     }
 
+    /// Replaces the value of the member at `index` (of `members`).
+    public mutating func replaceValue(at index: Int, with value: JSON) {
+        members[index].value = value
+    }
+
     /// Sets `key`, placing a new member at `index` (used to keep `resourceType`, `id`, `meta` first).
     public mutating func set(_ key: String, _ value: JSON, insertingAt index: Int) {
         if let i = members.firstIndex(where: { $0.key == key }) {

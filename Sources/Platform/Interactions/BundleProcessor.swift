@@ -412,37 +412,61 @@ public struct BundleProcessor: Sendable {
 
     func rewriteReferences(_ value: JSON, aliases: [String: String], at: String,
                            resolve: (String, String) async throws -> [ResourceKey]) async throws -> JSON {
+        try await rewritten(value, aliases: aliases, at: at, resolve: resolve) ?? value
+    }
+
+    /// `value` with its references rewritten, or nil when none needs it (most objects of a
+    /// resource: nothing is copied for them).
+    private func rewritten(_ value: JSON, aliases: [String: String], at: String,
+                           resolve: (String, String) async throws -> [ResourceKey]) async throws -> JSON? {
         switch value {
         case .object(var o):
-            for (k, v) in o {
-                if k == "reference", let ref = v.stringValue {
-                    if let target = aliases[ref] {
-                        o[k] = .string(target)
-                    } else if case .conditional(let type, let query) = ReferenceSyntax.parse(ref) {
-                        let matches = try await resolve(type, query)
-                        guard matches.count == 1 else {
-                            throw FHIRError(matches.isEmpty ? 404 : 412, code: matches.isEmpty ? "not-found" : "multiple-matches",
-                                            "Conditional reference '\(ref)' matched \(matches.count) resources (exactly one required)", at: at)
-                        }
-                        o[k] = .string(matches[0].description)
-                    } else if ref.hasPrefix("urn:uuid:") || ref.hasPrefix("urn:oid:") {
-                        throw FHIRError(400, code: "not-found", "Reference '\(ref)' names no entry of this transaction", at: at)
-                    }
-                } else if let uri = v.stringValue, uri.hasPrefix("urn:uuid:"), let target = aliases[uri] {
+            var changed = false
+            for (i, member) in o.members.enumerated() {
+                let new: JSON?
+                if member.key == "reference", let ref = member.value.stringValue {
+                    new = try await rewrittenReference(ref, aliases: aliases, at: at, resolve: resolve)
+                } else if let uri = member.value.stringValue {
                     // An entry's fullUrl in a uri/url element (Attachment.url to a Binary): rewritten too.
-                    o[k] = .string(target)
-                } else if case .object = v {
-                    o[k] = try await rewriteReferences(v, aliases: aliases, at: at, resolve: resolve)
-                } else if case .array(let items) = v {
-                    var out: [JSON] = []
-                    for item in items { out.append(try await rewriteReferences(item, aliases: aliases, at: at, resolve: resolve)) }
-                    o[k] = .array(out)
+                    new = uri.hasPrefix("urn:uuid:") ? aliases[uri].map(JSON.string) : nil
+                } else {
+                    new = try await rewritten(member.value, aliases: aliases, at: at, resolve: resolve)
+                }
+                if let new {
+                    o.replaceValue(at: i, with: new)
+                    changed = true
                 }
             }
-            return .object(o)
+            return changed ? .object(o) : nil
+        case .array(var items):
+            var changed = false
+            for i in items.indices {
+                if let new = try await rewritten(items[i], aliases: aliases, at: at, resolve: resolve) {
+                    items[i] = new
+                    changed = true
+                }
+            }
+            return changed ? .array(items) : nil
         default:
-            return value
+            return nil
         }
+    }
+
+    private func rewrittenReference(_ ref: String, aliases: [String: String], at: String,
+                                    resolve: (String, String) async throws -> [ResourceKey]) async throws -> JSON? {
+        if let target = aliases[ref] { return .string(target) }
+        if case .conditional(let type, let query) = ReferenceSyntax.parse(ref) {
+            let matches = try await resolve(type, query)
+            guard matches.count == 1 else {
+                throw FHIRError(matches.isEmpty ? 404 : 412, code: matches.isEmpty ? "not-found" : "multiple-matches",
+                                "Conditional reference '\(ref)' matched \(matches.count) resources (exactly one required)", at: at)
+            }
+            return .string(matches[0].description)
+        }
+        if ref.hasPrefix("urn:uuid:") || ref.hasPrefix("urn:oid:") {
+            throw FHIRError(400, code: "not-found", "Reference '\(ref)' names no entry of this transaction", at: at)
+        }
+        return nil
     }
 
     func relocated(_ error: FHIRError, _ at: String) -> FHIRError {
