@@ -86,6 +86,38 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    func test_comboParameters_matchTheCodeOrAComponent_countedOnce() async throws {
+        try await TestServer.run { server, _ in
+            func obs(_ code: String, components: [(String, Double)], value: Double? = nil) -> String {
+                let parts = components.map { #"{"code":{"coding":[{"system":"http://loinc.org","code":"\#($0.0)"}],"text":"分量"},"valueQuantity":{"value":\#($0.1)}}"# }
+                return #"{"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"\#(code)"}],"text":"血压"}"#
+                    + (value.map { #","valueQuantity":{"value":\#($0)}"# } ?? "")
+                    + (parts.isEmpty ? "" : #","component":["# + parts.joined(separator: ",") + "]") + "}"
+            }
+            try await putResource(server, "Observation", "own", obs("8480-6", components: [], value: 6))
+            try await putResource(server, "Observation", "part", obs("85354-9", components: [("8480-6", 7)]))
+            try await putResource(server, "Observation", "both", obs("8480-6", components: [("8480-6", 2)]))
+            try await putResource(server, "Observation", "other", obs("8462-4", components: [("9999-1", 1)], value: 3))
+            let code = "http://loinc.org|8480-6"
+            func expect(_ query: String, _ ids: Set<String>) async throws {
+                let found = try await searchIDs(server, query)
+                XCTAssertEqual(found, ids, query)
+            }
+            try await expect("Observation?combo-code=\(code)", ["own", "part", "both"])
+            try await expect("Observation?code=\(code)", ["own", "both"])
+            try await expect("Observation?component-code=\(code)", ["part", "both"])
+            try await expect("Observation?combo-code:not=\(code)", ["other"])
+            try await expect("Observation?combo-code:text=分量", ["part", "both", "other"])
+            try await expect("Observation?combo-value-quantity=gt5", ["own", "part"])
+            try await expect("Observation?combo-value-quantity:missing=true", [])
+            try await expect("Observation?_has:Observation:has-member:combo-code=\(code)", [])
+            let total = try await server.request(.get, "/fhir/Observation?combo-code=\(code)&_summary=count")
+            XCTAssertEqual(total.json["total"]?.numberText, "3", "a resource matching by its code and a component counts once")
+            let sorted = try await server.request(.get, "/fhir/Observation?_sort=combo-code&_elements=id")
+            XCTAssertEqual(sorted.status, 200, sorted.bodyText)
+        }
+    }
+
     func test_token_textAndOfTypeModifiers() async throws {
         try await TestServer.run { server, _ in
             try await putResource(server, "Condition", "c1", #"{"subject":{"reference":"Patient/p"},"code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"I10","display":"原发性高血压"}],"text":"高血压"}}"#)

@@ -78,7 +78,8 @@ public struct IndexExtractor: Sendable {
 
     func plan(for type: String) -> [(SearchParameter, [ResolvedPath])] {
         if let plan = plans.byType.withLock({ $0[type] }) { return plan }
-        let plan = registry.parameters(for: type).map { p in
+        // Folded parameters have no rows of their own (`SearchParameterRegistry.folded`).
+        let plan = registry.parameters(for: type).filter { registry.folded[type]?[$0.name] == nil }.map { p in
             (p, p.paths.map { ResolvedPath(roots: compile($0.steps[...], from: type), targetType: $0.targetType) })
         }
         plans.byType.withLock { $0[type] = plan }

@@ -19,6 +19,12 @@ public struct SearchParameter: Sendable {
     public struct Path: Sendable {
         public let steps: [Step]
         public let targetType: String?
+
+        /// The path as written in the table (`telecom(system=phone)`, `subject{Patient}`).
+        var text: String {
+            steps.map { s in s.name + (s.filter.map { "(\($0.member)=\($0.value))" } ?? "") }.joined(separator: ".")
+                + (targetType.map { "{\($0)}" } ?? "")
+        }
     }
 
     public let name: String
@@ -53,6 +59,12 @@ public struct SearchParameter: Sendable {
 /// status, subject/patient, encounter, code).
 public struct SearchParameterRegistry: Sendable {
     public let byType: [String: [String: SearchParameter]]
+    /// Parameters whose paths are exactly those of other parameters of the type together
+    /// (`Observation.combo-code` = `code` ∪ `component-code`): they get no index rows of their own,
+    /// and a search on one reads the rows of those it is made of (`stored(_:for:)`). An Observation
+    /// had 4 such rows of its 12. Reference parameters are never folded (includes and chains name
+    /// them in their own SQL).
+    public let folded: [String: [String: [String]]]
 
     public static let r4 = SearchParameterRegistry(schema: .r4, table: r4SearchParameterText, omitting: notOffered)
 
@@ -74,6 +86,31 @@ public struct SearchParameterRegistry: Sendable {
         (byType[type] ?? [:]).values.sorted { $0.name < $1.name }
     }
 
+    /// The parameters whose index rows hold a search on `name` (itself unless it is folded). A
+    /// modifier's rows (`:text`, `:of-type`) follow their parameter's.
+    public func stored(_ name: String, for type: String) -> [String] {
+        let (base, modifier) = name.firstIndex(of: ":").map { (String(name[..<$0]), String(name[$0...])) } ?? (name, "")
+        guard let parts = folded[type]?[base] else { return [name] }
+        return parts.map { $0 + modifier }
+    }
+
+    /// Each parameter with more than one path that other, narrower parameters of the same kind
+    /// cover exactly, with the stored parameters covering it (folded ones resolved in turn).
+    static func folding(_ params: [String: SearchParameter]) -> [String: [String]] {
+        var folded: [String: [String]] = [:]
+        // Narrow ones first, so that a wide parameter folds onto already-resolved parts.
+        for p in params.values.sorted(by: { ($0.paths.count, $0.name) < ($1.paths.count, $1.name) })
+        where p.paths.count > 1 && p.type != .reference && p.type != .composite && p.type != .special {
+            let paths = Set(p.paths.map(\.text))
+            let parts = params.values.filter { q in
+                q.name != p.name && q.type == p.type && q.paths.count < p.paths.count && Set(q.paths.map(\.text)).isSubset(of: paths)
+            }
+            guard Set(parts.flatMap { $0.paths.map(\.text) }) == paths else { continue }
+            folded[p.name] = Array(Set(parts.flatMap { folded[$0.name] ?? [$0.name] })).sorted()
+        }
+        return folded
+    }
+
     init(schema: FHIRSchema, table: String, omitting: [String: Set<String>] = [:]) {
         var listed: [String: [String: SearchParameter]] = [:]
         var current = ""
@@ -92,6 +129,7 @@ public struct SearchParameterRegistry: Sendable {
             result[name] = params
         }
         byType = result
+        folded = result.mapValues(Self.folding).filter { !$0.value.isEmpty }
     }
 
     static func derived(_ name: String, schema: FHIRSchema) -> [String: SearchParameter] {

@@ -74,7 +74,25 @@ public struct SearchQueryParser: Sendable {
             }
         }
         if !issues.isEmpty { throw FHIRError(400, issues) }
+        result.query = storedParameters(result.query)
         return result
+    }
+
+    /// The query with each clause and sort key naming the parameters whose rows answer it
+    /// (a folded parameter reads its parts' rows), chained and reverse-chained queries included.
+    func storedParameters(_ query: SearchQuery) -> SearchQuery {
+        var q = query
+        q.clauses = q.clauses.map { c in
+            .init(parameter: c.parameter, parameterType: c.parameterType, values: c.values.map { v in
+                switch v {
+                case .chain(let inner): return .chain(storedParameters(inner))
+                case .has(let inner, let parameter): return .has(storedParameters(inner), parameter: parameter)
+                default: return v
+                }
+            }, negated: c.negated, stored: registry.stored(c.parameter, for: q.type))
+        }
+        for i in q.sort.indices { q.sort[i].stored = registry.stored(q.sort[i].parameter, for: q.type) }
+        return q
     }
 
     /// `_summary` and `_elements` of a read (`GET [type]/[id]`); other parameters are ignored.

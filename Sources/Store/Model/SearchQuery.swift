@@ -44,12 +44,16 @@ public struct SearchQuery: Sendable, Equatable {
         public let values: [Match]
         /// `:not` — resources with no matching value.
         public let negated: Bool
+        /// The parameters whose index rows answer it: itself, or for a folded parameter
+        /// (`combo-code`) those it is made of (`SearchParameterRegistry.stored`).
+        public var stored: [String]
 
-        public init(parameter: String, parameterType: String = "token", values: [Match], negated: Bool = false) {
+        public init(parameter: String, parameterType: String = "token", values: [Match], negated: Bool = false, stored: [String]? = nil) {
             self.parameter = parameter
             self.parameterType = parameterType
             self.values = values
             self.negated = negated
+            self.stored = stored ?? [parameter]
         }
     }
 
@@ -57,11 +61,14 @@ public struct SearchQuery: Sendable, Equatable {
         public let parameter: String
         public let parameterType: String
         public let descending: Bool
+        /// The parameters whose index rows hold its values (see `Clause.stored`).
+        public var stored: [String]
 
-        public init(parameter: String, parameterType: String, descending: Bool) {
+        public init(parameter: String, parameterType: String, descending: Bool, stored: [String]? = nil) {
             self.parameter = parameter
             self.parameterType = parameterType
             self.descending = descending
+            self.stored = stored ?? [parameter]
         }
     }
 

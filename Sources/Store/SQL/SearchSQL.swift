@@ -43,7 +43,7 @@ package struct SearchSQL: Sendable {
     /// open (token system, reference target type); more than one group means a resource could be
     /// counted twice, and the caller must use `indexOnlyCount` instead.
     package func singleValueCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLValue])? {
-        guard query.clauses.count == 1, let clause = query.clauses.first, !clause.negated,
+        guard query.clauses.count == 1, let clause = query.clauses.first, !clause.negated, clause.stored.count == 1,
               clause.values.count == 1, let value = clause.values.first else { return nil }
         let table: String, group: String
         switch value {
@@ -56,7 +56,13 @@ package struct SearchSQL: Sendable {
         }
         let (condition, binds) = indexCondition(value)
         return ("SELECT \(group), COUNT(*) FROM \(table) WHERE type = ? AND param = ? AND \(condition) AND rid <= ? GROUP BY \(group)",
-                [.text(query.type), .text(clause.parameter)] + binds + [.integer(snapshot)])
+                [.text(query.type), .text(clause.stored[0])] + binds + [.integer(snapshot)])
+    }
+
+    /// The condition on an index row's parameter: one name, or the names a folded parameter reads.
+    func param(_ names: [String]) -> (sql: String, binds: [SQLValue]) {
+        names.count == 1 ? ("param = ?", [.text(names[0])])
+            : ("param IN (" + Array(repeating: "?", count: names.count).joined(separator: ", ") + ")", names.map { .text($0) })
     }
 
     /// Search parameters that whole facilities or profiles share (`_source` is a facility's).
@@ -126,8 +132,9 @@ package struct SearchSQL: Sendable {
                     clauseBinds.append(contentsOf: [.text(id), .text(type), .text(query.type)])
                 case .missing(let missing):
                     guard let table = Self.table(for: clause.parameterType) else { continue }
-                    alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND param = ?)")
-                    clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)])
+                    let p = param(clause.stored)
+                    alternatives.append("r.rid \(missing ? "NOT IN" : "IN") (SELECT rid FROM \(table) WHERE type = ? AND \(p.sql))")
+                    clauseBinds.append(contentsOf: [.text(query.type)] + p.binds)
                 default:
                     let (cond, b) = indexCondition(match)
                     indexed.append(cond)
@@ -154,8 +161,9 @@ package struct SearchSQL: Sendable {
             }
             if !indexed.isEmpty, let table = Self.table(for: clause.parameterType) {
                 let conditions = indexed.joined(separator: " OR ")
-                let setBinds: [SQLValue] = [.text(query.type), .text(clause.parameter)] + indexedBinds
-                let set = "SELECT rid FROM \(table) WHERE type = ? AND param = ? AND (" + conditions + ")"
+                let p = param(clause.stored)
+                let setBinds: [SQLValue] = [.text(query.type)] + p.binds + indexedBinds
+                let set = "SELECT rid FROM \(table) WHERE type = ? AND \(p.sql) AND (" + conditions + ")"
                 if drivers.contains(clauseIndex) && !clause.negated && alternatives.isEmpty {
                     // Intersected with the other selective clauses below, from covering indexes.
                     driverSets.append((set, setBinds))
@@ -165,9 +173,9 @@ package struct SearchSQL: Sendable {
                     alternatives.append("r.rid IN (" + set + ")")
                     clauseBinds.append(contentsOf: setBinds)
                 } else {
-                    alternatives.append((clause.negated ? "NOT " : "") + "EXISTS (SELECT 1 FROM \(table) WHERE rid = r.rid AND param = ? AND ("
+                    alternatives.append((clause.negated ? "NOT " : "") + "EXISTS (SELECT 1 FROM \(table) WHERE rid = r.rid AND \(p.sql) AND ("
                                         + conditions + "))")
-                    clauseBinds.append(contentsOf: [.text(clause.parameter)] + indexedBinds)
+                    clauseBinds.append(contentsOf: p.binds + indexedBinds)
                 }
                 if !clause.negated && alternatives.count == 1 { ridSet = (set, setBinds) }
             }
@@ -286,8 +294,9 @@ package struct SearchSQL: Sendable {
         case "reference": column = key.descending ? "MAX(target_id)" : "MIN(target_id)"
         default: column = key.descending ? "MAX(value)" : "MIN(value)"
         }
-        let sub = "(SELECT \(column) FROM \(table) WHERE rid = r.rid AND param = ?)"
-        return ("\(sub) IS NULL, \(sub) \(direction)", [.text(key.parameter), .text(key.parameter)])
+        let p = param(key.stored)
+        let sub = "(SELECT \(column) FROM \(table) WHERE rid = r.rid AND \(p.sql))"
+        return ("\(sub) IS NULL, \(sub) \(direction)", p.binds + p.binds)
     }
 
     /// Keys of matching resources (conditional interactions).
