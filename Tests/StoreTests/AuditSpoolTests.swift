@@ -36,14 +36,19 @@ final class AuditSpoolTests: XCTestCase {
         XCTAssertEqual(try AuditSpool.readFrames(path, segment: 10), [])
     }
 
+    /// A new store folder, and the name of the copy a test takes of it as a crash would leave it.
+    static func folders(_ prefix: String) throws -> (folder: String, copy: String) {
+        let folder = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        return (folder, folder + "-crashed")
+    }
+
     func test_eventsInTheSpoolAtACrash_reachTheChainOnOpen_acrossSegments() async throws {
-        let folder = NSTemporaryDirectory() + "spool-store-\(UUID().uuidString)"
-        let copy = folder + "-crashed"
+        let (folder, copy) = try Self.folders("spool-store")
         defer {
             try? FileManager.default.removeItem(atPath: folder)
             try? FileManager.default.removeItem(atPath: copy)
         }
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         // Segments of a page, and no move before the snapshot below.
         let tuning = AuditSpool.Tuning(gather: .seconds(3600), segmentBytes: 4096)
         let store = try await SQLiteStore.open(path: folder + "/db.sqlite", spool: tuning)
@@ -79,13 +84,11 @@ final class AuditSpoolTests: XCTestCase {
     }
 
     func test_segmentsAreReused_andAReusedSegmentsOldFramesAreNotMovedAgain() async throws {
-        let folder = NSTemporaryDirectory() + "spool-reuse-\(UUID().uuidString)"
-        let copy = folder + "-crashed"
+        let (folder, copy) = try Self.folders("spool-reuse")
         defer {
             try? FileManager.default.removeItem(atPath: folder)
             try? FileManager.default.removeItem(atPath: copy)
         }
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let store = try await SQLiteStore.open(path: folder + "/db.sqlite", spool: AuditSpool.Tuning(gather: .seconds(3600), segmentBytes: 4096))
         func spool(_ numbers: ClosedRange<Int>) async throws {
             for n in numbers {
