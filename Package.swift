@@ -136,7 +136,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform",
-                                                .product(name: "PostgresNIO", package: "postgres-nio")],
+                                                .product(name: "PostgresNIO", package: "postgres-nio"),
+                                                .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: swiftSettings),
         .testTarget(
             name: "HTTPAPITests",

@@ -13,9 +13,14 @@ struct Authenticator: Sendable {
     let development: Bool
 
     func principal(_ request: Request) async throws(AuthenticationFailure) -> Principal {
-        guard let header = request.headers[.authorization] else {
+        // By value list, not `headers[.authorization]`, which joins (copies) even a single value.
+        let values = request.headers[values: .authorization]
+        guard let header = values.first else {
             if development { return .development }
             throw AuthenticationFailure(nil, "This endpoint needs a bearer token (OAuth2 client credentials at /auth/token)")
+        }
+        guard values.count == 1 else {
+            throw AuthenticationFailure("invalid_request", "A request carries one Authorization header")
         }
         guard let token = Self.bearerToken(header) else {
             throw AuthenticationFailure("invalid_request", "The Authorization header must be 'Bearer <access token>'")
@@ -28,14 +33,17 @@ struct Authenticator: Sendable {
     /// and tabs at either end; nil for another scheme or no token. On bytes: Foundation's
     /// `trimmingCharacters` bridges through UTF-16 and cost a tenth of a read's CPU.
     static func bearerToken(_ header: String) -> String? {
-        let scheme = "bearer".utf8
-        var bytes = header.utf8[...]
-        guard bytes.count > scheme.count, zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
-        bytes = bytes.dropFirst(scheme.count)
-        guard bytes.first == 0x20 else { return nil }
-        while let b = bytes.first, b == 0x20 || b == 0x09 { bytes = bytes.dropFirst() }
-        while let b = bytes.last, b == 0x20 || b == 0x09 { bytes = bytes.dropLast() }
-        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+        var header = header
+        return header.withUTF8 { bytes -> String? in
+            let scheme: StaticString = "bearer"
+            let n = scheme.utf8CodeUnitCount
+            guard bytes.count > n, bytes[n] == 0x20 else { return nil }
+            for i in 0..<n where bytes[i] | 0x20 != scheme.utf8Start[i] { return nil }
+            var start = n, end = bytes.count
+            while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+            while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+            return start == end ? nil : String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        }
     }
 
     /// A 401 with the RFC 6750 challenge and an OperationOutcome saying why.

@@ -15,6 +15,24 @@ final class JSONTests: XCTestCase {
         XCTAssertEqual(try JSONParser.parse(JSONWriter.string(json)), json)
     }
 
+    /// The exact bytes stored (and hashed into the audit chain): plain strings copied as they are,
+    /// quotes, backslashes and control characters escaped, everything else (Chinese, "/") kept.
+    func test_writer_escapesExactlyWhatJSONRequires() {
+        let cases: [(String, String)] = [
+            ("Patient/123", #""Patient/123""#),
+            ("张三", #""张三""#),
+            ("", #""""#),
+            ("a\"b\\c", #""a\"b\\c""#),
+            ("x\ny\rz\t", #""x\ny\rz\t""#),
+            ("\u{01}\u{1f}end", #""\u0001\u001fend""#),
+            ("\u{7f}/é", "\"\u{7f}/é\""),
+        ]
+        for (value, expected) in cases {
+            XCTAssertEqual(JSONWriter.string(.string(value)), expected, "for \(value.debugDescription)")
+        }
+        XCTAssertEqual(JSONWriter.string(.array([.bool(true), .bool(false), .null])), "[true,false,null]")
+    }
+
     func test_duplicateMemberNames_areRejected() {
         XCTAssertThrowsError(try JSONParser.parse(#"{"id":"a","id":"b"}"#)) { error in
             XCTAssertTrue((error as? JSONParseError)?.message.contains("Duplicate member name 'id'") ?? false)

@@ -77,6 +77,11 @@ final class AuthenticationTests: XCTestCase {
                 XCTAssertEqual(r.status, status, header)
                 if status == 401 { XCTAssertTrue(r.headers[.wwwAuthenticate]?.contains("invalid_request") ?? false, header) }
             }
+            // Two Authorization headers (even the same token twice) are one too many.
+            let twice = try await server.request(.get, "/fhir/Patient/\(pid)",
+                                                 repeated: [("Authorization", "Bearer \(reader)"), ("Authorization", "Bearer \(reader)")])
+            XCTAssertEqual(twice.status, 401)
+            XCTAssertTrue(twice.headers[.wwwAuthenticate]?.contains("invalid_request") ?? false)
             let write = try await server.request(.post, "/fhir/Observation",
                                                  #"{"resourceType":"Observation","status":"final","code":{"text":"x"}}"#, headers: bearer(reader))
             XCTAssertEqual(write.status, 403)

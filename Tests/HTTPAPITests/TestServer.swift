@@ -40,10 +40,12 @@ struct TestServer {
     let cards: CardKeyring
 
     func request(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil,
-                 headers: [String: String] = [:]) async throws -> FHIRTestResponse {
+                 headers: [String: String] = [:], repeated: [(String, String)] = []) async throws -> FHIRTestResponse {
         var fields = HTTPFields()
         if body != nil { fields[.contentType] = "application/fhir+json" }
         for (k, v) in headers { fields[HTTPField.Name(k)!] = v }
+        // Fields appended as they are (a name may come twice).
+        for (k, v) in repeated { fields.append(HTTPField(name: HTTPField.Name(k)!, value: v)) }
         return try await client.execute(uri: uri, method: method, headers: fields, body: body.map { ByteBuffer(string: $0) }) { r in
             FHIRTestResponse(status: Int(r.status.code), headers: r.headers, bodyText: String(buffer: r.body))
         }

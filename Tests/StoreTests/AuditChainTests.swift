@@ -1,3 +1,4 @@
+import Crypto
 import FHIRModel
 import Foundation
 import Platform
@@ -17,6 +18,17 @@ final class AuditChainTests: XCTestCase {
         var unit = WriteUnit(writes: [])
         unit.audit = records
         return unit
+    }
+
+    /// The link is SHA-256 over `previous hash + "\n" + seq + "\n" + event bytes` (ADR 010), so an
+    /// exported archive can be checked with any SHA-256 tool; computed here independently.
+    func test_link_isSHA256OverPreviousHashPlaceAndBytes() {
+        let content = Array(#"{"t":1,"s":"张三"}"#.utf8)
+        for (previous, seq) in [(AuditChain.genesis, 1), (String(repeating: "ab", count: 32), 1_234_567_890_123)] {
+            let digest = SHA256.hash(data: Array("\(previous)\n\(seq)\n".utf8) + content)
+            let expected = digest.map { String(format: "%02x", $0) }.joined()
+            XCTAssertEqual(AuditChain.link(previous: previous, seq: seq, content: content), expected)
+        }
     }
 
     func test_freshStore_verifies_andEventsChainInOrderAcrossReopen() async throws {

@@ -108,6 +108,15 @@ final class AuditSpoolTests: XCTestCase {
         }
         let files = try FileManager.default.contentsOfDirectory(atPath: folder + "/db.sqlite-audit-spool")
         XCTAssertLessThanOrEqual(files.count, 3, "moved segments are reused, not multiplied: \(files)")
+        // Moved events keep their time and patients (a resident's "who viewed my record").
+        var spooledSoFar: [Int64] = [1, 2, 3, 4, 5]
+        for round in 0..<5 { spooledSoFar += ((10 + round * 10)...(12 + round * 10)).map { Int64($0) } }
+        let moved = try await store.auditEvents(after: 0, limit: 100)
+        XCTAssertEqual(moved.map(\.recorded), spooledSoFar)
+        let aboutOuyang = try await store.auditEvents(patients: ["Patient/欧阳"], before: nil, limit: 100)
+        XCTAssertEqual(aboutOuyang.count, 20)
+        let about21 = try await store.auditEvents(patients: ["Patient/21"], before: nil, limit: 100)
+        XCTAssertEqual(about21.map(\.content), [record(21, bytes: 100).content])
         // The current segment held events 40-42 before; event 60 has the same size, so the old
         // frames of 41 and 42 follow it, aligned, and must not come back as events after a crash.
         try await spool(60...60)

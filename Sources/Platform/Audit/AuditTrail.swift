@@ -51,6 +51,7 @@ public struct AuditTrail: Sendable {
     /// or Person itself, else the Patient its top-level `patient` or `subject` references, else the
     /// first Patient it references anywhere.
     public static func patients(of records: [ResourceRecord]) -> [String] {
+        if records.count == 1 { return patient(of: records[0].key, content: records[0].content).map { [$0] } ?? [] }
         var seen = Set<String>()
         var out: [String] = []
         for r in records {
@@ -67,7 +68,7 @@ public struct AuditTrail: Sendable {
         // exactly as `"patient":{"reference":"` / `"subject":{"reference":"`: a byte scan finds
         // them without parsing the resource (an audited search would otherwise parse every match).
         return content.withUnsafeReadableBytes { bytes in
-            for (marker, anchor) in [(patientMarker, 1), (subjectMarker, 4)] {
+            for (marker, anchor) in topLevelMarkers {
                 guard let start = ByteSearch.find(marker, anchor: anchor, in: bytes) else { continue }
                 var end = start
                 while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
@@ -94,6 +95,8 @@ public struct AuditTrail: Sendable {
 
     static let patientMarker = Array(#""patient":{"reference":""#.utf8)
     static let subjectMarker = Array(#""subject":{"reference":""#.utf8)
+    /// In the order they are tried, each with the offset of a byte of it that is rare in JSON.
+    static let topLevelMarkers = [(patientMarker, 1), (subjectMarker, 4)]
     static let anyPatientMarker = Array(#""reference":"Patient/"#.utf8)
 
     /// The patients a unit's writes belong to (their compartments).

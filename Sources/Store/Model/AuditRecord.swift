@@ -55,9 +55,22 @@ package enum AuditChain {
     package static let genesis = String(repeating: "0", count: 64)
 
     package static func link(previous: String, seq: Int, content: [UInt8]) -> String {
+        content.withUnsafeBytes { link(previous: previous, seq: seq, bytes: $0) }
+    }
+
+    /// The same over bytes where they lie (events moved from the spool).
+    package static func link(previous: String, seq: Int, bytes: UnsafeRawBufferPointer) -> String {
+        // `previous + "\n" + seq + "\n" + content`, fed piece by piece (no joined copy).
         var hasher = SHA256()
-        hasher.update(data: Data((previous + "\n" + String(seq) + "\n").utf8))
-        hasher.update(data: content)
+        func feed(_ text: String) {
+            var text = text
+            text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        }
+        feed(previous)
+        feed("\n")
+        feed(String(seq))
+        feed("\n")
+        hasher.update(bufferPointer: bytes)
         return hex(hasher.finalize())
     }
 

@@ -66,6 +66,9 @@ public struct WriteUnit: Sendable {
     /// A change-feed consumer's new position, saved atomically with the unit (the SQLite store's
     /// feed bookkeeping; not for callers outside the store).
     package var consumerPosition: (name: String, position: Int)?
+    /// Read events moved from the SQLite store's spool, read by the writer where they lie (the
+    /// spool's mapped segments), after `audit`.
+    var spooled: SpooledEvents?
 
     public init(writes: [PreparedWrite], assumptions: [Assumption] = []) {
         self.writes = writes

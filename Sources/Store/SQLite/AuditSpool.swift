@@ -22,7 +22,8 @@ final class AuditSpool: Sendable {
         /// Segments whose events are in the chain, kept for reuse: writing into pages that are
         /// mapped and cached already costs no page faults.
         var free: [Segment] = []
-        var pending: [AuditRecord] = []
+        /// Events in `filled` and `file`: they are read from there when moved, not kept twice.
+        var pending = 0
         var moveScheduled = false
         var closed = false
     }
@@ -38,7 +39,7 @@ final class AuditSpool: Sendable {
     private let moving = AsyncMutex()
     static let marker = (kind: "audit-spool", id: "moved")
     let tuning: Tuning
-    /// Pending events beyond which a move starts at once (a bound on memory: ~0.5 KB each).
+    /// Pending events beyond which a move starts at once (a bound on the move's transaction).
     static let movePending = 65_536
 
     struct Tuning: Sendable {
@@ -100,8 +101,8 @@ final class AuditSpool: Sendable {
                 for r in records { Self.frame(r, segment: s.file.number, into: &frames) }
             }
             try s.file.append(frames, sync: fsyncEach)
-            s.pending += records
-            let now = s.pending.count >= Self.movePending
+            s.pending += records.count
+            let now = s.pending >= Self.movePending
             defer { s.moveScheduled = true }
             return (!s.moveScheduled || now, now)
         }
@@ -146,25 +147,27 @@ final class AuditSpool: Sendable {
     private func move() async throws {
         try await moving.withLock {
             // Start the next segment; the ones written so far are free once their events are committed.
-            let (records, covered) = try state.withLock { s throws -> ([AuditRecord], [Segment]) in
+            let (count, covered) = try state.withLock { s throws -> (Int, [Segment]) in
                 s.moveScheduled = false
-                guard !s.pending.isEmpty else { return ([], []) }
+                guard s.pending > 0 else { return (0, []) }
                 let covered = s.filled + [s.file]
                 s.file = try nextSegment(&s, bytes: 0)
                 s.filled = []
-                defer { s.pending = [] }
+                defer { s.pending = 0 }
                 return (s.pending, covered)
             }
             guard let last = covered.last else { return }
+            // The covered segments are no longer appended to, and stay mapped until put back
+            // below: the writer reads their frames in place.
             var unit = WriteUnit(writes: [])
-            unit.audit = records
+            unit.spooled = SpooledEvents(covered.map(\.written), count: count)
             unit.records = [RecordWrite(PlatformRecord(kind: Self.marker.kind, id: Self.marker.id, content: String(last.number)))]
             do {
                 _ = try await writer.submit(unit)
             } catch {
                 // Back in line: the next move commits them with its own (its marker covers these segments).
                 state.withLock { s in
-                    s.pending = records + s.pending
+                    s.pending += count
                     s.filled = covered + s.filled
                 }
                 throw error
@@ -207,19 +210,21 @@ final class AuditSpool: Sendable {
     /// little-endian. `check` is FNV-1a over the segment's number and the body: a frame torn by
     /// a crash, or left from the file's use under an earlier number, fails it.
     static func frame(_ r: AuditRecord, segment: Int, into out: inout [UInt8]) {
-        var body: [UInt8] = []
-        body.reserveCapacity(r.content.count + 64)
-        withUnsafeBytes(of: r.recorded.littleEndian) { body += $0 }
-        withUnsafeBytes(of: UInt16(r.patients.count).littleEndian) { body += $0 }
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: 12))  // length and check, filled in below
+        withUnsafeBytes(of: r.recorded.littleEndian) { out += $0 }
+        withUnsafeBytes(of: UInt16(r.patients.count).littleEndian) { out += $0 }
         for p in r.patients {
-            let bytes = Array(p.utf8)
-            withUnsafeBytes(of: UInt16(bytes.count).littleEndian) { body += $0 }
-            body += bytes
+            withUnsafeBytes(of: UInt16(p.utf8.count).littleEndian) { out += $0 }
+            out += p.utf8
         }
-        body += r.content
-        withUnsafeBytes(of: UInt32(body.count).littleEndian) { out += $0 }
-        withUnsafeBytes(of: checksum(segment: segment, body[...]).littleEndian) { out += $0 }
-        out += body
+        out += r.content
+        let length = UInt32(out.count - start - 12)
+        let check = checksum(segment: segment, out[(start + 12)...])
+        out.withUnsafeMutableBytes { b in
+            b.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)
+            b.storeBytes(of: check.littleEndian, toByteOffset: start + 4, as: UInt64.self)
+        }
     }
 
     static func checksum(segment: Int, _ bytes: ArraySlice<UInt8>) -> UInt64 {
@@ -294,6 +299,9 @@ private final class Segment: @unchecked Sendable {
 
     func fits(_ count: Int) -> Bool { used + count <= capacity }
 
+    /// The frames appended so far, in the mapping.
+    var written: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: used) }
+
     /// Takes the file up again under a new number, writing from its start.
     func reuse(from old: String, as path: String, number: Int) throws {
         guard rename(old, path) == 0 else { throw StoreError.storage("Cannot rename the audit spool \(old): errno \(errno)") }
@@ -366,5 +374,57 @@ final class AsyncMutex: Sendable {
             return s.waiters.removeFirst()
         }
         next?.resume()
+    }
+}
+
+/// Events moved from the spool, as the writer reads them: the frames of the covered segments,
+/// in their mappings (valid until the move puts the segments back, after its commit).
+final class SpooledEvents: @unchecked Sendable {
+    let regions: [UnsafeRawBufferPointer]
+    let count: Int
+
+    init(_ regions: [UnsafeRawBufferPointer], count: Int) {
+        self.regions = regions
+        self.count = count
+    }
+
+    /// One event in place: when it was recorded, its stored bytes, and its patients' references.
+    struct Event {
+        let recorded: Int64
+        let content: UnsafeRawBufferPointer
+        let patients: UnsafeRawBufferPointer
+        let patientCount: Int
+
+        func forEachPatient(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+            var j = 0
+            for _ in 0..<patientCount {
+                let n = Int(UInt16(littleEndian: patients.loadUnaligned(fromByteOffset: j, as: UInt16.self)))
+                try body(UnsafeRawBufferPointer(rebasing: patients[(j + 2)..<(j + 2 + n)]))
+                j += 2 + n
+            }
+        }
+    }
+
+    /// The events in spool order. The frames were written whole by this process (under the
+    /// spool's lock), so they are not checked again.
+    func forEach(_ body: (Event) throws -> Void) rethrows {
+        for region in regions {
+            var i = 0
+            while i + 12 <= region.count {
+                let length = Int(UInt32(littleEndian: region.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
+                let end = i + 12 + length
+                var j = i + 12
+                let recorded = Int64(littleEndian: region.loadUnaligned(fromByteOffset: j, as: Int64.self))
+                let patientCount = Int(UInt16(littleEndian: region.loadUnaligned(fromByteOffset: j + 8, as: UInt16.self)))
+                j += 10
+                let patientsStart = j
+                for _ in 0..<patientCount {
+                    j += 2 + Int(UInt16(littleEndian: region.loadUnaligned(fromByteOffset: j, as: UInt16.self)))
+                }
+                try body(Event(recorded: recorded, content: UnsafeRawBufferPointer(rebasing: region[j..<end]),
+                               patients: UnsafeRawBufferPointer(rebasing: region[patientsStart..<j]), patientCount: patientCount))
+                i = end
+            }
+        }
     }
 }

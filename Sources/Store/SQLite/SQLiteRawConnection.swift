@@ -45,6 +45,64 @@ final class SQLiteRawConnection: @unchecked Sendable {
         return statement
     }
 
+    /// Prepared statements for several SQL texts, valid together: the cache starts over (if it
+    /// must) before any of them is prepared, never between.
+    func statements(_ sqls: [String]) throws -> [OpaquePointer] {
+        if statements.count + sqls.filter({ statements[$0] == nil }).count > Self.maxStatements { finalizeAll() }
+        return try sqls.map(statement)
+    }
+
+    /// Runs a statement from `statements(_:)` once, its parameters bound by `bind` directly (no
+    /// `[SQLValue]`, no buffer copies): for rows the writer inserts by the thousand.
+    func run(_ statement: OpaquePointer, _ bind: (Binder) throws -> Void) throws {
+        defer { sqlite_nio_sqlite3_reset(statement) }
+        try bind(Binder(statement: statement, connection: self))
+        while try step(statement) {}
+    }
+
+    struct Binder {
+        let statement: OpaquePointer
+        let connection: SQLiteRawConnection
+
+        func integer(_ index: Int32, _ value: Int) throws {
+            try check(index, sqlite_nio_sqlite3_bind_int64(statement, index, Int64(value)))
+        }
+
+        func text(_ index: Int32, _ value: String) throws {
+            var value = value
+            try check(index, value.withUTF8 { b in
+                guard let base = b.baseAddress else { return sqlite_nio_sqlite3_bind_text(statement, index, "", 0, SQLiteRawConnection.transient) }
+                return base.withMemoryRebound(to: CChar.self, capacity: b.count) {
+                    sqlite_nio_sqlite3_bind_text(statement, index, $0, Int32(b.count), SQLiteRawConnection.transient)
+                }
+            })
+        }
+
+        func blob(_ index: Int32, _ bytes: [UInt8]) throws {
+            try bytes.withUnsafeBytes { try blob(index, $0) }
+        }
+
+        func blob(_ index: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+            try check(index, sqlite_nio_sqlite3_bind_blob(statement, index, bytes.baseAddress, Int32(bytes.count), SQLiteRawConnection.transient))
+        }
+
+        /// UTF-8 text where it lies.
+        func text(_ index: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+            guard let base = bytes.baseAddress, !bytes.isEmpty else {
+                return try check(index, sqlite_nio_sqlite3_bind_text(statement, index, "", 0, SQLiteRawConnection.transient))
+            }
+            try check(index, sqlite_nio_sqlite3_bind_text(statement, index, base.assumingMemoryBound(to: CChar.self), Int32(bytes.count),
+                                                          SQLiteRawConnection.transient))
+        }
+
+        private func check(_ index: Int32, _ rc: Int32) throws {
+            guard rc == SQLITE_OK else { throw StoreError.storage("Cannot bind parameter \(index): \(connection.errorMessage)") }
+        }
+    }
+
+    /// SQLITE_TRANSIENT: SQLite copies text and blobs while binding.
+    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
     /// Runs `sql` with `binds` and returns its rows.
     func query(_ sql: String, _ binds: [SQLValue]) throws -> [[SQLValue]] {
         let s = try statement(sql)
@@ -79,8 +137,7 @@ final class SQLiteRawConnection: @unchecked Sendable {
     }
 
     func bind(_ statement: OpaquePointer, _ binds: [SQLValue]) throws {
-        // SQLITE_TRANSIENT: SQLite copies text and blobs while binding.
-        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        let transient = Self.transient
         for (i, value) in binds.enumerated() {
             let index = Int32(i + 1)
             let rc: Int32

@@ -190,6 +190,15 @@ final class SQLiteWriteSession: @unchecked Sendable {
                         pending.audit += zip(rows, unit.audit).map { ($0, $1.patients) }
                         auditHead = head
                     }
+                    if let spooled = unit.spooled {
+                        // A failure part-way leaves rows of the chain behind: the whole batch rolls back.
+                        do {
+                            try flush(&pending, fresh: &fresh)
+                            try appendSpooled(spooled)
+                        } catch {
+                            throw BatchAbort(underlying: error)
+                        }
+                    }
                     if let c = unit.consumerPosition { pending.consumers[c.name] = c.position }
                 } catch let error as StoreError {
                     results.append(.failure(error))
@@ -200,9 +209,14 @@ final class SQLiteWriteSession: @unchecked Sendable {
         } catch {
             try? db.exec("ROLLBACK")
             (nextRid, nextHid, lastTime, auditHead) = (savedRid, savedHid, savedTime, savedHead)
-            throw error
+            throw (error as? BatchAbort)?.underlying ?? error
         }
         return results
+    }
+
+    /// An error that fails the whole batch, not only its unit.
+    private struct BatchAbort: Error {
+        let underlying: any Error
     }
 
     /// Checks every precondition of `unit` against `overlay`, then records its rows (WritePlanner).
@@ -253,6 +267,36 @@ final class SQLiteWriteSession: @unchecked Sendable {
         return ResourceState(rid: rid, version: version, deleted: deleted != 0)
     }
 
+    /// Read events moved from the spool, chained and inserted straight from its mapped frames:
+    /// tens of thousands per move, with no copy of their bytes on the heap.
+    private func appendSpooled(_ spooled: SpooledEvents) throws {
+        let prepared = try db.statements([AuditChain.insertEventSQL, AuditChain.insertPatientSQL, AuditChain.updateHeadSQL])
+        var head = auditHead
+        try spooled.forEach { event in
+            let seq = head.seq + 1
+            let hash = AuditChain.link(previous: head.hash, seq: seq, bytes: event.content)
+            try db.run(prepared[0]) { row in
+                try row.integer(1, seq)
+                try row.integer(2, Int(event.recorded))
+                try row.blob(3, event.content)
+                try row.text(4, hash)
+            }
+            try event.forEachPatient { patient in
+                try db.run(prepared[1]) { row in
+                    try row.text(1, patient)
+                    try row.integer(2, seq)
+                }
+            }
+            head = (seq, hash)
+        }
+        guard head.seq != auditHead.seq else { return }
+        try db.run(prepared[2]) { row in
+            try row.integer(1, head.seq)
+            try row.text(2, head.hash)
+        }
+        auditHead = head
+    }
+
     private func flush(_ pending: inout PendingRows, fresh: inout Set<Int>) throws {
         guard !pending.isEmpty else { return }
         for h in pending.history {
@@ -268,10 +312,23 @@ final class SQLiteWriteSession: @unchecked Sendable {
                         .integer(r.deleted ? 1 : 0), .integer(r.hid)])
         }
         try writeIndex(pending.index, stored: pending.clearIndex)
-        for (event, patients) in pending.audit {
-            try db.run(AuditChain.insertEventSQL, [.integer(event.seq), .integer(Int(event.recorded)),
-                                                   .blob(ByteBuffer(bytes: event.content)), .text(event.hash)])
-            for patient in patients { try db.run(AuditChain.insertPatientSQL, [.text(patient), .integer(event.seq)]) }
+        if !pending.audit.isEmpty {
+            // Tens of thousands of rows when the spool moves (every read is audited): bound directly.
+            let prepared = try db.statements([AuditChain.insertEventSQL, AuditChain.insertPatientSQL])
+            for (event, patients) in pending.audit {
+                try db.run(prepared[0]) { row in
+                    try row.integer(1, event.seq)
+                    try row.integer(2, Int(event.recorded))
+                    try row.blob(3, event.content)
+                    try row.text(4, event.hash)
+                }
+                for patient in patients {
+                    try db.run(prepared[1]) { row in
+                        try row.text(1, patient)
+                        try row.integer(2, event.seq)
+                    }
+                }
+            }
         }
         if let last = pending.audit.last?.event {
             try db.run(AuditChain.updateHeadSQL, [.integer(last.seq), .text(last.hash)])
