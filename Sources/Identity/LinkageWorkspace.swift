@@ -94,9 +94,13 @@ final class LinkageWorkspace {
     /// Stored Patients and Persons hold ID and phone numbers encrypted; matching reads them in clear.
     let protection: IdentifierProtection?
 
-    init(store: any ResourceStore, protection: IdentifierProtection?) {
+    /// Candidates read by earlier plans (nil: read every one).
+    let cache: CandidateCache?
+
+    init(store: any ResourceStore, protection: IdentifierProtection?, cache: CandidateCache? = nil) {
         self.store = store
         self.protection = protection
+        self.cache = cache
     }
 
     /// The Person a Patient is linked to, read from the store the first time.
@@ -125,8 +129,14 @@ final class LinkageWorkspace {
         let wanted = keys.filter { patients[$0] == nil }
         guard !wanted.isEmpty else { return }
         for (key, record) in try await store.read(keys: Array(wanted)) where !record.deleted {
+            if let known = cache?.entry(key, version: record.version) {
+                patients[key] = (known.resource, known.features)
+                continue
+            }
             guard let o = IdentifierProtection.parse(record.content, revealing: protection) else { continue }
-            patients[key] = (o, PatientFeatures(patient: o))
+            let features = PatientFeatures(patient: o)
+            patients[key] = (o, features)
+            cache?.store(CandidateCache.Entry(version: record.version, resource: o, features: features), for: key)
         }
     }
 

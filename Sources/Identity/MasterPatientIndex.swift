@@ -59,6 +59,8 @@ public struct MasterPatientIndex: Sendable {
     /// Blocking keys found too common to block on (more than `maxCandidatesPerKey` holders), so
     /// that a unit need not hold them while it is planned (`lockNames`).
     let common = CommonKeys()
+    /// Candidates as earlier plans read them (by version).
+    let candidates = CandidateCache()
 
     public init(store: any ResourceStore, rules: MatchRules = .defaults, protection: IdentifierProtection? = nil) {
         self.store = store
@@ -102,7 +104,7 @@ public struct MasterPatientIndex: Sendable {
     public func plan(for writes: [PreparedWrite], previous: [ResourceKey: ResourceKey] = [:]) async throws -> LinkagePlan {
         let patients = writes.filter { $0.key.type == "Patient" }
         guard !patients.isEmpty else { return LinkagePlan() }
-        let workspace = LinkageWorkspace(store: store, protection: protection)
+        let workspace = LinkageWorkspace(store: store, protection: protection, cache: candidates)
         var plan = LinkagePlan()
         // Every blocking key of the unit in one lookup, and the Persons of the unit's Patients.
         var features: [ResourceKey: PatientFeatures] = [:]

@@ -106,6 +106,35 @@ final class MasterIndexTests: XCTestCase {
         }
     }
 
+    /// Matching keeps candidates it has read (by version): one corrected since is read again, so
+    /// the next registration is compared with what the record says now.
+    func test_aCandidateCorrectedAfterItWasCompared_isComparedAsItIsNow() async throws {
+        try await TestServer.run { server, _ in
+            let idX = residentID("1962-03-08", 31), idY = residentID("1988-02-29", 42)
+            let a = try await createPatient(server, registration(family: "王", given: "秀英", birth: "1962-03-08", id: idX, gender: "female",
+                                                          mrn: "1", facility: "x"))
+            // b is the same resident: a is read (and kept) as its candidate.
+            let b = try await createPatient(server, registration(family: "王", given: "秀英", birth: "1962-03-08", id: idX, gender: "female",
+                                                          mrn: "8", facility: "y"))
+            let first = try await masterPerson(server, of: b)
+            XCTAssertEqual(linkedPatients(first), ["Patient/\(a)", "Patient/\(b)"])
+            // Facility x corrects a: it is 陈静, another resident.
+            var corrected = try JSONParser.parse(registration(family: "陈", given: "静", birth: "1988-02-29", id: idY, gender: "female",
+                                                              mrn: "1", facility: "x"))
+            if case .object(var o) = corrected { o["id"] = .string(a); corrected = .object(o) }
+            let put = try await server.request(.put, "/fhir/Patient/\(a)", String(decoding: JSONWriter.bytes(corrected), as: UTF8.self))
+            XCTAssertEqual(put.status, 200, put.bodyText)
+            // 陈静 registers elsewhere: compared with a as corrected, she is linked to a's Person.
+            let c = try await createPatient(server, registration(family: "陈", given: "静", birth: "1988-02-29", id: idY, gender: "female",
+                                                          mrn: "5", facility: "z"))
+            let pa = try await masterPerson(server, of: a), pc = try await masterPerson(server, of: c)
+            XCTAssertEqual(pa?["id"], pc?["id"])
+            XCTAssertEqual(linkedPatients(pc), ["Patient/\(a)", "Patient/\(c)"])
+            let pb = try await masterPerson(server, of: b)
+            XCTAssertEqual(linkedPatients(pb), ["Patient/\(b)"])
+        }
+    }
+
     func test_oneTransactionWithTheSameResidentTwice_makesOnePerson() async throws {
         try await TestServer.run { server, store in
             let id = residentID("2001-09-09", 77)
