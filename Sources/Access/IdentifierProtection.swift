@@ -90,6 +90,16 @@ public struct IdentifierProtection: Sendable {
     /// The blind index code of a protected value: HMAC-SHA256 under the index key of the value with
     /// spaces and hyphens removed and letters upper-cased (so `11010…002x` finds `11010…002X`).
     public func blind(_ value: String) -> String {
+        // ASCII (every ID and phone number): normalised byte by byte; anything else by Character,
+        // the same result (stored codes depend on it) at a String per character.
+        if value.utf8.allSatisfy({ $0 < 0x80 }) {
+            var normalized: [UInt8] = []
+            normalized.reserveCapacity(value.utf8.count)
+            for b in value.utf8 where b != UInt8(ascii: " ") && b != UInt8(ascii: "-") {
+                normalized.append(b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z") ? b - 0x20 : b)
+            }
+            return Self.blindPrefix + tag(normalized)
+        }
         var normalized = ""
         normalized.reserveCapacity(value.utf8.count)
         for c in value where c != " " && c != "-" { normalized.append(contentsOf: c.uppercased()) }
@@ -107,9 +117,12 @@ public struct IdentifierProtection: Sendable {
 
     /// A keyed, one-way form of any string (the master index's blocking keys, which hold ID and
     /// phone numbers), compared only for equality.
-    public func blindKeyed(_ value: String) -> String { tag(Data(value.utf8)) }
+    public func blindKeyed(_ value: String) -> String {
+        var value = value
+        return value.withUTF8 { tag(UnsafeRawBufferPointer($0)) }
+    }
 
-    private func tag(_ data: Data) -> String {
+    private func tag(_ data: some DataProtocol) -> String {
         var h = blindMAC
         h.update(data: data)
         let mac = h.finalize()

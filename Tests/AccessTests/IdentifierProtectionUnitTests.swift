@@ -82,6 +82,17 @@ final class IdentifierProtectionUnitTests: XCTestCase {
         }
     }
 
+    /// The blind code of a protected value is the keyed code of the value without spaces and
+    /// hyphens, upper-cased; the same for ASCII numbers and anything else (codes already stored
+    /// must keep matching).
+    func test_blind_isTheKeyedCodeOfTheNormalisedValue() throws {
+        let p = try IdentifierProtection(keyring: first)
+        for (value, normalized) in [("1101 0119-900307002x", "11010119900307002X"), ("+86 138-0013-8000", "+8613800138000"),
+                                    ("abc-xyz", "ABCXYZ"), ("ａｂ-ß 张", "ＡＢSS张"), ("", "")] {
+            XCTAssertEqual(p.blind(value), IdentifierProtection.blindPrefix + p.blindKeyed(normalized), value)
+        }
+    }
+
     func test_masking() {
         XCTAssertEqual(IdentifierProtection.masked("11010119900307002X", kind: "id"), "1101**********002X")
         XCTAssertEqual(IdentifierProtection.masked("13800138000", kind: "phone"), "138****8000")

@@ -12,8 +12,10 @@ public enum Base64 {
 
     /// base64url without padding (RFC 4648 §5; JWS, RFC 7515 §2), written directly: the blind
     /// index codes of every ID and phone number are made with it.
+    static let urlAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
     public static func urlEncode(_ bytes: some Collection<UInt8>) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+        let alphabet = urlAlphabet
         var out: [UInt8] = []
         out.reserveCapacity((bytes.count * 4 + 2) / 3)
         var it = bytes.makeIterator()
