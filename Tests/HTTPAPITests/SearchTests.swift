@@ -46,6 +46,24 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// A comma separates values (any may match); `\,` is a comma inside a value (FHIR search §escaping).
+    func test_commaMeansOr_andAnEscapedCommaIsLiteral() async throws {
+        try await TestServer.run { server, _ in
+            try await putResource(server, "Patient", "sj", #"{"name":[{"family":"Smith,Jones"}]}"#)
+            try await putResource(server, "Patient", "s", #"{"name":[{"family":"Smith"}]}"#)
+            try await putResource(server, "Patient", "j", #"{"name":[{"family":"Jones"}]}"#)
+            try await putResource(server, "Patient", "zs", #"{"name":[{"family":"张"}]}"#)
+            var r = try await searchIDs(server, "Patient?family:exact=Smith,Jones")
+            XCTAssertEqual(r, ["s", "j"])
+            r = try await searchIDs(server, "Patient?family:exact=Smith%5C,Jones")
+            XCTAssertEqual(r, ["sj"])
+            r = try await searchIDs(server, "Patient?family:exact=Smith,,")
+            XCTAssertEqual(r, ["s"])
+            r = try await searchIDs(server, "Patient?family:exact=%E5%BC%A0,Jones")
+            XCTAssertEqual(r, ["zs", "j"])
+        }
+    }
+
     func test_string_wildcardsAndInjectionAreLiteral() async throws {
         try await TestServer.run { server, store in
             try await putResource(server, "Patient", "a", #"{"name":[{"family":"100%_safe"}]}"#)

@@ -11,14 +11,32 @@ extension StringProtocol {
         return Substring(scalars[first...last])
     }
 
-    /// Whether `needle` occurs in the text (compared as UTF-8 bytes).
+    /// Whether `needle` occurs in the text (compared as UTF-8 bytes). Inlinable: unspecialised,
+    /// every step of the scan was a witness-table call.
+    @inlinable
     public func containsBytes(_ needle: String) -> Bool {
+        if let found = utf8.withContiguousStorageIfAvailable({ haystack in
+            needle.utf8.withContiguousStorageIfAvailable { pattern in Self.occurs(pattern, in: haystack) }
+        }), let found { return found }
         let bytes = utf8, pattern = needle.utf8
         guard let head = pattern.first else { return true }
         var i = bytes.startIndex
         while let at = bytes[i...].firstIndex(of: head) {
             if bytes[at...].starts(with: pattern) { return true }
             i = bytes.index(after: at)
+        }
+        return false
+    }
+
+    /// Whether `pattern` occurs in `haystack`.
+    @usableFromInline
+    static func occurs(_ pattern: UnsafeBufferPointer<UInt8>, in haystack: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let head = pattern.first else { return true }
+        guard haystack.count >= pattern.count else { return false }
+        var i = 0
+        while i <= haystack.count - pattern.count {
+            if haystack[i] == head && (1..<pattern.count).allSatisfy({ haystack[i + $0] == pattern[$0] }) { return true }
+            i += 1
         }
         return false
     }

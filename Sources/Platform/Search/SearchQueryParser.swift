@@ -437,6 +437,11 @@ public struct SearchQueryParser: Sendable {
 
     /// Splits on commas not escaped with a backslash, unescaping `\,`, `\|`, `\$`, `\\`.
     func splitValues(_ s: String) -> [String] {
+        // Without escapes (nearly always): split on the commas' bytes.
+        if !s.utf8.contains(UInt8(ascii: "\\")) {
+            guard s.utf8.contains(UInt8(ascii: ",")) else { return s.isEmpty ? [] : [s] }
+            return s.utf8.split(separator: UInt8(ascii: ",")).map { String(decoding: $0, as: UTF8.self) }
+        }
         var result: [String] = []
         var current = ""
         var escaped = false
