@@ -150,7 +150,7 @@ public struct V2ToFHIR: Sendable {
 
     static func validResidentID(_ v: String) -> Bool {
         let chars = Array(v.uppercased())
-        guard chars.count == 18, chars.prefix(17).allSatisfy(\.isNumber) else { return chars.count == 15 && chars.allSatisfy(\.isNumber) }
+        guard chars.count == 18, chars.prefix(17).allSatisfy(\.isASCIIDigit) else { return chars.count == 15 && chars.allSatisfy(\.isASCIIDigit) }
         let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
         let sum = zip(chars.prefix(17), weights).reduce(0) { $0 + Int(String($1.0))! * $1.1 }
         return Array("10X98765432")[sum % 11] == chars[17]
@@ -264,7 +264,7 @@ public struct V2ToFHIR: Sendable {
         var sign = ""
         if t.first == "+" { t = t.dropFirst() } else if t.first == "-" { sign = "-"; t = t.dropFirst() }
         let parts = t.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
-        guard !t.isEmpty, parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+        guard !t.isEmpty, parts.allSatisfy({ $0.allSatisfy(\.isASCIIDigit) }),
               parts.contains(where: { !$0.isEmpty }) else { return nil }
         var whole = String(parts[0].drop { $0 == "0" })
         if whole.isEmpty { whole = "0" }
@@ -277,7 +277,7 @@ public struct V2ToFHIR: Sendable {
     /// HL7 DT (`YYYY[MM[DD]]`) → FHIR date.
     func date(_ v: String, at location: (String, Int, Int)) throws(HL7Problem) -> String {
         let digits = String(v.prefix(8))
-        guard [4, 6, 8].contains(digits.count), digits.allSatisfy(\.isNumber), let parts = Self.dateParts(digits) else {
+        guard [4, 6, 8].contains(digits.count), digits.allSatisfy(\.isASCIIDigit), let parts = Self.dateParts(digits) else {
             throw HL7Problem(.error, "102", "'\(v)' is not an HL7 date (YYYY[MM[DD]])", at: location)
         }
         return parts
@@ -285,23 +285,24 @@ public struct V2ToFHIR: Sendable {
 
     /// HL7 TS/DTM (`YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]`) → FHIR dateTime (China time when no zone).
     func dateTime(_ v: String, at location: (String, Int, Int)) throws(HL7Problem) -> String {
-        let bad = HL7Problem(.error, "102", "'\(v)' is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])", at: location)
+        // Made only when thrown (its text is formatted; most values are good).
+        var bad: HL7Problem { HL7Problem(.error, "102", "'\(v)' is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])", at: location) }
         var body = Substring(v)
         var zone = "+08:00"
         if let sign = body.lastIndex(where: { $0 == "+" || $0 == "-" }) {
             let z = body[body.index(after: sign)...]
-            guard z.count == 4, z.allSatisfy(\.isNumber) else { throw bad }
+            guard z.count == 4, z.allSatisfy(\.isASCIIDigit) else { throw bad }
             zone = String(body[sign]) + z.prefix(2) + ":" + z.suffix(2)
             body = body[..<sign]
         }
         let whole = body.split(separator: ".", maxSplits: 1)
-        guard let main = whole.first, main.allSatisfy(\.isNumber), [4, 6, 8, 10, 12, 14].contains(main.count),
+        guard let main = whole.first, main.allSatisfy(\.isASCIIDigit), [4, 6, 8, 10, 12, 14].contains(main.count),
               let day = Self.dateParts(String(main.prefix(8))) else { throw bad }
         guard main.count > 8 else { return day }
         let time = Array(main.dropFirst(8))
         let hh = Int(String(time[0..<2]))!, mm = time.count >= 4 ? Int(String(time[2..<4]))! : 0, ss = time.count >= 6 ? Int(String(time[4..<6]))! : 0
         guard hh < 24, mm < 60, ss < 60 else { throw bad }
-        return day + String(format: "T%02d:%02d:%02d", hh, mm, ss) + zone
+        return day + "T" + Self.twoDigits(hh) + ":" + Self.twoDigits(mm) + ":" + Self.twoDigits(ss) + zone
     }
 
     func instant(_ v: String, at location: (String, Int, Int)) throws(HL7Problem) -> String {
@@ -310,17 +311,20 @@ public struct V2ToFHIR: Sendable {
         return t
     }
 
+    /// `07`, `12`: without `String(format:)`, which goes through Foundation.
+    static func twoDigits(_ n: Int) -> String { n < 10 ? "0" + String(n) : String(n) }
+
     static func dateParts(_ d: String) -> String? {
         let y = String(d.prefix(4))
         guard d.count > 4 else { return y }
         let m = Int(d.dropFirst(4).prefix(2))!
         guard (1...12).contains(m) else { return nil }
-        guard d.count > 6 else { return y + String(format: "-%02d", m) }
+        guard d.count > 6 else { return y + "-" + twoDigits(m) }
         let day = Int(d.dropFirst(6).prefix(2))!
         let days = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
         guard (1...days).contains(day) else { return nil }
         if m == 2 && day == 29, let year = Int(y), !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)) { return nil }
-        return y + String(format: "-%02d-%02d", m, day)
+        return y + "-" + twoDigits(m) + "-" + twoDigits(day)
     }
 
     // MARK: JSON
@@ -350,4 +354,9 @@ func obj(_ members: (String, JSON?)...) -> JSON { obj(members) }
 
 func obj(_ members: [(String, JSON?)]) -> JSON {
     .object(JSONObject(members.compactMap { k, v in v.map { (k, $0) } }))
+}
+
+extension Character {
+    /// 0-9 only: `isNumber` also holds for 五, ½ and Ⅷ, which `Int(_:)` does not read.
+    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }

@@ -91,6 +91,22 @@ final class ER7Tests: XCTestCase {
         XCTAssertEqual(try ER7.parse(again)["PID"]?[5].component(1), "欧阳")
     }
 
+    /// Dates, times and ID numbers take ASCII digits only: 五 and ½ are numbers to Unicode, and an
+    /// ID number or a date made of them is an AE, not a crash.
+    func test_nonASCIIDigits_inDatesAndIDNumbers_areContentErrors() throws {
+        let cases = [
+            ("PID|1||M1^^^h^MR||张^三||1949123五|F", "PID"),
+            ("PID|1||M1^^^h^MR~11010519491231002五^^^CHN^NNCHN||张^三||19491231|F", "PID"),
+            ("PID|1||M1^^^h^MR||张^三||19491231|F\rPV1|1|I|w||||||||||||||||V1|||||||||||||||||||||||||2026112410½0", "PV1"),
+        ]
+        for (body, segment) in cases {
+            let m = try ER7.parse("MSH|^~\\&|HIS|h|HUITONG|p|20261124103000||ADT^A01^ADT_A01|1|P|2.4\r" + body)
+            XCTAssertThrowsError(try V2ToFHIR(facility: "h").bundle(for: m), body) { error in
+                XCTAssertEqual((error as? HL7Problem)?.location?.segment, segment, body)
+            }
+        }
+    }
+
     func test_notAMessage_isAParseError() {
         for bad in ["", "PID|1", "MSH", "MSH|^~", "MSH|||||", "MSH|^^\\&|A", "MSHA^~\\&|x", "MSH|^~\\&|A\rP|x", "MSH|^~\\&|A\rpid|1"] {
             XCTAssertThrowsError(try ER7.parse(bad), bad.debugDescription)
@@ -98,11 +114,15 @@ final class ER7Tests: XCTestCase {
         XCTAssertThrowsError(try Charsets.text(of: [0x4D, 0x53, 0x48] + Array("|^~\\&|||||||||||||UNICODE UTF-8\r".utf8) + [0xFF, 0xFE]))
     }
 
-    /// Random and mutated messages: the parser returns or throws, never crashes or hangs.
+    /// Random and mutated messages: the parser returns or throws, never crashes or hangs, and
+    /// what parses maps to FHIR or is refused with an HL7 error (what the gateway answers AA or AE).
     func test_fuzz_randomAndMutatedMessages() throws {
         var rng = SplitMix(seed: 20261124)
-        let corpus = [Self.adt, "MSH|^~\\&|LAB|h|P|p|20260101||ORU^R01|5|P|2.5\rPID|1||A\rOBR|1||F1|GLU^Glucose\rOBX|1|NM|GLU^Glucose||5.6|mmol/L|3.9-6.1|N|||F"]
-        let alphabet = Array("|^~\\&\r\n MSHPIDOBX0123456789AZaz\"XF.br张")
+        let corpus = [Self.adt, "MSH|^~\\&|LAB|h|P|p|20260101||ORU^R01|5|P|2.5\rPID|1||A\rOBR|1||F1|GLU^Glucose|||20261124070000\r"
+                      + "OBX|1|NM|GLU^Glucose||5.6|mmol/L|3.9-6.1|N|||F|||20261124080000+0800"]
+        // With digits that are numbers to Unicode but not to `Int(_:)` (五, ½).
+        let alphabet = Array("|^~\\&\r\n MSHPIDOBX0123456789AZaz\"XF.br张五½+-")
+        var mapped = 0
         var parsed = 0
         for i in 0..<10_000 {
             var chars = Array(corpus[i % corpus.count])
@@ -122,8 +142,10 @@ final class ER7Tests: XCTestCase {
                 XCTAssertEqual(m.segments, try ER7.segments(byCharacters: String(chars), m.delimiters), String(chars))
                 // Whatever parses also writes and parses back to the same segments.
                 XCTAssertEqual(try ER7.parse(ER7.serialize(m)).segments.map(\.id), m.segments.map(\.id))
+                if (try? V2ToFHIR(facility: "f").bundle(for: m)) != nil { mapped += 1 }
             }
         }
+        XCTAssertGreaterThan(mapped, 100, "mutations that keep the content valid still map")
         for _ in 0..<5_000 {
             let bytes = (0..<Int(rng.next() % 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             if let (text, _) = try? Charsets.text(of: bytes) { _ = try? ER7.parse(text) }

@@ -206,6 +206,9 @@ final class HL7GatewayTests: XCTestCase {
                 (Self.adt("A01", "E2", pid: "PID|1||X9^^^h^MR||张^三||19491331"), "PID", "7", "102"),
                 (Self.adt("A01", "E3", pid: "PID|1||X9^^^h^MR||张^三|||Q"), "PID", "8", "103"),
                 (Self.adt("A01", "E4", pid: "PID|1||X9^^^h^MR~110105194912310021^^^CHN^NNCHN"), "PID", "3", "102"),
+                // Numbers to Unicode, not digits: once a crash of the whole server.
+                (Self.adt("A01", "E5", pid: "PID|1||X9^^^h^MR||张^三||1949123五"), "PID", "7", "102"),
+                (Self.adt("A01", "E6", pid: "PID|1||X9^^^h^MR~11010519491231002五^^^CHN^NNCHN"), "PID", "3", "102"),
             ] {
                 let answer = await Self.send(s, message)
                 XCTAssertEqual(answer["MSA"]?[1].value, "AE", message)
@@ -217,7 +220,7 @@ final class HL7GatewayTests: XCTestCase {
             XCTAssertEqual(before, after, "AE stores nothing")
             // The refused messages are kept for diagnosis, sealed: no name or number in clear.
             let kept = try await s.store.records(kind: "hl7-rejected", now: Int64(Date().timeIntervalSince1970 * 1_000_000))
-            XCTAssertEqual(kept.count, 5)
+            XCTAssertEqual(kept.count, 7)
             for record in kept {
                 XCTAssertFalse(record.content.contains("张") || record.content.contains("M123") || record.content.contains("110105"), record.content)
                 let sealed = try XCTUnwrap(try JSONParser.parse(record.content)["sealed"]?.stringValue)
@@ -229,9 +232,9 @@ final class HL7GatewayTests: XCTestCase {
             // Operators list them (no patient data) and open one (the message in clear, audited).
             let rejected = RejectedMessages(service: s.service)
             let all = try await rejected.list(sender: nil, count: 100)
-            XCTAssertEqual(all["total"]?.numberText, "5")
+            XCTAssertEqual(all["total"]?.numberText, "7")
             let listed = try await rejected.list(sender: "HIS^county-hospital", count: 3)
-            XCTAssertEqual(listed["total"]?.numberText, "4", "the lab's message is another sender's")
+            XCTAssertEqual(listed["total"]?.numberText, "6", "the lab's message is another sender's")
             let summaries = listed["messages"]?.arrayValue ?? []
             XCTAssertEqual(summaries.count, 3, "at most _count")
             XCTAssertEqual(summaries.first?["code"]?.stringValue, "AE")
