@@ -357,6 +357,7 @@ func obj(_ members: [(String, JSON?)]) -> JSON {
 }
 
 extension Character {
-    /// 0-9 only: `isNumber` also holds for 五, ½ and Ⅷ, which `Int(_:)` does not read.
-    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+    /// 0-9 only: `isNumber` also holds for 五, ½ and Ⅷ, and a range of Characters also takes a
+    /// digit with a combining mark (`1\u{301}`); `Int(_:)` reads neither.
+    var isASCIIDigit: Bool { asciiValue.map { (0x30...0x39).contains($0) } ?? false }
 }

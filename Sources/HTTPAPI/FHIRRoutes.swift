@@ -292,7 +292,12 @@ struct FHIRRoutes: Sendable {
         let params = request.uri.queryParameters
         var query = HistoryQuery(type: type, id: id)
         query.count = min(max(Int(params["_count"].map(String.init) ?? "") ?? 20, 1), 1000)
-        query.offset = max(Int(params["_offset"].map(String.init) ?? "") ?? 0, 0)
+        if let raw = params["_offset"].map(String.init) {
+            guard let n = Int(raw), n >= 0, n <= SearchQueryParser.maxOffset else {
+                throw FHIRError(400, code: "value", "_offset must be an integer from 0 to \(SearchQueryParser.maxOffset)", at: "_offset")
+            }
+            query.offset = n
+        }
         query.snapshot = params["_snapshot"].flatMap { Int64(String($0)) }
         if let since = params["_since"].map(String.init) {
             guard let t = FHIRDateTime.parse(since, kind: .instant) ?? FHIRDateTime.parse(since, kind: .dateTime) else {

@@ -125,6 +125,22 @@ final class ConditionalInteractionTests: XCTestCase {
         }
     }
 
+    /// A patch that copies a part of the resource into itself doubles it each time: forty lines
+    /// would ask for 2^40 values. Refused (422) before the document grows, and nothing is stored.
+    func test_jsonPatch_thatKeepsDoublingTheResource_isRefused() async throws {
+        try await TestServer.run { server, _ in
+            let id = try await server.request(.post, "/fhir/Patient", patientJSON()).id!
+            var ops = [#"{"op":"add","path":"/extension","value":[{"url":"http://x","extension":[]}]}"#]
+            for _ in 0..<40 { ops.append(#"{"op":"copy","from":"/extension/0","path":"/extension/0/extension/-"}"#) }
+            let r = try await server.request(.patch, "/fhir/Patient/\(id)", "[" + ops.joined(separator: ",") + "]",
+                                             headers: ["Content-Type": "application/json-patch+json"])
+            XCTAssertEqual(r.status, 422, r.bodyText)
+            XCTAssertEqual(r.json["issue"]?[0]?["code"]?.stringValue, "too-costly")
+            let current = try await server.request(.get, "/fhir/Patient/\(id)")
+            XCTAssertEqual(current.versionId, "1")
+        }
+    }
+
     func test_concurrentPatches_doNotLoseUpdates() async throws {
         try await TestServer.run { server, _ in
             let id = try await server.request(.post, "/fhir/Patient", patientJSON()).id!

@@ -457,6 +457,37 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// Malformed and unbounded chains are 400s with an OperationOutcome, however they arrive
+    /// (a search, a conditional header, a transaction's conditional URL); the server keeps serving.
+    func test_malformedOrUnboundedChains_andHugeOffsets_areRefused() async throws {
+        try await TestServer.run { server, _ in
+            try await putResource(server, "Patient", "p", #"{"name":[{"family":"王"}]}"#)
+            let longName = String(repeating: "subject:Patient.", count: 20) + "name"
+            for query in ["Patient?.x=1", "Observation?subject.=1", "Observation?subject..name=1", "Patient?_has:Observation:subject:.x=1",
+                          "Observation?subject:Patient.organization:Organization.partof:Organization.partof.name=x",
+                          "Observation?subject.organization.name=x",
+                          "Patient?_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:code=x",
+                          "Observation?" + longName + "=x", "Patient?_offset=9223372036854775807"] {
+                let r = try await server.request(.get, "/fhir/" + query)
+                XCTAssertEqual(r.status, 400, "\(query): \(r.bodyText)")
+                XCTAssertEqual(r.json["resourceType"]?.stringValue, "OperationOutcome", query)
+            }
+            let history = try await server.request(.get, "/fhir/Patient/_history?_offset=9223372036854775807")
+            XCTAssertEqual(history.status, 400, history.bodyText)
+            let conditional = try await server.request(.post, "/fhir/Patient", #"{"resourceType":"Patient"}"#, headers: ["If-None-Exist": ".x=1"])
+            XCTAssertEqual(conditional.status, 400, conditional.bodyText)
+            let bundle = #"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient?.x=1"},"resource":{"resourceType":"Patient"}},"#
+                + #"{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient?subject.=1"}}}]}"#
+            let transaction = try await server.request(.post, "/fhir", bundle)
+            XCTAssertEqual(transaction.status, 400, transaction.bodyText)
+            // Still serving, and nothing was stored.
+            let ids = try await searchIDs(server, "Patient?family=王")
+            XCTAssertEqual(ids, ["p"])
+            let all = try await server.request(.get, "/fhir/Patient?_summary=count")
+            XCTAssertEqual(all.json["total"]?.numberText, "1")
+        }
+    }
+
     func test_postSearch_formEncoded_andElements() async throws {
         try await TestServer.run { server, _ in
             try await putResource(server, "Patient", "a", #"{"gender":"female","birthDate":"1990-01-01","name":[{"family":"王"}]}"#)

@@ -8,6 +8,15 @@ public enum JSONPatch {
             throw FHIRError(400, code: "invalid", "A JSON Patch document must be an array of operations")
         }
         var doc = document
+        // Values added or copied, in JSON nodes: `copy` can double the document with every
+        // operation (a subtree into itself), so a patch of a few lines could ask for 2^40 nodes.
+        var nodes = Self.nodes(in: document, upTo: maxNodes)
+        func grow(by value: JSON, at: String) throws(FHIRError) {
+            nodes += Self.nodes(in: value, upTo: maxNodes - min(nodes, maxNodes) + 1)
+            if nodes > maxNodes {
+                throw FHIRError(422, code: "too-costly", "The patched resource would exceed \(maxNodes) JSON values", at: at)
+            }
+        }
         for (i, op) in operations.enumerated() {
             let at = "patch[\(i)]"
             guard case .object(let o) = op, let name = o["op"]?.stringValue, let path = o["path"]?.stringValue else {
@@ -17,11 +26,13 @@ public enum JSONPatch {
             switch name {
             case "add":
                 guard let value = o["value"] else { throw FHIRError(400, code: "invalid", "'add' needs 'value'", at: at) }
+                try grow(by: value, at: at)
                 doc = try modify(doc, pointer[...], at: at) { parent, last throws(FHIRError) in try insert(value, into: parent, key: last, replace: false, at: at) }
             case "remove":
                 doc = try modify(doc, pointer[...], at: at) { parent, last throws(FHIRError) in try remove(from: parent, key: last, at: at) }
             case "replace":
                 guard let value = o["value"] else { throw FHIRError(400, code: "invalid", "'replace' needs 'value'", at: at) }
+                try grow(by: value, at: at)
                 doc = try modify(doc, pointer[...], at: at) { parent, last throws(FHIRError) in
                     try insert(value, into: try remove(from: parent, key: last, at: at), key: last, replace: false, at: at)
                 }
@@ -29,6 +40,7 @@ public enum JSONPatch {
                 guard let from = o["from"]?.stringValue else { throw FHIRError(400, code: "invalid", "'\(name)' needs 'from'", at: at) }
                 let fromPointer = try parsePointer(from, at: at)
                 let value = try get(doc, fromPointer, at: at)
+                if name == "copy" { try grow(by: value, at: at) }
                 if name == "move" {
                     doc = try modify(doc, fromPointer[...], at: at) { parent, last throws(FHIRError) in try remove(from: parent, key: last, at: at) }
                 }
@@ -43,6 +55,24 @@ public enum JSONPatch {
             }
         }
         return doc
+    }
+
+    /// The most JSON values a patch may add to a resource (well above any real resource).
+    public static let maxNodes = 1_000_000
+
+    /// The values in `json` (objects, arrays and scalars), counting no further than `limit`.
+    static func nodes(in json: JSON, upTo limit: Int) -> Int {
+        var count = 0
+        var stack = [json]
+        while let v = stack.popLast(), count < limit {
+            count += 1
+            switch v {
+            case .object(let o): stack.append(contentsOf: o.members.map(\.value))
+            case .array(let a): stack.append(contentsOf: a)
+            default: break
+            }
+        }
+        return count
     }
 
     static func parsePointer(_ path: String, at: String) throws(FHIRError) -> [String] {

@@ -118,10 +118,27 @@ public struct SearchQueryParser: Sendable {
     /// The longest value a search parameter may have (bytes): longer than any code, name or
     /// identifier, far below what the stores' pattern matching accepts (SQLite LIKE: 50,000).
     public static let maxValueBytes = 4_096
+    /// A parameter name's length, a chain's hops and `_has` nesting: bounds on what one search asks for.
+    public static let maxNameBytes = 256
+    public static let maxChainHops = 3
+    public static let maxHasDepth = 3
+    /// The largest `_offset` (beyond it, paging is by `_after`; it also keeps offset + count from overflowing).
+    public static let maxOffset = 100_000_000
 
     /// A value no stored resource can match the way it was meant: a NUL (which no stored string
     /// holds, and which SQL pattern matching would cut the pattern at) or an overlong one.
     static func checkValue(_ name: String, _ value: String) throws(FHIRError) {
+        // The name bounds the work a search asks for before it runs: each `.` is a chained hop and
+        // each `_has:` a nested search, parsed recursively.
+        if name.utf8.count > maxNameBytes {
+            throw FHIRError(400, code: "too-long", "A search parameter name is at most \(maxNameBytes) bytes long", at: String(name.prefix(64)))
+        }
+        if name.utf8.lazy.filter({ $0 == UInt8(ascii: ".") }).count > maxChainHops {
+            throw FHIRError(400, code: "too-costly", "A chain has at most \(maxChainHops) hops", at: name)
+        }
+        if name.components(separatedBy: "_has:").count - 1 > maxHasDepth {
+            throw FHIRError(400, code: "too-costly", "_has nests at most \(maxHasDepth) deep", at: name)
+        }
         if value.utf8.contains(0) {
             throw FHIRError(400, code: "value", "The value of '\(name)' contains a NUL character", at: name)
         }
@@ -147,7 +164,7 @@ public struct SearchQueryParser: Sendable {
             result.page.count = min(n, Self.maxCount)
             return
         case "_offset":
-            guard let n = Int(rawValue), n >= 0 else { throw bad("_offset must be a non-negative integer") }
+            guard let n = Int(rawValue), n >= 0, n <= Self.maxOffset else { throw bad("_offset must be an integer from 0 to \(Self.maxOffset)") }
             result.page.offset = n
             return
         case "_after":
@@ -349,11 +366,14 @@ public struct SearchQueryParser: Sendable {
 
     /// `subject:Patient.name=x` / `patient.name=x` / two hops: `subject:Patient.organization.name=x`.
     private func chain(_ head: String, rest: String, _ rawValue: String, type: String, to result: inout ParsedSearch) throws(FHIRError) {
-        let parts = head.split(separator: ":", maxSplits: 1).map(String.init)
+        let parts = head.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let chainedName = String(rest.prefix { $0 != "." && $0 != ":" })
+        guard !parts[0].isEmpty, !chainedName.isEmpty else {
+            throw FHIRError(400, code: "invalid", "A chain names a reference parameter, then a parameter of its target: 'subject.name'", at: head + "." + rest)
+        }
         guard let reference = registry.parameter(parts[0], for: type), reference.type == .reference else {
             throw FHIRError(400, code: "not-supported", "'\(parts[0])' is not a reference parameter of \(type), so it cannot be chained", at: head)
         }
-        let chainedName = String(rest.split(separator: ".", maxSplits: 1)[0].split(separator: ":")[0])
         var targets: [String]
         if parts.count > 1 {
             guard FHIRSchema.r4.isResourceType(parts[1]) else { throw FHIRError(400, code: "invalid", "Unknown resource type '\(parts[1])'", at: head) }
@@ -361,6 +381,11 @@ public struct SearchQueryParser: Sendable {
         } else if let restricted = reference.paths.compactMap(\.targetType).first, reference.paths.allSatisfy({ $0.targetType != nil }) {
             targets = [restricted]
         } else {
+            // A hop through a reference that may point at many types, then another hop, would
+            // multiply the alternatives at every dot: the middle hops name their type.
+            guard !rest.contains(".") else {
+                throw FHIRError(400, code: "too-costly", "'\(parts[0])' can reference several types: name one before chaining further ('\(parts[0]):Patient.…')", at: head)
+            }
             // Every type that has the chained parameter; the reference's own targets narrow it at match time.
             targets = FHIRSchema.r4.resourceTypeNames.filter { chainedName.hasPrefix("_") || registry.parameter(chainedName, for: $0) != nil }
         }
