@@ -136,7 +136,7 @@ public struct SearchQueryParser: Sendable {
         if name.utf8.lazy.filter({ $0 == UInt8(ascii: ".") }).count > maxChainHops {
             throw FHIRError(400, code: "too-costly", "A chain has at most \(maxChainHops) hops", at: name)
         }
-        if name.components(separatedBy: "_has:").count - 1 > maxHasDepth {
+        if name.containsBytes("_has:"), name.components(separatedBy: "_has:").count - 1 > maxHasDepth {
             throw FHIRError(400, code: "too-costly", "_has nests at most \(maxHasDepth) deep", at: name)
         }
         if value.utf8.contains(0) {
