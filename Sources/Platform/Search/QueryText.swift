@@ -1,5 +1,5 @@
 /// The text of a query: percent-decoding of its components and the comma-separated values of a
-/// parameter (FHIR search: `,` separates values, `\\,` is a comma inside one).
+/// parameter (FHIR search: `,` separates values, `\,` is a comma inside one).
 extension SearchQueryParser {
     /// Splits on commas not escaped with a backslash, unescaping `\,`, `\|`, `\$`, `\\`.
     func splitValues(_ s: String) -> [String] {
