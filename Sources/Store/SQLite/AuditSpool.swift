@@ -160,7 +160,7 @@ final class AuditSpool: Sendable {
             // The covered segments are no longer appended to, and stay mapped until put back
             // below: the writer reads their frames in place.
             var unit = WriteUnit(writes: [])
-            unit.spooled = SpooledEvents(covered.map(\.written), count: count)
+            unit.spooled = SpooledEvents(covered.map(\.written))
             unit.records = [RecordWrite(PlatformRecord(kind: Self.marker.kind, id: Self.marker.id, content: String(last.number)))]
             do {
                 _ = try await writer.submit(unit)
@@ -381,11 +381,9 @@ final class AsyncMutex: Sendable {
 /// in their mappings (valid until the move puts the segments back, after its commit).
 final class SpooledEvents: @unchecked Sendable {
     let regions: [UnsafeRawBufferPointer]
-    let count: Int
 
-    init(_ regions: [UnsafeRawBufferPointer], count: Int) {
+    init(_ regions: [UnsafeRawBufferPointer]) {
         self.regions = regions
-        self.count = count
     }
 
     /// One event in place: when it was recorded, its stored bytes, and its patients' references.
