@@ -3,6 +3,9 @@ ORU^R01 (10 OBX), with 1 and 16 connections, each sender waiting for its ACK bef
 (as MLLP senders do). The baseline is measured in the same run: the same content as the FHIR
 transaction Bundle the gateway commits, POSTed to /fhir over HTTP/1.1 keep-alive by the same
 client, with a token of the same facility client. Both servers are fresh stores (audited).
+A second baseline is the storage engine's own cost: the rows each MLLP run wrote, inserted again
+with raw SQLite into a fresh database of the same schema, as many messages per transaction as
+there were connections (`replay.py`), after the servers have stopped.
 
     python3 bench/mllp.py --seconds 10          # needs a release build
     python3 bench/mllp.py --no-matching         # without the master patient index
@@ -20,6 +23,7 @@ import time
 import urllib.request
 
 from common import BINARY, free_port, log, save, start, stop
+import replay
 
 FACILITY = "bench-hospital"
 
@@ -199,15 +203,16 @@ def main():
                                          headers={"Content-Type": "application/x-www-form-urlencoded"})
         token = json.load(urllib.request.urlopen(request))["access_token"]
         results = {}
+        store = os.path.join(work, "mllp", "huitong.sqlite")
+        segments = []
         for workload in ("ADT^A04", "ORU^R01"):
             for connections in (1, 16):
                 offset = 1_000_000 * (len(results) + 1)
-                if workload == "ADT^A04":
-                    m = run("mllp", servers["mllp"][2], connections, args.seconds, adt, offset)
-                    h = run("http", servers["http"][1], connections, args.seconds, adt_bundle, offset, token)
-                else:
-                    m = run("mllp", servers["mllp"][2], connections, args.seconds, oru, offset)
-                    h = run("http", servers["http"][1], connections, args.seconds, oru_bundle, offset, token)
+                make, bundle = (adt, adt_bundle) if workload == "ADT^A04" else (oru, oru_bundle)
+                before = replay.marks(store)
+                m = run("mllp", servers["mllp"][2], connections, args.seconds, make, offset)
+                segments.append((before, replay.marks(store), m["messages"], connections))
+                h = run("http", servers["http"][1], connections, args.seconds, bundle, offset, token)
                 key = f"{workload} x{connections}"
                 results[key] = {"mllp": m, "http_transaction": h, "mllp/http": round(m["messages_per_s"] / h["messages_per_s"], 2)}
                 log(key, json.dumps(results[key]))
@@ -216,6 +221,12 @@ def main():
         duplicates = sum(sender["counts"].get("duplicate", 0) for sender in status["senders"].values())
         log(f"gateway counts: {json.dumps(status['senders'])}")
         assert duplicates == 0, f"{duplicates} messages were answered as duplicates"
+        for p, _, _ in servers.values():
+            stop(p)
+        for key, raw in zip(results, replay.replay(store, segments)):
+            results[key]["sqlite_same_rows"] = raw
+            results[key]["mllp/sqlite"] = round(results[key]["mllp"]["messages_per_s"] / raw["messages_per_s"], 2)
+            log(key, "raw SQLite, same rows:", json.dumps(raw), "mllp/sqlite", results[key]["mllp/sqlite"])
         save("mllp", {"matching": not args.no_matching, "seconds": args.seconds, "results": results, "gateway": status["senders"]})
     finally:
         for p, _, _ in servers.values():

@@ -45,7 +45,7 @@ public enum Acknowledgment {
     ///   - header: the received MSH (nil when even that was unreadable).
     ///   - problems: none for AA.
     public static func make(to header: HL7Segment?, code: String, problems: [HL7Problem] = [], text: String? = nil,
-                            now: Date = Date(), controlID: String = UUID().uuidString) -> HL7Message {
+                            now: Date = Date(), controlID: String = RandomUUID.make()) -> HL7Message {
         let h = header ?? HL7Segment("MSH")
         var msh = HL7Segment("MSH")
         msh[1] = "|"

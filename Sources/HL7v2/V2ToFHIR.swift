@@ -127,7 +127,7 @@ public struct V2ToFHIR: Sendable {
         } else if pid[30].value == "Y" {
             patient.append(("deceasedBoolean", .bool(true)))
         }
-        let fullUrl = "urn:uuid:" + UUID().uuidString.lowercased()
+        let fullUrl = "urn:uuid:" + RandomUUID.make()
         let search = "identifier=\(query(key.0))|\(query(key.1))"
         if createOnly {
             return (entry(fullUrl, obj(patient), method: "POST", url: "Patient", ifNoneExist: search), fullUrl)
@@ -230,9 +230,9 @@ public struct V2ToFHIR: Sendable {
         guard let visit else {
             // Without a visit number an update cannot find its Encounter: only admissions make one.
             if event == "A13" { throw HL7Problem(.error, "101", "ADT^A13 needs the visit number (PV1-19) of the discharge it cancels", at: ("PV1", 1, 19)) }
-            return ["A01", "A04", "A05"].contains(event) ? entry("urn:uuid:" + UUID().uuidString.lowercased(), obj(encounter), method: "POST", url: "Encounter") : nil
+            return ["A01", "A04", "A05"].contains(event) ? entry("urn:uuid:" + RandomUUID.make(), obj(encounter), method: "POST", url: "Encounter") : nil
         }
-        return entry("urn:uuid:" + UUID().uuidString.lowercased(), obj(encounter), method: "PUT", url: "Encounter?identifier=\(query(visitSystem))|\(query(visit))")
+        return entry("urn:uuid:" + RandomUUID.make(), obj(encounter), method: "PUT", url: "Encounter?identifier=\(query(visitSystem))|\(query(visit))")
     }
 
     /// CE/CWE: identifier^text^coding system (LN → LOINC, SCT → SNOMED CT, others as given).

@@ -51,7 +51,7 @@ extension V2ToFHIR {
             }
             if let reason = codeableConcept(obr[31]) { fields.append(("reasonCode", .array([reason]))) }
             fields.append(("performer", .array([obj(("reference", .string("Organization/" + facility)))])))
-            let url = "urn:uuid:" + UUID().uuidString.lowercased()
+            let url = "urn:uuid:" + RandomUUID.make()
             entries.append(entry(url, obj(fields), method: "PUT", url: "ServiceRequest?identifier=\(query(placerSystem))|\(query(placer))"))
         }
         guard !entries.isEmpty else { throw HL7Problem(.error, "100", "An order needs an OBR segment", at: ("OBR", 1, 0)) }
@@ -105,7 +105,7 @@ extension V2ToFHIR {
             }
         }
         fields.append(("participant", .array(participants)))
-        return entry("urn:uuid:" + UUID().uuidString.lowercased(), obj(fields), method: "PUT",
+        return entry("urn:uuid:" + RandomUUID.make(), obj(fields), method: "PUT",
                      url: "Appointment?identifier=\(query(appointmentSystem))|\(query(id))")
     }
 
@@ -155,7 +155,7 @@ extension V2ToFHIR {
         }
         if data.isEmpty && !lines.isEmpty { data = Data(lines.joined(separator: "\n").utf8) }
         guard !data.isEmpty else { throw HL7Problem(.error, "101", "MDM^T02 carries its document in OBX-5 (ED, TX)", at: ("OBX", 1, 5)) }
-        let binaryURL = "urn:uuid:" + UUID().uuidString.lowercased()
+        let binaryURL = "urn:uuid:" + RandomUUID.make()
         let binary = obj(("resourceType", "Binary"), ("contentType", .string(contentType)), ("data", .string(data.base64EncodedString())))
         let docStatus = HL7Tables.documentStatus[txa[17].value ?? "AU"] ?? "final"
         var fields: [(String, JSON?)] = [("resourceType", "DocumentReference"),
@@ -171,7 +171,7 @@ extension V2ToFHIR {
                              ("title", txa[23].value.map(JSON.string)))
         fields.append(("content", .array([obj(("attachment", attachment))])))
         return [entry(binaryURL, binary, method: "POST", url: "Binary"),
-                entry("urn:uuid:" + UUID().uuidString.lowercased(), obj(fields), method: "PUT",
+                entry("urn:uuid:" + RandomUUID.make(), obj(fields), method: "PUT",
                       url: "DocumentReference?identifier=\(query(documentSystem))|\(query(number))")]
     }
 
@@ -213,7 +213,7 @@ extension V2ToFHIR {
         ])
         let binary = obj(("resourceType", "Binary"), ("contentType", "application/json-patch+json"),
                          ("data", .string(Data(JSONWriter.bytes(patch)).base64EncodedString())))
-        return [.object(entry), obj(("fullUrl", .string("urn:uuid:" + UUID().uuidString.lowercased())), ("resource", binary),
+        return [.object(entry), obj(("fullUrl", .string("urn:uuid:" + RandomUUID.make())), ("resource", binary),
                                     ("request", obj(("method", "PATCH"), ("url", .string(merged)))))]
     }
 }

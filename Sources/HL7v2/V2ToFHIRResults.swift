@@ -44,7 +44,7 @@ extension V2ToFHIR {
                 if let t = segment[7].value { fields.append(("effectiveDateTime", .string(try dateTime(t, at: ("OBR", obrSeq, 7))))) }
                 if let t = segment[22].value { fields.append(("issued", .string(try instant(t, at: ("OBR", obrSeq, 22))))) }
                 fields.append(("performer", .array([obj(("reference", .string("Organization/" + facility)))])))
-                report = (fields, key, "urn:uuid:" + UUID().uuidString.lowercased(), [], [], [])
+                report = (fields, key, "urn:uuid:" + RandomUUID.make(), [], [], [])
                 if let source = segment[15].component(1) {
                     let specimen = specimenEntry(id: key + "-" + source, type: obj(("text", .string(source))), collected: nil, patient: patient)
                     entries.append(specimen.entry)
@@ -76,7 +76,7 @@ extension V2ToFHIR {
     }
 
     func specimenEntry(id: String, type: JSON?, collected: String?, patient: String) -> (entry: JSON, url: String) {
-        let url = "urn:uuid:" + UUID().uuidString.lowercased()
+        let url = "urn:uuid:" + RandomUUID.make()
         let specimen = obj(("resourceType", "Specimen"), ("identifier", .array([obj(("system", .string(specimenSystem)), ("value", .string(id)))])),
                            ("type", type), ("subject", obj(("reference", .string(patient)))),
                            ("collection", collected.map { obj(("collectedDateTime", .string($0))) }))
@@ -145,7 +145,7 @@ extension V2ToFHIR {
         if let performer = obx[23].component(1) {
             fields.append(("performer", .array([obj(("display", .string(performer)))])))
         }
-        let url = "urn:uuid:" + UUID().uuidString.lowercased()
+        let url = "urn:uuid:" + RandomUUID.make()
         return ((entry(url, obj(fields), method: "PUT", url: "Observation?identifier=\(query(resultSystem))|\(query(key))"), url), status)
     }
 

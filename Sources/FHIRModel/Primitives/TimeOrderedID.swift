@@ -6,20 +6,47 @@ import Foundation
 /// land on the same few pages instead of one random page each: a commit writes fewer pages.
 public enum TimeOrderedID {
     public static func make(now: Date = Date()) -> String {
-        var bytes = [UInt8](repeating: 0, count: 16)
         var rng = SystemRandomNumberGenerator()
-        for i in 6..<16 { bytes[i] = rng.next() }
         let ms = UInt64(now.timeIntervalSince1970 * 1000)
-        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (40 - 8 * UInt64(i))) }
-        bytes[6] = 0x70 | (bytes[6] & 0x0F)  // version 7
-        bytes[8] = 0x80 | (bytes[8] & 0x3F)  // variant 10
-        let digits = Array("0123456789abcdef".utf8)
-        var text: [UInt8] = []
-        text.reserveCapacity(36)
-        for (i, b) in bytes.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { text.append(UInt8(ascii: "-")) }
-            text += [digits[Int(b >> 4)], digits[Int(b & 0x0F)]]
+        // 48 bits of time, version 7, 12 random bits; variant 10, 62 random bits.
+        let high: UInt64 = ms << 16 | 0x7000 | rng.next() & 0x0FFF
+        let low: UInt64 = 0x8000_0000_0000_0000 | rng.next() & 0x3FFF_FFFF_FFFF_FFFF
+        return RandomUUID.text(high: high, low: low)
+    }
+}
+
+/// Random UUIDs (version 4) in lower case, as placeholders such as a Bundle entry's
+/// `urn:uuid:` full URL or a message control id. Two draws of the system generator; Foundation's
+/// `UUID()` on Linux opens and reads `/dev/urandom` for every one.
+public enum RandomUUID {
+    public static func make() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let high: UInt64 = 0x4000 | rng.next() & 0xFFFF_FFFF_FFFF_0FFF
+        let low: UInt64 = 0x8000_0000_0000_0000 | rng.next() & 0x3FFF_FFFF_FFFF_FFFF
+        return text(high: high, low: low)
+    }
+
+    /// The 8-4-4-4-12 hexadecimal form of a UUID's two halves.
+    static func text(high: UInt64, low: UInt64) -> String {
+        String(unsafeUninitializedCapacity: 36) { out in
+            let digits: StaticString = "0123456789abcdef"
+            var i = 0
+            func put(_ value: UInt64, nibbles: Int) {
+                for n in stride(from: nibbles - 1, through: 0, by: -1) {
+                    out[i] = digits.utf8Start[Int(value >> UInt64(4 * n) & 0xF)]
+                    i += 1
+                }
+            }
+            put(high >> 32, nibbles: 8)
+            out[i] = UInt8(ascii: "-"); i += 1
+            put(high >> 16, nibbles: 4)
+            out[i] = UInt8(ascii: "-"); i += 1
+            put(high, nibbles: 4)
+            out[i] = UInt8(ascii: "-"); i += 1
+            put(low >> 48, nibbles: 4)
+            out[i] = UInt8(ascii: "-"); i += 1
+            put(low, nibbles: 12)
+            return i
         }
-        return String(decoding: text, as: UTF8.self)
     }
 }

@@ -139,7 +139,7 @@ public struct HL7Gateway: Sendable {
         }
         let content = JSON.object(JSONObject(members))
         var unit = WriteUnit(writes: [])
-        unit.records = [RecordWrite(PlatformRecord(kind: Self.rejectedKind, id: UUID().uuidString.lowercased(),
+        unit.records = [RecordWrite(PlatformRecord(kind: Self.rejectedKind, id: RandomUUID.make(),
                                                    content: String(decoding: JSONWriter.bytes(content), as: UTF8.self),
                                                    expires: Self.now() + Self.keepRejected))]
         _ = try? await service.store.commit(unit)
