@@ -183,6 +183,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--no-matching", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="copy the gateway's store here (for bench/replay.py)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-mllp-")
     extra = ["--no-matching"] if args.no_matching else []
@@ -223,6 +224,8 @@ def main():
         assert duplicates == 0, f"{duplicates} messages were answered as duplicates"
         for p, _, _ in servers.values():
             stop(p)
+        if args.keep:
+            shutil.copytree(os.path.dirname(store), args.keep, dirs_exist_ok=True)
         for key, raw in zip(results, replay.replay(store, segments)):
             results[key]["sqlite_same_rows"] = raw
             results[key]["mllp/sqlite"] = round(results[key]["mllp"]["messages_per_s"] / raw["messages_per_s"], 2)

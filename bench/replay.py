@@ -10,8 +10,17 @@ patient rows; control id for the gateway's message records), each segment's shar
 over its transactions. Rows written before the first segment are replayed untimed first, so that
 each segment meets the indexes as large as the server met them. Only the rows still present are
 replayed: an index row that an update replaced is replayed once, as its final version.
+
+Run on its own, it measures what a different row set or index layout would cost (ADR 015):
+
+    python3 bench/mllp.py --keep /tmp/mllp-store      # keeps the gateway's store
+    python3 bench/replay.py /tmp/mllp-store/huitong.sqlite --per-transaction 16 \
+        [--one-btree] [--without Patient:huitong-empi-block --without Person:*]
 """
+import argparse
+import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -27,6 +36,23 @@ def _tables(db):
             if name not in SKIP]
 
 
+def one_btree_schema(schema):
+    """The schema with every index table keyed by its lookup columns (NULL stored as '')."""
+    lookup = {}
+    for sql in schema:
+        m = re.match(r"CREATE INDEX \w+_lookup ON (idx_\w+)\((.*)\)", sql)
+        if m:
+            lookup[m.group(1)] = m.group(2)
+    out = []
+    for sql in schema:
+        m = re.match(r"CREATE TABLE (idx_\w+) \((.*)\)\s*$", sql, re.S)
+        if m:
+            out.append(f"CREATE TABLE {m.group(1)} ({m.group(2)}, PRIMARY KEY ({lookup[m.group(1)]})) WITHOUT ROWID")
+        elif not re.match(r"CREATE INDEX idx_\w+_(lookup|rid) ON", sql):
+            out.append(sql)
+    return out
+
+
 def marks(path):
     """How many rows of each table there are so far, as positions in insertion order."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -37,9 +63,11 @@ def marks(path):
         db.close()
 
 
-def replay(path, segments):
+def replay(path, segments, without=(), one_btree=False):
     """`segments`: (marks before, marks after, messages, messages per transaction), in run order.
-    Returns, per segment, messages/s and the CPU milliseconds per message of the replay."""
+    Returns, per segment, messages/s and the CPU milliseconds per message of the replay.
+    `without`: (type, parameter) pairs ("*" for any) whose index rows are left out. `one_btree`:
+    each index table `WITHOUT ROWID` with its lookup key as primary key and no rid index."""
     src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     schema = [sql for (sql,) in src.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
                                             "AND tbl_name != 'schema_migrations' ORDER BY type = 'index'")]
@@ -47,11 +75,15 @@ def replay(path, segments):
     for t in _tables(src):
         columns = [c[1] for c in src.execute(f"PRAGMA table_info({t})")]
         select = f"SELECT {', '.join(columns)} FROM {t}"
+        if t.startswith("idx_") and without:
+            ignored = " OR ".join("((type = ? OR ? = '*') AND (param = ? OR ? = '*'))" for _ in without)
+            select += f" WHERE NOT ({ignored})"
+        binds = [v for pair in without for v in (pair[0], pair[0], pair[1], pair[1])] if t.startswith("idx_") else []
         if t in ORDER:
-            found = src.execute(f"{select} ORDER BY {ORDER[t]}").fetchall()
+            found = src.execute(f"{select} ORDER BY {ORDER[t]}", binds).fetchall()
             rows[t] = (columns, [(i + 1, r) for i, r in enumerate(found)])
         else:
-            rows[t] = (columns, src.execute(f"SELECT rowid, {', '.join(columns)} FROM {t} ORDER BY rowid").fetchall())
+            rows[t] = (columns, src.execute(select.replace("SELECT ", "SELECT rowid, ", 1) + " ORDER BY rowid", binds).fetchall())
             rows[t] = (columns, [(r[0], r[1:]) for r in rows[t][1]])
     src.close()
 
@@ -61,9 +93,14 @@ def replay(path, segments):
         for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -262144", "temp_store = MEMORY",
                        "wal_autocheckpoint = 16000"):
             db.execute(f"PRAGMA {pragma}")
+        if one_btree:
+            schema = one_btree_schema(schema)
+            rows = {t: (c, [(p, tuple("" if v is None else v for v in r)) for p, r in part]) if t.startswith("idx_") else (c, part)
+                    for t, (c, part) in rows.items()}
         for sql in schema:
             db.execute(sql)
-        inserts = {t: f"INSERT INTO {t} ({', '.join(c)}) VALUES ({', '.join('?' * len(c))})" for t, (c, _) in rows.items()}
+        verb = "INSERT OR IGNORE" if one_btree else "INSERT"
+        inserts = {t: f"{verb} INTO {t} ({', '.join(c)}) VALUES ({', '.join('?' * len(c))})" for t, (c, _) in rows.items()}
 
         def between(t, low, high):
             return [r for position, r in rows[t][1] if low < position <= high]
@@ -91,3 +128,23 @@ def replay(path, segments):
     finally:
         db.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Replay a store's rows with raw SQLite (ADR 015)")
+    ap.add_argument("store", help="huitong.sqlite of a stopped server")
+    ap.add_argument("--per-transaction", type=int, default=16)
+    ap.add_argument("--one-btree", action="store_true")
+    ap.add_argument("--without", action="append", default=[], help="TYPE:PARAM of index rows to leave out (* for any)")
+    args = ap.parse_args()
+    db = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
+    messages = db.execute("SELECT COUNT(*) FROM audit_event").fetchone()[0]
+    db.close()
+    without = [tuple(w.split(":", 1)) for w in args.without]
+    end = marks(args.store)
+    result = replay(args.store, [({}, end, messages, args.per_transaction)], without=without, one_btree=args.one_btree)[0]
+    print(json.dumps({"messages": messages, "one_btree": args.one_btree, "without": args.without, **result}))
+
+
+if __name__ == "__main__":
+    main()
