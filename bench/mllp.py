@@ -1,8 +1,8 @@
 """HL7 v2 over MLLP: messages/s and ACK latency for ADT^A04 (a new registration and visit each) and
 ORU^R01 (10 OBX), with 1 and 16 connections, each sender waiting for its ACK before the next message
-(as MLLP senders do). The baseline is measured in the same run: the same content as the FHIR
-transaction Bundle the gateway commits, POSTed to /fhir over HTTP/1.1 keep-alive by the same
-client, with a token of the same facility client. Both servers are fresh stores (audited).
+(as MLLP senders do). The baseline is measured in the same run: for each of the same messages, the
+FHIR transaction Bundle the gateway's mapping makes of it (`huitong bench hl7-bundles`), POSTed
+to /fhir over HTTP/1.1 keep-alive by the same client, with a token of the same facility client. Both servers are fresh stores (audited).
 A second baseline is the storage engine's own cost: the rows each MLLP run wrote, inserted again
 with raw SQLite into a fresh database of the same schema, as many messages per transaction as
 there were connections (`replay.py`), after the servers have stopped.
@@ -73,48 +73,13 @@ def oru(n):
     return "\r".join(segments)
 
 
-def adt_bundle(n):
-    src = f"_source=urn%3Ahuitong%3Afacility%3A{FACILITY}"
-    p = resident(n)
-    return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:p{n}", "request": {"method": "PUT", "url": f"Patient?identifier=urn%3Ahuitong%3Amrn%3A{FACILITY}|MRN{n}&{src}"},
-         "resource": {"resourceType": "Patient",
-                      "identifier": [{"system": f"urn:huitong:mrn:{FACILITY}", "value": f"MRN{n}"},
-                                     {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NNCHN"}]},
-                                      "system": "urn:oid:2.16.156.10011.1.3", "value": p["rid"]}],
-                      "name": [{"use": "official", "family": p["family"], "given": [p["given"]]}],
-                      "gender": "male" if p["sex"] == "M" else "female", "birthDate": p["birth"],
-                      "telecom": [{"system": "phone", "value": p["phone"], "use": "home"}],
-                      "address": [{"use": "home", "line": [f"{p['street']}{p['house']}号"], "city": "成都市", "state": "四川省",
-                                   "postalCode": p["postal"], "country": "CHN"}]}},
-        {"fullUrl": f"urn:uuid:e{n}", "request": {"method": "PUT", "url": f"Encounter?identifier=urn%3Ahuitong%3Avisit%3A{FACILITY}|V{n}&{src}"},
-         "resource": {"resourceType": "Encounter", "identifier": [{"system": f"urn:huitong:visit:{FACILITY}", "value": f"V{n}"}],
-                      "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-                      "subject": {"reference": f"urn:uuid:p{n}"}, "period": {"start": "2026-11-24T08:30:00+08:00"},
-                      "location": [{"location": {"display": f"门诊 {n % 40}"}, "status": "active"}]}},
-    ]}
-
-
-def oru_bundle(n):
-    src = f"_source=urn%3Ahuitong%3Afacility%3A{FACILITY}"
-    entries = [{"fullUrl": f"urn:uuid:p{n}", "request": {"method": "POST", "url": "Patient",
-                                                         "ifNoneExist": f"identifier=urn%3Ahuitong%3Amrn%3A{FACILITY}|MRN{n // 10}&{src}"},
-                "resource": {"resourceType": "Patient", "identifier": [{"system": f"urn:huitong:mrn:{FACILITY}", "value": f"MRN{n // 10}"}]}}]
-    results = []
-    for i in range(1, 11):
-        key = f"F{n}-{i}"
-        results.append({"reference": f"urn:uuid:o{n}-{i}"})
-        entries.append({"fullUrl": f"urn:uuid:o{n}-{i}", "request": {"method": "PUT", "url": f"Observation?identifier=urn%3Ahuitong%3Aresult%3A{FACILITY}|{key}&{src}"},
-                        "resource": {"resourceType": "Observation", "identifier": [{"system": f"urn:huitong:result:{FACILITY}", "value": key}],
-                                     "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": f"{2000 + i}-1"}]},
-                                     "subject": {"reference": f"urn:uuid:p{n}"},
-                                     "valueQuantity": {"value": float(f"{(n + i) % 17}.{i}"), "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
-                                     "referenceRange": [{"low": {"value": 1.0}, "high": {"value": 9.0}}]}})
-    entries.append({"fullUrl": f"urn:uuid:r{n}", "request": {"method": "PUT", "url": f"DiagnosticReport?identifier=urn%3Ahuitong%3Aorder%3A{FACILITY}|F{n}&{src}"},
-                    "resource": {"resourceType": "DiagnosticReport", "identifier": [{"system": f"urn:huitong:order:{FACILITY}", "value": f"F{n}"}],
-                                 "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "24323-8"}]},
-                                 "subject": {"reference": f"urn:uuid:p{n}"}, "result": results}})
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+def gateway_bundles(make, numbers):
+    """The transaction Bundle the gateway commits for each message, as bytes (`huitong bench hl7-bundles`)."""
+    lines = "".join(json.dumps(make(n)) + "\n" for n in numbers).encode()
+    out = subprocess.run([BINARY, "bench", "hl7-bundles", "--facility", FACILITY], input=lines, capture_output=True, check=True).stdout
+    bundles = out.splitlines()
+    assert len(bundles) == len(numbers), (len(bundles), len(numbers))
+    return dict(zip(numbers, bundles))
 
 
 async def mllp_sender(port, messages, deadline, latencies, codes):
@@ -140,7 +105,7 @@ async def http_sender(port, bodies, deadline, latencies, codes, token):
         if time.perf_counter() > deadline:
             break
         t0 = time.perf_counter()
-        data = json.dumps(body).encode()
+        data = body
         writer.write(b"POST /fhir HTTP/1.1\r\nHost: bench\r\nContent-Type: application/fhir+json\r\nPrefer: return=minimal\r\n"
                      + f"Authorization: Bearer {token}\r\n".encode()
                      + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
@@ -152,18 +117,25 @@ async def http_sender(port, bodies, deadline, latencies, codes, token):
         status = head.split(b" ")[1].decode()
         codes[status] = codes.get(status, 0) + 1
     writer.close()
+    assert time.perf_counter() > deadline, "a sender ran out of messages before the deadline"
 
 
-def run(kind, port, connections, seconds, make, offset, token=None):
+def numbers(connections, offset, count=None):
+    """The message numbers of each connection (`count` each; all it could send by default)."""
+    per = 200_000 // connections
+    return [[offset + c * per + i for i in range(count or per)] for c in range(connections)]
+
+
+def run(kind, port, connections, seconds, make, offset, token=None, count=None):
     """`connections` senders, each with its own sequence of messages, for `seconds`."""
     latencies, codes = [], {}
-    per = 200_000 // connections
+    sequences = numbers(connections, offset, count)
 
     def messages(c):
         # A function, so that each connection's generator keeps its own `c` (a generator expression
         # inside the comprehension below would read `c` late: every connection would send the
         # last one's messages, and all but one copy would be answered as duplicates).
-        return (make(offset + c * per + i) for i in range(per))
+        return (make(n) for n in sequences[c])
 
     async def main():
         deadline = time.perf_counter() + seconds
@@ -209,11 +181,14 @@ def main():
         for workload in ("ADT^A04", "ORU^R01"):
             for connections in (1, 16):
                 offset = 1_000_000 * (len(results) + 1)
-                make, bundle = (adt, adt_bundle) if workload == "ADT^A04" else (oru, oru_bundle)
+                make = adt if workload == "ADT^A04" else oru
                 before = replay.marks(store)
                 m = run("mllp", servers["mllp"][2], connections, args.seconds, make, offset)
                 segments.append((before, replay.marks(store), m["messages"], connections))
-                h = run("http", servers["http"][1], connections, args.seconds, bundle, offset, token)
+                # The same messages' transactions, made ahead (room for 3x the MLLP rate).
+                count = max(200, 3 * m["messages"] // connections)
+                bundles = gateway_bundles(make, [n for seq in numbers(connections, offset, count) for n in seq])
+                h = run("http", servers["http"][1], connections, args.seconds, bundles.__getitem__, offset, token, count)
                 key = f"{workload} x{connections}"
                 results[key] = {"mllp": m, "http_transaction": h, "mllp/http": round(m["messages_per_s"] / h["messages_per_s"], 2)}
                 log(key, json.dumps(results[key]))

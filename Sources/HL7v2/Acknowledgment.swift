@@ -45,7 +45,7 @@ public enum Acknowledgment {
     ///   - header: the received MSH (nil when even that was unreadable).
     ///   - problems: none for AA.
     public static func make(to header: HL7Segment?, code: String, problems: [HL7Problem] = [], text: String? = nil,
-                            now: Date = Date(), controlID: String = RandomUUID.make()) -> HL7Message {
+                            now: Date = Date(), controlID: String = newControlID()) -> HL7Message {
         let h = header ?? HL7Segment("MSH")
         var msh = HL7Segment("MSH")
         msh[1] = "|"
@@ -79,6 +79,18 @@ public enum Acknowledgment {
             segments.append(err)
         }
         return HL7Message(segments: segments)
+    }
+
+    /// A control id for an ACK of the platform's own: 80 random bits as 20 hexadecimal digits, the
+    /// length MSH-10 (ST) has in v2.3 to v2.5.1, which strict receivers check.
+    public static func newControlID() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let high: UInt64 = rng.next(), low: UInt64 = rng.next()
+        let digits: [UInt8] = Array("0123456789ABCDEF".utf8)
+        return String(decoding: (0..<20).map { i in
+            let nibble = i < 16 ? high >> UInt64(60 - 4 * i) : low >> UInt64(60 - 4 * (i - 16))
+            return digits[Int(nibble & 0xF)]
+        }, as: UTF8.self)
     }
 
     /// `YYYYMMDDHHMMSS+0800` (China Standard Time, no daylight saving), by arithmetic: a

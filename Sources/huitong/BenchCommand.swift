@@ -1,7 +1,9 @@
 import ArgumentParser
+import FHIRModel
 import Foundation
 import GMCrypto
 import HealthCard
+import HL7v2
 import Hummingbird
 import Logging
 
@@ -9,7 +11,7 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark helpers (baselines for bench/).",
-        subcommands: [HTTPBaseline.self, GMThroughput.self])
+        subcommands: [HTTPBaseline.self, GMThroughput.self, HL7Bundles.self])
 }
 
 /// A bare Hummingbird endpoint returning a constant body: the ceiling for read-by-id.
@@ -33,6 +35,33 @@ struct HTTPBaseline: AsyncParsableCommand {
         logger.logLevel = .warning
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port)), logger: logger)
         try await app.runService()
+    }
+}
+
+/// The FHIR transaction the gateway commits for each HL7 message, so that bench/mllp.py's HTTP
+/// baseline posts the very same content as its MLLP run.
+struct HL7Bundles: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hl7-bundles",
+        abstract: "Read ER7 messages (one JSON string per line) from stdin; print each one's transaction Bundle as a JSON line.")
+
+    @Option(help: "The sending facility (the sender's client facility).") var facility: String
+
+    func run() throws {
+        let mapping = V2ToFHIR(facility: facility)
+        var out = [UInt8]()
+        while let line = readLine(strippingNewline: true) {
+            guard case .string(let text)? = try? JSONParser.parse(Array(line.utf8)) else {
+                throw ValidationError("Each line must be one JSON string (an ER7 message)")
+            }
+            out += JSONWriter.bytes(try mapping.bundle(for: try ER7.parse(text)))
+            out.append(UInt8(ascii: "\n"))
+            if out.count > 1 << 20 {
+                FileHandle.standardOutput.write(Data(out))
+                out.removeAll(keepingCapacity: true)
+            }
+        }
+        FileHandle.standardOutput.write(Data(out))
     }
 }
 

@@ -180,4 +180,17 @@ final class AcknowledgmentTests: XCTestCase {
             XCTAssertEqual(ack["ERR"]?[3].component(3), "HL70357")
         }
     }
+
+    /// The ACK's own control id fits MSH-10 as v2.3–2.5.1 define it (ST, 20 characters) and is
+    /// new for every ACK.
+    func test_ackControlIDs_areNew_andFitTheFieldLength() throws {
+        let m = try ER7.parse("MSH|^~\\&|HIS|county|HUITONG|platform|20260101||ADT^A04^ADT_A01|C-9|P|2.4")
+        let ids = (0..<500).map { _ in Acknowledgment.make(to: m["MSH"], code: "AA")["MSH"]?[10].value ?? "" }
+        for id in ids {
+            XCTAssertEqual(id.count, 20, id)
+            XCTAssertTrue(id.allSatisfy { $0.isHexDigit }, id)
+        }
+        XCTAssertEqual(Set(ids).count, ids.count)
+        XCTAssertGreaterThan(Set(ids.map(\.first)).count, 8, "the leading digit varies")
+    }
 }
