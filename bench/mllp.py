@@ -156,6 +156,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--no-matching", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="copy the gateway's store here (for bench/replay.py)")
+    ap.add_argument("--workloads", nargs="+", choices=["ADT^A04", "ORU^R01"], default=["ADT^A04", "ORU^R01"])
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-mllp-")
     extra = ["--no-matching"] if args.no_matching else []
@@ -178,7 +179,7 @@ def main():
         results = {}
         store = os.path.join(work, "mllp", "huitong.sqlite")
         segments = []
-        for workload in ("ADT^A04", "ORU^R01"):
+        for workload in args.workloads:
             for connections in (1, 16):
                 offset = 1_000_000 * (len(results) + 1)
                 make = adt if workload == "ADT^A04" else oru
@@ -186,7 +187,7 @@ def main():
                 m = run("mllp", servers["mllp"][2], connections, args.seconds, make, offset)
                 segments.append((before, replay.marks(store), m["messages"], connections))
                 # The same messages' transactions, made ahead (room for 3x the MLLP rate).
-                count = max(200, 3 * m["messages"] // connections)
+                count = min(200_000 // connections, max(200, 3 * m["messages"] // connections))
                 bundles = gateway_bundles(make, [n for seq in numbers(connections, offset, count) for n in seq])
                 h = run("http", servers["http"][1], connections, args.seconds, bundles.__getitem__, offset, token, count)
                 key = f"{workload} x{connections}"

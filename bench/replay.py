@@ -13,7 +13,7 @@ replayed: an index row that an update replaced is replayed once, as its final ve
 
 Run on its own, it measures what a different row set or index layout would cost (ADR 015):
 
-    python3 bench/mllp.py --keep /tmp/mllp-store      # keeps the gateway's store
+    python3 bench/mllp.py --workloads ADT^A04 --keep /tmp/mllp-store   # keeps the gateway's store
     python3 bench/replay.py /tmp/mllp-store/huitong.sqlite --per-transaction 16 \
         [--one-btree] [--without Patient:huitong-empi-block --without Person:*]
 """
@@ -26,8 +26,10 @@ import sqlite3
 import tempfile
 import time
 
-# How each table's rows are ordered by insertion, and how far a table has got (its mark).
-ORDER = {"audit_patient": "seq", "platform_record": "id"}
+# Tables without a rowid: ordered by insertion by a column of theirs, or (platform records, of
+# several kinds) placed by the first mark that holds their key.
+ORDER = {"audit_patient": "seq"}
+KEYED = {"platform_record": ("kind", "id")}
 SKIP = {"schema_migrations", "audit_head", "change_consumer"}
 
 
@@ -37,7 +39,8 @@ def _tables(db):
 
 
 def one_btree_schema(schema):
-    """The schema with every index table keyed by its lookup columns (NULL stored as '')."""
+    """The schema with every index table keyed by its lookup columns and then its other columns
+    (so that only rows equal in every column collapse), NULL stored as ''."""
     lookup = {}
     for sql in schema:
         m = re.match(r"CREATE INDEX \w+_lookup ON (idx_\w+)\((.*)\)", sql)
@@ -47,18 +50,26 @@ def one_btree_schema(schema):
     for sql in schema:
         m = re.match(r"CREATE TABLE (idx_\w+) \((.*)\)\s*$", sql, re.S)
         if m:
-            out.append(f"CREATE TABLE {m.group(1)} ({m.group(2)}, PRIMARY KEY ({lookup[m.group(1)]})) WITHOUT ROWID")
+            key = [c.strip() for c in lookup[m.group(1)].split(",")]
+            columns = [c.strip().split()[0] for c in m.group(2).split(",")]
+            key += [c for c in columns if c not in key]
+            out.append(f"CREATE TABLE {m.group(1)} ({m.group(2)}, PRIMARY KEY ({', '.join(key)})) WITHOUT ROWID")
         elif not re.match(r"CREATE INDEX idx_\w+_(lookup|rid) ON", sql):
             out.append(sql)
     return out
 
 
 def marks(path):
-    """How many rows of each table there are so far, as positions in insertion order."""
+    """How far each table has got: a position in insertion order, or the set of keys it holds."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] if t in ORDER else
-                db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {t}").fetchone()[0] for t in _tables(db)}
+        def mark(t):
+            if t in KEYED:
+                return set(db.execute(f"SELECT {', '.join(KEYED[t])} FROM {t}").fetchall())
+            if t in ORDER:
+                return db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            return db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {t}").fetchone()[0]
+        return {t: mark(t) for t in _tables(db)}
     finally:
         db.close()
 
@@ -79,7 +90,16 @@ def replay(path, segments, without=(), one_btree=False):
             ignored = " OR ".join("((type = ? OR ? = '*') AND (param = ? OR ? = '*'))" for _ in without)
             select += f" WHERE NOT ({ignored})"
         binds = [v for pair in without for v in (pair[0], pair[0], pair[1], pair[1])] if t.startswith("idx_") else []
-        if t in ORDER:
+        if t in KEYED:
+            # Mark k of the run (before_0, after_0, before_1, ...) is position k + 1: a record is at
+            # the first mark that holds it, so it falls in the segment that made it.
+            bounds = [m.get(t, set()) for before, after, _, _ in segments for m in (before, after)]
+            where = [columns.index(c) for c in KEYED[t]]
+            def position(r):
+                key = tuple(r[i] for i in where)
+                return next((k + 1 for k, b in enumerate(bounds) if key in b), len(bounds) + 1)
+            rows[t] = (columns, sorted(((position(r), r) for r in src.execute(select, binds)), key=lambda x: x[0]))
+        elif t in ORDER:
             found = src.execute(f"{select} ORDER BY {ORDER[t]}", binds).fetchall()
             rows[t] = (columns, [(i + 1, r) for i, r in enumerate(found)])
         else:
@@ -102,27 +122,34 @@ def replay(path, segments, without=(), one_btree=False):
         verb = "INSERT OR IGNORE" if one_btree else "INSERT"
         inserts = {t: f"{verb} INTO {t} ({', '.join(c)}) VALUES ({', '.join('?' * len(c))})" for t, (c, _) in rows.items()}
 
+        def bound(t, mark, k):
+            # A keyed table's mark is its place among the run's marks (see above).
+            return k + 1 if t in KEYED else mark.get(t, 0)
+
         def between(t, low, high):
             return [r for position, r in rows[t][1] if low < position <= high]
+
+        inserted = [0]
 
         def insert(parts):
             db.execute("BEGIN IMMEDIATE")
             for t, part in parts.items():
                 if part:
-                    db.executemany(inserts[t], part)
+                    inserted[0] += db.executemany(inserts[t], part).rowcount
             db.execute("COMMIT")
 
-        insert({t: between(t, 0, segments[0][0].get(t, 0)) for t in rows})
+        insert({t: between(t, 0, bound(t, segments[0][0], 0)) for t in rows})
         results = []
-        for before, after, messages, per_transaction in segments:
-            share = {t: between(t, before.get(t, 0), after.get(t, 0)) for t in rows}
+        for k, (before, after, messages, per_transaction) in enumerate(segments):
+            share = {t: between(t, bound(t, before, 2 * k), bound(t, after, 2 * k + 1)) for t in rows}
+            inserted[0] = 0
             transactions = max(1, -(-messages // per_transaction))
             t0, c0 = time.perf_counter(), time.process_time()
             for k in range(transactions):
                 insert({t: part[len(part) * k // transactions:len(part) * (k + 1) // transactions] for t, part in share.items()})
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             results.append({"messages_per_s": round(messages / elapsed, 1), "cpu_ms_per_message": round(cpu / messages * 1000, 3),
-                            "rows_per_message": round(sum(len(p) for p in share.values()) / messages, 1),
+                            "rows_per_message": round(inserted[0] / messages, 1),
                             "messages_per_transaction": per_transaction})
         return results
     finally:
@@ -140,6 +167,8 @@ def main():
     db = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
     messages = db.execute("SELECT COUNT(*) FROM audit_event").fetchone()[0]
     db.close()
+    if any(":" not in w for w in args.without):
+        ap.error("--without takes TYPE:PARAM (* for any), e.g. Patient:huitong-empi-block")
     without = [tuple(w.split(":", 1)) for w in args.without]
     end = marks(args.store)
     result = replay(args.store, [({}, end, messages, args.per_transaction)], without=without, one_btree=args.one_btree)[0]
