@@ -44,6 +44,7 @@ final class SensitiveCategoriesTests: XCTestCase {
 
     func test_operatorsList_replacesTheDefaults() throws {
         let file = NSTemporaryDirectory() + "sensitive-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: file) }
         try #"{"categories":[{"label":"ETH","name":"substance use","codes":[{"system":"http://hl7.org/fhir/sid/icd-10","prefix":"F1"}]}]}"#
             .write(toFile: file, atomically: true, encoding: .utf8)
         let c = try SensitiveCategories.load(path: file)

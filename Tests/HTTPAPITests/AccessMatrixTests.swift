@@ -126,7 +126,10 @@ final class AccessMatrixTests: XCTestCase {
     }
 
     func test_everyRoute_hasAnEntry() async throws {
-        let store = try await SQLiteStore.open(path: NSTemporaryDirectory() + "matrix-\(UUID().uuidString).sqlite")
+        let folder = NSTemporaryDirectory() + "matrix-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let store = try await SQLiteStore.open(path: folder + "/huitong.sqlite")
         var configuration = HuitongApplication.Configuration()
         configuration.cards = try testCardKeys()
         let router = HuitongApplication.router(store: store, configuration: configuration)

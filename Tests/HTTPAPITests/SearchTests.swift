@@ -43,6 +43,13 @@ final class SearchTests: XCTestCase {
             XCTAssertEqual(r, ["eric"])
             r = try await searchIDs(server, "Patient?family:exact=eric")
             XCTAssertEqual(r, [])
+            // `phonetic` has `name`'s path and reads its rows (folded): the same matches, modifiers too.
+            r = try await searchIDs(server, "Patient?phonetic=张伟")
+            XCTAssertEqual(r, ["zw", "zwm"])
+            r = try await searchIDs(server, "Patient?phonetic:exact=张伟")
+            XCTAssertEqual(r, ["zw"])
+            r = try await searchIDs(server, "Patient?phonetic=mull&_sort=phonetic")
+            XCTAssertEqual(r, ["eric"])
         }
     }
 

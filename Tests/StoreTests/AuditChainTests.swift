@@ -102,6 +102,7 @@ final class AuditChainTests: XCTestCase {
             let store = test.store
             for n in 1...10 { _ = try await store.commit(auditOnly(event(n, patients: ["Patient/a"]))) }
             let folder = NSTemporaryDirectory() + "audit-archive-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: folder) }
             let t0: Int64 = 1_700_000_000_000_000
             let first = try await AuditArchive.archive(store, before: t0 + 6, folder: folder)
             XCTAssertEqual(first.first, 1)

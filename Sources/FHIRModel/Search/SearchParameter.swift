@@ -60,10 +60,11 @@ public struct SearchParameter: Sendable {
 public struct SearchParameterRegistry: Sendable {
     public let byType: [String: [String: SearchParameter]]
     /// Parameters whose paths are exactly those of other parameters of the type together
-    /// (`Observation.combo-code` = `code` ∪ `component-code`): they get no index rows of their own,
-    /// and a search on one reads the rows of those it is made of (`stored(_:for:)`). An Observation
-    /// had 4 such rows of its 12. Reference parameters are never folded (includes and chains name
-    /// them in their own SQL).
+    /// (`Observation.combo-code` = `code` ∪ `component-code`), or exactly another's
+    /// (`Patient.phonetic` = `name`): they get no index rows of their own, and a search on one
+    /// reads the rows of those it is made of (`stored(_:for:)`). An Observation had 4 such rows of
+    /// its 12, a Patient and its master Person 2 each. Reference parameters are never folded
+    /// (includes and chains name them in their own SQL).
     public let folded: [String: [String: [String]]]
 
     public static let r4 = SearchParameterRegistry(schema: .r4, table: r4SearchParameterText, omitting: notOffered)
@@ -95,13 +96,21 @@ public struct SearchParameterRegistry: Sendable {
     }
 
     /// Each parameter with more than one path that other, narrower parameters of the same kind
-    /// cover exactly, with the stored parameters covering it (folded ones resolved in turn).
+    /// cover exactly, with the stored parameters covering it (folded ones resolved in turn); and
+    /// each parameter with exactly the paths of another whose name sorts first
+    /// (`Patient.phonetic` = `name`), onto that one.
     static func folding(_ params: [String: SearchParameter]) -> [String: [String]] {
         var folded: [String: [String]] = [:]
         // Narrow ones first, so that a wide parameter folds onto already-resolved parts.
         for p in params.values.sorted(by: { ($0.paths.count, $0.name) < ($1.paths.count, $1.name) })
-        where p.paths.count > 1 && p.type != .reference && p.type != .composite && p.type != .special {
+        where p.type != .reference && p.type != .composite && p.type != .special {
             let paths = Set(p.paths.map(\.text))
+            if let same = params.values.filter({ $0.name < p.name && $0.type == p.type && Set($0.paths.map(\.text)) == paths })
+                .min(by: { $0.name < $1.name }) {
+                folded[p.name] = folded[same.name] ?? [same.name]
+                continue
+            }
+            guard p.paths.count > 1 else { continue }
             let parts = params.values.filter { q in
                 q.name != p.name && q.type == p.type && q.paths.count < p.paths.count && Set(q.paths.map(\.text)).isSubset(of: paths)
             }
