@@ -4,23 +4,27 @@ import NIOCore
 import PostgresNIO
 import Store
 
-/// Writes a commit's rows with one fixed statement per table: the values travel as arrays and
-/// `unnest` turns them into rows, so statement text does not grow with the batch. Arrays cannot
+/// Writes a commit's rows in one statement, one fixed part per table: the values travel as arrays
+/// and `unnest` turns them into rows, so statement text does not grow with the batch. Arrays cannot
 /// hold NULL here, so nullable text travels as '' and nullable content as an empty bytea
 /// (FHIR forbids empty strings, and stored content is never empty) and `NULLIF` restores NULL.
 enum PostgresRows {
+    /// Writes the rows of `pending` in one statement (one round trip: each table's insert, and the
+    /// deletion of replaced index rows, is a data-modifying `WITH` part of it).
     static func insert(_ pending: PendingRows, on connection: PostgresConnection, logger: Logger) async throws {
         guard !pending.isEmpty else { return }
+        var statement = Statement()
         var history = Columns(7)
         for h in pending.history {
             history.add(h.hid, h.rid, h.version, Int(h.time), h.method,
                         ByteBuffer(bytes: h.content ?? []), h.compartment ?? "")
         }
-        try await history.run("""
+        statement.add(history) { p in """
             INSERT INTO resource_history (hid, rid, version, last_updated, method, content, compartment)
             SELECT h, r, v, t, m, NULLIF(c, ''::bytea), NULLIF(k, '')
-            FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::text[], $6::bytea[], $7::text[]) AS u(h, r, v, t, m, c, k)
-            """, on: connection, logger: logger)
+            FROM unnest(\(p(1))::int8[], \(p(2))::int8[], \(p(3))::int8[], \(p(4))::int8[], \(p(5))::text[], \(p(6))::bytea[], \(p(7))::text[])
+                AS u(h, r, v, t, m, c, k)
+            """ }
         // A unit may write one resource twice; the row keeps its last state.
         var last: [Int: PendingRows.Resource] = [:]
         for r in pending.resources { last[r.rid] = r }
@@ -28,15 +32,16 @@ enum PostgresRows {
         for r in last.values.sorted(by: { $0.rid < $1.rid }) {
             resources.add(r.rid, r.key.type, r.key.id, r.version, Int(r.time), r.deleted ? 1 : 0, r.hid, r.compartment ?? "")
         }
-        try await resources.run("""
+        statement.add(resources) { p in """
             INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid, compartment)
             SELECT r, ty, i, v, t, d::int2, h, NULLIF(k, '')
-            FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::text[])
+            FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::int8[], \(p(5))::int8[], \(p(6))::int8[], \(p(7))::int8[], \(p(8))::text[])
                 AS u(r, ty, i, v, t, d, h, k)
             ON CONFLICT (rid) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
                 deleted = excluded.deleted, hid = excluded.hid, compartment = excluded.compartment
-            """, on: connection, logger: logger)
-        try await replaceIndex(pending.index, clearing: Array(pending.clearIndex), on: connection, logger: logger)
+            """ }
+        addIndex(pending.index, clearing: Array(pending.clearIndex), to: &statement)
+        try await statement.run(on: connection, logger: logger)
     }
 
     static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
@@ -44,11 +49,21 @@ enum PostgresRows {
     /// Deletes the index rows of `clearing`, then inserts `index`.
     static func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])], clearing: [Int],
                              on connection: PostgresConnection, logger: Logger) async throws {
+        var statement = Statement()
+        addIndex(index, clearing: clearing, to: &statement)
+        try await statement.run(on: connection, logger: logger)
+    }
+
+    /// The deletion of the index rows of `clearing` and the insertion of `index`, as parts of
+    /// `statement`. The parts of one statement share its snapshot: a deletion removes only rows that
+    /// existed before it, never those the same statement inserts.
+    private static func addIndex(_ index: [Int: (type: String, entries: [IndexEntry])], clearing: [Int],
+                                 to statement: inout Statement) {
         if !clearing.isEmpty {
-            for table in indexTables {
-                try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE rid = ANY($1::int8[])",
-                                                         binds: bindings(clearing)), logger: logger)
-            }
+            var rids = Columns(1)
+            for rid in clearing { rids.add(rid) }
+            let p = statement.bind(rids)
+            for table in indexTables { statement.part("DELETE FROM \(table) WHERE rid = ANY(\(p(1))::int8[])") }
         }
         var token = Columns(5), string = Columns(5), reference = Columns(6), date = Columns(5), uri = Columns(4), quantity = Columns(6)
         for (rid, item) in index {
@@ -71,38 +86,89 @@ enum PostgresRows {
                 }
             }
         }
-        try await token.run("""
+        statement.add(token) { p in """
             INSERT INTO idx_token (rid, type, param, system, code)
-            SELECT r, t, p, NULLIF(s, ''), c FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(r, t, p, s, c)
-            """, on: connection, logger: logger)
-        try await string.run("""
+            SELECT r, t, p, NULLIF(s, ''), c FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[], \(p(5))::text[]) AS u(r, t, p, s, c)
+            """ }
+        statement.add(string) { p in """
             INSERT INTO idx_string (rid, type, param, value, exact)
-            SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[])
-            """, on: connection, logger: logger)
-        try await reference.run("""
+            SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[], \(p(5))::text[])
+            """ }
+        statement.add(reference) { p in """
             INSERT INTO idx_reference (rid, type, param, target_type, target_id, url)
             SELECT r, t, p, NULLIF(tt, ''), NULLIF(ti, ''), NULLIF(u, '')
-            FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(r, t, p, tt, ti, u)
-            """, on: connection, logger: logger)
-        try await date.run("""
+            FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[], \(p(5))::text[], \(p(6))::text[]) AS u(r, t, p, tt, ti, u)
+            """ }
+        statement.add(date) { p in """
             INSERT INTO idx_date (rid, type, param, low, high)
-            SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-            """, on: connection, logger: logger)
-        try await uri.run("""
+            SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::int8[], \(p(5))::int8[])
+            """ }
+        statement.add(uri) { p in """
             INSERT INTO idx_uri (rid, type, param, value)
-            SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[])
-            """, on: connection, logger: logger)
-        try await quantity.run("""
+            SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[])
+            """ }
+        statement.add(quantity) { p in """
             INSERT INTO idx_quantity (rid, type, param, value, system, code)
             SELECT r, t, p, v, NULLIF(s, ''), NULLIF(c, '')
-            FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[]) AS u(r, t, p, v, s, c)
-            """, on: connection, logger: logger)
+            FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::float8[], \(p(5))::text[], \(p(6))::text[]) AS u(r, t, p, v, s, c)
+            """ }
     }
 
-    static func bindings(_ values: [Int]) -> PostgresBindings {
-        var b = PostgresBindings(capacity: 1)
-        b.append(values)
-        return b
+    /// The audit events of a unit after `head` (locked by the caller), with their patients and the
+    /// new head, in one statement.
+    static func appendAudit(_ events: [StoredAuditEvent], patients: [[String]], head: (seq: Int, hash: String),
+                            on connection: PostgresConnection, logger: Logger) async throws {
+        var statement = Statement()
+        var rows = Columns(4), links = Columns(2)
+        for (event, eventPatients) in zip(events, patients) {
+            rows.add(event.seq, Int(event.recorded), ByteBuffer(bytes: event.content), event.hash)
+            for patient in eventPatients { links.add(patient, event.seq) }
+        }
+        statement.add(rows) { p in """
+            INSERT INTO audit_event (seq, recorded, content, hash)
+            SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::int8[], \(p(3))::bytea[], \(p(4))::text[])
+            """ }
+        statement.add(links) { p in """
+            INSERT INTO audit_patient (patient, seq) SELECT * FROM unnest(\(p(1))::text[], \(p(2))::int8[]) ON CONFLICT DO NOTHING
+            """ }
+        var newHead = Columns(2)
+        newHead.add(head.seq, head.hash)
+        statement.add(newHead, arrays: false) { p in "UPDATE audit_head SET seq = \(p(1)), hash = \(p(2)) WHERE id = 1" }
+        try await statement.run(on: connection, logger: logger)
+    }
+
+    /// One statement made of data-modifying `WITH` parts, each run exactly once; parameters are
+    /// numbered across the parts.
+    struct Statement {
+        private var parts: [String] = []
+        private var binds = PostgresBindings()
+        private var count = 0
+
+        /// Adds a part over `columns` (nothing when they hold no row); `sql` gets the name of the
+        /// part's n-th parameter (from 1). `arrays`: each column binds as an array (one row: scalars).
+        mutating func add(_ columns: Columns, arrays: Bool = true, _ sql: (_ parameter: (Int) -> String) -> String) {
+            guard columns.rows > 0 else { return }
+            let parameter = bind(columns, arrays: arrays)
+            part(sql(parameter))
+        }
+
+        /// Binds `columns` for parts to come; the name of their n-th parameter (from 1).
+        mutating func bind(_ columns: Columns, arrays: Bool = true) -> (Int) -> String {
+            let base = count
+            columns.bind(into: &binds, arrays: arrays)
+            count += columns.width
+            return { "$\(base + $0)" }
+        }
+
+        mutating func part(_ sql: String) {
+            parts.append("p\(parts.count) AS (" + sql + ")")
+        }
+
+        func run(on connection: PostgresConnection, logger: Logger) async throws {
+            guard !parts.isEmpty else { return }
+            try await connection.query(PostgresQuery(unsafeSQL: "WITH " + parts.joined(separator: ",\n") + " SELECT 1", binds: binds),
+                                       logger: logger)
+        }
     }
 
     /// Column-wise values of one table's rows, bound as one array per column.
@@ -111,7 +177,7 @@ enum PostgresRows {
         private var texts: [Int: [String]] = [:]
         private var doubles: [Int: [Double]] = [:]
         private var blobs: [Int: [ByteBuffer]] = [:]
-        private let width: Int
+        let width: Int
         private(set) var rows = 0
 
         init(_ width: Int) { self.width = width }
@@ -130,14 +196,14 @@ enum PostgresRows {
             rows += 1
         }
 
-        func run(_ sql: String, on connection: PostgresConnection, logger: Logger) async throws {
-            guard rows > 0 else { return }
-            var b = PostgresBindings(capacity: width)
+        /// Binds one array per column (or, with `arrays: false`, the first row's values).
+        func bind(into b: inout PostgresBindings, arrays: Bool) {
             for i in 0..<width {
-                if let v = ints[i] { b.append(v) } else if let v = texts[i] { b.append(v) }
-                else if let v = doubles[i] { b.append(v) } else if let v = blobs[i] { b.append(v) }
+                if let v = ints[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
+                else if let v = texts[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
+                else if let v = doubles[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
+                else if let v = blobs[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
             }
-            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: b), logger: logger)
         }
     }
 }

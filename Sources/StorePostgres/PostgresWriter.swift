@@ -44,10 +44,12 @@ struct PostgresWriter: Sendable {
         // Conditional writes: one lock per distinct search, taken in a fixed order, then the
         // search re-run; a concurrent writer of the same condition waits here until we commit.
         if !unit.assumptions.isEmpty {
-            let lockKeys = Set(unit.assumptions.flatMap(\.locks).map(Self.lockKey)).sorted()
-            for key in lockKeys {
-                _ = try await tx.query("SELECT pg_advisory_xact_lock(?)", [.integer(key)])
-            }
+            // One statement: `unnest` yields the keys in the array's order, so every writer takes
+            // them in ascending order and two can never wait for each other.
+            var keys = PostgresBindings(capacity: 1)
+            keys.append(Set(unit.assumptions.flatMap(\.locks).map(Self.lockKey)).sorted())
+            try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS u(k)",
+                                                     binds: keys), logger: logger)
             let reads = SQLReadQueries(tx)
             for assumption in unit.assumptions {
                 let found = try await reads.keys(assumption.query, limit: max(assumption.expected.count + 1, 2))
@@ -90,14 +92,10 @@ struct PostgresWriter: Sendable {
         if !unit.audit.isEmpty {
             // Last, so the chain head's row lock (which orders every node's appends) is held only
             // from here to the commit.
+            // The events, their patients and the new head then go in one statement.
             let head = AuditChain.head(try await tx.query(AuditChain.headSQL + " FOR UPDATE", []).first)
             let (rows, newHead) = AuditChain.append(unit.audit, after: head)
-            for (event, record) in zip(rows, unit.audit) {
-                _ = try await tx.query(AuditChain.insertEventSQL, [.integer(event.seq), .integer(Int(event.recorded)),
-                                                                   .blob(ByteBuffer(bytes: event.content)), .text(event.hash)])
-                for patient in record.patients { _ = try await tx.query(AuditChain.insertPatientSQL, [.text(patient), .integer(event.seq)]) }
-            }
-            _ = try await tx.query(AuditChain.updateHeadSQL, [.integer(newHead.seq), .text(newHead.hash)])
+            try await PostgresRows.appendAudit(rows, patients: unit.audit.map(\.patients), head: newHead, on: connection, logger: logger)
         }
         return outcomes
     }

@@ -2,6 +2,7 @@ import FHIRModel
 import Foundation
 import Platform
 @testable import Store
+import StoreTestSupport
 import XCTest
 
 /// A store on a new SQLite file in its own temporary folder (the caller removes the folder).
@@ -67,6 +68,33 @@ final class WriteAheadLogTests: XCTestCase {
 }
 
 final class ReindexTests: XCTestCase {
+    /// `huitong reindex` after the rules changed: each resource's rows become exactly the new ones,
+    /// on every backend (PostgreSQL deletes and inserts them in one statement).
+    func test_reindex_replacesEachResourcesRows_withTheNewExtraction() async throws {
+        try await withEachBackend { test in
+            let pipeline = IngestPipeline()
+            for id in ["a", "b"] {
+                let json = try JSONParser.parse(#"{"resourceType":"Patient","identifier":[{"system":"s","value":"\#(id)"}]}"#)
+                _ = try await test.store.commit(WriteUnit(writes: [try pipeline.prepare(json, type: "Patient", id: id, method: "PUT")]))
+            }
+            func found(_ code: String) async throws -> [String] {
+                let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier", values: [.token(system: "s", code: code)])])
+                return try await test.store.search(query, limit: 5).map(\.id).sorted()
+            }
+            // New rules: the identifier is indexed under "v-" + its value, and "both" for every Patient.
+            let done = try await test.store.reindex(type: "Patient", extract: { object, _ in
+                let value = object["identifier"]?.arrayValue?.first?["value"]?.stringValue ?? ""
+                return [IndexEntry("identifier", .token(system: "s", code: "v-" + value)),
+                        IndexEntry("identifier", .token(system: "s", code: "both"))]
+            }, progress: { _, _ in })
+            XCTAssertEqual(done, 2)
+            let old = try await found("a"), new = try await found("v-a"), shared = try await found("both")
+            XCTAssertEqual(old, [], "the old rows are gone")
+            XCTAssertEqual(new, ["a"])
+            XCTAssertEqual(shared, ["a", "b"])
+        }
+    }
+
     func test_reindex_rebuildsLostIndexRows_fromStoredContent() async throws {
         let (store, dir) = try await openThrowawayStore()
         defer { try? FileManager.default.removeItem(at: dir) }
