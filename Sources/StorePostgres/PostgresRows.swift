@@ -131,9 +131,8 @@ enum PostgresRows {
         statement.add(links) { p in """
             INSERT INTO audit_patient (patient, seq) SELECT * FROM unnest(\(p(1))::text[], \(p(2))::int8[]) ON CONFLICT DO NOTHING
             """ }
-        var newHead = Columns(2)
-        newHead.add(head.seq, head.hash)
-        statement.add(newHead, arrays: false) { p in "UPDATE audit_head SET seq = \(p(1)), hash = \(p(2)) WHERE id = 1" }
+        let seq = statement.bind(head.seq), hash = statement.bind(head.hash)
+        statement.part("UPDATE audit_head SET seq = \(seq), hash = \(hash) WHERE id = 1")
         try await statement.run(on: connection, logger: logger)
     }
 
@@ -145,19 +144,26 @@ enum PostgresRows {
         private var count = 0
 
         /// Adds a part over `columns` (nothing when they hold no row); `sql` gets the name of the
-        /// part's n-th parameter (from 1). `arrays`: each column binds as an array (one row: scalars).
-        mutating func add(_ columns: Columns, arrays: Bool = true, _ sql: (_ parameter: (Int) -> String) -> String) {
+        /// part's n-th parameter (from 1), one array per column.
+        mutating func add(_ columns: Columns, _ sql: (_ parameter: (Int) -> String) -> String) {
             guard columns.rows > 0 else { return }
-            let parameter = bind(columns, arrays: arrays)
+            let parameter = bind(columns)
             part(sql(parameter))
         }
 
         /// Binds `columns` for parts to come; the name of their n-th parameter (from 1).
-        mutating func bind(_ columns: Columns, arrays: Bool = true) -> (Int) -> String {
+        mutating func bind(_ columns: Columns) -> (Int) -> String {
             let base = count
-            columns.bind(into: &binds, arrays: arrays)
+            columns.bind(into: &binds)
             count += columns.width
             return { "$\(base + $0)" }
+        }
+
+        /// Binds one value for parts to come; its parameter's name.
+        mutating func bind(_ value: some PostgresNonThrowingEncodable & Sendable) -> String {
+            binds.append(value)
+            count += 1
+            return "$\(count)"
         }
 
         mutating func part(_ sql: String) {
@@ -196,13 +202,11 @@ enum PostgresRows {
             rows += 1
         }
 
-        /// Binds one array per column (or, with `arrays: false`, the first row's values).
-        func bind(into b: inout PostgresBindings, arrays: Bool) {
+        /// Binds one array per column.
+        func bind(into b: inout PostgresBindings) {
             for i in 0..<width {
-                if let v = ints[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
-                else if let v = texts[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
-                else if let v = doubles[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
-                else if let v = blobs[i] { if arrays { b.append(v) } else { b.append(v[0]) } }
+                if let v = ints[i] { b.append(v) } else if let v = texts[i] { b.append(v) }
+                else if let v = doubles[i] { b.append(v) } else if let v = blobs[i] { b.append(v) }
             }
         }
     }

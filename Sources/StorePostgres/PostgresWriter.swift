@@ -46,10 +46,13 @@ struct PostgresWriter: Sendable {
         if !unit.assumptions.isEmpty {
             // One statement: `unnest` yields the keys in the array's order, so every writer takes
             // them in ascending order and two can never wait for each other.
-            var keys = PostgresBindings(capacity: 1)
-            keys.append(Set(unit.assumptions.flatMap(\.locks).map(Self.lockKey)).sorted())
-            try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS u(k)",
-                                                     binds: keys), logger: logger)
+            let keys = Set(unit.assumptions.flatMap(\.locks).map(Self.lockKey)).sorted()
+            if !keys.isEmpty {
+                var binds = PostgresBindings(capacity: 1)
+                binds.append(keys)
+                try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS u(k)",
+                                                         binds: binds), logger: logger)
+            }
             let reads = SQLReadQueries(tx)
             for assumption in unit.assumptions {
                 let found = try await reads.keys(assumption.query, limit: max(assumption.expected.count + 1, 2))
@@ -91,8 +94,7 @@ struct PostgresWriter: Sendable {
         try await PlatformRecordSQL.apply(unit.records) { sql, binds in try await tx.query(sql, binds) }
         if !unit.audit.isEmpty {
             // Last, so the chain head's row lock (which orders every node's appends) is held only
-            // from here to the commit.
-            // The events, their patients and the new head then go in one statement.
+            // from here to the commit; the events, their patients and the new head are one statement.
             let head = AuditChain.head(try await tx.query(AuditChain.headSQL + " FOR UPDATE", []).first)
             let (rows, newHead) = AuditChain.append(unit.audit, after: head)
             try await PostgresRows.appendAudit(rows, patients: unit.audit.map(\.patients), head: newHead, on: connection, logger: logger)
