@@ -62,7 +62,10 @@ def main():
         copies[mode] = os.path.join(work, mode)
         log(f"copying the store ({mode})")
         shutil.copytree(args.data, copies[mode], ignore=shutil.ignore_patterns("huitong.lock"))  # keys: the store's own keyring
-    out = subprocess.run([BINARY, "client", "create", "--data", copies["on"], "--name", "bench", "--scopes", "system/*.rs"],
+    # An administrator reads every record (audited, each read as broken glass): this measures tokens
+    # and audit; the decision inside the query, for facility readers, is bench/access_query.py's.
+    out = subprocess.run([BINARY, "client", "create", "--data", copies["on"], "--name", "bench", "--role", "administrator",
+                          "--scopes", "system/*.rs"],
                          check=True, capture_output=True, text=True).stdout
     client_id = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("client_id: "))
     secret = next(l.split(": ", 1)[1].split()[0] for l in out.splitlines() if l.startswith("client_secret: "))
@@ -71,7 +74,8 @@ def main():
     servers = {
         "off": start([BINARY, "serve", "--dev", "--no-audit", "--port", str(ports["off"]), "--data", copies["off"]],
                      f"http://127.0.0.1:{ports['off']}/ready"),
-        "on": start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(ports["on"]), "--data", copies["on"]],
+        "on": start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(ports["on"]), "--data", copies["on"],
+                     "--public-url", f"http://127.0.0.1:{ports['on']}"],
                     f"http://127.0.0.1:{ports['on']}/ready"),
     }
     results = {}

@@ -74,7 +74,7 @@ def main():
     # Dynamic codes are made once per round and scanned many times here: the limit is lifted so that
     # every scan is a successful use (each still inserts its use record), as many residents' codes would be.
     server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data,
-                    "--card-code-lifetime", "3600", "--card-code-max-uses", "1000000000", "--auth-rate-limit", "0"],
+                    "--public-url", f"http://127.0.0.1:{port}", "--card-code-lifetime", "3600", "--card-code-max-uses", "1000000000", "--auth-rate-limit", "0"],
                    f"http://127.0.0.1:{port}/ready")
 
     def token():

@@ -55,6 +55,9 @@ class Server:
     def start(self):
         args = [BINARY, "serve"] + (["--dev"] if self.dev else []) + [
             "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir] + self.start_args
+        if not self.dev and "--public-url" not in self.start_args:
+            # Outside --dev the server needs the URL clients reach it at (token audiences, discovery).
+            args += ["--public-url", f"{self.scheme}://127.0.0.1:{self.port}"]
         if self.database:
             args += ["--database", self.database]
         self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)

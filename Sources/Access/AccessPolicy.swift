@@ -1,3 +1,6 @@
+import FHIRModel
+import Store
+
 /// What a request does, as the access decision sees it.
 public enum Interaction: Sendable, Hashable, CustomStringConvertible {
     case read, vread, history, search, create, update, patch, delete
@@ -13,6 +16,17 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
     case transaction
     /// A named operation (`match`, `everything`, `ihe-pix`, `empi-link`, ...).
     case operation(String)
+
+    /// The kind of interaction, for the role rules: read, vread, search, history, or a write.
+    var restfulKind: String {
+        switch self {
+        case .read: "read"
+        case .vread: "vread"
+        case .search: "search"
+        case .history: "history"
+        default: "write"
+        }
+    }
 
     public var description: String {
         switch self {
@@ -121,6 +135,7 @@ public struct AccessPolicy: Sendable {
         if type == "AuditEvent", !Self.auditReaders.contains(principal.role), !isResident(principal) {
             throw AccessDenied("The audit trail is read by administrators and operators, and by residents (their own records)")
         }
+        try authorizeRole(principal, interaction, type)
         let needed = interaction.needs
         let granted = principal.permissions(on: type ?? "*")
         guard granted.isSuperset(of: needed) else {
@@ -130,34 +145,58 @@ public struct AccessPolicy: Sendable {
         }
     }
 
+    /// The rows the principal may read, as the SQL of every read applies them (ADR 016).
+    /// - Parameters:
+    ///   - breakGlass: an emergency reader broke the glass (already checked to be allowed).
+    ///   - residentPatients: for a resident, the ids of their own Patients (through the master index).
+    ///   - labels: the sensitive categories other facilities need an opt-in for.
+    public func readScope(_ principal: Principal, breakGlass: Bool, residentPatients: [String], labels: Set<String>,
+                          now: Int64) -> ReadScope {
+        let reader: ReadScope.Reader
+        if principal.role == .administrator || breakGlass {
+            reader = .everything
+        } else if isResident(principal) {
+            reader = .resident(patients: residentPatients.sorted())
+        } else {
+            switch principal.role {
+            case .facilitySystem, .clinician, .emergencyClinician: reader = .facility(principal.facility, clinical: true)
+            case .platformOperator: reader = .shared(demographics: true)
+            case .cdcStaff, .resident, .administrator: reader = .shared(demographics: false)
+            }
+        }
+        return ReadScope(reader: reader, now: now, labels: Array(labels))
+    }
+
+    /// What a role allows whatever its scopes grant (a scope never grants more than the role):
+    /// platform operators see connectivity, counts and data quality — no clinical records, only the
+    /// master index's identity records and review queue, read-only; CDC staff read cases through
+    /// the public-health functions, not through FHIR reads of patient data.
+    func authorizeRole(_ principal: Principal, _ interaction: Interaction, _ type: String?) throws(AccessDenied) {
+        let clinical = type.map { R4Compartments.patientTypes.contains($0) && $0 != "AuditEvent" } ?? true
+        switch principal.role {
+        case .resident where !isResident(principal):
+            throw AccessDenied("A resident acts with patient/ scopes, on their own records")
+        case .platformOperator where clinical:
+            if case .operation(let name) = interaction, Self.stewardOperations.contains(name) || name == "hl7-rejected" { return }
+            let reads: Set<String> = ["read", "vread", "search", "history"]
+            guard let type, ["Patient", "Person", "Task"].contains(type), reads.contains(interaction.restfulKind) else {
+                throw AccessDenied("Operators see no clinical content (connectivity, counts and data quality only): "
+                                   + "not \(interaction) on \(type ?? "all types")")
+            }
+        case .cdcStaff where clinical:
+            throw AccessDenied("CDC staff read case data through the public-health functions, not \(interaction) on \(type ?? "all types")")
+        default:
+            return
+        }
+    }
+
     /// A resident acting for themselves (`patient/` scopes).
     public func isResident(_ principal: Principal) -> Bool {
         principal.role != .administrator && principal.scopes.contains { $0.context == .patient }
     }
 
-    /// A resident's reading of one record: their own (any of their Patients, their master Person),
-    /// or a record of a type that is not about patients (a Practitioner, an Organization). A record
-    /// of a patient-data type whose patient cannot be told (an Observation without a subject) is
-    /// nobody's to read this way.
-    public func mayRead(resident principal: Principal, type: String, recordPatient: String?, own: Set<String>) -> Bool {
-        guard let recordPatient else { return !Self.patientCompartmentTypes.contains(type) }
-        return own.contains(recordPatient)
-    }
-
     /// The resource types of the R4 Patient compartment (compartmentdefinition-patient): data about a patient.
-    public static let patientCompartmentTypes: Set<String> = [
-        "Account", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse", "AuditEvent", "Basic",
-        "BodyStructure", "CarePlan", "CareTeam", "ChargeItem", "Claim", "ClaimResponse", "ClinicalImpression", "Communication",
-        "CommunicationRequest", "Composition", "Condition", "Consent", "Coverage", "CoverageEligibilityRequest",
-        "CoverageEligibilityResponse", "DetectedIssue", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport",
-        "DocumentManifest", "DocumentReference", "Encounter", "EnrollmentRequest", "EpisodeOfCare", "ExplanationOfBenefit",
-        "FamilyMemberHistory", "Flag", "Goal", "Group", "ImagingStudy", "Immunization", "ImmunizationEvaluation",
-        "ImmunizationRecommendation", "Invoice", "List", "MeasureReport", "Media", "MedicationAdministration",
-        "MedicationDispense", "MedicationRequest", "MedicationStatement", "MolecularSequence", "NutritionOrder", "Observation",
-        "Patient", "Person", "Procedure", "Provenance", "QuestionnaireResponse", "RelatedPerson", "RequestGroup",
-        "ResearchSubject", "RiskAssessment", "Schedule", "ServiceRequest", "Specimen", "SupplyDelivery", "SupplyRequest",
-        "Task", "VisionPrescription",
-    ]
+    public static var patientCompartmentTypes: Set<String> { R4Compartments.patientTypes }
 
     /// Roles that may break the glass (`X-Break-Glass-Reason`): override a refusal in an emergency,
     /// audited with the reason and shown to the resident.

@@ -74,13 +74,24 @@ public enum AuditEventBuilder {
         if let facility = principal.facility { member("f", facility) }
         if let token = principal.tokenID { member("j", token) }
         if let address = origin.address { member("ip", address) }
-        if let reason = origin.breakGlassReason { member("bg", reason) }
+        if let reason = origin.breakGlassReason ?? administratorAccess(principal, interaction, patients: patients) { member("bg", reason) }
         if !patients.isEmpty { member("p", patients) }
         let others = entities.map(\.description).filter { !patients.contains($0) }
         if !others.isEmpty { member("e", others) }
         if let query { member("q", query) }
         out.append(UInt8(ascii: "}"))
         return AuditRecord(recorded: recorded, content: out, patients: patients)
+    }
+
+    /// An administrator — a person or system with the platform's every right, not the platform's
+    /// own work — reading patients' records does so outside any treatment relationship: audited as
+    /// broken glass (shown to the resident), with this reason.
+    static func administratorAccess(_ principal: Principal, _ interaction: Interaction, patients: [String]) -> String? {
+        guard principal.role == .administrator, principal.kind == .user || principal.kind == .client, !patients.isEmpty else { return nil }
+        switch interaction.auditAction {
+        case "R", "E": return "administrator access (管理员访问): no treatment relationship"
+        default: return nil
+        }
     }
 
     /// The FHIR R4 AuditEvent of a stored entry (DICOM/IHE style: type `rest`, subtype the RESTful

@@ -70,6 +70,9 @@ public struct ClientRegistry: Sendable {
             }
         }
         let secret = jwks == nil ? randomToken() : nil
+        if role.actsForAFacility && (facility ?? "").isEmpty {
+            throw OAuthError(400, "invalid_client_metadata", "A \(role.rawValue) client acts for a facility: name it (--facility)")
+        }
         if !hl7Senders.isEmpty && facility == nil {
             throw OAuthError(400, "invalid_client_metadata", "An HL7 v2 sender writes as a facility: give the client one")
         }

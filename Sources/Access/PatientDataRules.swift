@@ -8,68 +8,14 @@ public enum ConsentVerdict: Sendable, Equatable {
     case deny
 }
 
-/// The facts about one resource of patient data that decide whether a facility may read it.
-public struct PatientDataFacts: Sendable, Equatable {
-    /// The facility that wrote it (`meta.source`); nil for data no facility wrote.
-    public var sourceFacility: String?
-    /// The reading facility has a current treatment relationship with the resident.
-    public var treatment: Bool
-    public var consent: ConsentVerdict
-    /// An emergency reader broke the glass (already checked to be an emergency role).
-    public var breakGlass: Bool
-    /// The record is the resident's identity (a Patient or the master Person), not clinical data.
-    public var demographic: Bool
-    /// The reading facility has registered the resident (has its own Patient linked to them).
-    public var registered: Bool
-    /// The sensitive categories (security labels) the record carries.
-    public var sensitive: Set<String> = []
-    /// The sensitive categories the resident opted in for the reading facility.
-    public var optedIn: Set<String> = []
-
-    public init(sourceFacility: String?, treatment: Bool, consent: ConsentVerdict, breakGlass: Bool,
-                demographic: Bool = false, registered: Bool = false) {
-        self.sourceFacility = sourceFacility
-        self.treatment = treatment
-        self.consent = consent
-        self.breakGlass = breakGlass
-        self.demographic = demographic
-        self.registered = registered
-    }
-}
-
 extension AccessPolicy {
-    /// Roles that read clinical data at a facility; other facilities' records need more (below).
-    static let facilityReaders: Set<Role> = [.facilitySystem, .clinician, .emergencyClinician]
-
-    /// Whether the principal's reading of patient data depends on whose data it is: people and
-    /// systems of a facility. Administrators and the platform itself are not restricted this way.
-    public func readsAcrossFacilities(_ principal: Principal) -> Bool {
-        principal.facility != nil && principal.role != .administrator
-    }
-
     /// History of a type or of everything mixes many residents' versions, whose totals and paging
-    /// would show what a facility reader may not see: such readers ask for one resource's history.
+    /// would show what a restricted reader may not see: only administrators (and the platform) list
+    /// it; everyone else asks for one resource's history, decided version by version.
     public func authorizeHistoryAcrossResidents(_ principal: Principal) throws(AccessDenied) {
-        if readsAcrossFacilities(principal) || isResident(principal) {
-            throw AccessDenied("History across residents is not available to facility readers; ask for one resource's history")
+        if principal.role != .administrator {
+            throw AccessDenied("History across residents is for administrators; ask for one resource's history")
         }
-    }
-
-    /// Another facility's records about a resident need a role that reads clinical data, a current
-    /// treatment relationship (for the resident's identity records, registering them suffices) and
-    /// no refusal in the resident's consent — or broken glass. A facility's own records need
-    /// nothing more than the scopes.
-    public func mayRead(_ principal: Principal, patientData facts: PatientDataFacts) -> Bool {
-        guard readsAcrossFacilities(principal) else { return true }
-        if let own = principal.facility, facts.sourceFacility == own { return true }
-        guard Self.facilityReaders.contains(principal.role) else { return false }
-        if facts.breakGlass { return true }
-        // Identity across facilities (the master Person, the resident's other registrations: what
-        // PIX cross-references) for a facility that registered the resident; clinical data only
-        // with a current treatment relationship. A refusal in the consent stops both.
-        let relationship = facts.treatment || (facts.demographic && facts.registered)
-        // Sensitive categories (GB/T 39725 level 5) additionally need the resident's opt-in.
-        return relationship && facts.consent != .deny && facts.sensitive.isSubset(of: facts.optedIn)
     }
 
     /// Whether the principal may change (update, patch, delete) an existing record: a facility's
@@ -78,7 +24,7 @@ extension AccessPolicy {
     /// themselves (`own`: their Patients and master Person); administrators anything.
     public func mayChange(_ principal: Principal, sourceFacility: String?, recordPatient: String?, own: Set<String>) -> Bool {
         if isResident(principal) { return recordPatient.map(own.contains) ?? false }
-        guard readsAcrossFacilities(principal) else { return true }
+        if principal.role == .administrator { return true }
         return sourceFacility == principal.facility
     }
 }

@@ -16,6 +16,10 @@ public enum Role: String, Sendable, CaseIterable, Codable {
     case platformOperator = "operator"
     /// A resident: only their own records (`patient/` scopes).
     case resident
+
+    /// Roles that act for one facility and must name it: their writes are the facility's, their
+    /// reads decided by whose records they are (ADR 016).
+    public var actsForAFacility: Bool { [.facilitySystem, .clinician, .emergencyClinician].contains(self) }
 }
 
 /// Who is acting, as the access decision sees it: established by a verified token (or, in

@@ -2,24 +2,44 @@ import FHIRModel
 import Foundation
 
 /// Sensitive categories of health data (GB/T 39725-2020 level 5: mental health, HIV/STD,
-/// reproductive health): records coded with one of a category's codes carry its security label
-/// (`meta.security`, HL7 v3 ActCode), set by the ingest pipeline on every write. Other facilities
-/// see a labelled record only if the resident's Consent opts that label in for them
-/// (`Consent.provision.securityLabel`), or by breaking the glass.
+/// reproductive health): records about one carry its security label (`meta.security`, HL7 v3
+/// ActCode), set by the ingest pipeline on every write. Other facilities see a labelled record only
+/// if the resident's Consent opts that label in for them (`Consent.provision.securityLabel`), or by
+/// breaking the glass.
+///
+/// A record is in a category by meaning, not by one spelling (ADR 016):
+/// - a diagnosis code by system and code prefix, compared without regard to case or surrounding
+///   space, in each code system the category lists (ICD-10 as WHO, FHIR, ICD-10-CM, their OIDs and
+///   the Chinese clinical edition name it; SNOMED CT concepts);
+/// - a laboratory test (LOINC) whose result is positive (`positiveTests`: a positive, reactive or
+///   detected value or interpretation), or one whose mere presence tells (`tests`: an HIV viral
+///   load is measured only for people living with HIV);
+/// - with `textMatching` on (the default), a concept given as text only (no coding) that names
+///   one of the category's `terms`: a diagnosis a system sent as free text is treated as sensitive
+///   rather than as nobody's business.
 ///
 /// The list is configurable (`huitong serve --sensitive-categories FILE`, the JSON `encoded`
-/// writes); codes match by system and code prefix (`F` covers ICD-10 F00–F99).
+/// writes); `codes` match by system and code prefix (`F` covers ICD-10 F00–F99).
 public struct SensitiveCategories: Sendable, Codable, Equatable {
     public struct Category: Sendable, Codable, Equatable {
         /// The security label (v3 ActCode: `PSY`, `HIV`, `STD`, `SEX`, ...).
         public var label: String
         public var name: String
         public var codes: [Code]
+        /// Tests whose positive result puts the record in the category (system and code prefix).
+        public var positiveTests: [Code]?
+        /// Tests whose every result puts the record in the category.
+        public var tests: [Code]?
+        /// Words that name the category in free text (compared without regard to case).
+        public var terms: [String]?
 
-        public init(label: String, name: String, codes: [Code]) {
+        public init(label: String, name: String, codes: [Code], positiveTests: [Code]? = nil, tests: [Code]? = nil, terms: [String]? = nil) {
             self.label = label
             self.name = name
             self.codes = codes
+            self.positiveTests = positiveTests
+            self.tests = tests
+            self.terms = terms
         }
     }
 
@@ -35,67 +55,129 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
     }
 
     public var categories: [Category]
+    /// Whether text-only concepts are matched against the categories' terms.
+    public var textMatching: Bool
 
-    public init(categories: [Category]) {
+    public init(categories: [Category], textMatching: Bool = true) {
         self.categories = categories
+        self.textMatching = textMatching
         self.bySystem = [:]
+        self.testsBySystem = [:]
+        self.terms = []
         index()
     }
 
-    /// Code prefixes by system, each with its label (built once; not part of the file).
+    /// Code prefixes by system (lower-cased), each with its label and whether a positive result
+    /// is needed (built once; not part of the file).
     private var bySystem: [String: [(prefix: String, label: String)]]
+    private var testsBySystem: [String: [(prefix: String, label: String, positive: Bool)]]
+    private var terms: [(term: String, label: String)]
 
     private mutating func index() {
         bySystem = [:]
+        testsBySystem = [:]
+        terms = []
         for category in categories {
-            for code in category.codes { bySystem[code.system, default: []].append((code.prefix, category.label)) }
+            for code in category.codes {
+                bySystem[Self.normalisedSystem(code.system), default: []].append((Self.normalisedCode(code.prefix), category.label))
+            }
+            for code in category.positiveTests ?? [] {
+                testsBySystem[Self.normalisedSystem(code.system), default: []].append((Self.normalisedCode(code.prefix), category.label, true))
+            }
+            for code in category.tests ?? [] {
+                testsBySystem[Self.normalisedSystem(code.system), default: []].append((Self.normalisedCode(code.prefix), category.label, false))
+            }
+            for term in category.terms ?? [] where !term.isEmpty { terms.append((term.lowercased(), category.label)) }
         }
     }
 
-    enum CodingKeys: String, CodingKey { case categories }
-
-    public init(from decoder: any Decoder) throws {
-        self.init(categories: try decoder.container(keyedBy: CodingKeys.self).decode([Category].self, forKey: .categories))
+    static func normalisedSystem(_ s: String) -> String {
+        var t = Substring(s.trimmingCharacters(in: .whitespaces).lowercased())
+        while t.hasSuffix("/") { t = t.dropLast() }
+        return String(t)
     }
 
-    public static func == (a: Self, b: Self) -> Bool { a.categories == b.categories }
+    static func normalisedCode(_ s: String) -> String { s.trimmingCharacters(in: .whitespaces).uppercased() }
+
+    enum CodingKeys: String, CodingKey { case categories, textMatching }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(categories: try container.decode([Category].self, forKey: .categories),
+                  textMatching: try container.decodeIfPresent(Bool.self, forKey: .textMatching) ?? true)
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.categories == b.categories && a.textMatching == b.textMatching }
 
     public static let labelSystem = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
     /// The labels of every category.
     public var labels: Set<String> { Set(categories.map(\.label)) }
 
-    /// ICD-10 as published by WHO, as FHIR names it, and the Chinese national clinical edition
-    /// (GB/T 14396, 疾病分类与代码).
-    static let icd10Systems = ["http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cn", "urn:oid:2.16.156.10011.2.3.3.11"]
+    /// ICD-10 as published by WHO, as FHIR, HL7 and ICD-10-CM name it (URIs and OIDs), and the
+    /// Chinese national clinical edition (GB/T 14396, 疾病分类与代码).
+    static let icd10Systems = [
+        "http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10-cn",
+        "http://terminology.hl7.org/CodeSystem/icd10", "urn:oid:2.16.840.1.113883.6.3", "urn:oid:2.16.840.1.113883.6.90",
+        "urn:oid:2.16.156.10011.2.3.3.11",
+    ]
+    static let snomed = "http://snomed.info/sct"
+    static let loinc = "http://loinc.org"
 
     static func icd10(_ prefixes: String...) -> [Code] {
         icd10Systems.flatMap { system in prefixes.map { Code(system, $0) } }
     }
 
-    /// The built-in list: diagnoses by ICD-10 chapter blocks.
+    static func snomed(_ codes: String...) -> [Code] { codes.map { Code(snomed, $0) } }
+    static func loinc(_ codes: String...) -> [Code] { codes.map { Code(loinc, $0) } }
+
+    /// The built-in list: diagnoses by ICD-10 chapter blocks and SNOMED CT concepts, laboratory
+    /// tests by LOINC, and the words that name each category in Chinese and English.
     public static let defaults = SensitiveCategories(categories: [
-        Category(label: "PSY", name: "精神卫生 mental health", codes: icd10("F")),
-        Category(label: "HIV", name: "艾滋病 HIV/AIDS", codes: icd10("B20", "B21", "B22", "B23", "B24", "Z21", "R75")),
+        Category(label: "PSY", name: "精神卫生 mental health",
+                 codes: icd10("F") + snomed("74732009", "35489007", "370143000", "58214004", "13746004", "197480006", "69322001"),
+                 terms: ["精神障碍", "精神分裂", "抑郁", "双相", "焦虑症", "精神病", "mental disorder", "depressi", "schizophren", "bipolar",
+                         "psychosis", "psychotic"]),
+        Category(label: "HIV", name: "艾滋病 HIV/AIDS",
+                 codes: icd10("B20", "B21", "B22", "B23", "B24", "Z21", "R75") + snomed("86406008", "62479008", "165816005", "91947003"),
+                 positiveTests: loinc("7917-8", "7918-6", "5221-7", "68961-2", "56888-1", "75622-1", "31201-7", "43009-0", "49905-3",
+                                      "25835-0", "29893-5", "48345-3", "48346-1", "44607-9", "69668-2", "80387-4"),
+                 tests: loinc("20447-9", "23876-6", "24013-5", "25836-8", "29539-4", "29541-0", "41513-2", "41514-0", "41515-7",
+                              "41516-5", "48510-2", "48511-0", "48551-6", "48552-4", "51780-5", "59419-2", "62469-2", "70241-5"),
+                 terms: ["艾滋", "hiv", "aids", "人类免疫缺陷"]),
         Category(label: "STD", name: "性传播疾病 sexually transmitted diseases",
-                 codes: icd10("A50", "A51", "A52", "A53", "A54", "A55", "A56", "A57", "A58", "A59", "A60", "A63", "A64")),
+                 codes: icd10("A50", "A51", "A52", "A53", "A54", "A55", "A56", "A57", "A58", "A59", "A60", "A63", "A64")
+                     + snomed("76272004", "15628003", "105629000", "33839006"),
+                 positiveTests: loinc("20507-0", "31147-2", "5292-8", "24110-9", "8041-6", "47236-5", "22587-0", "26009-1", "21414-8",
+                                      "43304-5", "21613-5", "24111-7", "50387-0", "6487-3", "36902-5", "21415-5"),
+                 terms: ["梅毒", "淋病", "尖锐湿疣", "生殖器疱疹", "衣原体", "性病", "syphilis", "gonorrh", "chlamydia", "genital herpes"]),
         Category(label: "SEX", name: "生殖健康 reproductive health",
-                 codes: icd10("O00", "O01", "O02", "O03", "O04", "O05", "O06", "O07", "O08", "Z30", "Z31", "N46", "N97")),
+                 codes: icd10("O00", "O01", "O02", "O03", "O04", "O05", "O06", "O07", "O08", "Z30", "Z31", "N46", "N97")
+                     + snomed("17369002", "386639001", "8619003"),
+                 terms: ["人工流产", "流产", "引产", "不孕", "不育", "abortion", "infertil"]),
     ])
 
     public static func load(path: String) throws -> SensitiveCategories {
         try JSONDecoder().decode(SensitiveCategories.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
-    /// The labels whose codes appear in any Coding of the resource.
+    /// The labels the resource is in: codes anywhere in it (any Coding), tests with their results,
+    /// and text-only concepts naming a category's terms.
     public func labels(for resource: JSONObject) -> Set<String> {
-        guard !bySystem.isEmpty else { return [] }
+        guard !categories.isEmpty else { return [] }
         var found = Set<String>()
+        func codeLabels(_ coding: JSON) -> [String] {
+            guard let system = coding["system"]?.stringValue, let code = coding["code"]?.stringValue,
+                  let prefixes = bySystem[Self.normalisedSystem(system)] else { return [] }
+            let c = Self.normalisedCode(code)
+            return prefixes.filter { c.hasPrefix($0.prefix) }.map(\.label)
+        }
         func visit(_ value: JSON) {
             switch value {
             case .object(let o):
-                if let system = o["system"]?.stringValue, let code = o["code"]?.stringValue, let prefixes = bySystem[system] {
-                    for p in prefixes where code.hasPrefix(p.prefix) { found.insert(p.label) }
+                if o["system"] != nil { found.formUnion(codeLabels(value)) }
+                if textMatching, let text = o["text"]?.stringValue, o["coding"] == nil || o["coding"]?.arrayValue?.isEmpty == true {
+                    found.formUnion(termLabels(text))
                 }
                 for (key, member) in o where key != "meta" && key != "text" { visit(member) }
             case .array(let items):
@@ -105,7 +187,56 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
             }
         }
         visit(.object(resource))
+        found.formUnion(testLabels(resource))
         return found
+    }
+
+    /// The categories whose terms a free text names.
+    func termLabels(_ text: String) -> Set<String> {
+        let t = text.lowercased()
+        return Set(terms.filter { t.contains($0.term) }.map(\.label))
+    }
+
+    /// An Observation of a listed test: its label when the test tells by itself, or when its
+    /// result is positive.
+    func testLabels(_ resource: JSONObject) -> Set<String> {
+        guard !testsBySystem.isEmpty, resource["resourceType"]?.stringValue == "Observation" else { return [] }
+        var found = Set<String>()
+        var needsPositive = Set<String>()
+        for coding in resource["code"]?["coding"]?.arrayValue ?? [] {
+            guard let system = coding["system"]?.stringValue, let code = coding["code"]?.stringValue,
+                  let tests = testsBySystem[Self.normalisedSystem(system)] else { continue }
+            let c = Self.normalisedCode(code)
+            for test in tests where c == test.prefix || c.hasPrefix(test.prefix) {
+                if test.positive { needsPositive.insert(test.label) } else { found.insert(test.label) }
+            }
+        }
+        if !needsPositive.isEmpty, Self.isPositive(resource) { found.formUnion(needsPositive) }
+        return found
+    }
+
+    /// Codes and words that say a qualitative result is positive.
+    static let positiveCodes: Set<String> = ["10828004", "260373001", "11214006", "52101004", "POS", "DET", "RR"]
+    static let positiveWords = ["阳性", "positive", "reactive", "detected", "pos", "+"]
+    static let negativeWords = ["阴性", "negative", "non-reactive", "nonreactive", "not detected", "undetected", "neg"]
+
+    /// A positive, reactive or detected value or interpretation (a number alone says nothing of
+    /// positivity: tests that tell by their mere presence are listed under `tests`).
+    static func isPositive(_ observation: JSONObject) -> Bool {
+        func codes(_ concept: JSON?) -> [String] { (concept?["coding"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue?.uppercased() } }
+        func positiveText(_ text: String?) -> Bool {
+            guard let t = text?.trimmingCharacters(in: .whitespaces).lowercased(), !t.isEmpty else { return false }
+            if negativeWords.contains(where: { t.contains($0) }) { return false }
+            return positiveWords.contains { t == $0 || t.contains($0) && $0.count > 1 }
+        }
+        if codes(observation["valueCodeableConcept"]).contains(where: positiveCodes.contains) { return true }
+        if positiveText(observation["valueCodeableConcept"]?["text"]?.stringValue) || positiveText(observation["valueString"]?.stringValue) { return true }
+        if observation["valueBoolean"]?.boolValue == true { return true }
+        for interpretation in observation["interpretation"]?.arrayValue ?? [] {
+            if codes(interpretation).contains(where: ["POS", "DET", "A", "AA", "RR"].contains) { return true }
+            if positiveText(interpretation["text"]?.stringValue) { return true }
+        }
+        return false
     }
 
     /// The resource with a `meta.security` label for each category it is coded in (labels already

@@ -57,6 +57,9 @@ public struct UserDirectory: Sendable {
         if let bad = scopes.split(separator: " ").first(where: { SMARTScope($0) == nil }) {
             throw OAuthError(400, "invalid_scope", "'\(bad)' is not a SMART resource scope")
         }
+        if role.actsForAFacility && (facility ?? "").isEmpty {
+            throw OAuthError(400, "invalid_request", "A \(role.rawValue) works at a facility: name it (--facility)")
+        }
         if try await store.record(kind: UserAccount.kind, id: username, now: 0) != nil {
             throw OAuthError(409, "invalid_request", "The user '\(username)' exists already")
         }

@@ -67,6 +67,8 @@ struct AuthRoutes: Sendable {
     let scheme: String
     /// Requests to `/auth/*` per client address (nil: unlimited).
     let limiter: RateLimiter?
+    /// Where refused token requests are audited.
+    var failures: AuthenticationFailureAudit? = nil
 
     func register(on router: Router<HuitongRequestContext>) {
         let auth = router.group("auth")
@@ -105,12 +107,32 @@ struct AuthRoutes: Sendable {
         await respond {
             guard let clients, let users else { throw OAuthError(400, "unsupported_grant_type", "This server issues no tokens") }
             let form = try await Self.form(request)
-            if form["grant_type"] == "refresh_token" {
-                return try await users.refresh(form["refresh_token"] ?? "")
+            do {
+                if form["grant_type"] == "refresh_token" {
+                    return try await users.refresh(form["refresh_token"] ?? "")
+                }
+                return try await clients.grant(ClientRegistry.TokenRequest(
+                    form: form, basic: Self.basicCredentials(request), endpointURL: base(request) + "/auth/token"))
+            } catch let error as OAuthError {
+                // Who tried: the client id it named (in the form, Basic credentials or the assertion's issuer), if any.
+                let subject = form["client_id"] ?? Self.basicCredentials(request)?.id ?? Self.assertionIssuer(form["client_assertion"]) ?? "unknown"
+                await failures?.record("token", subject: subject, kind: .client, address: context.remoteAddress?.ipAddress,
+                                       reason: "\(error.error): \(error.description)")
+                throw error
             }
-            return try await clients.grant(ClientRegistry.TokenRequest(
-                form: form, basic: Self.basicCredentials(request), endpointURL: base(request) + "/auth/token"))
         }
+    }
+
+    /// The `iss` of an unverified client assertion, only to name who tried in the audit trail.
+    static func assertionIssuer(_ assertion: String?) -> String? {
+        guard let assertion else { return nil }
+        let parts = assertion.split(separator: ".")
+        guard parts.count >= 2 else { return nil }
+        var b64 = String(parts[1]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while b64.count % 4 != 0 { b64 += "=" }
+        guard let data = Data(base64Encoded: b64), let claims = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let iss = claims["iss"] as? String else { return nil }
+        return String(iss.prefix(128))
     }
 
     /// People log in with username, password and the current TOTP code (both factors, always).
@@ -166,7 +188,8 @@ struct AuthRoutes: Sendable {
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             return Self.json(["error": "invalid_request", "error_description": "The token request is too large"], status: .contentTooLarge)
         } catch {
-            return Self.json(["error": "server_error", "error_description": "\(error)"], status: .internalServerError)
+            return Self.json(["error": "server_error", "error_description": "Internal error; incident \(Incident.report(error)) is in the server's log"],
+                             status: .internalServerError)
         }
     }
 

@@ -2,6 +2,8 @@ import Access
 import FHIRModel
 import Foundation
 import HTTPTypes
+import HummingbirdCore
+import NIOHTTP1
 import Hummingbird
 import Logging
 import Platform
@@ -21,13 +23,17 @@ struct FHIRRoutes: Sendable {
     let scheme: String
     /// Requests per authenticated client or user (nil: unlimited).
     let clientLimiter: RateLimiter?
+    /// The externally visible base URL (`--public-url`); nil (only with `--dev`): from the Host header.
+    var publicURL: String? = nil
+    /// Where failed authentication is audited (nil: not at all, for tests of routing alone).
+    var failures: AuthenticationFailureAudit? = nil
 
     /// The routes on behalf of `principal`: every service call below asks the access decision for it.
     func acting(as principal: Principal, from origin: RequestOrigin) -> FHIRRoutes {
         let acting = service.acting(as: principal, from: origin)
         return FHIRRoutes(service: acting, searches: searches.acting(as: principal, from: origin), bundles: BundleProcessor(service: acting),
                           maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development, scheme: scheme,
-                          clientLimiter: clientLimiter)
+                          clientLimiter: clientLimiter, publicURL: publicURL, failures: failures)
     }
 
     func register(on router: Router<HuitongRequestContext>) {
@@ -180,6 +186,11 @@ struct FHIRRoutes: Sendable {
         do {
             principal = try await authenticator.principal(request)
         } catch {
+            // A credential that does not hold (forged, expired, malformed) is an attempt: audited.
+            if request.headers[.authorization] != nil {
+                await failures?.record("authenticate", subject: "unknown", kind: .anonymous, address: context.remoteAddress?.ipAddress,
+                                       reason: "\(request.method) \(request.uri.path): \(error.reason)")
+            }
             return Authenticator.refusal(error)
         }
         if let clientLimiter, principal.kind != .development, let wait = clientLimiter.take(principal.kind.rawValue + ":" + principal.subject) {
@@ -194,6 +205,12 @@ struct FHIRRoutes: Sendable {
             return try await body(routes, baseURL(request))
         } catch let error as FHIRError {
             return FHIRResponse.error(error)
+        } catch is HTTPParserError {
+            // A body that breaks HTTP/1.1 framing (a bad chunk size): the connection cannot be
+            // trusted to carry another request.
+            var response = FHIRResponse.error(FHIRError(400, code: "structure", "The request body is not valid HTTP/1.1 (chunked encoding or framing)"))
+            response.headers[.connection] = "close"
+            return response
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             return FHIRResponse.error(FHIRError(413, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes"))
         } catch let error as HTTPError {
@@ -202,8 +219,7 @@ struct FHIRRoutes: Sendable {
             return FHIRResponse.error(FHIRError(Int(error.status.code), code: "processing", "\(error)"))
         } catch {
             // Anything else is ours, not the client's: say so in an OperationOutcome, never as a bare 500.
-            context.logger.error("Internal error answering \(request.method) \(request.uri.path): \(error)")
-            return FHIRResponse.error(FHIRError(500, code: "exception", "Internal error: \(error)"))
+            return FHIRResponse.error(FHIRError.internalError("\(request.method) \(request.uri.path): \(error)", logger: context.logger))
         }
     }
 
@@ -214,11 +230,12 @@ struct FHIRRoutes: Sendable {
         } catch let error as FHIRError {
             return FHIRResponse.error(error)
         } catch {
-            return FHIRResponse.error(FHIRError(500, code: "exception", "\(error)"))
+            return FHIRResponse.error(FHIRError.internalError(error))
         }
     }
 
     func baseURL(_ request: Request) -> String {
+        if let publicURL { return publicURL.trimmingTrailingSlashes() + "/fhir" }
         let host = request.head.authority ?? "localhost"
         return "\(scheme)://\(host)/fhir"
     }
@@ -291,14 +308,14 @@ struct FHIRRoutes: Sendable {
         if let type { try service.checkType(type) }
         let params = request.uri.queryParameters
         var query = HistoryQuery(type: type, id: id)
-        query.count = min(max(Int(params["_count"].map(String.init) ?? "") ?? 20, 1), 1000)
+        query.count = min(max(try Self.integer(params, "_count") ?? 20, 1), 1000)
         if let raw = params["_offset"].map(String.init) {
             guard let n = Int(raw), n >= 0, n <= SearchQueryParser.maxOffset else {
                 throw FHIRError(400, code: "value", "_offset must be an integer from 0 to \(SearchQueryParser.maxOffset)", at: "_offset")
             }
             query.offset = n
         }
-        query.snapshot = params["_snapshot"].flatMap { Int64(String($0)) }
+        query.snapshot = try Self.integer(params, "_snapshot").map(Int64.init)
         if let since = params["_since"].map(String.init) {
             guard let t = FHIRDateTime.parse(since, kind: .instant) ?? FHIRDateTime.parse(since, kind: .dateTime) else {
                 throw FHIRError(400, code: "value", "Invalid _since '\(since)': expected an instant", at: "_since")
@@ -403,9 +420,9 @@ struct FHIRRoutes: Sendable {
     /// Person's: the records of every Patient it links (and the Person), as a searchset Bundle, paged.
     func everything(_ request: Request, base: String, patientID: String? = nil, personID: String? = nil) async throws -> Response {
         let params = request.uri.queryParameters
-        var page = PageRequest(count: min(max(Int(params["_count"].map(String.init) ?? "") ?? 100, 1), SearchQueryParser.maxCount))
-        page.after = params["_after"].flatMap { Int(String($0)) }
-        page.snapshot = params["_snapshot"].flatMap { Int(String($0)) }
+        var page = PageRequest(count: min(max(try Self.integer(params, "_count") ?? 100, 1), SearchQueryParser.maxCount))
+        page.after = try Self.integer(params, "_after")
+        page.snapshot = try Self.integer(params, "_snapshot")
         let types = params["_type"].map { $0.split(separator: ",").map(String.init) }
         var since: Int64?
         if let s = params["_since"].map(String.init) {
@@ -438,6 +455,13 @@ struct FHIRRoutes: Sendable {
         return writer.response()
     }
 
+    /// A paging parameter: absent, or a non-negative integer (anything else is a 400, never ignored).
+    static func integer(_ params: FlatDictionary<Substring, Substring>, _ name: String) throws(FHIRError) -> Int? {
+        guard let raw = params[name[...]].map(String.init) else { return nil }
+        guard let n = Int(raw), n >= 0 else { throw FHIRError(400, code: "value", "\(name) must be a non-negative integer, not '\(raw)'", at: name) }
+        return n
+    }
+
     /// `_summary` / `_elements`: the subset of a stored resource, marked SUBSETTED (ResourceSubset).
     func subset(_ content: ByteBuffer?, _ mode: SummaryMode, _ elements: [String]?) -> ByteBuffer? {
         guard mode != .full || elements != nil, let content,
@@ -445,6 +469,10 @@ struct FHIRRoutes: Sendable {
               let out = ResourceSubset.apply(o, summary: mode, elements: elements) else { return content }
         return ByteBuffer(bytes: JSONWriter.bytes(.object(out)))
     }
+}
+
+extension String {
+    func trimmingTrailingSlashes() -> String { Substring(self).trimmingTrailingSlash() }
 }
 
 extension Substring {

@@ -7,6 +7,7 @@ import HummingbirdTLS
 import NIOSSL
 import Identity
 import Logging
+import NIOCore
 import Platform
 import Prometheus
 import Store
@@ -42,6 +43,9 @@ public enum HuitongApplication {
         /// E-health card keys (nil: no `/card` routes).
         public var cards: CardKeyring?
         public var cardSettings = CardSettings()
+        /// How long a request's head may take to arrive, and an idle connection may stay open.
+        public var headerTimeout: TimeAmount = .seconds(10)
+        public var idleTimeout: TimeAmount = .seconds(60)
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -74,11 +78,15 @@ public enum HuitongApplication {
         searches.masterIndex = service.masterIndex
         searches.sensitive = configuration.sensitive
         searches.protection = configuration.identifiers
-        let fhir = FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
+        let failures = AuthenticationFailureAudit(store: store)
+        var routes = FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
                               maxBodyBytes: configuration.maxBodyBytes,
                               authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
                               development: configuration.development, scheme: scheme,
-                              clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) })
+                              clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) },
+                              publicURL: configuration.publicURL)
+        routes.failures = failures
+        let fhir = routes
         fhir.register(on: router)
         if let cards = configuration.cards {
             CardRoutes(routes: fhir, keys: cards, settings: configuration.cardSettings).register(on: router)
@@ -86,7 +94,8 @@ public enum HuitongApplication {
         AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) },
                    users: configuration.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store,
                    publicURL: configuration.publicURL, scheme: scheme,
-                   limiter: configuration.rateLimits.authPerAddress.map { RateLimiter(rate: $0, burst: max(20, 10 * $0)) })
+                   limiter: configuration.rateLimits.authPerAddress.map { RateLimiter(rate: $0, burst: max(20, 10 * $0)) },
+                   failures: failures)
             .register(on: router)
         router.get("health") { _, _ in "ok" }
         router.get("ready") { _, _ -> Response in
@@ -94,7 +103,8 @@ public enum HuitongApplication {
                 _ = try await store.resourceCounts()
                 return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready")))
             } catch {
-                return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "store unavailable: \(error)")))
+                return Response(status: .serviceUnavailable,
+                                body: .init(byteBuffer: ByteBuffer(string: "store unavailable (incident \(Incident.report(error)))")))
             }
         }
         // Operational data, no patient data: served like the status page (restrict at the network
@@ -132,8 +142,7 @@ public enum HuitongApplication {
             }
         }
         router.get("/") { _, _ -> Response in
-            let counts = (try? await store.resourceCounts()) ?? [:]
-            return StatusPage.render(counts: counts, development: configuration.development)
+            StatusPage.render(development: configuration.development)
         }
         return router
     }
@@ -149,9 +158,12 @@ public enum HuitongApplication {
 
     public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger,
                             service: FHIRService? = nil) throws -> some ApplicationProtocol {
-        var server = HTTPServerBuilder.http1()
+        let headerTimeout = configuration.headerTimeout
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout)],
+                                               idleTimeout: configuration.idleTimeout)
+        var server = HTTPServerBuilder.http1(configuration: http1)
         if let tls = configuration.tls {
-            server = try .tls(.http1(), tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))
+            server = try .tls(.http1(configuration: http1), tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))
         }
         return Application(
             router: router(store: store, configuration: configuration, service: service),

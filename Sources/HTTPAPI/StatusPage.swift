@@ -5,15 +5,12 @@ import Platform
 /// The small HTML page at `/`: what this server is, its version and what it holds.
 /// Chinese first, English beside it, as the platform's users read both.
 enum StatusPage {
-    static func render(counts: [String: Int], development: Bool) -> Response {
+    /// Public: it says what the server is and where to go, and nothing about the data it holds.
+    static func render(development: Bool) -> Response {
         let banner = development
             ? "<p style=\"background:#fde;padding:.5em\"><b>开发模式 Development mode</b>：无令牌的请求以开发管理员身份执行，仅限本机访问。"
               + " Requests without a token act as a development administrator; loopback only.</p>"
             : ""
-        let total = counts.values.reduce(0, +)
-        let rows = counts.sorted { $0.key < $1.key }
-            .map { "<tr><td>\(escape($0.key))</td><td>\($0.value)</td></tr>" }
-            .joined(separator: "\n")
         let html = """
         <!DOCTYPE html>
         <html lang="zh-CN">
@@ -29,10 +26,6 @@ enum StatusPage {
         <li><a href="/fhir/metadata">能力声明 CapabilityStatement (/fhir/metadata)</a></li>
         <li><a href="/health">健康检查 Health</a> · <a href="/ready">就绪 Ready</a></li>
         </ul>
-        <h2>资源数量 Resources: \(total)</h2>
-        <table>
-        \(rows)
-        </table>
         </body>
         </html>
         """

@@ -1,9 +1,11 @@
+import Access
 import FHIRModel
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import Platform
+import Store
 
 /// Headers on every response: no MIME sniffing, no framing, no referrer leaking record URLs;
 /// HTML also gets a content security policy (nothing but its own origin), and with TLS on,
@@ -107,5 +109,34 @@ public struct RateLimits: Sendable {
     public init(authPerAddress: Double? = 5, perClient: Double? = nil) {
         self.authPerAddress = authPerAddress
         self.perClient = perClient
+    }
+}
+
+/// Failed authentication — a refused token request, a forged, expired or malformed bearer token —
+/// is audited like every refusal (全程留痕), but a flood of failures from one address must not
+/// flood the audit chain: each address gets a budget of events (10 at once, then one a second);
+/// failures beyond it are counted and the count is written into that address's next event.
+final class AuthenticationFailureAudit: @unchecked Sendable {
+    let store: any ResourceStore
+    let limiter = RateLimiter(rate: 1, burst: 10)
+    private var suppressed: [String: Int] = [:]
+    private let lock = NSLock()
+
+    init(store: any ResourceStore) {
+        self.store = store
+    }
+
+    /// Records a failed attempt by `subject` (a client id, a user name, or `unknown`) from `address`.
+    func record(_ operation: String, subject: String, kind: Principal.Kind, address: String?, reason: String) async {
+        let key = address ?? "-"
+        guard limiter.take(key) == nil else {
+            lock.withLock { suppressed[key, default: 0] += 1 }
+            return
+        }
+        let skipped = lock.withLock { suppressed.removeValue(forKey: key) ?? 0 }
+        let why = skipped == 0 ? reason : reason + " (and \(skipped) earlier failures from this address, not recorded one by one)"
+        let who = Principal(kind: kind, subject: subject, role: .resident, scopes: [])
+        try? await AuditTrail(store: store, principal: who, origin: RequestOrigin(address: address))
+            .append(.operation(operation), type: nil, entities: [], patients: [], outcome: .denied(why))
     }
 }

@@ -1,4 +1,6 @@
 import FHIRModel
+import Foundation
+import Logging
 import Store
 
 /// A request the platform refuses, with the HTTP status and the issues for the
@@ -26,6 +28,13 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
         FHIRError(410, code: "deleted", "Resource \(key) was deleted (version \(version))")
     }
 
+    /// A failure of the server's own (the store's engine, a bug): the details go to the log under an
+    /// incident number, and the client gets only that number — no database text, no stack, nothing
+    /// that describes the server's internals or anyone's data.
+    public static func internalError(_ error: Any, logger: Logger = Incident.logger) -> FHIRError {
+        FHIRError(500, code: "exception", "Internal error; incident \(Incident.report(error, logger: logger)) is in the server's log")
+    }
+
     /// Maps a store refusal to its FHIR status.
     static func from(_ error: StoreError) -> FHIRError {
         switch error {
@@ -39,7 +48,19 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
         case .recordExists(let kind, let id):
             return FHIRError(409, code: "duplicate", "The \(kind) '\(id)' exists already")
         case .storage(let message):
-            return FHIRError(500, code: "exception", "Storage failure: \(message)")
+            return internalError(StoreError.storage(message))
         }
+    }
+}
+
+/// Internal failures, logged with a number the client is given instead of the failure's text.
+public enum Incident {
+    public static let logger = Logger(label: "huitong.incident")
+
+    /// Logs `error` under a new incident number and returns the number.
+    public static func report(_ error: Any, logger: Logger = Incident.logger) -> String {
+        let id = String(UUID().uuidString.prefix(8)).lowercased()
+        logger.error("incident \(id): \(error)")
+        return id
     }
 }

@@ -20,7 +20,7 @@ public protocol ResourceStore: Sendable {
     /// and the patients themselves), in storage order; `types` and `since` filter (`$everything`;
     /// several patients: a resident's records at every facility). With one key of only a type
     /// (`Patient` and no id), every patient and everything referencing any of them.
-    func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage
+    func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest, scope: ReadScope) async throws -> SearchPage
     /// Current resources of `type` having each of `codes` (any system) under the token parameter
     /// `parameter`, per code: the master index's blocking lookups, one query for many keys. Codes
     /// held by more than `limitPerCode` resources come back in `overLimit`, without their rows.
@@ -35,9 +35,14 @@ public protocol ResourceStore: Sendable {
     func resources(of type: String, referencing targets: [ResourceKey], parameter: String) async throws -> [ResourceRecord]
     /// Resources that `sources` reference through `parameter` (nil: any reference parameter),
     /// optionally only of `targetType` (`_include`).
-    func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord]
+    func include(from sources: [ResourceKey], parameter: String?, targetType: String?, scope: ReadScope) async throws -> [ResourceRecord]
     /// Resources of `sourceType` that reference any of `targets` through `parameter` (nil: any) (`_revinclude`).
-    func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord]
+    func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?, scope: ReadScope) async throws -> [ResourceRecord]
+    /// Which of `keys` (current, not deleted) `scope` lets its reader see (ADR 016): the decision
+    /// on reads by id, by the SQL every search applies.
+    func readable(_ keys: [ResourceKey], scope: ReadScope) async throws -> Set<ResourceKey>
+    /// Whether `scope` lets its reader see a version described by `subject` (older versions).
+    func decide(_ subject: AccessSubject, scope: ReadScope) async throws -> Bool
     /// Commits a unit atomically and durably; throws `StoreError` when a precondition fails.
     func commit(_ unit: WriteUnit) async throws -> [WriteOutcome]
     /// A platform record (not expired at `now`, microseconds), read from the primary.

@@ -45,10 +45,10 @@ public enum EmbeddedExport {
                       let time = row[4].integer, let deleted = row[5].integer, let hid = row[6].integer else { continue }
                 let key = ResourceKey(type, id)
                 let entries = index[rid]?.entries ?? []
-                let compartment = deleted != 0 ? nil : WritePlanner.compartment(of: key, index: entries)
-                compartments[rid] = compartment
+                let access = deleted != 0 ? AccessColumns(facility: nil, compartment: nil, sensitive: nil) : AccessColumns(key: key, index: entries)
+                compartments[rid] = access.compartment
                 pending.resources.append(.init(rid: rid, key: key, version: version, time: Int64(time), deleted: deleted != 0,
-                                               hid: hid, compartment: compartment))
+                                               hid: hid, compartment: access.compartment, facility: access.facility, sensitive: access.sensitive))
             }
             // Each batch commits whole, so a resumed export finds no rows of its next batch: nothing to clear.
             pending.index = index
@@ -134,6 +134,12 @@ public enum EmbeddedExport {
         try await add("SELECT rid, type, param, value FROM idx_uri") { r in r[3].text.map { .uri($0) } }
         try await add("SELECT rid, type, param, value, system, code FROM idx_quantity") { r in
             r[3].double.map { .quantity(value: $0, system: r[4].text, code: r[5].text) }
+        }
+        try await add("SELECT rid, type, param, patient, facility, class, label, verdict, rank, low, high FROM idx_consent") { r in
+            guard let patient = r[3].text, let facility = r[4].text, let resourceClass = r[5].text, let label = r[6].text,
+                  let verdict = r[7].integer, let rank = r[8].integer, let low = r[9].integer, let high = r[10].integer else { return nil }
+            return .consent(ConsentRule(patient: patient, facility: facility, resourceClass: resourceClass, label: label, permit: verdict > 0,
+                                        rank: rank, low: Int64(low), high: Int64(high)))
         }
         return index
     }

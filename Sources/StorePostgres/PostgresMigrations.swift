@@ -1,3 +1,5 @@
+import Store
+
 /// Numbered schema migrations for the PostgreSQL store (append only). The logical schema is
 /// the SQLite store's (ADR 005), so the shared search SQL runs on both; text columns use the
 /// "C" collation so that prefix ranges compare code points, as SQLite does. See ADR 007 for
@@ -98,6 +100,19 @@ enum PostgresMigrations {
         ]),
         (5, "expiring platform records, for the sweep", [
             "CREATE INDEX platform_record_expires ON platform_record(expires) WHERE expires IS NOT NULL",
+        ]),
+        (6, "the access decision inside the query: a row's facility and sensitive labels; consent rules", [
+            "ALTER TABLE resource ADD COLUMN facility text COLLATE \"C\"",
+            "ALTER TABLE resource ADD COLUMN sensitive text COLLATE \"C\"",
+            """
+            CREATE TABLE idx_consent (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                patient text COLLATE "C" NOT NULL, facility text COLLATE "C" NOT NULL, class text COLLATE "C" NOT NULL,
+                label text COLLATE "C" NOT NULL, verdict int NOT NULL, rank int NOT NULL, low bigint NOT NULL, high bigint NOT NULL)
+            """,
+            "CREATE INDEX idx_consent_lookup ON idx_consent (patient, label, rid)",
+            "CREATE INDEX idx_consent_rid ON idx_consent (rid)",
+            "CREATE INDEX idx_token_care ON idx_token (system, code) WHERE param = '_care'",
+            "INSERT INTO platform_record (kind, id, content) VALUES ('\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 6)')",
         ]),
     ]
 }

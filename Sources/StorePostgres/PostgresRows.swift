@@ -28,29 +28,43 @@ enum PostgresRows {
         // A unit may write one resource twice; the row keeps its last state.
         var last: [Int: PendingRows.Resource] = [:]
         for r in pending.resources { last[r.rid] = r }
-        var resources = Columns(8)
+        var resources = Columns(10)
         for r in last.values.sorted(by: { $0.rid < $1.rid }) {
-            resources.add(r.rid, r.key.type, r.key.id, r.version, Int(r.time), r.deleted ? 1 : 0, r.hid, r.compartment ?? "")
+            resources.add(r.rid, r.key.type, r.key.id, r.version, Int(r.time), r.deleted ? 1 : 0, r.hid, r.compartment ?? "",
+                          r.facility ?? "", r.sensitive ?? "")
         }
         statement.add(resources) { p in """
-            INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid, compartment)
-            SELECT r, ty, i, v, t, d::int2, h, NULLIF(k, '')
-            FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::int8[], \(p(5))::int8[], \(p(6))::int8[], \(p(7))::int8[], \(p(8))::text[])
-                AS u(r, ty, i, v, t, d, h, k)
+            INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid, compartment, facility, sensitive)
+            SELECT r, ty, i, v, t, d::int2, h, NULLIF(k, ''), NULLIF(f, ''), NULLIF(s, '')
+            FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::int8[], \(p(5))::int8[], \(p(6))::int8[], \(p(7))::int8[],
+                        \(p(8))::text[], \(p(9))::text[], \(p(10))::text[])
+                AS u(r, ty, i, v, t, d, h, k, f, s)
             ON CONFLICT (rid) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
-                deleted = excluded.deleted, hid = excluded.hid, compartment = excluded.compartment
+                deleted = excluded.deleted, hid = excluded.hid, compartment = excluded.compartment,
+                facility = excluded.facility, sensitive = excluded.sensitive
             """ }
         addIndex(pending.index, clearing: Array(pending.clearIndex), to: &statement)
         try await statement.run(on: connection, logger: logger)
     }
 
-    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
+    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity", "idx_consent"]
 
-    /// Deletes the index rows of `clearing`, then inserts `index`.
+    /// Deletes the index rows of `clearing`, then inserts `index`, and sets the access columns the
+    /// new rows imply (ADR 016; a Patient is its own compartment).
     static func replaceIndex(_ index: [Int: (type: String, entries: [IndexEntry])], clearing: [Int],
                              on connection: PostgresConnection, logger: Logger) async throws {
         var statement = Statement()
         addIndex(index, clearing: clearing, to: &statement)
+        var columns = Columns(4)
+        for (rid, item) in index {
+            let access = AccessColumns(key: ResourceKey(item.type, ""), index: item.entries)
+            columns.add(rid, access.facility ?? "", access.compartment ?? "", access.sensitive ?? "")
+        }
+        statement.add(columns) { p in """
+            UPDATE resource SET facility = NULLIF(u.f, ''), sensitive = NULLIF(u.s, ''),
+                compartment = CASE WHEN resource.type = 'Patient' THEN resource.id ELSE NULLIF(u.k, '') END
+            FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[]) AS u(r, f, k, s) WHERE resource.rid = u.r
+            """ }
         try await statement.run(on: connection, logger: logger)
     }
 
@@ -66,6 +80,7 @@ enum PostgresRows {
             for table in indexTables { statement.part("DELETE FROM \(table) WHERE rid = ANY(\(p(1))::int8[])") }
         }
         var token = Columns(5), string = Columns(5), reference = Columns(6), date = Columns(5), uri = Columns(4), quantity = Columns(6)
+        var consent = Columns(11)
         for (rid, item) in index {
             for e in item.entries {
                 switch e.value {
@@ -83,6 +98,9 @@ enum PostgresRows {
                     quantity.add(rid, item.type, e.parameter, n, "", "")
                 case .quantity(let value, let system, let code):
                     quantity.add(rid, item.type, e.parameter, value, system ?? "", code ?? "")
+                case .consent(let c):
+                    consent.add(rid, item.type, e.parameter, c.patient, c.facility, c.resourceClass, c.label, c.permit ? 1 : -1, c.rank,
+                                Int(c.low), Int(c.high))
                 }
             }
         }
@@ -111,6 +129,11 @@ enum PostgresRows {
             INSERT INTO idx_quantity (rid, type, param, value, system, code)
             SELECT r, t, p, v, NULLIF(s, ''), NULLIF(c, '')
             FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::float8[], \(p(5))::text[], \(p(6))::text[]) AS u(r, t, p, v, s, c)
+            """ }
+        statement.add(consent) { p in """
+            INSERT INTO idx_consent (rid, type, param, patient, facility, class, label, verdict, rank, low, high)
+            SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[], \(p(5))::text[], \(p(6))::text[],
+                                 \(p(7))::text[], \(p(8))::int4[], \(p(9))::int4[], \(p(10))::int8[], \(p(11))::int8[])
             """ }
     }
 

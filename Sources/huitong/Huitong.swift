@@ -117,7 +117,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Folder of the ES256 keys that sign access tokens (token-<kid>.pem; one is made if there is none; share it between nodes). Default: <data>/keys. Env: HUITONG_TOKEN_KEYS")
     var tokenKeys: String? = ProcessInfo.processInfo.environment["HUITONG_TOKEN_KEYS"].flatMap { $0.isEmpty ? nil : $0 }
 
-    @Option(help: "The externally visible base URL (https://hie.example.gov.cn), for token audiences and SMART discovery. Env: HUITONG_PUBLIC_URL")
+    @Option(help: "The externally visible base URL (https://hie.example.gov.cn), for token audiences, SMART discovery and the URLs in responses; required without --dev. Env: HUITONG_PUBLIC_URL")
     var publicURL: String? = ProcessInfo.processInfo.environment["HUITONG_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
     @Option(help: "Sensitive categories (JSON: {\"categories\":[{\"label\":\"PSY\",\"name\":...,\"codes\":[{\"system\":...,\"prefix\":\"F\"}]}]}); default: built-in mental health, HIV, STD, reproductive health by ICD-10. Env: HUITONG_SENSITIVE_CATEGORIES")
@@ -134,6 +134,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Requests a second to /fhir per client or user (0: unlimited).")
     var clientRateLimit: Double = 0
+
+    @Option(help: "Seconds a request's head may take to arrive from its first byte (slow senders are cut off).")
+    var headerTimeout: Double = 10
+
+    @Option(help: "Seconds a connection may stay open with no request in progress.")
+    var idleTimeout: Double = 60
 
     @Option(help: "HL7 v2 over MLLP on this port (e.g. 2575; off by default). Senders are registered with `huitong client create --hl7-sender`. Env: HUITONG_MLLP_PORT")
     var mllpPort: Int? = Int(ProcessInfo.processInfo.environment["HUITONG_MLLP_PORT"] ?? "")
@@ -157,6 +163,17 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--dev serves only on loopback (127.0.0.1, ::1, localhost), not on \(host): without a token every request acts as an administrator")
         }
         if noAudit && !dev { throw ValidationError("--no-audit is for benchmark baselines and needs --dev") }
+        if !(headerTimeout > 0 && idleTimeout > 0) { throw ValidationError("--header-timeout and --idle-timeout are positive numbers of seconds") }
+        // Token audiences and discovery URLs must not follow a client's Host header (ADR 009).
+        if !dev {
+            guard let publicURL else {
+                throw ValidationError("serve needs --public-url (or HUITONG_PUBLIC_URL): the URL clients reach this server at, e.g. https://hie.example.gov.cn; "
+                                      + "token audiences and discovery use it, never a request's Host header")
+            }
+            guard let url = URL(string: publicURL), url.scheme == "https" || url.scheme == "http", url.host != nil, url.query == nil else {
+                throw ValidationError("--public-url must be an http(s) URL without a query, e.g. https://hie.example.gov.cn, not '\(publicURL)'")
+            }
+        }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if mllpTLS && (tlsCert == nil || mllpPort == nil) { throw ValidationError("--mllp-tls needs --mllp-port, --tls-cert and --tls-key") }
     }
@@ -172,6 +189,7 @@ struct Serve: AsyncParsableCommand {
         do {
             var configuration = try await configuration(store: store, host: host)
             let service = HuitongApplication.service(store: store, configuration: configuration)
+            try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
             let gateway = mllpPort.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
             configuration.hl7 = gateway?.counters
             app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service)
@@ -218,6 +236,8 @@ extension Serve {
         configuration.cardSettings = try cardOptions.settings()
         if let sensitiveCategories { configuration.sensitive = try SensitiveCategories.load(path: sensitiveCategories) }
         if let tlsCert, let tlsKey { configuration.tls = (tlsCert, tlsKey) }
+        configuration.headerTimeout = .nanoseconds(Int64(headerTimeout * 1e9))
+        configuration.idleTimeout = .nanoseconds(Int64(idleTimeout * 1e9))
         configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,
                                               perClient: clientRateLimit > 0 ? clientRateLimit : nil)
         return configuration
@@ -333,7 +353,13 @@ struct Reindex: AsyncParsableCommand {
         var err = FileHandleOutputStream.standardError
         print("", to: &err)
         try await store.analyze()
-        if type == nil { try await protection.rebind(to: store) }
+        if type == nil {
+            try await protection.rebind(to: store)
+            // A full reindex does what a migration left pending.
+            var unit = WriteUnit(writes: [])
+            unit.records = [RecordWrite.delete(kind: PendingReindex.record.kind, id: PendingReindex.record.id)]
+            _ = try await store.commit(unit)
+        }
         print("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         try await store.close()
     }

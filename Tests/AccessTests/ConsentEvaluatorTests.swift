@@ -29,29 +29,4 @@ final class ConsentEvaluatorTests: XCTestCase {
         XCTAssertEqual(ConsentEvaluator.verdict([try consent(#"{"type":"deny"}"#, status: "inactive")], facility: "b", now: now), .none)
         XCTAssertEqual(ConsentEvaluator.verdict([exceptB, denyAll], facility: "b", now: now), .deny)
     }
-
-    func test_policy_ownDataAlways_othersNeedTreatmentAndNoRefusal_orBrokenGlass() {
-        let policy = AccessPolicy()
-        let his = Principal(kind: .client, subject: "his", role: .facilitySystem, facility: "b", scopes: [])
-        func facts(_ source: String?, treatment: Bool, _ consent: ConsentVerdict, glass: Bool = false) -> PatientDataFacts {
-            PatientDataFacts(sourceFacility: source, treatment: treatment, consent: consent, breakGlass: glass)
-        }
-        XCTAssertTrue(policy.mayRead(his, patientData: facts("b", treatment: false, .deny)))
-        XCTAssertFalse(policy.mayRead(his, patientData: facts("a", treatment: false, .none)))
-        XCTAssertTrue(policy.mayRead(his, patientData: facts("a", treatment: true, .none)))
-        XCTAssertFalse(policy.mayRead(his, patientData: facts("a", treatment: true, .deny)))
-        XCTAssertFalse(policy.mayRead(his, patientData: facts(nil, treatment: false, .permit)), "data no facility wrote is not a free-for-all")
-        XCTAssertTrue(policy.mayRead(his, patientData: facts("a", treatment: false, .deny, glass: true)))
-        // Registering the resident opens their identity (Patient, Person) to the facility, not their clinical data.
-        var identity = facts("a", treatment: false, .none)
-        identity.registered = true
-        XCTAssertFalse(policy.mayRead(his, patientData: identity))
-        identity.demographic = true
-        XCTAssertTrue(policy.mayRead(his, patientData: identity))
-        identity.consent = .deny
-        XCTAssertFalse(policy.mayRead(his, patientData: identity))
-        let cdc = Principal(kind: .user, subject: "cdc", role: .cdcStaff, facility: "cdc", scopes: [])
-        XCTAssertFalse(policy.mayRead(cdc, patientData: facts("a", treatment: true, .none)), "not a clinical role")
-        XCTAssertTrue(policy.mayRead(.development, patientData: facts("a", treatment: false, .deny)))
-    }
 }

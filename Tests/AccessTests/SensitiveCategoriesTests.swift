@@ -28,6 +28,35 @@ final class SensitiveCategoriesTests: XCTestCase {
         XCTAssertEqual(c.labels(for: encounter), ["HIV"])
     }
 
+    func test_aCategoryIsRecognisedByMeaning_notBySpelling() throws {
+        let c = SensitiveCategories.defaults
+        // Case, space, the ICD-10 variants and OIDs, SNOMED CT.
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10", " b20.1 ")), ["HIV"])
+        XCTAssertEqual(c.labels(for: try condition("http://hl7.org/fhir/sid/icd-10-cm", "F32.A")), ["PSY"])
+        XCTAssertEqual(c.labels(for: try condition("urn:oid:2.16.840.1.113883.6.3", "A51.0")), ["STD"])
+        XCTAssertEqual(c.labels(for: try condition("HTTP://hl7.org/fhir/sid/icd-10/", "O04")), ["SEX"])
+        XCTAssertEqual(c.labels(for: try condition("http://snomed.info/sct", "86406008")), ["HIV"])
+        XCTAssertEqual(c.labels(for: try condition("http://snomed.info/sct", "195967001")), [], "asthma (SNOMED) is not sensitive")
+        // A diagnosis given as text only, in Chinese or English.
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"艾滋病（HIV感染）"}}"#)), ["HIV"])
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"Major depressive episode"}}"#)), ["PSY"])
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"支气管哮喘"}}"#)), [])
+        let off = SensitiveCategories(categories: SensitiveCategories.defaults.categories, textMatching: false)
+        XCTAssertEqual(off.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"艾滋病"}}"#)), [], "text matching off")
+        // A positive test result; a negative one is not; a viral load tells by itself.
+        func observation(_ loinc: String, _ value: String) throws -> JSONObject {
+            try object(#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"\#(loinc)"}]},\#(value)}"#)
+        }
+        XCTAssertEqual(c.labels(for: try observation("7917-8", #""valueCodeableConcept":{"coding":[{"system":"http://snomed.info/sct","code":"10828004"}]}"#)), ["HIV"])
+        XCTAssertEqual(c.labels(for: try observation("7917-8", #""valueString":"阳性(+)""#)), ["HIV"])
+        XCTAssertEqual(c.labels(for: try observation("7917-8", #""valueString":"阴性""#)), [])
+        XCTAssertEqual(c.labels(for: try observation("7917-8", #""valueCodeableConcept":{"coding":[{"system":"http://snomed.info/sct","code":"260385009"}]}"#)), [])
+        XCTAssertEqual(c.labels(for: try observation("7917-8", #""valueString":"non-reactive""#)), [])
+        XCTAssertEqual(c.labels(for: try observation("20507-0", #""interpretation":[{"coding":[{"code":"POS"}]}]"#)), ["STD"])
+        XCTAssertEqual(c.labels(for: try observation("20447-9", #""valueQuantity":{"value":40}"#)), ["HIV"])
+        XCTAssertEqual(c.labels(for: try observation("2345-7", #""valueString":"positive""#)), [], "glucose is no category's test")
+    }
+
     func test_labelled_addsEachLabelOnce_andKeepsTheClientsLabels() throws {
         let c = SensitiveCategories.defaults
         var resource = try condition("http://hl7.org/fhir/sid/icd-10", "F20.0")

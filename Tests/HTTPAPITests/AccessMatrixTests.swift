@@ -29,6 +29,11 @@ final class AccessMatrixTests: XCTestCase {
         var otherFacility: Expect? = nil
         /// A resident (patient/ scopes) who is not the fixture Patient.
         var otherResident: Expect? = nil
+        /// Request headers beyond the token (`If-None-Exist`, `Prefer`).
+        var headers: [String: String] = [:]
+        /// A batch (or a transaction's GET): entries are answered one by one, so a refusal is the
+        /// entry's 403 inside a 200.
+        var entries = false
 
         /// Defaults: reads show nothing of the fixture resident; another facility writes as itself
         /// (creates), a resident writes nothing but their own Consents.
@@ -43,6 +48,13 @@ final class AccessMatrixTests: XCTestCase {
         case allowed
         /// 403, or a success whose entries include none of the fixture's records.
         case hidden
+        /// 404, as for what does not exist (a match the caller may not see is no match).
+        case absent
+        /// A write that succeeds as if the fixture did not exist: 2xx, and nothing of the fixture
+        /// resident in the answer (a conditional match the caller may not see is no match).
+        case hiddenWrite
+        /// A batch whose entry is refused: 200, the entry's status 403.
+        case entryRefused
     }
 
     static let observation = #"{"resourceType":"Observation","status":"final","code":{"text":"x"}}"#
@@ -105,7 +117,9 @@ final class AccessMatrixTests: XCTestCase {
         "POST /card/verify": Example(kind: .read, method: .post, path: "/card/verify", body: #"{"code":"{CARD}:1","scene":"0101011"}"#,
                                      contentType: "application/json", otherFacility: .allowed, otherResident: .refused),
         "GET /card/{id}": Example(kind: .read, method: .get, path: "/card/{CARD}", otherFacility: .allowed, otherResident: .refused),
-        "GET /card/{id}/qr": Example(kind: .read, method: .get, path: "/card/{CARD}/qr", otherFacility: .allowed, otherResident: .refused),
+        // Codes are made for the resident, at the issuing facility's counter (org-1, where the
+        // emergency caller works) or by an administrator.
+        "GET /card/{id}/qr": Example(kind: .read, method: .get, path: "/card/{CARD}/qr", otherFacility: .refused, otherResident: .refused),
         "POST /card/{id}/{action}": Example(kind: .write, method: .post, path: "/card/{CARD}/resume", body: #"{"reason":"matrix"}"#,
                                             contentType: "application/json", allowed: 409...409),
     ]
@@ -115,8 +129,51 @@ final class AccessMatrixTests: XCTestCase {
         "Patient/$match": routes["POST /fhir/{type}/{id}"]!,
         "Patient/$everything": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/$everything"),
         "Patient/$ihe-pix": Example(kind: .read, method: .get, path: "/fhir/Patient/$ihe-pix?sourceIdentifier=urn:oid:2.16.156.10011.1.1|M1",
-                                otherFacility: .refused, otherResident: .refused),
+                                otherFacility: .absent, otherResident: .refused),
         "Person/$everything": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$everything"),
+    ]
+
+    /// Conditional interactions and Bundle entries, each its own route through the access decision
+    /// (`{O}`: the fixture Observation, which the other facility may not read or change).
+    static func entry(_ type: String, _ request: String, _ resource: String? = nil) -> String {
+        #"{"resourceType":"Bundle","type":"\#(type)","entry":[{"#  + (resource.map { #""resource":\#($0),"# } ?? "") + #""request":\#(request)}]}"#
+    }
+    static let variants: [String: Example] = [
+        "conditional create (If-None-Exist on a hidden match)": Example(
+            kind: .write, method: .post, path: "/fhir/Observation", body: observation, otherFacility: .hiddenWrite,
+            headers: ["If-None-Exist": "_id={O}", "Prefer": "return=representation"]),
+        "conditional update (a hidden match)": Example(kind: .write, method: .put, path: "/fhir/Observation?_id={O}", body: observation,
+                                                      otherFacility: .hiddenWrite),
+        "conditional delete (a hidden match)": Example(kind: .write, method: .delete, path: "/fhir/Observation?_id={D1}", otherFacility: .hiddenWrite),
+        "transaction entry: POST": Example(kind: .write, method: .post, path: "/fhir",
+                                           body: entry("transaction", #"{"method":"POST","url":"Observation"}"#, observation)),
+        "transaction entry: POST with ifNoneExist (a hidden match)": Example(
+            kind: .write, method: .post, path: "/fhir",
+            body: entry("transaction", #"{"method":"POST","url":"Observation","ifNoneExist":"_id={O}"}"#, observation),
+            otherFacility: .hiddenWrite, headers: ["Prefer": "return=representation"]),
+        "transaction entry: PUT by id": Example(
+            kind: .write, method: .post, path: "/fhir",
+            body: entry("transaction", #"{"method":"PUT","url":"Observation/{O}"}"#, #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#),
+            otherFacility: .refused),
+        "transaction entry: conditional PUT (a hidden match)": Example(
+            kind: .write, method: .post, path: "/fhir", body: entry("transaction", #"{"method":"PUT","url":"Observation?_id={O}"}"#, observation),
+            otherFacility: .hiddenWrite),
+        "transaction entry: DELETE by id": Example(kind: .write, method: .post, path: "/fhir",
+                                                   body: entry("transaction", #"{"method":"DELETE","url":"Observation/{D2}"}"#), otherFacility: .refused),
+        "transaction entry: conditional DELETE (a hidden match)": Example(
+            kind: .write, method: .post, path: "/fhir", body: entry("transaction", #"{"method":"DELETE","url":"Observation?_id={D3}"}"#),
+            otherFacility: .hiddenWrite),
+        "transaction entry: GET": Example(kind: .read, method: .post, path: "/fhir",
+                                          body: entry("transaction", #"{"method":"GET","url":"Observation/{O}"}"#),
+                                          otherFacility: .entryRefused, otherResident: .entryRefused, entries: true),
+        "batch entry: PUT by id": Example(
+            kind: .write, method: .post, path: "/fhir",
+            body: entry("batch", #"{"method":"PUT","url":"Observation/{O}"}"#, #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#),
+            otherFacility: .entryRefused, otherResident: .entryRefused, entries: true),
+        "transaction entry: a resident's Consent about someone else": Example(
+            kind: .write, method: .post, path: "/fhir",
+            body: entry("transaction", #"{"method":"POST","url":"Consent"}"#,
+                        #"{"resourceType":"Consent","status":"active","scope":{"coding":[{"code":"patient-privacy"}]},"category":[{"text":"privacy"}],"patient":{"reference":"Patient/{P}"},"provision":{"type":"deny"}}"#)),
     ]
 
     static func decisionExample(_ name: String) -> Example {
@@ -152,6 +209,12 @@ final class AccessMatrixTests: XCTestCase {
             let other = try await server.request(.post, "/fhir/Patient", patientJSON(family: "李", given: "娜", identifier: "M2"),
                                                  headers: ["Authorization": "Bearer \(admin)"])
             let pid = try XCTUnwrap(p.id), oid = try XCTUnwrap(o.id), otherID = try XCTUnwrap(other.id)
+            // Records the destructive examples delete (the permitted caller, last, does).
+            var doomed: [String] = []
+            for _ in 1...3 {
+                let made = try await server.request(.post, "/fhir/Observation", Self.observation, headers: ["Authorization": "Bearer \(admin)"])
+                doomed.append(try XCTUnwrap(made.id))
+            }
             let person = try await server.request(.get, "/fhir/Person?link=Patient/\(pid)", headers: ["Authorization": "Bearer \(admin)"])
             let personID = try XCTUnwrap(person.json["entry"]?[0]?["resource"]?["id"]?.stringValue)
             let card = try await server.request(.post, "/card/issue", #"{"person":"Person/\#(personID)","temporary":true}"#,
@@ -164,18 +227,21 @@ final class AccessMatrixTests: XCTestCase {
                 ("expired token", ["Authorization": "Bearer \(try await mint(.administrator, "system/*.cruds", now: Date().addingTimeInterval(-3600)))"]),
                 ("wrong signature", ["Authorization": "Bearer \(try await foreign.issue(for: Principal(kind: .client, subject: "x", role: .administrator, scopes: SMARTScope.parseList("system/*.cruds"))).token)"]),
                 ("wrong scope", ["Authorization": "Bearer \(try await mint(.facilitySystem, "system/Basic.cruds"))"]),
-                ("permitted", ["Authorization": "Bearer \(admin)"]),
                 ("other facility", ["Authorization": "Bearer \(try await mint(.clinician, "user/*.cruds", facility: "org-2"))"]),
                 ("resident of another patient", ["Authorization": "Bearer \(try await mint(.resident, "patient/*.rs patient/Consent.cu", facility: nil, patient: "Patient/\(otherID)"))"]),
                 ("emergency with break-glass", ["Authorization": "Bearer \(try await mint(.emergencyClinician, "user/*.rs"))",
                                                 "X-Break-Glass-Reason": "matrix: unconscious patient"]),
+                // Last: its writes (deletions among them) must not change what the others meet.
+                ("permitted", ["Authorization": "Bearer \(admin)"]),
             ]
             var examples = Self.routes.map { ("route \($0.key)", $0.value) } + Self.operations.map { ("operation \($0.key)", $0.value) }
+                + Self.variants.map { ("\($0.key)", $0.value) }
             for op in MasterIndexOperationsNames.all { examples.append(("operation $\(op)", Self.decisionExample(op))) }
             var failures: [String] = []
             for (label, example) in examples.sorted(by: { $0.0 < $1.0 }) {
                 func fill(_ text: String) -> String {
-                    text.replacingOccurrences(of: "{CARD}", with: cardID).replacingOccurrences(of: "{PERSON}", with: personID).replacingOccurrences(of: "{P}", with: pid)
+                    text.replacingOccurrences(of: "{D1}", with: doomed[0]).replacingOccurrences(of: "{D2}", with: doomed[1])
+                        .replacingOccurrences(of: "{D3}", with: doomed[2]).replacingOccurrences(of: "{CARD}", with: cardID).replacingOccurrences(of: "{PERSON}", with: personID).replacingOccurrences(of: "{P}", with: pid)
                         .replacingOccurrences(of: "{O}", with: oid)
                 }
                 let path = fill(example.path)
@@ -183,9 +249,14 @@ final class AccessMatrixTests: XCTestCase {
                 for caller in callers {
                     var headers = caller.headers
                     if body != nil { headers["Content-Type"] = example.contentType }
+                    for (k, v) in example.headers { headers[k] = fill(v) }
                     let r = try await server.request(example.method, path, body, headers: headers)
                     let expected: String
                     let ok: Bool
+                    // A refusal: the 403, or for entries answered one by one the entry's 403.
+                    let refused = example.entries
+                        ? r.status == 200 && (r.json["entry"]?[0]?["response"]?["status"]?.stringValue ?? "").hasPrefix("403")
+                        : r.status == 403
                     switch (example.kind, caller.name) {
                     case (.publicRoute, _):
                         expected = "no bearer token asked for"
@@ -193,12 +264,20 @@ final class AccessMatrixTests: XCTestCase {
                     case (_, "no token"), (_, "expired token"), (_, "wrong signature"):
                         expected = "401 with WWW-Authenticate"; ok = r.status == 401 && r.header("WWW-Authenticate") != nil
                     case (_, "wrong scope"):
-                        expected = "403"; ok = r.status == 403
+                        expected = "403"; ok = refused
                     case (.read, "emergency with break-glass") where !example.facilityReadersAllowed:
-                        expected = "403"; ok = r.status == 403
+                        expected = "403"; ok = refused
                     case (_, "other facility"), (_, "resident of another patient"):
                         switch caller.name == "other facility" ? example.expectOtherFacility : example.expectOtherResident {
-                        case .refused: expected = "403"; ok = r.status == 403
+                        case .refused: expected = "403"; ok = refused
+                        case .absent: expected = "404"; ok = r.status == 404
+                        case .hiddenWrite:
+                            expected = "2xx as if the fixture did not exist, nothing of it shown"
+                            // (An echo of the caller's own query is no disclosure: resources are.)
+                            let shown = [r.json["id"]?.stringValue] + (r.json["entry"]?.arrayValue ?? []).map { $0["resource"]?["id"]?.stringValue }
+                            ok = (200...299).contains(r.status) && Set(shown.compactMap { $0 }).isDisjoint(with: [oid, pid] + doomed)
+                        case .entryRefused:
+                            expected = "200 with the entry refused (403)"; ok = refused
                         case .allowed: expected = "allowed: \(example.allowed)"; ok = example.allowed.contains(r.status)
                         case .hidden:
                             let shown = Set((r.json["entry"]?.arrayValue ?? []).compactMap { $0["resource"]?["id"]?.stringValue })
@@ -208,7 +287,7 @@ final class AccessMatrixTests: XCTestCase {
                     case (_, "permitted"), (.read, "emergency with break-glass"):
                         expected = "allowed: \(example.allowed)"; ok = example.allowed.contains(r.status)
                     default:  // an emergency reader may not write
-                        expected = "403"; ok = r.status == 403
+                        expected = "403"; ok = refused
                     }
                     if !ok { failures.append("\(label) as \(caller.name): \(r.status), expected \(expected) — \(r.bodyText.prefix(160))") }
                 }

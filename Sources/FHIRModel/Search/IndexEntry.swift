@@ -14,6 +14,8 @@ public enum IndexValue: Sendable, Hashable {
     case number(Double)
     /// A Quantity (or Age, Duration, Count, Distance): value with system and code (or unit text).
     case quantity(value: Double, system: String?, code: String?)
+    /// A rule of a privacy Consent (not a search parameter: the access decision reads it).
+    case consent(ConsentRule)
 }
 
 /// One index row: parameter name and value.
@@ -25,4 +27,38 @@ public struct IndexEntry: Sendable, Hashable {
         self.parameter = parameter
         self.value = value
     }
+}
+
+/// One rule of a resident's privacy `Consent`, flattened for the access decision inside the query
+/// (`idx_consent`, ADR 016): a provision with its ancestors' conditions folded in. A rule applies
+/// to a reader (facility, or `*` for any), a record type (or `*`) and an instant in
+/// `[low, high)`. Rules without a label decide whether the resident refuses the reader: of those
+/// that apply, the one with the highest `rank` in a Consent decides it. Rules with a label opt a
+/// sensitive category in (`permit`) or out for that reader.
+public struct ConsentRule: Sendable, Hashable {
+    /// The id of the Patient the Consent is about.
+    public var patient: String
+    public var facility: String
+    public var resourceClass: String
+    /// "" for the general verdict, else a sensitive category's label.
+    public var label: String
+    public var permit: Bool
+    public var rank: Int
+    public var low: Int64
+    public var high: Int64
+
+    public init(patient: String, facility: String, resourceClass: String, label: String, permit: Bool, rank: Int, low: Int64, high: Int64) {
+        self.patient = patient
+        self.facility = facility
+        self.resourceClass = resourceClass
+        self.label = label
+        self.permit = permit
+        self.rank = rank
+        self.low = low
+        self.high = high
+    }
+
+    /// Bounds of "always" (microseconds; well inside 64 bits on both stores).
+    public static let earliest: Int64 = -(1 << 60)
+    public static let latest: Int64 = 1 << 60
 }

@@ -47,7 +47,10 @@ public struct AuditLog: Sendable {
                 guard let n = Int(value), n >= 0 else { throw FHIRError(400, code: "value", "Invalid _count '\(value)'", at: "_count") }
                 count = min(n, 1000)
             case "_before":
-                before = Int(value)
+                guard let n = Int(value), n >= 0 else {
+                    throw FHIRError(400, code: "value", "Invalid _before '\(value)': the chain position from a next link", at: "_before")
+                }
+                before = n
             case "_format":
                 continue
             case "_sort" where value == "-date":

@@ -58,9 +58,13 @@ struct CardRecord: Sendable {
     var reissued: Int?
     /// The card's life: issue, suspend, resume, cancel, reissue, with who and why.
     var events: [JSON]
+    /// The facility that issued it (nil: the platform or an administrator): its counter may show
+    /// the card's codes to the resident.
+    var issuer: String?
 
-    init(id: String, person: ResourceKey, document: CardDocument, temporary: Bool, issued: Int, by: String) {
+    init(id: String, person: ResourceKey, document: CardDocument, temporary: Bool, issued: Int, by: String, issuer: String? = nil) {
         self.id = id
+        self.issuer = issuer
         self.person = person
         self.documentType = document.type
         self.temporary = temporary
@@ -88,6 +92,7 @@ struct CardRecord: Sendable {
         self.issued = issued
         reissued = o["reissued"]?.numberText.flatMap { Int($0) }
         events = o["events"]?.arrayValue ?? []
+        issuer = o["issuer"]?.stringValue
     }
 
     var stored: PlatformRecord {
@@ -101,6 +106,7 @@ struct CardRecord: Sendable {
         o["issued"] = .number(String(issued))
         if let reissued { o["reissued"] = .number(String(reissued)) }
         o["events"] = .array(events)
+        if let issuer { o["issuer"] = .string(issuer) }
         return PlatformRecord(kind: Self.kind, id: id, content: JSONWriter.string(.object(o)))
     }
 

@@ -80,7 +80,8 @@ public struct HealthCardService: Sendable {
             }
             let document = try self.document(body, person: person, temporary: temporary)
             let cardID = try await document.cardID(userKey: keys.root.userKey(diversificationFactor: document.diversificationFactor))
-            var card = CardRecord(id: cardID, person: personKey, document: document, temporary: temporary, issued: now, by: actor)
+            var card = CardRecord(id: cardID, person: personKey, document: document, temporary: temporary, issued: now, by: actor,
+                                  issuer: service.principal.facility)
             if let existing = try await record(cardID) {
                 guard existing.person == personKey else {
                     throw FHIRError(409, code: "duplicate", "This document's card is issued to \(existing.person) already: "
@@ -319,6 +320,17 @@ public struct HealthCardService: Sendable {
     /// `GET /card/{id}/qr`: the text of a code to show (a dynamic one by default), and when it expires.
     public func code(_ id: String, kind: CodeKind) async throws -> (text: String, expires: Int?) {
         let card = try await card(id, for: "card-qr")
+        // A code stands for the resident wherever it is scanned: it is made for the resident (their
+        // own card, checked above), at the counter of the facility that issued the card, or by an
+        // administrator — never by any facility for any card (every one is audited).
+        let principal = service.principal
+        guard service.policy.isResident(principal) || principal.role == .administrator
+                || (principal.facility != nil && principal.facility == card.issuer) else {
+            let reason = "A card's codes are shown to the resident, or at the counter of the facility that issued it"
+            try? await service.trail.append(.operation("card-qr"), type: "Person", entities: [], patients: [card.person.description],
+                                            query: "card=\(id)", outcome: .denied(reason))
+            throw FHIRError(403, code: "forbidden", reason)
+        }
         guard card.status == .normal else {
             throw FHIRError(409, code: "business-rule", "Card \(id) is \(card.status.rawValue): it shows no code")
         }

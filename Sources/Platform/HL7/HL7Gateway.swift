@@ -97,7 +97,7 @@ public struct HL7Gateway: Sendable {
             }
             return await refuse(Self.problem(error))
         } catch {
-            return await refuse(HL7Problem(.reject, "207", "Application error: \(error)"))
+            return await refuse(HL7Problem(.reject, "207", "Application error; incident \(Incident.report(error)) is in the platform's log"))
         }
         counters.count(senderName, "AA")
         return answer(ack, charset: charset)

@@ -102,7 +102,9 @@ public struct IngestPipeline: Sendable {
     /// The search index rows of a resource in clear: its search parameters, and for a Patient the
     /// master index's blocking keys (blinded with the identifier keyring when there is one).
     func indexEntries(for object: JSONObject, type: String) -> [IndexEntry] {
-        let entries = extractor.entries(for: object, type: type)
+        var entries = extractor.entries(for: object, type: type)
+        // What the access decision inside the query reads: labels, treatment, consent (ADR 016).
+        entries += AccessIndex.entries(for: object, type: type, index: entries, sensitive: sensitive)
         guard type == "Patient" else { return entries }
         return entries + BlockingKeys.indexEntries(BlockingKeys.filed(PatientFeatures(patient: object), protection: protection))
     }

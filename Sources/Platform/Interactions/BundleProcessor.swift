@@ -123,17 +123,20 @@ public struct BundleProcessor: Sendable {
                 throw FHIRError(400, code: "invalid", "\(key) is the target of more than one entry in this transaction", at: at)
             }
         }
-        let known = try await absentIdentifiers(entries)
+        // Conditional URLs and references match only what the caller may read (ADR 016).
+        let scope = try await service.readScope()
+        let known = try await absentIdentifiers(entries, scope: scope)
         assumptions += known.assumptions
         func resolveConditional(_ type: String, _ query: String, _ at: String) async throws -> [ResourceKey] {
             do { try await service.authorize(.search, type) } catch { throw relocated(error, at) }
             if known.absent.contains(type + "?" + query) { return [] }
-            let parsed: SearchQuery
+            var parsed: SearchQuery
             if let p = known.parsed[type + "?" + query] {
                 parsed = p
             } else {
                 do { parsed = try conditionals.parse(type: type, query: query) } catch { throw relocated(error, at) }
             }
+            parsed = parsed.scoped(scope)
             let matches = try await store.search(parsed, limit: 2)
             assumptions.append(Assumption(query: parsed, expected: matches))
             return matches
@@ -227,6 +230,7 @@ public struct BundleProcessor: Sendable {
                 } else {
                     resource = e.resource!
                 }
+                resource = try await service.attributed(resource, type: key.type)
                 resource = try await rewriteReferences(resource, aliases: aliases, at: "\(at).resource") { type, query in
                     try await resolveConditional(type, query, at)
                 }
@@ -270,6 +274,11 @@ public struct BundleProcessor: Sendable {
                                                    ? service.presenter.content(o.content.map { ByteBuffer(bytes: $0) }, type: o.key.type) : nil))
             case .existing(let key):
                 let record = try await store.read(key)
+                if let record {
+                    // The resource an ifNoneExist found is shown (its id, version, maybe itself): a read.
+                    try await service.trail.appendRead(.conditionalCreate, type: key.type, records: [record],
+                                                       query: e.ifNoneExist.map(IdentifierPresenter.auditedQuery))
+                }
                 responses.append(EntryResponse(status: "200 OK", location: "\(key)/_history/\(record?.version ?? 1)",
                                                etag: record.map { ETag.make($0.version) }, lastModified: record?.lastUpdated,
                                                resource: returnRepresentation ? service.presenter.content(record?.content, type: key.type) : nil))
@@ -332,7 +341,7 @@ public struct BundleProcessor: Sendable {
         } catch let error as FHIRError {
             return EntryResponse(status: statusLine(error.status), outcome: OperationOutcome.make(error.issues))
         } catch {
-            return EntryResponse(status: "500 Internal Server Error", outcome: OperationOutcome.make([Issue(code: "exception", "\(error)")]))
+            return EntryResponse(status: "500 Internal Server Error", outcome: OperationOutcome.make(FHIRError.internalError(error).issues))
         }
     }
 
@@ -354,7 +363,7 @@ public struct BundleProcessor: Sendable {
         } catch let error as FHIRError {
             return EntryResponse(status: statusLine(error.status), outcome: OperationOutcome.make(error.issues))
         } catch {
-            return EntryResponse(status: "500 Internal Server Error", outcome: OperationOutcome.make([Issue(code: "exception", "\(error)")]))
+            return EntryResponse(status: "500 Internal Server Error", outcome: OperationOutcome.make(FHIRError.internalError(error).issues))
         }
     }
 

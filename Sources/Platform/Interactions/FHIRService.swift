@@ -117,14 +117,20 @@ public struct FHIRService: Sendable {
         }
     }
 
-    /// Looks up who may read other facilities' patient data (one per request: facts are not kept).
+    /// The access decision on this principal's reads (one per request: facts are not kept).
     public func patientDataGate() -> PatientDataGate {
-        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: pipeline.sensitive)
+        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: pipeline.sensitive,
+                        pipeline: pipeline)
     }
 
-    /// Refuses (403, audited) a record of another facility's patient data the principal may not read.
-    func checkPatientData(_ record: ResourceRecord, _ interaction: Interaction) async throws {
-        guard try await patientDataGate().mayRead(record) else {
+    /// Refuses (403, audited) a record the principal may not read: another facility's patient data
+    /// without a treatment relationship, consent or opt-in. `version`: judge this stored version
+    /// on what it says itself (`vread`, history), not on the current one.
+    func checkPatientData(_ record: ResourceRecord, _ interaction: Interaction, gate: PatientDataGate? = nil,
+                          version: Bool = false) async throws {
+        let gate = gate ?? patientDataGate()
+        let allowed = version ? try await gate.mayRead(version: record) : try await gate.mayRead(record)
+        guard allowed else {
             let reason = "\(record.key) is another facility's record of a resident this facility has no current treatment "
                 + "relationship with, or whose consent refuses it"
             try? await trail.append(interaction, type: record.key.type, entities: [record.key],
@@ -133,14 +139,35 @@ public struct FHIRService: Sendable {
         }
     }
 
-    /// A resident writes only about themselves (their own Consents): the resource's patient must be theirs.
-    func checkResidentWrite(_ body: JSON) async throws {
+    /// A resident writes only about themselves, on every channel (a REST create or update, every
+    /// entry of a transaction or batch, a conditional interaction): each resource written must be in
+    /// the compartment of one of their own Patients.
+    func checkResidentWrites(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
         guard policy.isResident(principal) else { return }
         let own = try await patientDataGate().residentOwn()
-        guard let patient = body["patient"]?["reference"]?.stringValue, own.contains(patient) else {
-            let reason = "A resident's Consent must be about themselves (patient one of \(own.sorted().joined(separator: ", ")))"
-            try? await trail.append(.create, type: body["resourceType"]?.stringValue, entities: [], patients: [], outcome: .denied(reason))
-            throw FHIRError(403, code: "forbidden", reason, at: "Consent.patient")
+        for write in writes where write.action != .delete {
+            let patient = WritePlanner.compartment(of: write).map { "Patient/" + $0 }
+            guard let patient, own.contains(patient) else {
+                let reason = "A resident writes only about themselves: \(write.key.type).patient must be one of "
+                    + own.filter { $0.hasPrefix("Patient/") }.sorted().joined(separator: ", ")
+                try? await trail.append(interaction, type: write.key.type, entities: [], patients: patient.map { [$0] } ?? [],
+                                        outcome: .denied(reason))
+                throw FHIRError(403, code: "forbidden", reason, at: "\(write.key.type).patient")
+            }
+        }
+    }
+
+    /// Patient data in a sensitive category must name the patient it is about, by reference or by
+    /// an identifier the platform knows (ADR 016): a record nobody can be told to own would be
+    /// hidden from the resident's other carers and could not be opted in.
+    func checkAttributed(_ writes: [PreparedWrite]) throws(FHIRError) {
+        for write in writes where write.action != .delete && R4Compartments.patientTypes.contains(write.key.type) {
+            let access = AccessColumns(key: write.key, index: write.index)
+            guard access.compartment == nil, let labels = access.sensitive else { continue }
+            throw FHIRError(422, code: "business-rule",
+                            "\(write.key.type) is coded in a sensitive category (\(labels.split(separator: ",").joined(separator: ", "))) but names no "
+                            + "patient the platform knows: reference the Patient, or identify it by an identifier (system and value) of a "
+                            + "registered Patient", at: "\(write.key.type).subject")
         }
     }
 
@@ -149,7 +176,7 @@ public struct FHIRService: Sendable {
     /// Checked on the current version before the commit; only an administrator's write changes a
     /// record's facility, so the answer cannot turn between this read and the commit.
     func checkChanges(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
-        guard policy.readsAcrossFacilities(principal) || policy.isResident(principal) else { return }
+        guard principal.role != .administrator else { return }
         for write in writes where write.action != .create && !write.mustNotExist {
             guard let record = try await store.read(write.key), !record.deleted else { continue }
             let patient = AuditTrail.patient(of: record.key, content: record.content)
@@ -192,6 +219,11 @@ public struct FHIRService: Sendable {
         }
     }
 
+    /// The rows this principal may read (for one request).
+    public func readScope() async throws -> ReadScope {
+        try await patientDataGate().scope()
+    }
+
     public func read(_ type: String, _ id: String) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.read, type)
@@ -212,7 +244,7 @@ public struct FHIRService: Sendable {
             throw FHIRError(404, code: "not-found", "Version \(version) of \(key) is not known")
         }
         if record.deleted { throw FHIRError(410, code: "deleted", "Version \(version) of \(key) is a deletion") }
-        try await checkPatientData(record, .vread)
+        try await checkPatientData(record, .vread, version: true)
         try await trail.appendRead(.vread, type: type, records: [record])
         return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated,
                                  content: presenter.content(record.content, type: type))
@@ -239,7 +271,7 @@ public struct FHIRService: Sendable {
         if gate.restricted {
             // One resource's history (the only one restricted readers get): every version, its
             // count included, is theirs to see or none is.
-            for record in page.records where record.content != nil { try await checkPatientData(record, .history) }
+            for record in page.records where record.content != nil { try await checkPatientData(record, .history, gate: gate, version: true) }
         }
         try await trail.appendRead(query.type == nil ? .systemHistory : .history, type: query.type, records: page.records)
         return HistoryPage(records: presenter.records(page.records), total: page.total, snapshot: page.snapshot)
@@ -249,12 +281,16 @@ public struct FHIRService: Sendable {
     public func create(_ type: String, body: JSON, ifNoneExist: String? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(ifNoneExist == nil ? .create : .conditionalCreate, type)
-        try await checkResidentWrite(body)
+        let body = try await attributed(body, type: type)
         return try await retrying {
             var assumptions: [Assumption] = []
             if let ifNoneExist {
-                let query = try conditionals.parse(type: type, query: ifNoneExist)
+                // Matched only among what the caller may read: a hidden match is no match (ADR 016).
+                let query = try conditionals.parse(type: type, query: ifNoneExist).scoped(try await readScope())
                 if let existing = try await atMostOneMatch(query, "If-None-Exist '\(ifNoneExist)'"), let record = try await store.read(existing) {
+                    // The existing resource is shown: a read, audited as one.
+                    try await trail.appendRead(.conditionalCreate, type: type, records: [record],
+                                               query: IdentifierPresenter.auditedQuery(ifNoneExist))
                     return presenter.result(InteractionResult(status: 200, key: existing, version: record.version,
                                                               lastUpdated: record.lastUpdated, content: record.content))
                 }
@@ -271,7 +307,7 @@ public struct FHIRService: Sendable {
     public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.update, type)
-        try await checkResidentWrite(body)
+        let body = try await attributed(body, type: type)
         guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
         guard let bodyID = body["id"]?.stringValue else {
             throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")
@@ -288,7 +324,8 @@ public struct FHIRService: Sendable {
     public func conditionalUpdate(_ type: String, query: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.conditionalUpdate, type)
-        let parsed = try conditionals.parse(type: type, query: query)
+        let parsed = try conditionals.parse(type: type, query: query).scoped(try await readScope())
+        let body = try await attributed(body, type: type)
         return try await retrying {
             let match = try await atMostOneMatch(parsed, "Conditional update '\(query)'")
             let bodyID = body["id"]?.stringValue
@@ -353,7 +390,7 @@ public struct FHIRService: Sendable {
         try checkType(type)
         try await authorize(.conditionalDelete, type)
         try IngestPipeline.checkWritable(type)
-        let parsed = try conditionals.parse(type: type, query: query)
+        let parsed = try conditionals.parse(type: type, query: query).scoped(try await readScope())
         return try await retrying {
             guard let match = try await atMostOneMatch(parsed, "Conditional delete '\(query)'") else {
                 return InteractionResult(status: 200, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
@@ -378,6 +415,8 @@ public struct FHIRService: Sendable {
     /// (Persons, review items) in the same unit; when a concurrent write made that plan stale, it is
     /// planned again.
     func commit(_ unit: WriteUnit, as interaction: Interaction) async throws -> [WriteOutcome] {
+        try await checkResidentWrites(unit.writes, interaction)
+        try checkAttributed(unit.writes)
         try await checkChanges(unit.writes, interaction)
         var attempt = 0
         while true {

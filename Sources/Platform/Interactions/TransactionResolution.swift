@@ -10,7 +10,7 @@ extension BundleProcessor {
     /// is stored yet — new results and visits, a feed's usual case — one search and one
     /// assumption answer them all, instead of one each. Where something matches, each is searched
     /// on its own as before. `parsed` keeps the queries parsed here.
-    func absentIdentifiers(_ entries: [Entry]) async throws
+    func absentIdentifiers(_ entries: [Entry], scope: ReadScope) async throws
         -> (absent: Set<String>, parsed: [String: SearchQuery], assumptions: [Assumption]) {
         var groups: [(type: String, others: [SearchQuery.Clause], members: [(url: String, value: SearchQuery.Match)])] = []
         var parsed: [String: SearchQuery] = [:]
@@ -25,7 +25,7 @@ extension BundleProcessor {
             guard let (type, q) = conditional, FHIRSchema.r4.isResourceType(type),
                   (try? service.policy.authorize(service.principal, .search, type)) != nil,
                   let search = try? conditionals.parse(type: type, query: q) else { continue }
-            parsed[type + "?" + q] = search
+            parsed[type + "?" + q] = search.scoped(scope)
             let identifiers = search.clauses.indices.filter { search.clauses[$0].parameter == "identifier" }
             guard identifiers.count == 1, !search.clauses[identifiers[0]].negated, search.sort.isEmpty,
                   search.clauses[identifiers[0]].values.count == 1, case .token(_?, _?) = search.clauses[identifiers[0]].values[0] else { continue }
@@ -40,7 +40,8 @@ extension BundleProcessor {
         var absent = Set<String>()
         var assumptions: [Assumption] = []
         for g in groups where g.members.count > 1 {
-            let union = SearchQuery(type: g.type, clauses: g.others + [.init(parameter: "identifier", values: g.members.map(\.value))])
+            let union = SearchQuery(type: g.type, clauses: g.others + [.init(parameter: "identifier", values: g.members.map(\.value))],
+                                    scope: scope)
             guard try await service.store.search(union, limit: 1).isEmpty else { continue }
             absent.formUnion(g.members.map(\.url))
             assumptions.append(Assumption(query: union, expected: []))

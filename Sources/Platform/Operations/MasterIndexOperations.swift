@@ -48,13 +48,18 @@ public struct MasterIndexOperations: Sendable {
         // Candidates are other facilities' registrations too: only those the caller may read are shown.
         let gate = service.patientDataGate()
         var results: [(ResourceRecord, Double, String)] = []
+        var graded: [(ResourceKey, Double, String)] = []
         for (key, p) in try await index.candidates(for: patient) {
             let grade = p >= index.rules.autoLinkThreshold ? "certain" : (p >= index.rules.reviewThreshold ? "probable"
                 : (p >= 0.1 ? "possible" : "certainly-not"))
             if grade == "certainly-not" || (onlyCertain && grade != "certain") { continue }
-            if let record = try await service.store.read(key), !record.deleted, try await gate.mayRead(record) {
-                results.append((record, p, grade))
-            }
+            graded.append((key, p, grade))
+        }
+        let records = try await service.store.read(keys: graded.map(\.0))
+        let readable = Set(try await gate.filter(graded.compactMap { records[$0.0] }.filter { !$0.deleted }).map(\.key))
+        for (key, p, grade) in graded where readable.contains(key) {
+            guard let record = records[key] else { continue }
+            results.append((record, p, grade))
             if results.count >= count { break }
         }
         try await service.trail.appendRead(.operation("match"), type: "Patient", records: results.map(\.0))
@@ -70,19 +75,23 @@ public struct MasterIndexOperations: Sendable {
         }
         let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier",
                                 values: service.conditionals.tokenMatches(String(parts[0]) + "|" + String(parts[1])))])
-        guard let source = try await service.store.search(query, limit: 1).first else {
+        // Only Patients the caller may read are looked at: an identifier of a resident it may not
+        // see answers exactly as one nobody has (ADR 016), and the attempt is audited either way.
+        let gate = service.patientDataGate()
+        guard let source = try await service.store.search(query.scoped(try await gate.scope()), limit: 1).first else {
+            try await service.trail.append(.operation("ihe-pix"), type: "Patient", entities: [], patients: [],
+                                           query: IdentifierPresenter.auditedQuery("sourceIdentifier=\(sourceIdentifier)"))
             throw FHIRError(404, code: "not-found", "No Patient has the identifier \(sourceIdentifier)", at: "sourceIdentifier")
         }
-        // The source Patient must be one the caller may read (403, audited, otherwise); of the
-        // resident's other registrations only those it may read are cross-referenced.
-        if let record = try await service.store.read(source) { try await service.checkPatientData(record, .operation("ihe-pix")) }
-        let gate = service.patientDataGate()
-        let patients = try await index.linkedRecords(of: source)?.patients ?? [source]
+        // Of the resident's registrations, only those the caller may read are cross-referenced.
+        let linked = try await index.linkedRecords(of: source)?.patients ?? [source]
+        let readable = Set(try await gate.filter(Array(try await service.store.read(keys: linked).values.filter { !$0.deleted })).map(\.key))
+        let patients = linked.filter(readable.contains)
         var out: [JSON] = []
         var seen = Set<String>()
         var shown: [ResourceKey] = []
         for key in patients {
-            guard let record = try await service.store.read(key), !record.deleted, try await gate.mayRead(record),
+            guard let record = try await service.store.read(key), !record.deleted,
                   let content = service.presenter.content(record.content, type: "Patient"),
                   case .object(let p)? = try? JSONParser.parse(content.readableBytesView) else { continue }
             shown.append(key)

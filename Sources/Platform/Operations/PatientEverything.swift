@@ -52,22 +52,18 @@ public struct PatientEverything: Sendable {
             types = (requested ?? FHIRSchema.r4.resourceTypeNames).filter(service.mayRead)
             if types!.isEmpty { return Page(records: [], total: 0, next: nil) }
         }
-        let result = try await store.compartment(of: patients, types: types, since: since, page: page)
+        // Only rows the principal may read are paged, counted and included (ADR 016).
+        let scope = try await service.readScope()
+        let result = try await store.compartment(of: patients, types: types, since: since, page: page, scope: scope)
         var seen = Set(result.records.map(\.key))
         var records = result.records
         let wanted = Set(Self.supportingTypes.filter { (types == nil || types!.contains($0)) && service.mayRead($0) })
         if !wanted.isEmpty {
             // One pass over the page's references, kept to the supporting types.
-            let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: nil)
+            let found = try await store.include(from: result.records.map(\.key), parameter: nil, targetType: nil, scope: scope)
             records += found.filter { wanted.contains($0.key.type) && seen.insert($0.key).inserted }
         }
-        let gate = service.patientDataGate()
-        var total = result.total
-        if gate.restricted {
-            records = try await gate.filter(records)
-            total = nil  // a count would tell what was left out
-        }
         try await service.trail.appendRead(.operation("everything"), type: patients.first?.type, records: records)
-        return Page(records: service.presenter.records(records), total: total, next: result.next)
+        return Page(records: service.presenter.records(records), total: result.total, next: result.next)
     }
 }

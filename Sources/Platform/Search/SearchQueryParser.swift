@@ -74,8 +74,52 @@ public struct SearchQueryParser: Sendable {
             }
         }
         if !issues.isEmpty { throw FHIRError(400, issues) }
+        try Self.checkSize(result.query)
+        if result.query.sort.count > Self.maxSortKeys {
+            throw FHIRError(400, code: "too-costly", "_sort has \(result.query.sort.count) keys; at most \(Self.maxSortKeys) are accepted", at: "_sort")
+        }
+        if result.includes.count + result.revincludes.count > Self.maxIncludes {
+            throw FHIRError(400, code: "too-costly", "The search has \(result.includes.count + result.revincludes.count) _include and _revinclude "
+                            + "parameters; at most \(Self.maxIncludes) are accepted", at: "_include")
+        }
         result.query = storedParameters(result.query)
         return result
+    }
+
+    /// Bounds on the size of one search, so that what a client asks for fits every store's limits
+    /// (expression depth, terms of a compound SELECT) and answers in bounded time: a search that
+    /// exceeds one gets a 400 naming it, never a database error.
+    public static let maxClauses = 64
+    public static let maxValuesPerParameter = 200
+    public static let maxValues = 1_000
+    public static let maxSortKeys = 8
+    public static let maxIncludes = 32
+
+    static func checkSize(_ query: SearchQuery) throws(FHIRError) {
+        var clauses = 0, values = 0
+        func count(_ q: SearchQuery) throws(FHIRError) {
+            for clause in q.clauses {
+                clauses += 1
+                values += clause.values.count
+                if clause.values.count > maxValuesPerParameter {
+                    throw FHIRError(400, code: "too-costly", "'\(clause.parameter)' has \(clause.values.count) values; a search parameter takes at most "
+                                    + "\(maxValuesPerParameter) (search in several requests)", at: clause.parameter)
+                }
+                for v in clause.values {
+                    switch v {
+                    case .chain(let inner), .has(let inner, _): try count(inner)
+                    default: continue
+                    }
+                }
+            }
+        }
+        try count(query)
+        if clauses > maxClauses {
+            throw FHIRError(400, code: "too-costly", "The search has \(clauses) parameters (chains and _has included); at most \(maxClauses) are accepted")
+        }
+        if values > maxValues {
+            throw FHIRError(400, code: "too-costly", "The search has \(values) values in all; at most \(maxValues) are accepted")
+        }
     }
 
     /// The query with each clause and sort key naming the parameters whose rows answer it

@@ -69,7 +69,11 @@ public struct SearchService: Sendable {
         if search.summaryCount { page.count = 0 }
         // `_count=0` asks for the total only.
         if page.count == 0 { page.withTotal = true }
-        let result = try await store.search(search.query, page: page)
+        // The access decision is part of the query (ADR 016): the match, its chains and `_has`, the
+        // total and the includes see only rows the principal may read.
+        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: sensitive)
+        let scope = try await gate.scope()
+        let result = try await store.search(search.query.scoped(scope), page: page)
         var seen = Set(result.records.map(\.key))
         var included: [ResourceRecord] = []
         var frontier = result.records
@@ -77,50 +81,21 @@ public struct SearchService: Sendable {
             var found: [ResourceRecord] = []
             for spec in search.includes where round == 0 || spec.iterate {
                 let sources = frontier.filter { $0.key.type == spec.sourceType }.map(\.key)
-                found += try await store.include(from: sources, parameter: spec.parameter, targetType: spec.targetType)
+                found += try await store.include(from: sources, parameter: spec.parameter, targetType: spec.targetType, scope: scope)
             }
             for spec in search.revincludes where round == 0 || spec.iterate {
                 let targets = frontier.map(\.key)
-                found += try await store.revinclude(of: targets, sourceType: spec.sourceType, parameter: spec.parameter)
+                found += try await store.revinclude(of: targets, sourceType: spec.sourceType, parameter: spec.parameter, scope: scope)
             }
             frontier = found.filter { policy.mayRead(principal, $0.key.type) && seen.insert($0.key).inserted }
             included += frontier
         }
-        // Other facilities' records the principal may not read are left out, and a total asked
-        // for counts only what the principal may read (a store's count would tell what was left out).
-        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: sensitive)
-        var matches = result.records
-        var total = result.total
-        if gate.restricted {
-            matches = try await gate.filter(matches)
-            included = try await gate.filter(included)
-            total = page.withTotal ? try await readableTotal(search.query, gate: gate) : nil
-        }
+        let matches = result.records
         try await trail.appendRead(.search, type: search.query.type, records: matches + included,
                                    query: IdentifierPresenter.auditedQuery(search.text))
         let presenter = IdentifierPresenter(protection: protection, principal: principal)
-        return Result(matches: presenter.records(matches), included: presenter.records(included), total: total,
+        return Result(matches: presenter.records(matches), included: presenter.records(included), total: result.total,
                       next: result.next, search: search)
-    }
-}
-
-extension SearchService {
-    /// Matches looked at, at most, to count what a restricted reader may read; beyond it the
-    /// total is left out rather than slow.
-    static let maxCountedMatches = 100_000
-
-    /// How many matches of `query` the gate lets the principal read (each match is looked at).
-    func readableTotal(_ query: SearchQuery, gate: PatientDataGate) async throws -> Int? {
-        var request: PageRequest? = PageRequest(count: 1_000)
-        var scanned = 0, readable = 0
-        while let current = request {
-            let page = try await store.search(query, page: current)
-            scanned += page.records.count
-            if scanned > Self.maxCountedMatches { return nil }
-            readable += try await gate.filter(page.records).count
-            request = page.next
-        }
-        return readable
     }
 }
 

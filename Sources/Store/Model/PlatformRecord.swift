@@ -48,6 +48,9 @@ public struct RecordWrite: Sendable {
 
 /// The statements for platform records, the same text on every SQL backend.
 package enum PlatformRecordSQL {
+    /// Work a migration leaves for the next start (`pending/reindex`: derived columns and rows to
+    /// rebuild from stored content).
+    package static let pendingKind = "pending"
     package static func statement(_ write: RecordWrite) -> (sql: String, binds: [SQLValue]) {
         let r = write.record
         let upsert = "INSERT INTO platform_record (kind, id, content, expires) VALUES (?, ?, ?, ?)"

@@ -75,11 +75,22 @@ public struct SearchQuery: Sendable, Equatable {
     public var type: String
     public var clauses: [Clause]
     public var sort: [SortKey]
+    /// The rows the query may see, at every level (its chains and `_has` too): set by the service
+    /// acting for a principal (ADR 016); the platform's own lookups see everything.
+    public var scope: ReadScope
 
-    public init(type: String, clauses: [Clause], sort: [SortKey] = []) {
+    public init(type: String, clauses: [Clause], sort: [SortKey] = [], scope: ReadScope = .everything) {
         self.type = type
         self.clauses = clauses
         self.sort = sort
+        self.scope = scope
+    }
+
+    /// The same query, seeing only what `scope` lets it.
+    public func scoped(_ scope: ReadScope) -> SearchQuery {
+        var copy = self
+        copy.scope = scope
+        return copy
     }
 
     /// Whether the query names its few matches exactly: by `_id` or by a full `system|value`

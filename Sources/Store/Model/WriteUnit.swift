@@ -43,7 +43,9 @@ public struct Assumption: Sendable {
     /// sharing any key are serialized even when their searches differ.
     /// Built when asked for (only the PostgreSQL writer asks): describing a query by reflection
     /// cost the SQLite path a twentieth of an HL7 message's CPU.
-    public var locks: [String] { named ?? [String(describing: query)] }
+    /// The search's lock leaves out whose rows it sees (the reader and the instant of its scope):
+    /// two units asking the same question must meet on one lock whoever asks.
+    public var locks: [String] { named ?? [String(describing: query.scoped(.everything))] }
     private let named: [String]?
 
     public init(query: SearchQuery, expected: [ResourceKey], locks: [String]? = nil) {

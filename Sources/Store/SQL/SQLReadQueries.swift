@@ -143,7 +143,8 @@ package struct SQLReadQueries: Sendable {
         return (records, lastRid)
     }
 
-    package func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
+    package func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest,
+                             scope: ReadScope) async throws -> SearchPage {
         let snapshot = try await snapshotRid(page)
         var condition: String
         var binds: [SQLValue]
@@ -165,6 +166,10 @@ package struct SQLReadQueries: Sendable {
         if let since {
             condition += " AND r.last_updated >= ?"
             binds.append(.integer(Int(since)))
+        }
+        if let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) {
+            condition += " AND " + access
+            binds.append(contentsOf: accessBinds)
         }
         var pageCondition = condition
         var pageBinds = binds
@@ -238,7 +243,7 @@ package struct SQLReadQueries: Sendable {
         return result
     }
 
-    package func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
+    package func include(from sources: [ResourceKey], parameter: String?, targetType: String?, scope: ReadScope) async throws -> [ResourceRecord] {
         var result: [ResourceRecord] = []
         for chunk in sources.chunked(400) {
             var sql = "SELECT DISTINCT \(Self.recordColumns) FROM idx_reference i"
@@ -248,12 +253,13 @@ package struct SQLReadQueries: Sendable {
             var binds = chunk.flatMap { [SQLValue.text($0.type), .text($0.id)] }
             if let parameter { sql += " AND i.param = ?"; binds.append(.text(parameter)) }
             if let targetType { sql += " AND i.target_type = ?"; binds.append(.text(targetType)) }
+            if let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) { sql += " AND " + access; binds += accessBinds }
             result.append(contentsOf: try await db.query(sql, binds).compactMap { Self.record($0) })
         }
         return result
     }
 
-    package func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord] {
+    package func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?, scope: ReadScope) async throws -> [ResourceRecord] {
         var result: [ResourceRecord] = []
         for chunk in targets.chunked(400) {
             var sql = "SELECT DISTINCT \(Self.recordColumns) FROM idx_reference i"
@@ -262,9 +268,33 @@ package struct SQLReadQueries: Sendable {
                 + Array(repeating: "(i.target_id = ? AND i.target_type = ?)", count: chunk.count).joined(separator: " OR ") + ")"
             var binds: [SQLValue] = [.text(sourceType)] + chunk.flatMap { [SQLValue.text($0.id), .text($0.type)] }
             if let parameter { sql += " AND i.param = ?"; binds.append(.text(parameter)) }
+            if let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) { sql += " AND " + access; binds += accessBinds }
             result.append(contentsOf: try await db.query(sql, binds).compactMap { Self.record($0) })
         }
         return result
+    }
+
+    /// Which of `keys` (current, not deleted) the scope lets its reader see: the decision on
+    /// reads by id, made by the same SQL as every search (ADR 016).
+    package func readable(_ keys: [ResourceKey], scope: ReadScope) async throws -> Set<ResourceKey> {
+        let keys = Array(Set(keys)).filter(\.isStorable)
+        guard let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) else { return Set(keys) }
+        var found = Set<ResourceKey>()
+        for chunk in keys.chunked(100) {
+            let sql = "SELECT r.type, r.id FROM resource r WHERE r.deleted = 0 AND ("
+                + chunk.map { _ in "(r.type = ? AND r.id = ?)" }.joined(separator: " OR ") + ") AND " + access
+            for row in try await db.query(sql, chunk.flatMap { [SQLValue.text($0.type), .text($0.id)] } + accessBinds) {
+                if let t = row[0].text, let id = row[1].text { found.insert(ResourceKey(t, id)) }
+            }
+        }
+        return found
+    }
+
+    /// Whether the scope lets its reader see a version described by `subject` (an older version:
+    /// `vread`, history), by the same SQL.
+    package func decide(_ subject: AccessSubject, scope: ReadScope) async throws -> Bool {
+        guard let (access, binds) = AccessSQL.condition(scope, .values(subject)) else { return true }
+        return try await scalar("SELECT CASE WHEN " + access + " THEN 1 ELSE 0 END", binds) == 1
     }
 
     package func resourceCounts() async throws -> [String: Int] {

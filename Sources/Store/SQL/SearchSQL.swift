@@ -43,7 +43,7 @@ package struct SearchSQL: Sendable {
     /// open (token system, reference target type); more than one group means a resource could be
     /// counted twice, and the caller must use `indexOnlyCount` instead.
     package func singleValueCount(_ query: SearchQuery, snapshot: Int) -> (sql: String, binds: [SQLValue])? {
-        guard query.clauses.count == 1, let clause = query.clauses.first, !clause.negated, clause.stored.count == 1,
+        guard query.scope.isEverything, query.clauses.count == 1, let clause = query.clauses.first, !clause.negated, clause.stored.count == 1,
               clause.values.count == 1, let value = clause.values.first else { return nil }
         let table: String, group: String
         switch value {
@@ -118,12 +118,12 @@ package struct SearchSQL: Sendable {
                     alternatives.append(cond)
                     clauseBinds.append(contentsOf: b)
                 case .chain(let inner):
-                    let (innerWhere, innerBinds) = whereClause(inner)
+                    let (innerWhere, innerBinds) = whereClause(inner.scoped(query.scope))
                     alternatives.append("r.rid IN (SELECT i.rid FROM idx_reference i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id"
                         + " WHERE i.type = ? AND i.param = ? AND t.rid IN (SELECT r.rid FROM resource r WHERE " + innerWhere + "))")
                     clauseBinds.append(contentsOf: [.text(query.type), .text(clause.parameter)] + innerBinds)
                 case .has(let inner, let parameter):
-                    let (innerWhere, innerBinds) = whereClause(inner)
+                    let (innerWhere, innerBinds) = whereClause(inner.scoped(query.scope))
                     alternatives.append("r.rid IN (SELECT t.rid FROM idx_reference i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id"
                         + " WHERE i.type = ? AND i.param = ? AND t.type = ? AND i.rid IN (SELECT r.rid FROM resource r WHERE " + innerWhere + "))")
                     clauseBinds.append(contentsOf: [.text(inner.type), .text(parameter), .text(query.type)] + innerBinds)
@@ -193,6 +193,12 @@ package struct SearchSQL: Sendable {
         if !driverSets.isEmpty {
             sql += " AND r.rid IN (" + driverSets.map(\.0).joined(separator: " INTERSECT ") + ")"
             binds.append(contentsOf: driverSets.flatMap(\.1))
+        }
+        // The access decision, on this level's rows (ADR 016); counts then need the rows.
+        if let (access, accessBinds) = AccessSQL.condition(query.scope, .row("r")) {
+            sql += " AND " + access
+            binds.append(contentsOf: accessBinds)
+            ridSets = nil
         }
         return (sql, binds, ridSets)
     }

@@ -19,9 +19,14 @@ package struct PendingRows: Sendable {
         package var rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int
         /// The patient compartment this version belongs to (see `WritePlanner.compartment`).
         package var compartment: String?
+        /// What the access decision reads of the row (ADR 016): its facility and sensitive labels.
+        package var facility: String?
+        package var sensitive: String?
 
-        package init(rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int, compartment: String?) {
+        package init(rid: Int, key: ResourceKey, version: Int, time: Int64, deleted: Bool, hid: Int, compartment: String?,
+                     facility: String? = nil, sensitive: String? = nil) {
             (self.rid, self.key, self.version, self.time, self.deleted, self.hid, self.compartment) = (rid, key, version, time, deleted, hid, compartment)
+            (self.facility, self.sensitive) = (facility, sensitive)
         }
     }
     package struct History: Sendable {
@@ -98,9 +103,12 @@ package enum WritePlanner {
             }
             let content = p.state.deleted ? nil : p.write.template?.render(version: p.state.version, lastUpdated: time)
             let hid = newHid()
-            let compartment = compartment(of: p.write)
+            let access = p.state.deleted ? AccessColumns(facility: nil, compartment: nil, sensitive: nil)
+                : AccessColumns(key: p.write.key, index: p.write.index)
+            let compartment = access.compartment
             pending.resources.append(.init(rid: p.state.rid, key: p.write.key, version: p.state.version, time: time,
-                                           deleted: p.state.deleted, hid: hid, compartment: compartment))
+                                           deleted: p.state.deleted, hid: hid, compartment: compartment,
+                                           facility: access.facility, sensitive: access.sensitive))
             pending.history.append(.init(hid: hid, rid: p.state.rid, version: p.state.version, time: time, method: p.write.method,
                                          content: content, compartment: compartment))
             if !fresh.contains(p.state.rid) { pending.clearIndex.insert(p.state.rid) }
@@ -120,13 +128,6 @@ package enum WritePlanner {
     }
 
     package static func compartment(of key: ResourceKey, index: [IndexEntry]) -> String? {
-        if key.type == "Patient" { return key.id }
-        var subject: String?
-        for entry in index {
-            guard case .reference(let type, let id?, _) = entry.value, type == "Patient" else { continue }
-            if entry.parameter == "patient" { return id }
-            if entry.parameter == "subject" && subject == nil { subject = id }
-        }
-        return subject
+        AccessColumns(key: key, index: index).compartment
     }
 }

@@ -77,5 +77,21 @@ enum SQLiteMigrations {
         (7, "expiring platform records, for the sweep", [
             "CREATE INDEX platform_record_expires ON platform_record(expires) WHERE expires IS NOT NULL",
         ]),
+        (8, "the access decision inside the query: a row's facility, patient and sensitive labels; consent rules", [
+            "ALTER TABLE resource ADD COLUMN facility TEXT",
+            "ALTER TABLE resource ADD COLUMN compartment TEXT",
+            "ALTER TABLE resource ADD COLUMN sensitive TEXT",
+            """
+            CREATE TABLE idx_consent (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, patient TEXT NOT NULL,
+                facility TEXT NOT NULL, class TEXT NOT NULL, label TEXT NOT NULL, verdict INTEGER NOT NULL, rank INTEGER NOT NULL,
+                low INTEGER NOT NULL, high INTEGER NOT NULL)
+            """,
+            "CREATE INDEX idx_consent_lookup ON idx_consent(patient, label, rid)",
+            "CREATE INDEX idx_consent_rid ON idx_consent(rid)",
+            // A facility's treatment relationships (`_care` rows), read once per query.
+            "CREATE INDEX idx_token_care ON idx_token(system, code) WHERE param = '_care'",
+            // Stored rows get their columns and rules from a reindex at the next start (ADR 016).
+            "INSERT INTO platform_record (kind, id, content) VALUES ('\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 8)')",
+        ]),
     ]
 }

@@ -134,8 +134,9 @@ public final class SQLiteStore: ResourceStore {
         try await reads.search(query, page: page)
     }
 
-    public func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest) async throws -> SearchPage {
-        try await reads.compartment(of: patients, types: types, since: since, page: page)
+    public func compartment(of patients: [ResourceKey], types: [String]?, since: Int64?, page: PageRequest,
+                            scope: ReadScope) async throws -> SearchPage {
+        try await reads.compartment(of: patients, types: types, since: since, page: page, scope: scope)
     }
 
     // The master index's lookups run on every Patient write: one prepared statement per code or
@@ -198,12 +199,20 @@ public final class SQLiteStore: ResourceStore {
             .joined().compactMap { row in SQLReadQueries.record(row).flatMap { seen.insert($0.key).inserted ? $0 : nil } }
     }
 
-    public func include(from sources: [ResourceKey], parameter: String?, targetType: String?) async throws -> [ResourceRecord] {
-        try await reads.include(from: sources, parameter: parameter, targetType: targetType)
+    public func include(from sources: [ResourceKey], parameter: String?, targetType: String?, scope: ReadScope) async throws -> [ResourceRecord] {
+        try await reads.include(from: sources, parameter: parameter, targetType: targetType, scope: scope)
     }
 
-    public func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?) async throws -> [ResourceRecord] {
-        try await reads.revinclude(of: targets, sourceType: sourceType, parameter: parameter)
+    public func revinclude(of targets: [ResourceKey], sourceType: String, parameter: String?, scope: ReadScope) async throws -> [ResourceRecord] {
+        try await reads.revinclude(of: targets, sourceType: sourceType, parameter: parameter, scope: scope)
+    }
+
+    public func readable(_ keys: [ResourceKey], scope: ReadScope) async throws -> Set<ResourceKey> {
+        try await reads.readable(keys, scope: scope)
+    }
+
+    public func decide(_ subject: AccessSubject, scope: ReadScope) async throws -> Bool {
+        try await reads.decide(subject, scope: scope)
     }
 
     public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {

@@ -235,6 +235,12 @@ final class SQLiteWriteSession: @unchecked Sendable {
         try db.exec("BEGIN IMMEDIATE")
         do {
             try writeIndex(index, stored: Set(index.keys))
+            // The access columns follow the index (ADR 016); a Patient is its own compartment.
+            for (rid, item) in index {
+                let access = AccessColumns(key: ResourceKey(item.type, ""), index: item.entries)
+                try db.run("UPDATE resource SET facility = ?, compartment = CASE WHEN type = 'Patient' THEN id ELSE ? END, sensitive = ?"
+                           + " WHERE rid = ?", [Self.text(access.facility), Self.text(access.compartment), Self.text(access.sensitive), .integer(rid)])
+            }
             try db.exec("COMMIT")
         } catch {
             try? db.exec("ROLLBACK")
@@ -258,7 +264,9 @@ final class SQLiteWriteSession: @unchecked Sendable {
         }
     }
 
-    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity"]
+    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity", "idx_consent"]
+
+    static func text(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }
 
     private func currentState(_ key: ResourceKey) throws -> ResourceState? {
         guard let row = try db.query("SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?",
@@ -305,11 +313,13 @@ final class SQLiteWriteSession: @unchecked Sendable {
                         h.content.map { .blob(ByteBuffer(bytes: $0)) } ?? .null])
         }
         for r in pending.resources {
-            try db.run("INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            try db.run("INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid, facility, compartment, sensitive)"
+                       + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                        + " ON CONFLICT(rid) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,"
-                       + " deleted = excluded.deleted, hid = excluded.hid",
+                       + " deleted = excluded.deleted, hid = excluded.hid, facility = excluded.facility,"
+                       + " compartment = excluded.compartment, sensitive = excluded.sensitive",
                        [.integer(r.rid), .text(r.key.type), .text(r.key.id), .integer(r.version), .integer(Int(r.time)),
-                        .integer(r.deleted ? 1 : 0), .integer(r.hid)])
+                        .integer(r.deleted ? 1 : 0), .integer(r.hid), Self.text(r.facility), Self.text(r.compartment), Self.text(r.sensitive)])
         }
         try writeIndex(pending.index, stored: pending.clearIndex)
         if !pending.audit.isEmpty {
@@ -382,7 +392,8 @@ final class SQLiteWriteSession: @unchecked Sendable {
     /// The columns after `rid` of each index table (in `indexTables` order).
     static let indexColumns = [["type", "param", "system", "code"], ["type", "param", "value", "exact"],
                                ["type", "param", "target_type", "target_id", "url"], ["type", "param", "low", "high"],
-                               ["type", "param", "value"], ["type", "param", "value", "system", "code"]]
+                               ["type", "param", "value"], ["type", "param", "value", "system", "code"],
+                               ["type", "param", "patient", "facility", "class", "label", "verdict", "rank", "low", "high"]]
 
     /// The insert of a row into each index table (in `indexTables` order).
     static let insertSQL = zip(indexTables, indexColumns).map { name, columns in
@@ -401,6 +412,9 @@ final class SQLiteWriteSession: @unchecked Sendable {
         case .uri(let u): return (4, [t, p, .text(u)])
         case .number(let n): return (5, [t, p, .double(n), .null, .null])
         case .quantity(let value, let system, let code): return (5, [t, p, .double(value), text(system), text(code)])
+        case .consent(let c):
+            return (6, [t, p, .text(c.patient), .text(c.facility), .text(c.resourceClass), .text(c.label), .integer(c.permit ? 1 : -1),
+                        .integer(c.rank), .integer(Int(c.low)), .integer(Int(c.high))])
         }
     }
 }

@@ -1,0 +1,82 @@
+import NIOCore
+import NIOHTTPTypes
+
+/// Connection time limits (ADR 016): a request's head must arrive whole within the header
+/// timeout of its first byte (slow-header attacks hold connections by sending a header a byte at
+/// a time); a connection with no request in progress is closed after the idle timeout
+/// (Hummingbird's idle handler, configured beside this one: `HuitongApplication.make`).
+/// Closes a connection whose request head does not arrive in time. It sits after the HTTP
+/// decoder, where a head is seen whole, and puts a watcher of raw bytes at the front of the
+/// pipeline, which starts the clock when the first byte of a request arrives.
+final class RequestHeadTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    let timeout: TimeAmount
+    /// Between requests: the next bytes begin a head.
+    private var betweenRequests = true
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let watcher = FirstBytesWatcher { [weak self] in
+            loop.assertInEventLoop()
+            self?.bytesArrived(context)
+        }
+        try? context.pipeline.syncOperations.addHandler(watcher, position: .first)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func bytesArrived(_ context: ChannelHandlerContext) {
+        guard betweenRequests, deadline == nil else { return }
+        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.betweenRequests else { return }
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            betweenRequests = false
+            deadline?.cancel()
+            deadline = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { betweenRequests = true }
+        context.write(data, promise: promise)
+    }
+}
+
+/// Tells its owner that bytes arrived (at the front of the pipeline: before TLS and HTTP decoding).
+final class FirstBytesWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let arrived: () -> Void
+
+    init(_ arrived: @escaping () -> Void) {
+        self.arrived = arrived
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        arrived()
+        context.fireChannelRead(data)
+    }
+}
+
+@available(*, unavailable)
+extension RequestHeadTimeoutHandler: Sendable {}
+@available(*, unavailable)
+extension FirstBytesWatcher: Sendable {}
