@@ -149,9 +149,7 @@ public struct AccessPolicy: Sendable {
     /// - Parameters:
     ///   - breakGlass: an emergency reader broke the glass (already checked to be allowed).
     ///   - residentPatients: for a resident, the ids of their own Patients (through the master index).
-    ///   - labels: the sensitive categories other facilities need an opt-in for.
-    public func readScope(_ principal: Principal, breakGlass: Bool, residentPatients: [String], labels: Set<String>,
-                          now: Int64) -> ReadScope {
+    public func readScope(_ principal: Principal, breakGlass: Bool, residentPatients: [String], now: Int64) -> ReadScope {
         let reader: ReadScope.Reader
         if principal.role == .administrator || breakGlass {
             reader = .everything
@@ -164,7 +162,7 @@ public struct AccessPolicy: Sendable {
             case .cdcStaff, .resident, .administrator: reader = .shared(demographics: false)
             }
         }
-        return ReadScope(reader: reader, now: now, labels: Array(labels))
+        return ReadScope(reader: reader, now: now)
     }
 
     /// What a role allows whatever its scopes grant (a scope never grants more than the role):

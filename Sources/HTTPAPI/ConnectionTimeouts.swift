@@ -39,7 +39,7 @@ final class RequestHeadTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func bytesArrived(_ context: ChannelHandlerContext) {
         guard betweenRequests, deadline == nil else { return }
-        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
             guard let self, self.betweenRequests else { return }
             context.close(promise: nil)
         }

@@ -76,7 +76,6 @@ public enum HuitongApplication {
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit
         searches.masterIndex = service.masterIndex
-        searches.sensitive = configuration.sensitive
         searches.protection = configuration.identifiers
         let failures = AuthenticationFailureAudit(store: store)
         var routes = FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),

@@ -112,7 +112,8 @@ enum PostgresMigrations {
             "CREATE INDEX idx_consent_lookup ON idx_consent (patient, label, rid)",
             "CREATE INDEX idx_consent_rid ON idx_consent (rid)",
             "CREATE INDEX idx_token_care ON idx_token (system, code) WHERE param = '_care'",
-            "INSERT INTO platform_record (kind, id, content) VALUES ('\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 6)')",
+            "INSERT INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 6)'"
+                + " WHERE EXISTS (SELECT 1 FROM resource)",
         ]),
     ]
 }

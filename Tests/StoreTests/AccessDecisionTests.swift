@@ -1,6 +1,7 @@
 import Access
 import FHIRModel
 import Foundation
+import Logging
 import Platform
 import Store
 import StoreTestSupport
@@ -85,7 +86,7 @@ final class AccessDecisionTests: XCTestCase {
                                 let verdict = ConsentEvaluator.verdict(consents, facility: f, type: type, now: now)
                                 let optIns = ConsentEvaluator.optIns(consents, facility: f, type: type, now: now)
                                 let expected = verdict != .deny && Set(labels).isSubset(of: optIns)
-                                let scope = ReadScope(reader: .facility(f, clinical: true), now: now, labels: ["HIV", "PSY"])
+                                let scope = ReadScope(reader: .facility(f, clinical: true), now: now)
                                 let subject = AccessSubject(type: type, facility: "writer", compartment: "p", sensitive: labels)
                                 let actual = try await store.decide(subject, scope: scope)
                                 checked += 1
@@ -109,7 +110,7 @@ final class AccessDecisionTests: XCTestCase {
             try await self.write(store, #"{"resourceType":"Encounter","id":"e","meta":{"source":"urn:huitong:facility:f1"},"status":"in-progress","class":{"code":"AMB"},"subject":{"reference":"Patient/p"}}"#,
                                  type: "Encounter", id: "e")
             let now = FHIRDateTime.parse("2026-06-01", kind: .dateTime)!.low
-            let scope = ReadScope(reader: .facility("f1", clinical: true), now: now, labels: ["HIV"])
+            let scope = ReadScope(reader: .facility("f1", clinical: true), now: now)
             let hiv = AccessSubject(type: "Condition", facility: "f2", compartment: "p", sensitive: ["HIV"])
             let plain = AccessSubject(type: "Condition", facility: "f2", compartment: "p", sensitive: [])
             let optIn = #"{"type":"permit","actor":[{"role":{"text":"r"},"reference":{"reference":"Organization/f1"}}],"securityLabel":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"HIV"}]}"#
@@ -145,7 +146,7 @@ final class AccessDecisionTests: XCTestCase {
                                  type: "Encounter", id: "e")
             func reads(_ reader: ReadScope.Reader, _ type: String, facility: String?, compartment: String?, labels: [String] = []) async throws -> Bool {
                 try await store.decide(AccessSubject(type: type, facility: facility, compartment: compartment, sensitive: labels),
-                                       scope: ReadScope(reader: reader, now: now, labels: ["HIV"]))
+                                       scope: ReadScope(reader: reader, now: now))
             }
             let a = ReadScope.Reader.facility("a", clinical: true), b = ReadScope.Reader.facility("b", clinical: true)
             let c = ReadScope.Reader.facility("c", clinical: true)
@@ -172,6 +173,39 @@ final class AccessDecisionTests: XCTestCase {
                                     .replacingOccurrences(of: "Patient/p", with: "Patient/pb"), type: "Consent", id: "refusal")
             let refused = try await reads(c, "Condition", facility: "a", compartment: "p")
             XCTAssertFalse(refused)
+        }
+    }
+
+    /// A store written before the access columns existed: its rows carry none of the facts the
+    /// decision reads until the start after the upgrade rebuilds them (`PendingReindex`).
+    func test_rowsWrittenBeforeTheUpgrade_areRebuiltAtTheNextStart() async throws {
+        try await withEachBackend { test in
+            let store = test.store
+            func bare(_ json: String, _ type: String, _ id: String) throws -> PreparedWrite {
+                let full = try self.pipeline.prepare(try JSONParser.parse(json), type: type, id: id, method: "PUT")
+                return PreparedWrite(key: full.key, action: full.action, method: full.method, template: full.template, index: [])
+            }
+            var unit = WriteUnit(writes: [
+                try bare(#"{"resourceType":"Patient","id":"p","meta":{"source":"urn:huitong:facility:a"}}"#, "Patient", "p"),
+                try bare(#"{"resourceType":"Condition","id":"c","meta":{"source":"urn:huitong:facility:a"},"code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"J45"}]},"subject":{"reference":"Patient/p"}}"#, "Condition", "c"),
+                try bare(#"{"resourceType":"Encounter","id":"e","meta":{"source":"urn:huitong:facility:b"},"status":"in-progress","class":{"code":"AMB"},"subject":{"reference":"Patient/p"}}"#, "Encounter", "e"),
+            ])
+            unit.records = [RecordWrite(PlatformRecord(kind: PendingReindex.record.kind, id: PendingReindex.record.id, content: "test"))]
+            _ = try await store.commit(unit)
+            let own = ReadScope(reader: .facility("a", clinical: true), now: 0)
+            let treating = ReadScope(reader: .facility("b", clinical: true), now: 0)
+            let before = try await store.readable([ResourceKey("Condition", "c")], scope: own)
+            XCTAssertEqual(before, [], "without its columns the row is nobody's")
+            let rebuilt = try await PendingReindex.runIfPending(store: store, pipeline: self.pipeline, logger: Logger(label: "test"))
+            XCTAssertEqual(rebuilt, 3)
+            let afterOwn = try await store.readable([ResourceKey("Condition", "c")], scope: own)
+            let afterTreating = try await store.readable([ResourceKey("Condition", "c")], scope: treating)
+            XCTAssertEqual(afterOwn, [ResourceKey("Condition", "c")])
+            XCTAssertEqual(afterTreating, [ResourceKey("Condition", "c")], "b's open encounter is a treatment relationship again")
+            let pending = try await store.record(kind: PendingReindex.record.kind, id: PendingReindex.record.id, now: 0)
+            XCTAssertNil(pending)
+            let again = try await PendingReindex.runIfPending(store: store, pipeline: self.pipeline, logger: Logger(label: "test"))
+            XCTAssertEqual(again, 0)
         }
     }
 }

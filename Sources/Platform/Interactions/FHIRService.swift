@@ -119,8 +119,7 @@ public struct FHIRService: Sendable {
 
     /// The access decision on this principal's reads (one per request: facts are not kept).
     public func patientDataGate() -> PatientDataGate {
-        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: pipeline.sensitive,
-                        pipeline: pipeline)
+        PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, pipeline: pipeline)
     }
 
     /// Refuses (403, audited) a record the principal may not read: another facility's patient data

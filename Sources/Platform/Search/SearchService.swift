@@ -14,8 +14,6 @@ public struct SearchService: Sendable {
     public var masterIndex: MasterPatientIndex?
     /// False only for a benchmark's unaudited baseline.
     public var auditing = true
-    /// The sensitive categories hidden from other facilities without the resident's opt-in.
-    public var sensitive = SensitiveCategories.defaults
     let policy = AccessPolicy()
     /// Searched values that may be ID or phone numbers also look up their blind index codes.
     public var protection: IdentifierProtection? {
@@ -71,7 +69,7 @@ public struct SearchService: Sendable {
         if page.count == 0 { page.withTotal = true }
         // The access decision is part of the query (ADR 016): the match, its chains and `_has`, the
         // total and the includes see only rows the principal may read.
-        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin, sensitive: sensitive)
+        let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
         let scope = try await gate.scope()
         let result = try await store.search(search.query.scoped(scope), page: page)
         var seen = Set(result.records.map(\.key))

@@ -15,7 +15,6 @@ public final class PatientDataGate: @unchecked Sendable {
     let masterIndex: MasterPatientIndex?
     let principal: Principal
     let origin: RequestOrigin
-    let sensitive: SensitiveCategories
     /// Works out an older version's index entries (its patient, facility and labels), for
     /// decisions on versions that are not current.
     let pipeline: IngestPipeline?
@@ -25,9 +24,8 @@ public final class PatientDataGate: @unchecked Sendable {
     private var scopeCache: ReadScope?
 
     init(store: any ResourceStore, masterIndex: MasterPatientIndex?, principal: Principal, origin: RequestOrigin,
-         sensitive: SensitiveCategories, pipeline: IngestPipeline? = nil) {
+         pipeline: IngestPipeline? = nil) {
         self.store = store
-        self.sensitive = sensitive
         self.masterIndex = masterIndex
         self.principal = principal
         self.origin = origin
@@ -42,7 +40,7 @@ public final class PatientDataGate: @unchecked Sendable {
             patients = try await residentOwn().compactMap { $0.hasPrefix("Patient/") ? String($0.dropFirst("Patient/".count)) : nil }
         }
         let scope = policy.readScope(principal, breakGlass: origin.breakGlassReason != nil, residentPatients: patients,
-                                     labels: sensitive.labels, now: Int64(Date().timeIntervalSince1970 * 1_000_000))
+                                     now: Int64(Date().timeIntervalSince1970 * 1_000_000))
         lock.withLock { scopeCache = scope }
         return scope
     }

@@ -27,17 +27,13 @@ public struct ReadScope: Sendable, Hashable, CustomStringConvertible {
     /// The instant consent periods are judged at (microseconds), fixed per request so that a
     /// conditional match re-run under the writer's lock sees the same rows.
     public var now: Int64
-    /// The sensitive categories (security labels) a reader of another facility needs the
-    /// resident's opt-in for.
-    public var labels: [String]
 
-    public init(reader: Reader, now: Int64, labels: [String]) {
+    public init(reader: Reader, now: Int64) {
         self.reader = reader
         self.now = now
-        self.labels = labels.sorted()
     }
 
-    public static let everything = ReadScope(reader: .everything, now: 0, labels: [])
+    public static let everything = ReadScope(reader: .everything, now: 0)
 
     public var isEverything: Bool { reader == .everything }
 

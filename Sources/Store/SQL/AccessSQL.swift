@@ -22,16 +22,23 @@ package struct AccessSQL: Sendable {
         var facility: (String, [SQLValue])
         var compartment: (String, [SQLValue])
         var sensitive: (String, [SQLValue])
+        /// A FROM clause listing its sensitive labels as `s.code`, ending in `WHERE … ` to add to.
+        var labels: (String, [SQLValue])
 
         package static func row(_ alias: String) -> Subject {
             Subject(type: ("\(alias).type", []), facility: ("\(alias).facility", []), compartment: ("\(alias).compartment", []),
-                    sensitive: ("\(alias).sensitive", []))
+                    sensitive: ("\(alias).sensitive", []),
+                    labels: ("idx_token s WHERE s.rid = \(alias).rid AND s.param = '\(AccessColumns.sensitiveParameter)'", []))
         }
 
         package static func values(_ s: AccessSubject) -> Subject {
             func value(_ v: String?) -> (String, [SQLValue]) { v.map { ("CAST(? AS TEXT)", [.text($0)]) } ?? ("CAST(NULL AS TEXT)", []) }
             let sensitive = s.sensitive.isEmpty ? nil : "," + s.sensitive.sorted().joined(separator: ",") + ","
-            return Subject(type: value(s.type), facility: value(s.facility), compartment: value(s.compartment), sensitive: value(sensitive))
+            let labels = s.sensitive.isEmpty ? ("(SELECT CAST(NULL AS TEXT) AS code) s WHERE 1 = 0", [SQLValue]())
+                : ("(" + s.sensitive.map { _ in "SELECT CAST(? AS TEXT) AS code" }.joined(separator: " UNION ALL ") + ") s WHERE 1 = 1",
+                   s.sensitive.map { SQLValue.text($0) })
+            return Subject(type: value(s.type), facility: value(s.facility), compartment: value(s.compartment), sensitive: value(sensitive),
+                           labels: labels)
         }
     }
 
@@ -123,28 +130,19 @@ package struct AccessSQL: Sendable {
               + " AND p.deleted = 0 AND p.facility = ? AND p.id IN (", [.text(facility)])
         resident(&b, subject)
         b.add(")))))")
-        // No refusal: in no Consent is the deciding rule for this reader a deny.
-        b.add(" AND NOT EXISTS (SELECT 1 FROM idx_consent c WHERE c.label = '' AND c.verdict < 0")
+        // No refusal: in no Consent is the deciding rule for this reader a deny, nor is any label
+        // the record carries opted out.
+        b.add(" AND NOT EXISTS (SELECT 1 FROM idx_consent c WHERE c.verdict < 0")
         applies(&b, "c", scope, facility, subject)
-        b.add(" AND c.patient IN (")
-        resident(&b, subject)
-        b.add(") AND NOT EXISTS (SELECT 1 FROM idx_consent d WHERE d.rid = c.rid AND d.label = '' AND d.rank > c.rank")
+        b.add(" AND c.patient IN ("); resident(&b, subject)
+        b.add(") AND ((c.label = '' AND NOT EXISTS (SELECT 1 FROM idx_consent d WHERE d.rid = c.rid AND d.label = '' AND d.rank > c.rank")
         applies(&b, "d", scope, facility, subject)
-        b.add("))")
-        // Sensitive categories: each one the record carries opted in, and not out.
-        guard !scope.labels.isEmpty else { return }
-        b.add(" AND ("); b.add(subject.sensitive); b.add(" IS NULL OR (")
-        for (i, label) in scope.labels.enumerated() {
-            if i > 0 { b.add(" AND ") }
-            b.add("("); b.add(subject.sensitive); b.add(" NOT LIKE ?", [.text("%," + label + ",%")])
-            b.add(" OR (EXISTS (SELECT 1 FROM idx_consent c WHERE c.label = ? AND c.verdict > 0", [.text(label)])
-            applies(&b, "c", scope, facility, subject)
-            b.add(" AND c.patient IN ("); resident(&b, subject)
-            b.add(")) AND NOT EXISTS (SELECT 1 FROM idx_consent c WHERE c.label = ? AND c.verdict < 0", [.text(label)])
-            applies(&b, "c", scope, facility, subject)
-            b.add(" AND c.patient IN ("); resident(&b, subject)
-            b.add("))))")
-        }
-        b.add("))")
+        b.add(")) OR (c.label <> '' AND "); b.add(subject.sensitive); b.add(" LIKE '%,' || c.label || ',%')))")
+        // Sensitive categories: each one the record carries opted in for this reader.
+        b.add(" AND ("); b.add(subject.sensitive); b.add(" IS NULL OR NOT EXISTS (SELECT 1 FROM "); b.add(subject.labels)
+        b.add(" AND NOT EXISTS (SELECT 1 FROM idx_consent c WHERE c.label = s.code AND c.verdict > 0")
+        applies(&b, "c", scope, facility, subject)
+        b.add(" AND c.patient IN ("); resident(&b, subject)
+        b.add("))))")
     }
 }

@@ -91,7 +91,8 @@ enum SQLiteMigrations {
             // A facility's treatment relationships (`_care` rows), read once per query.
             "CREATE INDEX idx_token_care ON idx_token(system, code) WHERE param = '_care'",
             // Stored rows get their columns and rules from a reindex at the next start (ADR 016).
-            "INSERT INTO platform_record (kind, id, content) VALUES ('\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 8)')",
+            "INSERT INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 8)'"
+                + " WHERE EXISTS (SELECT 1 FROM resource)",
         ]),
     ]
 }

@@ -2,7 +2,6 @@ import FHIRModel
 import Logging
 import NIOCore
 import NIOPosix
-import SQLiteNIO
 import Synchronization
 
 /// The embedded store: one SQLite file in WAL mode, one writer connection doing group
@@ -15,7 +14,7 @@ public final class SQLiteStore: ResourceStore {
         case full
     }
 
-    let readers: [SQLiteConnection]
+    let readers: SQLiteReaders
     let pointReader: SQLitePointReader
     let writer: SQLiteWriter
     let logger: Logger
@@ -53,30 +52,19 @@ public final class SQLiteStore: ResourceStore {
             writeConnection.close()
             throw error
         }
-        let pool = NIOThreadPool(numberOfThreads: max(2, readerCount))
-        pool.start()
-        let storage: SQLiteConnection.Storage = .file(path: path)
-        var readers: [SQLiteConnection] = []
-        for _ in 0..<readerCount {
-            let c = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger,
-                                                    on: MultiThreadedEventLoopGroup.singleton.any())
-            _ = try await c.query("PRAGMA query_only = 1")
-            _ = try await c.query("PRAGMA cache_size = -32768")
-            _ = try await c.query("PRAGMA mmap_size = 268435456")
-            readers.append(c)
-        }
+        let readers = try SQLiteReaders(path: path, connections: max(2, readerCount))
         let writer = try SQLiteWriter(connection: writeConnection, logger: logger)
         let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
-        let reads = SQLReadQueries(SQLiteReaders(readers))
+        let reads = SQLReadQueries(readers)
         let moved = Int(try await reads.record(kind: AuditSpool.marker.kind, id: AuditSpool.marker.id, now: 0)?.content ?? "") ?? 0
         let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
                                               movedSegment: moved, tuning: tuning, logger: logger)
         return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool, logger: logger)
     }
 
-    init(readers: [SQLiteConnection], pointReader: SQLitePointReader, writer: SQLiteWriter, spool: AuditSpool, logger: Logger) {
+    init(readers: SQLiteReaders, pointReader: SQLitePointReader, writer: SQLiteWriter, spool: AuditSpool, logger: Logger) {
         self.readers = readers
-        self.reads = SQLReadQueries(SQLiteReaders(readers))
+        self.reads = SQLReadQueries(readers)
         self.pointReader = pointReader
         self.writer = writer
         self.spool = spool
@@ -310,6 +298,6 @@ public final class SQLiteStore: ResourceStore {
         try? await writer.analyze(full: false)
         try await writer.close()
         pointReader.close()
-        for r in readers { try await r.close() }
+        try await readers.close()
     }
 }
