@@ -198,6 +198,21 @@ def test_an_administrators_clinical_read_is_audited_as_broken_glass(region):
     assert reads[0]["agent"][0]["purposeOfUse"][0]["coding"][0]["code"] == "BTG"
 
 
+def test_breaking_the_glass_is_for_emergency_roles_with_a_reason_and_is_audited(region):
+    r = region.records
+    reason = {"X-Break-Glass-Reason": "unconscious patient, suspected overdose"}
+    assert region.b_emergency.get(f"Condition/{r['hiv1']}").status_code == 403, "no reason given: the usual decision"
+    assert region.b_clinician.get(f"Condition/{r['hiv1']}", headers=reason).status_code == 403, "not an emergency role"
+    assert region.b_emergency.get(f"Condition/{r['hiv1']}", headers=reason).status_code == 200
+    found = ids(region.b_emergency.get("Condition?code=B20.1", headers=reason))
+    assert r["hiv1"] in found
+    # The resident sees who broke the glass, and why.
+    trail = region.resident1.get(f"AuditEvent?patient=Patient/{r['p1']}&_count=50").json()["entry"]
+    glass = [e["resource"] for e in trail if e["resource"]["agent"][0].get("purposeOfUse")
+             and e["resource"]["agent"][0]["who"]["identifier"]["value"] == region.b_emergency.client]
+    assert glass and glass[0]["agent"][0]["purposeOfUse"][0]["text"] == reason["X-Break-Glass-Reason"]
+
+
 # -- High: query size -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query", [
