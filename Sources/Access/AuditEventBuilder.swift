@@ -98,7 +98,11 @@ public enum AuditEventBuilder {
     /// interaction): who (client or user, role, facility, token, network address), what (resources,
     /// query), about whom (patients), outcome, purpose (treatment, or emergency with the
     /// break-the-glass reason). `id` is the event's place in the chain; its hash is a `meta.tag`.
-    public static func render(_ content: [UInt8], seq: Int, hash: String) -> JSON {
+    ///
+    /// `redacted` (operators, who see connectivity and data quality, not clinical content): without
+    /// the query text (a search names codes: `code=B20`) and the break-the-glass reason (a clinician's
+    /// words about the patient); who, when, what kind of access, which records and the outcome stay.
+    public static func render(_ content: [UInt8], seq: Int, hash: String, redacted: Bool = false) -> JSON {
         guard case .object(let e)? = try? JSONParser.parse(content) else {
             return .object(JSONObject([("resourceType", .string("AuditEvent")), ("id", .string(String(seq)))]))
         }
@@ -140,9 +144,9 @@ public enum AuditEventBuilder {
         agent["requestor"] = .bool(true)
         if let facility = text("f") { agent["location"] = .object(JSONObject([("display", .string("Organization/\(facility)"))])) }
         if let reason {
-            agent["purposeOfUse"] = .array([.object(JSONObject([
-                ("coding", .array([coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG", "break the glass")])),
-                ("text", .string(reason))]))])
+            var purpose = JSONObject([("coding", .array([coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG", "break the glass")]))])
+            if !redacted { purpose["text"] = .string(reason) }
+            agent["purposeOfUse"] = .array([.object(purpose)])
         }
         if let address = text("ip") {
             agent["network"] = .object(JSONObject([("address", .string(address)), ("type", .string("2"))]))
@@ -160,7 +164,7 @@ public enum AuditEventBuilder {
             entities.append(.object(JSONObject([("what", .object(JSONObject([("reference", .string(other))]))),
                                                 ("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"))])))
         }
-        if let query = text("q") {
+        if let query = text("q"), !redacted {
             entities.append(.object(JSONObject([("type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object")),
                                                 ("role", coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query")),
                                                 ("query", .string(Data(query.utf8).base64EncodedString()))])))

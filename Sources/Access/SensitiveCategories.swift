@@ -14,9 +14,9 @@ import Foundation
 /// - a laboratory test (LOINC) whose result is positive (`positiveTests`: a positive, reactive or
 ///   detected value or interpretation), or one whose mere presence tells (`tests`: an HIV viral
 ///   load is measured only for people living with HIV);
-/// - with `textMatching` on (the default), a concept given as text only (no coding) that names
-///   one of the category's `terms`: a diagnosis a system sent as free text is treated as sensitive
-///   rather than as nobody's business.
+/// - with `textMatching` on (the default), a concept given as text only, or coded only in systems
+///   the list does not know (a facility's local codes), that names one of the category's `terms`:
+///   a diagnosis a system sent as free text is treated as sensitive rather than as nobody's business.
 ///
 /// The list is configurable (`huitong serve --sensitive-categories FILE`, the JSON `encoded`
 /// writes); `codes` match by system and code prefix (`F` covers ICD-10 F00–F99).
@@ -91,13 +91,29 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         }
     }
 
+    /// A system as compared: lower case, without surrounding space or trailing slashes. Most
+    /// systems already are (every Coding and Identifier of every write passes here): returned as
+    /// they are, without Foundation's string bridging.
     static func normalisedSystem(_ s: String) -> String {
+        let u = s.utf8
+        if let last = u.last, last != UInt8(ascii: "/"), last != UInt8(ascii: " "), u.first != UInt8(ascii: " "),
+           !u.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) {
+            return s
+        }
         var t = Substring(s.trimmingCharacters(in: .whitespaces).lowercased())
         while t.hasSuffix("/") { t = t.dropLast() }
         return String(t)
     }
 
-    static func normalisedCode(_ s: String) -> String { s.trimmingCharacters(in: .whitespaces).uppercased() }
+    /// A code as compared: upper case, without surrounding space (as it is, when it already is).
+    static func normalisedCode(_ s: String) -> String {
+        let u = s.utf8
+        if let last = u.last, last != UInt8(ascii: " "), u.first != UInt8(ascii: " "),
+           !u.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }) {
+            return s
+        }
+        return s.trimmingCharacters(in: .whitespaces).uppercased()
+    }
 
     enum CodingKeys: String, CodingKey { case categories, textMatching }
 
@@ -144,7 +160,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
                                       "25835-0", "29893-5", "48345-3", "48346-1", "44607-9", "69668-2", "80387-4"),
                  tests: loinc("20447-9", "23876-6", "24013-5", "25836-8", "29539-4", "29541-0", "41513-2", "41514-0", "41515-7",
                               "41516-5", "48510-2", "48511-0", "48551-6", "48552-4", "51780-5", "59419-2", "62469-2", "70241-5"),
-                 terms: ["艾滋", "hiv", "aids", "人类免疫缺陷"]),
+                 terms: ["艾滋", "hiv", "aids", "人类免疫缺陷", "免疫缺陷病毒", "获得性免疫缺陷", "免疫缺陷综合征"]),
         Category(label: "STD", name: "性传播疾病 sexually transmitted diseases",
                  codes: icd10("A50", "A51", "A52", "A53", "A54", "A55", "A56", "A57", "A58", "A59", "A60", "A63", "A64")
                      + snomed("76272004", "15628003", "105629000", "33839006"),
@@ -176,7 +192,8 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
             switch value {
             case .object(let o):
                 if o["system"] != nil { found.formUnion(codeLabels(value)) }
-                if textMatching, let text = o["text"]?.stringValue, o["coding"] == nil || o["coding"]?.arrayValue?.isEmpty == true {
+                // Free text decides where no code the categories know does: text only, or only local codes.
+                if textMatching, let text = o["text"]?.stringValue, !knowsACoding(o) {
                     found.formUnion(termLabels(text))
                 }
                 for (key, member) in o where key != "meta" && key != "text" { visit(member) }
@@ -189,6 +206,14 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         visit(.object(resource))
         found.formUnion(testLabels(resource))
         return found
+    }
+
+    /// Whether a concept carries a coding in a system the categories list (diagnoses or tests).
+    func knowsACoding(_ concept: JSONObject) -> Bool {
+        (concept["coding"]?.arrayValue ?? []).contains { coding in
+            guard let system = coding["system"]?.stringValue.map(Self.normalisedSystem) else { return false }
+            return bySystem[system] != nil || testsBySystem[system] != nil
+        }
     }
 
     /// The categories whose terms a free text names.

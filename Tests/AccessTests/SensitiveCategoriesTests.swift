@@ -40,7 +40,11 @@ final class SensitiveCategoriesTests: XCTestCase {
         // A diagnosis given as text only, in Chinese or English.
         XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"艾滋病（HIV感染）"}}"#)), ["HIV"])
         XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"Major depressive episode"}}"#)), ["PSY"])
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"获得性免疫缺陷综合征"}}"#)), ["HIV"])
         XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"支气管哮喘"}}"#)), [])
+        // A local code the list does not know: its text decides. A code it knows: the code decides.
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"coding":[{"system":"urn:oid:1.2.156.999.1.9","code":"L-123"}],"text":"HIV感染"}}"#)), ["HIV"])
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"J45"}],"text":"哮喘（HIV阴性）"}}"#)), [])
         let off = SensitiveCategories(categories: SensitiveCategories.defaults.categories, textMatching: false)
         XCTAssertEqual(off.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"艾滋病"}}"#)), [], "text matching off")
         // A positive test result; a negative one is not; a viral load tells by itself.

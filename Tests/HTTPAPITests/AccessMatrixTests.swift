@@ -112,8 +112,10 @@ final class AccessMatrixTests: XCTestCase {
         // read, show and verify any resident's card (the resident presents it); a resident only
         // their own, and changes its status only by a loss report.
         "GET /card/keys": Example(kind: .publicRoute, method: .get, path: "/card/keys"),
+        // A facility issues cards to residents it may read (registered or treated); to another
+        // facility the fixture resident is no one.
         "POST /card/issue": Example(kind: .write, method: .post, path: "/card/issue", body: #"{"person":"Person/{PERSON}","temporary":true}"#,
-                                    contentType: "application/json"),
+                                    contentType: "application/json", otherFacility: .absent),
         "POST /card/verify": Example(kind: .read, method: .post, path: "/card/verify", body: #"{"code":"{CARD}:1","scene":"0101011"}"#,
                                      contentType: "application/json", otherFacility: .allowed, otherResident: .refused),
         "GET /card/{id}": Example(kind: .read, method: .get, path: "/card/{CARD}", otherFacility: .allowed, otherResident: .refused),

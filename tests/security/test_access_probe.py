@@ -186,6 +186,14 @@ def test_operators_and_cdc_staff_read_no_clinical_records_through_fhir(region):
     shown = region.operator.get(f"Patient?_id={r['p1']}")
     assert shown.status_code == 200 and ids(shown) == [r["p1"]]
     assert r["rid1"] not in shown.text
+    # ... and the audit trail, without its clinical content: no query text (A searched code=B20.1),
+    # no break-the-glass reasons.
+    assert region.a.get("Condition?code=B20.1").status_code == 200
+    def queries(who):
+        trail = who.get(f"AuditEvent?patient=Patient/{r['p1']}&_count=200").json()["entry"]
+        return [en for e in trail for en in e["resource"].get("entity", []) if "query" in en]
+    assert queries(region.admin), "an administrator sees the queries"
+    assert queries(region.operator) == []
 
 
 def test_an_administrators_clinical_read_is_audited_as_broken_glass(region):
@@ -241,7 +249,9 @@ def test_sensitive_records_are_recognised_by_meaning_not_spelling(region):
         condition(subject, "B20", "urn:oid:2.16.840.1.113883.6.3"),
         condition(subject, "86406008", "http://snomed.info/sct"),
         condition(subject, None, text="HIV感染"),
+        condition(subject, None, text="获得性免疫缺陷综合征"),
         condition(subject, None, text="重度抑郁发作"),
+        condition(subject, "L-123", "urn:oid:1.2.156.999.1.9", text="HIV感染"),  # a local code: its text decides
         {"resourceType": "Observation", "status": "final", "subject": subject,
          "code": {"coding": [{"system": "http://loinc.org", "code": "7917-8"}]},
          "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "10828004", "display": "Positive"}]}},
@@ -292,6 +302,21 @@ def test_pixm_answers_alike_for_a_resident_it_may_not_see_and_for_nobody(region)
     assert answers[0].status_code == 404
     # A's own resident is found by A.
     assert region.a.get(f"Patient/$ihe-pix?sourceIdentifier={ID_SYSTEM}|{known}").status_code == 200
+
+
+def test_a_card_is_issued_only_for_a_resident_the_facility_may_read(region):
+    r = region.records
+    # B never registered resident 2 nor treats them: to B they are no one, like an unknown id.
+    def issue(holder):
+        return requests.post(region.url + "/card/issue", json=dict(holder, temporary=True), headers=region.b.headers(
+            {"Content-Type": "application/json"}))
+    for hidden, absent in (({"patient": f"Patient/{r['p2']}"}, {"patient": f"Patient/{missing()}"}),
+                           ({"person": f"Person/{r['person2']}"}, {"person": f"Person/{missing()}"})):
+        answers = [issue(hidden), issue(absent)]
+        assert answers[0].status_code == 404, answers[0].text
+        key = lambda h: next(iter(h.values()))
+        assert normalised(answers[0], key(hidden)) == normalised(answers[1], key(absent))
+    assert region.b.get(f"Patient/{r['p2']}").status_code == 403
 
 
 def test_dynamic_card_codes_are_made_for_the_resident_or_at_the_issuing_counter(region):

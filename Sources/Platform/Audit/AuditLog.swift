@@ -30,7 +30,7 @@ public struct AuditLog: Sendable {
             guard !own.isDisjoint(with: about) else { throw FHIRError.notFound(ResourceKey("AuditEvent", id)) }
         }
         try await service.trail.append(.read, type: "AuditEvent", entities: [ResourceKey("AuditEvent", id)], patients: [])
-        return Self.resource(event)
+        return Self.resource(event, redacted: redacted)
     }
 
     /// `patient` (repeatable, `Patient/x`, `x` or a comma list), `_count`, `_before`.
@@ -71,11 +71,14 @@ public struct AuditLog: Sendable {
         let page = Array(events.prefix(count))
         try await service.trail.append(.search, type: "AuditEvent", entities: [], patients: patients,
                                        query: parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&"))
-        return Page(events: page.map(Self.resource), next: events.count > count ? page.last?.seq : nil)
+        return Page(events: page.map { Self.resource($0, redacted: redacted) }, next: events.count > count ? page.last?.seq : nil)
     }
 
+    /// Operators read the trail without its clinical content (the queries' text, break-the-glass reasons).
+    var redacted: Bool { service.principal.role == .platformOperator }
+
     /// The stored event as a FHIR AuditEvent.
-    static func resource(_ event: StoredAuditEvent) -> ByteBuffer {
-        ByteBuffer(bytes: JSONWriter.bytes(AuditEventBuilder.render(event.content, seq: event.seq, hash: event.hash)))
+    static func resource(_ event: StoredAuditEvent, redacted: Bool) -> ByteBuffer {
+        ByteBuffer(bytes: JSONWriter.bytes(AuditEventBuilder.render(event.content, seq: event.seq, hash: event.hash, redacted: redacted)))
     }
 }

@@ -166,15 +166,27 @@ public struct HealthCardService: Sendable {
 
     func person(of body: JSON) async throws -> ResourceKey {
         func reference(_ name: String) -> String? { body[name]?.stringValue ?? body[name]?["reference"]?.stringValue }
+        // The holder must be someone the issuer may read (a resident it registered or treats): a
+        // card for anyone else would hand out their identity and tell that they exist (ADR 016).
+        // Unknown and hidden answer alike.
+        func readable(_ key: ResourceKey) async throws -> ResourceKey {
+            guard let record = try await service.store.read(key), !record.deleted, try await service.patientDataGate().mayRead(record) else {
+                try? await service.trail.append(.operation("card-issue"), type: key.type, entities: [], patients: [],
+                                                query: "holder=\(key)", outcome: .denied("no such card holder the caller may read"))
+                throw FHIRError.notFound(key)
+            }
+            return key
+        }
         if let text = reference("person") {
             guard let key = CardRecord.key(text), key.type == "Person" else {
                 throw FHIRError(400, code: "invalid", "'person' must reference a Person (Person/{id})", at: "person")
             }
-            return key
+            return try await readable(key)
         }
         guard let text = reference("patient"), let key = CardRecord.key(text), key.type == "Patient" else {
             throw FHIRError(400, code: "required", "Name the card holder: 'person' (Person/{id}) or 'patient' (Patient/{id})", at: "person")
         }
+        _ = try await readable(key)
         guard let person = try await service.masterIndex?.linkedRecords(of: key)?.person else {
             throw FHIRError(422, code: "not-found", "\(key) is not linked to a master Person", at: "patient")
         }

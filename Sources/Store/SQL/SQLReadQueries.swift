@@ -83,11 +83,7 @@ package struct SQLReadQueries: Sendable {
 
     /// Keys of current resources matching a conditional query.
     package func keys(_ query: SearchQuery, limit: Int) async throws -> [ResourceKey] {
-        let (sql, binds) = search.compile(query, limit: limit)
-        return try await db.query(sql, binds).compactMap { row in
-            guard let t = row[0].text, let id = row[1].text else { return nil }
-            return ResourceKey(t, id)
-        }
+        try await ConditionalMatchSQL(db.dialect, query, limit: limit).keys(db)
     }
 
     package func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage {

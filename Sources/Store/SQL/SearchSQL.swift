@@ -22,8 +22,8 @@ package struct SearchSQL: Sendable {
     }
 
     /// `r.type = ? AND r.deleted = 0 AND ...` over `resource r`.
-    package func whereClause(_ query: SearchQuery) -> (sql: String, binds: [SQLValue]) {
-        let (sql, binds, _) = compileWhere(query)
+    package func whereClause(_ query: SearchQuery, topLevelAccess: Bool = true) -> (sql: String, binds: [SQLValue]) {
+        let (sql, binds, _) = compileWhere(query, topLevelAccess: topLevelAccess)
         return (sql, binds)
     }
 
@@ -68,7 +68,10 @@ package struct SearchSQL: Sendable {
     /// Search parameters that whole facilities or profiles share (`_source` is a facility's).
     static let broadParameters: Set<String> = ["_source", "_tag", "_security", "_profile"]
 
-    package func compileWhere(_ query: SearchQuery) -> (sql: String, binds: [SQLValue], ridSets: [(String, [SQLValue])]?) {
+    /// - Parameter topLevelAccess: false leaves this level's access condition to the caller
+    ///   (`ConditionalMatchSQL`); chains and `_has` below keep theirs.
+    package func compileWhere(_ query: SearchQuery, topLevelAccess: Bool = true)
+        -> (sql: String, binds: [SQLValue], ridSets: [(String, [SQLValue])]?) {
         // With a selective index clause present, keep the planner from scanning every resource of
         // the type through the type index: `+r.type` is not indexable, so the IN lists drive.
         let hasID = query.clauses.contains { $0.parameter == "_id" }
@@ -195,7 +198,7 @@ package struct SearchSQL: Sendable {
             binds.append(contentsOf: driverSets.flatMap(\.1))
         }
         // The access decision, on this level's rows (ADR 016); counts then need the rows.
-        if let (access, accessBinds) = AccessSQL.condition(query.scope, .row("r")) {
+        if topLevelAccess, let (access, accessBinds) = AccessSQL.condition(query.scope, .row("r")) {
             sql += " AND " + access
             binds.append(contentsOf: accessBinds)
             ridSets = nil
@@ -306,8 +309,75 @@ package struct SearchSQL: Sendable {
     }
 
     /// Keys of matching resources (conditional interactions).
-    package func compile(_ query: SearchQuery, limit: Int) -> (sql: String, binds: [SQLValue]) {
-        let (w, b) = whereClause(query)
-        return ("SELECT r.type, r.id FROM resource r WHERE " + w + " ORDER BY r.rid LIMIT ?", b + [.integer(limit)])
+    package func compile(_ query: SearchQuery, limit: Int, topLevelAccess: Bool = true) -> (sql: String, binds: [SQLValue]) {
+        let (w, b) = whereClause(query, topLevelAccess: topLevelAccess)
+        return ("SELECT r.type, r.id, r.rid FROM resource r WHERE " + w + " ORDER BY r.rid LIMIT ?", b + [.integer(limit)])
+    }
+}
+
+/// A conditional interaction's match (`If-None-Exist`, conditional update and delete, a
+/// transaction's conditional URLs and references, and their re-checks under the writer's lock),
+/// decided on the rows the caller may read (ADR 016) in two statements whose texts stay the same
+/// from one request to the next: the match's candidates without this level's access condition,
+/// then the condition on each candidate by its row id. Conditional URLs vary in shape (how many
+/// identifiers a transaction names), so the one-statement form was prepared anew nearly every
+/// time, the access condition's subqueries with it; an unmatched identifier, a feed's usual case,
+/// now costs no access statement at all. Chains and `_has` inside keep their conditions. More than
+/// `cap` candidates (a broad conditional) fall back to the one statement.
+package struct ConditionalMatchSQL: Sendable {
+    static let cap = 256
+    let query: SearchQuery
+    let limit: Int
+    let search: SearchSQL
+    let candidates: (sql: String, binds: [SQLValue])
+    /// The access condition on one row id (its bind first, then these), or nil when every row may be read.
+    let access: (sql: String, binds: [SQLValue])?
+
+    package init(_ dialect: SQLDialect, _ query: SearchQuery, limit: Int) {
+        self.query = query
+        self.limit = limit
+        search = SearchSQL(dialect)
+        if let (condition, binds) = AccessSQL.condition(query.scope, .row("r")) {
+            candidates = search.compile(query, limit: Self.cap + 1, topLevelAccess: false)
+            access = ("SELECT 1 FROM resource r WHERE r.rid = ? AND " + condition, binds)
+        } else {
+            candidates = search.compile(query, limit: limit)
+            access = nil
+        }
+    }
+
+    static func key(_ row: [SQLValue]) -> (ResourceKey, Int)? {
+        guard row.count >= 3, let t = row[0].text, let id = row[1].text, let rid = row[2].integer else { return nil }
+        return (ResourceKey(t, id), rid)
+    }
+
+    /// The matches, with a statement runner that runs one statement for several sets of
+    /// parameters (the point reader's and the writer's connections).
+    package func keys(_ run: (String, [[SQLValue]]) throws -> [[[SQLValue]]]) throws -> [ResourceKey] {
+        let rows = try run(candidates.sql, [candidates.binds]).first ?? []
+        guard let access else { return rows.compactMap { Self.key($0)?.0 } }
+        if rows.count > Self.cap {
+            let whole = search.compile(query, limit: limit)
+            return (try run(whole.sql, [whole.binds]).first ?? []).compactMap { Self.key($0)?.0 }
+        }
+        let found = rows.compactMap(Self.key)
+        guard !found.isEmpty else { return [] }
+        let answers = try run(access.sql, found.map { [.integer($0.1)] + access.binds })
+        return zip(found, answers).filter { !$0.1.isEmpty }.prefix(limit).map(\.0.0)
+    }
+
+    /// The same on an asynchronous executor.
+    package func keys(_ db: any SQLExecutor) async throws -> [ResourceKey] {
+        let rows = try await db.query(candidates.sql, candidates.binds)
+        guard let access else { return rows.compactMap { Self.key($0)?.0 } }
+        if rows.count > Self.cap {
+            let whole = search.compile(query, limit: limit)
+            return try await db.query(whole.sql, whole.binds).compactMap { Self.key($0)?.0 }
+        }
+        var out: [ResourceKey] = []
+        for (key, rid) in rows.compactMap(Self.key) where out.count < limit {
+            if !(try await db.query(access.sql, [.integer(rid)] + access.binds)).isEmpty { out.append(key) }
+        }
+        return out
     }
 }

@@ -111,11 +111,7 @@ public final class SQLiteStore: ResourceStore {
         guard query.isPointLookup, limit <= 16 else { return try await reads.keys(query, limit: limit) }
         // A conditional interaction's search (`identifier=system|value`): an indexed lookup of a
         // few rows, on the calling thread with its statement prepared once (ADR 004).
-        let (sql, binds) = SearchSQL(.sqlite).compile(query, limit: limit)
-        return try pointReader.rows(sql, [binds]).joined().compactMap { row in
-            guard let t = row[0].text, let id = row[1].text else { return nil }
-            return ResourceKey(t, id)
-        }
+        return try ConditionalMatchSQL(.sqlite, query, limit: limit).keys { sql, bindings in try pointReader.rows(sql, bindings) }
     }
 
     public func search(_ query: SearchQuery, page: PageRequest) async throws -> SearchPage {

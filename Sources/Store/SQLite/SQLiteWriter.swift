@@ -115,14 +115,11 @@ actor SQLiteWriter {
 /// A unit with its assumptions compiled to SQL.
 struct PreparedUnit: Sendable {
     let unit: WriteUnit
-    let checks: [(sql: String, binds: [SQLValue], expected: Set<ResourceKey>)]
+    let checks: [(match: ConditionalMatchSQL, expected: Set<ResourceKey>)]
 
     init(_ unit: WriteUnit) {
         self.unit = unit
-        checks = unit.assumptions.map { a in
-            let (sql, binds) = SearchSQL(.sqlite).compile(a.query, limit: max(a.expected.count + 1, 2))
-            return (sql, binds, Set(a.expected))
-        }
+        checks = unit.assumptions.map { a in (ConditionalMatchSQL(.sqlite, a.query, limit: max(a.expected.count + 1, 2)), Set(a.expected)) }
     }
 }
 
@@ -164,10 +161,7 @@ final class SQLiteWriteSession: @unchecked Sendable {
                     if !item.checks.isEmpty {
                         try flush(&pending, fresh: &fresh)
                         for check in item.checks {
-                            let found = try db.query(check.sql, check.binds).compactMap { row -> ResourceKey? in
-                                guard let t = row[0].text, let id = row[1].text else { return nil }
-                                return ResourceKey(t, id)
-                            }
+                            let found = try check.match.keys { sql, bindings in try bindings.map { try db.query(sql, $0) } }
                             if Set(found) != check.expected { throw StoreError.conditionChanged }
                         }
                     }
