@@ -139,6 +139,9 @@ let package = Package(
                                                      .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
+        // Domain tests of the platform core, without HTTP.
+        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform", "Access",
                                                 .product(name: "PostgresNIO", package: "postgres-nio"),
                                                 .product(name: "Logging", package: "swift-log"),

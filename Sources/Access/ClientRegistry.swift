@@ -81,9 +81,7 @@ public struct ClientRegistry: Sendable {
             scopes: SMARTScope.format(parsed.compactMap(\.1)), secretHash: secret.map(sha256Hex), jwks: jwks,
             created: Int64(Date().timeIntervalSince1970 * 1_000_000), disabled: false, hl7Senders: hl7Senders.isEmpty ? nil : hl7Senders)
         let content = String(decoding: try JSONEncoder().encode(client), as: UTF8.self)
-        var unit = WriteUnit(writes: [])
-        unit.records = [RecordWrite(PlatformRecord(kind: ClientRegistration.kind, id: client.id, content: content))]
-        _ = try await store.commit(unit)
+        try await store.commitRecords([RecordWrite(PlatformRecord(kind: ClientRegistration.kind, id: client.id, content: content))])
         return (client, secret)
     }
 
@@ -183,12 +181,10 @@ public struct ClientRegistry: Sendable {
         }
         guard let jti = claims.jti, !jti.isEmpty else { throw OAuthError.invalidClient("The client assertion needs a jti") }
         // One use per jti, until the assertion expires (shared by every node through the store).
-        var unit = WriteUnit(writes: [])
-        unit.records = [RecordWrite(PlatformRecord(kind: "assertion-jti", id: client.id + " " + jti, content: "{}",
-                                                   expires: Int64(claims.exp.timeIntervalSince1970 * 1_000_000)),
-                                    mode: .insertNew(now: Self.now()))]
         do {
-            _ = try await store.commit(unit)
+            try await store.commitRecords([RecordWrite(PlatformRecord(kind: "assertion-jti", id: client.id + " " + jti, content: "{}",
+                                                                      expires: Int64(claims.exp.timeIntervalSince1970 * 1_000_000)),
+                                                       mode: .insertNew(now: Self.now()))])
         } catch StoreError.recordExists {
             throw OAuthError.invalidClient("The client assertion's jti was used before (replay)")
         }

@@ -341,8 +341,6 @@ extension IdentifierProtection {
 
     /// Records the current keyring's check value (after `huitong reindex` re-blinded the index).
     public func rebind(to store: any ResourceStore) async throws {
-        var unit = WriteUnit(writes: [])
-        unit.records = [RecordWrite(PlatformRecord(kind: Self.checkKind, id: "blind-index", content: keyCheck))]
-        _ = try await store.commit(unit)
+        try await store.commitRecords([RecordWrite(PlatformRecord(kind: Self.checkKind, id: "blind-index", content: keyCheck))])
     }
 }

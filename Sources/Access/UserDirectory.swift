@@ -111,12 +111,10 @@ public struct UserDirectory: Sendable {
         // A new session: its refresh token is kept only as a hash.
         let refresh = ClientRegistry.randomToken()
         let session = Session(username: username, created: Self.micros(now), lastUsed: Self.micros(now))
-        var unit = WriteUnit(writes: [])
-        unit.records = [try Self.record(account),
+        try await store.commitRecords([try Self.record(account),
                         RecordWrite(PlatformRecord(kind: Session.kind, id: ClientRegistry.sha256Hex(refresh),
                                                    content: String(decoding: try JSONEncoder().encode(session), as: UTF8.self),
-                                                   expires: Self.micros(now.addingTimeInterval(Self.absoluteTimeout))))]
-        _ = try await store.commit(unit)
+                                                   expires: Self.micros(now.addingTimeInterval(Self.absoluteTimeout))))])
         var response = try await issue(account, now: now)
         response["refresh_token"] = refresh
         return response
@@ -130,21 +128,21 @@ public struct UserDirectory: Sendable {
             throw OAuthError(400, "invalid_grant", "The session has ended; log in again")
         }
         guard Self.micros(now) - session.lastUsed <= Self.micros(Date(timeIntervalSince1970: Self.idleTimeout)) else {
-            _ = try await store.commit(Self.unit([.delete(kind: Session.kind, id: id)]))
+            try await store.commitRecords([.delete(kind: Session.kind, id: id)])
             throw OAuthError(400, "invalid_grant", "The session ended after \(Int(Self.idleTimeout / 60)) minutes without use; log in again")
         }
         guard let account = try await account(session.username), account.lockedUntil.map({ $0 <= Self.micros(now) }) ?? true else {
             throw OAuthError(400, "invalid_grant", "The account is no longer available")
         }
         session.lastUsed = Self.micros(now)
-        _ = try await store.commit(Self.unit([RecordWrite(PlatformRecord(kind: Session.kind, id: id,
-            content: String(decoding: try JSONEncoder().encode(session), as: UTF8.self), expires: record.expires))]))
+        try await store.commitRecords([RecordWrite(PlatformRecord(kind: Session.kind, id: id,
+            content: String(decoding: try JSONEncoder().encode(session), as: UTF8.self), expires: record.expires))])
         return try await issue(account, now: now)
     }
 
     /// Ends a session (logout).
     public func logout(_ token: String) async throws {
-        _ = try await store.commit(Self.unit([.delete(kind: Session.kind, id: ClientRegistry.sha256Hex(token))]))
+        try await store.commitRecords([.delete(kind: Session.kind, id: ClientRegistry.sha256Hex(token))])
     }
 
     func issue(_ account: UserAccount, now: Date) async throws -> [String: any Sendable] {
@@ -171,14 +169,8 @@ public struct UserDirectory: Sendable {
                                    content: String(decoding: try JSONEncoder().encode(account), as: UTF8.self)))
     }
 
-    static func unit(_ records: [RecordWrite]) -> WriteUnit {
-        var unit = WriteUnit(writes: [])
-        unit.records = records
-        return unit
-    }
-
     static func save(_ account: UserAccount, in store: any ResourceStore, mode: RecordWrite.Mode = .put) async throws {
         let r = try record(account)
-        _ = try await store.commit(unit([RecordWrite(r.record, mode: mode)]))
+        try await store.commitRecords([RecordWrite(r.record, mode: mode)])
     }
 }

@@ -44,7 +44,10 @@ public protocol ResourceStore: Sendable {
     /// Whether `scope` lets its reader see a version described by `subject` (older versions).
     func decide(_ subject: AccessSubject, scope: ReadScope) async throws -> Bool
     /// Commits a unit atomically and durably; throws `StoreError` when a precondition fails.
-    func commit(_ unit: WriteUnit) async throws -> [WriteOutcome]
+    /// Resource writes reach it only through the platform's write pipeline (`WritePipeline`, ADR
+    /// 017): the requirement is SPI, so a file must ask for it by name, and only the pipeline, the
+    /// stores and their tests do. Platform records and audit events take `commitRecords`.
+    @_spi(WritePipeline) func commit(_ unit: WriteUnit) async throws -> [WriteOutcome]
     /// A platform record (not expired at `now`, microseconds), read from the primary.
     func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord?
     /// Every unexpired platform record of a kind, by id.
@@ -162,5 +165,16 @@ public struct HistoryPage: Sendable {
         self.records = records
         self.total = total
         self.snapshot = snapshot
+    }
+}
+
+extension ResourceStore {
+    /// Commits platform records (clients, users, sessions, card uses, one-time ids) and audit
+    /// events atomically and durably: never a resource, which only the write pipeline commits.
+    public func commitRecords(_ records: [RecordWrite], audit: [AuditRecord] = []) async throws {
+        var unit = WriteUnit(writes: [])
+        unit.records = records
+        unit.audit = audit
+        _ = try await commit(unit)
     }
 }

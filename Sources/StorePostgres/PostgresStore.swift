@@ -2,7 +2,7 @@ import FHIRModel
 import Logging
 import NIOCore
 import PostgresNIO
-import Store
+@_spi(WritePipeline) import Store
 import Synchronization
 
 /// The production store: PostgreSQL through a pooled `PostgresClient`, safe for several
@@ -173,7 +173,7 @@ public final class PostgresStore: ResourceStore {
         try await current.decide(subject, scope: scope)
     }
 
-    public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+    @_spi(WritePipeline) public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         let outcomes = try await writer.commit(unit)
         wrote(unit.writes.reduce(0) { $0 + 1 + $1.index.count })
         return outcomes

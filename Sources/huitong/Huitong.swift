@@ -356,9 +356,7 @@ struct Reindex: AsyncParsableCommand {
         if type == nil {
             try await protection.rebind(to: store)
             // A full reindex does what a migration left pending.
-            var unit = WriteUnit(writes: [])
-            unit.records = [RecordWrite.delete(kind: PendingReindex.record.kind, id: PendingReindex.record.id)]
-            _ = try await store.commit(unit)
+            try await store.commitRecords([RecordWrite.delete(kind: PendingReindex.record.kind, id: PendingReindex.record.id)])
         }
         print("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         try await store.close()

@@ -1,7 +1,7 @@
 import FHIRModel
 import HTTPTypes
 import Platform
-import Store
+@_spi(WritePipeline) import Store
 import XCTest
 
 /// Ids of the matches (search.mode = match) of a search.

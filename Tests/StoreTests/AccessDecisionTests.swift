@@ -3,7 +3,7 @@ import FHIRModel
 import Foundation
 import Logging
 import Platform
-import Store
+@_spi(WritePipeline) import Store
 import StoreTestSupport
 import XCTest
 

@@ -2,7 +2,7 @@ import Crypto
 import FHIRModel
 import Foundation
 import Platform
-import Store
+@_spi(WritePipeline) import Store
 import StoreTestSupport
 import XCTest
 

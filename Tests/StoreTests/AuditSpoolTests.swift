@@ -1,5 +1,5 @@
 import Foundation
-@testable import Store
+@_spi(WritePipeline) @testable import Store
 import XCTest
 
 /// The embedded store's audit spool (ADR 010): reads' events are durable in a mapped file before

@@ -2,7 +2,7 @@ import FHIRModel
 import Foundation
 import NIOCore
 import Platform
-import Store
+@_spi(WritePipeline) import Store
 import StoreTestSupport
 import XCTest
 

@@ -1,5 +1,5 @@
 import Platform
-import Store
+@_spi(WritePipeline) import Store
 import StoreTestSupport
 import XCTest
 

@@ -1,7 +1,7 @@
 import FHIRModel
 import Foundation
 import Platform
-import Store
+@_spi(WritePipeline) import Store
 import StorePostgres
 import StoreTestSupport
 import XCTest

@@ -1,7 +1,7 @@
 import FHIRModel
 import Foundation
 import Platform
-@testable import Store
+@_spi(WritePipeline) @testable import Store
 import StoreTestSupport
 import XCTest
 

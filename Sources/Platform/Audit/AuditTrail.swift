@@ -36,9 +36,8 @@ public struct AuditTrail: Sendable {
     public func append(_ interaction: Interaction, type: String?, entities: [ResourceKey], patients: [String],
                        query: String? = nil, outcome: AuditOutcome = .success) async throws {
         guard enabled else { return }
-        var unit = WriteUnit(writes: [])
-        unit.audit = [event(interaction, type: type, entities: entities, patients: patients, query: query, outcome: outcome)]
-        _ = try await store.commit(unit)
+        try await store.commitRecords([], audit: [event(interaction, type: type, entities: entities, patients: patients,
+                                                        query: query, outcome: outcome)])
     }
 
     /// Reads and searches: the records shown and the patients they belong to.

@@ -138,15 +138,12 @@ extension HealthCardService {
         var slot = uses.next(code)
         while true {
             guard slot <= max else { throw await refuse(.overUsed, overUsed) }
-            var unit = WriteUnit(writes: [])
-            unit.records = [RecordWrite(PlatformRecord(kind: CardRecord.useKind, id: "\(cardID):\(code.suffix(32))#\(slot)", content: "",
-                                                       expires: Int64(expires + 60) * 1_000_000), mode: .insertNew(now: Int64(now) * 1_000_000))]
-            if service.auditing {
-                unit.audit = [service.trail.event(.operation("card-verify"), type: "Person", entities: [person],
-                                                  patients: [person.description], query: query)]
-            }
+            let use = RecordWrite(PlatformRecord(kind: CardRecord.useKind, id: "\(cardID):\(code.suffix(32))#\(slot)", content: "",
+                                                 expires: Int64(expires + 60) * 1_000_000), mode: .insertNew(now: Int64(now) * 1_000_000))
+            let audit = service.auditing ? [service.trail.event(.operation("card-verify"), type: "Person", entities: [person],
+                                                                patients: [person.description], query: query)] : []
             do {
-                _ = try await service.store.commit(unit)
+                try await service.store.commitRecords([use], audit: audit)
                 uses.used(code, slot, expires: expires)
                 return max - slot
             } catch StoreError.recordExists {

@@ -227,19 +227,15 @@ public struct HealthCardService: Sendable {
         return String(format: "%04d-%02d-%02d", y, m, d)
     }
 
-    /// Writes the Person (with the card records) in one unit with the audit event of `operation`.
+    /// Writes the Person (with the card records) through the write pipeline, in one unit with the
+    /// audit event of `operation`. A Person changed since `version` was read throws
+    /// `StoreError.versionConflict`, for the caller to read it again.
     func commit(person: JSONObject, key: ResourceKey, version: Int, records: [RecordWrite], _ operation: String, card: String) async throws {
-        var unit = WriteUnit(writes: [service.pipeline.prepareGenerated(person, type: "Person", id: key.id, method: "PUT", ifMatch: version)])
-        unit.records = records
-        if service.auditing {
-            unit.audit = [service.trail.event(.operation(operation), type: "Person", entities: [key], patients: [key.description],
-                                              query: "card=\(card)")]
-        }
+        let write = WriteRequest.generated(person, key: key, method: "PUT", ifMatch: version, validate: false)
         do {
-            _ = try await service.store.commit(unit)
-        } catch let error as StoreError {
-            if case .versionConflict = error { throw error }
-            throw FHIRError.from(error)
+            _ = try await service.writePipeline.write([write], as: .operation(operation), auditQuery: "card=\(card)", records: records)
+        } catch let error as FHIRError where error.status == 412 {
+            throw StoreError.versionConflict(key: key, expected: version, current: nil)
         }
     }
 
@@ -299,13 +295,9 @@ public struct HealthCardService: Sendable {
             if action == "reissue" { card.reissued = now }
             card.record(action, at: now, by: actor, reason: reason)
             guard action == "cancel" else {
-                var unit = WriteUnit(writes: [])
-                unit.records = [RecordWrite(card.stored)]
-                if service.auditing {
-                    unit.audit = [service.trail.event(.operation("card-" + action), type: "Person", entities: [card.person],
-                                                      patients: [card.person.description], query: "card=\(id)")]
-                }
-                _ = try await service.store.commit(unit)
+                let audit = service.auditing ? [service.trail.event(.operation("card-" + action), type: "Person", entities: [card.person],
+                                                                    patients: [card.person.description], query: "card=\(id)")] : []
+                try await service.store.commitRecords([RecordWrite(card.stored)], audit: audit)
                 return card.json
             }
             // A cancelled card's identifier on the Person becomes `old`.

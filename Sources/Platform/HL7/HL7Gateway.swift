@@ -138,11 +138,9 @@ public struct HL7Gateway: Sendable {
             members.append(("detail", detail))
         }
         let content = JSON.object(JSONObject(members))
-        var unit = WriteUnit(writes: [])
-        unit.records = [RecordWrite(PlatformRecord(kind: Self.rejectedKind, id: RandomUUID.make(),
-                                                   content: String(decoding: JSONWriter.bytes(content), as: UTF8.self),
-                                                   expires: Self.now() + Self.keepRejected))]
-        _ = try? await service.store.commit(unit)
+        try? await service.store.commitRecords([RecordWrite(PlatformRecord(kind: Self.rejectedKind, id: RandomUUID.make(),
+                                                                           content: String(decoding: JSONWriter.bytes(content), as: UTF8.self),
+                                                                           expires: Self.now() + Self.keepRejected))])
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }

@@ -101,18 +101,16 @@ public struct BulkImporter: Sendable {
     /// Commits resources in chunks, each chunk one atomic unit.
     func importResources(_ resources: [JSON], location: String?) async throws -> Int {
         for start in stride(from: 0, to: resources.count, by: Self.chunkSize) {
-            var writes: [PreparedWrite] = []
+            var writes: [WriteRequest] = []
             for (offset, r) in resources[start..<min(start + Self.chunkSize, resources.count)].enumerated() {
                 guard let type = r["resourceType"]?.stringValue else {
                     throw FHIRError(400, code: "structure", "Missing resourceType", at: location.map { "\($0)[\(start + offset)]" })
                 }
-                try service.checkType(type)
                 let id = r["id"]?.stringValue
-                try await service.authorize(id == nil ? .create : .update, type)
-                writes.append(try service.pipeline.prepare(service.stamped(r), type: type, id: id ?? IngestPipeline.newID(), method: id == nil ? "POST" : "PUT",
-                                                           location: location.map { "\($0)[\(start + offset)]" }))
+                writes.append(WriteRequest(key: ResourceKey(type, id ?? IngestPipeline.newID()), method: id == nil ? "POST" : "PUT",
+                                           resource: r, location: location.map { "\($0)[\(start + offset)]" }))
             }
-            _ = try await service.commit(WriteUnit(writes: writes), as: .operation("import"))
+            _ = try await service.writePipeline.write(writes, as: .operation("import"))
         }
         return resources.count
     }

@@ -211,7 +211,7 @@ public struct BundleProcessor: Sendable {
             }
         }
         // Rewrite references, resolving conditional references by search.
-        var writes: [PreparedWrite] = []
+        var writes: [WriteRequest] = []
         var keyForEntry: [Int: ResourceKey] = [:]
         var implicitIfMatch = false
         for e in ordered {
@@ -230,7 +230,6 @@ public struct BundleProcessor: Sendable {
                 } else {
                     resource = e.resource!
                 }
-                resource = try await service.attributed(resource, type: key.type)
                 resource = try await rewriteReferences(resource, aliases: aliases, at: "\(at).resource") { type, query in
                     try await resolveConditional(type, query, at)
                 }
@@ -244,19 +243,18 @@ public struct BundleProcessor: Sendable {
                     }
                 }
                 if case .object(var o) = resource { o["id"] = .string(key.id); resource = .object(o) }
-                writes.append(try service.pipeline.prepare(service.stamped(resource), type: key.type, id: key.id, method: method == "PATCH" ? "PATCH" : method,
-                                                           ifMatch: ifMatch, mustNotExist: mustNotExist.contains(key), newID: madeHere.contains(key),
-                                                           location: "\(at).resource"))
+                writes.append(WriteRequest(key: key, method: method, resource: resource, ifMatch: ifMatch,
+                                           mustNotExist: mustNotExist.contains(key), newID: madeHere.contains(key), location: "\(at).resource"))
                 keyForEntry[e.index] = key
             case .delete(let key):
-                if let key { writes.append(service.pipeline.prepareDelete(key, ifMatch: e.ifMatch)) }
+                if let key { writes.append(.delete(key, ifMatch: e.ifMatch)) }
             default:
                 continue
             }
         }
         let outcomes: [WriteOutcome]
         do {
-            outcomes = try await service.commit(WriteUnit(writes: writes, assumptions: assumptions), as: .transaction)
+            outcomes = try await service.writePipeline.write(writes, assumptions: assumptions, as: .transaction)
         } catch let error as FHIRError where error.status == 412 && implicitIfMatch {
             // A PATCH pinned the version it read and another write came first: prepare again.
             throw StoreError.conditionChanged

@@ -138,58 +138,6 @@ public struct FHIRService: Sendable {
         }
     }
 
-    /// A resident writes only about themselves, on every channel (a REST create or update, every
-    /// entry of a transaction or batch, a conditional interaction): each resource written must be in
-    /// the compartment of one of their own Patients.
-    func checkResidentWrites(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
-        guard policy.isResident(principal) else { return }
-        let own = try await patientDataGate().residentOwn()
-        for write in writes where write.action != .delete {
-            let patient = WritePlanner.compartment(of: write).map { "Patient/" + $0 }
-            guard let patient, own.contains(patient) else {
-                let reason = "A resident writes only about themselves: \(write.key.type).patient must be one of "
-                    + own.filter { $0.hasPrefix("Patient/") }.sorted().joined(separator: ", ")
-                try? await trail.append(interaction, type: write.key.type, entities: [], patients: patient.map { [$0] } ?? [],
-                                        outcome: .denied(reason))
-                throw FHIRError(403, code: "forbidden", reason, at: "\(write.key.type).patient")
-            }
-        }
-    }
-
-    /// Patient data in a sensitive category must name the patient it is about, by reference or by
-    /// an identifier the platform knows (ADR 016): a record nobody can be told to own would be
-    /// hidden from the resident's other carers and could not be opted in.
-    func checkAttributed(_ writes: [PreparedWrite]) throws(FHIRError) {
-        for write in writes where write.action != .delete && R4Compartments.patientTypes.contains(write.key.type) {
-            let access = AccessColumns(key: write.key, index: write.index)
-            guard access.compartment == nil, let labels = access.sensitive else { continue }
-            throw FHIRError(422, code: "business-rule",
-                            "\(write.key.type) is coded in a sensitive category (\(labels.split(separator: ",").joined(separator: ", "))) but names no "
-                            + "patient the platform knows: reference the Patient, or identify it by an identifier (system and value) of a "
-                            + "registered Patient", at: "\(write.key.type).subject")
-        }
-    }
-
-    /// Refuses (403, audited) a write that would change an existing record the principal may not
-    /// change (`AccessPolicy.mayChange`): another facility's, or for a resident someone else's.
-    /// Checked on the current version before the commit; only an administrator's write changes a
-    /// record's facility, so the answer cannot turn between this read and the commit.
-    func checkChanges(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
-        guard principal.role != .administrator else { return }
-        for write in writes where write.action != .create && !write.mustNotExist {
-            guard let record = try await store.read(write.key), !record.deleted else { continue }
-            let patient = AuditTrail.patient(of: record.key, content: record.content)
-            let own = policy.isResident(principal) ? try await patientDataGate().residentOwn() : []
-            guard !policy.mayChange(principal, sourceFacility: PatientDataGate.sourceFacility(record.content),
-                                    recordPatient: patient, own: own) else { continue }
-            let reason = policy.isResident(principal) ? "\(write.key) is not about you: a resident changes only their own Consents"
-                : "\(write.key) was written by another facility (or the platform); a facility changes only its own records"
-            try? await trail.append(interaction, type: write.key.type, entities: [write.key], patients: patient.map { [$0] } ?? [],
-                                    outcome: .denied(reason))
-            throw FHIRError(403, code: "forbidden", reason)
-        }
-    }
-
     /// Whether resources of `type` may be shown to the principal (includes, `$everything`, history).
     public func mayRead(_ type: String) -> Bool {
         policy.mayRead(principal, type)
@@ -280,7 +228,6 @@ public struct FHIRService: Sendable {
     public func create(_ type: String, body: JSON, ifNoneExist: String? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(ifNoneExist == nil ? .create : .conditionalCreate, type)
-        let body = try await attributed(body, type: type)
         return try await retrying {
             var assumptions: [Assumption] = []
             if let ifNoneExist {
@@ -295,9 +242,9 @@ public struct FHIRService: Sendable {
                 }
                 assumptions.append(Assumption(query: query, expected: []))
             }
-            let write = try pipeline.prepare(stamped(body), type: type, id: IngestPipeline.newID(), method: "POST")
-            let outcome = try await commit(WriteUnit(writes: [write], assumptions: assumptions),
-                                           as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
+            let write = WriteRequest(key: ResourceKey(type, IngestPipeline.newID()), method: "POST", resource: body)
+            let outcome = try await writePipeline.write([write], assumptions: assumptions,
+                                                        as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
             return presenter.result(InteractionResult(outcome, status: 201))
         }
     }
@@ -306,7 +253,6 @@ public struct FHIRService: Sendable {
     public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.update, type)
-        let body = try await attributed(body, type: type)
         guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
         guard let bodyID = body["id"]?.stringValue else {
             throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")
@@ -314,8 +260,8 @@ public struct FHIRService: Sendable {
         guard bodyID == id else {
             throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match the URL id '\(id)'", at: "\(type).id")
         }
-        let write = try pipeline.prepare(stamped(body), type: type, id: id, method: "PUT", ifMatch: ifMatch)
-        let outcome = try await commit(WriteUnit(writes: [write]), as: .update)[0]
+        let write = WriteRequest(key: ResourceKey(type, id), method: "PUT", resource: body, ifMatch: ifMatch)
+        let outcome = try await writePipeline.write([write], as: .update)[0]
         return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))
     }
 
@@ -324,7 +270,6 @@ public struct FHIRService: Sendable {
         try checkType(type)
         try await authorize(.conditionalUpdate, type)
         let parsed = try conditionals.parse(type: type, query: query).scoped(try await readScope())
-        let body = try await attributed(body, type: type)
         return try await retrying {
             let match = try await atMostOneMatch(parsed, "Conditional update '\(query)'")
             let bodyID = body["id"]?.stringValue
@@ -338,10 +283,10 @@ public struct FHIRService: Sendable {
                 id = bodyID ?? IngestPipeline.newID()
             }
             // Nothing matched but the body names an id: create it, never overwrite another resource.
-            let write = try pipeline.prepare(stamped(body), type: type, id: id, method: "PUT", ifMatch: ifMatch,
-                                             mustNotExist: match == nil && bodyID != nil, newID: match == nil && bodyID == nil)
+            let write = WriteRequest(key: ResourceKey(type, id), method: "PUT", resource: body, ifMatch: ifMatch,
+                                     mustNotExist: match == nil && bodyID != nil, newID: match == nil && bodyID == nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
-            let outcome = try await commit(WriteUnit(writes: [write], assumptions: [assumption]), as: .conditionalUpdate)[0]
+            let outcome = try await writePipeline.write([write], assumptions: [assumption], as: .conditionalUpdate)[0]
             return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))
         }
     }
@@ -363,9 +308,9 @@ public struct FHIRService: Sendable {
                 throw FHIRError(400, code: "invalid", "A patch must not change resourceType or id")
             }
             // The version read above must still be current at commit: concurrent patches cannot interleave.
-            let write = try pipeline.prepare(stamped(patched), type: type, id: id, method: "PATCH", ifMatch: record.version)
+            let write = WriteRequest(key: key, method: "PATCH", resource: patched, ifMatch: record.version)
             do {
-                return presenter.result(InteractionResult(try await commit(WriteUnit(writes: [write]), as: .patch)[0], status: 200))
+                return presenter.result(InteractionResult(try await writePipeline.write([write], as: .patch)[0], status: 200))
             } catch let error as FHIRError where error.status == 412 && ifMatch == nil {
                 throw StoreError.conditionChanged
             }
@@ -376,7 +321,7 @@ public struct FHIRService: Sendable {
         try checkType(type)
         try await authorize(.delete, type)
         try IngestPipeline.checkWritable(type)
-        let outcome = try await commit(WriteUnit(writes: [pipeline.prepareDelete(ResourceKey(type, id), ifMatch: ifMatch)]), as: .delete)[0]
+        let outcome = try await writePipeline.write([.delete(ResourceKey(type, id), ifMatch: ifMatch)], as: .delete)[0]
         if !outcome.changed {
             return InteractionResult(status: 200, key: outcome.key,
                                      outcome: OperationOutcome.information("\(type)/\(id) does not exist or is already deleted; nothing was changed"))
@@ -394,8 +339,8 @@ public struct FHIRService: Sendable {
             guard let match = try await atMostOneMatch(parsed, "Conditional delete '\(query)'") else {
                 return InteractionResult(status: 200, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
             }
-            let unit = WriteUnit(writes: [pipeline.prepareDelete(match)], assumptions: [Assumption(query: parsed, expected: [match])])
-            let outcome = try await commit(unit, as: .conditionalDelete)[0]
+            let outcome = try await writePipeline.write([.delete(match)], assumptions: [Assumption(query: parsed, expected: [match])],
+                                                        as: .conditionalDelete)[0]
             return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
         }
     }
@@ -407,53 +352,6 @@ public struct FHIRService: Sendable {
             throw FHIRError(412, code: "multiple-matches", "\(what) matched more than one \(query.type)")
         }
         return matches.first
-    }
-
-    /// Commits a unit with its audit event, translating store refusals into FHIR errors (except
-    /// `conditionChanged`, which `retrying` handles). Patient writes get their master-index writes
-    /// (Persons, review items) in the same unit; when a concurrent write made that plan stale, it is
-    /// planned again.
-    func commit(_ unit: WriteUnit, as interaction: Interaction) async throws -> [WriteOutcome] {
-        try await checkResidentWrites(unit.writes, interaction)
-        try checkAttributed(unit.writes)
-        try await checkChanges(unit.writes, interaction)
-        var attempt = 0
-        while true {
-            attempt += 1
-            var full = unit
-            var planned = Set<ResourceKey>()
-            var held = Set<String>()
-            defer { linkage.release(held) }
-            if let masterIndex, unit.writes.contains(where: { $0.key.type == "Patient" }) {
-                held = masterIndex.lockNames(for: unit.writes)
-                await linkage.acquire(held)
-                let plan = try await masterIndex.plan(for: unit.writes)
-                // A key believed too common to block on that is not (any more): plan under its name.
-                if !plan.blockingKeys.isSubset(of: held) && attempt < Self.maxAttempts { continue }
-                for w in plan.writes {
-                    full.writes.append(pipeline.prepareGenerated(w.resource, type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
-                    planned.insert(w.key)
-                }
-                // The plan carries assumptions only where other writers exist (PostgreSQL); within
-                // one process the names held keep it current.
-                full.assumptions += plan.assumptions
-            }
-            full.records += unitRecords
-            let types = Set(unit.writes.map(\.key.type))
-            if auditing { full.audit = [trail.event(interaction, type: types.count == 1 ? types.first : nil, entities: full.writes.map(\.key),
-                                      patients: AuditTrail.patients(of: full.writes))] }
-            do {
-                return Array(try await store.commit(full).prefix(unit.writes.count))
-            } catch StoreError.conditionChanged where !planned.isEmpty && unit.assumptions.isEmpty && attempt < Self.maxAttempts {
-                continue
-            } catch StoreError.versionConflict(let key, _, _) where planned.contains(key) && attempt < Self.maxAttempts {
-                // A Person read for the plan was changed by a unit that shares no key with this one.
-                continue
-            } catch let error as StoreError {
-                if error == .conditionChanged { throw error }
-                throw FHIRError.from(error)
-            }
-        }
     }
 
     /// Re-runs a conditional interaction whose search result changed before it could commit.

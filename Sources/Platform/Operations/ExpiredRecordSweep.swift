@@ -16,9 +16,7 @@ public struct ExpiredRecordSweep: Sendable {
 
     /// One sweep: every record that expired before `now` (microseconds since the epoch) goes.
     public func sweep(now: Int64 = Int64(Date().timeIntervalSince1970 * 1_000_000)) async throws {
-        var unit = WriteUnit(writes: [])
-        unit.records = [.purgeExpired(before: now)]
-        _ = try await store.commit(unit)
+        try await store.commitRecords([.purgeExpired(before: now)])
     }
 
     /// Sweeps until the task is cancelled; a failed sweep is logged and tried again next time.

@@ -155,9 +155,11 @@ public struct MasterIndexOperations: Sendable {
             } catch let error as MasterIndexError {
                 throw FHIRError(error.status, code: error.status == 404 ? "not-found" : "conflict", error.message)
             }
-            let writes = try plan.writes.map { try service.pipeline.prepare(.object($0.resource), type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch) }
+            let writes = plan.writes.map {
+                WriteRequest.generated($0.resource, key: ResourceKey($0.type, $0.id), method: $0.method, ifMatch: $0.ifMatch, validate: true)
+            }
             do {
-                _ = try await service.commit(WriteUnit(writes: writes), as: .operation(operation))
+                _ = try await service.writePipeline.write(writes, as: .operation(operation))
             } catch let error as FHIRError where error.status == 412 && attempt < 16 {
                 continue   // a Person changed since it was read: decide again on the new state
             }

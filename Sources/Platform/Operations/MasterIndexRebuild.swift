@@ -37,10 +37,10 @@ public struct MasterIndexRebuild: Sendable {
                 return service.pipeline.prepareGenerated(o, type: "Patient", id: record.key.id, method: "PUT", ifMatch: nil)
             }
             let plan = try await index.plan(for: writes, previous: previous)
-            let unit = WriteUnit(writes: plan.writes.map {
-                service.pipeline.prepareGenerated($0.resource, type: $0.type, id: $0.id, method: $0.method, ifMatch: $0.ifMatch)
-            }, assumptions: plan.assumptions)
-            if !unit.writes.isEmpty { _ = try await service.commit(unit, as: .operation("empi-rebuild")) }
+            let generated = plan.writes.map {
+                WriteRequest.generated($0.resource, key: ResourceKey($0.type, $0.id), method: $0.method, ifMatch: $0.ifMatch, validate: false)
+            }
+            if !generated.isEmpty { _ = try await service.writePipeline.write(generated, assumptions: plan.assumptions, as: .operation("empi-rebuild")) }
             report.patients += writes.count
             for outcome in plan.outcomes.values { report.outcomes[outcome.rawValue, default: 0] += 1 }
             progress("matched \(report.patients)/\(total) Patients")
@@ -59,7 +59,7 @@ public struct MasterIndexRebuild: Sendable {
         var page = PageRequest(count: Self.batch)
         while true {
             let result = try await service.store.search(SearchQuery(type: "Person", clauses: []), page: page)
-            var writes: [PreparedWrite] = []
+            var writes: [WriteRequest] = []
             for record in result.records {
                 guard var o = IdentifierProtection.parse(record.content, revealing: service.pipeline.protection) else { continue }
                 let links = o["link"]?.arrayValue ?? []
@@ -75,10 +75,10 @@ public struct MasterIndexRebuild: Sendable {
                     }
                 }
                 if kept.isEmpty && o["extension"] == nil {
-                    writes.append(service.pipeline.prepareDelete(record.key, ifMatch: record.version))
+                    writes.append(.delete(record.key, ifMatch: record.version, author: .platform(validate: false)))
                 } else {
                     o["link"] = kept.isEmpty ? nil : .array(kept)
-                    writes.append(service.pipeline.prepareGenerated(o, type: "Person", id: record.key.id, method: "PUT", ifMatch: record.version))
+                    writes.append(.generated(o, key: record.key, method: "PUT", ifMatch: record.version, validate: false))
                 }
             }
             let open = try await service.store.search(SearchQuery(type: "Task", clauses: [
@@ -86,8 +86,8 @@ public struct MasterIndexRebuild: Sendable {
                                                   .token(system: ReviewItems.codeSystem, code: "possible-duplicate")]),
                 .init(parameter: "status", values: [.token(system: nil, code: "requested")]),
             ]), limit: 10_000)
-            writes += open.map { service.pipeline.prepareDelete($0) }
-            if !writes.isEmpty { _ = try await service.commit(WriteUnit(writes: writes), as: .operation("empi-rebuild")) }
+            writes += open.map { .delete($0, author: .platform(validate: false)) }
+            if !writes.isEmpty { _ = try await service.writePipeline.write(writes, as: .operation("empi-rebuild")) }
             progress("cleared automatic links of \(cleared) Persons")
             guard let next = result.next else { break }
             page = next

@@ -21,9 +21,7 @@ public enum PendingReindex {
             if done % 10_000 == 0 || done == total { logger.notice("reindexed \(done)/\(total)") }
         }
         try await store.analyze()
-        var unit = WriteUnit(writes: [])
-        unit.records = [RecordWrite.delete(kind: record.kind, id: record.id)]
-        _ = try await store.commit(unit)
+        try await store.commitRecords([RecordWrite.delete(kind: record.kind, id: record.id)])
         logger.notice("Reindexed \(done) resources in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         return done
     }

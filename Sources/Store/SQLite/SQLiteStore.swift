@@ -199,7 +199,7 @@ public final class SQLiteStore: ResourceStore {
         try await reads.decide(subject, scope: scope)
     }
 
-    public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
+    @_spi(WritePipeline) public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         // A read's audit event: durable in the spool now, in the chain within milliseconds.
         if unit.writes.isEmpty && unit.records.isEmpty && unit.consumerPosition == nil && !unit.audit.isEmpty {
             try spool.append(unit.audit)

@@ -1,0 +1,272 @@
+import Access
+import FHIRModel
+import Identity
+// The only file of the platform that may commit resources (ADR 017).
+@_spi(WritePipeline) import Store
+
+/// One resource write as a channel asks for it, before anything has been done to it: a REST
+/// interaction, a transaction or batch entry, an import line, an HL7 message's mapping, a
+/// platform service's own record.
+public struct WriteRequest: Sendable {
+    /// Who wrote what is to be written.
+    public enum Author: Sendable, Equatable {
+        /// The principal, as a client: authorized on its type, attributed, stamped with the
+        /// writer's facility, validated, and checked against the writer's rights on its rows.
+        case client
+        /// A platform service, from input it has already validated and in an operation it has
+        /// already authorized (the master index's Persons and review Tasks, an e-health card's
+        /// Person): neither stamped with the writer's facility nor checked against the writer's
+        /// rights on rows, since the writer did not write it. `validate: false` only for shapes
+        /// validated where they are built (the master index, on every Patient's path).
+        case platform(validate: Bool)
+    }
+
+    public var key: ResourceKey
+    /// POST, PUT, PATCH or DELETE (kept in history).
+    public var method: String
+    /// The resource (nil: a deletion).
+    public var resource: JSON?
+    public var author: Author
+    public var ifMatch: Int?
+    /// A client-chosen id that must not exist yet (a create never overwrites).
+    public var mustNotExist: Bool
+    /// The id was made by the server just now: no stored version can exist.
+    public var newID: Bool
+    /// Where a problem with this write is reported (`Bundle.entry[3].resource`).
+    public var location: String?
+
+    /// A resource the principal writes.
+    public init(key: ResourceKey, method: String, resource: JSON, ifMatch: Int? = nil, mustNotExist: Bool = false,
+                newID: Bool = false, location: String? = nil) {
+        self.key = key
+        self.method = method
+        self.resource = resource
+        self.author = .client
+        self.ifMatch = ifMatch
+        self.mustNotExist = mustNotExist
+        self.newID = newID
+        self.location = location
+    }
+
+    /// A resource a platform service built.
+    public static func generated(_ object: JSONObject, key: ResourceKey, method: String, ifMatch: Int? = nil,
+                                 validate: Bool) -> WriteRequest {
+        var request = WriteRequest(key: key, method: method, resource: .object(object), ifMatch: ifMatch)
+        request.author = .platform(validate: validate)
+        return request
+    }
+
+    public static func delete(_ key: ResourceKey, ifMatch: Int? = nil, author: Author = .client) -> WriteRequest {
+        var request = WriteRequest(key: key, method: "DELETE", resource: .null, ifMatch: ifMatch)
+        request.resource = nil
+        request.author = author
+        return request
+    }
+
+    var isClient: Bool { author == .client }
+
+    /// The REST interaction that writing this request is, for the role rules.
+    var interaction: Interaction {
+        switch method {
+        case "POST": .create
+        case "PATCH": .patch
+        case "DELETE": .delete
+        default: .update
+        }
+    }
+}
+
+/// The one path every resource write takes (ADR 017), whatever the channel: REST interactions and
+/// their conditional forms, every transaction and batch entry, bulk import, the HL7 gateway, the
+/// e-health card service, the master index's operations, and the domain services to come. Its
+/// stages, in order:
+///
+/// 1. **authorize** the interaction on each type (scopes, role; refusals audited);
+/// 2. **stamp**: attribute identifier-only patient references, set the writer's facility
+///    (`meta.source`, a Patient's `managingOrganization`);
+/// 3. **validate**, label sensitive categories, extract the index rows;
+/// 4. **authorize the rows**: a resident writes only about themselves, sensitive data names its
+///    patient, nobody changes another facility's record (this needs the validated resource's
+///    compartment and labels, hence after 3);
+/// 5. **protect identifiers** (encrypted content, blinded index rows; done with 3 on the prepared
+///    write, and read by nothing in 4);
+/// 6. **master-index plan**: a Patient write's Persons and review items join the unit;
+/// 7. **audit**: one event for the unit, committed with it;
+/// 8. **commit** atomically; the change feed's rows are written in the same transaction, which is
+///    how the change is published to its consumers.
+///
+/// `ResourceStore.commit` is SPI: this file is the platform's only one that imports it.
+public struct WritePipeline: Sendable {
+    let service: FHIRService
+
+    var policy: AccessPolicy { service.policy }
+    var principal: Principal { service.principal }
+    var trail: AuditTrail { service.trail }
+
+    /// Writes `requests` as one atomic unit on behalf of the service's principal.
+    /// - Parameters:
+    ///   - assumptions: searches the unit rests on (conditional matches), re-checked at commit.
+    ///   - interaction: what the unit is, for its audit event (`.transaction`, `.operation("import")`).
+    ///   - auditQuery: what the audit event says was asked (a card's id).
+    ///   - records: platform records committed with the unit (a card's own record).
+    public func write(_ requests: [WriteRequest], assumptions: [Assumption] = [], as interaction: Interaction,
+                      auditQuery: String? = nil, records: [RecordWrite] = []) async throws -> [WriteOutcome] {
+        for request in requests where request.isClient {
+            try service.checkType(request.key.type)
+            try await service.authorize(request.interaction, request.key.type)
+            try IngestPipeline.checkWritable(request.key.type)
+        }
+        var writes: [PreparedWrite] = []
+        var clientWrites: [PreparedWrite] = []
+        writes.reserveCapacity(requests.count)
+        for request in requests {
+            let write = try await prepare(request)
+            writes.append(write)
+            if request.isClient { clientWrites.append(write) }
+        }
+        try await checkResidentWrites(clientWrites, interaction)
+        try checkAttributed(clientWrites)
+        try await checkChanges(clientWrites, interaction)
+        var unit = WriteUnit(writes: writes, assumptions: assumptions)
+        unit.records = records
+        return try await commit(unit, as: interaction, auditQuery: auditQuery)
+    }
+
+    /// Stages 2, 3 and 5 for one request.
+    func prepare(_ request: WriteRequest) async throws -> PreparedWrite {
+        let ingest = service.pipeline
+        guard let resource = request.resource else { return ingest.prepareDelete(request.key, ifMatch: request.ifMatch) }
+        switch request.author {
+        case .client:
+            try await checkSource(resource, request)
+            let attributed = try await service.attributed(resource, type: request.key.type)
+            return try ingest.prepare(service.stamped(attributed), type: request.key.type, id: request.key.id, method: request.method,
+                                      ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
+                                      location: request.location)
+        case .platform(validate: true):
+            return try ingest.prepare(resource, type: request.key.type, id: request.key.id, method: request.method,
+                                      ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
+                                      location: request.location)
+        case .platform(validate: false):
+            guard case .object(let object) = resource else { throw FHIRError(500, code: "exception", "A generated resource is not an object") }
+            return ingest.prepareGenerated(object, type: request.key.type, id: request.key.id, method: request.method, ifMatch: request.ifMatch)
+        }
+    }
+
+    /// A facility writes only as itself: its writes are stamped with it (`FHIRService.stamped`), and
+    /// one that says it comes from another of the platform's facilities (`meta.source`
+    /// `urn:huitong:facility:…`) is refused (403, audited) rather than silently re-attributed.
+    func checkSource(_ resource: JSON, _ request: WriteRequest) async throws {
+        let prefix = FHIRService.facilitySource("")
+        guard let facility = principal.facility, let source = resource["meta"]?["source"]?.stringValue,
+              source.hasPrefix(prefix), source != FHIRService.facilitySource(facility) else { return }
+        let reason = "\(request.key.type) says it comes from facility '\(source.dropFirst(prefix.count))' (meta.source); "
+            + "a facility writes only as itself ('\(facility)')"
+        try? await trail.append(request.interaction, type: request.key.type, entities: [], patients: [], outcome: .denied(reason))
+        throw FHIRError(403, code: "forbidden", reason, at: (request.location ?? request.key.type) + ".meta.source")
+    }
+
+    /// A resident writes only about themselves, on every channel (a REST create or update, every
+    /// entry of a transaction or batch, a conditional interaction): each resource written must be in
+    /// the compartment of one of their own Patients.
+    func checkResidentWrites(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
+        guard policy.isResident(principal) else { return }
+        let own = try await service.patientDataGate().residentOwn()
+        for write in writes where write.action != .delete {
+            let patient = WritePlanner.compartment(of: write).map { "Patient/" + $0 }
+            guard let patient, own.contains(patient) else {
+                let reason = "A resident writes only about themselves: \(write.key.type).patient must be one of "
+                    + own.filter { $0.hasPrefix("Patient/") }.sorted().joined(separator: ", ")
+                try? await trail.append(interaction, type: write.key.type, entities: [], patients: patient.map { [$0] } ?? [],
+                                        outcome: .denied(reason))
+                throw FHIRError(403, code: "forbidden", reason, at: "\(write.key.type).patient")
+            }
+        }
+    }
+
+    /// Patient data in a sensitive category must name the patient it is about, by reference or by
+    /// an identifier the platform knows (ADR 016): a record nobody can be told to own would be
+    /// readable by whoever may read unattributed data.
+    func checkAttributed(_ writes: [PreparedWrite]) throws(FHIRError) {
+        for write in writes where write.action != .delete && R4Compartments.patientTypes.contains(write.key.type) {
+            let access = AccessColumns(key: write.key, index: write.index)
+            guard access.compartment == nil, let labels = access.sensitive else { continue }
+            throw FHIRError(422, code: "business-rule",
+                            "\(write.key.type) is coded in a sensitive category (\(labels.split(separator: ",").joined(separator: ", "))) but names no "
+                            + "patient the platform knows: reference the Patient, or identify it by an identifier (system and value) of a "
+                            + "registered Patient", at: "\(write.key.type).subject")
+        }
+    }
+
+    /// Refuses (403, audited) a write that would change an existing record the principal may not
+    /// change (`AccessPolicy.mayChange`): another facility's, or for a resident someone else's.
+    /// Checked on the current version before the commit; only an administrator's write changes a
+    /// record's facility, so the answer cannot turn between this read and the commit.
+    func checkChanges(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
+        guard principal.role != .administrator else { return }
+        for write in writes where write.action != .create && !write.mustNotExist {
+            guard let record = try await service.store.read(write.key), !record.deleted else { continue }
+            let patient = AuditTrail.patient(of: record.key, content: record.content)
+            let own = policy.isResident(principal) ? try await service.patientDataGate().residentOwn() : []
+            guard !policy.mayChange(principal, sourceFacility: PatientDataGate.sourceFacility(record.content),
+                                    recordPatient: patient, own: own) else { continue }
+            let reason = policy.isResident(principal) ? "\(write.key) is not about you: a resident changes only their own Consents"
+                : "\(write.key) was written by another facility (or the platform); a facility changes only its own records"
+            try? await trail.append(interaction, type: write.key.type, entities: [write.key], patients: patient.map { [$0] } ?? [],
+                                    outcome: .denied(reason))
+            throw FHIRError(403, code: "forbidden", reason)
+        }
+    }
+
+    /// Stages 6–8: commits a unit with its audit event, translating store refusals into FHIR errors
+    /// (except `conditionChanged`, which `FHIRService.retrying` handles). Patient writes get their
+    /// master-index writes (Persons, review items) in the same unit; when a concurrent write made
+    /// that plan stale, it is planned again.
+    private func commit(_ unit: WriteUnit, as interaction: Interaction, auditQuery: String?) async throws -> [WriteOutcome] {
+        let ingest = service.pipeline
+        var attempt = 0
+        while true {
+            attempt += 1
+            var full = unit
+            var planned = Set<ResourceKey>()
+            var held = Set<String>()
+            defer { service.linkage.release(held) }
+            if let masterIndex = service.masterIndex, unit.writes.contains(where: { $0.key.type == "Patient" }) {
+                held = masterIndex.lockNames(for: unit.writes)
+                await service.linkage.acquire(held)
+                let plan = try await masterIndex.plan(for: unit.writes)
+                // A key believed too common to block on that is not (any more): plan under its name.
+                if !plan.blockingKeys.isSubset(of: held) && attempt < FHIRService.maxAttempts { continue }
+                for w in plan.writes {
+                    full.writes.append(ingest.prepareGenerated(w.resource, type: w.type, id: w.id, method: w.method, ifMatch: w.ifMatch))
+                    planned.insert(w.key)
+                }
+                // The plan carries assumptions only where other writers exist (PostgreSQL); within
+                // one process the names held keep it current.
+                full.assumptions += plan.assumptions
+            }
+            full.records += service.unitRecords
+            let types = Set(unit.writes.map(\.key.type))
+            if service.auditing {
+                full.audit = [trail.event(interaction, type: types.count == 1 ? types.first : nil, entities: full.writes.map(\.key),
+                                          patients: AuditTrail.patients(of: full.writes), query: auditQuery)]
+            }
+            do {
+                return Array(try await service.store.commit(full).prefix(unit.writes.count))
+            } catch StoreError.conditionChanged where !planned.isEmpty && unit.assumptions.isEmpty && attempt < FHIRService.maxAttempts {
+                continue
+            } catch StoreError.versionConflict(let key, _, _) where planned.contains(key) && attempt < FHIRService.maxAttempts {
+                // A Person read for the plan was changed by a unit that shares no key with this one.
+                continue
+            } catch let error as StoreError {
+                if error == .conditionChanged { throw error }
+                throw FHIRError.from(error)
+            }
+        }
+    }
+}
+
+extension FHIRService {
+    /// The write pipeline on behalf of this service's principal: the only way to commit resources.
+    public var writePipeline: WritePipeline { WritePipeline(service: self) }
+}
