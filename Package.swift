@@ -29,6 +29,7 @@ let package = Package(
     targets: [
         .target(
             name: "FHIRModel",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(

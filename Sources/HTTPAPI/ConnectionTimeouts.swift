@@ -1,4 +1,8 @@
+import FHIRModel
+import HTTPTypes
+import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 
 /// Connection time limits (ADR 016): a request's head must arrive whole within the header
@@ -15,12 +19,38 @@ final class RequestHeadTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
     typealias OutboundOut = HTTPResponsePart
 
     let timeout: TimeAmount
+    let logger: Logger
     /// Between requests: the next bytes begin a head.
     private var betweenRequests = true
     private var deadline: Scheduled<Void>?
 
-    init(timeout: TimeAmount) {
+    init(timeout: TimeAmount, logger: Logger) {
         self.timeout = timeout
+        self.logger = logger
+    }
+
+    /// A request head that is not HTTP/1.1 (a raw non-ASCII character in the URL, a broken header)
+    /// is answered here with an OperationOutcome saying so, and logged, rather than with an empty
+    /// 400; the connection closes, since nothing after it can be framed. Errors inside a request
+    /// (a body's bad chunk) go on to the route, which answers them.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard betweenRequests, let parse = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        deadline?.cancel()
+        deadline = nil
+        logger.notice("Refused a request head that is not valid HTTP/1.1 (\(parse)) from \(context.remoteAddress?.description ?? "unknown")")
+        let advice = "The request line or headers are not valid HTTP/1.1 (\(parse)). A URL is ASCII: percent-encode other characters "
+            + "(UTF-8), e.g. with curl -G --data-urlencode 'subject:Patient.name=张'"
+        let body = JSONWriter.bytes(OperationOutcome.make([Issue(code: "structure", advice)]))
+        var head = HTTPResponse(status: .badRequest)
+        head.headerFields[.contentType] = "application/fhir+json; charset=utf-8"
+        head.headerFields[.contentLength] = String(body.count)
+        head.headerFields[.connection] = "close"
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -76,7 +76,19 @@ struct FHIRRoutes: Sendable {
         fhir.post("{type}/{id}") { request, context in
             // Type-level operations (`Patient/$match`); the path shape is that of an instance.
             try await handle(request, context) { r, base in
-                try await r.typeOperation(try context.parameters.require("type"), try context.parameters.require("id"), request, base: base)
+                let type = try context.parameters.require("type"), operation = try context.parameters.require("id")
+                if operation == "$validate" { return try await r.validate(request, type: type, id: nil) }
+                return try await r.typeOperation(type, operation, request, base: base)
+            }
+        }
+        fhir.post("{type}/{id}/{operationOrCompartment}") { request, context in
+            try await handle(request, context) { r, base in
+                let type = try context.parameters.require("type"), id = try context.parameters.require("id")
+                let operation = try context.parameters.require("operationOrCompartment")
+                guard operation == "$validate" else {
+                    throw FHIRError(404, code: "not-supported", "Unknown operation '\(type)/\(id)/\(operation)'")
+                }
+                return try await r.validate(request, type: type, id: id)
             }
         }
         fhir.put("{type}") { request, context in
@@ -263,6 +275,13 @@ struct FHIRRoutes: Sendable {
     /// A resource (or Parameters, Bundle) in the body: JSON, said so by the Content-Type when
     /// there is one. Types a browser sends cross-site without asking (`text/plain`, forms) are
     /// refused, so that no web page can write through a logged-in browser or a `--dev` server.
+    /// `POST [type]/$validate` and `POST [type]/[id]/$validate` (`mode` in the query or in Parameters).
+    func validate(_ request: Request, type: String, id: String?) async throws -> Response {
+        let body = try await readResource(request, emptyAs: .null)
+        let mode = request.uri.queryParameters["mode"].map(String.init)
+        return FHIRResponse.json(try await ValidateOperation(service: service).run(type: type, id: id, body: body == .null ? nil : body, mode: mode))
+    }
+
     func readResource(_ request: Request, emptyAs empty: JSON? = nil) async throws -> JSON {
         if let contentType = request.headers[.contentType], !contentType.lowercased().contains("json") {
             throw FHIRError(415, code: "not-supported", "A resource body must be JSON (Content-Type: \(contentType)); send application/fhir+json")

@@ -158,7 +158,7 @@ public enum HuitongApplication {
     public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger,
                             service: FHIRService? = nil) throws -> some ApplicationProtocol {
         let headerTimeout = configuration.headerTimeout
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout)],
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout, logger: logger)],
                                                idleTimeout: configuration.idleTimeout)
         var server = HTTPServerBuilder.http1(configuration: http1)
         if let tls = configuration.tls {

@@ -224,7 +224,7 @@ extension Serve {
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
         let tokens = try await TokenAuthority(keys: keys)
         if let admin = try await UserDirectory.ensureAdministrator(in: store) {
-            print("First start: an administrator account was created.")
+            FileHandle.standardOutput.write(Data("First start: an administrator account was created (written once, here on standard output).\n".utf8))
             UserCreate.show(admin)
         }
         var configuration = HuitongApplication.Configuration(

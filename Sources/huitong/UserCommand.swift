@@ -48,9 +48,12 @@ struct UserCreate: AsyncParsableCommand {
         try await store.close()
     }
 
+    /// Written to standard output and flushed at once: redirected to a file, the only copy of the
+    /// password must not wait in a buffer for the process to exit (a `kill -9` would lose it).
     static func show(_ created: UserDirectory.Created) {
-        print("username: \(created.account.username)")
-        print("password: \(created.password)    (shown once)")
-        print("totp: \(created.totpURI)    (add to an authenticator app; shown once)")
+        let text = "username: \(created.account.username)\n"
+            + "password: \(created.password)    (shown once)\n"
+            + "totp: \(created.totpURI)    (add to an authenticator app; shown once)\n"
+        FileHandle.standardOutput.write(Data(text.utf8))
     }
 }

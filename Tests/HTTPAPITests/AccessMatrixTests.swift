@@ -106,6 +106,11 @@ final class AccessMatrixTests: XCTestCase {
         "GET /fhir/{type}/{id}/_history": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history", otherFacility: .refused,
                                                   otherResident: .refused),
         "GET /fhir/{type}/{id}/{operationOrCompartment}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/Observation"),
+        // Instance-level $validate: asked as the update would be (the answer is an OperationOutcome,
+        // the update's refusal among its issues; nothing is stored).
+        "POST /fhir/{type}/{id}/{operationOrCompartment}": Example(kind: .write, method: .post, path: "/fhir/Observation/{O}/$validate?mode=update",
+                                                                  body: #"{"resourceType":"Observation","id":"{O}","status":"amended","code":{"text":"x"}}"#,
+                                                                  otherFacility: .allowed),
         "GET /fhir/{type}/{id}/_history/{version}": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/_history/1", otherFacility: .refused,
                                                             otherResident: .refused),
         // E-health cards ({CARD}: a temporary card of the fixture resident). Facilities issue,
@@ -133,6 +138,8 @@ final class AccessMatrixTests: XCTestCase {
         "Patient/$ihe-pix": Example(kind: .read, method: .get, path: "/fhir/Patient/$ihe-pix?sourceIdentifier=urn:oid:2.16.156.10011.1.1|M1",
                                 otherFacility: .absent, otherResident: .refused),
         "Person/$everything": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$everything"),
+        // $validate, listed on every type: asked as the create would be.
+        "*/$validate": Example(kind: .write, method: .post, path: "/fhir/Observation/$validate?mode=create", body: observation),
     ]
 
     /// Conditional interactions and Bundle entries, each its own route through the access decision
@@ -301,7 +308,10 @@ final class AccessMatrixTests: XCTestCase {
             var listed = Set((rest?["operation"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue.map { "operation $" + $0 } })
             for resource in rest?["resource"]?.arrayValue ?? [] {
                 let type = resource["type"]?.stringValue ?? ""
-                for op in resource["operation"]?.arrayValue ?? [] { listed.insert("operation \(type)/$\(op["name"]?.stringValue ?? "")") }
+                for op in resource["operation"]?.arrayValue ?? [] {
+                    let name = op["name"]?.stringValue ?? ""
+                    listed.insert("operation \(name == "validate" ? "*" : type)/$\(name)")
+                }
             }
             XCTAssertEqual(listed.subtracting(examples.map(\.0)).sorted(), [], "operations without an access-matrix entry")
         }

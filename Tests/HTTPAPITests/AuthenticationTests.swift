@@ -141,17 +141,26 @@ final class AuthenticationTests: XCTestCase {
     func test_aFacilityWritesOnlyAsItself_whateverTheBodySays() async throws {
         try await TestServer.run(development: false) { server, store in
             let his = try await token(server, store, scopes: "system/Patient.cruds system/Observation.cruds")  // facility org-1
-            let claimed = #"{"resourceType":"Patient","meta":{"source":"urn:huitong:facility:other"},"managingOrganization":{"reference":"Organization/other"},"gender":"female"}"#
-            let created = try await server.request(.post, "/fhir/Patient", claimed, headers: bearer(his))
+            // Saying it is another of the platform's facilities is refused, not quietly re-attributed (ADR 017).
+            let claimed = #"{"resourceType":"Patient","meta":{"source":"urn:huitong:facility:other"},"gender":"female"}"#
+            let refused = try await server.request(.post, "/fhir/Patient", claimed, headers: bearer(his))
+            XCTAssertEqual(refused.status, 403, refused.bodyText)
+            XCTAssertEqual(refused.issueLocations, ["Patient.meta.source"])
+            // Otherwise the writer's facility is set by the server: meta.source and a Patient's managing organization.
+            let body = #"{"resourceType":"Patient","meta":{"source":"http://his.org-1.example/fhir"},"managingOrganization":{"reference":"Organization/other"},"gender":"female"}"#
+            let created = try await server.request(.post, "/fhir/Patient", body, headers: bearer(his))
             XCTAssertEqual(created.status, 201, created.bodyText)
             XCTAssertEqual(created.json["meta"]?["source"]?.stringValue, "urn:huitong:facility:org-1")
             XCTAssertEqual(created.json["managingOrganization"]?["reference"]?.stringValue, "Organization/org-1")
             let pid = try XCTUnwrap(created.id)
-            let bundle = #"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/\#(pid)"},"meta":{"source":"urn:huitong:facility:other"}},"request":{"method":"POST","url":"Observation"}}]}"#
-            let tx = try await server.request(.post, "/fhir", bundle, headers: bearer(his))
-            XCTAssertEqual(tx.status, 200, tx.bodyText)
+            let entry = #"{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/\#(pid)"}},"request":{"method":"POST","url":"Observation"}}"#
+            let claiming = #"{"resource":{"resourceType":"Observation","status":"final","code":{"text":"y"},"subject":{"reference":"Patient/\#(pid)"},"meta":{"source":"urn:huitong:facility:other"}},"request":{"method":"POST","url":"Observation"}}"#
+            let tx = try await server.request(.post, "/fhir", #"{"resourceType":"Bundle","type":"transaction","entry":[\#(entry),\#(claiming)]}"#, headers: bearer(his))
+            XCTAssertEqual(tx.status, 403, tx.bodyText)
+            let ok = try await server.request(.post, "/fhir", #"{"resourceType":"Bundle","type":"transaction","entry":[\#(entry)]}"#, headers: bearer(his))
+            XCTAssertEqual(ok.status, 200, ok.bodyText)
             let mine = try await server.request(.get, "/fhir/Observation?_source=urn:huitong:facility:org-1", headers: bearer(his))
-            XCTAssertEqual(mine.json["entry"]?.arrayValue?.count, 1)
+            XCTAssertEqual(mine.json["entry"]?.arrayValue?.count, 1, "the refused transaction stored nothing")
             let theirs = try await server.request(.get, "/fhir/Observation?_source=urn:huitong:facility:other", headers: bearer(his))
             XCTAssertEqual(theirs.json["entry"]?.arrayValue?.count ?? 0, 0)
         }

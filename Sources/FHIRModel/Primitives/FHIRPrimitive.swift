@@ -47,7 +47,7 @@ public enum FHIRPrimitive: String, Sendable, CaseIterable {
             }
             return nil
         case .xhtml:
-            return s.hasPrefix("<div") ? nil : "narrative must be an XHTML <div> element"
+            return XHTMLNarrative.problem(s)
         case .uri, .url, .canonical:
             return s.utf8.contains(where: { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) ? "'\(s)' is not a valid \(rawValue): it contains whitespace" : nil
         case .code:

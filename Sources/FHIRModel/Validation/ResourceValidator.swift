@@ -1,3 +1,5 @@
+import Crypto
+
 /// Checks a resource against the R4 structure: known type, known elements, cardinality,
 /// required elements, one type per choice element, primitive formats and reference syntax.
 /// It reports *every* problem with its FHIRPath location rather than stopping at the first.
@@ -65,6 +67,32 @@ public struct ResourceValidator: Sendable {
             return validateObject(object.removing("id"), definition: definition, path: &path, issues: &issues)
         }
         validateObject(object, definition: definition, path: &path, issues: &issues)
+        if typeName == "Bundle" { validateBundleLinks(object, path: &path, issues: &issues) }
+    }
+
+    /// A Bundle's links name each relation once (`self`, `next`, ...): a reader follows one.
+    private func validateBundleLinks(_ bundle: JSONObject, path: inout Trail, issues: inout [Issue]) {
+        var seen = Set<String>()
+        for (i, link) in (bundle["link"]?.arrayValue ?? []).enumerated() {
+            guard let relation = link["relation"]?.stringValue else { continue }
+            if !seen.insert(relation).inserted {
+                issues.append(Issue(code: "invariant", "Bundle.link relation '\(relation)' appears more than once", at: path.text("link[\(i)].relation")))
+            }
+        }
+    }
+
+    /// An Attachment's stated `size` and `hash` (base64 SHA-1) must be those of its inline `data`.
+    private func validateAttachment(_ attachment: JSONObject, path: inout Trail, issues: inout [Issue]) {
+        guard let data = attachment["data"]?.stringValue, let bytes = Base64.decode(data) else { return }
+        if let size = attachment["size"]?.numberText, let stated = Int(size), stated != bytes.count {
+            issues.append(Issue(code: "value", "Attachment size \(stated) does not match its data (\(bytes.count) bytes)", at: path.text("size")))
+        }
+        if let hash = attachment["hash"]?.stringValue {
+            let actual = Base64.encode(Array(Insecure.SHA1.hash(data: bytes)))
+            if Base64.decode(hash) != Base64.decode(actual) {
+                issues.append(Issue(code: "value", "Attachment hash does not match its data (SHA-1 of the data is \(actual))", at: path.text("hash")))
+            }
+        }
     }
 
     private func validateObject(_ object: JSONObject, definition: FHIRSchema.TypeDefinition, path: inout Trail, issues: inout [Issue]) {
@@ -75,6 +103,11 @@ public struct ResourceValidator: Sendable {
         var choicesSeen: [String: String] = [:]
         for (key, value) in object {
             if key == "resourceType" && definition.kind == .resource { continue }
+            if key == "_id" {
+                // Resource.id and Element.id are system strings: no extensions (R4 json.html#primitive).
+                issues.append(Issue(code: "structure", "Extensions are not allowed on 'id'", at: path.text("id")))
+                continue
+            }
             if key.utf8.first == UInt8(ascii: "_") {
                 validatePrimitiveExtension(String(key.dropFirst()), value, in: object, definition: definition, path: &path, issues: &issues)
                 continue
@@ -153,6 +186,7 @@ public struct ResourceValidator: Sendable {
             return
         }
         validateObject(object, definition: definition, path: &path, issues: &issues)
+        if type == "Attachment" { validateAttachment(object, path: &path, issues: &issues) }
         if type == "Reference", let reference = object["reference"]?.stringValue, let problem = ReferenceSyntax.problem(reference) {
             issues.append(Issue(code: "value", problem, at: path.text("reference")))
         }
@@ -177,6 +211,10 @@ public struct ResourceValidator: Sendable {
                 guard case .array(let items) = value else {
                     issues.append(Issue(code: "structure", "'_\(name)' must be an array like '\(name)'", at: path.text))
                     return
+                }
+                // The two arrays pair up item by item (R4 json.html#primitive).
+                if case .array(let values)? = object[name], values.count != items.count {
+                    issues.append(Issue(code: "structure", "'_\(name)' has \(items.count) items but '\(name)' has \(values.count): they must pair up", at: path.text))
                 }
                 for (i, item) in items.enumerated() where item != .null { path.with(.index(i)) { check(item, &$0) } }
             } else {

@@ -111,6 +111,15 @@ public struct WritePipeline: Sendable {
     ///   - records: platform records committed with the unit (a card's own record).
     public func write(_ requests: [WriteRequest], assumptions: [Assumption] = [], as interaction: Interaction,
                       auditQuery: String? = nil, records: [RecordWrite] = []) async throws -> [WriteOutcome] {
+        let writes = try await check(requests, as: interaction)
+        var unit = WriteUnit(writes: writes, assumptions: assumptions)
+        unit.records = records
+        return try await commit(unit, as: interaction, auditQuery: auditQuery)
+    }
+
+    /// Stages 1–5 without committing: what `$validate` asks (would these writes be accepted?).
+    /// Returns the prepared writes; a refusal throws as the write would.
+    public func check(_ requests: [WriteRequest], as interaction: Interaction) async throws -> [PreparedWrite] {
         for request in requests where request.isClient {
             try service.checkType(request.key.type)
             try await service.authorize(request.interaction, request.key.type)
@@ -127,9 +136,7 @@ public struct WritePipeline: Sendable {
         try await checkResidentWrites(clientWrites, interaction)
         try checkAttributed(clientWrites)
         try await checkChanges(clientWrites, interaction)
-        var unit = WriteUnit(writes: writes, assumptions: assumptions)
-        unit.records = records
-        return try await commit(unit, as: interaction, auditQuery: auditQuery)
+        return writes
     }
 
     /// Stages 2, 3 and 5 for one request.

@@ -10,16 +10,21 @@ public enum CapabilityStatementBuilder {
                              schema: FHIRSchema = .r4) -> JSON {
         let interactions = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
         var resources: [JSON] = []
-        for type in schema.resourceTypeNames {
+        for type in schema.resourceTypeNames where !FHIRService.withoutEndpoint.contains(type) {
             var r = JSONObject()
             r["type"] = .string(type)
-            r["interaction"] = .array(interactions.map { .object(JSONObject([("code", .string($0))])) })
-            r["versioning"] = .string("versioned-update")
-            r["readHistory"] = .bool(true)
-            r["updateCreate"] = .bool(true)
-            r["conditionalCreate"] = .bool(true)
-            r["conditionalUpdate"] = .bool(true)
-            r["conditionalDelete"] = .string("single")
+            // AuditEvents are recorded by the server: read and searched, never written by clients.
+            let serverWritten = type == "AuditEvent"
+            let offered = serverWritten ? ["read", "search-type"] : interactions
+            r["interaction"] = .array(offered.map { .object(JSONObject([("code", .string($0))])) })
+            if !serverWritten {
+                r["versioning"] = .string("versioned-update")
+                r["readHistory"] = .bool(true)
+                r["updateCreate"] = .bool(true)
+                r["conditionalCreate"] = .bool(true)
+                r["conditionalUpdate"] = .bool(true)
+                r["conditionalDelete"] = .string("single")
+            }
             var params: [JSON] = [.object(JSONObject([("name", .string("_id")), ("type", .string("token"))]))]
             for p in registry.parameters(for: type) {
                 params.append(.object(JSONObject([("name", .string(p.name)), ("type", .string(p.type.rawValue))])))
@@ -27,14 +32,17 @@ public enum CapabilityStatementBuilder {
             r["searchParam"] = .array(params)
             resources.append(.object(r))
         }
-        // The master patient index's operations (MasterIndexOperations).
+        // $validate on every type (ValidateOperation); the master patient index's operations (MasterIndexOperations).
         for (i, r) in resources.enumerated() {
-            guard case .object(var o) = r, let type = o["type"]?.stringValue, type == "Patient" || type == "Person" else { continue }
-            let ops: [(String, String)] = type == "Patient"
-                ? [("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
-                   ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
-                   ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix")]
-                : [("everything", "https://huitong.health/fhir/OperationDefinition/Person-everything")]
+            guard case .object(var o) = r, let type = o["type"]?.stringValue else { continue }
+            var ops: [(String, String)] = [("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")]
+            if type == "Patient" {
+                ops += [("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
+                        ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+                        ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix")]
+            } else if type == "Person" {
+                ops += [("everything", "https://huitong.health/fhir/OperationDefinition/Person-everything")]
+            }
             o["operation"] = .array(ops.map { .object(JSONObject([("name", .string($0.0)), ("definition", .string($0.1))])) })
             resources[i] = .object(o)
         }

@@ -164,7 +164,14 @@ public struct FHIRService: Sendable {
         guard FHIRSchema.r4.isResourceType(type) else {
             throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
         }
+        if Self.withoutEndpoint.contains(type) {
+            throw FHIRError(404, code: "not-supported", "R4 gives \(type) no REST endpoint: it is exchanged as the input and output of operations")
+        }
     }
+
+    /// Resource types R4 defines without a RESTful endpoint (`Parameters`: "there is no RESTful
+    /// endpoint associated with this resource").
+    static let withoutEndpoint: Set<String> = ["Parameters"]
 
     /// The rows this principal may read (for one request).
     public func readScope() async throws -> ReadScope {
