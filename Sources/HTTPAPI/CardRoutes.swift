@@ -67,11 +67,11 @@ struct CardRoutes: Sendable {
         let params = request.uri.queryParameters
         let kindText = params["kind"].map(String.init) ?? "dynamic"
         guard let kind = HealthCardService.CodeKind(rawValue: kindText) else {
-            throw FHIRError(400, code: "code-invalid", "kind must be dynamic, static or offline", at: "kind")
+            throw FHIRError(.invalid, code: "code-invalid", "kind must be dynamic, static or offline", at: "kind")
         }
         let format = params["format"].map(String.init) ?? "text"
         guard ["text", "png", "svg"].contains(format) else {
-            throw FHIRError(400, code: "code-invalid", "format must be text, png or svg", at: "format")
+            throw FHIRError(.invalid, code: "code-invalid", "format must be text, png or svg", at: "format")
         }
         let (text, expires) = try await cards(r).code(id, kind: kind)
         var headers: HTTPFields = [.cacheControl: "no-store"]

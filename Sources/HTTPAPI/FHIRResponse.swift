@@ -15,7 +15,7 @@ enum FHIRResponse {
     }
 
     static func error(_ error: FHIRError) -> Response {
-        json(OperationOutcome.make(error.issues), status: HTTPResponse.Status(code: error.status))
+        json(OperationOutcome.make(error.issues), status: HTTPResponse.Status(code: error.category.restStatus))
     }
 
     /// The response for a read or write: ETag, Last-Modified, Location, and the body as `Prefer` asks.
@@ -24,9 +24,9 @@ enum FHIRResponse {
         if let v = r.version { headers[.eTag] = ETag.make(v) }
         if let t = r.lastUpdated { headers[.lastModified] = httpDate(micros: t) }
         if location, let k = r.key, let v = r.version { headers[.location] = "\(base)/\(k)/_history/\(v)" }
-        let status = HTTPResponse.Status(code: r.status)
+        let status = HTTPResponse.Status(code: r.disposition.restStatus)
         if let outcome = r.outcome { return json(outcome, status: status, headers: headers) }
-        guard let content = r.content, r.status != 204 else { return Response(status: status, headers: headers) }
+        guard let content = r.content, r.disposition != .deleted else { return Response(status: status, headers: headers) }
         switch prefer {
         case .minimal:
             return Response(status: status, headers: headers)

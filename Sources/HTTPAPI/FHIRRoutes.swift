@@ -56,7 +56,7 @@ struct FHIRRoutes: Sendable {
             try await handle(request, context) { r, base in
                 let contentType = request.headers[.contentType] ?? ""
                 guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
-                    throw FHIRError(415, code: "not-supported", "POST _search takes application/x-www-form-urlencoded")
+                    throw FHIRError(.unsupportedFormat, code: "not-supported", "POST _search takes application/x-www-form-urlencoded")
                 }
                 let form = String(buffer: try await r.body(request))
                 let query = [request.uri.query, form].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: "&")
@@ -66,11 +66,11 @@ struct FHIRRoutes: Sendable {
         fhir.post("{type}") { request, context in
             try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type")
-                if type == "_search" { throw FHIRError(404, code: "not-supported", "System-level search is not supported") }
+                if type == "_search" { throw FHIRError(.notFound, code: "not-supported", "System-level search is not supported") }
                 if type.hasPrefix("$") { return try await r.systemOperation(String(type.dropFirst()), request) }
                 let body = try await r.readResource(request)
                 let result = try await r.service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
-                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.status == 201)
+                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.disposition == .created)
             }
         }
         fhir.post("{type}/{id}") { request, context in
@@ -86,7 +86,7 @@ struct FHIRRoutes: Sendable {
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 let operation = try context.parameters.require("operationOrCompartment")
                 guard operation == "$validate" else {
-                    throw FHIRError(404, code: "not-supported", "Unknown operation '\(type)/\(id)/\(operation)'")
+                    throw FHIRError(.notFound, code: "not-supported", "Unknown operation '\(type)/\(id)/\(operation)'")
                 }
                 return try await r.validate(request, type: type, id: id)
             }
@@ -94,7 +94,7 @@ struct FHIRRoutes: Sendable {
         fhir.put("{type}") { request, context in
             try await handle(request, context) { r, base in
                 guard let query = request.uri.query, !query.isEmpty else {
-                    throw FHIRError(400, code: "invalid", "PUT to a type needs search parameters (conditional update) or an id in the URL")
+                    throw FHIRError(.invalid, code: "invalid", "PUT to a type needs search parameters (conditional update) or an id in the URL")
                 }
                 let body = try await r.readResource(request)
                 let result = try await r.service.conditionalUpdate(try context.parameters.require("type"), query: query, body: body,
@@ -105,7 +105,7 @@ struct FHIRRoutes: Sendable {
         fhir.delete("{type}") { request, context in
             try await handle(request, context) { r, base in
                 guard let query = request.uri.query, !query.isEmpty else {
-                    throw FHIRError(400, code: "invalid", "DELETE on a type needs search parameters (conditional delete)")
+                    throw FHIRError(.invalid, code: "invalid", "DELETE on a type needs search parameters (conditional delete)")
                 }
                 let result = try await r.service.conditionalDelete(try context.parameters.require("type"), query: query)
                 return FHIRResponse.resource(result, base: base)
@@ -144,7 +144,7 @@ struct FHIRRoutes: Sendable {
             try await handle(request, context) { r, base in
                 let contentType = request.headers[.contentType] ?? ""
                 guard contentType.hasPrefix("application/json-patch+json") else {
-                    throw FHIRError(415, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
+                    throw FHIRError(.unsupportedFormat, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
                 }
                 let patch = try r.service.pipeline.parse(try await r.body(request).readableBytesView)
                 let result = try await r.service.patch(try context.parameters.require("type"), try context.parameters.require("id"),
@@ -171,7 +171,7 @@ struct FHIRRoutes: Sendable {
                 if type == "Patient" && third == "$everything" { return try await r.everything(request, base: base, patientID: id) }
                 if type == "Person" && third == "$everything" { return try await r.everything(request, base: base, personID: id) }
                 guard type == "Patient", FHIRSchema.r4.isResourceType(third) else {
-                    throw FHIRError(404, code: "not-supported", "Unknown operation or compartment '\(type)/\(id)/\(third)'")
+                    throw FHIRError(.notFound, code: "not-supported", "Unknown operation or compartment '\(type)/\(id)/\(third)'")
                 }
                 // Compartment search: GET /Patient/{id}/Observation?code=...
                 let query = (request.uri.query.map { $0 + "&" } ?? "") + "_compartment=Patient/" + id
@@ -220,15 +220,15 @@ struct FHIRRoutes: Sendable {
         } catch is HTTPParserError {
             // A body that breaks HTTP/1.1 framing (a bad chunk size): the connection cannot be
             // trusted to carry another request.
-            var response = FHIRResponse.error(FHIRError(400, code: "structure", "The request body is not valid HTTP/1.1 (chunked encoding or framing)"))
+            var response = FHIRResponse.error(FHIRError(.invalid, code: "structure", "The request body is not valid HTTP/1.1 (chunked encoding or framing)"))
             response.headers[.connection] = "close"
             return response
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            return FHIRResponse.error(FHIRError(413, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes"))
+            return FHIRResponse.error(FHIRError(.tooCostly, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes"))
         } catch let error as HTTPError {
-            return FHIRResponse.error(FHIRError(Int(error.status.code), code: "processing", error.body ?? "\(error.status)"))
+            return FHIRResponse.error(FHIRError(.init(restStatus: Int(error.status.code)), code: "processing", error.body ?? "\(error.status)"))
         } catch let error as any HTTPResponseError {
-            return FHIRResponse.error(FHIRError(Int(error.status.code), code: "processing", "\(error)"))
+            return FHIRResponse.error(FHIRError(.init(restStatus: Int(error.status.code)), code: "processing", "\(error)"))
         } catch {
             // Anything else is ours, not the client's: say so in an OperationOutcome, never as a bare 500.
             return FHIRResponse.error(FHIRError.internalError("\(request.method) \(request.uri.path): \(error)", logger: context.logger))
@@ -256,14 +256,14 @@ struct FHIRRoutes: Sendable {
         if let format = request.uri.queryParameters["_format"].map(String.init) {
             let accepted = ["json", "application/json", "application/fhir+json"]
             if !accepted.contains(where: { format.hasPrefix($0) }) {
-                throw FHIRError(406, code: "not-supported", "Only JSON is supported (_format=\(format))")
+                throw FHIRError(.notAcceptable, code: "not-supported", "Only JSON is supported (_format=\(format))")
             }
         }
         if let contentType = request.headers[.contentType], contentType.contains("xml") {
-            throw FHIRError(415, code: "not-supported", "Only JSON is supported (Content-Type: \(contentType)); send application/fhir+json")
+            throw FHIRError(.unsupportedFormat, code: "not-supported", "Only JSON is supported (Content-Type: \(contentType)); send application/fhir+json")
         }
         if let accept = request.headers[.accept], accept.contains("xml"), !accept.contains("json"), !accept.contains("*/*") {
-            throw FHIRError(406, code: "not-supported", "Only JSON is supported (Accept: \(accept))")
+            throw FHIRError(.notAcceptable, code: "not-supported", "Only JSON is supported (Accept: \(accept))")
         }
     }
 
@@ -284,7 +284,7 @@ struct FHIRRoutes: Sendable {
 
     func readResource(_ request: Request, emptyAs empty: JSON? = nil) async throws -> JSON {
         if let contentType = request.headers[.contentType], !contentType.lowercased().contains("json") {
-            throw FHIRError(415, code: "not-supported", "A resource body must be JSON (Content-Type: \(contentType)); send application/fhir+json")
+            throw FHIRError(.unsupportedFormat, code: "not-supported", "A resource body must be JSON (Content-Type: \(contentType)); send application/fhir+json")
         }
         let buffer = try await body(request)
         if let empty, buffer.readableBytes == 0 { return empty }
@@ -293,7 +293,7 @@ struct FHIRRoutes: Sendable {
 
     func ifMatch(_ request: Request) throws(FHIRError) -> Int? {
         guard let value = request.headers[.ifMatch] else { return nil }
-        guard let v = ETag.version(value) else { throw FHIRError(400, code: "value", "Invalid If-Match '\(value)'; expected W/\"<version>\"") }
+        guard let v = ETag.version(value) else { throw FHIRError(.invalid, code: "value", "Invalid If-Match '\(value)'; expected W/\"<version>\"") }
         return v
     }
 
@@ -330,20 +330,20 @@ struct FHIRRoutes: Sendable {
         query.count = min(max(try Self.integer(params, "_count") ?? 20, 1), 1000)
         if let raw = params["_offset"].map(String.init) {
             guard let n = Int(raw), n >= 0, n <= SearchQueryParser.maxOffset else {
-                throw FHIRError(400, code: "value", "_offset must be an integer from 0 to \(SearchQueryParser.maxOffset)", at: "_offset")
+                throw FHIRError(.invalid, code: "value", "_offset must be an integer from 0 to \(SearchQueryParser.maxOffset)", at: "_offset")
             }
             query.offset = n
         }
         query.snapshot = try Self.integer(params, "_snapshot").map(Int64.init)
         if let since = params["_since"].map(String.init) {
             guard let t = FHIRDateTime.parse(since, kind: .instant) ?? FHIRDateTime.parse(since, kind: .dateTime) else {
-                throw FHIRError(400, code: "value", "Invalid _since '\(since)': expected an instant", at: "_since")
+                throw FHIRError(.invalid, code: "value", "Invalid _since '\(since)': expected an instant", at: "_since")
             }
             query.since = t.low
         }
         if let at = params["_at"].map(String.init) {
             guard let t = FHIRDateTime.parse(at, kind: .dateTime) else {
-                throw FHIRError(400, code: "value", "Invalid _at '\(at)': expected a date or dateTime", at: "_at")
+                throw FHIRError(.invalid, code: "value", "Invalid _at '\(at)': expected a date or dateTime", at: "_at")
             }
             query.at = (t.low, t.high)
         }
@@ -446,7 +446,7 @@ struct FHIRRoutes: Sendable {
         var since: Int64?
         if let s = params["_since"].map(String.init) {
             guard let t = FHIRDateTime.parse(s, kind: .instant) ?? FHIRDateTime.parse(s, kind: .dateTime) else {
-                throw FHIRError(400, code: "value", "Invalid _since '\(s)': expected an instant", at: "_since")
+                throw FHIRError(.invalid, code: "value", "Invalid _since '\(s)': expected an instant", at: "_since")
             }
             since = t.low
         }
@@ -477,7 +477,7 @@ struct FHIRRoutes: Sendable {
     /// A paging parameter: absent, or a non-negative integer (anything else is a 400, never ignored).
     static func integer(_ params: FlatDictionary<Substring, Substring>, _ name: String) throws(FHIRError) -> Int? {
         guard let raw = params[name[...]].map(String.init) else { return nil }
-        guard let n = Int(raw), n >= 0 else { throw FHIRError(400, code: "value", "\(name) must be a non-negative integer, not '\(raw)'", at: name) }
+        guard let n = Int(raw), n >= 0 else { throw FHIRError(.invalid, code: "value", "\(name) must be a non-negative integer, not '\(raw)'", at: name) }
         return n
     }
 

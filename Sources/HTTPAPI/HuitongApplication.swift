@@ -128,7 +128,7 @@ public enum HuitongApplication {
                 let params = request.uri.queryParameters
                 let count = try params["_count"].map { text throws(FHIRError) -> Int in
                     guard let n = Int(text), (1...1000).contains(n) else {
-                        throw FHIRError(400, code: "invalid", "_count must be a number from 1 to 1000", at: "_count")
+                        throw FHIRError(.invalid, code: "invalid", "_count must be a number from 1 to 1000", at: "_count")
                     }
                     return n
                 } ?? 100

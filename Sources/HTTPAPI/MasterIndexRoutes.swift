@@ -11,7 +11,7 @@ extension FHIRRoutes {
     /// `POST /fhir/$name`: the reviewers' decisions.
     func systemOperation(_ name: String, _ request: Request) async throws -> Response {
         guard MasterIndexOperations.decisions.contains(where: { $0.name == name }) else {
-            throw FHIRError(404, code: "not-supported", "Unknown operation $\(name)")
+            throw FHIRError(.notFound, code: "not-supported", "Unknown operation $\(name)")
         }
         return FHIRResponse.json(try await masterIndex.decide(name, try await readResource(request)))
     }
@@ -19,7 +19,7 @@ extension FHIRRoutes {
     /// `POST /fhir/{type}/$name`: `Patient/$match`.
     func typeOperation(_ type: String, _ operation: String, _ request: Request, base: String) async throws -> Response {
         guard type == "Patient", operation == "$match" else {
-            throw FHIRError(404, code: "not-supported", "Unknown operation \(type)/\(operation)")
+            throw FHIRError(.notFound, code: "not-supported", "Unknown operation \(type)/\(operation)")
         }
         let results = try await masterIndex.match(try await readResource(request))
         var writer = BundleWriter(type: "searchset", total: results.count, links: [("self", "\(base)/Patient/$match")])
@@ -39,7 +39,7 @@ extension FHIRRoutes {
     func pix(_ request: Request) async throws -> Response {
         let params = request.uri.queryParameters
         guard let source = params["sourceIdentifier"].map(String.init) else {
-            throw FHIRError(400, code: "required", "$ihe-pix needs sourceIdentifier=system|value", at: "sourceIdentifier")
+            throw FHIRError(.invalid, code: "required", "$ihe-pix needs sourceIdentifier=system|value", at: "sourceIdentifier")
         }
         let targets = params.getAll("targetSystem").flatMap { $0.split(separator: ",").map(String.init) }
         return FHIRResponse.json(try await masterIndex.pix(sourceIdentifier: source, targetSystems: targets))

@@ -74,7 +74,7 @@ final class RateLimiter: @unchecked Sendable {
 
     /// 429 with `Retry-After` and an OperationOutcome.
     static func refusal(retryAfter seconds: Double, what: String) -> Response {
-        var response = FHIRResponse.error(FHIRError(429, code: "throttled", "Too many requests \(what); retry after \(Int(seconds.rounded(.up))) s"))
+        var response = FHIRResponse.error(FHIRError(.tooManyRequests, code: "throttled", "Too many requests \(what); retry after \(Int(seconds.rounded(.up))) s"))
         response.headers[.retryAfter] = String(Int(seconds.rounded(.up)))
         return response
     }

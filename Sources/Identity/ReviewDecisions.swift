@@ -30,7 +30,8 @@ public enum ReviewDecision: Sendable {
 
 /// Why a decision cannot be carried out, for the caller to fix.
 public struct MasterIndexError: Error, Sendable {
-    public let status: Int
+    public enum Kind: Sendable { case unknownRecord, conflict, invalid }
+    public let kind: Kind
     public let message: String
 }
 
@@ -43,13 +44,13 @@ extension MasterPatientIndex {
         var settled: [String] = []
         func person(_ key: ResourceKey) async throws -> PersonState {
             guard key.type == "Person", let state = try await workspace.person(key) else {
-                throw MasterIndexError(status: 404, message: "\(key.reference) is not a Person of the master index")
+                throw MasterIndexError(kind: .unknownRecord, message: "\(key.reference) is not a Person of the master index")
             }
             return state
         }
         func patient(_ key: ResourceKey) async throws {
             guard key.type == "Patient", let record = try await store.read(key), !record.deleted else {
-                throw MasterIndexError(status: 404, message: "\(key.reference) is not a Patient")
+                throw MasterIndexError(kind: .unknownRecord, message: "\(key.reference) is not a Patient")
             }
             try await workspace.load([key])
         }
@@ -78,7 +79,7 @@ extension MasterPatientIndex {
             try await patient(p)
             let state = try await person(target)
             guard state.patientLinks.contains(p) else {
-                throw MasterIndexError(status: 409, message: "\(p.reference) is not linked to \(target.reference)")
+                throw MasterIndexError(kind: .conflict, message: "\(p.reference) is not linked to \(target.reference)")
             }
             workspace.unlink(p, from: target)
             workspace.persons[target]?.notMatch.insert(p)
@@ -86,10 +87,10 @@ extension MasterPatientIndex {
             workspace.link(p, to: own, assurance: "level4")
             workspace.refresh(own, latest: p)
         case .merge(let from, let into):
-            guard from != into else { throw MasterIndexError(status: 400, message: "A Person cannot be merged into itself") }
+            guard from != into else { throw MasterIndexError(kind: .invalid, message: "A Person cannot be merged into itself") }
             let source = try await person(from)
             _ = try await person(into)
-            guard source.active else { throw MasterIndexError(status: 409, message: "\(from.reference) is not active (merged already?)") }
+            guard source.active else { throw MasterIndexError(kind: .conflict, message: "\(from.reference) is not active (merged already?)") }
             for link in source.links where link.target.type == "Patient" {
                 workspace.unlink(link.target, from: from)
                 let provenance: [JSON] = [
@@ -110,7 +111,7 @@ extension MasterPatientIndex {
             let target = try await person(into)
             _ = try await person(from)
             let moved = target.links.filter { $0.mergedFrom?.person == from }
-            guard !moved.isEmpty else { throw MasterIndexError(status: 409, message: "\(into.reference) holds nothing merged from \(from.reference)") }
+            guard !moved.isEmpty else { throw MasterIndexError(kind: .conflict, message: "\(into.reference) holds nothing merged from \(from.reference)") }
             workspace.persons[from]?.links.removeAll { $0.target == into }
             for link in moved {
                 workspace.unlink(link.target, from: into)

@@ -253,7 +253,7 @@ final class HL7GatewayTests: XCTestCase {
                 _ = try await rejected.read("no-such-message")
                 XCTFail("an unknown id was answered")
             } catch let error as FHIRError {
-                XCTAssertEqual(error.status, 404)
+                XCTAssertEqual(error.category, .notFound)
             }
             // A facility's own system may not read them.
             let facility = RejectedMessages(service: s.service.acting(as: Principal(kind: .client, subject: "his", role: .facilitySystem,
@@ -262,7 +262,7 @@ final class HL7GatewayTests: XCTestCase {
                 _ = try await facility.list(sender: nil, count: 10)
                 XCTFail("a facility system listed rejected messages")
             } catch let error as FHIRError {
-                XCTAssertEqual(error.status, 403)
+                XCTAssertEqual(error.category, .forbidden)
             }
         }
     }

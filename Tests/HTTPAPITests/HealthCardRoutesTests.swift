@@ -227,7 +227,7 @@ final class HealthCardRoutesTests: XCTestCase {
                     _ = try await restarted.verify(body)
                     XCTFail("a code made before the restart is refused")
                 } catch let error as FHIRError {
-                    XCTAssertEqual(error.status, 422)
+                    XCTAssertEqual(error.category, .businessRule)
                     XCTAssertEqual(error.issues.first?.details?.code, "made-before-restart")
                 }
             }

@@ -61,9 +61,9 @@ final class WriteChannelTests: XCTestCase {
         }
     }
 
-    /// The status of a refusal (nil: the call succeeded).
-    func refusal(_ call: () async throws -> Any) async -> Int? {
-        do { _ = try await call(); return nil } catch let error as FHIRError { return error.status } catch { return -1 }
+    /// What kind of refusal a call met (nil: it succeeded).
+    func refusal(_ call: () async throws -> Any) async -> FHIRError.Category? {
+        do { _ = try await call(); return nil } catch let error as FHIRError { return error.category } catch { return .internal }
     }
 
     func count(_ r: Region, _ type: String, _ query: String) async throws -> Int {
@@ -96,10 +96,10 @@ final class WriteChannelTests: XCTestCase {
             let consentsBefore = try await count(r, "Consent", "patient=Patient/\(other)")
             let patch = Self.json(#"[{"op":"replace","path":"/patient/reference","value":"Patient/\#(other)"}]"#)
             let ownConsent = try await me.create("Consent", body: Self.consent(r.p1))
-            XCTAssertEqual(ownConsent.status, 201, "a resident writes about themselves")
+            XCTAssertEqual(ownConsent.disposition, .created, "a resident writes about themselves")
             let own = try XCTUnwrap(ownConsent.key?.id)
 
-            var refused: [String: Int?] = [:]
+            var refused: [String: FHIRError.Category?] = [:]
             refused["create Observation"] = await refusal { try await me.create("Observation", body: Self.observation(other)) }
             refused["create Consent"] = await refusal { try await me.create("Consent", body: Self.consent(other)) }
             refused["update own Consent to the other"] = await refusal { try await me.update("Consent", own, body: Self.consent(other, id: own)) }
@@ -109,17 +109,17 @@ final class WriteChannelTests: XCTestCase {
             refused["conditional delete"] = await refusal { try await me.conditionalDelete("Observation", query: "_id=\(r.o2)") }
             refused["conditional update"] = await refusal { try await me.conditionalUpdate("Consent", query: "_id=nothing", body: Self.consent(other)) }
             refused["domain service"] = await refusal { try await ReminderService(service: me).remind(other) }
-            for (channel, status) in refused { XCTAssertEqual(status, 403, channel) }
+            for (channel, status) in refused { XCTAssertEqual(status, .forbidden, channel) }
             let clientID = "c-" + UUID().uuidString.prefix(8).lowercased()
             let update = await refusal { try await me.update("Consent", clientID, body: Self.consent(other, id: clientID)) }
-            XCTAssertEqual(update, 403, "update with the resident's own id for a new Consent about another resident")
+            XCTAssertEqual(update, .forbidden, "update with the resident's own id for a new Consent about another resident")
 
 
             // A transaction fails whole: the resident's own Consent in it is not stored either.
             let ownBefore = try await count(r, "Consent", "patient=Patient/\(r.p1)")
             let transaction = Self.json(#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":\#(String(decoding: JSONWriter.bytes(Self.consent(r.p1)), as: UTF8.self)),"request":{"method":"POST","url":"Consent"}},{"resource":\#(String(decoding: JSONWriter.bytes(Self.consent(other)), as: UTF8.self)),"request":{"method":"POST","url":"Consent"}}]}"#)
             let status = await refusal { try await BundleProcessor(service: me).process(transaction, returnRepresentation: false) }
-            XCTAssertEqual(status, 403, "transaction")
+            XCTAssertEqual(status, .forbidden, "transaction")
             let ownAfterTransaction = try await count(r, "Consent", "patient=Patient/\(r.p1)")
             XCTAssertEqual(ownAfterTransaction, ownBefore, "nothing of a refused transaction is stored")
 
@@ -139,7 +139,7 @@ final class WriteChannelTests: XCTestCase {
             let card = await refusal {
                 try await HealthCardService(service: me, keys: try Self.cardKeys(), uses: HealthCardService.CodeUses()).issue(Self.json(#"{"patient":"Patient/\#(other)"}"#))
             }
-            XCTAssertEqual(card, 403, "card issuance")
+            XCTAssertEqual(card, .forbidden, "card issuance")
 
             let after = try await count(r, "Observation", "subject=Patient/\(other)")
             XCTAssertEqual(after, before, "nothing about resident 2 was stored")
@@ -155,7 +155,7 @@ final class WriteChannelTests: XCTestCase {
             let b = r.b, aSource = FHIRService.facilitySource("org-a")
             let aRecord = Self.observation(r.p2, id: r.o2)
             let patch = Self.json(#"[{"op":"replace","path":"/status","value":"amended"}]"#)
-            var refused: [String: Int?] = [:]
+            var refused: [String: FHIRError.Category?] = [:]
             refused["create as A"] = await refusal { try await b.create("Observation", body: Self.observation(r.p2, source: aSource)) }
             refused["update A's record"] = await refusal { try await b.update("Observation", r.o2, body: aRecord) }
             refused["patch A's record"] = await refusal { try await b.patch("Observation", r.o2, patch: patch) }
@@ -170,12 +170,12 @@ final class WriteChannelTests: XCTestCase {
                 return try await b.writePipeline.write([WriteRequest(key: ResourceKey("Communication", IngestPipeline.newID()), method: "POST",
                                                                      resource: communication)], as: .operation("remind"))
             }
-            for (channel, status) in refused { XCTAssertEqual(status, 403, channel) }
+            for (channel, status) in refused { XCTAssertEqual(status, .forbidden, channel) }
 
             let mine = String(decoding: JSONWriter.bytes(Self.observation(r.p2, code: "2708-6")), as: UTF8.self)
             let transaction = Self.json(#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":\#(mine),"request":{"method":"POST","url":"Observation"}},{"resource":\#(String(decoding: JSONWriter.bytes(aRecord), as: UTF8.self)),"request":{"method":"PUT","url":"Observation/\#(r.o2)"}}]}"#)
             let status = await refusal { try await BundleProcessor(service: b).process(transaction, returnRepresentation: false) }
-            XCTAssertEqual(status, 403, "transaction")
+            XCTAssertEqual(status, .forbidden, "transaction")
             let stored = try await count(r, "Observation", "code=2708-6")
             XCTAssertEqual(stored, 0, "nothing of a refused transaction is stored")
             var batch = transaction
@@ -209,7 +209,7 @@ final class WriteChannelTests: XCTestCase {
             let card = await refusal {
                 try await HealthCardService(service: b, keys: try Self.cardKeys(), uses: HealthCardService.CodeUses()).issue(Self.json(#"{"patient":"Patient/\#(r.p1)"}"#))
             }
-            XCTAssertEqual(card, 404, "card issuance for a resident B may not read")
+            XCTAssertEqual(card, .notFound, "card issuance for a resident B may not read")
 
             let current = try await r.store.read(ResourceKey("Observation", r.o2))
             XCTAssertEqual(current?.version, 1, "A's record is unchanged")

@@ -44,11 +44,11 @@ public struct AuditLog: Sendable {
             case "patient", "entity", "patient:Patient":
                 patients += value.split(separator: ",").map { $0.contains("/") ? String($0) : "Patient/" + $0 }
             case "_count":
-                guard let n = Int(value), n >= 0 else { throw FHIRError(400, code: "value", "Invalid _count '\(value)'", at: "_count") }
+                guard let n = Int(value), n >= 0 else { throw FHIRError(.invalid, code: "value", "Invalid _count '\(value)'", at: "_count") }
                 count = min(n, 1000)
             case "_before":
                 guard let n = Int(value), n >= 0 else {
-                    throw FHIRError(400, code: "value", "Invalid _before '\(value)': the chain position from a next link", at: "_before")
+                    throw FHIRError(.invalid, code: "value", "Invalid _before '\(value)': the chain position from a next link", at: "_before")
                 }
                 before = n
             case "_format":
@@ -56,7 +56,7 @@ public struct AuditLog: Sendable {
             case "_sort" where value == "-date":
                 continue
             default:
-                throw FHIRError(400, code: "not-supported", "AuditEvent search supports patient, entity, _count and _sort=-date; not '\(name)'", at: name)
+                throw FHIRError(.invalid, code: "not-supported", "AuditEvent search supports patient, entity, _count and _sort=-date; not '\(name)'", at: name)
             }
         }
         // A resident sees who touched their own records, and only theirs.
@@ -64,7 +64,7 @@ public struct AuditLog: Sendable {
             let own = try await service.patientDataGate().residentOwn()
             if patients.isEmpty { patients = own.sorted() }
             guard Set(patients).isSubset(of: own) else {
-                throw FHIRError(403, code: "forbidden", "A resident sees the audit trail of their own records only", at: "patient")
+                throw FHIRError(.forbidden, code: "forbidden", "A resident sees the audit trail of their own records only", at: "patient")
             }
         }
         let events = try await service.store.auditEvents(patients: patients, before: before, limit: count + 1)

@@ -33,10 +33,10 @@ extension HealthCardService {
     public func verify(_ body: JSON) async throws -> JSON {
         try await service.authorize(.operation("card-verify"), "Person")
         guard let text = body["code"]?.stringValue, !text.isEmpty else {
-            throw FHIRError(400, code: "required", "'code' is the text of the scanned QR code", at: "code")
+            throw FHIRError(.invalid, code: "required", "'code' is the text of the scanned QR code", at: "code")
         }
         guard let scene = body["scene"]?.stringValue, CardScene.isValid(scene) else {
-            throw FHIRError(400, code: "required", "'scene' is the seven-digit scene code (用卡环节, e.g. 0101011 预约挂号)", at: "scene")
+            throw FHIRError(.invalid, code: "required", "'scene' is the seven-digit scene code (用卡环节, e.g. 0101011 预约挂号)", at: "scene")
         }
         var query = "scene=\(scene)"
         func refuse(_ refusal: CardRefusal, _ message: String, card: CardRecord? = nil) async -> FHIRError {
@@ -45,7 +45,7 @@ extension HealthCardService {
                                             patients: patients, query: query, outcome: .denied(refusal.rawValue + ": " + message))
             var issue = Issue(code: refusal.issueCode, message, at: refusal == .malformed ? "code" : nil)
             issue.details = (CardRefusal.system, refusal.rawValue)
-            return FHIRError(refusal == .malformed ? 400 : 422, [issue])
+            return FHIRError(refusal == .malformed ? .invalid : .businessRule, [issue])
         }
 
         // What the code says: the card, and for dynamic and offline codes their expiry.
@@ -156,7 +156,7 @@ extension HealthCardService {
     func holder(_ card: CardRecord) async throws -> (ResourceKey, JSONObject) {
         guard let stored = try await service.store.read(card.person), !stored.deleted,
               case .object(let person) = try service.pipeline.parseStored(stored.content) else {
-            throw FHIRError(409, code: "not-found", "The card's master Person \(card.person) is gone (merged?): re-issue the card")
+            throw FHIRError(.conflict, code: "not-found", "The card's master Person \(card.person) is gone (merged?): re-issue the card")
         }
         return (card.person, person)
     }

@@ -84,7 +84,7 @@ public struct HealthCardService: Sendable {
                                   issuer: service.principal.facility)
             if let existing = try await record(cardID) {
                 guard existing.person == personKey else {
-                    throw FHIRError(409, code: "duplicate", "This document's card is issued to \(existing.person) already: "
+                    throw FHIRError(.conflict, code: "duplicate", "This document's card is issued to \(existing.person) already: "
                                     + "if both are the same resident, merge the Persons in the master index")
                 }
                 if existing.status == .normal { return (existing.json, false) }
@@ -119,7 +119,7 @@ public struct HealthCardService: Sendable {
             if !replaced.isEmpty, case .object(var o) = out { o["replaced"] = .array(replaced.map { .string($0) }); out = .object(o) }
             return (out, true)
         }
-        throw FHIRError(409, code: "conflict", "The master Person kept changing while the card was issued; try again")
+        throw FHIRError(.conflict, code: "conflict", "The master Person kept changing while the card was issued; try again")
     }
 
     /// The document a card is derived from.
@@ -133,11 +133,11 @@ public struct HealthCardService: Sendable {
             let residentID = (person["identifier"]?.arrayValue ?? []).first { $0["system"]?.stringValue == IdentifierSystems.residentID }?["value"]?.stringValue
             let type = body["documentType"]?.stringValue ?? "01"
             guard Self.documentTypes.contains(type), type != Self.temporaryType else {
-                throw FHIRError(400, code: "code-invalid", "documentType must be one of 01 (居民身份证), 02-07 (CV02.01.101); "
+                throw FHIRError(.invalid, code: "code-invalid", "documentType must be one of 01 (居民身份证), 02-07 (CV02.01.101); "
                                 + "use \"temporary\": true for a card without a document", at: "documentType")
             }
             guard let given = body["documentNumber"]?.stringValue ?? (type == "01" ? residentID : nil), !given.isEmpty else {
-                throw FHIRError(422, code: "required", "The Person has no resident ID number: give documentType and documentNumber, "
+                throw FHIRError(.businessRule, code: "required", "The Person has no resident ID number: give documentType and documentNumber, "
                                 + "or issue a temporary card", at: "documentNumber")
             }
             guard type == "01" else { return try CardDocument(type: type, number: given.uppercased()) }
@@ -145,22 +145,22 @@ public struct HealthCardService: Sendable {
             do { number = try ResidentID(given).value } catch {
                 let masked = IdentifierProtection.masked(given, kind: "id")
                 guard body["documentNumber"] != nil else {
-                    throw FHIRError(422, code: "business-rule", "The Person's resident ID number \(masked) is not valid (GB 11643 check): "
+                    throw FHIRError(.businessRule, code: "business-rule", "The Person's resident ID number \(masked) is not valid (GB 11643 check): "
                                     + "correct the registration, or give documentType and documentNumber", at: "person")
                 }
-                throw FHIRError(400, code: "invalid", "'\(masked)' is not a valid resident ID number (GB 11643: length, birth date and check character)",
+                throw FHIRError(.invalid, code: "invalid", "'\(masked)' is not a valid resident ID number (GB 11643: length, birth date and check character)",
                                 at: "documentNumber")
             }
             if let residentID, let recorded = try? ResidentID(residentID).value, recorded != number {
-                throw FHIRError(422, code: "business-rule", "The document number is not the Person's resident ID number", at: "documentNumber")
+                throw FHIRError(.businessRule, code: "business-rule", "The document number is not the Person's resident ID number", at: "documentNumber")
             }
             return try CardDocument(type: type, number: number)
         } catch let error as CardIdentifiers.DerivationError {
-            throw FHIRError(400, code: "too-long", "The document type and number exceed 32 bytes (\(error))", at: "documentNumber")
+            throw FHIRError(.invalid, code: "too-long", "The document type and number exceed 32 bytes (\(error))", at: "documentNumber")
         } catch let error as FHIRError {
             throw error
         } catch {
-            throw FHIRError(400, code: "invalid", "\(error)")
+            throw FHIRError(.invalid, code: "invalid", "\(error)")
         }
     }
 
@@ -179,16 +179,16 @@ public struct HealthCardService: Sendable {
         }
         if let text = reference("person") {
             guard let key = CardRecord.key(text), key.type == "Person" else {
-                throw FHIRError(400, code: "invalid", "'person' must reference a Person (Person/{id})", at: "person")
+                throw FHIRError(.invalid, code: "invalid", "'person' must reference a Person (Person/{id})", at: "person")
             }
             return try await readable(key)
         }
         guard let text = reference("patient"), let key = CardRecord.key(text), key.type == "Patient" else {
-            throw FHIRError(400, code: "required", "Name the card holder: 'person' (Person/{id}) or 'patient' (Patient/{id})", at: "person")
+            throw FHIRError(.invalid, code: "required", "Name the card holder: 'person' (Person/{id}) or 'patient' (Patient/{id})", at: "person")
         }
         _ = try await readable(key)
         guard let person = try await service.masterIndex?.linkedRecords(of: key)?.person else {
-            throw FHIRError(422, code: "not-found", "\(key) is not linked to a master Person", at: "patient")
+            throw FHIRError(.businessRule, code: "not-found", "\(key) is not linked to a master Person", at: "patient")
         }
         return person
     }
@@ -234,7 +234,7 @@ public struct HealthCardService: Sendable {
         let write = WriteRequest.generated(person, key: key, method: "PUT", ifMatch: version, validate: false)
         do {
             _ = try await service.writePipeline.write([write], as: .operation(operation), auditQuery: "card=\(card)", records: records)
-        } catch let error as FHIRError where error.status == 412 {
+        } catch let error as FHIRError where error.category == .preconditionFailed {
             throw StoreError.versionConflict(key: key, expected: version, current: nil)
         }
     }
@@ -253,7 +253,7 @@ public struct HealthCardService: Sendable {
         guard let card = try await record(id) else {
             try? await service.trail.append(.operation(operation), type: "Person", entities: [], patients: [], query: "card=\(id)",
                                             outcome: .denied("unknown card"))
-            throw FHIRError(404, code: "not-found", "No e-health card \(id)")
+            throw FHIRError(.notFound, code: "not-found", "No e-health card \(id)")
         }
         if service.policy.isResident(service.principal) {
             let own = try await service.patientDataGate().residentOwn()
@@ -261,7 +261,7 @@ public struct HealthCardService: Sendable {
                 let reason = "This card is not yours"
                 try? await service.trail.append(.operation(operation), type: "Person", entities: [], patients: [card.person.description],
                                                 query: "card=\(id)", outcome: .denied(reason))
-                throw FHIRError(403, code: "forbidden", reason)
+                throw FHIRError(.forbidden, code: "forbidden", reason)
             }
         }
         return card
@@ -282,14 +282,14 @@ public struct HealthCardService: Sendable {
             "suspend": ([.normal], .suspended), "resume": ([.suspended], .normal),
             "cancel": ([.normal, .suspended], .cancelled), "reissue": ([.normal, .suspended], .normal),
         ]
-        guard let transition = transitions[action] else { throw FHIRError(404, code: "not-supported", "Unknown card action '\(action)'") }
+        guard let transition = transitions[action] else { throw FHIRError(.notFound, code: "not-supported", "Unknown card action '\(action)'") }
         if reason?.isEmpty ?? true, action == "suspend" || action == "cancel" {
-            throw FHIRError(400, code: "required", "Say why the card is to be \(action == "suspend" ? "suspended" : "cancelled") ('reason')", at: "reason")
+            throw FHIRError(.invalid, code: "required", "Say why the card is to be \(action == "suspend" ? "suspended" : "cancelled") ('reason')", at: "reason")
         }
         for _ in 1...16 {
             var card = try await card(id, for: "card-" + action)
             guard transition.from.contains(card.status) else {
-                throw FHIRError(409, code: "business-rule", "Card \(id) is \(card.status.rawValue): it cannot be \(action == "reissue" ? "re-issued" : action + "ed")")
+                throw FHIRError(.conflict, code: "business-rule", "Card \(id) is \(card.status.rawValue): it cannot be \(action == "reissue" ? "re-issued" : action + "ed")")
             }
             card.status = transition.to
             if action == "reissue" { card.reissued = now }
@@ -314,7 +314,7 @@ public struct HealthCardService: Sendable {
             }
             return card.json
         }
-        throw FHIRError(409, code: "conflict", "The master Person kept changing; try again")
+        throw FHIRError(.conflict, code: "conflict", "The master Person kept changing; try again")
     }
 
     // MARK: QR codes
@@ -333,10 +333,10 @@ public struct HealthCardService: Sendable {
             let reason = "A card's codes are shown to the resident, or at the counter of the facility that issued it"
             try? await service.trail.append(.operation("card-qr"), type: "Person", entities: [], patients: [card.person.description],
                                             query: "card=\(id)", outcome: .denied(reason))
-            throw FHIRError(403, code: "forbidden", reason)
+            throw FHIRError(.forbidden, code: "forbidden", reason)
         }
         guard card.status == .normal else {
-            throw FHIRError(409, code: "business-rule", "Card \(id) is \(card.status.rawValue): it shows no code")
+            throw FHIRError(.conflict, code: "business-rule", "Card \(id) is \(card.status.rawValue): it shows no code")
         }
         let result: (String, Int?)
         switch kind {

@@ -91,7 +91,7 @@ public struct HL7Gateway: Sendable {
             _ = try await BundleProcessor(service: acting).process(bundle, returnRepresentation: false)
         } catch let error as FHIRError {
             // A message seen before (the control id is recorded with its data): its first ACK.
-            if error.status == 409, let seen = try? await service.store.record(kind: Self.seenKind, id: seenID, now: Self.now()) {
+            if error.category == .conflict, let seen = try? await service.store.record(kind: Self.seenKind, id: seenID, now: Self.now()) {
                 counters.count(senderName, "duplicate")
                 return answer(seen.content, charset: charset)
             }
@@ -107,11 +107,11 @@ public struct HL7Gateway: Sendable {
     /// or the platform failed (AR).
     static func problem(_ error: FHIRError) -> HL7Problem {
         let text = error.issues.map(\.diagnostics).joined(separator: "; ")
-        switch error.status {
-        case 400, 422: return HL7Problem(.error, "102", text)
-        case 404: return HL7Problem(.error, "204", text)  // e.g. a merge's prior patient is not known
-        case 409, 412: return HL7Problem(.error, "205", text)
-        case 401, 403: return HL7Problem(.reject, "207", "Not allowed: \(text)")
+        switch error.category {
+        case .invalid, .businessRule: return HL7Problem(.error, "102", text)
+        case .notFound: return HL7Problem(.error, "204", text)  // e.g. a merge's prior patient is not known
+        case .conflict, .preconditionFailed: return HL7Problem(.error, "205", text)
+        case .unauthorized, .forbidden: return HL7Problem(.reject, "207", "Not allowed: \(text)")
         default: return HL7Problem(.reject, "207", text)
         }
     }

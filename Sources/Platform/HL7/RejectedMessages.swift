@@ -40,14 +40,14 @@ public struct RejectedMessages: Sendable {
               case .object(let content)? = try? JSONParser.parse(Array(record.content.utf8)) else {
             try? await service.trail.append(Self.operation, type: nil, entities: [], patients: [], query: "id=\(id)",
                                             outcome: .denied("unknown message"))
-            throw FHIRError(404, code: "not-found", "No rejected HL7 message \(id) (they are kept 30 days)")
+            throw FHIRError(.notFound, code: "not-found", "No rejected HL7 message \(id) (they are kept 30 days)")
         }
         var out = Self.summary(record, content)
         var detail = content["detail"]
         if let sealed = content["sealed"]?.stringValue {
             guard let bytes = service.pipeline.protection?.open(sealed, context: HL7Gateway.rejectedKind),
                   let opened = try? JSONParser.parse(bytes) else {
-                throw FHIRError(500, code: "exception", "The message is sealed with a key that is not in the identifier keyring")
+                throw FHIRError(.internal, code: "exception", "The message is sealed with a key that is not in the identifier keyring")
             }
             detail = opened
         }

@@ -59,14 +59,14 @@ public struct BulkImporter: Sendable {
 
     func importJSON(_ bytes: [UInt8]) async throws -> Int {
         let json = try service.pipeline.parse(bytes)
-        guard let type = json["resourceType"]?.stringValue else { throw FHIRError(400, code: "structure", "Missing resourceType") }
+        guard let type = json["resourceType"]?.stringValue else { throw FHIRError(.invalid, code: "structure", "Missing resourceType") }
         if type == "Bundle", let bundleType = json["type"]?.stringValue {
             switch bundleType {
             case "transaction", "batch":
                 let result = try await bundles.process(json, returnRepresentation: false)
                 let failed = result.entries.enumerated().filter { !$0.element.status.hasPrefix("2") }
                 if let first = failed.first {
-                    throw FHIRError(400, code: "processing", "\(failed.count) batch entries failed; first: entry[\(first.offset)] \(first.element.status)")
+                    throw FHIRError(.invalid, code: "processing", "\(failed.count) batch entries failed; first: entry[\(first.offset)] \(first.element.status)")
                 }
                 return result.entries.count
             default:
@@ -87,7 +87,7 @@ public struct BulkImporter: Sendable {
             do {
                 resources.append(try service.pipeline.parse(line))
             } catch {
-                throw FHIRError(400, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") })
+                throw FHIRError(.invalid, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") })
             }
             if resources.count == Self.chunkSize {
                 total += try await importResources(resources, location: "line")
@@ -104,7 +104,7 @@ public struct BulkImporter: Sendable {
             var writes: [WriteRequest] = []
             for (offset, r) in resources[start..<min(start + Self.chunkSize, resources.count)].enumerated() {
                 guard let type = r["resourceType"]?.stringValue else {
-                    throw FHIRError(400, code: "structure", "Missing resourceType", at: location.map { "\($0)[\(start + offset)]" })
+                    throw FHIRError(.invalid, code: "structure", "Missing resourceType", at: location.map { "\($0)[\(start + offset)]" })
                 }
                 let id = r["id"]?.stringValue
                 writes.append(WriteRequest(key: ResourceKey(type, id ?? IngestPipeline.newID()), method: id == nil ? "POST" : "PUT",

@@ -29,12 +29,12 @@ public struct IngestPipeline: Sendable {
     /// Parses a request body as JSON, mapping syntax errors to a 400 OperationOutcome.
     public func parse(_ bytes: some Collection<UInt8>) throws(FHIRError) -> JSON {
         guard bytes.count <= maxBodyBytes else {
-            throw FHIRError(413, code: "too-costly", "Request body of \(bytes.count) bytes exceeds the limit of \(maxBodyBytes) bytes")
+            throw FHIRError(.tooCostly, code: "too-costly", "Request body of \(bytes.count) bytes exceeds the limit of \(maxBodyBytes) bytes")
         }
         do {
             return try JSONParser.parse(bytes)
         } catch {
-            throw FHIRError(400, code: "structure", "Invalid JSON: \(error.description)")
+            throw FHIRError(.invalid, code: "structure", "Invalid JSON: \(error.description)")
         }
     }
 
@@ -56,18 +56,18 @@ public struct IngestPipeline: Sendable {
                         mustNotExist: Bool = false, newID: Bool = false, location: String? = nil) throws(FHIRError) -> PreparedWrite {
         try Self.checkWritable(type)
         guard case .object(let object) = resource else {
-            throw FHIRError(400, code: "structure", "A resource must be a JSON object", at: location)
+            throw FHIRError(.invalid, code: "structure", "A resource must be a JSON object", at: location)
         }
         guard let actualType = object["resourceType"]?.stringValue else {
-            throw FHIRError(400, code: "structure", "Missing 'resourceType'", at: location)
+            throw FHIRError(.invalid, code: "structure", "Missing 'resourceType'", at: location)
         }
         guard actualType == type else {
-            throw FHIRError(400, code: "invalid", "Resource type '\(actualType)' does not match the endpoint type '\(type)'", at: location)
+            throw FHIRError(.invalid, code: "invalid", "Resource type '\(actualType)' does not match the endpoint type '\(type)'", at: location)
         }
         let issues = validator.validate(resource)
         if !issues.isEmpty {
             let relocated = location.map { prefix in issues.map { relocate($0, type: type, to: prefix) } } ?? issues
-            throw FHIRError(400, relocated)
+            throw FHIRError(.invalid, relocated)
         }
         let labelled = sensitive.labelled(object)
         let (stored, index) = storedForm(labelled, type: type)
@@ -113,7 +113,7 @@ public struct IngestPipeline: Sendable {
     /// Types only the server writes: `AuditEvent`s are recorded by the audit trail, never sent.
     public static func checkWritable(_ type: String) throws(FHIRError) {
         if type == "AuditEvent" {
-            throw FHIRError(405, code: "not-supported", "AuditEvents are recorded by the server; they cannot be created, changed or deleted")
+            throw FHIRError(.notAllowed, code: "not-supported", "AuditEvents are recorded by the server; they cannot be created, changed or deleted")
         }
     }
 

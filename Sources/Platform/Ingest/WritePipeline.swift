@@ -155,7 +155,7 @@ public struct WritePipeline: Sendable {
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
                                       location: request.location)
         case .platform(validate: false):
-            guard case .object(let object) = resource else { throw FHIRError(500, code: "exception", "A generated resource is not an object") }
+            guard case .object(let object) = resource else { throw FHIRError(.internal, code: "exception", "A generated resource is not an object") }
             return ingest.prepareGenerated(object, type: request.key.type, id: request.key.id, method: request.method, ifMatch: request.ifMatch)
         }
     }
@@ -170,7 +170,7 @@ public struct WritePipeline: Sendable {
         let reason = "\(request.key.type) says it comes from facility '\(source.dropFirst(prefix.count))' (meta.source); "
             + "a facility writes only as itself ('\(facility)')"
         try? await trail.append(request.interaction, type: request.key.type, entities: [], patients: [], outcome: .denied(reason))
-        throw FHIRError(403, code: "forbidden", reason, at: (request.location ?? request.key.type) + ".meta.source")
+        throw FHIRError(.forbidden, code: "forbidden", reason, at: (request.location ?? request.key.type) + ".meta.source")
     }
 
     /// A resident writes only about themselves, on every channel (a REST create or update, every
@@ -186,7 +186,7 @@ public struct WritePipeline: Sendable {
                     + own.filter { $0.hasPrefix("Patient/") }.sorted().joined(separator: ", ")
                 try? await trail.append(interaction, type: write.key.type, entities: [], patients: patient.map { [$0] } ?? [],
                                         outcome: .denied(reason))
-                throw FHIRError(403, code: "forbidden", reason, at: "\(write.key.type).patient")
+                throw FHIRError(.forbidden, code: "forbidden", reason, at: "\(write.key.type).patient")
             }
         }
     }
@@ -198,7 +198,7 @@ public struct WritePipeline: Sendable {
         for write in writes where write.action != .delete && R4Compartments.patientTypes.contains(write.key.type) {
             let access = AccessColumns(key: write.key, index: write.index)
             guard access.compartment == nil, let labels = access.sensitive else { continue }
-            throw FHIRError(422, code: "business-rule",
+            throw FHIRError(.businessRule, code: "business-rule",
                             "\(write.key.type) is coded in a sensitive category (\(labels.split(separator: ",").joined(separator: ", "))) but names no "
                             + "patient the platform knows: reference the Patient, or identify it by an identifier (system and value) of a "
                             + "registered Patient", at: "\(write.key.type).subject")
@@ -221,7 +221,7 @@ public struct WritePipeline: Sendable {
                 : "\(write.key) was written by another facility (or the platform); a facility changes only its own records"
             try? await trail.append(interaction, type: write.key.type, entities: [write.key], patients: patient.map { [$0] } ?? [],
                                     outcome: .denied(reason))
-            throw FHIRError(403, code: "forbidden", reason)
+            throw FHIRError(.forbidden, code: "forbidden", reason)
         }
     }
 

@@ -37,15 +37,15 @@ public struct BundleProcessor: Sendable {
 
     public func process(_ bundle: JSON, returnRepresentation: Bool) async throws -> (type: String, entries: [EntryResponse]) {
         guard bundle["resourceType"]?.stringValue == "Bundle" else {
-            throw FHIRError(400, code: "invalid", "POST to the base URL takes a Bundle")
+            throw FHIRError(.invalid, code: "invalid", "POST to the base URL takes a Bundle")
         }
         guard let type = bundle["type"]?.stringValue, type == "transaction" || type == "batch" else {
-            throw FHIRError(400, code: "invalid", "Bundle.type must be 'transaction' or 'batch'", at: "Bundle.type")
+            throw FHIRError(.invalid, code: "invalid", "Bundle.type must be 'transaction' or 'batch'", at: "Bundle.type")
         }
         let parsed = parseEntries(bundle)
         if type == "transaction" {
             let problems = parsed.flatMap { if case .failure(let e) = $0 { return e.issues } else { return [] } }
-            if !problems.isEmpty { throw FHIRError(400, problems) }
+            if !problems.isEmpty { throw FHIRError(.invalid, problems) }
             let entries = parsed.compactMap { try? $0.get() }
             return ("transaction-response", try await transaction(entries, returnRepresentation: returnRepresentation))
         }
@@ -58,7 +58,7 @@ public struct BundleProcessor: Sendable {
         var result: [Result<Entry, FHIRError>] = []
         for (i, raw) in (bundle["entry"]?.arrayValue ?? []).enumerated() {
             var issues: [Issue] = []
-            defer { if !issues.isEmpty { result.append(.failure(FHIRError(400, issues))) } }
+            defer { if !issues.isEmpty { result.append(.failure(FHIRError(.invalid, issues))) } }
             let at = "Bundle.entry[\(i)]"
             guard let request = raw["request"], let method = request["method"]?.stringValue, let url = request["url"]?.stringValue else {
                 issues.append(Issue(code: "required", "Each entry needs request.method and request.url", at: "\(at).request"))
@@ -120,7 +120,7 @@ public struct BundleProcessor: Sendable {
         var madeHere = Set<ResourceKey>()       // conditional updates that matched nothing: ids made here
         func claim(_ key: ResourceKey, _ at: String) throws(FHIRError) {
             guard seenKeys.insert(key).inserted else {
-                throw FHIRError(400, code: "invalid", "\(key) is the target of more than one entry in this transaction", at: at)
+                throw FHIRError(.invalid, code: "invalid", "\(key) is the target of more than one entry in this transaction", at: at)
             }
         }
         // Conditional URLs and references match only what the caller may read (ADR 016).
@@ -159,7 +159,7 @@ public struct BundleProcessor: Sendable {
                 }
                 if let query, parts.count == 1 {
                     let matches = try await resolveConditional(parts[0], query, at)
-                    if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "Conditional delete matched more than one resource", at: at) }
+                    if matches.count > 1 { throw FHIRError(.preconditionFailed, code: "multiple-matches", "Conditional delete matched more than one resource", at: at) }
                     if let m = matches.first { try claim(m, at) }
                     plans[e.index] = .delete(matches.first)
                 } else if parts.count == 2 {
@@ -167,16 +167,16 @@ public struct BundleProcessor: Sendable {
                     try claim(key, at)
                     plans[e.index] = .delete(key)
                 } else {
-                    throw FHIRError(400, code: "invalid", "Invalid DELETE url '\(e.url)'", at: "\(at).request.url")
+                    throw FHIRError(.invalid, code: "invalid", "Invalid DELETE url '\(e.url)'", at: "\(at).request.url")
                 }
             case "POST":
                 guard let type = e.resource?["resourceType"]?.stringValue, parts.count == 1, parts[0] == type else {
-                    throw FHIRError(400, code: "invalid", "POST url must be the resource's type", at: "\(at).request.url")
+                    throw FHIRError(.invalid, code: "invalid", "POST url must be the resource's type", at: "\(at).request.url")
                 }
                 do { try await service.authorize(e.ifNoneExist == nil ? .create : .conditionalCreate, type) } catch { throw relocated(error, at) }
                 if let ifNoneExist = e.ifNoneExist {
                     let matches = try await resolveConditional(type, ifNoneExist, at)
-                    if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "ifNoneExist matched more than one \(type)", at: at) }
+                    if matches.count > 1 { throw FHIRError(.preconditionFailed, code: "multiple-matches", "ifNoneExist matched more than one \(type)", at: at) }
                     if let m = matches.first {
                         try claim(m, at)
                         plans[e.index] = .existing(m)
@@ -191,14 +191,14 @@ public struct BundleProcessor: Sendable {
                 let key: ResourceKey
                 if let query, parts.count == 1 {
                     let matches = try await resolveConditional(parts[0], query, at)
-                    if matches.count > 1 { throw FHIRError(412, code: "multiple-matches", "Conditional update matched more than one resource", at: at) }
+                    if matches.count > 1 { throw FHIRError(.preconditionFailed, code: "multiple-matches", "Conditional update matched more than one resource", at: at) }
                     key = matches.first ?? ResourceKey(parts[0], e.resource?["id"]?.stringValue ?? IngestPipeline.newID())
                     if matches.isEmpty, e.resource?["id"] != nil { mustNotExist.insert(key) }
                     if matches.isEmpty, e.resource?["id"] == nil { madeHere.insert(key) }
                 } else if parts.count == 2 {
                     key = ResourceKey(parts[0], parts[1])
                 } else {
-                    throw FHIRError(400, code: "invalid", "Invalid \(e.method) url '\(e.url)'", at: "\(at).request.url")
+                    throw FHIRError(.invalid, code: "invalid", "Invalid \(e.method) url '\(e.url)'", at: "\(at).request.url")
                 }
                 try service.checkType(key.type)
                 let interaction: Interaction = query != nil && parts.count == 1 ? .conditionalUpdate : (e.method == "PATCH" ? .patch : .update)
@@ -222,7 +222,7 @@ public struct BundleProcessor: Sendable {
                 var ifMatch = e.ifMatch
                 if method == "PATCH" {
                     guard let record = try await store.read(key), !record.deleted, let bytes = record.content else {
-                        throw FHIRError(404, code: "not-found", "\(key) does not exist", at: at)
+                        throw FHIRError(.notFound, code: "not-found", "\(key) does not exist", at: at)
                     }
                     let patchDoc = try patchDocument(e, at: at)
                     resource = try JSONPatch.apply(patchDoc, to: try service.pipeline.parseStored(bytes))
@@ -236,10 +236,10 @@ public struct BundleProcessor: Sendable {
                 if method == "PUT" {
                     if let bodyID = resource["id"]?.stringValue {
                         if bodyID != key.id {
-                            throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match \(key)", at: "\(at).resource.id")
+                            throw FHIRError(.invalid, code: "invalid", "Resource id '\(bodyID)' does not match \(key)", at: "\(at).resource.id")
                         }
                     } else if splitURL(e.url).query == nil {
-                        throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(at).resource.id")
+                        throw FHIRError(.invalid, code: "required", "The resource in an update must have an id", at: "\(at).resource.id")
                     }
                 }
                 if case .object(var o) = resource { o["id"] = .string(key.id); resource = .object(o) }
@@ -255,7 +255,7 @@ public struct BundleProcessor: Sendable {
         let outcomes: [WriteOutcome]
         do {
             outcomes = try await service.writePipeline.write(writes, assumptions: assumptions, as: .transaction)
-        } catch let error as FHIRError where error.status == 412 && implicitIfMatch {
+        } catch let error as FHIRError where error.category == .preconditionFailed && implicitIfMatch {
             // A PATCH pinned the version it read and another write came first: prepare again.
             throw StoreError.conditionChanged
         }
@@ -299,7 +299,7 @@ public struct BundleProcessor: Sendable {
                 case .success(let e):
                     group.addTask { (position, await batchEntry(e, returnRepresentation: returnRepresentation)) }
                 case .failure(let error):
-                    group.addTask { (position, EntryResponse(status: statusLine(error.status), outcome: OperationOutcome.make(error.issues))) }
+                    group.addTask { (position, EntryResponse(status: statusLine(error.category.restStatus), outcome: OperationOutcome.make(error.issues))) }
                 }
             }
             var result = [EntryResponse?](repeating: nil, count: entries.count)
@@ -330,14 +330,14 @@ public struct BundleProcessor: Sendable {
             case ("GET", _, _), ("HEAD", _, _):
                 return await read(e)
             default:
-                throw FHIRError(400, code: "invalid", "Unsupported \(e.method) url '\(e.url)'", at: "\(at).request.url")
+                throw FHIRError(.invalid, code: "invalid", "Unsupported \(e.method) url '\(e.url)'", at: "\(at).request.url")
             }
-            return EntryResponse(status: statusLine(result.status),
+            return EntryResponse(status: statusLine(result.disposition.restStatus),
                                  location: result.key.flatMap { k in result.version.map { "\(k)/_history/\($0)" } },
                                  etag: result.version.map(ETag.make), lastModified: result.lastUpdated,
                                  resource: returnRepresentation ? result.content : nil, outcome: result.outcome)
         } catch let error as FHIRError {
-            return EntryResponse(status: statusLine(error.status), outcome: OperationOutcome.make(error.issues))
+            return EntryResponse(status: statusLine(error.category.restStatus), outcome: OperationOutcome.make(error.issues))
         } catch {
             return EntryResponse(status: "500 Internal Server Error", outcome: OperationOutcome.make(FHIRError.internalError(error).issues))
         }
@@ -355,11 +355,11 @@ public struct BundleProcessor: Sendable {
             } else if parts.count == 4, parts[2] == "_history" {
                 r = try await service.vread(parts[0], parts[1], version: parts[3])
             } else {
-                throw FHIRError(400, code: "not-supported", "Only reads (Type/id, Type/id/_history/v) are supported in Bundle GET entries so far")
+                throw FHIRError(.invalid, code: "not-supported", "Only reads (Type/id, Type/id/_history/v) are supported in Bundle GET entries so far")
             }
             return EntryResponse(status: "200 OK", etag: r.version.map(ETag.make), lastModified: r.lastUpdated, resource: r.content)
         } catch let error as FHIRError {
-            return EntryResponse(status: statusLine(error.status), outcome: OperationOutcome.make(error.issues))
+            return EntryResponse(status: statusLine(error.category.restStatus), outcome: OperationOutcome.make(error.issues))
         } catch {
             return EntryResponse(status: "500 Internal Server Error", outcome: OperationOutcome.make(FHIRError.internalError(error).issues))
         }
@@ -369,13 +369,13 @@ public struct BundleProcessor: Sendable {
         // In a Bundle, a JSON Patch travels as a Binary resource (http://hl7.org/fhir/R4/http.html#patch).
         guard let r = e.resource, r["resourceType"]?.stringValue == "Binary", let data = r["data"]?.stringValue,
               let bytes = Base64.decode(data) else {
-            throw FHIRError(400, code: "invalid", "PATCH entries carry the JSON Patch as a Binary resource with base64 data", at: "\(at).resource")
+            throw FHIRError(.invalid, code: "invalid", "PATCH entries carry the JSON Patch as a Binary resource with base64 data", at: "\(at).resource")
         }
         return try service.pipeline.parse(bytes)
     }
 
     func relocated(_ error: FHIRError, _ at: String) -> FHIRError {
-        FHIRError(error.status, error.issues.map { Issue($0.severity, code: $0.code, $0.diagnostics, at: at) })
+        FHIRError(error.category, error.issues.map { Issue($0.severity, code: $0.code, $0.diagnostics, at: at) })
     }
 }
 

@@ -6,7 +6,25 @@ import Store
 
 /// The result of one FHIR interaction, independent of HTTP.
 public struct InteractionResult: Sendable {
-    public var status: Int
+    /// How the interaction ended, in FHIR's terms; the HTTP layer and Bundle entry responses give it
+    /// a status (`restStatus`).
+    public enum Disposition: Sendable {
+        /// Read, updated, or found (a conditional create's match, a delete with nothing to delete).
+        case ok
+        case created
+        /// Deleted: nothing to show.
+        case deleted
+
+        public var restStatus: Int {
+            switch self {
+            case .ok: 200
+            case .created: 201
+            case .deleted: 204
+            }
+        }
+    }
+
+    public var disposition: Disposition
     public var key: ResourceKey?
     public var version: Int?
     public var lastUpdated: Int64?
@@ -15,9 +33,9 @@ public struct InteractionResult: Sendable {
     /// An informational OperationOutcome (e.g. delete of a missing resource).
     public var outcome: JSON?
 
-    public init(status: Int, key: ResourceKey? = nil, version: Int? = nil, lastUpdated: Int64? = nil,
+    public init(_ disposition: Disposition, key: ResourceKey? = nil, version: Int? = nil, lastUpdated: Int64? = nil,
                 content: ByteBuffer? = nil, outcome: JSON? = nil) {
-        self.status = status
+        self.disposition = disposition
         self.key = key
         self.version = version
         self.lastUpdated = lastUpdated
@@ -25,8 +43,8 @@ public struct InteractionResult: Sendable {
         self.outcome = outcome
     }
 
-    init(_ o: WriteOutcome, status: Int) {
-        self.init(status: status, key: o.key, version: o.version, lastUpdated: o.lastUpdated,
+    init(_ o: WriteOutcome, _ disposition: Disposition) {
+        self.init(disposition, key: o.key, version: o.version, lastUpdated: o.lastUpdated,
                   content: o.content.map { ByteBuffer(bytes: $0) })
     }
 }
@@ -102,7 +120,7 @@ public struct FHIRService: Sendable {
         } catch {
             // The refusal stands even if its audit event cannot be stored.
             try? await trail.append(interaction, type: type, entities: [], patients: [], outcome: .denied(error.reason))
-            throw FHIRError(403, code: "forbidden", error.reason)
+            throw FHIRError(.forbidden, code: "forbidden", error.reason)
         }
     }
 
@@ -113,7 +131,7 @@ public struct FHIRService: Sendable {
             try policy.authorizeBreakGlass(principal)
         } catch {
             try? await trail.append(.operation("break-glass"), type: nil, entities: [], patients: [], outcome: .denied(error.reason))
-            throw FHIRError(403, code: "forbidden", error.reason)
+            throw FHIRError(.forbidden, code: "forbidden", error.reason)
         }
     }
 
@@ -134,7 +152,7 @@ public struct FHIRService: Sendable {
                 + "relationship with, or whose consent refuses it"
             try? await trail.append(interaction, type: record.key.type, entities: [record.key],
                                     patients: AuditTrail.patients(of: [record]), outcome: .denied(reason))
-            throw FHIRError(403, code: "forbidden", reason)
+            throw FHIRError(.forbidden, code: "forbidden", reason)
         }
     }
 
@@ -162,10 +180,10 @@ public struct FHIRService: Sendable {
 
     public func checkType(_ type: String) throws(FHIRError) {
         guard FHIRSchema.r4.isResourceType(type) else {
-            throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
+            throw FHIRError(.notFound, code: "not-supported", "Unknown resource type '\(type)'")
         }
         if Self.withoutEndpoint.contains(type) {
-            throw FHIRError(404, code: "not-supported", "R4 gives \(type) no REST endpoint: it is exchanged as the input and output of operations")
+            throw FHIRError(.notFound, code: "not-supported", "R4 gives \(type) no REST endpoint: it is exchanged as the input and output of operations")
         }
     }
 
@@ -186,7 +204,7 @@ public struct FHIRService: Sendable {
         if record.deleted { throw FHIRError.gone(key, version: record.version) }
         try await checkPatientData(record, .read)
         try await trail.appendRead(.read, type: type, records: [record])
-        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated,
+        return InteractionResult(.ok, key: key, version: record.version, lastUpdated: record.lastUpdated,
                                  content: presenter.content(record.content, type: type))
     }
 
@@ -195,12 +213,12 @@ public struct FHIRService: Sendable {
         try await authorize(.vread, type)
         let key = ResourceKey(type, id)
         guard let v = Int(version), let record = try await store.vread(key, version: v) else {
-            throw FHIRError(404, code: "not-found", "Version \(version) of \(key) is not known")
+            throw FHIRError(.notFound, code: "not-found", "Version \(version) of \(key) is not known")
         }
-        if record.deleted { throw FHIRError(410, code: "deleted", "Version \(version) of \(key) is a deletion") }
+        if record.deleted { throw FHIRError(.gone, code: "deleted", "Version \(version) of \(key) is a deletion") }
         try await checkPatientData(record, .vread, version: true)
         try await trail.appendRead(.vread, type: type, records: [record])
-        return InteractionResult(status: 200, key: key, version: record.version, lastUpdated: record.lastUpdated,
+        return InteractionResult(.ok, key: key, version: record.version, lastUpdated: record.lastUpdated,
                                  content: presenter.content(record.content, type: type))
     }
 
@@ -218,7 +236,7 @@ public struct FHIRService: Sendable {
                 try policy.authorizeHistoryAcrossResidents(principal)
             } catch {
                 try? await trail.append(.history, type: query.type, entities: [], patients: [], outcome: .denied(error.reason))
-                throw FHIRError(403, code: "forbidden", error.reason)
+                throw FHIRError(.forbidden, code: "forbidden", error.reason)
             }
         }
         let page = try await store.history(query)
@@ -244,7 +262,7 @@ public struct FHIRService: Sendable {
                     // The existing resource is shown: a read, audited as one.
                     try await trail.appendRead(.conditionalCreate, type: type, records: [record],
                                                query: IdentifierPresenter.auditedQuery(ifNoneExist))
-                    return presenter.result(InteractionResult(status: 200, key: existing, version: record.version,
+                    return presenter.result(InteractionResult(.ok, key: existing, version: record.version,
                                                               lastUpdated: record.lastUpdated, content: record.content))
                 }
                 assumptions.append(Assumption(query: query, expected: []))
@@ -252,7 +270,7 @@ public struct FHIRService: Sendable {
             let write = WriteRequest(key: ResourceKey(type, IngestPipeline.newID()), method: "POST", resource: body)
             let outcome = try await writePipeline.write([write], assumptions: assumptions,
                                                         as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
-            return presenter.result(InteractionResult(outcome, status: 201))
+            return presenter.result(InteractionResult(outcome, .created))
         }
     }
 
@@ -260,16 +278,16 @@ public struct FHIRService: Sendable {
     public func update(_ type: String, _ id: String, body: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.update, type)
-        guard FHIRPrimitive.isValidID(id) else { throw FHIRError(400, code: "value", "'\(id)' is not a valid resource id") }
+        guard FHIRPrimitive.isValidID(id) else { throw FHIRError(.invalid, code: "value", "'\(id)' is not a valid resource id") }
         guard let bodyID = body["id"]?.stringValue else {
-            throw FHIRError(400, code: "required", "The resource in an update must have an id", at: "\(type).id")
+            throw FHIRError(.invalid, code: "required", "The resource in an update must have an id", at: "\(type).id")
         }
         guard bodyID == id else {
-            throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' does not match the URL id '\(id)'", at: "\(type).id")
+            throw FHIRError(.invalid, code: "invalid", "Resource id '\(bodyID)' does not match the URL id '\(id)'", at: "\(type).id")
         }
         let write = WriteRequest(key: ResourceKey(type, id), method: "PUT", resource: body, ifMatch: ifMatch)
         let outcome = try await writePipeline.write([write], as: .update)[0]
-        return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))
+        return presenter.result(InteractionResult(outcome, outcome.created ? .created : .ok))
     }
 
     /// `PUT /Type?query`: update the single match, or create when nothing matches.
@@ -283,7 +301,7 @@ public struct FHIRService: Sendable {
             let id: String
             if let match {
                 if let bodyID, bodyID != match.id {
-                    throw FHIRError(400, code: "invalid", "Resource id '\(bodyID)' differs from the matching resource \(match)")
+                    throw FHIRError(.invalid, code: "invalid", "Resource id '\(bodyID)' differs from the matching resource \(match)")
                 }
                 id = match.id
             } else {
@@ -294,7 +312,7 @@ public struct FHIRService: Sendable {
                                      mustNotExist: match == nil && bodyID != nil, newID: match == nil && bodyID == nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
             let outcome = try await writePipeline.write([write], assumptions: [assumption], as: .conditionalUpdate)[0]
-            return presenter.result(InteractionResult(outcome, status: outcome.created ? 201 : 200))
+            return presenter.result(InteractionResult(outcome, outcome.created ? .created : .ok))
         }
     }
 
@@ -307,18 +325,18 @@ public struct FHIRService: Sendable {
             guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
             if record.deleted { throw FHIRError.gone(key, version: record.version) }
             if let ifMatch, ifMatch != record.version {
-                throw FHIRError(412, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
+                throw FHIRError(.preconditionFailed, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
             }
             let current = try pipeline.parseStored(record.content)
             let patched = try JSONPatch.apply(patch, to: current)
             guard patched["resourceType"]?.stringValue == type, patched["id"]?.stringValue == id else {
-                throw FHIRError(400, code: "invalid", "A patch must not change resourceType or id")
+                throw FHIRError(.invalid, code: "invalid", "A patch must not change resourceType or id")
             }
             // The version read above must still be current at commit: concurrent patches cannot interleave.
             let write = WriteRequest(key: key, method: "PATCH", resource: patched, ifMatch: record.version)
             do {
-                return presenter.result(InteractionResult(try await writePipeline.write([write], as: .patch)[0], status: 200))
-            } catch let error as FHIRError where error.status == 412 && ifMatch == nil {
+                return presenter.result(InteractionResult(try await writePipeline.write([write], as: .patch)[0], .ok))
+            } catch let error as FHIRError where error.category == .preconditionFailed && ifMatch == nil {
                 throw StoreError.conditionChanged
             }
         }
@@ -330,10 +348,10 @@ public struct FHIRService: Sendable {
         try IngestPipeline.checkWritable(type)
         let outcome = try await writePipeline.write([.delete(ResourceKey(type, id), ifMatch: ifMatch)], as: .delete)[0]
         if !outcome.changed {
-            return InteractionResult(status: 200, key: outcome.key,
+            return InteractionResult(.ok, key: outcome.key,
                                      outcome: OperationOutcome.information("\(type)/\(id) does not exist or is already deleted; nothing was changed"))
         }
-        return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
+        return InteractionResult(.deleted, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
     }
 
     /// `DELETE /Type?query`: deletes the single match (more than one → 412).
@@ -344,11 +362,11 @@ public struct FHIRService: Sendable {
         let parsed = try conditionals.parse(type: type, query: query).scoped(try await readScope())
         return try await retrying {
             guard let match = try await atMostOneMatch(parsed, "Conditional delete '\(query)'") else {
-                return InteractionResult(status: 200, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
+                return InteractionResult(.ok, outcome: OperationOutcome.information("No \(type) matched '\(query)'; nothing was deleted"))
             }
             let outcome = try await writePipeline.write([.delete(match)], assumptions: [Assumption(query: parsed, expected: [match])],
                                                         as: .conditionalDelete)[0]
-            return InteractionResult(status: 204, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
+            return InteractionResult(.deleted, key: outcome.key, version: outcome.version, lastUpdated: outcome.lastUpdated)
         }
     }
 
@@ -356,7 +374,7 @@ public struct FHIRService: Sendable {
     func atMostOneMatch(_ query: SearchQuery, _ what: String) async throws -> ResourceKey? {
         let matches = try await store.search(query, limit: 2)
         if matches.count > 1 {
-            throw FHIRError(412, code: "multiple-matches", "\(what) matched more than one \(query.type)")
+            throw FHIRError(.preconditionFailed, code: "multiple-matches", "\(what) matched more than one \(query.type)")
         }
         return matches.first
     }

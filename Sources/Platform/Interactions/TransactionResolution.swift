@@ -97,13 +97,13 @@ extension BundleProcessor {
         if case .conditional(let type, let query) = ReferenceSyntax.parse(ref) {
             let matches = try await resolve(type, query)
             guard matches.count == 1 else {
-                throw FHIRError(matches.isEmpty ? 404 : 412, code: matches.isEmpty ? "not-found" : "multiple-matches",
+                throw FHIRError(matches.isEmpty ? .notFound : .preconditionFailed, code: matches.isEmpty ? "not-found" : "multiple-matches",
                                 "Conditional reference '\(ref)' matched \(matches.count) resources (exactly one required)", at: at)
             }
             return .string(matches[0].description)
         }
         if ref.hasPrefix("urn:uuid:") || ref.hasPrefix("urn:oid:") {
-            throw FHIRError(400, code: "not-found", "Reference '\(ref)' names no entry of this transaction", at: at)
+            throw FHIRError(.invalid, code: "not-found", "Reference '\(ref)' names no entry of this transaction", at: at)
         }
         return nil
     }

@@ -26,7 +26,7 @@ public struct MasterIndexOperations: Sendable {
     var index: MasterPatientIndex {
         get throws(FHIRError) {
             guard let index = service.masterIndex else {
-                throw FHIRError(501, code: "not-supported", "The master patient index is turned off on this server")
+                throw FHIRError(.unsupported, code: "not-supported", "The master patient index is turned off on this server")
             }
             return index
         }
@@ -38,7 +38,7 @@ public struct MasterIndexOperations: Sendable {
         try await service.authorize(.operation("match"), "Patient")
         let parameters = Parameters(body)
         guard case .object(let patient)? = body["resourceType"]?.stringValue == "Patient" ? body : parameters.resource("resource") else {
-            throw FHIRError(400, code: "required", "$match needs a Patient in the parameter 'resource'", at: "Parameters.parameter")
+            throw FHIRError(.invalid, code: "required", "$match needs a Patient in the parameter 'resource'", at: "Parameters.parameter")
         }
         _ = try service.pipeline.prepare(.object(patient), type: "Patient", id: patient["id"]?.stringValue ?? "match", method: "POST",
                                          location: "Parameters.parameter.resource")
@@ -71,7 +71,7 @@ public struct MasterIndexOperations: Sendable {
         try await service.authorize(.operation("ihe-pix"), "Patient")
         let parts = sourceIdentifier.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-            throw FHIRError(400, code: "value", "sourceIdentifier must be system|value", at: "sourceIdentifier")
+            throw FHIRError(.invalid, code: "value", "sourceIdentifier must be system|value", at: "sourceIdentifier")
         }
         let query = SearchQuery(type: "Patient", clauses: [.init(parameter: "identifier",
                                 values: service.conditionals.tokenMatches(String(parts[0]) + "|" + String(parts[1])))])
@@ -81,7 +81,7 @@ public struct MasterIndexOperations: Sendable {
         guard let source = try await service.store.search(query.scoped(try await gate.scope()), limit: 1).first else {
             try await service.trail.append(.operation("ihe-pix"), type: "Patient", entities: [], patients: [],
                                            query: IdentifierPresenter.auditedQuery("sourceIdentifier=\(sourceIdentifier)"))
-            throw FHIRError(404, code: "not-found", "No Patient has the identifier \(sourceIdentifier)", at: "sourceIdentifier")
+            throw FHIRError(.notFound, code: "not-found", "No Patient has the identifier \(sourceIdentifier)", at: "sourceIdentifier")
         }
         // Of the resident's registrations, only those the caller may read are cross-referenced.
         let linked = try await index.linkedRecords(of: source)?.patients ?? [source]
@@ -126,7 +126,7 @@ public struct MasterIndexOperations: Sendable {
         let parameters = Parameters(body)
         func reference(_ name: String, _ type: String) throws(FHIRError) -> ResourceKey {
             guard let text = parameters.reference(name), let key = Self.key(text), key.type == type else {
-                throw FHIRError(400, code: "required", "$\(operation) needs '\(name)' as a reference to a \(type)", at: "Parameters.parameter")
+                throw FHIRError(.invalid, code: "required", "$\(operation) needs '\(name)' as a reference to a \(type)", at: "Parameters.parameter")
             }
             return key
         }
@@ -137,10 +137,10 @@ public struct MasterIndexOperations: Sendable {
         case "empi-unlink": decision = .unlink(patient: try reference("patient", "Patient"), person: try reference("person", "Person"))
         case "empi-merge": decision = .merge(from: try reference("from", "Person"), into: try reference("into", "Person"))
         case "empi-unmerge": decision = .unmerge(from: try reference("from", "Person"), into: try reference("into", "Person"))
-        default: throw FHIRError(404, code: "not-supported", "Unknown operation $\(operation)")
+        default: throw FHIRError(.notFound, code: "not-supported", "Unknown operation $\(operation)")
         }
         guard let reason = parameters.string("reason"), !reason.isEmpty else {
-            throw FHIRError(400, code: "required", "A decision needs a 'reason'", at: "Parameters.parameter")
+            throw FHIRError(.invalid, code: "required", "A decision needs a 'reason'", at: "Parameters.parameter")
         }
         // Who decided: the authenticated reviewer; a name in the body only where nobody logged in
         // (`--dev`, command line).
@@ -153,14 +153,18 @@ public struct MasterIndexOperations: Sendable {
             do {
                 plan = try await index.plan(decision, actor: actor, reason: reason)
             } catch let error as MasterIndexError {
-                throw FHIRError(error.status, code: error.status == 404 ? "not-found" : "conflict", error.message)
+                switch error.kind {
+                case .unknownRecord: throw FHIRError(.notFound, code: "not-found", error.message)
+                case .conflict: throw FHIRError(.conflict, code: "conflict", error.message)
+                case .invalid: throw FHIRError(.invalid, code: "invalid", error.message)
+                }
             }
             let writes = plan.writes.map {
                 WriteRequest.generated($0.resource, key: ResourceKey($0.type, $0.id), method: $0.method, ifMatch: $0.ifMatch, validate: true)
             }
             do {
                 _ = try await service.writePipeline.write(writes, as: .operation(operation))
-            } catch let error as FHIRError where error.status == 412 && attempt < 16 {
+            } catch let error as FHIRError where error.category == .preconditionFailed && attempt < 16 {
                 continue   // a Person changed since it was read: decide again on the new state
             }
             var out = plan.writes.filter { $0.type == "Person" }.map {
@@ -171,7 +175,7 @@ public struct MasterIndexOperations: Sendable {
             }
             return .object(JSONObject([("resourceType", .string("Parameters")), ("parameter", .array(out))]))
         }
-        throw FHIRError(409, code: "conflict", "The master index kept changing while the decision was made; try again")
+        throw FHIRError(.conflict, code: "conflict", "The master index kept changing while the decision was made; try again")
     }
 
     static func key(_ reference: String) -> ResourceKey? {

@@ -22,7 +22,7 @@ public struct MasterIndexRebuild: Sendable {
     }
 
     public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
-        guard let index = service.masterIndex else { throw FHIRError(501, code: "not-supported", "Matching is turned off") }
+        guard let index = service.masterIndex else { throw FHIRError(.unsupported, code: "not-supported", "Matching is turned off") }
         var report = Report()
         let previous: [ResourceKey: ResourceKey]
         (report.personsCleared, previous) = try await clearAutomaticLinks(progress)

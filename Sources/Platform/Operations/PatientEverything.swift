@@ -43,7 +43,7 @@ public struct PatientEverything: Sendable {
     private func collect(patients: [ResourceKey], types requested: [String]?, since: Int64?, page: PageRequest) async throws -> Page {
         if let requested {
             for t in requested where !FHIRSchema.r4.isResourceType(t) {
-                throw FHIRError(400, code: "value", "Unknown resource type '\(t)' in _type", at: "_type")
+                throw FHIRError(.invalid, code: "value", "Unknown resource type '\(t)' in _type", at: "_type")
             }
         }
         // A principal that reads every type needs no filter; others get the types they may read.

@@ -18,7 +18,7 @@ public struct ValidateOperation: Sendable {
     public static let modes = ["create", "update", "delete"]
 
     public func run(type: String, id: String?, body: JSON?, mode queryMode: String?) async throws -> JSON {
-        guard FHIRSchema.r4.isResourceType(type) else { throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'") }
+        guard FHIRSchema.r4.isResourceType(type) else { throw FHIRError(.notFound, code: "not-supported", "Unknown resource type '\(type)'") }
         var resource = body
         var mode = queryMode
         // The resource as the body, or inside Parameters (`resource`, `mode`, `profile`).
@@ -30,16 +30,16 @@ public struct ValidateOperation: Sendable {
                 case "resource": resource = parameter["resource"]
                 case "mode": mode = parameter["valueCode"]?.stringValue ?? parameter["valueString"]?.stringValue
                 case "profile":
-                    throw FHIRError(400, code: "not-supported", "Validation against a profile is not supported: this server holds no profiles", at: "Parameters.parameter")
+                    throw FHIRError(.invalid, code: "not-supported", "Validation against a profile is not supported: this server holds no profiles", at: "Parameters.parameter")
                 default: continue
                 }
             }
         }
         if let mode, !Self.modes.contains(mode) {
-            throw FHIRError(400, code: "not-supported", "$validate mode '\(mode)' is not supported (create, update, delete; or none for the content only)", at: "mode")
+            throw FHIRError(.invalid, code: "not-supported", "$validate mode '\(mode)' is not supported (create, update, delete; or none for the content only)", at: "mode")
         }
         if mode != "delete" && resource == nil {
-            throw FHIRError(400, code: "required", "$validate needs the resource, as the body or as the 'resource' parameter", at: "resource")
+            throw FHIRError(.invalid, code: "required", "$validate needs the resource, as the body or as the 'resource' parameter", at: "resource")
         }
         if let resource, let actual = resource["resourceType"]?.stringValue, actual != type {
             return OperationOutcome.make([Issue(code: "invalid", "Resource type '\(actual)' does not match the endpoint type '\(type)'", at: type)])
@@ -55,7 +55,7 @@ public struct ValidateOperation: Sendable {
             request = WriteRequest(key: ResourceKey(type, IngestPipeline.newID()), method: "POST", resource: resource!)
             interaction = .create
         default:
-            guard let id else { throw FHIRError(400, code: "required", "$validate mode '\(mode)' is asked of an instance: \(type)/[id]/$validate", at: "mode") }
+            guard let id else { throw FHIRError(.invalid, code: "required", "$validate mode '\(mode)' is asked of an instance: \(type)/[id]/$validate", at: "mode") }
             if mode == "delete" {
                 request = .delete(ResourceKey(type, id))
                 interaction = .delete
@@ -71,7 +71,7 @@ public struct ValidateOperation: Sendable {
         try await service.authorize(interaction, type)
         do {
             _ = try await service.writePipeline.check([request], as: interaction)
-        } catch let error as FHIRError where error.status < 500 {
+        } catch let error as FHIRError where !error.category.isServerFault {
             // What the write would have been refused for.
             return OperationOutcome.make(error.issues)
         }

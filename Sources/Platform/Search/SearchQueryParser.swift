@@ -53,7 +53,7 @@ public struct SearchQueryParser: Sendable {
     public func parse(type: String, query: String) throws(FHIRError) -> SearchQuery {
         let parsed = try parseSearch(type: type, query: query, strict: true)
         guard !parsed.query.clauses.isEmpty else {
-            throw FHIRError(412, code: "invalid", "A conditional interaction needs at least one search parameter")
+            throw FHIRError(.preconditionFailed, code: "invalid", "A conditional interaction needs at least one search parameter")
         }
         return parsed.query
     }
@@ -73,13 +73,13 @@ public struct SearchQueryParser: Sendable {
                 issues.append(contentsOf: error.issues)
             }
         }
-        if !issues.isEmpty { throw FHIRError(400, issues) }
+        if !issues.isEmpty { throw FHIRError(.invalid, issues) }
         try Self.checkSize(result.query)
         if result.query.sort.count > Self.maxSortKeys {
-            throw FHIRError(400, code: "too-costly", "_sort has \(result.query.sort.count) keys; at most \(Self.maxSortKeys) are accepted", at: "_sort")
+            throw FHIRError(.invalid, code: "too-costly", "_sort has \(result.query.sort.count) keys; at most \(Self.maxSortKeys) are accepted", at: "_sort")
         }
         if result.includes.count + result.revincludes.count > Self.maxIncludes {
-            throw FHIRError(400, code: "too-costly", "The search has \(result.includes.count + result.revincludes.count) _include and _revinclude "
+            throw FHIRError(.invalid, code: "too-costly", "The search has \(result.includes.count + result.revincludes.count) _include and _revinclude "
                             + "parameters; at most \(Self.maxIncludes) are accepted", at: "_include")
         }
         result.query = storedParameters(result.query)
@@ -102,7 +102,7 @@ public struct SearchQueryParser: Sendable {
                 clauses += 1
                 values += clause.values.count
                 if clause.values.count > maxValuesPerParameter {
-                    throw FHIRError(400, code: "too-costly", "'\(clause.parameter)' has \(clause.values.count) values; a search parameter takes at most "
+                    throw FHIRError(.invalid, code: "too-costly", "'\(clause.parameter)' has \(clause.values.count) values; a search parameter takes at most "
                                     + "\(maxValuesPerParameter) (search in several requests)", at: clause.parameter)
                 }
                 for v in clause.values {
@@ -115,10 +115,10 @@ public struct SearchQueryParser: Sendable {
         }
         try count(query)
         if clauses > maxClauses {
-            throw FHIRError(400, code: "too-costly", "The search has \(clauses) parameters (chains and _has included); at most \(maxClauses) are accepted")
+            throw FHIRError(.invalid, code: "too-costly", "The search has \(clauses) parameters (chains and _has included); at most \(maxClauses) are accepted")
         }
         if values > maxValues {
-            throw FHIRError(400, code: "too-costly", "The search has \(values) values in all; at most \(maxValues) are accepted")
+            throw FHIRError(.invalid, code: "too-costly", "The search has \(values) values in all; at most \(maxValues) are accepted")
         }
     }
 
@@ -149,7 +149,7 @@ public struct SearchQueryParser: Sendable {
             let rawValue = parts.count > 1 ? percentDecode(String(parts[1])) : ""
             if name == "_summary" {
                 guard let m = SummaryMode(rawValue: rawValue) else {
-                    throw FHIRError(400, code: "invalid", "_summary must be true, text, data or false on a read", at: name)
+                    throw FHIRError(.invalid, code: "invalid", "_summary must be true, text, data or false on a read", at: name)
                 }
                 mode = m
             } else if name == "_elements" {
@@ -175,19 +175,19 @@ public struct SearchQueryParser: Sendable {
         // The name bounds the work a search asks for before it runs: each `.` is a chained hop and
         // each `_has:` a nested search, parsed recursively.
         if name.utf8.count > maxNameBytes {
-            throw FHIRError(400, code: "too-long", "A search parameter name is at most \(maxNameBytes) bytes long", at: String(name.prefix(64)))
+            throw FHIRError(.invalid, code: "too-long", "A search parameter name is at most \(maxNameBytes) bytes long", at: String(name.prefix(64)))
         }
         if name.utf8.lazy.filter({ $0 == UInt8(ascii: ".") }).count > maxChainHops {
-            throw FHIRError(400, code: "too-costly", "A chain has at most \(maxChainHops) hops", at: name)
+            throw FHIRError(.invalid, code: "too-costly", "A chain has at most \(maxChainHops) hops", at: name)
         }
         if name.containsBytes("_has:"), name.components(separatedBy: "_has:").count - 1 > maxHasDepth {
-            throw FHIRError(400, code: "too-costly", "_has nests at most \(maxHasDepth) deep", at: name)
+            throw FHIRError(.invalid, code: "too-costly", "_has nests at most \(maxHasDepth) deep", at: name)
         }
         if value.utf8.contains(0) {
-            throw FHIRError(400, code: "value", "The value of '\(name)' contains a NUL character", at: name)
+            throw FHIRError(.invalid, code: "value", "The value of '\(name)' contains a NUL character", at: name)
         }
         if value.utf8.count > maxValueBytes {
-            throw FHIRError(400, code: "too-long", "The value of '\(name)' is \(value.utf8.count) bytes long; at most \(maxValueBytes) are accepted", at: name)
+            throw FHIRError(.invalid, code: "too-long", "The value of '\(name)' is \(value.utf8.count) bytes long; at most \(maxValueBytes) are accepted", at: name)
         }
     }
 
@@ -199,7 +199,7 @@ public struct SearchQueryParser: Sendable {
         let nameParts = fullName.split(separator: ":", maxSplits: 1).map(String.init)
         let name = nameParts.first ?? ""
         let modifier = nameParts.count > 1 ? nameParts[1] : nil
-        func bad(_ message: String) -> FHIRError { FHIRError(400, code: "invalid", message, at: fullName) }
+        func bad(_ message: String) -> FHIRError { FHIRError(.invalid, code: "invalid", message, at: fullName) }
         switch name {
         case "_format", "_pretty":
             return
@@ -249,7 +249,7 @@ public struct SearchQueryParser: Sendable {
                 } else if let p = registry.parameter(paramName, for: type) {
                     paramType = p.type.rawValue
                 } else {
-                    throw FHIRError(400, code: "not-supported", "Cannot sort by unknown parameter '\(paramName)' of \(type)", at: "_sort")
+                    throw FHIRError(.invalid, code: "not-supported", "Cannot sort by unknown parameter '\(paramName)' of \(type)", at: "_sort")
                 }
                 result.query.sort.append(.init(parameter: paramName, parameterType: paramType, descending: descending))
             }
@@ -265,7 +265,7 @@ public struct SearchQueryParser: Sendable {
                 guard p.count >= 2, FHIRSchema.r4.isResourceType(p[0]) else { throw bad("\(name) takes Type:parameter[:targetType] or *") }
                 if p[1] != "*" {
                     guard let def = registry.parameter(p[1], for: p[0]), def.type == .reference else {
-                        throw FHIRError(400, code: "not-supported", "'\(p[1])' is not a reference parameter of \(p[0])", at: name)
+                        throw FHIRError(.invalid, code: "not-supported", "'\(p[1])' is not a reference parameter of \(p[0])", at: name)
                     }
                 }
                 spec = IncludeSpec(sourceType: p[0], parameter: p[1] == "*" ? nil : p[1], targetType: p.count > 2 ? p[2] : nil, iterate: iterate)
@@ -278,7 +278,7 @@ public struct SearchQueryParser: Sendable {
             let p = modifier.split(separator: ":", maxSplits: 2).map(String.init)
             guard p.count == 3, FHIRSchema.r4.isResourceType(p[0]) else { throw bad("_has takes _has:Type:referenceParameter:searchParameter") }
             guard let reference = registry.parameter(p[1], for: p[0]), reference.type == .reference else {
-                throw FHIRError(400, code: "not-supported", "'\(p[1])' is not a reference parameter of \(p[0])", at: fullName)
+                throw FHIRError(.invalid, code: "not-supported", "'\(p[1])' is not a reference parameter of \(p[0])", at: fullName)
             }
             var inner = ParsedSearch(query: SearchQuery(type: p[0], clauses: []), page: PageRequest())
             try apply(p[2], rawValue, type: p[0], strict: true, to: &inner)
@@ -348,7 +348,7 @@ public struct SearchQueryParser: Sendable {
                 }
                 result.query.clauses.append(.init(parameter: name + ":of-type", parameterType: "token", values: typed))
                 return
-            default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
+            default: throw FHIRError(.invalid, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
             }
             matches = values.flatMap(tokenMatches)
         case .string:
@@ -357,7 +357,7 @@ public struct SearchQueryParser: Sendable {
                 case nil: matches.append(.stringPrefix(StringNormalizer.normalize(v)))
                 case "exact": matches.append(.stringExact(v))
                 case "contains": matches.append(.stringContains(StringNormalizer.normalize(v)))
-                default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on string parameters", at: fullName)
+                default: throw FHIRError(.invalid, code: "not-supported", "Modifier ':\(modifier!)' is not supported on string parameters", at: fullName)
                 }
             }
         case .reference:
@@ -368,7 +368,7 @@ public struct SearchQueryParser: Sendable {
             }
             if let modifier {
                 guard FHIRSchema.r4.isResourceType(modifier) else {
-                    throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier)' is not supported on reference parameters yet", at: fullName)
+                    throw FHIRError(.invalid, code: "not-supported", "Modifier ':\(modifier)' is not supported on reference parameters yet", at: fullName)
                 }
                 typeModifier = modifier
             }
@@ -389,7 +389,7 @@ public struct SearchQueryParser: Sendable {
                 switch modifier {
                 case nil: matches.append(.uri(v))
                 case "below": matches.append(.uriBelow(v))
-                default: throw FHIRError(400, code: "not-supported", "Modifier ':\(modifier!)' is not supported on uri parameters", at: fullName)
+                default: throw FHIRError(.invalid, code: "not-supported", "Modifier ':\(modifier!)' is not supported on uri parameters", at: fullName)
                 }
             }
         case .date:
@@ -413,14 +413,14 @@ public struct SearchQueryParser: Sendable {
         let parts = head.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         let chainedName = String(rest.prefix { $0 != "." && $0 != ":" })
         guard !parts[0].isEmpty, !chainedName.isEmpty else {
-            throw FHIRError(400, code: "invalid", "A chain names a reference parameter, then a parameter of its target: 'subject.name'", at: head + "." + rest)
+            throw FHIRError(.invalid, code: "invalid", "A chain names a reference parameter, then a parameter of its target: 'subject.name'", at: head + "." + rest)
         }
         guard let reference = registry.parameter(parts[0], for: type), reference.type == .reference else {
-            throw FHIRError(400, code: "not-supported", "'\(parts[0])' is not a reference parameter of \(type), so it cannot be chained", at: head)
+            throw FHIRError(.invalid, code: "not-supported", "'\(parts[0])' is not a reference parameter of \(type), so it cannot be chained", at: head)
         }
         var targets: [String]
         if parts.count > 1 {
-            guard FHIRSchema.r4.isResourceType(parts[1]) else { throw FHIRError(400, code: "invalid", "Unknown resource type '\(parts[1])'", at: head) }
+            guard FHIRSchema.r4.isResourceType(parts[1]) else { throw FHIRError(.invalid, code: "invalid", "Unknown resource type '\(parts[1])'", at: head) }
             targets = [parts[1]]
         } else if let restricted = reference.paths.compactMap(\.targetType).first, reference.paths.allSatisfy({ $0.targetType != nil }) {
             targets = [restricted]
@@ -428,7 +428,7 @@ public struct SearchQueryParser: Sendable {
             // A hop through a reference that may point at many types, then another hop, would
             // multiply the alternatives at every dot: the middle hops name their type.
             guard !rest.contains(".") else {
-                throw FHIRError(400, code: "too-costly", "'\(parts[0])' can reference several types: name one before chaining further ('\(parts[0]):Patient.…')", at: head)
+                throw FHIRError(.invalid, code: "too-costly", "'\(parts[0])' can reference several types: name one before chaining further ('\(parts[0]):Patient.…')", at: head)
             }
             // Every type that has the chained parameter; the reference's own targets narrow it at match time.
             targets = FHIRSchema.r4.resourceTypeNames.filter { chainedName.hasPrefix("_") || registry.parameter(chainedName, for: $0) != nil }
@@ -440,13 +440,13 @@ public struct SearchQueryParser: Sendable {
             values.append(.chain(inner.query))
         }
         guard !values.isEmpty else {
-            throw FHIRError(400, code: "not-supported", "No resource type that '\(parts[0])' can reference has a parameter '\(chainedName)'", at: head)
+            throw FHIRError(.invalid, code: "not-supported", "No resource type that '\(parts[0])' can reference has a parameter '\(chainedName)'", at: head)
         }
         result.query.clauses.append(.init(parameter: parts[0], parameterType: "reference", values: values))
     }
 
     private func unsupported(_ message: String, _ strict: Bool, _ result: inout ParsedSearch) throws(FHIRError) {
-        if strict { throw FHIRError(400, code: "not-supported", message) }
+        if strict { throw FHIRError(.invalid, code: "not-supported", message) }
         result.warnings.append(Issue(.warning, code: "not-supported", message + "; ignored"))
     }
 
@@ -476,7 +476,7 @@ public struct SearchQueryParser: Sendable {
     func dateValue(_ v: String, at: String) throws(FHIRError) -> (SearchQuery.Prefix, (low: Int64, high: Int64)) {
         let (prefix, text) = prefixed(v)
         guard let t = FHIRDateTime.parse(text, kind: .dateTime) ?? FHIRDateTime.parse(text, kind: .instant) else {
-            throw FHIRError(400, code: "value", "'\(v)' is not a valid date search value ([prefix]YYYY[-MM[-DD[Thh:mm[:ss][zone]]]])", at: at)
+            throw FHIRError(.invalid, code: "value", "'\(v)' is not a valid date search value ([prefix]YYYY[-MM[-DD[Thh:mm[:ss][zone]]]])", at: at)
         }
         if prefix == .ap {
             // Approximately: widen by 10 % of the distance from now, at least a day.
@@ -491,9 +491,9 @@ public struct SearchQueryParser: Sendable {
         let (prefix, text) = prefixed(v)
         let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
         guard let number = Double(parts[0]), parts[0].allSatisfy({ $0.isNumber || $0 == "." || $0 == "-" || $0 == "e" || $0 == "E" || $0 == "+" }) else {
-            throw FHIRError(400, code: "value", "'\(v)' is not a valid number search value", at: at)
+            throw FHIRError(.invalid, code: "value", "'\(v)' is not a valid number search value", at: at)
         }
-        if !isQuantity && parts.count > 1 { throw FHIRError(400, code: "value", "A number takes no unit: '\(v)'", at: at) }
+        if !isQuantity && parts.count > 1 { throw FHIRError(.invalid, code: "value", "A number takes no unit: '\(v)'", at: at) }
         // The implicit precision of the value: 5.4 means [5.35, 5.45).
         var half = 0.5
         if let dot = parts[0].firstIndex(of: "."), !parts[0].contains("e"), !parts[0].contains("E") {

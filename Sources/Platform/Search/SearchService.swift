@@ -46,7 +46,7 @@ public struct SearchService: Sendable {
 
     public func parse(type: String, query: String, strict: Bool) throws(FHIRError) -> ParsedSearch {
         guard FHIRSchema.r4.isResourceType(type) else {
-            throw FHIRError(404, code: "not-supported", "Unknown resource type '\(type)'")
+            throw FHIRError(.notFound, code: "not-supported", "Unknown resource type '\(type)'")
         }
         var parsed = try parser.parseSearch(type: type, query: query, strict: strict)
         parsed.text = query
@@ -60,7 +60,7 @@ public struct SearchService: Sendable {
             } catch {
                 try? await trail.append(.search, type: type, entities: [], patients: [], query: IdentifierPresenter.auditedQuery(search.text),
                                         outcome: .denied(error.reason))
-                throw FHIRError(403, code: "forbidden", error.reason)
+                throw FHIRError(.forbidden, code: "forbidden", error.reason)
             }
         }
         var page = search.page
