@@ -69,6 +69,8 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
     /// needs every permission (so a new operation is closed until it is listed here).
     static let operationNeeds: [String: Permissions] = [
         "match": .search, "ihe-pix": [.read, .search], "everything": .read,
+        // Whether content would be accepted: nothing of the store is shown (its modes ask the write's own decision).
+        "validate": [],
         "empi-link": .update, "empi-not-match": .update, "empi-unlink": .update, "empi-merge": .update, "empi-unmerge": .update,
         // E-health cards, on the master Person they are issued for (`HealthCardService`).
         "card-read": .read, "card-qr": .read, "card-verify": .read,

@@ -51,3 +51,10 @@ enum FHIRResponse {
         FHIRDateTime.formatHTTPDate(micros: micros)
     }
 }
+
+extension BundleWriter {
+    /// The Bundle as a 200 response.
+    func response() -> Response {
+        Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes())))
+    }
+}

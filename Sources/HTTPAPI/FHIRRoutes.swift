@@ -27,19 +27,21 @@ struct FHIRRoutes: Sendable {
     var publicURL: String? = nil
     /// Where failed authentication is audited (nil: not at all, for tests of routing alone).
     var failures: AuthenticationFailureAudit? = nil
+    /// The operations offered (the platform's and the domain modules'), dispatched by name (ADR 019).
+    var operations: OperationRegistry = .platform
 
     /// The routes on behalf of `principal`: every service call below asks the access decision for it.
     func acting(as principal: Principal, from origin: RequestOrigin) -> FHIRRoutes {
         let acting = service.acting(as: principal, from: origin)
         return FHIRRoutes(service: acting, searches: searches.acting(as: principal, from: origin), bundles: BundleProcessor(service: acting),
                           maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development, scheme: scheme,
-                          clientLimiter: clientLimiter, publicURL: publicURL, failures: failures)
+                          clientLimiter: clientLimiter, publicURL: publicURL, failures: failures, operations: operations)
     }
 
     func register(on router: Router<HuitongRequestContext>) {
         let fhir = router.group("fhir")
         fhir.get("metadata") { request, _ in
-            handle(request) { base in FHIRResponse.json(CapabilityStatementBuilder.build(baseURL: base, development: development)) }
+            handle(request) { base in FHIRResponse.json(CapabilityStatementBuilder.build(baseURL: base, development: development, operations: operations)) }
         }
         fhir.post("") { request, context in
             try await handle(request, context) { r, base in try await r.transaction(request, base: base) }
@@ -67,7 +69,7 @@ struct FHIRRoutes: Sendable {
             try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type")
                 if type == "_search" { throw FHIRError(.notFound, code: "not-supported", "System-level search is not supported") }
-                if type.hasPrefix("$") { return try await r.systemOperation(String(type.dropFirst()), request) }
+                if type.hasPrefix("$") { return try await r.operation(request, base: base, level: .system, name: type, type: nil, id: nil) }
                 let body = try await r.readResource(request)
                 let result = try await r.service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.disposition == .created)
@@ -77,18 +79,20 @@ struct FHIRRoutes: Sendable {
             // Type-level operations (`Patient/$match`); the path shape is that of an instance.
             try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type"), operation = try context.parameters.require("id")
-                if operation == "$validate" { return try await r.validate(request, type: type, id: nil) }
-                return try await r.typeOperation(type, operation, request, base: base)
+                guard operation.hasPrefix("$") else {
+                    throw FHIRError(.notAllowed, code: "not-supported", "POST to \(type)/\(operation): create with POST \(type), update with PUT")
+                }
+                return try await r.operation(request, base: base, level: .type, name: operation, type: type, id: nil)
             }
         }
         fhir.post("{type}/{id}/{operationOrCompartment}") { request, context in
             try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 let operation = try context.parameters.require("operationOrCompartment")
-                guard operation == "$validate" else {
+                guard operation.hasPrefix("$") else {
                     throw FHIRError(.notFound, code: "not-supported", "Unknown operation '\(type)/\(id)/\(operation)'")
                 }
-                return try await r.validate(request, type: type, id: id)
+                return try await r.operation(request, base: base, level: .instance, name: operation, type: type, id: id)
             }
         }
         fhir.put("{type}") { request, context in
@@ -116,12 +120,10 @@ struct FHIRRoutes: Sendable {
         }
         fhir.get("{type}/{id}") { request, context in
             try await handle(request, context) { r, base in
-                if try context.parameters.require("id") == "$everything", try context.parameters.require("type") == "Patient" {
-                    return try await r.everything(request, base: base, patientID: nil)
-                }
-                if try context.parameters.require("id") == "$ihe-pix", try context.parameters.require("type") == "Patient" {
-                    return try await r.pix(request)
-                }
+                let type = try context.parameters.require("type"), id = try context.parameters.require("id")
+                if id.hasPrefix("$") { return try await r.operation(request, base: base, level: .type, name: id, type: type, id: nil) }
+                // The generated definitions of the operations offered (ADR 019); others are stored ones.
+                if type == "OperationDefinition", let definition = r.operations.definition(id: id) { return FHIRResponse.json(definition) }
                 if try context.parameters.require("type") == "AuditEvent" {
                     let event = try await AuditLog(service: r.service).read(try context.parameters.require("id"))
                     return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: event))
@@ -168,8 +170,7 @@ struct FHIRRoutes: Sendable {
             try await handle(request, context) { r, base in
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 let third = try context.parameters.require("operationOrCompartment")
-                if type == "Patient" && third == "$everything" { return try await r.everything(request, base: base, patientID: id) }
-                if type == "Person" && third == "$everything" { return try await r.everything(request, base: base, personID: id) }
+                if third.hasPrefix("$") { return try await r.operation(request, base: base, level: .instance, name: third, type: type, id: id) }
                 guard type == "Patient", FHIRSchema.r4.isResourceType(third) else {
                     throw FHIRError(.notFound, code: "not-supported", "Unknown operation or compartment '\(type)/\(id)/\(third)'")
                 }
@@ -275,11 +276,23 @@ struct FHIRRoutes: Sendable {
     /// A resource (or Parameters, Bundle) in the body: JSON, said so by the Content-Type when
     /// there is one. Types a browser sends cross-site without asking (`text/plain`, forms) are
     /// refused, so that no web page can write through a logged-in browser or a `--dev` server.
-    /// `POST [type]/$validate` and `POST [type]/[id]/$validate` (`mode` in the query or in Parameters).
-    func validate(_ request: Request, type: String, id: String?) async throws -> Response {
-        let body = try await readResource(request, emptyAs: .null)
-        let mode = request.uri.queryParameters["mode"].map(String.init)
-        return FHIRResponse.json(try await ValidateOperation(service: service).run(type: type, id: id, body: body == .null ? nil : body, mode: mode))
+    /// Any registered operation (ADR 019): its parameters from the URL, its body if POSTed.
+    func operation(_ request: Request, base: String, level: RegisteredOperation.Level, name: String, type: String?,
+                   id: String?) async throws -> Response {
+        let get = request.method == .get || request.method == .head
+        var body: JSON?
+        if !get {
+            let parsed = try await readResource(request, emptyAs: .null)
+            body = parsed == .null ? nil : parsed
+        }
+        let parameters = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+        let invocation = OperationRequest(name: String(name.dropFirst()), level: level, type: type, id: id, parameters: parameters,
+                                          query: request.uri.query, body: body, baseURL: base)
+        switch try await operations.invoke(invocation, get: get, service: service) {
+        case .resource(let json): return FHIRResponse.json(json)
+        case .bundle(let bytes):
+            return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
     }
 
     func readResource(_ request: Request, emptyAs empty: JSON? = nil) async throws -> JSON {
@@ -432,45 +445,6 @@ struct FHIRRoutes: Sendable {
         var writer = BundleWriter(type: "searchset", total: nil, links: links)
         let match: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("match"))])))]
         for event in page.events { writer.add(fullUrl: nil, resource: event, extra: match) }
-        return writer.response()
-    }
-
-    /// `Patient/{id}/$everything` (or type-level with `patientID` nil), or with `personID` a master
-    /// Person's: the records of every Patient it links (and the Person), as a searchset Bundle, paged.
-    func everything(_ request: Request, base: String, patientID: String? = nil, personID: String? = nil) async throws -> Response {
-        let params = request.uri.queryParameters
-        var page = PageRequest(count: min(max(try Self.integer(params, "_count") ?? 100, 1), SearchQueryParser.maxCount))
-        page.after = try Self.integer(params, "_after")
-        page.snapshot = try Self.integer(params, "_snapshot")
-        let types = params["_type"].map { $0.split(separator: ",").map(String.init) }
-        var since: Int64?
-        if let s = params["_since"].map(String.init) {
-            guard let t = FHIRDateTime.parse(s, kind: .instant) ?? FHIRDateTime.parse(s, kind: .dateTime) else {
-                throw FHIRError(.invalid, code: "value", "Invalid _since '\(s)': expected an instant", at: "_since")
-            }
-            since = t.low
-        }
-        let operation = PatientEverything(service: service)
-        let result: PatientEverything.Page
-        let selfURL: String
-        if let personID {
-            let patients = try await masterIndex.patients(ofPerson: personID)
-            result = try await operation.run(person: personID, patients: patients, types: types, since: since, page: page)
-            selfURL = "\(base)/Person/\(personID)/$everything"
-        } else {
-            result = try await operation.run(patientID: patientID, types: types, since: since, page: page)
-            let path: String = patientID.map { $0 + "/" } ?? ""
-            selfURL = "\(base)/Patient/" + path + "$everything"
-        }
-        var keep = ""
-        if let t = params["_type"] { keep += "&_type=\(t)" }
-        if let s = params["_since"] { keep += "&_since=\(s)" }
-        var links: [(String, String)] = [("self", selfURL + (request.uri.query.map { "?" + $0 } ?? ""))]
-        if let next = result.next {
-            links.append(("next", "\(selfURL)?_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)&_after=\(next.after ?? 0)" + keep))
-        }
-        var writer = BundleWriter(type: "searchset", total: result.total, links: links)
-        for r in result.records { writer.add(fullUrl: "\(base)/\(r.key)", resource: r.content, extra: []) }
         return writer.response()
     }
 

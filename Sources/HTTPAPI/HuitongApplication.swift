@@ -46,6 +46,8 @@ public enum HuitongApplication {
         /// How long a request's head may take to arrive, and an idle connection may stay open.
         public var headerTimeout: TimeAmount = .seconds(10)
         public var idleTimeout: TimeAmount = .seconds(60)
+        /// The FHIR operations offered: the platform's, then any a domain module registers (ADR 019).
+        public var operations = OperationRegistry.platform
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
@@ -85,6 +87,7 @@ public enum HuitongApplication {
                               clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) },
                               publicURL: configuration.publicURL)
         routes.failures = failures
+        routes.operations = configuration.operations
         let fhir = routes
         fhir.register(on: router)
         if let cards = configuration.cards {

@@ -55,6 +55,7 @@ struct TestServer {
     /// `development` (as `huitong serve --dev`): requests without a token act as an administrator.
     static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults, development: Bool = true,
                     rateLimits: RateLimits = RateLimits(), cardSettings: CardSettings = CardSettings(),
+                    operations: OperationRegistry = .platform,
                     _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
         try await withEachBackend { test in
             let (kid, pem) = try SigningKey.generate()
@@ -68,6 +69,7 @@ struct TestServer {
             let cards = try testCardKeys()
             configuration.cards = cards
             configuration.cardSettings = cardSettings
+            configuration.operations = operations
             let router = HuitongApplication.router(store: test.store, configuration: configuration)
             let app = Application(router: router)
             try await app.test(.router) { client in

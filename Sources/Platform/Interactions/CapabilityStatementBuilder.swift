@@ -7,7 +7,7 @@ public enum CapabilityStatementBuilder {
 
     /// - Parameter development: `huitong serve --dev`, said in `implementation.description`.
     public static func build(baseURL: String, development: Bool = false, registry: SearchParameterRegistry = .r4,
-                             schema: FHIRSchema = .r4) -> JSON {
+                             schema: FHIRSchema = .r4, operations: OperationRegistry = .platform) -> JSON {
         let interactions = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
         var resources: [JSON] = []
         for type in schema.resourceTypeNames where !FHIRService.withoutEndpoint.contains(type) {
@@ -32,28 +32,21 @@ public enum CapabilityStatementBuilder {
             r["searchParam"] = .array(params)
             resources.append(.object(r))
         }
-        // $validate on every type (ValidateOperation); the master patient index's operations (MasterIndexOperations).
+        // The operations registered (ADR 019): on each type they apply to at type or instance level.
+        func entry(_ op: RegisteredOperation) -> JSON {
+            .object(JSONObject([("name", .string(op.name)), ("definition", .string(op.definition)),
+                                ("documentation", .string(op.documentation))]))
+        }
         for (i, r) in resources.enumerated() {
             guard case .object(var o) = r, let type = o["type"]?.stringValue else { continue }
-            var ops: [(String, String)] = [("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")]
-            if type == "Patient" {
-                ops += [("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
-                        ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
-                        ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix")]
-            } else if type == "Person" {
-                ops += [("everything", "https://huitong.health/fhir/OperationDefinition/Person-everything")]
-            }
-            o["operation"] = .array(ops.map { .object(JSONObject([("name", .string($0.0)), ("definition", .string($0.1))])) })
+            let ops = operations.operations.filter { $0.applies(to: type, at: .type) || $0.applies(to: type, at: .instance) }
+            if !ops.isEmpty { o["operation"] = .array(ops.map(entry)) }
             resources[i] = .object(o)
         }
         var rest = JSONObject()
         rest["mode"] = .string("server")
         rest["resource"] = .array(resources)
-        rest["operation"] = .array(MasterIndexOperations.decisions.map { op in
-            .object(JSONObject([("name", .string(op.name)),
-                                ("definition", .string("https://huitong.health/fhir/OperationDefinition/\(op.name)")),
-                                ("documentation", .string(op.documentation))]))
-        })
+        rest["operation"] = .array(operations.operations.filter { $0.levels.contains(.system) }.map(entry))
         // SMART Backend Services: where tokens come from (the base URL minus `/fhir`).
         let server = baseURL.hasSuffix("/fhir") ? String(baseURL.dropLast(5)) : baseURL
         let oauth = JSONObject([("url", .string("http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris")),

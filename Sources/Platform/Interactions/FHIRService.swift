@@ -187,6 +187,13 @@ public struct FHIRService: Sendable {
         }
     }
 
+    /// An operation's type: any R4 resource type (`Parameters/$validate` included).
+    public func checkOperationType(_ type: String) throws(FHIRError) {
+        guard FHIRSchema.r4.isResourceType(type) else {
+            throw FHIRError(.notFound, code: "not-supported", "Unknown resource type '\(type)'")
+        }
+    }
+
     /// Resource types R4 defines without a RESTful endpoint (`Parameters`: "there is no RESTful
     /// endpoint associated with this resource").
     static let withoutEndpoint: Set<String> = ["Parameters"]

@@ -1,13 +1,13 @@
 import FHIRModel
-import Hummingbird
+import NIOCore
 
 /// Writes Bundles around stored resources without re-parsing them: each resource's stored
 /// bytes are copied into the entry as they are.
-struct BundleWriter {
+public struct BundleWriter: Sendable {
     private var out: [UInt8] = []
     private var entries = 0
 
-    init(type: String, total: Int?, links: [(relation: String, url: String)]) {
+    public init(type: String, total: Int?, links: [(relation: String, url: String)]) {
         out.reserveCapacity(16 * 1024)
         out.append(contentsOf: #"{"resourceType":"Bundle","type":"#.utf8)
         JSONWriter.writeString(type, into: &out)
@@ -21,7 +21,7 @@ struct BundleWriter {
     }
 
     /// Adds an entry; `resource` is raw resource JSON bytes, `extra` further entry members.
-    mutating func add(fullUrl: String?, resource: ByteBuffer?, extra: [(String, JSON)]) {
+    public mutating func add(fullUrl: String?, resource: ByteBuffer?, extra: [(String, JSON)] = []) {
         if entries > 0 { out.append(UInt8(ascii: ",")) }
         entries += 1
         out.append(UInt8(ascii: "{"))
@@ -46,9 +46,10 @@ struct BundleWriter {
         out.append(UInt8(ascii: "}"))
     }
 
-    func response() -> Response {
+    /// The finished Bundle's bytes.
+    public func bytes() -> [UInt8] {
         var bytes = out
         bytes.append(contentsOf: "]}".utf8)
-        return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        return bytes
     }
 }
