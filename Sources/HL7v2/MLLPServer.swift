@@ -1,3 +1,4 @@
+import Synchronization
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -101,10 +102,12 @@ public final class MLLPServer: Sendable {
     public typealias Handler = @Sendable (MLLPFrame, _ peer: String) async -> [UInt8]
 
     let channel: any Channel
+    let connections: MLLPConnections
     public var port: Int { channel.localAddress?.port ?? 0 }
 
-    private init(channel: any Channel) {
+    private init(channel: any Channel, connections: MLLPConnections) {
         self.channel = channel
+        self.connections = connections
     }
 
     /// - Parameter tls: MLLP over TLS (the sender's connection is encrypted end to end).
@@ -112,6 +115,7 @@ public final class MLLPServer: Sendable {
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              handler: @escaping Handler) async throws -> MLLPServer {
         let context = try tls.map { try NIOSSLContext(configuration: $0) }
+        let connections = MLLPConnections()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -120,15 +124,76 @@ public final class MLLPServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MLLPFrameDecoder(maxBytes: maxMessageBytes)))
-                    try channel.pipeline.syncOperations.addHandler(MLLPConnectionHandler(handler: handler))
+                    try channel.pipeline.syncOperations.addHandler(MLLPConnectionHandler(handler: handler, connections: connections))
                 }
             }
             .bind(host: host, port: port).get()
-        return MLLPServer(channel: channel)
+        return MLLPServer(channel: channel, connections: connections)
     }
 
+    /// Stops at once: the listener and every connection (a message being handled is not answered).
     public func close() async throws {
         try await channel.close()
+        connections.closeAll()
+    }
+
+    /// Stops accepting connections and messages, lets every message already received be handled
+    /// and answered (its ACK sent after its commit), then closes the connections — or, after
+    /// `timeout`, closes them regardless. No acknowledged message is lost either way: an ACK
+    /// leaves only after its commit.
+    public func shutdownGracefully(timeout: Duration = .seconds(8)) async {
+        try? await channel.close()
+        connections.drain()
+        let deadline = ContinuousClock.now + timeout
+        while connections.busy, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        connections.closeAll()
+    }
+}
+
+/// The open connections and how many received messages are still being handled.
+final class MLLPConnections: Sendable {
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var pending = 0
+        var draining = false
+    }
+    private let state = Mutex(State())
+
+    var busy: Bool { state.withLock { $0.pending > 0 } }
+    var draining: Bool { state.withLock { $0.draining } }
+
+    /// Registers a connection; false when the server is draining (the connection is closed).
+    func opened(_ channel: any Channel) -> Bool {
+        state.withLock { s in
+            guard !s.draining else { return false }
+            s.channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    func closed(_ channel: any Channel) { state.withLock { _ = $0.channels.removeValue(forKey: ObjectIdentifier(channel)) } }
+
+    /// A message was received (false: draining, it is not taken).
+    func received() -> Bool {
+        state.withLock { s in
+            guard !s.draining else { return false }
+            s.pending += 1
+            return true
+        }
+    }
+
+    func answered() { state.withLock { $0.pending -= 1 } }
+
+    func drain() { state.withLock { $0.draining = true } }
+
+    func closeAll() {
+        let open = state.withLock { s in
+            defer { s.channels.removeAll() }
+            return Array(s.channels.values)
+        }
+        for channel in open { channel.close(promise: nil) }
     }
 }
 
@@ -138,22 +203,32 @@ final class MLLPConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = ByteBuffer
 
     let handler: MLLPServer.Handler
+    let connections: MLLPConnections
     private var continuation: AsyncStream<MLLPFrame>.Continuation?
 
-    init(handler: @escaping MLLPServer.Handler) {
+    init(handler: @escaping MLLPServer.Handler, connections: MLLPConnections) {
         self.handler = handler
+        self.connections = connections
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        guard connections.opened(context.channel) else {
+            context.close(promise: nil)
+            return
+        }
         let (stream, continuation) = AsyncStream<MLLPFrame>.makeStream()
         self.continuation = continuation
         let channel = context.channel
         let peer = channel.remoteAddress?.description ?? "unknown"
         let handler = self.handler
+        let connections = self.connections
         Task {
             for await frame in stream {
+                defer { connections.answered() }
+                // A message whose sender has gone is not handled: it never gets an ACK, so it is sent again.
+                guard channel.isActive else { continue }
                 let answer = await handler(frame, peer)
-                guard channel.isActive else { break }
+                guard channel.isActive else { continue }
                 var buffer = channel.allocator.buffer(capacity: answer.count + 3)
                 buffer.writeBytes(MLLP.frame(answer))
                 try? await channel.writeAndFlush(buffer)
@@ -163,10 +238,13 @@ final class MLLPConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // While the server drains, a new message is not taken (the sender sends it again elsewhere or later).
+        guard connections.received() else { return }
         continuation?.yield(unwrapInboundIn(data))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        connections.closed(context.channel)
         continuation?.finish()
         context.fireChannelInactive()
     }

@@ -10,6 +10,7 @@ import Logging
 import NIOCore
 import Platform
 import Prometheus
+import ServiceLifecycle
 import Store
 
 /// Builds the Hummingbird application: FHIR REST under `/fhir`, a status page at `/`,
@@ -158,8 +159,10 @@ public enum HuitongApplication {
         return settings
     }
 
+    /// - Parameter services: background work run beside the HTTP server in one service group (the
+    ///   MLLP listener, the sweeps), shut down gracefully with it on SIGTERM or SIGINT, after it.
     public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger,
-                            service: FHIRService? = nil) throws -> some ApplicationProtocol {
+                            service: FHIRService? = nil, services: [any Service] = []) throws -> some ApplicationProtocol {
         let headerTimeout = configuration.headerTimeout
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout, logger: logger)],
                                                idleTimeout: configuration.idleTimeout)
@@ -171,6 +174,7 @@ public enum HuitongApplication {
             router: router(store: store, configuration: configuration, service: service),
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Huitong"),
+            services: services,
             logger: logger)
     }
 }

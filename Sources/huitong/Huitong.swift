@@ -5,6 +5,7 @@ import HL7v2
 import HTTPAPI
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import Platform
 import Identity
 import Store
@@ -192,14 +193,19 @@ struct Serve: AsyncParsableCommand {
             try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
             let gateway = mllpPort.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
             configuration.hl7 = gateway?.counters
-            app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service)
+            // Background work beside the HTTP server, in one service group: on SIGTERM the HTTP
+            // server stops first (finishing its requests), then the MLLP listener (finishing its
+            // messages), then the sweep; the store closes last, flushing the audit spool.
+            var services: [any Service] = [ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger)]
             if let mllpPort, let gateway {
                 let tls = try mllpTLS ? HuitongApplication.serverTLS(certificate: tlsCert!, key: tlsKey!) : nil
                 mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes, tls: tls) { frame, peer in
                     await gateway.handle(frame, peer: peer)
                 }
                 logger.info("HL7 v2 (MLLP\(mllpTLS ? " over TLS" : "")) listening on \(host):\(mllp!.port)")
+                services.append(MLLPService(server: mllp!, logger: logger))
             }
+            app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service, services: services)
         } catch {
             try? await store.close()  // the message, not an assertion about an open connection
             throw error
@@ -209,12 +215,10 @@ struct Serve: AsyncParsableCommand {
         }
         if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
         logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
-        let sweep = Task { await ExpiredRecordSweep(store: store).run(logger: logger) }
         try await app.runService()
-        sweep.cancel()
-        await sweep.value
         try? await mllp?.close()
         try await store.close()
+        logger.info("Huitong stopped: every acknowledged write is in the store")
     }
 }
 
