@@ -144,7 +144,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
         // Domain tests of the platform core, without HTTP.
-        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard"],
+        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard",
+                                                   .product(name: "Logging", package: "swift-log")],
                     swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform", "Access",
                                                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -75,6 +75,12 @@ public protocol ResourceStore: Sendable {
     /// another caller gets 0 at once. Returns the number of changes handed over.
     func consumeChanges(consumer: String, limit: Int,
                         _ handle: @Sendable ([ResourceChange]) async throws -> Void) async throws -> Int
+    /// Fired after this process commits resource writes (and, while `watchChanges` runs on
+    /// PostgreSQL, after any node's): what change-feed consumers wait on.
+    var changeSignal: ChangeSignal { get }
+    /// Until cancelled, fires `changeSignal` for commits made by other processes (PostgreSQL:
+    /// `LISTEN`); returns at once where there are none (SQLite: one process owns the file).
+    func watchChanges() async throws
     /// Rebuilds the search index of every current resource (of `type`, when given) from the
     /// stored content, in batches; `progress` gets (done, total) after each batch.
     func reindex(type: String?, extract: @Sendable (JSONObject, String) -> [IndexEntry],

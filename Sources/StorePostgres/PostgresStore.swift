@@ -15,6 +15,7 @@ public final class PostgresStore: ResourceStore {
     private let runner: Task<Void, Never>
     let logger: Logger
     let writer: PostgresWriter
+    public let changeSignal = ChangeSignal()
     /// Reads that must see the latest commit.
     let current: SQLReadQueries
     /// Reads that may lag a little (the replica when there is one).
@@ -176,7 +177,20 @@ public final class PostgresStore: ResourceStore {
     @_spi(WritePipeline) public func commit(_ unit: WriteUnit) async throws -> [WriteOutcome] {
         let outcomes = try await writer.commit(unit)
         wrote(unit.writes.reduce(0) { $0 + 1 + $1.index.count })
+        if !unit.writes.isEmpty { changeSignal.fire() }
         return outcomes
+    }
+
+    /// The channel commits with resource writes notify (`pg_notify` in their transaction).
+    static let changesChannel = "huitong_changes"
+
+    /// Listens on one connection of the pool for other nodes' commits until cancelled.
+    public func watchChanges() async throws {
+        try await primary.withConnection { connection in
+            try await connection.listen(on: Self.changesChannel) { notifications in
+                for try await _ in notifications { self.changeSignal.fire() }
+            }
+        }
     }
 
     /// The tables whose statistics decide the plans of searches and conditional writes.

@@ -92,6 +92,10 @@ struct PostgresWriter: Sendable {
                                               newRid: { nextRid.next()! }, newHid: { nextHid.next()! })
         try await PostgresRows.insert(pending, on: connection, logger: logger)
         try await PlatformRecordSQL.apply(unit.records) { sql, binds in try await tx.query(sql, binds) }
+        if !unit.writes.isEmpty {
+            // Delivered to every listening node when (and only if) the transaction commits.
+            try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_notify('\(PostgresStore.changesChannel)', '')"), logger: logger)
+        }
         if !unit.audit.isEmpty {
             // Last, so the chain head's row lock (which orders every node's appends) is held only
             // from here to the commit; the events, their patients and the new head are one statement.

@@ -196,7 +196,9 @@ struct Serve: AsyncParsableCommand {
             // Background work beside the HTTP server, in one service group: on SIGTERM the HTTP
             // server stops first (finishing its requests), then the MLLP listener (finishing its
             // messages), then the sweep; the store closes last, flushing the audit spool.
-            var services: [any Service] = [ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger)]
+            var services: [any Service] = [ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
+                                           ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: Self.changeConsumers,
+                                                                                              logger: logger))]
             if let mllpPort, let gateway {
                 let tls = try mllpTLS ? HuitongApplication.serverTLS(certificate: tlsCert!, key: tlsKey!) : nil
                 mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes, tls: tls) { frame, peer in
@@ -223,6 +225,10 @@ struct Serve: AsyncParsableCommand {
 }
 
 extension Serve {
+    /// The change feed's consumers: the domain modules register theirs here (none of the platform
+    /// core's own work needs one yet).
+    static let changeConsumers: [ChangeConsumer] = []
+
     func configuration(store: any ResourceStore, host: String) async throws -> HuitongApplication.Configuration {
         let identifiers = try await storeOptions.identifierProtection(for: store)
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()

@@ -26,3 +26,19 @@ struct ExpiredRecordSweepService: Service {
         await cancelWhenGracefulShutdown { await sweep.run(logger: logger) }
     }
 }
+
+/// The change-feed dispatcher (ADR 020) as a lifecycle service: its consumers run until the group
+/// shuts down (each position is saved after every batch it handled, so nothing is lost).
+struct ChangeFeedService: Service {
+    let dispatcher: ChangeFeedDispatcher
+
+    func run() async throws {
+        // With no consumer registered it still lives as long as the group (a service that returns
+        // would end the group).
+        guard !dispatcher.consumers.isEmpty else {
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown { await dispatcher.run() }
+    }
+}

@@ -20,6 +20,7 @@ public final class SQLiteStore: ResourceStore {
     let logger: Logger
     /// Change-feed consumers being served now.
     private let consumers = Mutex<Set<String>>([])
+    public let changeSignal = ChangeSignal()
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4,
@@ -205,7 +206,9 @@ public final class SQLiteStore: ResourceStore {
             try spool.append(unit.audit)
             return []
         }
-        return try await writer.submit(unit)
+        let outcomes = try await writer.submit(unit)
+        if !unit.writes.isEmpty { changeSignal.fire() }
+        return outcomes
     }
 
     /// One process owns the file (the data-folder lock).
@@ -284,6 +287,9 @@ public final class SQLiteStore: ResourceStore {
     public func schemaVersion() async throws -> Int {
         try await reads.scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
     }
+
+    /// Nobody else writes the file: every commit is this process's and fires the signal itself.
+    public func watchChanges() async throws {}
 
     public func analyze() async throws {
         try await writer.analyze()
