@@ -11,7 +11,7 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark helpers (baselines for bench/).",
-        subcommands: [HTTPBaseline.self, GMThroughput.self, HL7Bundles.self])
+        subcommands: [HTTPBaseline.self, GMThroughput.self, HL7Bundles.self, ChangeFeedBench.self])
 }
 
 /// A bare Hummingbird endpoint returning a constant body: the ceiling for read-by-id.
