@@ -19,7 +19,7 @@ from common import BINARY, log, save
 
 def run(args, store_args):
     done = subprocess.run([BINARY, "bench", "change-feed", *store_args, "--rate", str(args.rate), "--seconds", str(args.seconds),
-                           "--writers", str(args.writers)], capture_output=True, text=True, check=True)
+                           "--writers", str(args.writers), "--batch", str(args.batch)], capture_output=True, text=True, check=True)
     lines = [json.loads(l) for l in done.stdout.splitlines() if l.startswith("{")]
     return {"dispatcher": lines[0], "poll_1ms": lines[1], **lines[2]}
 
@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--writers", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=1, help="changes per committed unit")
     ap.add_argument("--postgres", help="a PostgreSQL server URL; a fresh database is made on it")
     args = ap.parse_args()
     results = {}
@@ -48,7 +49,7 @@ def main():
             log("postgres", json.dumps(results["postgres"]))
         finally:
             subprocess.run(["psql", args.postgres, "-qAtc", f"DROP DATABASE IF EXISTS {name}"])
-    save("change_feed", {"rate": args.rate, "seconds": args.seconds, "writers": args.writers, "results": results})
+    save("change_feed", {"rate": args.rate, "seconds": args.seconds, "writers": args.writers, "batch": args.batch, "results": results})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ struct ChangeFeedBench: AsyncParsableCommand {
     @Option(help: "Changes committed per second.") var rate = 1000
     @Option(help: "How long to write, in seconds.") var seconds = 10
     @Option(help: "Concurrent writers.") var writers = 16
+    @Option(help: "Changes per committed unit (a transaction of that many Observations).") var batch = 1
 
     final class Latencies: Sendable {
         private let state = Mutex<(acked: [String: ContinuousClock.Instant], seen: [String: [Double]])>(([:], [:]))
@@ -71,7 +72,7 @@ struct ChangeFeedBench: AsyncParsableCommand {
             }
         }
         let service = FHIRService(store: store, matching: nil, principal: .platform, auditing: false)
-        let perWriter = Double(rate) / Double(writers)
+        let perWriter = Double(rate) / Double(writers * batch)
         let interval = Duration.nanoseconds(Int64(1e9 / perWriter))
         let end = ContinuousClock.now + .seconds(seconds)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -80,11 +81,16 @@ struct ChangeFeedBench: AsyncParsableCommand {
                     var next = ContinuousClock.now
                     var n = 0
                     while ContinuousClock.now < end {
-                        n += 1
-                        let id = "cf-\(w)-\(n)-\(UInt32.random(in: 0...UInt32.max))"
-                        let body = try JSONParser.parse(Array(#"{"resourceType":"Observation","id":"\#(id)","status":"final","code":{"text":"bench"},"valueQuantity":{"value":\#(n)}}"#.utf8))
-                        _ = try await service.update("Observation", id, body: body)
-                        latencies.acked(id, at: ContinuousClock.now)
+                        var requests: [WriteRequest] = []
+                        for _ in 0..<batch {
+                            n += 1
+                            let id = "cf-\(w)-\(n)-\(UInt32.random(in: 0...UInt32.max))"
+                            let body = try JSONParser.parse(Array(#"{"resourceType":"Observation","id":"\#(id)","status":"final","code":{"text":"bench"},"valueQuantity":{"value":\#(n)}}"#.utf8))
+                            requests.append(WriteRequest(key: ResourceKey("Observation", id), method: "PUT", resource: body))
+                        }
+                        _ = try await service.writePipeline.write(requests, as: .transaction)
+                        let now = ContinuousClock.now
+                        for request in requests { latencies.acked(request.key.id, at: now) }
                         next += interval
                         if next > ContinuousClock.now { try await Task.sleep(until: next) }
                     }
