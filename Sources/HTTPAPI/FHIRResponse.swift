@@ -52,9 +52,9 @@ enum FHIRResponse {
     }
 }
 
-extension BundleWriter {
-    /// The Bundle as a 200 response.
-    func response() -> Response {
-        Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes())))
+extension FHIRResponse {
+    /// A Bundle the core wrote, as a 200 response.
+    static func bundle(_ bytes: [UInt8]) -> Response {
+        Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }

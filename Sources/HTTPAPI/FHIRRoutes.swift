@@ -130,7 +130,7 @@ struct FHIRRoutes: Sendable {
                 }
                 var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
-                result.content = r.subset(result.content, mode, elements)
+                result.content = ResourceSubset.content(result.content, mode, elements)
                 return FHIRResponse.resource(result, base: base)
             }
         }
@@ -337,131 +337,17 @@ struct FHIRRoutes: Sendable {
     }
 
     func history(_ request: Request, base: String, type: String?, id: String?) async throws -> Response {
-        if let type { try service.checkType(type) }
-        let params = request.uri.queryParameters
-        var query = HistoryQuery(type: type, id: id)
-        query.count = min(max(try Self.integer(params, "_count") ?? 20, 1), 1000)
-        if let raw = params["_offset"].map(String.init) {
-            guard let n = Int(raw), n >= 0, n <= SearchQueryParser.maxOffset else {
-                throw FHIRError(.invalid, code: "value", "_offset must be an integer from 0 to \(SearchQueryParser.maxOffset)", at: "_offset")
-            }
-            query.offset = n
-        }
-        query.snapshot = try Self.integer(params, "_snapshot").map(Int64.init)
-        if let since = params["_since"].map(String.init) {
-            guard let t = FHIRDateTime.parse(since, kind: .instant) ?? FHIRDateTime.parse(since, kind: .dateTime) else {
-                throw FHIRError(.invalid, code: "value", "Invalid _since '\(since)': expected an instant", at: "_since")
-            }
-            query.since = t.low
-        }
-        if let at = params["_at"].map(String.init) {
-            guard let t = FHIRDateTime.parse(at, kind: .dateTime) else {
-                throw FHIRError(.invalid, code: "value", "Invalid _at '\(at)': expected a date or dateTime", at: "_at")
-            }
-            query.at = (t.low, t.high)
-        }
-        let page = try await service.history(query)
-        var entries: [JSON] = []
-        for r in page.records {
-            var entry = JSONObject()
-            entry["fullUrl"] = .string("\(base)/\(r.key)")
-            if let c = r.content, let parsed = try? JSONParser.parse(c.readableBytesView) { entry["resource"] = parsed }
-            let method = r.method == "PATCH" ? "PATCH" : r.method
-            let url = r.method == "POST" ? r.key.type : r.key.description
-            entry["request"] = .object(JSONObject([("method", .string(method)), ("url", .string(url))]))
-            let status = r.deleted ? "204 No Content" : (r.version == 1 ? "201 Created" : "200 OK")
-            entry["response"] = .object(JSONObject([("status", .string(status)), ("etag", .string(ETag.make(r.version))),
-                                                     ("lastModified", .string(FHIRDateTime.formatInstant(micros: r.lastUpdated)))]))
-            entries.append(.object(entry))
-        }
-        let path = [type, id].compactMap { $0 }.joined(separator: "/")
-        let selfBase = base + (path.isEmpty ? "" : "/" + path) + "/_history"
-        var keep = ""
-        if let s = params["_since"] { keep += "&_since=\(s)" }
-        if let a = params["_at"] { keep += "&_at=\(a)" }
-        func link(_ relation: String, _ offset: Int) -> JSON {
-            .object(JSONObject([("relation", .string(relation)),
-                                ("url", .string("\(selfBase)?_count=\(query.count)&_offset=\(offset)&_snapshot=\(page.snapshot)\(keep)"))]))
-        }
-        var links = [link("self", query.offset)]
-        if query.offset + query.count < page.total { links.append(link("next", query.offset + query.count)) }
-        if query.offset > 0 { links.append(link("previous", max(0, query.offset - query.count))) }
-        let bundle = JSONObject([("resourceType", .string("Bundle")), ("type", .string("history")), ("total", .number(String(page.total))),
-                                 ("link", .array(links)), ("entry", .array(entries))])
-        return FHIRResponse.json(.object(bundle))
+        let parameters = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+        return FHIRResponse.json(try await service.historyBundle(type: type, id: id, parameters: parameters, baseURL: base))
     }
 
     /// Type-level search (`GET /Type?...`, `POST /Type/_search`) as a searchset Bundle.
     func search(_ request: Request, base: String, type: String, query: String, selfPath: String? = nil) async throws -> Response {
-        if type == "AuditEvent", selfPath == nil { return try await auditSearch(base: base, query: query) }
+        if type == "AuditEvent", selfPath == nil { return FHIRResponse.bundle(try await service.auditSearchset(query: query, baseURL: base)) }
         let strict = request.headers[.prefer]?.contains("handling=strict") ?? false
-        let parsed = try searches.parse(type: type, query: query, strict: strict)
-        let query = query.split(separator: "&").filter { !$0.hasPrefix("_compartment=") }.joined(separator: "&")
-        let result = try await searches.run(parsed)
-        // A total is cheap when everything fits in one page; otherwise only on request (_total).
-        var total = result.total
-        if total == nil && !parsed.totalNone && result.next == nil && parsed.page.offset == 0 && parsed.page.after == nil {
-            total = result.matches.count
-        }
-        let paging: Set<String> = ["_count", "_offset", "_after", "_snapshot"]
-        let kept = query.split(separator: "&").filter { pair in
-            !paging.contains(String(pair.split(separator: "=", maxSplits: 1).first ?? ""))
-        }.joined(separator: "&")
-        let path = selfPath ?? type
-        let selfBase = "\(base)/\(path)?" + (kept.isEmpty ? "" : kept + "&")
-        var links: [(String, String)] = [("self", "\(base)/\(path)?\(query)")]
-        if let next = result.next {
-            var cursor = "_count=\(next.count)&_snapshot=\(next.snapshot ?? 0)"
-            if let after = next.after { cursor += "&_after=\(after)" } else { cursor += "&_offset=\(next.offset)" }
-            links.append(("next", selfBase + cursor))
-        }
-        var writer = BundleWriter(type: "searchset", total: total, links: links)
-        if !parsed.summaryCount {
-            let match: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("match"))])))]
-            let include: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("include"))])))]
-            for r in result.matches { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.summary, parsed.elements), extra: match) }
-            for r in result.included { writer.add(fullUrl: "\(base)/\(r.key)", resource: subset(r.content, parsed.summary, parsed.elements), extra: include) }
-        }
-        if !parsed.warnings.isEmpty {
-            let outcome = ByteBuffer(bytes: JSONWriter.bytes(OperationOutcome.make(parsed.warnings)))
-            writer.add(fullUrl: nil, resource: outcome, extra: [("search", .object(JSONObject([("mode", .string("outcome"))])))])
-        }
-        return writer.response()
+        return FHIRResponse.bundle(try await searches.searchset(type: type, query: query, strict: strict, baseURL: base, selfPath: selfPath))
     }
 
-    /// `AuditEvent?patient=...`: the audit trail, newest first.
-    func auditSearch(base: String, query: String) async throws -> Response {
-        let parameters = query.split(separator: "&").map { pair -> (String, String) in
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let decode = { (s: Substring) in String(s).removingPercentEncoding ?? String(s) }
-            return (decode(kv[0]), kv.count > 1 ? decode(kv[1]) : "")
-        }
-        let page = try await AuditLog(service: service).search(parameters)
-        var links: [(String, String)] = [("self", "\(base)/AuditEvent?\(query)")]
-        if let next = page.next {
-            let kept = parameters.filter { $0.0 != "_before" }.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0.1)" }
-            links.append(("next", "\(base)/AuditEvent?" + (kept + ["_before=\(next)"]).joined(separator: "&")))
-        }
-        var writer = BundleWriter(type: "searchset", total: nil, links: links)
-        let match: [(String, JSON)] = [("search", .object(JSONObject([("mode", .string("match"))])))]
-        for event in page.events { writer.add(fullUrl: nil, resource: event, extra: match) }
-        return writer.response()
-    }
-
-    /// A paging parameter: absent, or a non-negative integer (anything else is a 400, never ignored).
-    static func integer(_ params: FlatDictionary<Substring, Substring>, _ name: String) throws(FHIRError) -> Int? {
-        guard let raw = params[name[...]].map(String.init) else { return nil }
-        guard let n = Int(raw), n >= 0 else { throw FHIRError(.invalid, code: "value", "\(name) must be a non-negative integer, not '\(raw)'", at: name) }
-        return n
-    }
-
-    /// `_summary` / `_elements`: the subset of a stored resource, marked SUBSETTED (ResourceSubset).
-    func subset(_ content: ByteBuffer?, _ mode: SummaryMode, _ elements: [String]?) -> ByteBuffer? {
-        guard mode != .full || elements != nil, let content,
-              case .object(let o)? = try? JSONParser.parse(content.readableBytesView),
-              let out = ResourceSubset.apply(o, summary: mode, elements: elements) else { return content }
-        return ByteBuffer(bytes: JSONWriter.bytes(.object(out)))
-    }
 }
 
 extension String {
