@@ -123,7 +123,11 @@ struct FHIRRoutes: Sendable {
                 let type = try context.parameters.require("type"), id = try context.parameters.require("id")
                 if id.hasPrefix("$") { return try await r.operation(request, base: base, level: .type, name: id, type: type, id: nil) }
                 // The generated definitions of the operations offered (ADR 019); others are stored ones.
-                if type == "OperationDefinition", let definition = r.operations.definition(id: id) { return FHIRResponse.json(definition) }
+                if type == "OperationDefinition", let definition = r.operations.definition(id: id) {
+                    // The same decision as a read of a stored one (shared conformance content).
+                    try await r.service.authorize(.read, type)
+                    return FHIRResponse.json(definition)
+                }
                 if try context.parameters.require("type") == "AuditEvent" {
                     let event = try await AuditLog(service: r.service).read(try context.parameters.require("id"))
                     return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: event))

@@ -139,6 +139,8 @@ final class AccessMatrixTests: XCTestCase {
                                 otherFacility: .absent, otherResident: .refused),
         "Person/$everything": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$everything"),
         // $validate, listed on every type: asked as the create would be.
+        // A generated OperationDefinition: read as a stored one would be.
+        "OperationDefinition/{id} (generated)": Example(kind: .read, method: .get, path: "/fhir/OperationDefinition/Patient-everything"),
         "*/$validate": Example(kind: .write, method: .post, path: "/fhir/Observation/$validate?mode=create", body: observation),
     ]
 

@@ -56,11 +56,7 @@ extension FHIRService {
     public func historyBundle(type: String?, id: String?, parameters: [(String, String)], baseURL base: String) async throws -> JSON {
         if let type { try checkType(type) }
         func parameter(_ name: String) -> String? { parameters.first { $0.0 == name }?.1 }
-        func integer(_ name: String) throws(FHIRError) -> Int? {
-            guard let raw = parameter(name) else { return nil }
-            guard let n = Int(raw), n >= 0 else { throw FHIRError(.invalid, code: "value", "\(name) must be a non-negative integer, not '\(raw)'", at: name) }
-            return n
-        }
+        func integer(_ name: String) throws(FHIRError) -> Int? { try OperationRequest.nonNegative(name, parameter(name)) }
         var query = HistoryQuery(type: type, id: id)
         query.count = min(max(try integer("_count") ?? 20, 1), 1000)
         if let raw = parameter("_offset") {
