@@ -95,20 +95,42 @@ let package = Package(
             dependencies: ["Store", "StorePostgres"],
             swiftSettings: swiftSettings
         ),
+        // The interactions core (ADR 021): the FHIR service, the write pipeline, search, the
+        // operation registry, the change-feed consumer API. Domain targets build on it, never on
+        // HTTP or on each other's internals.
         .target(
             name: "Platform",
             dependencies: [
-                "FHIRModel", "Store", "Identity", "Access", "HL7v2", "HealthCard", "GMCrypto",
-                .product(name: "Prometheus", package: "swift-prometheus"),
+                "FHIRModel", "Store", "Identity", "Access",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
+        // Channels and domain services on the core.
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "Platform", "FHIRModel", "Store", "Access", "HL7v2",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Cards",
+            dependencies: ["Platform", "FHIRModel", "Store", "Access", "Identity", "HealthCard", "GMCrypto"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BulkImport",
+            dependencies: ["Platform", "FHIRModel", "Store", "Access"],
+            swiftSettings: swiftSettings
+        ),
+        // HTTP onto service calls and back; no wiring.
         .target(
             name: "HTTPAPI",
             dependencies: [
-                "FHIRModel", "Store", "Access", "Platform", "HealthCard",
+                "FHIRModel", "Store", "Access", "Platform", "HealthCard", "Cards", "Gateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -122,10 +144,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Wiring and configuration in one place: builds the platform from a configuration and runs
+        // it as one service group (HTTP, MLLP, sweeps, change-feed dispatcher).
+        .target(
+            name: "Server",
+            dependencies: [
+                "Platform", "Gateway", "Cards", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard",
+                "Server", "HTTPAPI", "BulkImport", "Cards", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard", "Identity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -144,7 +181,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
         // Domain tests of the platform core, without HTTP.
-        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard",
+        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Gateway", "Cards", "BulkImport", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard",
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform", "Access",
@@ -155,7 +192,7 @@ let package = Package(
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Platform", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
+                "HTTPAPI", "Server", "Platform", "Gateway", "Cards", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,6 +4,7 @@ import HTTPTypes
 import HealthCard
 import Hummingbird
 import Platform
+import Cards
 
 /// The e-health card API under `/card` (`HealthCardService`): authenticated, rate-limited and
 /// answered with OperationOutcomes like `/fhir`, with JSON bodies of its own.

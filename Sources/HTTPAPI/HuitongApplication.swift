@@ -5,99 +5,97 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import NIOSSL
-import Identity
 import Logging
 import NIOCore
 import Platform
+import Cards
+import Gateway
 import Prometheus
 import ServiceLifecycle
 import Store
 
-/// Builds the Hummingbird application: FHIR REST under `/fhir`, a status page at `/`,
-/// and `/health` / `/ready` for load balancers.
+/// The HTTP side of the platform: FHIR REST under `/fhir`, the card, auth and HL7 status routes, a
+/// status page at `/`, and `/health` / `/ready` for load balancers. It maps requests onto the
+/// services it is given; what they are and how they are configured is decided in `Server`
+/// (`PlatformServer`), the one place of wiring (ADR 021).
 public enum HuitongApplication {
-    public struct Configuration: Sendable {
+    /// How the HTTP listener behaves (the `serve` flags that concern HTTP only).
+    public struct Settings: Sendable {
         public var host: String
         public var port: Int
         public var maxBodyBytes: Int
-        /// The master patient index's rules; nil turns matching off.
-        public var matching: MatchRules?
-        /// Signs and verifies access tokens; nil: no tokens are issued (only `development` works).
-        public var tokens: TokenAuthority?
         /// `huitong serve --dev`: a request without a token acts as a development administrator.
         public var development: Bool
         /// The externally visible base URL, for token audiences and discovery (nil: the Host header).
         public var publicURL: String?
-        /// Off only for a benchmark's baseline (`serve --dev --no-audit`).
-        public var audit = true
-        /// Sensitive categories (labelled on write, hidden from other facilities without an opt-in).
-        public var sensitive = SensitiveCategories.defaults
         /// HTTPS: PEM certificate chain and private key files (nil: plain HTTP).
         public var tls: (certificate: String, key: String)?
         public var rateLimits = RateLimits()
-        /// Encrypts resident ID and phone numbers at rest (nil: stored in clear).
-        public var identifiers: IdentifierProtection?
-        /// Exported at `/metrics` (Prometheus text format).
-        public var metrics = PrometheusCollectorRegistry()
-        /// The HL7 v2 gateway's per-sender counts, at `/hl7/status` (nil: no MLLP listener).
-        public var hl7: HL7Counters?
-        /// E-health card keys (nil: no `/card` routes).
-        public var cards: CardKeyring?
-        public var cardSettings = CardSettings()
         /// How long a request's head may take to arrive, and an idle connection may stay open.
         public var headerTimeout: TimeAmount = .seconds(10)
         public var idleTimeout: TimeAmount = .seconds(60)
-        /// The FHIR operations offered: the platform's, then any a domain module registers (ADR 019).
-        public var operations = OperationRegistry.platform
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
-                    matching: MatchRules? = .defaults, tokens: TokenAuthority? = nil, development: Bool = false,
-                    publicURL: String? = nil) {
+                    development: Bool = false, publicURL: String? = nil) {
             self.host = host
             self.port = port
             self.maxBodyBytes = maxBodyBytes
-            self.matching = matching
-            self.tokens = tokens
             self.development = development
             self.publicURL = publicURL
         }
     }
 
-    /// The one FHIR service of a server: HTTP and the HL7 v2 gateway share it (and so its
-    /// master-index lock and pipeline).
-    public static func service(store: any ResourceStore, configuration: Configuration) -> FHIRService {
-        let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
-                                      protection: configuration.identifiers)
-        return FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
+    /// The services the routes call, built by the wiring.
+    public struct Components: Sendable {
+        public var service: FHIRService
+        public var searches: SearchService
+        /// The FHIR operations offered: the platform's, then any a domain module registers (ADR 019).
+        public var operations: OperationRegistry
+        /// Signs and verifies access tokens; nil: no tokens are issued (only `development` works).
+        public var tokens: TokenAuthority?
+        /// E-health card keys and settings (nil: no `/card` routes).
+        public var cards: (keys: CardKeyring, settings: CardSettings)?
+        /// The HL7 v2 gateway's per-sender counts, at `/hl7/status` (nil: no MLLP listener).
+        public var hl7: HL7Counters?
+        /// Exported at `/metrics` (Prometheus text format).
+        public var metrics: PrometheusCollectorRegistry
+
+        public init(service: FHIRService, searches: SearchService, operations: OperationRegistry, tokens: TokenAuthority?,
+                    cards: (keys: CardKeyring, settings: CardSettings)?, hl7: HL7Counters?, metrics: PrometheusCollectorRegistry) {
+            self.service = service
+            self.searches = searches
+            self.operations = operations
+            self.tokens = tokens
+            self.cards = cards
+            self.hl7 = hl7
+            self.metrics = metrics
+        }
     }
 
-    public static func router(store: any ResourceStore, configuration: Configuration, service: FHIRService? = nil) -> Router<HuitongRequestContext> {
+    public static func router(settings: Settings, components: Components) -> Router<HuitongRequestContext> {
         let router = Router(context: HuitongRequestContext.self)
-        router.add(middleware: SecurityHeadersMiddleware(tls: configuration.tls != nil))
-        let scheme = configuration.tls == nil ? "http" : "https"
-        let service = service ?? Self.service(store: store, configuration: configuration)
-        var searches = SearchService(store: store)
-        searches.auditing = configuration.audit
-        searches.masterIndex = service.masterIndex
-        searches.protection = configuration.identifiers
+        router.add(middleware: SecurityHeadersMiddleware(tls: settings.tls != nil))
+        let scheme = settings.tls == nil ? "http" : "https"
+        let service = components.service
+        let store = service.store
         let failures = AuthenticationFailureAudit(store: store)
-        var routes = FHIRRoutes(service: service, searches: searches, bundles: BundleProcessor(service: service),
-                              maxBodyBytes: configuration.maxBodyBytes,
-                              authenticator: Authenticator(tokens: configuration.tokens, development: configuration.development),
-                              development: configuration.development, scheme: scheme,
-                              clientLimiter: configuration.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) },
-                              publicURL: configuration.publicURL)
+        var routes = FHIRRoutes(service: service, searches: components.searches, bundles: BundleProcessor(service: service),
+                              maxBodyBytes: settings.maxBodyBytes,
+                              authenticator: Authenticator(tokens: components.tokens, development: settings.development),
+                              development: settings.development, scheme: scheme,
+                              clientLimiter: settings.rateLimits.perClient.map { RateLimiter(rate: $0, burst: 2 * $0) },
+                              publicURL: settings.publicURL)
         routes.failures = failures
-        routes.operations = configuration.operations
+        routes.operations = components.operations
         let fhir = routes
         fhir.register(on: router)
-        if let cards = configuration.cards {
-            CardRoutes(routes: fhir, keys: cards, settings: configuration.cardSettings).register(on: router)
+        if let cards = components.cards {
+            CardRoutes(routes: fhir, keys: cards.keys, settings: cards.settings).register(on: router)
         }
-        AuthRoutes(clients: configuration.tokens.map { ClientRegistry(store: store, tokens: $0) },
-                   users: configuration.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store,
-                   publicURL: configuration.publicURL, scheme: scheme,
-                   limiter: configuration.rateLimits.authPerAddress.map { RateLimiter(rate: $0, burst: max(20, 10 * $0)) },
+        AuthRoutes(clients: components.tokens.map { ClientRegistry(store: store, tokens: $0) },
+                   users: components.tokens.map { UserDirectory(store: store, tokens: $0) }, store: store,
+                   publicURL: settings.publicURL, scheme: scheme,
+                   limiter: settings.rateLimits.authPerAddress.map { RateLimiter(rate: $0, burst: max(20, 10 * $0)) },
                    failures: failures)
             .register(on: router)
         router.get("health") { _, _ in "ok" }
@@ -110,21 +108,22 @@ public enum HuitongApplication {
                                 body: .init(byteBuffer: ByteBuffer(string: "store unavailable (incident \(Incident.report(error)))")))
             }
         }
+        let metrics = components.metrics, hl7 = components.hl7, development = settings.development
         // Operational data, no patient data: served like the status page (restrict at the network
         // or proxy where the platform is exposed).
         router.get("metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: configuration.metrics.emitToBuffer())))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.emitToBuffer())))
         }
         router.get("hl7/status") { _, _ -> Response in
             var senders = JSONObject()
-            for (name, sender) in (configuration.hl7?.snapshot ?? [:]).sorted(by: { $0.key < $1.key }) {
+            for (name, sender) in (hl7?.snapshot ?? [:]).sorted(by: { $0.key < $1.key }) {
                 var counts = JSONObject()
                 for (k, v) in sender.counts.sorted(by: { $0.key < $1.key }) { counts[k] = .number(String(v)) }
                 senders[name] = .object(JSONObject([("counts", .object(counts)),
                                                      ("last", sender.last.map { .string(FHIRDateTime.formatInstant(micros: Int64($0.timeIntervalSince1970 * 1_000_000))) } ?? .null)]))
             }
-            return FHIRResponse.json(.object(JSONObject([("mllp", .bool(configuration.hl7 != nil)), ("senders", .object(senders))])))
+            return FHIRResponse.json(.object(JSONObject([("mllp", .bool(hl7 != nil)), ("senders", .object(senders))])))
         }
         // The gateway's rejected messages, for administrators and operators (audited).
         router.get("hl7/rejected") { request, context in
@@ -145,7 +144,7 @@ public enum HuitongApplication {
             }
         }
         router.get("/") { _, _ -> Response in
-            StatusPage.render(development: configuration.development)
+            StatusPage.render(development: development)
         }
         return router
     }
@@ -160,20 +159,20 @@ public enum HuitongApplication {
     }
 
     /// - Parameter services: background work run beside the HTTP server in one service group (the
-    ///   MLLP listener, the sweeps), shut down gracefully with it on SIGTERM or SIGINT, after it.
-    public static func make(store: any ResourceStore, configuration: Configuration, logger: Logger,
-                            service: FHIRService? = nil, services: [any Service] = []) throws -> some ApplicationProtocol {
-        let headerTimeout = configuration.headerTimeout
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout, logger: logger)],
-                                               idleTimeout: configuration.idleTimeout)
+    ///   MLLP listener, the sweeps, the change-feed dispatcher), shut down gracefully with it on
+    ///   SIGTERM or SIGINT, after it.
+    public static func make(settings: Settings, components: Components, logger: Logger,
+                            services: [any Service] = []) throws -> some ApplicationProtocol {
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: settings.headerTimeout, logger: logger)],
+                                               idleTimeout: settings.idleTimeout)
         var server = HTTPServerBuilder.http1(configuration: http1)
-        if let tls = configuration.tls {
+        if let tls = settings.tls {
             server = try .tls(.http1(configuration: http1), tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))
         }
         return Application(
-            router: router(store: store, configuration: configuration, service: service),
+            router: router(settings: settings, components: components),
             server: server,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Huitong"),
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "Huitong"),
             services: services,
             logger: logger)
     }

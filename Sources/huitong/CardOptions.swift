@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cards
 import Foundation
 import HealthCard
 import Platform

@@ -1,8 +1,9 @@
 import Access
 import ArgumentParser
 import Foundation
-import HL7v2
 import HTTPAPI
+import Server
+import BulkImport
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -151,6 +152,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "MLLP over TLS with the --tls-cert/--tls-key certificate.")
     var mllpTLS = false
 
+    @Option(help: "Append every committed change (type, id, version; no content) to DIR/changes-YYYY-MM-DD.ndjson for systems downstream; one node at a time exports, from where the last one stopped. Env: HUITONG_EXPORT_CHANGES")
+    var exportChanges: String? = ProcessInfo.processInfo.environment["HUITONG_EXPORT_CHANGES"].flatMap { $0.isEmpty ? nil : $0 }
+
     @OptionGroup var cardOptions: CardOptions
 
     @OptionGroup var matchingOptions: MatchingOptions
@@ -185,51 +189,21 @@ struct Serve: AsyncParsableCommand {
         if dev { logger[metadataKey: "mode"] = "development" }
         let host = self.host ?? (dev ? "127.0.0.1" : "0.0.0.0")
         let store = try await storeOptions.open(logger: logger)
-        let app: any ApplicationProtocol
-        var mllp: MLLPServer?
         do {
-            var configuration = try await configuration(store: store, host: host)
-            let service = HuitongApplication.service(store: store, configuration: configuration)
-            try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
-            let gateway = mllpPort.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
-            configuration.hl7 = gateway?.counters
-            // Background work beside the HTTP server, in one service group: on SIGTERM the HTTP
-            // server stops first (finishing its requests), then the MLLP listener (finishing its
-            // messages), then the sweep; the store closes last, flushing the audit spool.
-            var services: [any Service] = [ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
-                                           ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: Self.changeConsumers,
-                                                                                              logger: logger))]
-            if let mllpPort, let gateway {
-                let tls = try mllpTLS ? HuitongApplication.serverTLS(certificate: tlsCert!, key: tlsKey!) : nil
-                mllp = try await MLLPServer.start(host: host, port: mllpPort, maxMessageBytes: mllpMaxBytes, tls: tls) { frame, peer in
-                    await gateway.handle(frame, peer: peer)
-                }
-                logger.info("HL7 v2 (MLLP\(mllpTLS ? " over TLS" : "")) listening on \(host):\(mllp!.port)")
-                services.append(MLLPService(server: mllp!, logger: logger))
-            }
-            app = try HuitongApplication.make(store: store, configuration: configuration, logger: logger, service: service, services: services)
+            let server = PlatformServer(store: store, configuration: try await configuration(store: store, host: host))
+            try await server.run(logger: logger, dataLocation: storeOptions.location)
         } catch {
             try? await store.close()  // the message, not an assertion about an open connection
             throw error
         }
-        if dev {
-            logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
-        }
-        if noAudit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
-        logger.info("Huitong serving FHIR R4 at \(tlsCert == nil ? "http" : "https")://\(host):\(port)/fhir (data: \(storeOptions.location))")
-        try await app.runService()
-        try? await mllp?.close()
         try await store.close()
         logger.info("Huitong stopped: every acknowledged write is in the store")
     }
 }
 
 extension Serve {
-    /// The change feed's consumers: the domain modules register theirs here (none of the platform
-    /// core's own work needs one yet).
-    static let changeConsumers: [ChangeConsumer] = []
-
-    func configuration(store: any ResourceStore, host: String) async throws -> HuitongApplication.Configuration {
+    /// The platform's configuration from the flags (and the keys and first administrator they lead to).
+    func configuration(store: any ResourceStore, host: String) async throws -> PlatformConfiguration {
         let identifiers = try await storeOptions.identifierProtection(for: store)
         let keys = try TokenKeyFolder(path: tokenKeys ?? (storeOptions.data as NSString).appendingPathComponent("keys")).load()
         let tokens = try await TokenAuthority(keys: keys)
@@ -237,7 +211,7 @@ extension Serve {
             FileHandle.standardOutput.write(Data("First start: an administrator account was created (written once, here on standard output).\n".utf8))
             UserCreate.show(admin)
         }
-        var configuration = HuitongApplication.Configuration(
+        var configuration = PlatformConfiguration(
             host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
@@ -250,6 +224,8 @@ extension Serve {
         configuration.idleTimeout = .nanoseconds(Int64(idleTimeout * 1e9))
         configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,
                                               perClient: clientRateLimit > 0 ? clientRateLimit : nil)
+        if let exportChanges { configuration.changeConsumers.append(try ChangeFileExport(folder: exportChanges).consumer) }
+        configuration.mllp = mllpPort.map { PlatformConfiguration.MLLPSettings(port: $0, maxMessageBytes: mllpMaxBytes, tls: mllpTLS) }
         return configuration
     }
 }

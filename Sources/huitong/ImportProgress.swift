@@ -1,3 +1,4 @@
+import BulkImport
 import Foundation
 import Platform
 import Synchronization

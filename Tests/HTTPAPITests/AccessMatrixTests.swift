@@ -2,6 +2,7 @@
 import FHIRModel
 import Foundation
 import HTTPAPI
+import Server
 import HTTPTypes
 import Hummingbird
 import Store
@@ -198,9 +199,9 @@ final class AccessMatrixTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let store = try await SQLiteStore.open(path: folder + "/huitong.sqlite")
-        var configuration = HuitongApplication.Configuration()
+        var configuration = PlatformConfiguration()
         configuration.cards = try testCardKeys()
-        let router = HuitongApplication.router(store: store, configuration: configuration)
+        let router = PlatformServer(store: store, configuration: configuration).router()
         let registered = Set(router.routes.map { "\($0.method) \($0.path)" })
         try await store.close()
         XCTAssertEqual(registered.subtracting(Self.routes.keys).sorted(), [], "routes without an access-matrix entry")

@@ -5,6 +5,7 @@ import HL7v2
 import NIOCore
 import NIOPosix
 import Platform
+import Gateway
 import Store
 import StoreTestSupport
 import XCTest

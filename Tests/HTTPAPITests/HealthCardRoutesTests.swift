@@ -6,6 +6,7 @@ import HealthCard
 import HTTPTypes
 import Identity
 import Platform
+import Cards
 import Store
 import Synchronization
 import XCTest

@@ -8,6 +8,8 @@ import HealthCard
 import HummingbirdTesting
 import Identity
 import Platform
+import Server
+import Cards
 import Store
 import StoreTestSupport
 import XCTest
@@ -60,7 +62,7 @@ struct TestServer {
         try await withEachBackend { test in
             let (kid, pem) = try SigningKey.generate()
             let tokens = try await TokenAuthority(keys: [try SigningKey(kid: kid, pem: pem)])
-            var configuration = HuitongApplication.Configuration(maxBodyBytes: maxBodyBytes, matching: matching, tokens: tokens,
+            var configuration = PlatformConfiguration(maxBodyBytes: maxBodyBytes, matching: matching, tokens: tokens,
                                                                  development: development)
             configuration.rateLimits = rateLimits
             // As `huitong serve` does: ID and phone numbers encrypted at rest.
@@ -70,7 +72,7 @@ struct TestServer {
             configuration.cards = cards
             configuration.cardSettings = cardSettings
             configuration.operations = operations
-            let router = HuitongApplication.router(store: test.store, configuration: configuration)
+            let router = PlatformServer(store: test.store, configuration: configuration).router()
             let app = Application(router: router)
             try await app.test(.router) { client in
                 try await body(TestServer(client: client, tokens: tokens, identifiers: identifiers, cards: cards), test.store)

@@ -83,4 +83,39 @@ final class ChangeFeedDispatcherTests: XCTestCase {
             XCTAssertEqual(received.changes.count, 80, "none twice")
         }
     }
+
+    /// `serve --export-changes`: every committed change, as a line a downstream system reads
+    /// (references, no content), in commit order, written before the position moves.
+    func test_fileExport_writesEveryChangeAsALine_withoutContent() async throws {
+        try await withEachBackend { test in
+            let folder = NSTemporaryDirectory() + "export-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: folder) }
+            let export = try ChangeFileExport(folder: folder)
+            let dispatcher = ChangeFeedDispatcher(store: test.store, consumers: [export.consumer], poll: .seconds(30), logger: Logger(label: "test"))
+            let running = Task { await dispatcher.run() }
+            let service = FHIRService(store: test.store, matching: nil, principal: .platform)
+            for i in 0..<5 { _ = try await service.update("Patient", "p\(i)", body: Self.patient(i)) }
+            _ = try await service.update("Patient", "p0", body: Self.patient(0))
+            _ = try await service.delete("Patient", "p1")
+            func lines() -> [JSON] {
+                let files = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+                return files.flatMap { name -> [JSON] in
+                    let text = (try? String(contentsOfFile: folder + "/" + name, encoding: .utf8)) ?? ""
+                    return text.split(separator: "\n").compactMap { try? JSONParser.parse(Array($0.utf8)) }
+                }
+            }
+            try await Self.eventually { lines().count >= 7 }
+            running.cancel()
+            await running.value
+            let got = lines()
+            XCTAssertEqual(got.map { "\($0["id"]?.stringValue ?? "")/\($0["versionId"]?.stringValue ?? "")" },
+                           ["p0/1", "p1/1", "p2/1", "p3/1", "p4/1", "p0/2", "p1/2"])
+            XCTAssertEqual(got.map { $0["deleted"]?.boolValue }, [false, false, false, false, false, false, true])
+            for line in got {
+                XCTAssertEqual(line.objectValue?.keys.sorted(), ["deleted", "id", "lastUpdated", "resourceType", "versionId"], "references only")
+            }
+            let left = try await test.store.consumeChanges(consumer: ChangeFileExport.consumerName, limit: 10) { _ in }
+            XCTAssertEqual(left, 0, "the position moved past every exported change")
+        }
+    }
 }

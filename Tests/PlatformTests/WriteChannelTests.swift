@@ -4,6 +4,9 @@ import Foundation
 import HL7v2
 import HealthCard
 @testable import Platform
+import BulkImport
+import Cards
+@testable import Gateway
 import Store
 import StoreTestSupport
 import XCTest

@@ -63,7 +63,7 @@ public struct FHIRService: Sendable {
     /// Platform records committed with every write unit of this service (an HL7 message's
     /// control id, so that a message sent again is recognised).
     public private(set) var unitRecords: [RecordWrite] = []
-    let policy = AccessPolicy()
+    public let policy = AccessPolicy()
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
     public let masterIndex: MasterPatientIndex?

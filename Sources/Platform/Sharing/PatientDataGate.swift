@@ -105,7 +105,7 @@ public final class PatientDataGate: @unchecked Sendable {
     static let sourceMarker = Array(#""source":"urn:huitong:facility:"#.utf8)
 
     /// The facility in the stored `meta.source` (written by the server for facility principals).
-    static func sourceFacility(_ content: ByteBuffer?) -> String? {
+    public static func sourceFacility(_ content: ByteBuffer?) -> String? {
         guard let content else { return nil }
         return content.withUnsafeReadableBytes { bytes -> String? in
             guard let start = ByteSearch.find(sourceMarker, anchor: 10, in: bytes) else { return nil }

@@ -1,5 +1,6 @@
 import FHIRModel
 import Foundation
+import Platform
 import GMCrypto
 import HealthCard
 import Store

@@ -1,6 +1,7 @@
 import Access
 import FHIRModel
 import Foundation
+import Platform
 import Store
 
 /// Loads files of FHIR data through the ingest pipeline: transaction/batch Bundles go

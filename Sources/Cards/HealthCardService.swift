@@ -1,6 +1,7 @@
 import Access
 import FHIRModel
 import Foundation
+import Platform
 import HealthCard
 import Identity
 import Store

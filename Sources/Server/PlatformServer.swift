@@ -1,0 +1,90 @@
+import Cards
+import Gateway
+import HL7v2
+import HTTPAPI
+import Hummingbird
+import Logging
+import Platform
+import ServiceLifecycle
+import Store
+
+/// The platform put together from a configuration (ADR 021): one FHIR service — and so one write
+/// pipeline and master-index lock — shared by HTTP, the HL7 v2 gateway and the card service; the
+/// operation registry; the background work as lifecycle services. The only place that knows every
+/// module; `huitong serve` and the HTTP tests build the platform through it.
+public struct PlatformServer: Sendable {
+    public let store: any ResourceStore
+    public let configuration: PlatformConfiguration
+    public let service: FHIRService
+    public let searches: SearchService
+    /// The HL7 v2 gateway (nil: no MLLP listener configured).
+    public let gateway: HL7Gateway?
+
+    public init(store: any ResourceStore, configuration: PlatformConfiguration) {
+        self.store = store
+        self.configuration = configuration
+        let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
+                                      protection: configuration.identifiers)
+        let service = FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
+        self.service = service
+        var searches = SearchService(store: store)
+        searches.auditing = configuration.audit
+        searches.masterIndex = service.masterIndex
+        searches.protection = configuration.identifiers
+        self.searches = searches
+        gateway = configuration.mllp.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
+    }
+
+    /// What the HTTP routes call.
+    public var components: HuitongApplication.Components {
+        HuitongApplication.Components(service: service, searches: searches, operations: configuration.operations,
+                                      tokens: configuration.tokens,
+                                      cards: configuration.cards.map { ($0, configuration.cardSettings) },
+                                      hl7: gateway?.counters, metrics: configuration.metrics)
+    }
+
+    /// The HTTP routes alone (the tests drive them in-process).
+    public func router() -> Router<HuitongRequestContext> {
+        HuitongApplication.router(settings: configuration.http, components: components)
+    }
+
+    /// Serves until SIGTERM or SIGINT: first the rebuild a migration left pending, then the MLLP
+    /// listener, then one service group — the HTTP server, the MLLP listener, the expired-record
+    /// sweep and the change-feed dispatcher. `dataLocation` is said in the log (no password). On shutdown the HTTP server stops first (finishing
+    /// its requests), then the MLLP listener (finishing its messages), then the sweep and the
+    /// dispatcher; the caller closes the store last, which flushes the audit spool.
+    public func run(logger: Logger, dataLocation: String) async throws {
+        try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
+        var services: [any Service] = [
+            ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
+            ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers, logger: logger)),
+        ]
+        var mllp: MLLPServer?
+        if let settings = configuration.mllp, let gateway {
+            guard !settings.tls || configuration.tls != nil else {
+                throw FHIRError(.invalid, code: "invalid", "MLLP over TLS needs the HTTPS certificate and key")
+            }
+            let tls = try configuration.tls.flatMap { settings.tls ? try HuitongApplication.serverTLS(certificate: $0.certificate, key: $0.key) : nil }
+            let server = try await MLLPServer.start(host: configuration.host, port: settings.port, maxMessageBytes: settings.maxMessageBytes,
+                                                    tls: tls) { frame, peer in
+                await gateway.handle(frame, peer: peer)
+            }
+            logger.info("HL7 v2 (MLLP\(settings.tls ? " over TLS" : "")) listening on \(configuration.host):\(server.port)")
+            services.append(MLLPService(server: server, logger: logger))
+            mllp = server
+        }
+        do {
+            let app = try HuitongApplication.make(settings: configuration.http, components: components, logger: logger, services: services)
+            if configuration.development {
+                logger.warning("DEVELOPMENT MODE (开发模式): requests without a token act as a development administrator")
+            }
+            if !configuration.audit { logger.warning("NO AUDIT: nothing is recorded (benchmark baseline only)") }
+            logger.info("Huitong serving FHIR R4 at \(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)/fhir (data: \(dataLocation))")
+            try await app.runService()
+        } catch {
+            try? await mllp?.close()
+            throw error
+        }
+        try? await mllp?.close()
+    }
+}
