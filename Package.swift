@@ -122,6 +122,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Terminology",
+            dependencies: ["Platform", "FHIRModel", "Store", "Access", "Identity", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BulkImport",
             dependencies: ["Platform", "FHIRModel", "Store", "Access"],
             swiftSettings: swiftSettings
@@ -149,7 +154,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Platform", "Gateway", "Cards", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
+                "Platform", "Gateway", "Cards", "Terminology", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -162,7 +167,7 @@ let package = Package(
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "Server", "HTTPAPI", "BulkImport", "Cards", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard", "Identity",
+                "Server", "HTTPAPI", "BulkImport", "Cards", "Terminology", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard", "Identity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -181,7 +186,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "FHIRModel"], swiftSettings: swiftSettings),
         // Domain tests of the platform core, without HTTP.
-        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Gateway", "Cards", "BulkImport", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard",
+        .testTarget(name: "PlatformTests", dependencies: ["Platform", "Gateway", "Cards", "BulkImport", "Terminology", "Store", "StoreTestSupport", "Access", "FHIRModel", "HL7v2", "HealthCard",
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Platform", "Access",
@@ -192,7 +197,7 @@ let package = Package(
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Server", "Platform", "Gateway", "Cards", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
+                "HTTPAPI", "Server", "Platform", "Gateway", "Cards", "Terminology", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

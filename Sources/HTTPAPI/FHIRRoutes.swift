@@ -289,7 +289,12 @@ struct FHIRRoutes: Sendable {
             let parsed = try await readResource(request, emptyAs: .null)
             body = parsed == .null ? nil : parsed
         }
-        let parameters = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+        // Decoded as searches are (`+` is a space, as in every form-encoded query).
+        let parameters = (request.uri.query ?? "").split(separator: "&").compactMap { pair -> (String, String)? in
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = kv.first, !key.isEmpty else { return nil }
+            return (percentDecode(String(key)), kv.count > 1 ? percentDecode(String(kv[1])) : "")
+        }
         let invocation = OperationRequest(name: String(name.dropFirst()), level: level, type: type, id: id, parameters: parameters,
                                           query: request.uri.query, body: body, baseURL: base)
         switch try await operations.invoke(invocation, get: get, service: service) {
@@ -341,7 +346,12 @@ struct FHIRRoutes: Sendable {
     }
 
     func history(_ request: Request, base: String, type: String?, id: String?) async throws -> Response {
-        let parameters = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+        // Decoded as searches are (`+` is a space, as in every form-encoded query).
+        let parameters = (request.uri.query ?? "").split(separator: "&").compactMap { pair -> (String, String)? in
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = kv.first, !key.isEmpty else { return nil }
+            return (percentDecode(String(key)), kv.count > 1 ? percentDecode(String(kv[1])) : "")
+        }
         return FHIRResponse.json(try await service.historyBundle(type: type, id: id, parameters: parameters, baseURL: base))
     }
 

@@ -39,7 +39,7 @@ public struct PlatformConfiguration: Sendable {
     public var headerTimeout: TimeAmount = .seconds(10)
     public var idleTimeout: TimeAmount = .seconds(60)
     /// The FHIR operations offered: the platform's, then any a domain module registers (ADR 019).
-    public var operations = OperationRegistry.platform
+    public var operations = OperationRegistry.all
     /// The HL7 v2 listener (nil: none).
     public var mllp: MLLPSettings?
     /// The change feed's consumers (ADR 020): the domain modules register theirs here.

@@ -7,6 +7,7 @@ import Logging
 import Platform
 import ServiceLifecycle
 import Store
+import Terminology
 
 /// The platform put together from a configuration (ADR 021): one FHIR service — and so one write
 /// pipeline and master-index lock — shared by HTTP, the HL7 v2 gateway and the card service; the
@@ -31,6 +32,7 @@ public struct PlatformServer: Sendable {
         searches.auditing = configuration.audit
         searches.masterIndex = service.masterIndex
         searches.protection = configuration.identifiers
+        searches.valueSets = ValueSetExpander(store: store)
         self.searches = searches
         gateway = configuration.mllp.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
     }

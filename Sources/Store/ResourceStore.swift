@@ -69,6 +69,9 @@ public protocol ResourceStore: Sendable {
     func pruneAudit(through seq: Int, hash: String, archive: String) async throws
     /// Number of current, non-deleted resources per type.
     func resourceCounts() async throws -> [String: Int]
+    /// Concepts of the stored code systems with canonical URL `system` (ADR 022), in code order
+    /// after `after`, at most `limit`; `version` nil: every stored version.
+    func concepts(system: String, version: String?, _ query: ConceptQuery, after: String?, limit: Int) async throws -> [ConceptEntry]
     /// Hands the changes committed since `consumer` last consumed (at most `limit`, in commit
     /// order) to `handle`, and moves the consumer's saved position past them only when `handle`
     /// returns. One caller per consumer name runs at a time, across every node of a deployment;
@@ -134,6 +137,18 @@ public struct ResourceChange: Sendable, Equatable {
         self.lastUpdated = lastUpdated
         self.deleted = deleted
     }
+}
+
+/// Which concepts of a code system `ResourceStore.concepts` returns.
+public enum ConceptQuery: Sendable, Equatable {
+    /// Those with these codes.
+    case codes([String])
+    /// `code` and every concept below it.
+    case below(String)
+    /// `code` and every concept above it.
+    case above(String)
+    /// Every concept.
+    case all
 }
 
 /// Which history to list and how much of it.

@@ -141,6 +141,14 @@ public enum EmbeddedExport {
             return .consent(ConsentRule(patient: patient, facility: facility, resourceClass: resourceClass, label: label, permit: verdict > 0,
                                         rank: rank, low: Int64(low), high: Int64(high)))
         }
+        try await add("SELECT rid, type, param, system, version, code, display, detail FROM idx_concept") { r in
+            guard let system = r[3].text, let version = r[4].text, let code = r[5].text, let detail = r[7].text else { return nil }
+            return .concept(ConceptEntry(system: system, version: version, code: code, display: r[6].text, detail: detail))
+        }
+        try await add("SELECT rid, type, param, system, ancestor, code FROM idx_closure") { r in
+            guard let system = r[3].text, let ancestor = r[4].text, let code = r[5].text else { return nil }
+            return .closure(system: system, ancestor: ancestor, code: code)
+        }
         return index
     }
 }

@@ -115,5 +115,23 @@ enum PostgresMigrations {
             "INSERT INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 6)'"
                 + " WHERE EXISTS (SELECT 1 FROM resource)",
         ]),
+        (7, "terminology: a code system's concepts and the closure of its hierarchy", [
+            """
+            CREATE TABLE idx_concept (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                system text COLLATE "C" NOT NULL, version text COLLATE "C" NOT NULL, code text COLLATE "C" NOT NULL,
+                display text, detail text NOT NULL)
+            """,
+            "CREATE INDEX idx_concept_lookup ON idx_concept (system, code, version)",
+            "CREATE INDEX idx_concept_rid ON idx_concept (rid)",
+            """
+            CREATE TABLE idx_closure (rid bigint NOT NULL, type text COLLATE "C" NOT NULL, param text COLLATE "C" NOT NULL,
+                system text COLLATE "C" NOT NULL, ancestor text COLLATE "C" NOT NULL, code text COLLATE "C" NOT NULL)
+            """,
+            "CREATE INDEX idx_closure_below ON idx_closure (system, ancestor, code)",
+            "CREATE INDEX idx_closure_above ON idx_closure (system, code, ancestor)",
+            "CREATE INDEX idx_closure_rid ON idx_closure (rid)",
+            "INSERT INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'terminology rows (migration 7)'"
+                + " WHERE EXISTS (SELECT 1 FROM resource WHERE type = 'CodeSystem') ON CONFLICT DO NOTHING",
+        ]),
     ]
 }

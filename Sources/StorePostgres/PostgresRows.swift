@@ -47,7 +47,8 @@ enum PostgresRows {
         try await statement.run(on: connection, logger: logger)
     }
 
-    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity", "idx_consent"]
+    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity", "idx_consent",
+                              "idx_concept", "idx_closure"]
 
     /// Deletes the index rows of `clearing`, then inserts `index`, and sets the access columns the
     /// new rows imply (ADR 016; a Patient is its own compartment).
@@ -80,7 +81,7 @@ enum PostgresRows {
             for table in indexTables { statement.part("DELETE FROM \(table) WHERE rid = ANY(\(p(1))::int8[])") }
         }
         var token = Columns(5), string = Columns(5), reference = Columns(6), date = Columns(5), uri = Columns(4), quantity = Columns(6)
-        var consent = Columns(11)
+        var consent = Columns(11), concept = Columns(8), closure = Columns(6)
         for (rid, item) in index {
             for e in item.entries {
                 switch e.value {
@@ -101,6 +102,10 @@ enum PostgresRows {
                 case .consent(let c):
                     consent.add(rid, item.type, e.parameter, c.patient, c.facility, c.resourceClass, c.label, c.permit ? 1 : -1, c.rank,
                                 Int(c.low), Int(c.high))
+                case .concept(let c):
+                    concept.add(rid, item.type, e.parameter, c.system, c.version, c.code, c.display ?? "", c.detail)
+                case .closure(let system, let ancestor, let code):
+                    closure.add(rid, item.type, e.parameter, system, ancestor, code)
                 }
             }
         }
@@ -134,6 +139,15 @@ enum PostgresRows {
             INSERT INTO idx_consent (rid, type, param, patient, facility, class, label, verdict, rank, low, high)
             SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[], \(p(5))::text[], \(p(6))::text[],
                                  \(p(7))::text[], \(p(8))::int4[], \(p(9))::int4[], \(p(10))::int8[], \(p(11))::int8[])
+            """ }
+        statement.add(concept) { p in """
+            INSERT INTO idx_concept (rid, type, param, system, version, code, display, detail)
+            SELECT r, t, p, s, v, c, NULLIF(d, ''), x FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[],
+                                 \(p(5))::text[], \(p(6))::text[], \(p(7))::text[], \(p(8))::text[]) AS u(r, t, p, s, v, c, d, x)
+            """ }
+        statement.add(closure) { p in """
+            INSERT INTO idx_closure (rid, type, param, system, ancestor, code)
+            SELECT * FROM unnest(\(p(1))::int8[], \(p(2))::text[], \(p(3))::text[], \(p(4))::text[], \(p(5))::text[], \(p(6))::text[])
             """ }
     }
 

@@ -195,7 +195,7 @@ public final class PostgresStore: ResourceStore {
 
     /// The tables whose statistics decide the plans of searches and conditional writes.
     static let plannedTables = ["resource", "resource_history", "idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri",
-                                "idx_quantity", "audit_patient"]
+                                "idx_quantity", "idx_concept", "idx_closure", "audit_patient"]
 
     /// Analyses the tables in the background each time this node's written rows double (from
     /// 1,000). A fresh database has no statistics, and autovacuum analyses at most once a minute:
@@ -266,6 +266,10 @@ public final class PostgresStore: ResourceStore {
                 _ = try await tx.query(sql, binds)
             }
         }
+    }
+
+    public func concepts(system: String, version: String?, _ query: ConceptQuery, after: String?, limit: Int) async throws -> [ConceptEntry] {
+        try await current.concepts(system: system, version: version, query, after: after, limit: limit)
     }
 
     public func resourceCounts() async throws -> [String: Int] {

@@ -143,6 +143,18 @@ final class AccessMatrixTests: XCTestCase {
         // A generated OperationDefinition: read as a stored one would be.
         "OperationDefinition/{id} (generated)": Example(kind: .read, method: .get, path: "/fhir/OperationDefinition/Patient-everything"),
         "*/$validate": Example(kind: .write, method: .post, path: "/fhir/Observation/$validate?mode=create", body: observation),
+        // Terminology (ADR 022): no patient data, read by anyone who may read the type; nothing is
+        // loaded here, so an allowed caller is told the code system or value set is unknown.
+        "CodeSystem/$lookup": Example(kind: .read, method: .get, path: "/fhir/CodeSystem/$lookup?system=urn:matrix&code=a", allowed: 404...404,
+                                      otherFacility: .allowed, otherResident: .allowed),
+        "CodeSystem/$subsumes": Example(kind: .read, method: .get, path: "/fhir/CodeSystem/$subsumes?system=urn:matrix&codeA=a&codeB=b",
+                                        allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
+        "CodeSystem/$validate-code": Example(kind: .read, method: .get, path: "/fhir/CodeSystem/$validate-code?url=urn:matrix&code=a",
+                                             otherFacility: .allowed, otherResident: .allowed),
+        "ValueSet/$expand": Example(kind: .read, method: .get, path: "/fhir/ValueSet/$expand?url=urn:matrix", allowed: 404...404,
+                                    otherFacility: .allowed, otherResident: .allowed),
+        "ValueSet/$validate-code": Example(kind: .read, method: .get, path: "/fhir/ValueSet/$validate-code?url=urn:matrix&code=a",
+                                           allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
     ]
 
     /// Conditional interactions and Bundle entries, each its own route through the access decision

@@ -57,7 +57,7 @@ struct TestServer {
     /// `development` (as `huitong serve --dev`): requests without a token act as an administrator.
     static func run(maxBodyBytes: Int = 20 * 1024 * 1024, matching: MatchRules? = .defaults, development: Bool = true,
                     rateLimits: RateLimits = RateLimits(), cardSettings: CardSettings = CardSettings(),
-                    operations: OperationRegistry = .platform,
+                    operations: OperationRegistry = .all,
                     _ body: @escaping @Sendable (TestServer, any ResourceStore) async throws -> Void) async throws {
         try await withEachBackend { test in
             let (kid, pem) = try SigningKey.generate()

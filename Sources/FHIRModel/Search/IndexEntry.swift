@@ -16,6 +16,11 @@ public enum IndexValue: Sendable, Hashable {
     case quantity(value: Double, system: String?, code: String?)
     /// A rule of a privacy Consent (not a search parameter: the access decision reads it).
     case consent(ConsentRule)
+    /// A concept of a CodeSystem (not a search parameter: the terminology service reads it).
+    case concept(ConceptEntry)
+    /// `code` is `ancestor` or lies below it in the hierarchy of code system `system` (every pair
+    /// of the transitive closure, each code with itself too): subsumption is one index lookup.
+    case closure(system: String, ancestor: String, code: String)
 }
 
 /// One index row: parameter name and value.
@@ -61,4 +66,24 @@ public struct ConsentRule: Sendable, Hashable {
     /// Bounds of "always" (microseconds; well inside 64 bits on both stores).
     public static let earliest: Int64 = -(1 << 60)
     public static let latest: Int64 = 1 << 60
+}
+
+/// One concept of a stored CodeSystem, as the terminology service looks it up (`idx_concept`):
+/// the system's canonical URL and version, the code, its display, and the rest (designations,
+/// properties, parents, status) as compact JSON in `detail`.
+public struct ConceptEntry: Sendable, Hashable {
+    public var system: String
+    public var version: String
+    public var code: String
+    public var display: String?
+    /// A JSON object: `designation`, `property`, `parent`, `inactive` (see `ConceptIndex`).
+    public var detail: String
+
+    public init(system: String, version: String, code: String, display: String?, detail: String) {
+        self.system = system
+        self.version = version
+        self.code = code
+        self.display = display
+        self.detail = detail
+    }
 }

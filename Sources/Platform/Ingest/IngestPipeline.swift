@@ -99,12 +99,14 @@ public struct IngestPipeline: Sendable {
         storedForm(protection?.reveal(object) ?? object, type: type).1
     }
 
-    /// The search index rows of a resource in clear: its search parameters, and for a Patient the
-    /// master index's blocking keys (blinded with the identifier keyring when there is one).
+    /// The search index rows of a resource in clear: its search parameters, for a CodeSystem its
+    /// concepts and their closure, and for a Patient the master index's blocking keys (blinded with the identifier keyring when there is one).
     func indexEntries(for object: JSONObject, type: String) -> [IndexEntry] {
         var entries = extractor.entries(for: object, type: type)
         // What the access decision inside the query reads: labels, treatment, consent (ADR 016).
         entries += AccessIndex.entries(for: object, type: type, index: entries, sensitive: sensitive)
+        // A code system's concepts and hierarchy, for the terminology service (ADR 022).
+        if type == "CodeSystem" { entries += ConceptIndex.entries(for: object) }
         guard type == "Patient" else { return entries }
         return entries + BlockingKeys.indexEntries(BlockingKeys.filed(PatientFeatures(patient: object), protection: protection))
     }

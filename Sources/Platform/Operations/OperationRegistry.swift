@@ -140,7 +140,7 @@ public struct OperationRequest: Sendable {
     public func integer(_ name: String) throws(FHIRError) -> Int? { try Self.nonNegative(name, parameter(name)) }
 
     /// A paging parameter's value: absent, or a non-negative integer (anything else is refused, never ignored).
-    static func nonNegative(_ name: String, _ raw: String?) throws(FHIRError) -> Int? {
+    public static func nonNegative(_ name: String, _ raw: String?) throws(FHIRError) -> Int? {
         guard let raw else { return nil }
         guard let n = Int(raw), n >= 0 else { throw FHIRError(.invalid, code: "value", "\(name) must be a non-negative integer, not '\(raw)'", at: name) }
         return n

@@ -44,6 +44,10 @@ public struct SearchQueryParser: Sendable {
     public static let defaultCount = 20
     public static let maxCount = 1000
 
+    /// `:in` / `:not-in` are parsed (into `Match.inValueSet`) only where a search service will
+    /// resolve them; conditional interactions refuse them.
+    public var valueSets = false
+
     public init(registry: SearchParameterRegistry = .r4, protection: IdentifierProtection? = nil) {
         self.registry = registry
         self.protection = protection
@@ -279,6 +283,23 @@ public struct SearchQueryParser: Sendable {
                     }
                 }
                 result.query.clauses.append(.init(parameter: name + ":of-type", parameterType: "token", values: typed))
+                return
+            case "in", "not-in":
+                guard valueSets else { throw bad(":\(modifier!) needs the terminology service, which this request does not reach") }
+                guard values.count == 1, let url = values.first, !url.isEmpty else { throw bad(":\(modifier!) takes one value set URL") }
+                result.query.clauses.append(.init(parameter: name, parameterType: "token", values: [.inValueSet(url)], negated: modifier == "not-in"))
+                return
+            case "below", "above":
+                // Subsumption in a stored code system's hierarchy (ADR 022): system|code.
+                var typed: [SearchQuery.Match] = []
+                for v in values {
+                    let p = v.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                    guard p.count == 2, !p[0].isEmpty, !p[1].isEmpty else {
+                        throw bad(":\(modifier!) takes system|code (the code system whose hierarchy is meant)")
+                    }
+                    typed.append(modifier == "below" ? .tokenBelow(system: p[0], code: p[1]) : .tokenAbove(system: p[0], code: p[1]))
+                }
+                result.query.clauses.append(.init(parameter: name, parameterType: "token", values: typed))
                 return
             default: throw FHIRError(.invalid, code: "not-supported", "Modifier ':\(modifier!)' is not supported on token parameters yet", at: fullName)
             }

@@ -17,9 +17,16 @@ public struct SearchService: Sendable {
     let policy = AccessPolicy()
     /// Searched values that may be ID or phone numbers also look up their blind index codes.
     public var protection: IdentifierProtection? {
-        didSet { parser = SearchQueryParser(protection: protection) }
+        didSet {
+            parser = SearchQueryParser(protection: protection)
+            parser.valueSets = valueSets != nil
+        }
     }
     var parser = SearchQueryParser()
+    /// Resolves `:in` / `:not-in` (the terminology module; nil: refused).
+    public var valueSets: (any ValueSetCodes)? {
+        didSet { parser.valueSets = valueSets != nil }
+    }
     /// How many rounds `:iterate` follows references.
     static let maxIterations = 3
 
@@ -71,7 +78,8 @@ public struct SearchService: Sendable {
         // total and the includes see only rows the principal may read.
         let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
         let scope = try await gate.scope()
-        let result = try await store.search(search.query.scoped(scope), page: page)
+        let query = try await resolvingValueSets(search.query)
+        let result = try await store.search(query.scoped(scope), page: page)
         var seen = Set(result.records.map(\.key))
         var included: [ResourceRecord] = []
         var frontier = result.records
@@ -95,6 +103,54 @@ public struct SearchService: Sendable {
         return Result(matches: presenter.records(matches), included: presenter.records(included), total: result.total,
                       next: result.next, search: search)
     }
+}
+
+extension SearchService {
+    /// The query with each `:in` / `:not-in` value set replaced by its codes, at every level.
+    func resolvingValueSets(_ query: SearchQuery) async throws -> SearchQuery {
+        var resolved = query
+        for (i, clause) in query.clauses.enumerated() {
+            var values: [SearchQuery.Match] = []
+            var changed = false
+            for match in clause.values {
+                switch match {
+                case .inValueSet(let url):
+                    guard let valueSets else { throw FHIRError(.invalid, code: "not-supported", ":in needs the terminology service") }
+                    let codes = try await valueSets.codes(inValueSet: url)
+                    guard codes.count <= ValueSetLimits.maxSearchCodes else {
+                        throw FHIRError(.tooCostly, code: "too-costly",
+                                        "Value set \(url) has \(codes.count) codes; :in takes at most \(ValueSetLimits.maxSearchCodes) (use :below for a hierarchy)",
+                                        at: clause.parameter + (clause.negated ? ":not-in" : ":in"))
+                    }
+                    values += codes.map { .token(system: $0.system, code: $0.code) }
+                    // An empty value set: nothing is in it (and everything is not-in it).
+                    if codes.isEmpty { values.append(.inValueSet(url)) }
+                    changed = true
+                case .chain(let inner):
+                    values.append(.chain(try await resolvingValueSets(inner))); changed = true
+                case .has(let inner, let parameter):
+                    values.append(.has(try await resolvingValueSets(inner), parameter: parameter)); changed = true
+                default:
+                    values.append(match)
+                }
+            }
+            if changed {
+                resolved.clauses[i] = SearchQuery.Clause(parameter: clause.parameter, parameterType: clause.parameterType, values: values,
+                                                         negated: clause.negated, stored: clause.stored)
+            }
+        }
+        return resolved
+    }
+}
+
+/// The codes of a value set, for `:in` / `:not-in` (the terminology module provides it, ADR 022).
+public protocol ValueSetCodes: Sendable {
+    func codes(inValueSet canonical: String) async throws -> [(system: String, code: String)]
+}
+
+public enum ValueSetLimits {
+    /// Codes an `:in` search takes (beyond, a hierarchy is searched with `:below`).
+    public static let maxSearchCodes = 20_000
 }
 
 extension SearchQuery {

@@ -13,6 +13,15 @@ public struct SearchQuery: Sendable, Equatable {
         case lastUpdated(Prefix, low: Int64, high: Int64)
         /// token: `code` (any system), `system|code`, `|code` (system ""), `system|` (code nil).
         case token(system: String?, code: String?)
+        /// token `:below` / `:above`: a code of `system` subsumed by `code` (or subsuming it), by
+        /// the closure of a stored CodeSystem's hierarchy (`idx_closure`, ADR 022); the code itself
+        /// matches even when the system is not loaded.
+        case tokenBelow(system: String, code: String)
+        case tokenAbove(system: String, code: String)
+        /// token `:in` / `:not-in` (negated clause) as parsed: a value set's canonical URL, which
+        /// the search service replaces by the set's codes before the store sees the query (one
+        /// left unresolved matches nothing).
+        case inValueSet(String)
         /// string: normalised starts-with (default), exact original text, normalised substring.
         case stringPrefix(String)
         case stringExact(String)

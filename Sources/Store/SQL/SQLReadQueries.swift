@@ -293,6 +293,34 @@ package struct SQLReadQueries: Sendable {
         return try await scalar("SELECT CASE WHEN " + access + " THEN 1 ELSE 0 END", binds) == 1
     }
 
+    package func concepts(system: String, version: String?, _ query: ConceptQuery, after: String?, limit: Int) async throws -> [ConceptEntry] {
+        var sql = "SELECT c.system, c.version, c.code, c.display, c.detail FROM idx_concept c"
+        var binds: [SQLValue] = []
+        switch query {
+        case .codes(let codes):
+            guard !codes.isEmpty else { return [] }
+            sql += " WHERE c.system = ? AND c.code IN (" + Array(repeating: "?", count: codes.count).joined(separator: ", ") + ")"
+            binds = [.text(system)] + codes.map { .text($0) }
+        case .below(let code):
+            sql += " JOIN idx_closure t ON t.rid = c.rid AND t.code = c.code WHERE t.system = ? AND t.ancestor = ? AND c.system = ?"
+            binds = [.text(system), .text(code), .text(system)]
+        case .above(let code):
+            sql += " JOIN idx_closure t ON t.rid = c.rid AND t.ancestor = c.code WHERE t.system = ? AND t.code = ? AND c.system = ?"
+            binds = [.text(system), .text(code), .text(system)]
+        case .all:
+            sql += " WHERE c.system = ? AND c.code <> ''"   // "" describes the code system (ConceptIndex)
+            binds = [.text(system)]
+        }
+        if let version { sql += " AND c.version = ?"; binds.append(.text(version)) }
+        if let after { sql += " AND c.code > ?"; binds.append(.text(after)) }
+        sql += " ORDER BY c.code, c.version LIMIT ?"
+        binds.append(.integer(limit))
+        return try await db.query(sql, binds).compactMap { row in
+            guard let system = row[0].text, let version = row[1].text, let code = row[2].text, let detail = row[4].text else { return nil }
+            return ConceptEntry(system: system, version: version, code: code, display: row[3].text, detail: detail)
+        }
+    }
+
     package func resourceCounts() async throws -> [String: Int] {
         var result: [String: Int] = [:]
         for row in try await db.query("SELECT type, COUNT(*) FROM resource WHERE deleted = 0 GROUP BY type", []) {

@@ -158,9 +158,15 @@ package struct SearchSQL: Sendable {
             let systemCodes = clause.values.compactMap { v -> (String, String)? in
                 if case .token(let system?, let code?) = v, !system.isEmpty { return (system, code) } else { return nil }
             }
-            if systemCodes.count > 1 && systemCodes.count == clause.values.count && Set(systemCodes.map(\.0)).count == 1 {
-                indexed = ["code IN (" + Array(repeating: "?", count: systemCodes.count).joined(separator: ",") + ") AND system = ?"]
-                indexedBinds = systemCodes.map { .text($0.1) } + [.text(systemCodes[0].0)]
+            if systemCodes.count > 1 && systemCodes.count == clause.values.count {
+                // One IN list per system (a value set's codes, `:in`): a few ORs, never thousands.
+                var bySystem: [(String, [String])] = []
+                for (system, code) in systemCodes {
+                    if let i = bySystem.firstIndex(where: { $0.0 == system }) { bySystem[i].1.append(code) } else { bySystem.append((system, [code])) }
+                }
+                indexed = bySystem.map { "(code IN (" + Array(repeating: "?", count: $0.1.count).joined(separator: ",") + ") AND system = ?)" }
+                indexedBinds = bySystem.flatMap { $0.1.map { SQLValue.text($0) } + [.text($0.0)] }
+                if bySystem.count == 1 { indexed = [String(indexed[0].dropFirst().dropLast())] }
             }
             if !indexed.isEmpty, let table = Self.table(for: clause.parameterType) {
                 let conditions = indexed.joined(separator: " OR ")
@@ -217,6 +223,14 @@ package struct SearchSQL: Sendable {
                 if system.isEmpty { parts.append("system IS NULL") } else { parts.append("system = ?"); b.append(.text(system)) }
             }
             return (parts.isEmpty ? "1" : parts.joined(separator: " AND "), b)
+        case .tokenBelow(let system, let code):
+            return ("(system = ? AND (code = ? OR code IN (SELECT code FROM idx_closure WHERE system = ? AND ancestor = ?)))",
+                    [.text(system), .text(code), .text(system), .text(code)])
+        case .tokenAbove(let system, let code):
+            return ("(system = ? AND (code = ? OR code IN (SELECT ancestor FROM idx_closure WHERE system = ? AND code = ?)))",
+                    [.text(system), .text(code), .text(system), .text(code)])
+        case .inValueSet:
+            return ("1 = 0", [])
         case .stringPrefix(let prefix):
             return ("(value >= ? AND value < ? || " + dialect.maxCharacter + ")", [.text(prefix), .text(prefix)])
         case .stringExact(let text):

@@ -94,5 +94,23 @@ enum SQLiteMigrations {
             "INSERT INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'access columns (migration 8)'"
                 + " WHERE EXISTS (SELECT 1 FROM resource)",
         ]),
+        (9, "terminology: a code system's concepts and the closure of its hierarchy", [
+            """
+            CREATE TABLE idx_concept (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL,
+                version TEXT NOT NULL, code TEXT NOT NULL, display TEXT, detail TEXT NOT NULL)
+            """,
+            "CREATE INDEX idx_concept_lookup ON idx_concept(system, code, version)",
+            "CREATE INDEX idx_concept_rid ON idx_concept(rid)",
+            """
+            CREATE TABLE idx_closure (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL,
+                ancestor TEXT NOT NULL, code TEXT NOT NULL)
+            """,
+            "CREATE INDEX idx_closure_below ON idx_closure(system, ancestor, code)",
+            "CREATE INDEX idx_closure_above ON idx_closure(system, code, ancestor)",
+            "CREATE INDEX idx_closure_rid ON idx_closure(rid)",
+            // Stored CodeSystems get their rows from a reindex at the next start.
+            "INSERT OR IGNORE INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'terminology rows (migration 9)'"
+                + " WHERE EXISTS (SELECT 1 FROM resource WHERE type = 'CodeSystem')",
+        ]),
     ]
 }

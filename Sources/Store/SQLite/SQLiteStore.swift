@@ -258,6 +258,10 @@ public final class SQLiteStore: ResourceStore {
         try await writer.pruneAudit(through: seq, hash: hash, archive: archive, now: Int64(clock_realtime_micros()))
     }
 
+    public func concepts(system: String, version: String?, _ query: ConceptQuery, after: String?, limit: Int) async throws -> [ConceptEntry] {
+        try await reads.concepts(system: system, version: version, query, after: after, limit: limit)
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await reads.resourceCounts()
     }

@@ -258,7 +258,8 @@ final class SQLiteWriteSession: @unchecked Sendable {
         }
     }
 
-    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity", "idx_consent"]
+    static let indexTables = ["idx_token", "idx_string", "idx_reference", "idx_date", "idx_uri", "idx_quantity", "idx_consent",
+                              "idx_concept", "idx_closure"]
 
     static func text(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }
 
@@ -387,7 +388,9 @@ final class SQLiteWriteSession: @unchecked Sendable {
     static let indexColumns = [["type", "param", "system", "code"], ["type", "param", "value", "exact"],
                                ["type", "param", "target_type", "target_id", "url"], ["type", "param", "low", "high"],
                                ["type", "param", "value"], ["type", "param", "value", "system", "code"],
-                               ["type", "param", "patient", "facility", "class", "label", "verdict", "rank", "low", "high"]]
+                               ["type", "param", "patient", "facility", "class", "label", "verdict", "rank", "low", "high"],
+                               ["type", "param", "system", "version", "code", "display", "detail"],
+                               ["type", "param", "system", "ancestor", "code"]]
 
     /// The insert of a row into each index table (in `indexTables` order).
     static let insertSQL = zip(indexTables, indexColumns).map { name, columns in
@@ -409,6 +412,10 @@ final class SQLiteWriteSession: @unchecked Sendable {
         case .consent(let c):
             return (6, [t, p, .text(c.patient), .text(c.facility), .text(c.resourceClass), .text(c.label), .integer(c.permit ? 1 : -1),
                         .integer(c.rank), .integer(Int(c.low)), .integer(Int(c.high))])
+        case .concept(let c):
+            return (7, [t, p, .text(c.system), .text(c.version), .text(c.code), text(c.display), .text(c.detail)])
+        case .closure(let system, let ancestor, let code):
+            return (8, [t, p, .text(system), .text(ancestor), .text(code)])
         }
     }
 }

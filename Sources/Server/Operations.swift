@@ -1,0 +1,11 @@
+import Platform
+import Terminology
+
+extension OperationRegistry {
+    /// Every operation the platform offers: the core's, then each domain's (ADR 019, ADR 021).
+    public static var all: OperationRegistry {
+        var registry = OperationRegistry.platform
+        registry.registerTerminology()
+        return registry
+    }
+}
