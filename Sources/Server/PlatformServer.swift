@@ -26,7 +26,9 @@ public struct PlatformServer: Sendable {
         self.configuration = configuration
         let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
                                       protection: configuration.identifiers)
-        let service = FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
+        var service = FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
+        // Facilities' local codes get the regional standard coding beside them (ADR 022).
+        service.enricher = FacilityCodeMaps(store: store)
         self.service = service
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit

@@ -72,6 +72,9 @@ public protocol ResourceStore: Sendable {
     /// Concepts of the stored code systems with canonical URL `system` (ADR 022), in code order
     /// after `after`, at most `limit`; `version` nil: every stored version.
     func concepts(system: String, version: String?, _ query: ConceptQuery, after: String?, limit: Int) async throws -> [ConceptEntry]
+    /// How many current resources of `facility` carry each code of `systems` (the most used first,
+    /// at most `limit`): the data-quality report of a facility's local codes (ADR 022).
+    func codeCounts(facility: String, systems: [String], limit: Int) async throws -> [CodeCount]
     /// Hands the changes committed since `consumer` last consumed (at most `limit`, in commit
     /// order) to `handle`, and moves the consumer's saved position past them only when `handle`
     /// returns. One caller per consumer name runs at a time, across every node of a deployment;
@@ -136,6 +139,19 @@ public struct ResourceChange: Sendable, Equatable {
         self.version = version
         self.lastUpdated = lastUpdated
         self.deleted = deleted
+    }
+}
+
+/// A code and how many resources carry it.
+public struct CodeCount: Sendable, Equatable {
+    public let system: String
+    public let code: String
+    public let resources: Int
+
+    public init(system: String, code: String, resources: Int) {
+        self.system = system
+        self.code = code
+        self.resources = resources
     }
 }
 

@@ -33,11 +33,16 @@ public struct CodeSystemLookup: Sendable {
 
         /// The display in `language` (a designation whose language is it or starts with it), else the display.
         public func display(in language: String?) -> String? {
-            guard let language = language?.lowercased(), !language.isEmpty else { return display }
-            let base = language.split(separator: "-").first.map(String.init) ?? language
-            let match = designations.first { ($0["language"]?.stringValue?.lowercased() ?? "") == language }
+            guard let language, !language.isEmpty else { return display }
+            return Self.designation(designations, language: language) ?? display
+        }
+
+        /// The value of the designation in `language` (exactly, else the same base language: zh for zh-CN).
+        static func designation(_ designations: [JSON], language: String) -> String? {
+            let wanted = language.lowercased(), base = wanted.split(separator: "-").first.map(String.init) ?? wanted
+            let match = designations.first { ($0["language"]?.stringValue?.lowercased() ?? "") == wanted }
                 ?? designations.first { ($0["language"]?.stringValue?.lowercased() ?? "").hasPrefix(base) }
-            return match?["value"]?.stringValue ?? display
+            return match?["value"]?.stringValue
         }
     }
 

@@ -41,7 +41,7 @@ public struct ValueSetOperations: Sendable {
             if let v = c.version { o["version"] = .string(v) }
             o["code"] = .string(c.code)
             let designations = c.designationList()
-            let display = options.displayLanguage.flatMap { Self.designation(designations, language: $0) } ?? c.display
+            let display = options.displayLanguage.flatMap { CodeSystemLookup.Concept.designation(designations, language: $0) } ?? c.display
             if let display { o["display"] = .string(display) }
             if c.inactive { o["inactive"] = .bool(true) }
             if options.includeDesignations, !designations.isEmpty { o["designation"] = .array(designations) }
@@ -65,13 +65,6 @@ public struct ValueSetOperations: Sendable {
         if out["status"] == nil { out["status"] = .string("active") }
         out["expansion"] = .object(expansion)
         return .object(out)
-    }
-
-    static func designation(_ designations: [JSON], language: String) -> String? {
-        let wanted = language.lowercased(), base = wanted.split(separator: "-").first.map(String.init) ?? wanted
-        let match = designations.first { ($0["language"]?.stringValue?.lowercased() ?? "") == wanted }
-            ?? designations.first { ($0["language"]?.stringValue?.lowercased() ?? "").hasPrefix(base) }
-        return match?["value"]?.stringValue
     }
 
     /// Whether a code (with its system, and display if given) is in the value set.

@@ -14,6 +14,8 @@ extension OperationRegistry {
         register(.subsumes)
         register(.expand)
         register(.valueSetValidateCode)
+        register(.translate)
+        register(.unmappedCodes)
     }
 }
 
@@ -212,6 +214,129 @@ extension RegisteredOperation {
             var out = [JSONObject.parameter("result", "valueBoolean", .bool(answer.0))]
             if let message = answer.1 { out.append(JSONObject.parameter("message", "valueString", .string(message))) }
             if let display = answer.2 { out.append(JSONObject.parameter("display", "valueString", .string(display))) }
+            return .resource(JSONObject.parameters(out))
+        })
+
+    /// `ConceptMap/$translate` (R4).
+    static let translate = RegisteredOperation(
+        name: "translate", resourceTypes: ["ConceptMap"], levels: [.type, .instance], allowsGet: true, affectsState: false,
+        title: "Translate a code",
+        documentation: "The codes a concept map gives for a code (forward, or with reverse=true from target to source): the map named "
+            + "by url or instance, one in the request, or every stored map from the code's system (to targetsystem).",
+        parameters: [P("url", .in, type: "uri", "The concept map's canonical URL"),
+                     P("conceptMap", .in, type: "ConceptMap", "A concept map given in the request"),
+                     P("code", .in, type: "code", "The code"),
+                     P("system", .in, type: "uri", "Its system"),
+                     P("coding", .in, type: "Coding", "Instead of code and system"),
+                     P("codeableConcept", .in, type: "CodeableConcept", "Each of its codings"),
+                     P("targetsystem", .in, type: "uri", "Only targets in this system"),
+                     P("reverse", .in, type: "boolean", "From target to source"),
+                     P("result", .out, min: 1, type: "boolean", "Whether a mapping was found"),
+                     P("message", .out, type: "string", "Why not"),
+                     P("match", .out, max: "*", type: nil, "equivalence, concept, source")],
+        definition: "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
+        access: { _ in (.read, "ConceptMap") },
+        handler: { service, request in
+            let inputs = try TerminologyInputs(request)
+            var codings: [(String, String)] = []
+            if let concept = inputs.codeableConcept("codeableConcept") {
+                for c in concept["coding"]?.arrayValue ?? [] {
+                    if let system = c["system"]?.stringValue, let code = c["code"]?.stringValue { codings.append((system, code)) }
+                }
+            } else {
+                let input = try inputs.code("code", coding: "coding", defaultSystem: nil, operation: "translate")
+                codings.append((input.system, input.code))
+            }
+            let reverse = try inputs.bool("reverse") ?? false
+            let maps = try await conceptMaps(service, request, inputs, systems: Set(codings.map(\.0)), reverse: reverse)
+            let targetSystem = inputs.string("targetsystem")
+            var matches: [JSON] = []
+            var found = false
+            for map in maps {
+                for (system, code) in codings {
+                    for target in map.translate(system: system, code: code, reverse: reverse) where targetSystem == nil || target.system == targetSystem {
+                        var concept = JSONObject([("system", .string(target.system))])
+                        if !target.code.isEmpty { concept["code"] = .string(target.code) }
+                        if let display = target.display { concept["display"] = .string(display) }
+                        if !target.code.isEmpty && !["unmatched", "disjoint"].contains(target.equivalence) { found = true }
+                        matches.append(JSONObject.parameter("match", parts: [
+                            JSONObject.parameter("equivalence", "valueCode", .string(target.equivalence)),
+                            JSONObject.parameter("concept", "valueCoding", .object(concept)),
+                            JSONObject.parameter("source", "valueUri", .string(target.map)),
+                        ]))
+                    }
+                }
+            }
+            var out = [JSONObject.parameter("result", "valueBoolean", .bool(found))]
+            if !found {
+                out.append(JSONObject.parameter("message", "valueString", .string(
+                    "No mapping for " + codings.map { "\($0.0)#\($0.1)" }.joined(separator: ", ") + (maps.isEmpty ? " (no concept map applies)" : ""))))
+            }
+            return .resource(JSONObject.parameters(out + matches))
+        })
+
+    /// The concept maps a `$translate` uses.
+    static func conceptMaps(_ service: FHIRService, _ request: OperationRequest, _ inputs: TerminologyInputs, systems: Set<String>,
+                            reverse: Bool) async throws -> [ParsedConceptMap] {
+        if let id = request.id {
+            let result = try await service.read("ConceptMap", id)
+            guard let content = result.content, case .object(let o) = try service.pipeline.parse(Array(content.readableBytesView)) else { return [] }
+            return [ParsedConceptMap(o)]
+        }
+        if case .object(let body)? = request.body {
+            for p in body["parameter"]?.arrayValue ?? [] where p["name"]?.stringValue == "conceptMap" {
+                if case .object(let map)? = p["resource"] { return [ParsedConceptMap(map)] }
+            }
+        }
+        var clauses: [SearchQuery.Clause]
+        if let url = inputs.string("url") {
+            clauses = [.init(parameter: "url", parameterType: "uri", values: [.uri(url)])]
+        } else {
+            clauses = [.init(parameter: reverse ? "target-system" : "source-system", parameterType: "uri", values: systems.sorted().map { .uri($0) })]
+        }
+        let keys = try await service.store.search(SearchQuery(type: "ConceptMap", clauses: clauses), limit: 200)
+        let maps = try await service.store.read(keys: keys).values.sorted { $0.key.id < $1.key.id }.compactMap { record -> ParsedConceptMap? in
+            guard let content = record.content, let o = (try? JSONParser.parse(Array(content.readableBytesView)))?.objectValue else { return nil }
+            return ParsedConceptMap(o)
+        }
+        if inputs.string("url") != nil && maps.isEmpty {
+            throw FHIRError(.notFound, code: "not-found", "Unknown concept map '\(inputs.string("url")!)'", at: "url")
+        }
+        return maps
+    }
+
+    /// `ConceptMap/$unmapped-codes`: a facility's local codes its maps do not map (data quality).
+    static let unmappedCodes = RegisteredOperation(
+        name: "unmapped-codes", resourceTypes: ["ConceptMap"], levels: [.type], allowsGet: true, affectsState: false,
+        title: "A facility's unmapped local codes",
+        documentation: "The codes of the local systems a facility maps from (its ConceptMaps' group.source) that its maps do not map, "
+            + "with how many of its current records carry each, the most used first: what to add to its maps (四统一). A facility "
+            + "sees its own; administrators and operators name the facility. Counts only, no records.",
+        parameters: [P("facility", .in, type: "string", "The facility (default: the caller's)"),
+                     P("count", .in, type: "integer", "At most this many codes (default 100, at most 1000)"),
+                     P("code", .out, max: "*", type: nil, "system, code, records")],
+        access: { _ in (.read, "ConceptMap") },
+        handler: { service, request in
+            let inputs = try TerminologyInputs(request)
+            let own = service.principal.facility
+            guard let facility = inputs.string("facility") ?? own else {
+                throw FHIRError(.invalid, code: "required", "$unmapped-codes needs facility", at: "facility")
+            }
+            if let own, own != facility {
+                throw FHIRError(.forbidden, code: "forbidden", "A facility sees its own unmapped codes, not those of '\(facility)'")
+            }
+            let count = min(max(try OperationRequest.nonNegative("count", inputs.string("count")) ?? 100, 1), 1000)
+            let maps = try await FacilityCodeMaps(store: service.store, ttl: .zero).maps(for: facility)
+            let systems = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }
+            var out: [JSON] = []
+            // Mapped codes are skipped, so more rows are asked for than are shown.
+            for c in try await service.store.codeCounts(facility: facility, systems: systems.sorted(), limit: 20 * count) {
+                guard !maps.contains(where: { !$0.translate(system: c.system, code: c.code).isEmpty }) else { continue }
+                out.append(JSONObject.parameter("code", parts: [JSONObject.parameter("system", "valueUri", .string(c.system)),
+                                                               JSONObject.parameter("code", "valueCode", .string(c.code)),
+                                                               JSONObject.parameter("records", "valueInteger", .number(String(c.resources)))]))
+                if out.count == count { break }
+            }
             return .resource(JSONObject.parameters(out))
         })
 }

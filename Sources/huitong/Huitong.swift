@@ -279,8 +279,10 @@ struct Import: AsyncParsableCommand {
         let files = BulkImporter.files(in: paths)
         guard !files.isEmpty else { throw ValidationError("No .json or .ndjson files found in \(paths.joined(separator: ", "))") }
         let store = try await storeOptions.open(logger: logger)
-        let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
-        let importer = BulkImporter(service: FHIRService(store: store, pipeline: pipeline, matching: try matchingOptions.rules(), principal: .platform))
+        // The platform as serve builds it (the same pipeline stages, facility code maps included).
+        var configuration = PlatformConfiguration(matching: try matchingOptions.rules())
+        configuration.identifiers = try await storeOptions.identifierProtection(for: store)
+        let importer = BulkImporter(service: PlatformServer(store: store, configuration: configuration).service.acting(as: .platform))
         let progress = ImportProgress(totalFiles: files.count)
         var failures: [BulkImporter.FileResult] = []
         await withTaskGroup(of: BulkImporter.FileResult.self) { group in

@@ -83,7 +83,8 @@ public struct WriteRequest: Sendable {
 ///
 /// 1. **authorize** the interaction on each type (scopes, role; refusals audited);
 /// 2. **stamp**: attribute identifier-only patient references, set the writer's facility
-///    (`meta.source`, a Patient's `managingOrganization`);
+///    (`meta.source`, a Patient's `managingOrganization`); then the enricher adds what a domain
+///    derives (the standard coding beside a facility's local code, ADR 022);
 /// 3. **validate**, label sensitive categories, extract the index rows;
 /// 4. **authorize the rows**: a resident writes only about themselves, sensitive data names its
 ///    patient, nobody changes another facility's record (this needs the validated resource's
@@ -147,7 +148,11 @@ public struct WritePipeline: Sendable {
         case .client:
             try await checkSource(resource, request)
             let attributed = try await service.attributed(resource, type: request.key.type)
-            return try ingest.prepare(service.stamped(attributed), type: request.key.type, id: request.key.id, method: request.method,
+            var stamped = service.stamped(attributed)
+            if let enricher = service.enricher, case .object(let o) = stamped {
+                stamped = .object(try await enricher.enrich(o, type: request.key.type, facility: FHIRService.sourceFacility(of: o)))
+            }
+            return try ingest.prepare(stamped, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
                                       location: request.location)
         case .platform(validate: true):

@@ -63,6 +63,9 @@ public struct FHIRService: Sendable {
     /// Platform records committed with every write unit of this service (an HL7 message's
     /// control id, so that a message sent again is recognised).
     public private(set) var unitRecords: [RecordWrite] = []
+    /// Adds derived content to client writes before validation (the terminology module's facility
+    /// code maps; nil: nothing added).
+    public var enricher: (any WriteEnricher)?
     public let policy = AccessPolicy()
     public let pipeline: IngestPipeline
     /// Links every Patient write to a master Person in the same transaction (nil: off).
@@ -177,6 +180,13 @@ public struct FHIRService: Sendable {
 
     /// The `meta.source` of a facility's writes (searchable with `_source`).
     public static func facilitySource(_ facility: String) -> String { "urn:huitong:facility:" + facility }
+
+    /// The facility a resource says it comes from (`meta.source` of the platform's form).
+    public static func sourceFacility(of resource: JSONObject) -> String? {
+        let prefix = facilitySource("")
+        guard let source = resource["meta"]?["source"]?.stringValue, source.hasPrefix(prefix), source.count > prefix.count else { return nil }
+        return String(source.dropFirst(prefix.count))
+    }
 
     public func checkType(_ type: String) throws(FHIRError) {
         guard FHIRSchema.r4.isResourceType(type) else {

@@ -321,6 +321,18 @@ package struct SQLReadQueries: Sendable {
         }
     }
 
+    package func codeCounts(facility: String, systems: [String], limit: Int) async throws -> [CodeCount] {
+        guard !systems.isEmpty else { return [] }
+        let sql = "SELECT t.system, t.code, COUNT(DISTINCT t.rid) FROM idx_token t JOIN resource r ON r.rid = t.rid"
+            + " WHERE r.facility = ? AND r.deleted = 0 AND t.system IN (" + Array(repeating: "?", count: systems.count).joined(separator: ", ") + ")"
+            + " GROUP BY t.system, t.code ORDER BY 3 DESC, t.system, t.code LIMIT ?"
+        let binds: [SQLValue] = [.text(facility)] + systems.map { .text($0) } + [.integer(limit)]
+        return try await db.query(sql, binds).compactMap { row in
+            guard let system = row[0].text, let code = row[1].text, let n = row[2].integer else { return nil }
+            return CodeCount(system: system, code: code, resources: n)
+        }
+    }
+
     package func resourceCounts() async throws -> [String: Int] {
         var result: [String: Int] = [:]
         for row in try await db.query("SELECT type, COUNT(*) FROM resource WHERE deleted = 0 GROUP BY type", []) {

@@ -262,6 +262,10 @@ public final class SQLiteStore: ResourceStore {
         try await reads.concepts(system: system, version: version, query, after: after, limit: limit)
     }
 
+    public func codeCounts(facility: String, systems: [String], limit: Int) async throws -> [CodeCount] {
+        try await reads.codeCounts(facility: facility, systems: systems, limit: limit)
+    }
+
     public func resourceCounts() async throws -> [String: Int] {
         try await reads.resourceCounts()
     }

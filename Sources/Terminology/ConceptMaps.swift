@@ -1,0 +1,169 @@
+import Access
+import FHIRModel
+import Foundation
+import NIOCore
+import Platform
+import Store
+import Synchronization
+
+/// A ConceptMap's mappings, parsed once: by source system and code, the targets.
+public struct ParsedConceptMap: Sendable {
+    public struct Target: Sendable, Equatable {
+        public let system: String
+        public let code: String
+        public let display: String?
+        public let equivalence: String
+        /// The map's canonical URL.
+        public let map: String
+    }
+
+    public let url: String
+    /// source system → source code → targets
+    public private(set) var forward: [String: [String: [Target]]] = [:]
+    /// target system → target code → the sources (as targets of the reverse direction)
+    public private(set) var reverse: [String: [String: [Target]]] = [:]
+    /// Source systems whose unmapped codes have a fixed target (`group.unmapped` mode fixed).
+    public private(set) var fixed: [String: Target] = [:]
+
+    public init(_ map: JSONObject) {
+        url = map["url"]?.stringValue ?? "ConceptMap/" + (map["id"]?.stringValue ?? "")
+        for group in map["group"]?.arrayValue ?? [] {
+            guard let source = group["source"]?.stringValue else { continue }
+            let targetSystem = group["target"]?.stringValue
+            for element in group["element"]?.arrayValue ?? [] {
+                guard let code = element["code"]?.stringValue else { continue }
+                for target in element["target"]?.arrayValue ?? [] {
+                    let equivalence = target["equivalence"]?.stringValue ?? "equivalent"
+                    guard let targetSystem else { continue }
+                    if let targetCode = target["code"]?.stringValue {
+                        forward[source, default: [:]][code, default: []].append(
+                            Target(system: targetSystem, code: targetCode, display: target["display"]?.stringValue, equivalence: equivalence, map: url))
+                        reverse[targetSystem, default: [:]][targetCode, default: []].append(
+                            Target(system: source, code: code, display: element["display"]?.stringValue,
+                                   equivalence: Self.reversed(equivalence), map: url))
+                    } else {
+                        // unmatched / disjoint: said, with no code.
+                        forward[source, default: [:]][code, default: []].append(
+                            Target(system: targetSystem, code: "", display: nil, equivalence: equivalence, map: url))
+                    }
+                }
+            }
+            if let unmapped = group["unmapped"], unmapped["mode"]?.stringValue == "fixed", let targetSystem,
+               let code = unmapped["code"]?.stringValue {
+                fixed[source] = Target(system: targetSystem, code: code, display: unmapped["display"]?.stringValue, equivalence: "inexact", map: url)
+            }
+        }
+    }
+
+    /// The equivalence seen from the target's side.
+    static func reversed(_ equivalence: String) -> String {
+        switch equivalence {
+        case "wider": "narrower"
+        case "narrower": "wider"
+        case "subsumes": "specializes"
+        case "specializes": "subsumes"
+        default: equivalence
+        }
+    }
+
+    /// The targets of `system#code` (the fixed target when the code is not mapped).
+    public func translate(system: String, code: String, reverse: Bool = false) -> [Target] {
+        if reverse { return self.reverse[system]?[code] ?? [] }
+        return forward[system]?[code] ?? fixed[system].map { [$0] } ?? []
+    }
+
+    public var sourceSystems: Set<String> { Set(forward.keys).union(fixed.keys) }
+}
+
+/// Each facility's maps from its local codes to the regional standard (四统一, ADR 022): the
+/// ConceptMaps a facility wrote (their `meta.source` is the facility's). On ingest, a Coding with a
+/// mapped local code gets the standard Coding added beside it — the original kept as it is, the
+/// added one marked with the map it came from — when the mapping is `equivalent`, `equal`,
+/// `wider` or `subsumes` (the record is then truly of the standard code) and no Coding of that
+/// system and code is there yet. The maps are read again at most every `ttl` (and at once on this
+/// node after a ConceptMap write of the facility).
+public final class FacilityCodeMaps: WriteEnricher, Sendable {
+    public static let mappedFrom = "https://huitong.health/fhir/StructureDefinition/coding-mapped-from"
+    static let asserting: Set<String> = ["equivalent", "equal", "wider", "subsumes"]
+    let store: any ResourceStore
+    let ttl: Duration
+    private let cache = Mutex<[String: (loaded: ContinuousClock.Instant, maps: [ParsedConceptMap])]>([:])
+
+    public init(store: any ResourceStore, ttl: Duration = .seconds(2)) {
+        self.store = store
+        self.ttl = ttl
+    }
+
+    /// The facility's maps, from the cache while fresh.
+    public func maps(for facility: String) async throws -> [ParsedConceptMap] {
+        let now = ContinuousClock.now
+        if let hit = cache.withLock({ $0[facility] }), now - hit.loaded < ttl { return hit.maps }
+        let query = SearchQuery(type: "ConceptMap", clauses: [.init(parameter: "_source", parameterType: "uri",
+                                                                   values: [.uri(FHIRService.facilitySource(facility))])])
+        let keys = try await store.search(query, limit: 1000)
+        let maps = try await store.read(keys: keys).values.sorted { $0.key.id < $1.key.id }.compactMap { record -> ParsedConceptMap? in
+            guard let content = record.content, let o = (try? JSONParser.parse(Array(content.readableBytesView)))?.objectValue,
+                  o["status"]?.stringValue != "retired" else { return nil }
+            return ParsedConceptMap(o)
+        }
+        cache.withLock { $0[facility] = (now, maps) }
+        return maps
+    }
+
+    public func invalidate(_ facility: String) {
+        _ = cache.withLock { $0.removeValue(forKey: facility) }
+    }
+
+    public func enrich(_ resource: JSONObject, type: String, facility: String?) async throws -> JSONObject {
+        guard let facility else { return resource }
+        if type == "ConceptMap" {
+            invalidate(facility)
+            return resource
+        }
+        let maps = try await maps(for: facility)
+        guard !maps.isEmpty else { return resource }
+        let sources = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }
+        var changed = false
+        let result = Self.walk(resource) { codings in
+            var list = codings
+            for coding in codings {
+                guard let system = coding["system"]?.stringValue, sources.contains(system), let code = coding["code"]?.stringValue else { continue }
+                for map in maps {
+                    for target in map.translate(system: system, code: code)
+                    where Self.asserting.contains(target.equivalence) && !target.code.isEmpty
+                        && !list.contains(where: { $0["system"]?.stringValue == target.system && $0["code"]?.stringValue == target.code }) {
+                        var added = JSONObject([("extension", .array([.object(JSONObject([("url", .string(Self.mappedFrom)),
+                                                                                           ("valueCanonical", .string(target.map))]))])),
+                                                ("system", .string(target.system)), ("code", .string(target.code))])
+                        if let display = target.display { added["display"] = .string(display) }
+                        list.append(.object(added))
+                        changed = true
+                    }
+                }
+            }
+            return list
+        }
+        return changed ? result : resource
+    }
+
+    /// `resource` with every `coding` array passed through `transform`.
+    static func walk(_ object: JSONObject, _ transform: ([JSON]) -> [JSON]) -> JSONObject {
+        var out = object
+        for (i, member) in object.members.enumerated() {
+            switch member.value {
+            case .array(let items) where member.key == "coding":
+                out.replaceValue(at: i, with: .array(transform(items)))
+            case .array(let items):
+                out.replaceValue(at: i, with: .array(items.map { item in
+                    if case .object(let o) = item { return .object(walk(o, transform)) }
+                    return item
+                }))
+            case .object(let o):
+                out.replaceValue(at: i, with: .object(walk(o, transform)))
+            default:
+                continue
+            }
+        }
+        return out
+    }
+}
