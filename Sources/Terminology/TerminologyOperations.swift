@@ -325,6 +325,9 @@ extension RegisteredOperation {
             if let own, own != facility {
                 throw FHIRError(.forbidden, code: "forbidden", "A facility sees its own unmapped codes, not those of '\(facility)'")
             }
+            guard own != nil || [.administrator, .platformOperator].contains(service.principal.role) else {
+                throw FHIRError(.forbidden, code: "forbidden", "A facility's unmapped codes are for the facility, administrators and operators")
+            }
             let count = min(max(try OperationRequest.nonNegative("count", inputs.string("count")) ?? 100, 1), 1000)
             let maps = try await FacilityCodeMaps(store: service.store, ttl: .zero).maps(for: facility)
             let systems = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }

@@ -153,6 +153,11 @@ final class AccessMatrixTests: XCTestCase {
                                              otherFacility: .allowed, otherResident: .allowed),
         "ValueSet/$expand": Example(kind: .read, method: .get, path: "/fhir/ValueSet/$expand?url=urn:matrix", allowed: 404...404,
                                     otherFacility: .allowed, otherResident: .allowed),
+        "ConceptMap/$translate": Example(kind: .read, method: .get, path: "/fhir/ConceptMap/$translate?system=urn:matrix&code=a",
+                                         otherFacility: .allowed, otherResident: .allowed),
+        // A facility's data-quality report: its own (org-1), administrators and operators.
+        "ConceptMap/$unmapped-codes": Example(kind: .read, method: .get, path: "/fhir/ConceptMap/$unmapped-codes?facility=org-1",
+                                              otherFacility: .refused, otherResident: .refused),
         "ValueSet/$validate-code": Example(kind: .read, method: .get, path: "/fhir/ValueSet/$validate-code?url=urn:matrix&code=a",
                                            allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
     ]
