@@ -21,8 +21,23 @@ struct TerminologyLoad: AsyncParsableCommand {
         abstract: "Load FHIR JSON files (a CodeSystem, ValueSet or ConceptMap, or a Bundle of them) through the ingest pipeline; "
             + "idempotent by url and version (unchanged content is left alone).")
 
-    @Argument(help: "FHIR JSON files.")
+    @Argument(help: "FHIR JSON files, or CSV tables (.csv) of one code system each.")
     var files: [String]
+
+    @Option(help: "CSV: the code system's canonical URL (required for a CSV file).")
+    var url: String?
+
+    @Option(help: "CSV: the code system's version.")
+    var version: String?
+
+    @Option(help: "CSV: the code system's name (default: from the URL).")
+    var name: String?
+
+    @Option(help: "CSV: the code system's title (e.g. 性别代码 GB/T 2261.1).")
+    var title: String?
+
+    @Option(help: "CSV: ROLE=HEADER, ROLE one of code, display, parent, zh, en, definition, property:NAME (default: a header named as the role).")
+    var column: [String] = []
 
     @OptionGroup var storeOptions: StoreOptions
 
@@ -37,7 +52,15 @@ struct TerminologyLoad: AsyncParsableCommand {
             do {
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
                 let started = Date()
-                for resource in try TerminologyLoader.resources(in: try pipeline.parse(Array(bytes))) {
+                let resources: [JSONObject]
+                if file.lowercased().hasSuffix(".csv") {
+                    guard let url else { throw ValidationError("\(file) is a CSV table: give the code system's --url") }
+                    let table = CSVCodeSystem(url: url, version: version, name: name, title: title, columns: try CSVCodeSystem.columns(column))
+                    resources = [try table.codeSystem(String(decoding: bytes, as: UTF8.self))]
+                } else {
+                    resources = try TerminologyLoader.resources(in: try pipeline.parse(Array(bytes)))
+                }
+                for resource in resources {
                     let outcome = try await loader.load(resource)
                     print("\(file): \(outcome.description) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
                 }
