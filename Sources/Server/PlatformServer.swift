@@ -59,6 +59,7 @@ public struct PlatformServer: Sendable {
     /// dispatcher; the caller closes the store last, which flushes the audit spool.
     public func run(logger: Logger, dataLocation: String) async throws {
         try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
+
         var services: [any Service] = [
             ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
             ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers, logger: logger)),

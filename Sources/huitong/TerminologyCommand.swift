@@ -22,7 +22,10 @@ struct TerminologyLoad: AsyncParsableCommand {
             + "idempotent by url and version (unchanged content is left alone).")
 
     @Argument(help: "FHIR JSON files, or CSV tables (.csv) of one code system each.")
-    var files: [String]
+    var files: [String] = []
+
+    @Flag(help: "Also load the national tables the platform ships: sex (GB/T 2261.1), marital status (GB/T 2261.2), ethnicity (GB/T 3304), identity document type (CV02.01.101).")
+    var national = false
 
     @Option(help: "CSV: the code system's canonical URL (required for a CSV file).")
     var url: String?
@@ -41,6 +44,10 @@ struct TerminologyLoad: AsyncParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
 
+    func validate() throws {
+        if files.isEmpty && !national { throw ValidationError("Name the files to load, or --national") }
+    }
+
     func run() async throws {
         var logger = Logger(label: "huitong")
         logger.logLevel = .warning
@@ -48,6 +55,9 @@ struct TerminologyLoad: AsyncParsableCommand {
         let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
         let loader = TerminologyLoader(service: FHIRService(store: store, pipeline: pipeline, matching: nil, principal: .platform))
         var failed = 0
+        if national {
+            for outcome in try await ShippedTerminology.load(service: loader.service) { print("national: \(outcome.description)") }
+        }
         for file in files {
             do {
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: file))

