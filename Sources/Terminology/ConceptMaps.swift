@@ -87,7 +87,7 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
     static let asserting: Set<String> = ["equivalent", "equal", "wider", "subsumes"]
     let store: any ResourceStore
     let ttl: Duration
-    private let cache = Mutex<[String: (loaded: ContinuousClock.Instant, maps: [ParsedConceptMap])]>([:])
+    private let cache = Mutex<[String: (loaded: ContinuousClock.Instant, maps: [ParsedConceptMap], sources: Set<String>)]>([:])
 
     public init(store: any ResourceStore, ttl: Duration = .seconds(2)) {
         self.store = store
@@ -96,8 +96,13 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
 
     /// The facility's maps, from the cache while fresh.
     public func maps(for facility: String) async throws -> [ParsedConceptMap] {
+        try await entry(for: facility).maps
+    }
+
+    /// The facility's maps and the source systems they map from.
+    func entry(for facility: String) async throws -> (maps: [ParsedConceptMap], sources: Set<String>) {
         let now = ContinuousClock.now
-        if let hit = cache.withLock({ $0[facility] }), now - hit.loaded < ttl { return hit.maps }
+        if let hit = cache.withLock({ $0[facility] }), now - hit.loaded < ttl { return (hit.maps, hit.sources) }
         let query = SearchQuery(type: "ConceptMap", clauses: [.init(parameter: "_source", parameterType: "uri",
                                                                    values: [.uri(FHIRService.facilitySource(facility))])])
         let keys = try await store.search(query, limit: 1000)
@@ -106,8 +111,9 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
                   o["status"]?.stringValue != "retired" else { return nil }
             return ParsedConceptMap(o)
         }
-        cache.withLock { $0[facility] = (now, maps) }
-        return maps
+        let sources = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }
+        cache.withLock { $0[facility] = (now, maps, sources) }
+        return (maps, sources)
     }
 
     public func invalidate(_ facility: String) {
@@ -120,48 +126,54 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
             invalidate(facility)
             return resource
         }
-        let maps = try await maps(for: facility)
+        let (maps, sources) = try await entry(for: facility)
         guard !maps.isEmpty else { return resource }
-        let sources = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }
-        var changed = false
-        let result = Self.walk(resource) { codings in
-            var list = codings
+        return Self.walk(resource) { codings in
+            var list: [JSON]?
             for coding in codings {
                 guard let system = coding["system"]?.stringValue, sources.contains(system), let code = coding["code"]?.stringValue else { continue }
                 for map in maps {
                     for target in map.translate(system: system, code: code)
                     where Self.asserting.contains(target.equivalence) && !target.code.isEmpty
-                        && !list.contains(where: { $0["system"]?.stringValue == target.system && $0["code"]?.stringValue == target.code }) {
+                        && !(list ?? codings).contains(where: { $0["system"]?.stringValue == target.system && $0["code"]?.stringValue == target.code }) {
                         var added = JSONObject([("extension", .array([.object(JSONObject([("url", .string(Self.mappedFrom)),
                                                                                            ("valueCanonical", .string(target.map))]))])),
                                                 ("system", .string(target.system)), ("code", .string(target.code))])
                         if let display = target.display { added["display"] = .string(display) }
-                        list.append(.object(added))
-                        changed = true
+                        if list == nil { list = codings }
+                        list!.append(.object(added))
                     }
                 }
             }
             return list
-        }
-        return changed ? result : resource
+        } ?? resource
     }
 
-    /// `resource` with every `coding` array passed through `transform`.
-    static func walk(_ object: JSONObject, _ transform: ([JSON]) -> [JSON]) -> JSONObject {
-        var out = object
+    /// `object` with the `coding` arrays that `transform` changes (it answers nil for no change)
+    /// replaced; nil when nothing changed (no subtree is copied then).
+    static func walk(_ object: JSONObject, _ transform: ([JSON]) -> [JSON]?) -> JSONObject? {
+        var out: JSONObject?
         for (i, member) in object.members.enumerated() {
+            let replacement: JSON?
             switch member.value {
             case .array(let items) where member.key == "coding":
-                out.replaceValue(at: i, with: .array(transform(items)))
+                replacement = transform(items).map { .array($0) }
             case .array(let items):
-                out.replaceValue(at: i, with: .array(items.map { item in
-                    if case .object(let o) = item { return .object(walk(o, transform)) }
-                    return item
-                }))
+                var changed: [JSON]?
+                for (j, item) in items.enumerated() {
+                    guard case .object(let o) = item, let new = walk(o, transform) else { continue }
+                    if changed == nil { changed = items }
+                    changed![j] = .object(new)
+                }
+                replacement = changed.map { .array($0) }
             case .object(let o):
-                out.replaceValue(at: i, with: .object(walk(o, transform)))
+                replacement = walk(o, transform).map { .object($0) }
             default:
-                continue
+                replacement = nil
+            }
+            if let replacement {
+                if out == nil { out = object }
+                out!.replaceValue(at: i, with: replacement)
             }
         }
         return out

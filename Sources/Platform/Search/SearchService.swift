@@ -138,8 +138,25 @@ extension SearchService {
                 resolved.clauses[i] = SearchQuery.Clause(parameter: clause.parameter, parameterType: clause.parameterType, values: values,
                                                          negated: clause.negated, stored: clause.stored)
             }
+            resolved.clauses[i].broad = try await isBroad(resolved.clauses[i])
         }
         return resolved
+    }
+
+    /// Codes above which a token clause is taken to match a large share of the rows (ADR 022).
+    static let broadCodes = 64
+
+    /// A token clause of many codes — a long list, an `:in` value set, a `:below` over a large
+    /// part of a hierarchy — is checked per candidate rather than collected first.
+    func isBroad(_ clause: SearchQuery.Clause) async throws -> Bool {
+        guard clause.parameterType == "token", !clause.negated else { return false }
+        if clause.values.count > Self.broadCodes { return true }
+        var codes = 0
+        for match in clause.values {
+            guard case .tokenBelow(let system, let code) = match else { codes += 1; continue }
+            codes += try await store.concepts(system: system, version: nil, .below(code), after: nil, limit: Self.broadCodes + 1).count
+        }
+        return codes > Self.broadCodes
     }
 }
 

@@ -56,6 +56,10 @@ public struct SearchQuery: Sendable, Equatable {
         /// The parameters whose index rows answer it: itself, or for a folded parameter
         /// (`combo-code`) those it is made of (`SearchParameterRegistry.stored`).
         public var stored: [String]
+        /// Matches a large share of the rows (a whole chapter of a classification, hundreds of
+        /// codes): checked per candidate in row order, never the set a page is drawn from, so a
+        /// first page stops after its entries instead of collecting every match first.
+        public var broad = false
 
         public init(parameter: String, parameterType: String = "token", values: [Match], negated: Bool = false, stored: [String]? = nil) {
             self.parameter = parameter

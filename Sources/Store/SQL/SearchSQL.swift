@@ -76,7 +76,7 @@ package struct SearchSQL: Sendable {
         // the type through the type index: `+r.type` is not indexable, so the IN lists drive.
         let hasID = query.clauses.contains { $0.parameter == "_id" }
         let driven = !hasID && query.clauses.contains { clause in
-            !clause.negated && clause.values.allSatisfy {
+            !clause.negated && !clause.broad && clause.values.allSatisfy {
                 switch $0 {
                 case .missing, .id, .lastUpdated: return false
                 default: return true
@@ -90,7 +90,7 @@ package struct SearchSQL: Sendable {
         // index (EXISTS), so a broad range is never materialised in full. Without any selective
         // clause the first positive clause drives.
         func selective(_ clause: SearchQuery.Clause) -> Bool {
-            !clause.negated && ["token", "reference", "uri"].contains(clause.parameterType)
+            !clause.negated && !clause.broad && ["token", "reference", "uri"].contains(clause.parameterType)
                 && !clause.values.contains { if case .missing = $0 { return true } else { return false } }
         }
         let drivers: Set<Int> = {
@@ -101,7 +101,7 @@ package struct SearchSQL: Sendable {
             let narrow = s.filter { !Self.broadParameters.contains(query.clauses[$0].parameter) }
             if !narrow.isEmpty { return narrow }
             if !s.isEmpty { return s }
-            return Set(query.clauses.firstIndex { !$0.negated }.map { [$0] } ?? [])
+            return Set(query.clauses.firstIndex { !$0.negated && !$0.broad }.map { [$0] } ?? [])
         }()
         var binds: [SQLValue] = [.text(query.type)]
         var driverSets: [(String, [SQLValue])] = []
