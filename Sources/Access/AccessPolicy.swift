@@ -98,6 +98,7 @@ public struct AccessPolicy: Sendable {
 
     /// Roles that may work on the master patient index's review queue.
     static let indexStewards: Set<Role> = [.administrator, .platformOperator]
+    static let registeredTerminology: Set<String> = ["CodeSystem", "ValueSet", "NamingSystem"]
     static let stewardOperations: Set<String> = ["empi-link", "empi-not-match", "empi-unlink", "empi-merge", "empi-unmerge"]
 
     /// E-health card operations: by facilities and administrators; a resident reads, shows
@@ -172,6 +173,14 @@ public struct AccessPolicy: Sendable {
     /// master index's identity records and review queue, read-only; CDC staff read cases through
     /// the public-health functions, not through FHIR reads of patient data.
     func authorizeRole(_ principal: Principal, _ interaction: Interaction, _ type: String?) throws(AccessDenied) {
+        // The region's code systems and value sets are registered by administrators (术语注册):
+        // every facility's searches and validation read them. Facilities map their own local codes
+        // with ConceptMaps they write.
+        if let type, Self.registeredTerminology.contains(type), principal.role != .administrator, interaction.restfulKind == "write" {
+            if case .operation = interaction {} else {
+                throw AccessDenied("\(type)s are registered by administrators (术语注册); a facility maps its local codes with a ConceptMap")
+            }
+        }
         let clinical = type.map { R4Compartments.patientTypes.contains($0) && $0 != "AuditEvent" } ?? true
         switch principal.role {
         case .resident where !isResident(principal):

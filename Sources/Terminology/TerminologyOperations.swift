@@ -325,20 +325,28 @@ extension RegisteredOperation {
             if let own, own != facility {
                 throw FHIRError(.forbidden, code: "forbidden", "A facility sees its own unmapped codes, not those of '\(facility)'")
             }
-            guard own != nil || [.administrator, .platformOperator].contains(service.principal.role) else {
+            let role = service.principal.role
+            let facilityRoles: Set<Role> = [.facilitySystem, .clinician, .emergencyClinician]
+            guard [.administrator, .platformOperator].contains(role) || (facilityRoles.contains(role) && own == facility) else {
                 throw FHIRError(.forbidden, code: "forbidden", "A facility's unmapped codes are for the facility, administrators and operators")
             }
             let count = min(max(try OperationRequest.nonNegative("count", inputs.string("count")) ?? 100, 1), 1000)
             let maps = try await FacilityCodeMaps(store: service.store, ttl: .zero).maps(for: facility)
-            let systems = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }
+            let systems = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }.sorted()
             var out: [JSON] = []
-            // Mapped codes are skipped, so more rows are asked for than are shown.
-            for c in try await service.store.codeCounts(facility: facility, systems: systems.sorted(), limit: 20 * count) {
-                guard !maps.contains(where: { !$0.translate(system: c.system, code: c.code).isEmpty }) else { continue }
-                out.append(JSONObject.parameter("code", parts: [JSONObject.parameter("system", "valueUri", .string(c.system)),
-                                                               JSONObject.parameter("code", "valueCode", .string(c.code)),
-                                                               JSONObject.parameter("records", "valueInteger", .number(String(c.resources)))]))
-                if out.count == count { break }
+            // Mapped codes are skipped: ask for more rows until enough unmapped ones are found.
+            var limit = 20 * count
+            while true {
+                let counts = try await service.store.codeCounts(facility: facility, systems: systems, limit: limit)
+                out = []
+                for c in counts where !maps.contains(where: { !$0.translate(system: c.system, code: c.code).isEmpty }) {
+                    out.append(JSONObject.parameter("code", parts: [JSONObject.parameter("system", "valueUri", .string(c.system)),
+                                                                   JSONObject.parameter("code", "valueCode", .string(c.code)),
+                                                                   JSONObject.parameter("records", "valueInteger", .number(String(c.resources)))]))
+                    if out.count == count { break }
+                }
+                if out.count == count || counts.count < limit || limit >= 1_000_000 { break }
+                limit *= 10
             }
             return .resource(JSONObject.parameters(out))
         })

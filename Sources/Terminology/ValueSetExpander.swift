@@ -1,5 +1,6 @@
 import Access
 import FHIRModel
+import Crypto
 import Foundation
 import Identity
 import NIOCore
@@ -45,8 +46,10 @@ public struct ValueSetExpander: Sendable {
 
     /// A stored ValueSet by canonical URL (`url` or `url|version`; without a version the newest).
     public func valueSet(_ canonical: String) async throws -> JSONObject {
-        let parts = canonical.split(separator: "|", maxSplits: 1).map(String.init)
-        let url = parts[0]
+        let parts = canonical.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard let url = parts.first, !url.isEmpty else {
+            throw FHIRError(.invalid, code: "value", "A value set is named by its canonical URL, not '\(canonical)'", at: "url")
+        }
         var query = SearchQuery(type: "ValueSet", clauses: [.init(parameter: "url", parameterType: "uri", values: [.uri(url)])])
         if parts.count == 2 { query.clauses.append(.init(parameter: "version", parameterType: "token", values: [.token(system: nil, code: parts[1])])) }
         let keys = try await store.search(query, limit: 50)
@@ -288,18 +291,10 @@ public struct ValueSetExpander: Sendable {
         return out
     }
 
+    /// SHA-256 of the JSON: the cache key of a value set's expansion (collision-resistant: a value
+    /// set sent in a request cannot take the place of another's expansion).
     static func hash(_ json: JSON) -> String {
-        var hasher = FNV1a()
-        hasher.add(JSONWriter.bytes(json))
-        return String(hasher.value, radix: 16)
-    }
-}
-
-/// FNV-1a, 64 bits: a cache key, not a security boundary (sources are re-checked by content).
-struct FNV1a {
-    var value: UInt64 = 0xcbf29ce484222325
-    mutating func add(_ bytes: [UInt8]) {
-        for b in bytes { value = (value ^ UInt64(b)) &* 0x100000001b3 }
+        SHA256.hash(data: JSONWriter.bytes(json)).map { String(format: "%02x", $0) }.joined()
     }
 }
 

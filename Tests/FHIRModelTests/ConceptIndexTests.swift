@@ -61,4 +61,17 @@ final class ConceptIndexTests: XCTestCase {
         XCTAssertTrue(ConceptIndex.entries(for: Self.codeSystem(#"{"resourceType":"CodeSystem","url":"urn:s","status":"active","content":"supplement","supplements":"urn:x","concept":[{"code":"a"}]}"#)).isEmpty)
         XCTAssertTrue(ConceptIndex.entries(for: Self.codeSystem(#"{"resourceType":"CodeSystem","status":"active","content":"complete","concept":[{"code":"a"}]}"#)).isEmpty)
     }
+
+    func test_aHierarchyTooDeepToIndex_isAProblem_notHalfIndexed() {
+        var concepts: [String] = [#"{"code":"c0"}"#]
+        for i in 1...300 { concepts.append(#"{"code":"c\#(i)","property":[{"code":"parent","valueCode":"c\#(i - 1)"}]}"#) }
+        let deep = Self.codeSystem(#"{"resourceType":"CodeSystem","url":"urn:deep","status":"active","content":"complete","concept":["#
+                                   + concepts.joined(separator: ",") + "]}")
+        XCTAssertNotNil(ConceptIndex.problem(deep))
+        XCTAssertTrue(ConceptIndex.entries(for: deep).isEmpty)
+        let shallow = Self.codeSystem(#"{"resourceType":"CodeSystem","url":"urn:deep","status":"active","content":"complete","concept":["#
+                                      + concepts.prefix(100).joined(separator: ",") + "]}")
+        XCTAssertNil(ConceptIndex.problem(shallow))
+        XCTAssertEqual(Self.closure(ConceptIndex.entries(for: shallow)).count, 100 * 101 / 2)
+    }
 }

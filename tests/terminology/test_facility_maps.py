@@ -161,3 +161,11 @@ def test_unmapped_local_codes_are_listed_with_counts(region):
     operator = region["operator"].get("ConceptMap/$unmapped-codes", facility="org-a")
     assert operator.status_code == 200 and len(operator.json()["parameter"]) == 2
     assert region["b"].get("ConceptMap/$unmapped-codes", facility="org-a").status_code == 403
+
+
+def test_code_systems_are_registered_by_administrators_not_facilities(region):
+    cs = {"resourceType": "CodeSystem", "id": "not-mine", "url": "http://hl7.org/fhir/sid/icd-10", "version": "zzz",
+          "status": "active", "content": "complete", "concept": [{"code": "I10", "display": "spoof"}]}
+    r = region["a"].put("CodeSystem/not-mine", cs)
+    assert r.status_code == 403 and "administrators" in r.text, r.text
+    assert region["a"].get("CodeSystem/not-mine").status_code == 404

@@ -182,9 +182,14 @@ def test_above_finds_the_conditions_coded_with_a_code_or_its_ancestors(icd_serve
     assert search_ids(icd_server, **{"code:above": f"{ICD10}|{leaf}"}) == expected
 
 
-def test_below_needs_a_system(icd_server):
+def test_below_needs_a_system_and_in_a_value_set_url(icd_server):
     r = requests.get(f"{icd_server.base}/Condition", params={"code:below": "A00-A09"})
     assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["code:below"]
+    for bad in ["|", "|2019"]:
+        r = requests.get(f"{icd_server.base}/Condition", params={"code:in": bad})
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome", (bad, r.text)
+    r = requests.get(f"{icd_server.base}/ValueSet/$expand", params={"url": ""})
+    assert r.status_code == 400, r.text
 
 
 VS_BASE = "https://huitong.example/fhir/ValueSet/"

@@ -17,10 +17,25 @@ public enum ConceptIndex {
     static let parentURI = "http://hl7.org/fhir/concept-properties#parent"
     static let childURI = "http://hl7.org/fhir/concept-properties#child"
 
+    /// Bounds of a hierarchy the platform indexes: deeper or larger ones are refused on write
+    /// (`problem`), never half-indexed.
+    public static let maxDepth = 256
+    public static let maxClosureRows = 5_000_000
+
+    /// Why a CodeSystem's hierarchy cannot be indexed (too deep, or a closure too large), or nil.
+    public static func problem(_ codeSystem: JSONObject) -> String? {
+        build(codeSystem).problem
+    }
+
     public static func entries(for codeSystem: JSONObject) -> [IndexEntry] {
-        guard let system = codeSystem["url"]?.stringValue, !system.isEmpty else { return [] }
+        let built = build(codeSystem)
+        return built.problem == nil ? built.entries : []
+    }
+
+    static func build(_ codeSystem: JSONObject) -> (entries: [IndexEntry], problem: String?) {
+        guard let system = codeSystem["url"]?.stringValue, !system.isEmpty else { return ([], nil) }
         let content = codeSystem["content"]?.stringValue ?? "complete"
-        guard content != "supplement", content != "not-present" else { return [] }
+        guard content != "supplement", content != "not-present" else { return ([], nil) }
         let version = codeSystem["version"]?.stringValue ?? ""
         // Which property codes mean parent and child in this code system.
         var parentCodes: Set<String> = ["parent"], childCodes: Set<String> = ["child"]
@@ -62,15 +77,33 @@ public enum ConceptIndex {
         // Ancestors of each code (itself included), memoized; a cycle is cut where it closes.
         var ancestors: [String: Set<String>] = [:]
         var visiting: Set<String> = []
-        func closure(_ code: String) -> Set<String> {
+        var problem: String?
+        var pairs = 0
+        var levels: [String: Int] = [:]
+        func closure(_ code: String, depth: Int) -> Set<String> {
             if let known = ancestors[code] { return known }
+            guard problem == nil else { return [code] }
+            guard depth <= maxDepth else {
+                problem = "The hierarchy is more than \(maxDepth) levels deep (at '\(code)')"
+                return [code]
+            }
             guard visiting.insert(code).inserted else { return [code] }
             var result: Set<String> = [code]
-            for p in parents[code] ?? [] { result.formUnion(closure(p)) }
+            var level = 0
+            for p in parents[code] ?? [] {
+                result.formUnion(closure(p, depth: depth + 1))
+                level = max(level, (levels[p] ?? 0) + 1)
+            }
             visiting.remove(code)
             ancestors[code] = result
+            levels[code] = level
+            if level > maxDepth, problem == nil { problem = "The hierarchy is more than \(maxDepth) levels deep (at '\(code)')" }
+            pairs += result.count
+            if pairs > maxClosureRows { problem = "The hierarchy's closure has more than \(maxClosureRows) pairs" }
             return result
         }
+        for code in order where problem == nil { _ = closure(code, depth: 0) }
+        if let problem { return ([], problem) }
 
         var entries: [IndexEntry] = []
         entries.reserveCapacity(order.count * 5 + 1)
@@ -81,8 +114,12 @@ public enum ConceptIndex {
             if let value = codeSystem[key] { header[key] = value }
         }
         header["count"] = .number(String(order.count))
-        // Changes whenever the concepts do: what an expansion cached from them is checked against.
-        header["hash"] = .string(SHA256.hash(data: JSONWriter.bytes(codeSystem["concept"] ?? .null)).map { String(format: "%02x", $0) }.joined())
+        // Changes whenever the code system does (its concepts, properties, version): what an
+        // expansion cached from it is checked against.
+        var hashed = codeSystem
+        hashed["id"] = nil
+        hashed["meta"] = nil
+        header["hash"] = .string(SHA256.hash(data: JSONWriter.bytes(.object(hashed))).map { String(format: "%02x", $0) }.joined())
         entries.append(IndexEntry(conceptParameter, .concept(ConceptEntry(
             system: system, version: version, code: "", display: codeSystem["name"]?.stringValue ?? codeSystem["title"]?.stringValue,
             detail: JSONWriter.string(.object(header))))))
@@ -98,11 +135,11 @@ public enum ConceptIndex {
             entries.append(IndexEntry(conceptParameter, .concept(ConceptEntry(
                 system: system, version: version, code: code, display: concept["display"]?.stringValue,
                 detail: JSONWriter.string(.object(detail))))))
-            for ancestor in closure(code).sorted() {
+            for ancestor in closure(code, depth: 0).sorted() {
                 entries.append(IndexEntry(closureParameter, .closure(system: system, ancestor: ancestor, code: code)))
             }
         }
-        return entries
+        return (entries, nil)
     }
 
     /// `inactive: true`, or a `status` of retired / inactive (the standard concept properties).

@@ -69,6 +69,10 @@ public struct IngestPipeline: Sendable {
             let relocated = location.map { prefix in issues.map { relocate($0, type: type, to: prefix) } } ?? issues
             throw FHIRError(.invalid, relocated)
         }
+        if type == "CodeSystem", let problem = ConceptIndex.problem(object) {
+            throw FHIRError(.tooCostly, code: "too-costly", "\(problem): the platform indexes hierarchies of at most "
+                            + "\(ConceptIndex.maxDepth) levels and \(ConceptIndex.maxClosureRows) ancestor pairs", at: location ?? "CodeSystem.concept")
+        }
         let labelled = sensitive.labelled(object)
         let (stored, index) = storedForm(labelled, type: type)
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,

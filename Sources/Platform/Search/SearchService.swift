@@ -108,6 +108,11 @@ public struct SearchService: Sendable {
 extension SearchService {
     /// The query with each `:in` / `:not-in` value set replaced by its codes, at every level.
     func resolvingValueSets(_ query: SearchQuery) async throws -> SearchQuery {
+        var budget = ValueSetLimits.maxSearchCodes
+        return try await resolvingValueSets(query, budget: &budget)
+    }
+
+    private func resolvingValueSets(_ query: SearchQuery, budget: inout Int) async throws -> SearchQuery {
         var resolved = query
         for (i, clause) in query.clauses.enumerated() {
             var values: [SearchQuery.Match] = []
@@ -117,19 +122,20 @@ extension SearchService {
                 case .inValueSet(let url):
                     guard let valueSets else { throw FHIRError(.invalid, code: "not-supported", ":in needs the terminology service") }
                     let codes = try await valueSets.codes(inValueSet: url)
-                    guard codes.count <= ValueSetLimits.maxSearchCodes else {
+                    budget -= codes.count
+                    guard budget >= 0 else {
                         throw FHIRError(.tooCostly, code: "too-costly",
-                                        "Value set \(url) has \(codes.count) codes; :in takes at most \(ValueSetLimits.maxSearchCodes) (use :below for a hierarchy)",
-                                        at: clause.parameter + (clause.negated ? ":not-in" : ":in"))
+                                        "The value sets of this search have more than \(ValueSetLimits.maxSearchCodes) codes (\(url): \(codes.count)); "
+                                        + "search a hierarchy with :below", at: clause.parameter + (clause.negated ? ":not-in" : ":in"))
                     }
                     values += codes.map { .token(system: $0.system, code: $0.code) }
                     // An empty value set: nothing is in it (and everything is not-in it).
                     if codes.isEmpty { values.append(.inValueSet(url)) }
                     changed = true
                 case .chain(let inner):
-                    values.append(.chain(try await resolvingValueSets(inner))); changed = true
+                    values.append(.chain(try await resolvingValueSets(inner, budget: &budget))); changed = true
                 case .has(let inner, let parameter):
-                    values.append(.has(try await resolvingValueSets(inner), parameter: parameter)); changed = true
+                    values.append(.has(try await resolvingValueSets(inner, budget: &budget), parameter: parameter)); changed = true
                 default:
                     values.append(match)
                 }
@@ -138,7 +144,9 @@ extension SearchService {
                 resolved.clauses[i] = SearchQuery.Clause(parameter: clause.parameter, parameterType: clause.parameterType, values: values,
                                                          negated: clause.negated, stored: clause.stored)
             }
-            resolved.clauses[i].broad = try await isBroad(resolved.clauses[i])
+            resolved.clauses[i].broad = try await isBroad(resolved.clauses[i], fromValueSet: clause.values.contains {
+                if case .inValueSet = $0 { return true } else { return false }
+            })
         }
         return resolved
     }
@@ -148,15 +156,17 @@ extension SearchService {
 
     /// A token clause of many codes — a long list, an `:in` value set, a `:below` over a large
     /// part of a hierarchy — is checked per candidate rather than collected first.
-    func isBroad(_ clause: SearchQuery.Clause) async throws -> Bool {
+    /// (A plain list of values — identifiers, codes — keeps driving from the index: it names what it wants.)
+    func isBroad(_ clause: SearchQuery.Clause, fromValueSet: Bool) async throws -> Bool {
         guard clause.parameterType == "token", !clause.negated else { return false }
-        if clause.values.count > Self.broadCodes { return true }
-        var codes = 0
+        if fromValueSet { return clause.values.count > Self.broadCodes }
+        var codes = 0, below = false
         for match in clause.values {
             guard case .tokenBelow(let system, let code) = match else { codes += 1; continue }
+            below = true
             codes += try await store.concepts(system: system, version: nil, .below(code), after: nil, limit: Self.broadCodes + 1).count
         }
-        return codes > Self.broadCodes
+        return below && codes > Self.broadCodes
     }
 }
 
@@ -166,7 +176,8 @@ public protocol ValueSetCodes: Sendable {
 }
 
 public enum ValueSetLimits {
-    /// Codes an `:in` search takes (beyond, a hierarchy is searched with `:below`).
+    /// Codes the `:in` / `:not-in` clauses of one search take together (beyond, a hierarchy is
+    /// searched with `:below`; PostgreSQL takes at most 65,535 values in a statement).
     public static let maxSearchCodes = 20_000
 }
 

@@ -299,6 +299,13 @@ package struct SQLReadQueries: Sendable {
         switch query {
         case .codes(let codes):
             guard !codes.isEmpty else { return [] }
+            if codes.count > 1000 {
+                var found: [ConceptEntry] = []
+                for chunk in codes.chunked(1000) {
+                    found += try await concepts(system: system, version: version, .codes(Array(chunk)), after: after, limit: limit)
+                }
+                return found.sorted { ($0.code, $0.version) < ($1.code, $1.version) }.prefix(limit).map { $0 }
+            }
             sql += " WHERE c.system = ? AND c.code IN (" + Array(repeating: "?", count: codes.count).joined(separator: ", ") + ")"
             binds = [.text(system)] + codes.map { .text($0) }
         case .below(let code):
