@@ -140,13 +140,19 @@ public struct CodeSystemLookup: Sendable {
             let fragment = header.detail["content"]?.stringValue == "fragment"
             return (false, "Code '\(input.code)' is not in code system '\(input.system)'" + (fragment ? " (a fragment: the code may exist)" : ""), nil)
         }
-        if let display = input.display {
-            let known = [concept.display].compactMap { $0 } + concept.designations.compactMap { $0["value"]?.stringValue }
-            if !known.contains(where: { $0.caseInsensitiveCompare(display) == .orderedSame }) {
-                return (false, "Wrong display '\(display)' for '\(input.system)#\(input.code)': it is '\(concept.display ?? "")'", concept.display)
-            }
+        if let given = input.display, let wrong = Self.wrongDisplay(given, display: concept.display, designations: concept.designations,
+                                                                     system: input.system, code: input.code) {
+            return (false, wrong, concept.display)
         }
         return (true, concept.inactive ? "Code '\(input.code)' is inactive" : nil, concept.display)
+    }
+
+    /// Why `given` is not the concept's display nor one of its designations (compared without
+    /// case), or nil when it is one: the display check of both `$validate-code`s.
+    static func wrongDisplay(_ given: String, display: String?, designations: [JSON], system: String, code: String) -> String? {
+        let known = [display].compactMap { $0 } + designations.compactMap { $0["value"]?.stringValue }
+        guard !known.contains(where: { $0.caseInsensitiveCompare(given) == .orderedSame }) else { return nil }
+        return "Wrong display '\(given)' for '\(system)#\(code)': it is '\(display ?? "")'"
     }
 }
 

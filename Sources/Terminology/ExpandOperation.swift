@@ -74,11 +74,9 @@ public struct ValueSetOperations: Sendable {
         guard let found = codes.first(where: { $0.code == code && (system == nil || $0.system == system) }) else {
             return (false, "Code '\(system.map { $0 + "#" } ?? "")\(code)' is not in value set '\(url)'", nil)
         }
-        if let display {
-            let known = [found.display].compactMap { $0 } + found.designationList().compactMap { $0["value"]?.stringValue }
-            if !known.contains(where: { $0.caseInsensitiveCompare(display) == .orderedSame }) {
-                return (false, "Wrong display '\(display)' for '\(found.system)#\(code)': it is '\(found.display ?? "")'", found.display)
-            }
+        if let display, let wrong = CodeSystemLookup.wrongDisplay(display, display: found.display, designations: found.designationList(),
+                                                                 system: found.system, code: code) {
+            return (false, wrong, found.display)
         }
         return (true, found.inactive ? "Code '\(code)' is inactive" : nil, found.display)
     }
