@@ -48,12 +48,12 @@ public struct CodeSystemLookup: Sendable {
 
     /// The code system itself (its row of code ""), in `version` or its newest stored version.
     public func codeSystem(_ system: String, version: String?) async throws -> Concept? {
-        try await store.concepts(system: system, version: version, .codes([""]), after: nil, limit: 100).last.map(Concept.init)
+        try await store.concepts(system: system, version: version, .codes([""]), after: nil, limit: 100).newest.map(Concept.init)
     }
 
     /// A concept of `system`: of `version`, or of the newest stored version that has it.
     public func concept(_ system: String, _ code: String, version: String?) async throws -> Concept? {
-        try await store.concepts(system: system, version: version, .codes([code]), after: nil, limit: 100).last.map(Concept.init)
+        try await store.concepts(system: system, version: version, .codes([code]), after: nil, limit: 100).newest.map(Concept.init)
     }
 
     /// `version` if the code system is stored in it, else the newest; throws when `system` is unknown.

@@ -57,7 +57,7 @@ public struct ValueSetExpander: Sendable {
             guard let content = r.content else { return nil }
             return (try? JSONParser.parse(Array(content.readableBytesView)))?.objectValue
         }
-        guard let newest = records.max(by: { ($0["version"]?.stringValue ?? "") < ($1["version"]?.stringValue ?? "") }) else {
+        guard let newest = records.max(by: { CanonicalVersion.precedes($0["version"]?.stringValue ?? "", $1["version"]?.stringValue ?? "") }) else {
             throw FHIRError(.notFound, code: "not-found", "Unknown value set '\(canonical)'", at: "url")
         }
         return newest
@@ -183,30 +183,41 @@ public struct ValueSetExpander: Sendable {
         return selected ?? []
     }
 
-    /// Every stored concept of `query`, paged through.
-    func rows(_ system: String, _ version: String?, _ query: ConceptQuery) async throws -> [Code] {
-        var codes: [Code] = []
+    /// Every stored concept of `query`, paged through; of several stored versions of a code, the
+    /// newest (`CanonicalVersion`) when no version is asked for.
+    func entries(_ system: String, _ version: String?, _ query: ConceptQuery) async throws -> [ConceptEntry] {
+        var found: [ConceptEntry] = []
         var after: String?
         while true {
-            let page = try await store.concepts(system: system, version: version, query, after: after, limit: 5000)
+            var page = try await store.concepts(system: system, version: version, query, after: after, limit: Self.pageSize)
+            let full = page.count == Self.pageSize
+            // The next page starts after a code: a code whose versions straddle the page end is read again whole.
+            if full, let last = page.last?.code, page.first?.code != last { page.removeAll { $0.code == last } }
             for entry in page where !entry.code.isEmpty {
-                let detail = (try? JSONParser.parse(Array(entry.detail.utf8)))?.objectValue ?? JSONObject()
-                let designations = detail["designation"].map { JSONWriter.string($0) } ?? ""
-                codes.append(Code(system: entry.system, version: entry.version.isEmpty ? nil : entry.version, code: entry.code,
-                                  display: entry.display, inactive: detail["inactive"]?.boolValue ?? false, designations: designations))
+                if let previous = found.last, previous.code == entry.code {
+                    if CanonicalVersion.precedes(previous.version, entry.version) { found[found.count - 1] = entry }
+                } else {
+                    found.append(entry)
+                }
             }
-            guard page.count == 5000, let last = page.last?.code else { break }
-            guard codes.count <= Self.maxCodes else {
+            guard full, let last = page.last?.code else { break }
+            guard found.count <= Self.maxCodes else {
                 throw FHIRError(.tooCostly, code: "too-costly", "The value set has more than \(Self.maxCodes) codes")
             }
             after = last
         }
-        // Several stored versions of one code: the newest (rows come in code, then version order).
-        var newest: [Code] = []
-        for c in codes {
-            if let last = newest.last, last.code == c.code { newest[newest.count - 1] = c } else { newest.append(c) }
+        return found
+    }
+
+    static let pageSize = 5000
+
+    func rows(_ system: String, _ version: String?, _ query: ConceptQuery) async throws -> [Code] {
+        try await entries(system, version, query).map { entry in
+            let detail = (try? JSONParser.parse(Array(entry.detail.utf8)))?.objectValue ?? JSONObject()
+            let designations = detail["designation"].map { JSONWriter.string($0) } ?? ""
+            return Code(system: entry.system, version: entry.version.isEmpty ? nil : entry.version, code: entry.code,
+                        display: entry.display, inactive: detail["inactive"]?.boolValue ?? false, designations: designations)
         }
-        return newest
     }
 
     /// The codes a compose filter selects.
@@ -265,30 +276,22 @@ public struct ValueSetExpander: Sendable {
 
     /// Property values of every concept (for `=`, `in`, `not-in`, `exists` on a property).
     func detailed(_ system: String, _ version: String?) async throws -> [(code: String, values: [String: [String]])] {
-        var out: [(String, [String: [String]])] = []
-        var after: String?
-        while true {
-            let page = try await store.concepts(system: system, version: version, .all, after: after, limit: 5000)
-            for entry in page {
-                let detail = (try? JSONParser.parse(Array(entry.detail.utf8)))?.objectValue ?? JSONObject()
-                var values: [String: [String]] = [:]
-                for p in detail["property"]?.arrayValue ?? [] {
-                    guard let code = p["code"]?.stringValue,
-                          let v = p.objectValue?.first(where: { $0.key.hasPrefix("value") })?.value else { continue }
-                    switch v {
-                    case .string(let s), .number(let s): values[code, default: []].append(s)
-                    case .bool(let b): values[code, default: []].append(b ? "true" : "false")
-                    case .object(let o): if let c = o["code"]?.stringValue { values[code, default: []].append(c) }
-                    default: break
-                    }
+        try await entries(system, version, .all).map { entry in
+            let detail = (try? JSONParser.parse(Array(entry.detail.utf8)))?.objectValue ?? JSONObject()
+            var values: [String: [String]] = [:]
+            for p in detail["property"]?.arrayValue ?? [] {
+                guard let code = p["code"]?.stringValue,
+                      let v = p.objectValue?.first(where: { $0.key.hasPrefix("value") })?.value else { continue }
+                switch v {
+                case .string(let s), .number(let s): values[code, default: []].append(s)
+                case .bool(let b): values[code, default: []].append(b ? "true" : "false")
+                case .object(let o): if let c = o["code"]?.stringValue { values[code, default: []].append(c) }
+                default: break
                 }
-                if let parents = detail["parent"]?.arrayValue?.compactMap(\.stringValue) { values["parent", default: []] += parents }
-                out.append((entry.code, values))
             }
-            guard page.count == 5000, let last = page.last?.code else { break }
-            after = last
+            if let parents = detail["parent"]?.arrayValue?.compactMap(\.stringValue) { values["parent", default: []] += parents }
+            return (entry.code, values)
         }
-        return out
     }
 
     /// SHA-256 of the JSON: the cache key of a value set's expansion (collision-resistant: a value

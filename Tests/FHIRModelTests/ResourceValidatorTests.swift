@@ -83,4 +83,77 @@ final class ResourceValidatorTests: XCTestCase {
             XCTAssertTrue(FHIRSchema.r4.isResourceType(t), t)
         }
     }
+
+    // Required bindings (R4 terminologies.html#required).
+
+    func issues(_ text: String) throws -> [Issue] { validator.validate(try JSONParser.parse(text)) }
+
+    func test_codeUnderRequiredBinding_mustComeFromItsValueSet() throws {
+        // "completed" is an STU3 encounter status; R4 says "finished".
+        let stu3 = try issues(#"{"resourceType":"Encounter","status":"completed","class":{"code":"AMB"}}"#)
+        XCTAssertEqual(stu3.flatMap(\.expression), ["Encounter.status"])
+        XCTAssertEqual(stu3.first?.code, "code-invalid")
+        XCTAssertTrue(stu3.first?.diagnostics.contains("finished") ?? false, "the message lists the allowed codes")
+        XCTAssertEqual(try locations(#"{"resourceType":"Encounter","status":"finished","class":{"code":"AMB"}}"#), [])
+        // Codes of a repeating element, of a data type (ContactPoint.system) and inside a contained resource.
+        let patient = """
+        {"resourceType":"Patient","gender":"F","telecom":[{"system":"phone","value":"1"},{"system":"wechat","value":"2"}],
+         "contained":[{"resourceType":"AllergyIntolerance","patient":{"reference":"#"},"category":["food","drug"]}]}
+        """
+        XCTAssertEqual(try locations(patient).sorted(),
+                       ["Patient.contained[0].category[1]", "Patient.gender", "Patient.telecom[1].system"])
+    }
+
+    func test_extensionInPlaceOfARequiredCode_isRefused() throws {
+        // The validator suite's allergy.json: a data-absent-reason where a required code should be.
+        let allergy = """
+        {"resourceType":"AllergyIntolerance","patient":{"reference":"Patient/a"},
+         "_category":[{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}]}]}
+        """
+        XCTAssertEqual(try locations(allergy), ["AllergyIntolerance.category[0]"])
+        let gender = """
+        {"resourceType":"Patient","_gender":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}]}}
+        """
+        XCTAssertEqual(try locations(gender), ["Patient.gender"])
+        // An extension beside a code is fine.
+        XCTAssertEqual(try locations(#"{"resourceType":"Patient","gender":"male","_gender":{"extension":[{"url":"http://e.org/x","valueString":"男"}]}}"#), [])
+    }
+
+    func test_codeableConceptUnderRequiredBinding_needsACodingOfTheValueSet() throws {
+        let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+        func condition(_ status: String) -> String {
+            #"{"resourceType":"Condition","subject":{"reference":"Patient/a"},"clinicalStatus":\#(status)}"#
+        }
+        // A local coding beside the standard one is allowed.
+        XCTAssertEqual(try locations(condition(#"{"coding":[{"system":"http://his.example/status","code":"A"},{"system":"\#(clinical)","code":"active"}]}"#)), [])
+        XCTAssertEqual(try locations(condition(#"{"coding":[{"system":"\#(clinical)","code":"cured"}]}"#)),
+                       ["Condition.clinicalStatus.coding[0].code"])
+        XCTAssertEqual(try locations(condition(#"{"coding":[{"system":"http://his.example/status","code":"A"}]}"#)),
+                       ["Condition.clinicalStatus"])
+        XCTAssertEqual(try locations(condition(#"{"text":"active"}"#)), ["Condition.clinicalStatus"])
+    }
+
+    func test_extensibleAndPreferredBindings_areWarningsWhenAdviceIsAsked() throws {
+        let categories = "http://terminology.hl7.org/CodeSystem/observation-category"
+        func observation(_ category: String) -> String {
+            #"{"resourceType":"Observation","status":"final","code":{"text":"x"},"category":[\#(category)]}"#
+        }
+        let advising = ResourceValidator(advice: true)
+        func warnings(_ text: String) throws -> [String] {
+            let found = advising.validate(try JSONParser.parse(text))
+            XCTAssertTrue(found.allSatisfy { $0.severity == .warning }, "\(found)")
+            return found.flatMap(\.expression)
+        }
+        // Observation.category is preferred to observation-category.
+        XCTAssertEqual(try warnings(observation(#"{"coding":[{"system":"\#(categories)","code":"laboratory"}]}"#)), [])
+        XCTAssertEqual(try warnings(observation(#"{"coding":[{"system":"\#(categories)","code":"lab"}]}"#)),
+                       ["Observation.category[0].coding[0].code"])
+        XCTAssertEqual(try warnings(observation(#"{"coding":[{"system":"http://his.example/cat","code":"LIS"}]}"#)), ["Observation.category[0]"])
+        XCTAssertEqual(try warnings(observation(#"{"text":"检验"}"#)), [], "text alone is what a preferred binding allows")
+        // Patient.maritalStatus is extensible; a write does not look at it.
+        let patient = #"{"resourceType":"Patient","maritalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-MaritalStatus","code":"Q"}]}}"#
+        XCTAssertEqual(try warnings(patient), ["Patient.maritalStatus.coding[0].code"])
+        XCTAssertEqual(try locations(patient), [])
+    }
 }
+

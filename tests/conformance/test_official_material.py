@@ -345,6 +345,9 @@ ERROR_KEYWORDS = [
     ("policy", ["example urls", "experimental content", "hl7 is publishing", "security reasons",
                 "markdown contains"]),
     ("signature", ["signature"]),
+    # A code missing or not in the value set of a required binding of R4 (terminologies.html#required):
+    # the server knows these value sets (FHIRModel's R4 binding table), so it must refuse the code.
+    ("binding", ["a code is required from"]),
     # Terminology: codes, displays, value sets and code systems (and errors inside those resources).
     ("terminology", ["value set", "valueset", "codesystem", "code system", "unknown code", "display name",
                      "coding.system", "filter", "no code provided", "invalid ecl"]),
@@ -364,7 +367,7 @@ BASE_CARDINALITY = re.compile(r"minimum required = \d+, but only found \d+ \(fro
 # accepted or refused: the result is recorded, not asserted. "invariant" and "rule" are left out on
 # purpose (the server does not evaluate FHIRPath invariants or bundle rules on write); add them here
 # to hold the server to those too.
-MUST_REFUSE = {"structural", "narrative"}
+MUST_REFUSE = {"structural", "narrative", "binding"}
 
 
 def classify(message):
@@ -428,6 +431,7 @@ def test_validator_error_classification():
     assert classify("Observation.code: minimum required = 1, but only found 0 (from http://hl7.org/fhir/StructureDefinition/Observation|4.0.1) @ Observation") == "structural"
     assert classify("Observation.subject: minimum required = 1, but only found 0 (from http://hl7.org/fhir/StructureDefinition/bp|4.0.1) @ Observation") == "profile"
     assert classify("Unknown code 'x' in the CodeSystem 'http://snomed.info/sct' @ Observation.code") == "terminology"
+    assert classify("No code provided, and a code is required from the value set @ AllergyIntolerance.category[0]") == "binding"
     assert classify("The signature did not verify against the provided certificate @ Bundle") == "signature"
     assert classify("Constraint failed: per-1: 'If present, start SHALL have a lower value than end' @ Encounter.period") == "invariant"
     assert classify("The fullUrl must be an absolute URL (not 'Patient/1') @ Bundle.entry[0]") == "rule"

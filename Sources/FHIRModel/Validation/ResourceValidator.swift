@@ -5,9 +5,13 @@ import Crypto
 /// It reports *every* problem with its FHIRPath location rather than stopping at the first.
 public struct ResourceValidator: Sendable {
     public let schema: FHIRSchema
+    /// Also report codes outside the value sets of extensible and preferred bindings, as warnings
+    /// (`$validate`; a write checks required bindings only).
+    public let advice: Bool
 
-    public init(schema: FHIRSchema = .r4) {
+    public init(schema: FHIRSchema = .r4, advice: Bool = false) {
         self.schema = schema
+        self.advice = advice
     }
 
     /// All problems in `resource`; empty when valid.
@@ -154,18 +158,29 @@ public struct ResourceValidator: Sendable {
             }
             for (i, item) in items.enumerated() {
                 if case .null = item, primitiveExtensionPresent { continue }
-                path.with(.index(i)) { path in validateValue(item, type: type, path: &path, issues: &issues) }
+                path.with(.index(i)) { path in validateValue(item, type: type, element: element, path: &path, issues: &issues) }
             }
         } else {
             if case .array = value {
                 issues.append(Issue(code: "structure", "'\(element.name)' does not repeat and must not be an array", at: path.text))
                 return
             }
-            validateValue(value, type: type, path: &path, issues: &issues)
+            validateValue(value, type: type, element: element, path: &path, issues: &issues)
         }
     }
 
-    private func validateValue(_ value: JSON, type: String, path: inout Trail, issues: inout [Issue]) {
+    /// The bindings to check of an element: its required one, and with `advice` its advisory one.
+    func bindings(_ element: FHIRSchema.Element?) -> [FHIRSchema.Binding] {
+        guard let element else { return [] }
+        switch (element.binding, advice ? element.advisory : nil) {
+        case (nil, nil): return []
+        case (let b?, nil), (nil, let b?): return [b]
+        case (let b?, let a?): return [b, a]
+        }
+    }
+
+    private func validateValue(_ value: JSON, type: String, element: FHIRSchema.Element? = nil,
+                               path: inout Trail, issues: inout [Issue]) {
         if case .null = value {
             issues.append(Issue(code: "structure", "null is not allowed: omit the element instead", at: path.text))
             return
@@ -173,6 +188,10 @@ public struct ResourceValidator: Sendable {
         if let primitive = FHIRPrimitive(typeName: type) {
             if let problem = primitive.problem(with: value) {
                 issues.append(Issue(code: "value", "Invalid \(type): \(problem)", at: path.text))
+            } else if let code = value.stringValue {
+                for binding in bindings(element) where !binding.codes.contains(code) {
+                    issues.append(Issue(binding.severity, code: "code-invalid", "'\(code)' is not in the value set \(binding.valueSet) of this \(binding.strength) binding: \(binding.advice)\(binding.shown)", at: path.text))
+                }
             }
             return
         }
@@ -186,9 +205,42 @@ public struct ResourceValidator: Sendable {
             return
         }
         validateObject(object, definition: definition, path: &path, issues: &issues)
+        for binding in bindings(element) { validateConcept(object, type: type, binding: binding, path: &path, issues: &issues) }
         if type == "Attachment" { validateAttachment(object, path: &path, issues: &issues) }
         if type == "Reference", let reference = object["reference"]?.stringValue, let problem = ReferenceSyntax.problem(reference) {
             issues.append(Issue(code: "value", problem, at: path.text("reference")))
+        }
+    }
+
+    /// A CodeableConcept or Coding under a required binding carries a coding of the value set
+    /// (other codings may stand beside it: R4 terminologies.html#required). Under an extensible or
+    /// preferred binding one without such a coding is worth a warning, unless it has no coding at all
+    /// (text alone is what those bindings allow when no code fits).
+    private func validateConcept(_ object: JSONObject, type: String, binding: FHIRSchema.Binding,
+                                 path: inout Trail, issues: inout [Issue]) {
+        let codings: [(JSONObject, String)]
+        switch type {
+        case "Coding": codings = [(object, path.text ?? "")]
+        case "CodeableConcept":
+            codings = (object["coding"]?.arrayValue ?? []).enumerated().compactMap { i, c in
+                c.objectValue.map { ($0, path.text("coding[\(i)]")) }
+            }
+        default: return
+        }
+        var found = false
+        for (coding, location) in codings {
+            guard let system = coding["system"]?.stringValue, let known = binding.systems[system],
+                  let code = coding["code"]?.stringValue else { continue }
+            if known.contains(code) {
+                found = true
+            } else {
+                issues.append(Issue(binding.severity, code: "code-invalid", "'\(code)' is not a code of \(system) in the value set \(binding.valueSet) of this \(binding.strength) binding: \(binding.advice)\(binding.shown)", at: location + ".code"))
+                return
+            }
+        }
+        if !found && (binding.strength == "required" || !codings.isEmpty) {
+            let systems = binding.systems.keys.sorted().joined(separator: " or ")
+            issues.append(Issue(binding.severity, code: "code-invalid", "No coding from \(systems) is given, and this \(binding.strength) binding (\(binding.valueSet)) \(binding.strength == "required" ? "needs" : "asks for") one of \(binding.shown)", at: path.text))
         }
     }
 
@@ -207,10 +259,26 @@ public struct ResourceValidator: Sendable {
                 }
                 validateObject(o, definition: elementDefinition, path: &path, issues: &issues)
             }
+            // A required binding needs a code even where extensions stand in for the value (a
+            // data-absent-reason, say), unless a cross-version extension carries the value of another
+            // FHIR version (`http://hl7.org/fhir/5.0/StructureDefinition/extension-...`).
+            let codeMissing = element.binding != nil && type == "code" && !Self.carriesCrossVersionValue(value)
+            /// Reported at the element itself (`category[0]`), not at its `_category`.
+            func reportMissingCode(index: Int? = nil) {
+                guard let binding = element.binding else { return }
+                var at = path
+                at.parts[at.parts.count - 1] = .member(name)
+                if let index { at.parts.append(.index(index)) }
+                issues.append(Issue(code: "code-invalid", "No code is given, and this required binding\(binding.named) needs one of \(binding.shown)", at: at.text))
+            }
             if element.isArray {
                 guard case .array(let items) = value else {
                     issues.append(Issue(code: "structure", "'_\(name)' must be an array like '\(name)'", at: path.text))
                     return
+                }
+                if codeMissing {
+                    let values = object[name]?.arrayValue ?? []
+                    for i in items.indices where i >= values.count || values[i] == .null { reportMissingCode(index: i) }
                 }
                 // The two arrays pair up item by item (R4 json.html#primitive).
                 if case .array(let values)? = object[name], values.count != items.count {
@@ -218,9 +286,32 @@ public struct ResourceValidator: Sendable {
                 }
                 for (i, item) in items.enumerated() where item != .null { path.with(.index(i)) { check(item, &$0) } }
             } else {
+                if codeMissing && (object[name] == nil || object[name] == .null) { reportMissingCode() }
                 check(value, &path)
             }
         }
+    }
+}
+
+extension ResourceValidator {
+    static func carriesCrossVersionValue(_ value: JSON) -> Bool {
+        let items = value.arrayValue ?? [value]
+        return items.contains { item in
+            (item["extension"]?.arrayValue ?? []).contains { ext in
+                guard let url = ext["url"]?.stringValue, url.hasPrefix("http://hl7.org/fhir/") else { return false }
+                return url.dropFirst("http://hl7.org/fhir/".count).split(separator: "/").dropFirst().first == "StructureDefinition"
+                    && url.contains("/StructureDefinition/extension-")
+            }
+        }
+    }
+}
+
+extension FHIRSchema.Binding {
+    var named: String { " (\(valueSet))" }
+    var severity: Issue.Severity { strength == "required" ? .error : .warning }
+    var advice: String { strength == "required" ? "use one of " : "a code of it should be used where one fits: " }
+    var shown: String {
+        listed.count <= 20 ? listed.joined(separator: " | ") : listed.prefix(20).joined(separator: " | ") + " | ... (\(listed.count) codes)"
     }
 }
 

@@ -16,6 +16,7 @@ public struct ValidateOperation: Sendable {
 
     /// The modes R4 defines that this server checks (`profile` needs profiles, which it does not hold).
     public static let modes = ["create", "update", "delete"]
+    static let advising = ResourceValidator(advice: true)
 
     public func run(type: String, id: String?, body: JSON?, mode queryMode: String?) async throws -> JSON {
         guard FHIRSchema.r4.isResourceType(type) else { throw FHIRError(.notFound, code: "not-supported", "Unknown resource type '\(type)'") }
@@ -44,8 +45,10 @@ public struct ValidateOperation: Sendable {
         if let resource, let actual = resource["resourceType"]?.stringValue, actual != type {
             return OperationOutcome.make([Issue(code: "invalid", "Resource type '\(actual)' does not match the endpoint type '\(type)'", at: type)])
         }
+        // Codes outside extensible and preferred bindings: warnings of $validate only (a write is not refused for them).
+        let advice = resource.map { Self.advising.validate($0).filter { $0.severity == .warning } } ?? []
         guard let mode else {
-            let issues = service.pipeline.validator.validate(resource!)
+            let issues = service.pipeline.validator.validate(resource!) + advice
             return issues.isEmpty ? OperationOutcome.information("No issues: the \(type) is valid R4 content") : OperationOutcome.make(issues)
         }
         let request: WriteRequest
@@ -73,8 +76,9 @@ public struct ValidateOperation: Sendable {
             _ = try await service.writePipeline.check([request], as: interaction)
         } catch let error as FHIRError where !error.category.isServerFault {
             // What the write would have been refused for.
-            return OperationOutcome.make(error.issues)
+            return OperationOutcome.make(error.issues + advice)
         }
-        return OperationOutcome.information("No issues: the \(type) would be accepted as a \(mode)")
+        return advice.isEmpty ? OperationOutcome.information("No issues: the \(type) would be accepted as a \(mode)")
+            : OperationOutcome.make(advice + [Issue(.information, code: "informational", "The \(type) would be accepted as a \(mode)")])
     }
 }
