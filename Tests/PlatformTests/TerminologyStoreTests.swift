@@ -69,4 +69,29 @@ final class TerminologyStoreTests: XCTestCase {
             XCTAssertEqual(left.count, 0)
         }
     }
+
+    /// With no version asked for, the newest stored version answers: "10" is newer than "9", and
+    /// an expansion lists each code once, from that version.
+    func test_newestVersionIsChosenByNumericOrder() async throws {
+        try await withEachBackend { test in
+            let service = FHIRService(store: test.store, matching: nil, principal: .platform)
+            for (id, version, display) in [("v9", "9", "旧"), ("v10", "10", "新"), ("v2", "2.1", "更旧")] {
+                _ = try await service.update("CodeSystem", id, body: try JSONParser.parse(Array(#"""
+                    {"resourceType":"CodeSystem","id":"\#(id)","url":"urn:test:versions","version":"\#(version)","status":"active","content":"complete",
+                     "concept":[{"code":"x","display":"\#(display)"},{"code":"y"}]}
+                    """#.utf8)))
+            }
+            let lookup = CodeSystemLookup(store: test.store)
+            let header = try await lookup.codeSystem("urn:test:versions", version: nil)
+            XCTAssertEqual(header?.entry.version, "10")
+            let x = try await lookup.concept("urn:test:versions", "x", version: nil)
+            XCTAssertEqual(x?.display, "新")
+            let expanded = try await ValueSetExpander(store: test.store).expand(try JSONParser.parse(Array(#"""
+                {"resourceType":"ValueSet","status":"active","compose":{"include":[{"system":"urn:test:versions"}]}}
+                """#.utf8)).objectValue!)
+            XCTAssertEqual(expanded.map(\.code), ["x", "y"])
+            XCTAssertEqual(expanded.map(\.version), ["10", "10"])
+        }
+    }
 }
+
