@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .target(
@@ -128,6 +129,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Notifications",
+            dependencies: ["Platform", "FHIRModel", "Store", "Access", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BulkImport",
             dependencies: ["Platform", "FHIRModel", "Store", "Access"],
             swiftSettings: swiftSettings
@@ -155,7 +164,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Platform", "Gateway", "Cards", "Terminology", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
+                "Platform", "Gateway", "Cards", "Terminology", "Notifications", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -23,6 +23,9 @@ public struct ClientRegistration: Codable, Sendable, Equatable {
     /// The HL7 v2 senders it is (`MSH-3^MSH-4` namespaces, or `^MSH-4` for any application of that
     /// facility): their messages over MLLP are written as this client.
     public var hl7Senders: [String]?
+    /// Where its rest-hook subscriptions may deliver: URL prefixes (`https://his.example/fhir-hooks/`).
+    /// A subscription to any other endpoint is refused (SSRF, ADR 023).
+    public var subscriptionEndpoints: [String]?
 
     public static let kind = "oauth-client"
 }
@@ -58,7 +61,7 @@ public struct ClientRegistry: Sendable {
     /// Registers a client and returns it with its secret (shown once; only its hash is kept).
     /// With `jwks` the client authenticates with `private_key_jwt` and gets no secret.
     public static func register(name: String, facility: String?, role: Role = .facilitySystem, scopes: String,
-                                jwks: String?, hl7Senders: [String] = [],
+                                jwks: String?, hl7Senders: [String] = [], subscriptionEndpoints: [String] = [],
                                 in store: any ResourceStore) async throws -> (ClientRegistration, secret: String?) {
         let parsed = scopes.split(separator: " ").map { ($0, SMARTScope($0)) }
         if let bad = parsed.first(where: { $0.1 == nil }) {
@@ -79,7 +82,11 @@ public struct ClientRegistry: Sendable {
         let client = ClientRegistration(
             id: randomToken(bytes: 12), name: name, facility: facility, role: role,
             scopes: SMARTScope.format(parsed.compactMap(\.1)), secretHash: secret.map(sha256Hex), jwks: jwks,
-            created: Int64(Date().timeIntervalSince1970 * 1_000_000), disabled: false, hl7Senders: hl7Senders.isEmpty ? nil : hl7Senders)
+            created: Int64(Date().timeIntervalSince1970 * 1_000_000), disabled: false, hl7Senders: hl7Senders.isEmpty ? nil : hl7Senders,
+            subscriptionEndpoints: subscriptionEndpoints.isEmpty ? nil : subscriptionEndpoints)
+        if let bad = subscriptionEndpoints.first(where: { !($0.hasPrefix("https://") || $0.hasPrefix("http://")) }) {
+            throw OAuthError(400, "invalid_client_metadata", "A subscription endpoint is an http(s) URL prefix, not '\(bad)'")
+        }
         let content = String(decoding: try JSONEncoder().encode(client), as: UTF8.self)
         try await store.commitRecords([RecordWrite(PlatformRecord(kind: ClientRegistration.kind, id: client.id, content: content))])
         return (client, secret)

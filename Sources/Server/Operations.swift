@@ -1,3 +1,4 @@
+import Notifications
 import Platform
 import Terminology
 
@@ -6,6 +7,7 @@ extension OperationRegistry {
     public static var all: OperationRegistry {
         var registry = OperationRegistry.platform
         registry.registerTerminology()
+        registry.registerNotifications()
         return registry
     }
 }

@@ -3,6 +3,7 @@ import Cards
 import HTTPAPI
 import Identity
 import NIOCore
+import Notifications
 import Platform
 import Prometheus
 
@@ -44,6 +45,8 @@ public struct PlatformConfiguration: Sendable {
     public var mllp: MLLPSettings?
     /// The change feed's consumers (ADR 020): the domain modules register theirs here.
     public var changeConsumers: [ChangeConsumer] = []
+    /// Retries, lease and concurrency of subscription delivery (ADR 023).
+    public var subscriptionDelivery = SubscriptionDelivery.Settings()
 
     public struct MLLPSettings: Sendable {
         public var port: Int

@@ -4,6 +4,7 @@ import HL7v2
 import HTTPAPI
 import Hummingbird
 import Logging
+import Notifications
 import Platform
 import ServiceLifecycle
 import Store
@@ -20,6 +21,11 @@ public struct PlatformServer: Sendable {
     public let searches: SearchService
     /// The HL7 v2 gateway (nil: no MLLP listener configured).
     public let gateway: HL7Gateway?
+    /// The subscriptions (ADR 023): what the change feed's "subscriptions" consumer matches and the
+    /// delivery service sends.
+    public let subscriptions: SubscriptionDirectory
+    /// Woken when the engine committed notification events on this node.
+    let notified = ChangeSignal()
 
     public init(store: any ResourceStore, configuration: PlatformConfiguration) {
         self.store = store
@@ -27,15 +33,17 @@ public struct PlatformServer: Sendable {
         let pipeline = IngestPipeline(maxBodyBytes: configuration.maxBodyBytes, sensitive: configuration.sensitive,
                                       protection: configuration.identifiers)
         var service = FHIRService(store: store, pipeline: pipeline, matching: configuration.matching, auditing: configuration.audit)
-        // Facilities' local codes get the regional standard coding beside them (ADR 022).
-        service.enricher = FacilityCodeMaps(store: store)
-        self.service = service
         var searches = SearchService(store: store)
         searches.auditing = configuration.audit
         searches.masterIndex = service.masterIndex
         searches.protection = configuration.identifiers
         searches.valueSets = ValueSetExpander(store: store)
         self.searches = searches
+        // Facilities' local codes get the regional standard coding beside them (ADR 022); a client's
+        // Subscription gets its owner and status (ADR 023).
+        service.enricher = EnricherChain([FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches)])
+        self.service = service
+        subscriptions = SubscriptionDirectory(store: store, searches: searches)
         gateway = configuration.mllp.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
     }
 
@@ -60,9 +68,15 @@ public struct PlatformServer: Sendable {
     public func run(logger: Logger, dataLocation: String) async throws {
         try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
 
+        let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, signal: notified, logger: logger)
+        let base = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+            ?? "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)") + "/fhir"
+        let delivery = SubscriptionDelivery(service: service, subscriptions: subscriptions, baseURL: base, signal: notified,
+                                            settings: configuration.subscriptionDelivery, logger: logger)
         var services: [any Service] = [
             ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
-            ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers, logger: logger)),
+            ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers + [engine.consumer], logger: logger)),
+            SubscriptionDeliveryService(delivery: delivery),
         ]
         var mllp: MLLPServer?
         if let settings = configuration.mllp, let gateway {

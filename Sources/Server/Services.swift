@@ -1,5 +1,6 @@
 import HL7v2
 import Logging
+import Notifications
 import Platform
 import ServiceLifecycle
 
@@ -40,5 +41,15 @@ struct ChangeFeedService: Service {
             return
         }
         await cancelWhenGracefulShutdown { await dispatcher.run() }
+    }
+}
+
+/// The delivery of subscription notifications (ADR 023), until shutdown (an event is counted as
+/// delivered only after its endpoint took it, so stopping loses nothing).
+struct SubscriptionDeliveryService: Service {
+    let delivery: SubscriptionDelivery
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await delivery.run() }
     }
 }

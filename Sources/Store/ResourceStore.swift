@@ -52,6 +52,9 @@ public protocol ResourceStore: Sendable {
     func record(kind: String, id: String, now: Int64) async throws -> PlatformRecord?
     /// Every unexpired platform record of a kind, by id.
     func records(kind: String, now: Int64) async throws -> [PlatformRecord]
+    /// Unexpired records of a kind with ids after `after` (in id order, at most `limit`): a queue
+    /// read in pages (a subscription's events, ids of fixed width).
+    func records(kind: String, after: String, limit: Int, now: Int64) async throws -> [PlatformRecord]
     /// Audit events about any of `patients` (references; every event when empty), newest first,
     /// before chain position `before`.
     func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent]

@@ -231,6 +231,10 @@ public final class PostgresStore: ResourceStore {
         try await current.records(kind: kind, now: now)
     }
 
+    public func records(kind: String, after: String, limit: Int, now: Int64) async throws -> [PlatformRecord] {
+        try await current.records(kind: kind, after: after, limit: limit, now: now)
+    }
+
     public func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent] {
         try await current.auditEvents(patients: patients, before: before, limit: limit)
     }

@@ -120,7 +120,7 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
         _ = cache.withLock { $0.removeValue(forKey: facility) }
     }
 
-    public func enrich(_ resource: JSONObject, type: String, facility: String?) async throws -> JSONObject {
+    public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         guard let facility else { return resource }
         if type == "ConceptMap" {
             invalidate(facility)

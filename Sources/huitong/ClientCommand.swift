@@ -35,6 +35,9 @@ struct ClientCreate: AsyncParsableCommand {
     @Option(help: "An HL7 v2 sender this client is, as MSH-3^MSH-4 (e.g. 'HIS^county-hospital', or '^county-hospital' for any application there); repeatable. Its messages over MLLP are written as this client.")
     var hl7Sender: [String] = []
 
+    @Option(help: "A URL prefix where this client's rest-hook subscriptions may deliver (e.g. 'https://his.example/hooks/'); repeatable. Other endpoints are refused.")
+    var subscriptionEndpoint: [String] = []
+
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
@@ -43,7 +46,8 @@ struct ClientCreate: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: Logger(label: "huitong"))
         do {
             let (client, secret) = try await ClientRegistry.register(name: name, facility: facility, role: role, scopes: scopes,
-                                                                     jwks: jwksText, hl7Senders: hl7Sender, in: store)
+                                                                     jwks: jwksText, hl7Senders: hl7Sender,
+                                                                     subscriptionEndpoints: subscriptionEndpoint, in: store)
             print("client_id: \(client.id)")
             if let secret { print("client_secret: \(secret)    (shown once; keep it safe)") }
             print("scopes: \(client.scopes)")

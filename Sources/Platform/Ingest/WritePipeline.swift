@@ -150,7 +150,8 @@ public struct WritePipeline: Sendable {
             let attributed = try await service.attributed(resource, type: request.key.type)
             var stamped = service.stamped(attributed)
             if let enricher = service.enricher, case .object(let o) = stamped {
-                stamped = .object(try await enricher.enrich(o, type: request.key.type, facility: FHIRService.sourceFacility(of: o)))
+                stamped = .object(try await enricher.enrich(o, type: request.key.type, facility: FHIRService.sourceFacility(of: o),
+                                                            principal: principal))
             }
             return try ingest.prepare(stamped, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,

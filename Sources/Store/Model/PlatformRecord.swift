@@ -104,4 +104,11 @@ extension SQLReadQueries {
                            + " AND (expires IS NULL OR expires >= ?) ORDER BY id", [.text(kind), .integer(Int(now))])
             .compactMap(PlatformRecordSQL.record)
     }
+
+    package func records(kind: String, after: String, limit: Int, now: Int64) async throws -> [PlatformRecord] {
+        try await db.query("SELECT \(PlatformRecordSQL.columns) FROM platform_record WHERE kind = ? AND id > ?"
+                           + " AND (expires IS NULL OR expires >= ?) ORDER BY id LIMIT ?",
+                           [.text(kind), .text(after), .integer(Int(now)), .integer(limit)])
+            .compactMap(PlatformRecordSQL.record)
+    }
 }

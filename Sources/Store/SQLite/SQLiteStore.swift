@@ -224,6 +224,10 @@ public final class SQLiteStore: ResourceStore {
         try await reads.records(kind: kind, now: now)
     }
 
+    public func records(kind: String, after: String, limit: Int, now: Int64) async throws -> [PlatformRecord] {
+        try await reads.records(kind: kind, after: after, limit: limit, now: now)
+    }
+
     public func auditEvents(patients: [String], before: Int?, limit: Int) async throws -> [StoredAuditEvent] {
         try await spool.flush()
         return try await reads.auditEvents(patients: patients, before: before, limit: limit)

@@ -1,0 +1,136 @@
+import Access
+import FHIRModel
+import Foundation
+import Platform
+import Store
+
+/// What the platform reads of a stored `Subscription` (R4, with the Subscriptions Backport IG 1.1.0
+/// extensions): the criteria, the channel, the payload content and the owner on whose behalf every
+/// notification is decided.
+public struct SubscriptionDefinition: Sendable, Equatable {
+    public static let backport = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+    public static let payloadContent = backport + "backport-payload-content"
+    public static let heartbeatPeriod = backport + "backport-heartbeat-period"
+    public static let maxCount = backport + "backport-max-count"
+    /// Who created the subscription (set by the server on every client write; ADR 023).
+    public static let owner = "https://huitong.health/fhir/StructureDefinition/subscription-owner"
+
+    public enum Channel: String, Sendable { case restHook = "rest-hook", websocket }
+    public enum Content: String, Sendable { case empty, idOnly = "id-only", fullResource = "full-resource" }
+
+    public let id: String
+    public let version: Int
+    public let status: String
+    /// The search URL (`Observation?patient=...`) as written, and its resource type.
+    public let criteria: String
+    public let type: String
+    public let query: String
+    public let channel: Channel
+    public let endpoint: String?
+    /// `Name: value` lines of `channel.header`.
+    public let headers: [(name: String, value: String)]
+    public let content: Content
+    public let contentType: String
+    /// Seconds; nil: no heartbeats.
+    public let heartbeat: Int?
+    public let end: Int64?
+    public let owner: Owner?
+
+    public static func == (a: Self, b: Self) -> Bool { a.id == b.id && a.version == b.version }
+
+    /// The principal a subscription acts for, as far as a notification's access decision needs it.
+    public struct Owner: Sendable, Equatable {
+        public var kind: Principal.Kind
+        public var subject: String
+        public var role: Role
+        public var facility: String?
+        public var scopes: String
+        public var patient: String?
+
+        public init(_ p: Principal) {
+            kind = p.kind
+            subject = p.subject
+            role = p.role
+            facility = p.facility
+            scopes = SMARTScope.format(p.scopes)
+            patient = p.patient
+        }
+
+        init?(_ extensionObject: JSON) {
+            var values: [String: String] = [:]
+            for e in extensionObject["extension"]?.arrayValue ?? [] {
+                guard let url = e["url"]?.stringValue,
+                      let v = e["valueString"]?.stringValue ?? e["valueCode"]?.stringValue else { continue }
+                values[url] = v
+            }
+            guard let kind = values["kind"].flatMap(Principal.Kind.init), let subject = values["subject"],
+                  let role = values["role"].flatMap(Role.init) else { return nil }
+            self.kind = kind
+            self.subject = subject
+            self.role = role
+            facility = values["facility"]
+            scopes = values["scopes"] ?? ""
+            patient = values["patient"]
+        }
+
+        var json: JSON {
+            var parts: [JSON] = [
+                .object(JSONObject([("url", .string("kind")), ("valueCode", .string(kind.rawValue))])),
+                .object(JSONObject([("url", .string("subject")), ("valueString", .string(subject))])),
+                .object(JSONObject([("url", .string("role")), ("valueCode", .string(role.rawValue))])),
+                .object(JSONObject([("url", .string("scopes")), ("valueString", .string(scopes))])),
+            ]
+            if let facility { parts.append(.object(JSONObject([("url", .string("facility")), ("valueString", .string(facility))]))) }
+            if let patient { parts.append(.object(JSONObject([("url", .string("patient")), ("valueString", .string(patient))]))) }
+            return .object(JSONObject([("url", .string(SubscriptionDefinition.owner)), ("extension", .array(parts))]))
+        }
+
+        /// The principal at the time of a notification.
+        public var principal: Principal {
+            Principal(kind: kind, subject: subject, role: role, facility: facility, scopes: SMARTScope.parseList(scopes), patient: patient)
+        }
+    }
+
+    /// Reads a stored Subscription; nil when it is not one the platform serves (no criteria, an
+    /// unsupported channel).
+    public init?(id: String, version: Int, _ o: JSONObject) {
+        guard let criteria = o["criteria"]?.stringValue, let channel = o["channel"],
+              let channelType = channel["type"]?.stringValue.flatMap(Channel.init) else { return nil }
+        let (type, query) = Self.split(criteria)
+        self.id = id
+        self.version = version
+        self.status = o["status"]?.stringValue ?? "requested"
+        self.criteria = criteria
+        self.type = type
+        self.query = query
+        self.channel = channelType
+        endpoint = channel["endpoint"]?.stringValue
+        headers = (channel["header"]?.arrayValue ?? []).compactMap { h in
+            guard let line = h.stringValue, let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]).trimmingCharacters(in: .whitespaces), String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+        }
+        let payload = channel["payload"]
+        contentType = payload?.stringValue ?? "application/fhir+json"
+        content = Self.extensionValue(channel["_payload"], Self.payloadContent, "valueCode")
+            .flatMap(Content.init) ?? (payload == nil ? .empty : .idOnly)
+        heartbeat = Self.extensionValue(channel, Self.heartbeatPeriod, "valueUnsignedInt").flatMap { Int($0) }
+        end = o["end"]?.stringValue.flatMap { FHIRDateTime.parse($0, kind: .instant)?.low }
+        owner = (o["extension"]?.arrayValue ?? []).first { $0["url"]?.stringValue == Self.owner }.flatMap(Owner.init)
+    }
+
+    /// `Observation?code=x` → ("Observation", "code=x").
+    static func split(_ criteria: String) -> (type: String, query: String) {
+        let trimmed = criteria.hasPrefix("/") ? String(criteria.dropFirst()) : criteria
+        guard let q = trimmed.firstIndex(of: "?") else { return (trimmed, "") }
+        return (String(trimmed[..<q]), String(trimmed[trimmed.index(after: q)...]))
+    }
+
+    static func extensionValue(_ element: JSON?, _ url: String, _ member: String) -> String? {
+        guard let ext = element?["extension"]?.arrayValue?.first(where: { $0["url"]?.stringValue == url }) else { return nil }
+        switch ext[member] {
+        case .string(let s)?: return s
+        case .number(let n)?: return n
+        default: return nil
+        }
+    }
+}

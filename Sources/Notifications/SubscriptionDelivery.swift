@@ -1,0 +1,261 @@
+import Access
+import AsyncHTTPClient
+import FHIRModel
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Platform
+import Store
+import Synchronization
+
+/// Delivers the events of rest-hook subscriptions (ADR 023): per subscription in event order, at
+/// least once — an event counts as delivered only after the endpoint answered 2xx, and the count is
+/// saved after each — with the event number in every notification so that a receiver drops a
+/// repeat. A failing endpoint is tried again after 1 s, 2 s, 4 s ... (at most `maxBackoff`) until
+/// `horizon` has passed since the first failure; the subscription is then set to `error` with the
+/// reason. A requested subscription gets its handshake first and becomes `active` when the endpoint
+/// takes it. One node delivers a subscription at a time: it holds the subscription's lease (a
+/// platform record that expires after `lease`, renewed while delivering), which another node takes
+/// over when the holder dies.
+public final class SubscriptionDelivery: Sendable {
+    static let stateKind = "subscription-delivery"
+    static let leaseKind = "subscription-lease"
+
+    public struct Settings: Sendable {
+        public var horizon: Duration = .seconds(24 * 3600)
+        public var maxBackoff: Duration = .seconds(300)
+        public var lease: Duration = .seconds(30)
+        public var requestTimeout: Duration = .seconds(10)
+        public var concurrency = 16
+        public init() {}
+    }
+
+    /// What a subscription's delivery has reached.
+    struct State: Sendable, Equatable {
+        var delivered = 0
+        var failures = 0
+        /// Microseconds: no attempt before; the first failure of the current run of failures.
+        var next: Int64 = 0
+        var since: Int64 = 0
+        var error: String?
+        /// When the last notification (or heartbeat) went out.
+        var sent: Int64 = 0
+
+        init() {}
+
+        init(_ content: String) {
+            guard let o = (try? JSONParser.parse(Array(content.utf8)))?.objectValue else { return }
+            func int(_ k: String) -> Int64 { o[k]?.numberText.flatMap { Int64($0) } ?? 0 }
+            delivered = Int(int("delivered"))
+            failures = Int(int("failures"))
+            next = int("next")
+            since = int("since")
+            sent = int("sent")
+            error = o["error"]?.stringValue
+        }
+
+        var content: String {
+            var o = JSONObject([("delivered", .number(String(delivered))), ("failures", .number(String(failures))),
+                                ("next", .number(String(next))), ("since", .number(String(since))), ("sent", .number(String(sent)))])
+            if let error { o["error"] = .string(error) }
+            return JSONWriter.string(.object(o))
+        }
+    }
+
+    let service: FHIRService
+    let subscriptions: SubscriptionDirectory
+    let settings: Settings
+    let baseURL: String
+    let signal: ChangeSignal
+    let logger: Logger
+    let client: HTTPClient
+    let node = UUID().uuidString
+    private let busy = Mutex<Set<String>>([])
+
+    public init(service: FHIRService, subscriptions: SubscriptionDirectory, baseURL: String, signal: ChangeSignal,
+                settings: Settings = Settings(), logger: Logger) {
+        self.service = service.acting(as: .platform)
+        self.subscriptions = subscriptions
+        self.baseURL = baseURL
+        self.signal = signal
+        self.settings = settings
+        self.logger = logger
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(Int64(settings.requestTimeout.components.seconds)))
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    static var nowMicros: Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+
+    /// Delivers until cancelled: a round over every subscription whenever events were committed on
+    /// this node, and at least every 250 ms (other nodes' events, retries, heartbeats).
+    public func run() async {
+        while !Task.isCancelled {
+            let seen = signal.generation
+            do {
+                try await round()
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning("Subscription delivery round failed: \(error)")
+            }
+            _ = await signal.wait(since: seen, timeout: .milliseconds(250))
+        }
+        try? await client.shutdown()
+    }
+
+    func round() async throws {
+        let due = try await subscriptions.all().filter { $0.definition.channel == .restHook && ["requested", "active"].contains($0.definition.status) }
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for subscription in due {
+                let id = subscription.definition.id
+                guard busy.withLock({ $0.insert(id).inserted }) else { continue }
+                if running >= settings.concurrency { await group.next(); running -= 1 }
+                running += 1
+                group.addTask { [self] in
+                    defer { _ = busy.withLock { $0.remove(id) } }
+                    do {
+                        try await serve(subscription.definition)
+                    } catch {
+                        logger.warning("Subscription/\(id): \(error)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes or renews the subscription's lease; false when another node holds it.
+    func lease(_ id: String, now: Int64) async throws -> Bool {
+        let expires = now + Int64(settings.lease.components.seconds) * 1_000_000
+        let mine = PlatformRecord(kind: Self.leaseKind, id: id, content: node, expires: expires)
+        if let held = try await service.store.record(kind: Self.leaseKind, id: id, now: now) {
+            guard held.content == node else { return false }
+            // Renewed only when half of it is gone (one write per 15 s, not per notification).
+            if let old = held.expires, old - now > expires - old { return true }
+            try await service.store.commitRecords([RecordWrite(mine)])
+            return true
+        }
+        do {
+            try await service.store.commitRecords([RecordWrite(mine, mode: .insertNew(now: now))])
+            return true
+        } catch StoreError.recordExists {
+            return false
+        }
+    }
+
+    func state(_ id: String, now: Int64) async throws -> State {
+        try await service.store.record(kind: Self.stateKind, id: id, now: now).map { State($0.content) } ?? State()
+    }
+
+    func save(_ id: String, _ state: State) async throws {
+        try await service.store.commitRecords([RecordWrite(PlatformRecord(kind: Self.stateKind, id: id, content: state.content))])
+    }
+
+    func serve(_ definition: SubscriptionDefinition) async throws {
+        var now = Self.nowMicros
+        var state = try await state(definition.id, now: now)
+        guard state.next <= now, try await lease(definition.id, now: now) else { return }
+        if definition.status == "requested" {
+            let bundle = NotificationBundle.make(base: baseURL, subscription: definition, status: "requested", kind: .handshake,
+                                                 eventsSinceStart: 0, events: [], content: definition.content, now: now)
+            if try await post(definition, bundle, &state, now: now) {
+                try await setStatus(definition, "active", error: nil)
+            }
+            try await save(definition.id, state)
+            return
+        }
+        let kind = SubscriptionEngine.eventKind + definition.id
+        while !Task.isCancelled {
+            let page = try await service.store.records(kind: kind, after: SubscriptionEvent.recordID(state.delivered), limit: 100, now: now)
+            if page.isEmpty { break }
+            for record in page {
+                guard let number = Int(record.id), let event = SubscriptionEvent(number: number, content: record.content) else { continue }
+                now = Self.nowMicros
+                guard try await lease(definition.id, now: now) else { return }
+                let focus = try await focus(definition, event)
+                let bundle = NotificationBundle.make(base: baseURL, subscription: definition, status: "active", kind: .eventNotification,
+                                                     eventsSinceStart: number, events: [(event, focus)], content: definition.content, now: now)
+                guard try await post(definition, bundle, &state, now: now) else {
+                    try await save(definition.id, state)
+                    return
+                }
+                state.delivered = number
+                try await save(definition.id, state)
+            }
+        }
+        // Heartbeat when nothing went out for the subscription's period.
+        now = Self.nowMicros
+        if let period = definition.heartbeat, period > 0, now - state.sent >= Int64(period) * 1_000_000 {
+            let count = try await SubscriptionEngine.eventCount(definition.id, store: service.store, now: now)
+            let bundle = NotificationBundle.make(base: baseURL, subscription: definition, status: "active", kind: .heartbeat,
+                                                 eventsSinceStart: count, events: [], content: definition.content, now: now)
+            _ = try await post(definition, bundle, &state, now: now)
+            try await save(definition.id, state)
+        }
+    }
+
+    /// The focus resource for a `full-resource` notification, read on the owner's behalf (audited
+    /// like any read); nil when the owner may no longer read it (the event goes out without it).
+    func focus(_ definition: SubscriptionDefinition, _ event: SubscriptionEvent) async throws -> JSON? {
+        guard definition.content == .fullResource, let owner = definition.owner else { return nil }
+        do {
+            let result = try await service.acting(as: owner.principal).vread(event.type, event.id, version: String(event.version))
+            guard let content = result.content else { return nil }
+            return try JSONParser.parse(Array(content.readableBytesView))
+        } catch let error as FHIRError where !error.category.isServerFault {
+            return nil
+        }
+    }
+
+    /// POSTs a notification; on failure records it and when to try again (and gives up after the horizon).
+    func post(_ definition: SubscriptionDefinition, _ bundle: JSON, _ state: inout State, now: Int64) async throws -> Bool {
+        guard let endpoint = definition.endpoint else { return false }
+        var request = HTTPClientRequest(url: endpoint)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/fhir+json")
+        for (name, value) in definition.headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(bytes: JSONWriter.bytes(bundle)))
+        let problem: String
+        do {
+            let response = try await client.execute(request, timeout: .seconds(Int64(settings.requestTimeout.components.seconds)))
+            _ = try? await response.body.collect(upTo: 1 << 16)
+            if (200..<300).contains(response.status.code) {
+                state.failures = 0
+                state.since = 0
+                state.next = 0
+                state.error = nil
+                state.sent = now
+                return true
+            }
+            problem = "the endpoint answered \(response.status.code)"
+        } catch {
+            problem = "the endpoint could not be reached (\(error))"
+        }
+        if state.failures == 0 { state.since = now }
+        state.failures += 1
+        state.error = problem
+        let backoff = min(Double(settings.maxBackoff.components.seconds), pow(2, Double(min(state.failures - 1, 30))))
+        state.next = now + Int64(backoff * 1_000_000)
+        if now - state.since >= Int64(settings.horizon.components.seconds) * 1_000_000 {
+            try await setStatus(definition, "error", error: "Delivery failed since \(FHIRDateTime.formatInstant(micros: state.since)): \(problem)")
+        }
+        return false
+    }
+
+    /// Sets the stored Subscription's status (and `error`) as the platform.
+    func setStatus(_ definition: SubscriptionDefinition, _ status: String, error: String?) async throws {
+        let key = ResourceKey("Subscription", definition.id)
+        guard let record = try await service.store.read(key), !record.deleted, let content = record.content,
+              case .object(var o) = try JSONParser.parse(Array(content.readableBytesView)) else { return }
+        o["status"] = .string(status)
+        o["error"] = error.map { .string($0) }
+        do {
+            _ = try await service.writePipeline.write([.generated(o, key: key, method: "PUT", ifMatch: record.version, validate: false)],
+                                                      as: .operation("subscription-status"))
+        } catch let e as FHIRError where e.category == .preconditionFailed {
+            return   // changed meanwhile: the next round reads it again
+        }
+        try await subscriptions.refresh(definition.id)
+    }
+}

@@ -1,0 +1,174 @@
+import Access
+import FHIRModel
+import Foundation
+import NIOCore
+import Logging
+import Platform
+import Store
+import Synchronization
+
+/// Turns committed changes into numbered notification events (ADR 023). A change-feed consumer
+/// (one node at a time serves it): every change of a type some active subscription watches is
+/// matched against each such subscription's criteria from the resource's own index entries
+/// (`QueryMatcher`; criteria that need other rows ask the store for that one resource), and a
+/// match the subscription's owner may read becomes the subscription's next event. The events, the
+/// per-subscription counts and the last change handled are committed together, so a batch handed
+/// over again after a crash numbers nothing twice.
+public final class SubscriptionEngine: Sendable {
+    public static let consumerName = "subscriptions"
+    static let eventKind = "subscription-event:"
+    static let countKind = "subscription-count"
+    static let checkpointKind = "subscription-engine"
+
+    let service: FHIRService
+    let searches: SearchService
+    let extractor = IndexExtractor()
+    let subscriptions: SubscriptionDirectory
+    let logger: Logger
+    /// Woken when events were committed (the delivery loop on this node).
+    let signal: ChangeSignal
+
+    public init(service: FHIRService, searches: SearchService, subscriptions: SubscriptionDirectory, signal: ChangeSignal, logger: Logger) {
+        self.service = service.acting(as: .platform)
+        self.searches = searches.acting(as: .platform)
+        self.subscriptions = subscriptions
+        self.signal = signal
+        self.logger = logger
+    }
+
+    public var consumer: ChangeConsumer {
+        ChangeConsumer(name: Self.consumerName, batch: 500) { [self] changes in try await handle(changes) }
+    }
+
+    static func changeID(_ c: ResourceChange) -> String { "\(c.key.type)/\(c.key.id)/\(c.version)" }
+
+    func handle(_ changes: [ResourceChange]) async throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        var pending = changes[...]
+        // A batch handed over again (a crash between our commit and the feed's position): skip
+        // through the last change already handled.
+        if let checkpoint = try await service.store.record(kind: Self.checkpointKind, id: "last", now: now),
+           let i = changes.firstIndex(where: { Self.changeID($0) == checkpoint.content }) {
+            pending = changes[(i + 1)...]
+        }
+        guard let last = pending.last else { return }
+        var counts: [String: Int] = [:]
+        var scopes: [String: ReadScope?] = [:]
+        var records: [RecordWrite] = []
+        for change in pending {
+            if change.key.type == "Subscription" {
+                try await subscriptions.refresh(change.key.id)
+                continue
+            }
+            let watching = subscriptions.active(for: change.key.type, at: now)
+            guard !watching.isEmpty, !change.deleted else { continue }
+            guard let record = try await service.store.vread(change.key, version: change.version), let content = record.content,
+                  case .object(let resource) = try JSONParser.parse(Array(content.readableBytesView)) else { continue }
+            let entries = extractor.entries(for: resource, type: change.key.type)
+            for subscription in watching {
+                guard try await matches(subscription, change, record.lastUpdated, entries) else { continue }
+                if scopes[subscription.definition.id] == nil {
+                    scopes[subscription.definition.id] = try await ownerScope(subscription.definition)
+                }
+                guard let scope = scopes[subscription.definition.id] ?? nil,
+                      try await service.store.readable([change.key], scope: scope).contains(change.key) else { continue }
+                let id = subscription.definition.id
+                if counts[id] == nil { counts[id] = try await Self.eventCount(id, store: service.store, now: now) }
+                let number = counts[id]! + 1
+                counts[id] = number
+                let event = SubscriptionEvent(number: number, timestamp: record.lastUpdated, type: change.key.type, id: change.key.id, version: change.version)
+                records.append(RecordWrite(PlatformRecord(kind: Self.eventKind + id, id: SubscriptionEvent.recordID(number), content: event.content)))
+            }
+        }
+        for (id, n) in counts { records.append(RecordWrite(PlatformRecord(kind: Self.countKind, id: id, content: String(n)))) }
+        records.append(RecordWrite(PlatformRecord(kind: Self.checkpointKind, id: "last", content: Self.changeID(last))))
+        try await service.store.commitRecords(records)
+        if !counts.isEmpty { signal.fire() }
+    }
+
+    /// How many events a subscription has had.
+    public static func eventCount(_ id: String, store: any ResourceStore, now: Int64) async throws -> Int {
+        try await store.record(kind: countKind, id: id, now: now).flatMap { Int($0.content) } ?? 0
+    }
+
+    func matches(_ subscription: SubscriptionDirectory.Active, _ change: ResourceChange, _ lastUpdated: Int64, _ entries: [IndexEntry]) async throws -> Bool {
+        if let local = subscription.matcher.matches(type: change.key.type, id: change.key.id, lastUpdated: lastUpdated, entries: entries) {
+            return local
+        }
+        // Chains, _has and terminology: the store answers for this one resource.
+        var parsed = try searches.parse(type: subscription.definition.type, query: subscription.definition.query, strict: true)
+        parsed.query.clauses.append(.init(parameter: "_id", parameterType: "token", values: [.id(change.key.id)]))
+        return try await !searches.run(parsed).matches.isEmpty
+    }
+
+    /// The rows the owner may read now (nil: the owner may not read the type at all).
+    func ownerScope(_ definition: SubscriptionDefinition) async throws -> ReadScope? {
+        guard let owner = definition.owner else { return nil }
+        let acting = service.acting(as: owner.principal)
+        do {
+            try acting.policy.authorize(owner.principal, .read, definition.type)
+            return try await acting.readScope()
+        } catch {
+            return nil
+        }
+    }
+}
+
+/// The subscriptions the platform serves, kept in memory and refreshed from the store when a
+/// Subscription changes (and every `ttl`, for the other nodes' changes).
+public final class SubscriptionDirectory: Sendable {
+    public struct Active: Sendable {
+        public let definition: SubscriptionDefinition
+        let matcher: QueryMatcher
+    }
+
+    let store: any ResourceStore
+    let searches: SearchService
+    let ttl: Duration
+    private let state = Mutex<(loaded: ContinuousClock.Instant?, all: [String: Active])>((nil, [:]))
+
+    public init(store: any ResourceStore, searches: SearchService, ttl: Duration = .seconds(1)) {
+        self.store = store
+        self.searches = searches.acting(as: .platform)
+        self.ttl = ttl
+    }
+
+    /// Every subscription the platform serves (requested, active or in error), fresh within `ttl`.
+    public func all() async throws -> [Active] {
+        let now = ContinuousClock.now
+        if let (loaded, all) = state.withLock({ s in s.loaded.map { ($0, s.all) } }), now - loaded < ttl {
+            return Array(all.values)
+        }
+        var found: [String: Active] = [:]
+        let keys = try await store.search(SearchQuery(type: "Subscription", clauses: []), limit: 100_000)
+        for (key, record) in try await store.read(keys: keys) where !record.deleted {
+            if let active = parse(key.id, record) { found[key.id] = active }
+        }
+        state.withLock { $0 = (now, found) }
+        return Array(found.values)
+    }
+
+    /// Active subscriptions on resources of `type` (loaded once; then kept by `refresh`).
+    func active(for type: String, at now: Int64) -> [Active] {
+        state.withLock { s in s.all.values.filter { $0.definition.type == type && $0.definition.status == "active" && ($0.definition.end ?? .max) > now } }
+    }
+
+    func ensureLoaded() async throws {
+        if state.withLock({ $0.loaded == nil }) { _ = try await all() }
+    }
+
+    /// Reads one subscription again (after a change of it).
+    public func refresh(_ id: String) async throws {
+        try await ensureLoaded()
+        let record = try await store.read(ResourceKey("Subscription", id))
+        let active = record.flatMap { $0.deleted ? nil : parse(id, $0) }
+        state.withLock { $0.all[id] = active }
+    }
+
+    func parse(_ id: String, _ record: ResourceRecord) -> Active? {
+        guard let content = record.content, case .object(let o) = try? JSONParser.parse(Array(content.readableBytesView)),
+              let definition = SubscriptionDefinition(id: id, version: record.version, o),
+              let parsed = try? searches.parse(type: definition.type, query: definition.query, strict: true) else { return nil }
+        return Active(definition: definition, matcher: QueryMatcher(parsed.query))
+    }
+}

@@ -1,0 +1,120 @@
+import Access
+import FHIRModel
+import Foundation
+import Platform
+import Store
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the platform checks and sets on a client's write of a `Subscription` (the write
+/// pipeline's enrich stage, ADR 023): a channel it serves, criteria it can parse on a type the
+/// writer may read, an endpoint the writer may deliver to (no loopback or private address unless
+/// the client's registration lists it: SSRF), the writer as the owner on whose behalf every
+/// notification is decided, and the status: a client asks (`requested`) or stops (`off`); the
+/// platform makes it `active` after the handshake, or `error`.
+public struct SubscriptionWrites: WriteEnricher {
+    let store: any ResourceStore
+    let searches: SearchService
+
+    public init(store: any ResourceStore, searches: SearchService) {
+        self.store = store
+        self.searches = searches.acting(as: .platform)
+    }
+
+    public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
+        guard type == "Subscription" else { return resource }
+        var o = resource
+        let channelType = o["channel"]?["type"]?.stringValue ?? ""
+        guard SubscriptionDefinition.Channel(rawValue: channelType) != nil else {
+            throw FHIRError(.invalid, code: "not-supported", "The platform delivers by rest-hook or websocket, not '\(channelType)'",
+                            at: "Subscription.channel.type")
+        }
+        let criteria = o["criteria"]?.stringValue ?? ""
+        let (criteriaType, query) = SubscriptionDefinition.split(criteria)
+        guard FHIRSchema.r4.isResourceType(criteriaType) else {
+            throw FHIRError(.invalid, code: "value", "The criteria must be a search URL such as 'Observation?patient=123', not '\(criteria)'",
+                            at: "Subscription.criteria")
+        }
+        do {
+            _ = try searches.parse(type: criteriaType, query: query, strict: true)
+        } catch {
+            throw FHIRError(.invalid, code: "value", "The criteria cannot be searched: \(error.issues.first?.diagnostics ?? "\(error)")",
+                            at: "Subscription.criteria")
+        }
+        do {
+            try AccessPolicy().authorize(principal, .search, criteriaType)
+        } catch {
+            throw FHIRError(.forbidden, code: "forbidden", "A subscription is decided on its owner's behalf, who may not search \(criteriaType): \(error.reason)",
+                            at: "Subscription.criteria")
+        }
+        if channelType == SubscriptionDefinition.Channel.restHook.rawValue {
+            let endpoint = o["channel"]?["endpoint"]?.stringValue ?? ""
+            try await checkEndpoint(endpoint, principal)
+        }
+        let status = o["status"]?.stringValue ?? "requested"
+        if status != "off" { o["status"] = .string("requested") }
+        o["error"] = nil
+        var extensions = (o["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != SubscriptionDefinition.owner }
+        extensions.append(SubscriptionDefinition.Owner(principal).json)
+        o["extension"] = .array(extensions)
+        return o
+    }
+
+    /// A rest-hook endpoint the writer may deliver to.
+    func checkEndpoint(_ endpoint: String, _ principal: Principal) async throws {
+        let at = "Subscription.channel.endpoint"
+        guard let url = URL(string: endpoint), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              let host = url.host, !host.isEmpty else {
+            throw FHIRError(.invalid, code: "value", "A rest-hook endpoint is an http(s) URL, not '\(endpoint)'", at: at)
+        }
+        switch principal.kind {
+        case .development, .platform:
+            return
+        case .client:
+            let registration = try await store.record(kind: ClientRegistration.kind, id: principal.subject, now: Int64(Date().timeIntervalSince1970 * 1_000_000))
+                .flatMap { try? JSONDecoder().decode(ClientRegistration.self, from: Data($0.content.utf8)) }
+            let allowed = registration?.subscriptionEndpoints ?? []
+            guard allowed.contains(where: { endpoint.hasPrefix($0) }) else {
+                throw FHIRError(.forbidden, code: "forbidden", "'\(endpoint)' is not among the endpoints registered for client \(principal.subject)"
+                                + " (huitong client create --subscription-endpoint)", at: at)
+            }
+        default:
+            if Self.isInternal(host) {
+                throw FHIRError(.forbidden, code: "forbidden", "A rest-hook may not deliver to a loopback or private address ('\(host)')", at: at)
+            }
+        }
+    }
+
+    /// Whether `host` is, or resolves to, a loopback, private, link-local or unspecified address.
+    static func isInternal(_ host: String) -> Bool {
+        let name = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        if name.lowercased() == "localhost" || name.lowercased().hasSuffix(".localhost") { return true }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, nil, &hints, &result) == 0, let first = result else { return true }   // unresolvable: refused
+        defer { freeaddrinfo(result) }
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let info = cursor {
+            if let address = info.pointee.ai_addr {
+                if info.pointee.ai_family == AF_INET {
+                    let ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+                    let a = ip >> 24, b = (ip >> 16) & 0xff
+                    if a == 127 || a == 10 || a == 0 || (a == 172 && (16...31).contains(b)) || (a == 192 && b == 168)
+                        || (a == 169 && b == 254) || (a == 100 && (64...127).contains(b)) { return true }
+                } else if info.pointee.ai_family == AF_INET6 {
+                    let bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                        withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) }
+                    }
+                    let loopback = bytes.dropLast().allSatisfy { $0 == 0 } && bytes.last == 1
+                    let unspecified = bytes.allSatisfy { $0 == 0 }
+                    let mapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
+                    if loopback || unspecified || mapped || (bytes[0] & 0xfe) == 0xfc || (bytes[0] == 0xfe && (bytes[1] & 0xc0) == 0x80) { return true }
+                }
+            }
+            cursor = info.pointee.ai_next
+        }
+        return false
+    }
+}
