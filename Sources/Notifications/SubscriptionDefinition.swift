@@ -12,8 +12,8 @@ public struct SubscriptionDefinition: Sendable, Equatable {
     public static let payloadContent = backport + "backport-payload-content"
     public static let heartbeatPeriod = backport + "backport-heartbeat-period"
     public static let maxCount = backport + "backport-max-count"
-    /// Who created the subscription (set by the server on every client write; ADR 023).
-    public static let owner = "https://huitong.health/fhir/StructureDefinition/subscription-owner"
+    /// The platform record kind of a subscription's owner: who last wrote it as a client (ADR 023).
+    public static let ownerKind = "subscription-owner"
 
     public enum Channel: String, Sendable { case restHook = "rest-hook", websocket }
     public enum Content: String, Sendable { case empty, idOnly = "id-only", fullResource = "full-resource" }
@@ -56,33 +56,25 @@ public struct SubscriptionDefinition: Sendable, Equatable {
             patient = p.patient
         }
 
-        init?(_ extensionObject: JSON) {
-            var values: [String: String] = [:]
-            for e in extensionObject["extension"]?.arrayValue ?? [] {
-                guard let url = e["url"]?.stringValue,
-                      let v = e["valueString"]?.stringValue ?? e["valueCode"]?.stringValue else { continue }
-                values[url] = v
-            }
-            guard let kind = values["kind"].flatMap(Principal.Kind.init), let subject = values["subject"],
-                  let role = values["role"].flatMap(Role.init) else { return nil }
+        /// The owner as kept in its platform record (`subscription-owner`, beside the resource).
+        init?(record content: String) {
+            guard let o = (try? JSONParser.parse(Array(content.utf8)))?.objectValue,
+                  let kind = o["kind"]?.stringValue.flatMap(Principal.Kind.init), let subject = o["subject"]?.stringValue,
+                  let role = o["role"]?.stringValue.flatMap(Role.init) else { return nil }
             self.kind = kind
             self.subject = subject
             self.role = role
-            facility = values["facility"]
-            scopes = values["scopes"] ?? ""
-            patient = values["patient"]
+            facility = o["facility"]?.stringValue
+            scopes = o["scopes"]?.stringValue ?? ""
+            patient = o["patient"]?.stringValue
         }
 
-        var json: JSON {
-            var parts: [JSON] = [
-                .object(JSONObject([("url", .string("kind")), ("valueCode", .string(kind.rawValue))])),
-                .object(JSONObject([("url", .string("subject")), ("valueString", .string(subject))])),
-                .object(JSONObject([("url", .string("role")), ("valueCode", .string(role.rawValue))])),
-                .object(JSONObject([("url", .string("scopes")), ("valueString", .string(scopes))])),
-            ]
-            if let facility { parts.append(.object(JSONObject([("url", .string("facility")), ("valueString", .string(facility))]))) }
-            if let patient { parts.append(.object(JSONObject([("url", .string("patient")), ("valueString", .string(patient))]))) }
-            return .object(JSONObject([("url", .string(SubscriptionDefinition.owner)), ("extension", .array(parts))]))
+        var record: String {
+            var o = JSONObject([("kind", .string(kind.rawValue)), ("subject", .string(subject)), ("role", .string(role.rawValue)),
+                                ("scopes", .string(scopes))])
+            if let facility { o["facility"] = .string(facility) }
+            if let patient { o["patient"] = .string(patient) }
+            return JSONWriter.string(.object(o))
         }
 
         /// The principal at the time of a notification.
@@ -93,7 +85,7 @@ public struct SubscriptionDefinition: Sendable, Equatable {
 
     /// Reads a stored Subscription; nil when it is not one the platform serves (no criteria, an
     /// unsupported channel).
-    public init?(id: String, version: Int, _ o: JSONObject) {
+    public init?(id: String, version: Int, _ o: JSONObject, owner: Owner?) {
         guard let criteria = o["criteria"]?.stringValue, let channel = o["channel"],
               let channelType = channel["type"]?.stringValue.flatMap(Channel.init) else { return nil }
         let (type, query) = Self.split(criteria)
@@ -115,7 +107,7 @@ public struct SubscriptionDefinition: Sendable, Equatable {
             .flatMap(Content.init) ?? (payload == nil ? .empty : .idOnly)
         heartbeat = Self.extensionValue(channel, Self.heartbeatPeriod, "valueUnsignedInt").flatMap { Int($0) }
         end = o["end"]?.stringValue.flatMap { FHIRDateTime.parse($0, kind: .instant)?.low }
-        owner = (o["extension"]?.arrayValue ?? []).first { $0["url"]?.stringValue == Self.owner }.flatMap(Owner.init)
+        self.owner = owner
     }
 
     /// `Observation?code=x` → ("Observation", "code=x").

@@ -141,8 +141,9 @@ public final class SubscriptionDirectory: Sendable {
         }
         var found: [String: Active] = [:]
         let keys = try await store.search(SearchQuery(type: "Subscription", clauses: []), limit: 100_000)
+        let owners = try await store.records(kind: SubscriptionDefinition.ownerKind, now: 0).reduce(into: [String: String]()) { $0[$1.id] = $1.content }
         for (key, record) in try await store.read(keys: keys) where !record.deleted {
-            if let active = parse(key.id, record) { found[key.id] = active }
+            if let active = parse(key.id, record, owner: owners[key.id]) { found[key.id] = active }
         }
         state.withLock { $0 = (now, found) }
         return Array(found.values)
@@ -161,13 +162,14 @@ public final class SubscriptionDirectory: Sendable {
     public func refresh(_ id: String) async throws {
         try await ensureLoaded()
         let record = try await store.read(ResourceKey("Subscription", id))
-        let active = record.flatMap { $0.deleted ? nil : parse(id, $0) }
+        let owner = try await store.record(kind: SubscriptionDefinition.ownerKind, id: id, now: 0)?.content
+        let active = record.flatMap { $0.deleted ? nil : parse(id, $0, owner: owner) }
         state.withLock { $0.all[id] = active }
     }
 
-    func parse(_ id: String, _ record: ResourceRecord) -> Active? {
+    func parse(_ id: String, _ record: ResourceRecord, owner: String?) -> Active? {
         guard let content = record.content, case .object(let o) = try? JSONParser.parse(Array(content.readableBytesView)),
-              let definition = SubscriptionDefinition(id: id, version: record.version, o),
+              let definition = SubscriptionDefinition(id: id, version: record.version, o, owner: owner.flatMap { .init(record: $0) }),
               let parsed = try? searches.parse(type: definition.type, query: definition.query, strict: true) else { return nil }
         return Active(definition: definition, matcher: QueryMatcher(parsed.query))
     }

@@ -23,7 +23,8 @@ extension RegisteredOperation {
         guard let id = request.id else { throw FHIRError(.invalid, code: "required", "The operation is asked of a Subscription: Subscription/[id]/$\(request.name)") }
         let result = try await service.read("Subscription", id)
         guard let content = result.content, case .object(let o) = try JSONParser.parse(Array(content.readableBytesView)),
-              let definition = SubscriptionDefinition(id: id, version: result.version ?? 1, o) else {
+              let definition = SubscriptionDefinition(id: id, version: result.version ?? 1, o, owner: try await service.store
+                .record(kind: SubscriptionDefinition.ownerKind, id: id, now: 0).flatMap { .init(record: $0.content) }) else {
             throw FHIRError(.invalid, code: "not-supported", "Subscription/\(id) is not one the platform delivers (criteria and a rest-hook or websocket channel)")
         }
         let principal = service.principal

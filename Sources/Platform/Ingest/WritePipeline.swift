@@ -115,6 +115,12 @@ public struct WritePipeline: Sendable {
         let writes = try await check(requests, as: interaction)
         var unit = WriteUnit(writes: writes, assumptions: assumptions)
         unit.records = records
+        if let enricher = service.enricher {
+            // What a domain keeps beside a client's write (a Subscription's owner), in the same unit.
+            for (request, write) in zip(requests, writes) where request.isClient {
+                unit.records += enricher.records(for: write, principal: principal)
+            }
+        }
         return try await commit(unit, as: interaction, auditQuery: auditQuery)
     }
 
