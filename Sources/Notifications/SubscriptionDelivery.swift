@@ -28,6 +28,8 @@ public final class SubscriptionDelivery: Sendable {
         public var lease: Duration = .seconds(30)
         public var requestTimeout: Duration = .seconds(10)
         public var concurrency = 16
+        /// How often every subscription is looked at, not only those with new events on this node.
+        public var sweep: Duration = .seconds(1)
         public init() {}
     }
 
@@ -67,18 +69,18 @@ public final class SubscriptionDelivery: Sendable {
     let subscriptions: SubscriptionDirectory
     let settings: Settings
     let baseURL: String
-    let signal: ChangeSignal
+    let pending: PendingDeliveries
     let logger: Logger
     let client: HTTPClient
     let node = UUID().uuidString
     private let busy = Mutex<Set<String>>([])
 
-    public init(service: FHIRService, subscriptions: SubscriptionDirectory, baseURL: String, signal: ChangeSignal,
+    public init(service: FHIRService, subscriptions: SubscriptionDirectory, baseURL: String, pending: PendingDeliveries,
                 settings: Settings = Settings(), logger: Logger) {
         self.service = service.acting(as: .platform)
         self.subscriptions = subscriptions
         self.baseURL = baseURL
-        self.signal = signal
+        self.pending = pending
         self.settings = settings
         self.logger = logger
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
@@ -88,40 +90,56 @@ public final class SubscriptionDelivery: Sendable {
 
     static var nowMicros: Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
 
-    /// Delivers until cancelled: a round over every subscription whenever events were committed on
-    /// this node, and at least every 250 ms (other nodes' events, retries, heartbeats).
+    /// Delivers until cancelled: the subscriptions this node's engine gave new events at once, and
+    /// every subscription at least every `sweep` (other nodes' events, retries, handshakes,
+    /// heartbeats). Each subscription is served by a task of its own (at most `concurrency` at a
+    /// time), so a slow endpoint holds up only its own subscription.
     public func run() async {
-        while !Task.isCancelled {
-            let seen = signal.generation
-            do {
-                try await round()
-            } catch {
-                if Task.isCancelled { break }
-                logger.warning("Subscription delivery round failed: \(error)")
+        logger.info("Subscription delivery: node \(node)")
+        await withDiscardingTaskGroup { group in
+            var swept = ContinuousClock.now - settings.sweep
+            while !Task.isCancelled {
+                let seen = pending.signal.generation
+                do {
+                    var only: Set<String>? = pending.take()
+                    if ContinuousClock.now - swept >= settings.sweep {
+                        swept = ContinuousClock.now
+                        only = nil
+                    }
+                    if only?.isEmpty != true {
+                        for definition in try await due(only) {
+                            let id = definition.id
+                            let started = busy.withLock { b -> Bool in
+                                guard b.count < settings.concurrency, !b.contains(id) else { return false }
+                                b.insert(id)
+                                return true
+                            }
+                            // Being served (its new events are looked at when it is next due) or too many at once.
+                            guard started else { pending.defer(id); continue }
+                            group.addTask { [self] in
+                                defer { _ = busy.withLock { $0.remove(id) } }
+                                do {
+                                    try await serve(definition)
+                                } catch {
+                                    logger.warning("Subscription/\(id): \(error)")
+                                }
+                            }
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.warning("Subscription delivery round failed: \(error)")
+                }
+                _ = await pending.signal.wait(since: seen, timeout: .milliseconds(100))
             }
-            _ = await signal.wait(since: seen, timeout: .milliseconds(250))
         }
         try? await client.shutdown()
     }
 
-    func round() async throws {
-        let due = try await subscriptions.all().filter { $0.definition.channel == .restHook && ["requested", "active"].contains($0.definition.status) }
-        await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            for subscription in due {
-                let id = subscription.definition.id
-                guard busy.withLock({ $0.insert(id).inserted }) else { continue }
-                if running >= settings.concurrency { await group.next(); running -= 1 }
-                running += 1
-                group.addTask { [self] in
-                    defer { _ = busy.withLock { $0.remove(id) } }
-                    do {
-                        try await serve(subscription.definition)
-                    } catch {
-                        logger.warning("Subscription/\(id): \(error)")
-                    }
-                }
-            }
+    /// The rest-hook subscriptions to serve: `only` these (nil: all).
+    func due(_ only: Set<String>?) async throws -> [SubscriptionDefinition] {
+        try await subscriptions.all().map(\.definition).filter {
+            $0.channel == .restHook && ["requested", "active"].contains($0.status) && (only?.contains($0.id) ?? true)
         }
     }
 

@@ -25,14 +25,14 @@ public final class SubscriptionEngine: Sendable {
     let extractor = IndexExtractor()
     let subscriptions: SubscriptionDirectory
     let logger: Logger
-    /// Woken when events were committed (the delivery loop on this node).
-    let signal: ChangeSignal
+    /// Told which subscriptions have new events (the delivery loop on this node).
+    let pending: PendingDeliveries
 
-    public init(service: FHIRService, searches: SearchService, subscriptions: SubscriptionDirectory, signal: ChangeSignal, logger: Logger) {
+    public init(service: FHIRService, searches: SearchService, subscriptions: SubscriptionDirectory, pending: PendingDeliveries, logger: Logger) {
         self.service = service.acting(as: .platform)
         self.searches = searches.acting(as: .platform)
         self.subscriptions = subscriptions
-        self.signal = signal
+        self.pending = pending
         self.logger = logger
     }
 
@@ -43,19 +43,20 @@ public final class SubscriptionEngine: Sendable {
     static func changeID(_ c: ResourceChange) -> String { "\(c.key.type)/\(c.key.id)/\(c.version)" }
 
     func handle(_ changes: [ResourceChange]) async throws {
+        try await subscriptions.ensureLoaded()
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
-        var pending = changes[...]
+        var todo = changes[...]
         // A batch handed over again (a crash between our commit and the feed's position): skip
         // through the last change already handled.
         if let checkpoint = try await service.store.record(kind: Self.checkpointKind, id: "last", now: now),
            let i = changes.firstIndex(where: { Self.changeID($0) == checkpoint.content }) {
-            pending = changes[(i + 1)...]
+            todo = changes[(i + 1)...]
         }
-        guard let last = pending.last else { return }
+        guard let last = todo.last else { return }
         var counts: [String: Int] = [:]
         var scopes: [String: ReadScope?] = [:]
         var records: [RecordWrite] = []
-        for change in pending {
+        for change in todo {
             if change.key.type == "Subscription" {
                 try await subscriptions.refresh(change.key.id)
                 continue
@@ -83,7 +84,7 @@ public final class SubscriptionEngine: Sendable {
         for (id, n) in counts { records.append(RecordWrite(PlatformRecord(kind: Self.countKind, id: id, content: String(n)))) }
         records.append(RecordWrite(PlatformRecord(kind: Self.checkpointKind, id: "last", content: Self.changeID(last))))
         try await service.store.commitRecords(records)
-        if !counts.isEmpty { signal.fire() }
+        if !counts.isEmpty { pending.add(counts.keys) }
     }
 
     /// How many events a subscription has had.
@@ -127,7 +128,7 @@ public final class SubscriptionDirectory: Sendable {
     let ttl: Duration
     private let state = Mutex<(loaded: ContinuousClock.Instant?, all: [String: Active])>((nil, [:]))
 
-    public init(store: any ResourceStore, searches: SearchService, ttl: Duration = .seconds(1)) {
+    public init(store: any ResourceStore, searches: SearchService, ttl: Duration = .seconds(5)) {
         self.store = store
         self.searches = searches.acting(as: .platform)
         self.ttl = ttl
@@ -172,5 +173,29 @@ public final class SubscriptionDirectory: Sendable {
               let definition = SubscriptionDefinition(id: id, version: record.version, o, owner: owner.flatMap { .init(record: $0) }),
               let parsed = try? searches.parse(type: definition.type, query: definition.query, strict: true) else { return nil }
         return Active(definition: definition, matcher: QueryMatcher(parsed.query))
+    }
+}
+
+/// The subscriptions with events not yet delivered, as far as this node knows (its engine's
+/// commits): the delivery loop serves these at once and sweeps all subscriptions every few
+/// seconds for the rest (other nodes' events, retries, heartbeats).
+public final class PendingDeliveries: Sendable {
+    private let ids = Mutex<Set<String>>([])
+    let signal = ChangeSignal()
+
+    public init() {}
+
+    func add<S: Sequence>(_ new: S) where S.Element == String {
+        ids.withLock { $0.formUnion(new) }
+        signal.fire()
+    }
+
+    /// Due again without waking the loop (it is served now; the loop looks again within 100 ms).
+    func `defer`(_ id: String) {
+        _ = ids.withLock { $0.insert(id) }
+    }
+
+    func take() -> Set<String> {
+        ids.withLock { s in defer { s = [] }; return s }
     }
 }

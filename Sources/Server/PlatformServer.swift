@@ -24,8 +24,8 @@ public struct PlatformServer: Sendable {
     /// The subscriptions (ADR 023): what the change feed's "subscriptions" consumer matches and the
     /// delivery service sends.
     public let subscriptions: SubscriptionDirectory
-    /// Woken when the engine committed notification events on this node.
-    let notified = ChangeSignal()
+    /// The subscriptions this node's engine gave new events, for its delivery loop.
+    let notified = PendingDeliveries()
 
     public init(store: any ResourceStore, configuration: PlatformConfiguration) {
         self.store = store
@@ -68,10 +68,10 @@ public struct PlatformServer: Sendable {
     public func run(logger: Logger, dataLocation: String) async throws {
         try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
 
-        let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, signal: notified, logger: logger)
+        let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, pending: notified, logger: logger)
         let base = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
             ?? "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)") + "/fhir"
-        let delivery = SubscriptionDelivery(service: service, subscriptions: subscriptions, baseURL: base, signal: notified,
+        let delivery = SubscriptionDelivery(service: service, subscriptions: subscriptions, baseURL: base, pending: notified,
                                             settings: configuration.subscriptionDelivery, logger: logger)
         var services: [any Service] = [
             ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),

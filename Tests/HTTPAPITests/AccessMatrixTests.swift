@@ -160,6 +160,12 @@ final class AccessMatrixTests: XCTestCase {
                                               otherFacility: .refused, otherResident: .refused),
         "ValueSet/$validate-code": Example(kind: .read, method: .get, path: "/fhir/ValueSet/$validate-code?url=urn:matrix&code=a",
                                            allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
+        // A subscription's status and events (ADR 023): read as the Subscription is (its owner's,
+        // checked per subscription); none exists here, so an allowed caller is told so.
+        "Subscription/$status": Example(kind: .read, method: .get, path: "/fhir/Subscription/matrix/$status", allowed: 404...404,
+                                        otherFacility: .allowed, otherResident: .allowed),
+        "Subscription/$events": Example(kind: .read, method: .get, path: "/fhir/Subscription/matrix/$events?eventsSinceNumber=1",
+                                        allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
     ]
 
     /// Conditional interactions and Bundle entries, each its own route through the access decision

@@ -1,0 +1,106 @@
+"""Subscriptions deliver only what their owner may read (issue 28, ADR 023), against a real server
+with real tokens (no --dev).
+
+Facility B treats resident 5, whose records are kept at facility A. B's system subscribes to
+resident 5's Observations: it is notified of A's ordinary results, not of a sensitive one (and the
+event numbers do not show one was skipped), and nothing once the resident's Consent denies B. A
+rest-hook to an address not registered for the client is refused (SSRF)."""
+import time
+
+import pytest
+import requests
+
+from conftest import free_port
+from region import Caller, Region, patient, resident_id
+from test_access_probe import consent
+
+import os
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "notifications"))
+from test_rest_hook import Receiver, event_numbers, status_of, subscription, value, wait_for  # noqa: E402
+
+
+def observation(subject, code="718-7", value_concept=None):
+    o = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{subject}"},
+         "code": {"coding": [{"system": "http://loinc.org", "code": code}]}}
+    if value_concept:
+        o["valueCodeableConcept"] = {"coding": [{"system": "http://snomed.info/sct", "code": value_concept}]}
+    else:
+        o["valueQuantity"] = {"value": 130, "unit": "g/L"}
+    return o
+
+
+def focus_ids(receiver, path):
+    out = []
+    for b in receiver.bundles(path):
+        for e in status_of(b).get("notification-event", []):
+            parts = {p["name"]: value(p) for p in e["part"]}
+            out.append((int(parts["event-number"]), parts["focus"]["reference"].split("/Observation/")[1].split("/")[0]))
+    return out
+
+
+def test_notifications_follow_the_owners_access(tmp_path):
+    port = free_port()
+    receiver = Receiver(port).start()
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
+    out = region.cli("client", "create", "--name", "乡镇卫生院 HIS", "--role", "facility-system", "--scopes", "system/*.cruds",
+                     "--facility", "org-b", "--subscription-endpoint", f"http://127.0.0.1:{port}/b/")
+    b = Caller(region, "乡镇卫生院 HIS", client=out["client_id"], secret=out["client_secret"].split()[0])
+    region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
+    region.server.start()
+    try:
+        rid = resident_id("1970-02-02", 51)
+        p5 = region.a.created("Patient", patient("孙", "悦", rid, "1970-02-02", "female"))
+        b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                "subject": {"reference": f"Patient/{p5}"}})
+        person5 = region.person_of(p5)
+        region.server.stop()
+        account = region.user("resident5", "resident", "patient/*.rs patient/Consent.cu", patient=f"Person/{person5}")
+        region.server.start()
+        resident5 = region.login("resident5", account)
+
+        # An endpoint not registered for B is refused; the registered one is taken.
+        other = b.post("Subscription", subscription(f"http://127.0.0.1:{free_port()}/x", "id-only", criteria=f"Observation?patient={p5}"))
+        assert other.status_code == 403, other.text
+        assert "Subscription.channel.endpoint" in other.json()["issue"][0]["expression"]
+        sid = b.created("Subscription", subscription(f"http://127.0.0.1:{port}/b/hook", "full-resource", criteria=f"Observation?patient={p5}"))
+        wait_for(lambda: b.get(f"Subscription/{sid}").json()["status"] == "active", 30, "active")
+
+        first = region.a.created("Observation", observation(p5))
+        wait_for(lambda: len(focus_ids(receiver, "/b/hook")) >= 1, 30, "the first notification")
+        assert focus_ids(receiver, "/b/hook") == [(1, first)]
+        full = receiver.bundles("/b/hook")[-1]["entry"][1]["resource"]
+        assert full["id"] == first and full["resourceType"] == "Observation"
+
+        # A positive HIV test at A: B may not read it, so it is neither delivered nor numbered.
+        hidden = region.a.created("Observation", observation(p5, "7917-8", "10828004"))
+        assert b.get(f"Observation/{hidden}").status_code == 403
+        second = region.a.created("Observation", observation(p5))
+        wait_for(lambda: len(focus_ids(receiver, "/b/hook")) >= 2, 30, "the next permitted change")
+        assert focus_ids(receiver, "/b/hook") == [(1, first), (2, second)]
+
+        # The resident's Consent denies B: nothing more reaches B.
+        denied = resident5.post("Consent", consent(p5, {"type": "deny", "actor": [
+            {"role": {"text": "recipient"}, "reference": {"reference": "Organization/org-b"}}]}))
+        assert denied.status_code == 201, denied.text
+        assert b.get(f"Observation/{second}").status_code == 403
+        after = region.a.created("Observation", observation(p5))
+        time.sleep(3)
+        assert focus_ids(receiver, "/b/hook") == [(1, first), (2, second)]
+        assert after not in [f for _, f in focus_ids(receiver, "/b/hook")]
+        # $events shows B nothing it may not read either, and the subscription is B's alone.
+        events = b.get(f"Subscription/{sid}/$events").json()
+        assert [n for n in event_numbers_of(events)] == [1, 2]
+        assert region.a.get(f"Subscription/{sid}/$events").status_code in (403, 404)
+        # Its endpoint and headers are B's: A neither reads nor finds it.
+        assert region.a.get(f"Subscription/{sid}").status_code in (403, 404)
+        assert sid not in [e["resource"]["id"] for e in region.a.get("Subscription").json().get("entry", [])]
+        assert sid in [e["resource"]["id"] for e in b.get("Subscription").json().get("entry", [])]
+    finally:
+        receiver.stop()
+        region.stop()
+
+
+def event_numbers_of(bundle):
+    return [int({p["name"]: value(p) for p in e["part"]}["event-number"]) for e in status_of(bundle).get("notification-event", [])]
