@@ -73,7 +73,8 @@ public final class SubscriptionDelivery: Sendable {
     let logger: Logger
     let client: HTTPClient
     let node = UUID().uuidString
-    private let busy = Mutex<Set<String>>([])
+    /// The subscriptions being served now, and those that got new events meanwhile.
+    private let busy = Mutex<(serving: Set<String>, again: Set<String>)>(([], []))
 
     public init(service: FHIRService, subscriptions: SubscriptionDirectory, baseURL: String, pending: PendingDeliveries,
                 settings: Settings = Settings(), logger: Logger) {
@@ -101,31 +102,54 @@ public final class SubscriptionDelivery: Sendable {
             while !Task.isCancelled {
                 let seen = pending.signal.generation
                 do {
-                    var only: Set<String>? = pending.take()
+                    let free = settings.concurrency - busy.withLock { $0.serving.count }
+                    var definitions: [SubscriptionDefinition] = []
                     if ContinuousClock.now - swept >= settings.sweep {
+                        // Every subscription, the queued ones first.
                         swept = ContinuousClock.now
-                        only = nil
+                        let queued = pending.take()
+                        let all = try await due(nil)
+                        let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                        let first = Set(queued)
+                        definitions = queued.compactMap { byID[$0] } + all.filter { !first.contains($0.id) }
+                    } else if free > 0 {
+                        let ids = pending.take(free)
+                        if !ids.isEmpty {
+                            let byID = Dictionary(try await due(Set(ids)).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                            definitions = ids.compactMap { byID[$0] }
+                        }
                     }
-                    if only?.isEmpty != true {
-                        for definition in try await due(only) {
-                            let id = definition.id
-                            let started = busy.withLock { b -> Bool in
-                                guard b.count < settings.concurrency, !b.contains(id) else { return false }
-                                b.insert(id)
-                                return true
+                    var later: [String] = []
+                    for definition in definitions {
+                        let id = definition.id
+                        let started = busy.withLock { b -> Bool? in
+                            if b.serving.contains(id) {
+                                b.again.insert(id)   // served now: again when that ends
+                                return nil
                             }
-                            // Being served (its new events are looked at when it is next due) or too many at once.
-                            guard started else { pending.defer(id); continue }
-                            group.addTask { [self] in
-                                defer { _ = busy.withLock { $0.remove(id) } }
-                                do {
-                                    try await serve(definition)
-                                } catch {
-                                    logger.warning("Subscription/\(id): \(error)")
+                            guard b.serving.count < settings.concurrency else { return false }
+                            b.serving.insert(id)
+                            return true
+                        }
+                        guard let started else { continue }
+                        // No slot free: served when one frees, its place in the queue kept.
+                        guard started else { later.append(id); continue }
+                        group.addTask { [self] in
+                            defer {
+                                let again = busy.withLock { b in
+                                    b.serving.remove(id)
+                                    return b.again.remove(id) != nil
                                 }
+                                if again { pending.add([id]) } else { pending.wake() }
+                            }
+                            do {
+                                try await serve(definition)
+                            } catch {
+                                logger.warning("Subscription/\(id): \(error)")
                             }
                         }
                     }
+                    pending.putBack(later)
                 } catch {
                     if Task.isCancelled { break }
                     logger.warning("Subscription delivery round failed: \(error)")

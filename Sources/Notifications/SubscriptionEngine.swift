@@ -177,25 +177,44 @@ public final class SubscriptionDirectory: Sendable {
 }
 
 /// The subscriptions with events not yet delivered, as far as this node knows (its engine's
-/// commits): the delivery loop serves these at once and sweeps all subscriptions every few
-/// seconds for the rest (other nodes' events, retries, heartbeats).
+/// commits), oldest first: the delivery loop serves these at once, in that order (none starves
+/// behind busier ones), and sweeps all subscriptions every second for the rest (other nodes'
+/// events, retries, heartbeats).
 public final class PendingDeliveries: Sendable {
-    private let ids = Mutex<Set<String>>([])
+    private let queue = Mutex<(order: [String], members: Set<String>)>(([], []))
     let signal = ChangeSignal()
 
     public init() {}
 
     func add<S: Sequence>(_ new: S) where S.Element == String {
-        ids.withLock { $0.formUnion(new) }
+        queue.withLock { q in
+            for id in new where q.members.insert(id).inserted { q.order.append(id) }
+        }
         signal.fire()
     }
 
-    /// Due again without waking the loop (it is served now; the loop looks again within 100 ms).
-    func `defer`(_ id: String) {
-        _ = ids.withLock { $0.insert(id) }
+    /// Back at the head of the queue without waking the loop (it could not be started now).
+    func putBack(_ ids: [String]) {
+        queue.withLock { q in
+            let fresh = ids.filter { q.members.insert($0).inserted }
+            q.order.insert(contentsOf: fresh, at: 0)
+        }
     }
 
-    func take() -> Set<String> {
-        ids.withLock { s in defer { s = [] }; return s }
+    /// Wakes the loop (a delivery task finished: a slot is free).
+    func wake() { signal.fire() }
+
+    /// The oldest `limit` ids, removed from the queue.
+    func take(_ limit: Int = .max) -> [String] {
+        queue.withLock { q in
+            let taken = Array(q.order.prefix(limit))
+            q.order.removeFirst(taken.count)
+            q.members.subtract(taken)
+            return taken
+        }
+    }
+
+    func clear() {
+        queue.withLock { $0 = ([], []) }
     }
 }
