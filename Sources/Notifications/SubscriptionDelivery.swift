@@ -11,7 +11,7 @@ import Synchronization
 
 /// Delivers the events of rest-hook subscriptions (ADR 023): per subscription in event order, at
 /// least once — an event counts as delivered only after the endpoint answered 2xx, and the count is
-/// saved after each — with the event number in every notification so that a receiver drops a
+/// saved every 20 and at the end of a run — with the event number in every notification so that a receiver drops a
 /// repeat. A failing endpoint is tried again after 1 s, 2 s, 4 s ... (at most `maxBackoff`) until
 /// `horizon` has passed since the first failure; the subscription is then set to `error` with the
 /// reason. A requested subscription gets its handshake first and becomes `active` when the endpoint
@@ -20,6 +20,7 @@ import Synchronization
 /// over when the holder dies.
 public final class SubscriptionDelivery: Sendable {
     static let stateKind = "subscription-delivery"
+    static let saveEvery = 20
     static let leaseKind = "subscription-lease"
 
     public struct Settings: Sendable {
@@ -208,23 +209,39 @@ public final class SubscriptionDelivery: Sendable {
             return
         }
         let kind = SubscriptionEngine.eventKind + definition.id
+        // The count is saved every `saveEvery` notifications (and at the end): a node that dies sends
+        // at most that many again, with their numbers; the lease is looked at every few seconds
+        // (it lasts 30).
+        var unsaved = 0, leaseChecked = now
         while !Task.isCancelled {
             let page = try await service.store.records(kind: kind, after: SubscriptionEvent.recordID(state.delivered), limit: 100, now: now)
             if page.isEmpty { break }
             for record in page {
                 guard let number = Int(record.id), let event = SubscriptionEvent(number: number, content: record.content) else { continue }
                 now = Self.nowMicros
-                guard try await lease(definition.id, now: now) else { return }
+                if now - leaseChecked > 5_000_000 {
+                    guard try await lease(definition.id, now: now) else { return }
+                    leaseChecked = now
+                }
                 let focus = try await focus(definition, event)
                 let bundle = NotificationBundle.make(base: baseURL, subscription: definition, status: "active", kind: .eventNotification,
                                                      eventsSinceStart: number, events: [(event, focus)], content: definition.content, now: now)
                 guard try await post(definition, bundle, &state, now: now) else {
                     try await save(definition.id, state)
+                    unsaved = 0
                     return
                 }
                 state.delivered = number
-                try await save(definition.id, state)
+                unsaved += 1
+                if unsaved >= Self.saveEvery {
+                    try await save(definition.id, state)
+                    unsaved = 0
+                }
             }
+        }
+        if unsaved > 0 {
+            try await save(definition.id, state)
+            unsaved = 0
         }
         // Heartbeat when nothing went out for the subscription's period.
         now = Self.nowMicros
