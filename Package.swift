@@ -133,6 +133,7 @@ let package = Package(
             dependencies: ["Platform", "FHIRModel", "Store", "Access", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Platform
+import Prometheus
 import Store
 import Synchronization
 
@@ -72,18 +73,20 @@ public final class SubscriptionDelivery: Sendable {
     let baseURL: String
     let pending: PendingDeliveries
     let logger: Logger
+    let metrics: PrometheusCollectorRegistry?
     let client: HTTPClient
     let node = UUID().uuidString
     /// The subscriptions being served now, and those that got new events meanwhile.
     private let busy = Mutex<(serving: Set<String>, again: Set<String>)>(([], []))
 
     public init(service: FHIRService, subscriptions: SubscriptionDirectory, baseURL: String, pending: PendingDeliveries,
-                settings: Settings = Settings(), logger: Logger) {
+                settings: Settings = Settings(), metrics: PrometheusCollectorRegistry? = nil, logger: Logger) {
         self.service = service.acting(as: .platform)
         self.subscriptions = subscriptions
         self.baseURL = baseURL
         self.pending = pending
         self.settings = settings
+        self.metrics = metrics
         self.logger = logger
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
         configuration.timeout = .init(connect: .seconds(5), read: .seconds(Int64(settings.requestTimeout.components.seconds)))
@@ -233,6 +236,9 @@ public final class SubscriptionDelivery: Sendable {
                 }
                 state.delivered = number
                 unsaved += 1
+                metrics?.makeGauge(name: "huitong_subscription_lag_seconds", labels: [("channel", definition.channel.rawValue)],
+                                   help: "From an event's commit to its notification's delivery, of the last one delivered")
+                    .set(Double(Self.nowMicros - event.timestamp) / 1_000_000)
                 if unsaved >= Self.saveEvery {
                     try await save(definition.id, state)
                     unsaved = 0
@@ -280,6 +286,7 @@ public final class SubscriptionDelivery: Sendable {
             let response = try await client.execute(request, timeout: .seconds(Int64(settings.requestTimeout.components.seconds)))
             _ = try? await response.body.collect(upTo: 1 << 16)
             if (200..<300).contains(response.status.code) {
+                count(definition, "delivered")
                 state.failures = 0
                 state.since = 0
                 state.next = 0
@@ -291,6 +298,7 @@ public final class SubscriptionDelivery: Sendable {
         } catch {
             problem = "the endpoint could not be reached (\(error))"
         }
+        count(definition, "failed")
         if state.failures == 0 { state.since = now }
         state.failures += 1
         state.error = problem
@@ -300,6 +308,12 @@ public final class SubscriptionDelivery: Sendable {
             try await setStatus(definition, "error", error: "Delivery failed since \(FHIRDateTime.formatInstant(micros: state.since)): \(problem)")
         }
         return false
+    }
+
+    func count(_ definition: SubscriptionDefinition, _ outcome: String) {
+        metrics?.makeCounter(name: "huitong_subscription_notifications_total",
+                             labels: [("channel", definition.channel.rawValue), ("outcome", outcome)],
+                             help: "Notifications sent (handshakes, events, heartbeats), by channel and outcome (delivered, failed)").increment()
     }
 
     /// Sets the stored Subscription's status (and `error`) as the platform.

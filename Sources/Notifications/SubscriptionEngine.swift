@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import Logging
 import Platform
+import Prometheus
 import Store
 import Synchronization
 
@@ -27,8 +28,11 @@ public final class SubscriptionEngine: Sendable {
     let logger: Logger
     /// Told which subscriptions have new events (the delivery loop on this node).
     let pending: PendingDeliveries
+    let metrics: PrometheusCollectorRegistry?
 
-    public init(service: FHIRService, searches: SearchService, subscriptions: SubscriptionDirectory, pending: PendingDeliveries, logger: Logger) {
+    public init(service: FHIRService, searches: SearchService, subscriptions: SubscriptionDirectory, pending: PendingDeliveries,
+                metrics: PrometheusCollectorRegistry? = nil, logger: Logger) {
+        self.metrics = metrics
         self.service = service.acting(as: .platform)
         self.searches = searches.acting(as: .platform)
         self.subscriptions = subscriptions
@@ -56,6 +60,7 @@ public final class SubscriptionEngine: Sendable {
         var counts: [String: Int] = [:]
         var scopes: [String: ReadScope?] = [:]
         var records: [RecordWrite] = []
+        var created = 0
         for change in todo {
             if change.key.type == "Subscription" {
                 try await subscriptions.refresh(change.key.id)
@@ -79,12 +84,17 @@ public final class SubscriptionEngine: Sendable {
                 counts[id] = number
                 let event = SubscriptionEvent(number: number, timestamp: record.lastUpdated, type: change.key.type, id: change.key.id, version: change.version)
                 records.append(RecordWrite(PlatformRecord(kind: Self.eventKind + id, id: SubscriptionEvent.recordID(number), content: event.content)))
+                created += 1
             }
         }
         for (id, n) in counts { records.append(RecordWrite(PlatformRecord(kind: Self.countKind, id: id, content: String(n)))) }
         records.append(RecordWrite(PlatformRecord(kind: Self.checkpointKind, id: "last", content: Self.changeID(last))))
         try await service.store.commitRecords(records)
-        if !counts.isEmpty { pending.add(counts.keys) }
+        if !counts.isEmpty {
+            pending.add(counts.keys)
+            metrics?.makeCounter(name: "huitong_subscription_events_total", labels: [],
+                                 help: "Notification events queued: matches the subscription's owner may read").increment(by: Int64(created))
+        }
     }
 
     /// How many events a subscription has had.

@@ -1,6 +1,7 @@
 import Access
 import FHIRModel
 import Foundation
+import NIOCore
 import Platform
 import Store
 #if canImport(Glibc)
@@ -53,9 +54,21 @@ public struct SubscriptionWrites: WriteEnricher {
             try await checkEndpoint(endpoint, principal)
         }
         let status = o["status"]?.stringValue ?? "requested"
-        if status != "off" && status != "requested" { o["status"] = .string("requested") }
+        if status != "off" {
+            // A client asks; the handshake makes it active. An active subscription whose client
+            // changes something else (its reason, headers, end) stays active with the same endpoint:
+            // a new handshake would leave the changes in between unnumbered.
+            o["status"] = .string(try await stillActive(o) ? "active" : "requested")
+        }
         o["error"] = nil
         return o
+    }
+
+    func stillActive(_ o: JSONObject) async throws -> Bool {
+        guard let id = o["id"]?.stringValue, let stored = try await store.read(ResourceKey("Subscription", id)), !stored.deleted,
+              let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)) else { return false }
+        return old["status"]?.stringValue == "active" && old["channel"]?["type"] == o["channel"]?["type"]
+            && old["channel"]?["endpoint"] == o["channel"]?["endpoint"] && old["criteria"] == o["criteria"]
     }
 
     /// The writer becomes the owner: a platform record committed with the write (not in the

@@ -68,11 +68,12 @@ public struct PlatformServer: Sendable {
     public func run(logger: Logger, dataLocation: String) async throws {
         try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
 
-        let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, pending: notified, logger: logger)
+        let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, pending: notified,
+                                        metrics: configuration.metrics, logger: logger)
         let base = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
             ?? "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)") + "/fhir"
         let delivery = SubscriptionDelivery(service: service, subscriptions: subscriptions, baseURL: base, pending: notified,
-                                            settings: configuration.subscriptionDelivery, logger: logger)
+                                            settings: configuration.subscriptionDelivery, metrics: configuration.metrics, logger: logger)
         var services: [any Service] = [
             ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
             ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers + [engine.consumer], logger: logger)),

@@ -232,6 +232,26 @@ def test_rest_hook_delivers_every_event_in_order_through_an_outage(server):
     s = status_of(status)
     assert value(s["type"][0]) == "query-status" and value(s["status"][0]) == "active"
     assert value(s["events-since-subscription-start"][0]) == "1500"
+    # Prometheus: events queued, notifications by outcome, the delivery lag.
+    metrics = requests.get(base[: -len("/fhir")] + "/metrics").text
+    events = [l for l in metrics.splitlines() if l.startswith("huitong_subscription_events_total")]
+    assert events and float(events[0].split()[-1]) == 3000, events
+    delivered = [l for l in metrics.splitlines() if l.startswith('huitong_subscription_notifications_total{channel="rest-hook",outcome="delivered"}')]
+    assert delivered and float(delivered[0].split()[-1]) >= 3002, delivered   # 3,000 events and 2 handshakes
+    assert 'huitong_subscription_notifications_total{channel="rest-hook",outcome="failed"}' in metrics
+    assert 'huitong_subscription_lag_seconds{channel="rest-hook"}' in metrics
+
+    # The client changes its subscription's reason: it stays active, and the next write is event 1501
+    # with no new handshake (a new handshake would have left the writes in between unnumbered).
+    current = requests.get(f"{base}/Subscription/{sid}", headers=FHIR_JSON).json()
+    current["reason"] = "新的血红蛋白结果（更新）"
+    r = requests.put(f"{base}/Subscription/{sid}", json=current, headers=FHIR_JSON)
+    assert r.status_code == 200 and r.json()["status"] == "active", r.text
+    before = len(receiver.bundles("/id-only"))
+    write(base, 1, offset=1500)
+    wait_for(lambda: 1501 in event_numbers(receiver.bundles("/id-only")), 30, "event 1501")
+    kinds = [value(status_of(b)["type"][0]) for b in receiver.bundles("/id-only")[before:]]
+    assert "handshake" not in kinds, kinds
     receiver.stop()
 
 
