@@ -45,16 +45,23 @@ public final class SubscriptionEngine: Sendable {
     }
 
     static func changeID(_ c: ResourceChange) -> String { "\(c.key.type)/\(c.key.id)/\(c.version)" }
+    /// This process, in the checkpoint.
+    let node = UUID().uuidString
 
     func handle(_ changes: [ResourceChange]) async throws {
         try await subscriptions.ensureLoaded()
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
         var todo = changes[...]
-        // A batch handed over again (a crash between our commit and the feed's position): skip
-        // through the last change already handled.
-        if let checkpoint = try await service.store.record(kind: Self.checkpointKind, id: "last", now: now),
-           let i = changes.firstIndex(where: { Self.changeID($0) == checkpoint.content }) {
-            todo = changes[(i + 1)...]
+        // The checkpoint: the last change handled, and by which node ("<change> <node>").
+        if let checkpoint = try await service.store.record(kind: Self.checkpointKind, id: "last", now: now) {
+            let parts = checkpoint.content.split(separator: " ", maxSplits: 1).map(String.init)
+            // Another node handled the batches since this one's last: the Subscription changes among
+            // them refreshed its memory, not this node's. Read them all again (the store is at least
+            // as new as these changes), or a subscription activated there would be missed here.
+            if parts.count < 2 || parts[1] != node { try await subscriptions.reload() }
+            // A batch handed over again (a crash between the commit below and the feed's position):
+            // skip through the last change already handled.
+            if let i = changes.firstIndex(where: { Self.changeID($0) == parts[0] }) { todo = changes[(i + 1)...] }
         }
         guard let last = todo.last else { return }
         var counts: [String: Int] = [:]
@@ -88,7 +95,7 @@ public final class SubscriptionEngine: Sendable {
             }
         }
         for (id, n) in counts { records.append(RecordWrite(PlatformRecord(kind: Self.countKind, id: id, content: String(n)))) }
-        records.append(RecordWrite(PlatformRecord(kind: Self.checkpointKind, id: "last", content: Self.changeID(last))))
+        records.append(RecordWrite(PlatformRecord(kind: Self.checkpointKind, id: "last", content: Self.changeID(last) + " " + node)))
         try await service.store.commitRecords(records)
         if !counts.isEmpty {
             pending.add(counts.keys)
@@ -167,6 +174,12 @@ public final class SubscriptionDirectory: Sendable {
 
     func ensureLoaded() async throws {
         if state.withLock({ $0.loaded == nil }) { _ = try await all() }
+    }
+
+    /// Reads every subscription again now.
+    func reload() async throws {
+        state.withLock { $0.loaded = nil }
+        _ = try await all()
     }
 
     /// Reads one subscription again (after a change of it).
