@@ -230,13 +230,13 @@ public struct ClientRegistry: Sendable {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
 
-    static func randomToken(bytes: Int = 32) -> String {
+    public static func randomToken(bytes: Int = 32) -> String {
         var generator = SystemRandomNumberGenerator()
         let raw = (0..<bytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
         return Base64.urlEncode(raw)
     }
 
-    static func sha256Hex(_ text: String) -> String {
+    public static func sha256Hex(_ text: String) -> String {
         AuditChain.hex(SHA256.hash(data: Data(text.utf8)))
     }
 

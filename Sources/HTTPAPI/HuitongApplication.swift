@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import HummingbirdWebSocket
 import NIOSSL
 import Logging
 import NIOCore
@@ -59,6 +60,10 @@ public enum HuitongApplication {
         public var hl7: HL7Counters?
         /// Exported at `/metrics` (Prometheus text format).
         public var metrics: PrometheusCollectorRegistry
+        /// Serves a websocket opened at `socketPath` (its text messages in, a writer of text
+        /// messages out) until it closes; nil: no websocket is accepted.
+        public var socketPath: String?
+        public var socketSession: (@Sendable (AsyncStream<String>, @escaping @Sendable (String) async throws -> Void) async -> Void)?
 
         public init(service: FHIRService, searches: SearchService, operations: OperationRegistry, tokens: TokenAuthority?,
                     cards: (keys: CardKeyring, settings: CardSettings)?, hl7: HL7Counters?, metrics: PrometheusCollectorRegistry) {
@@ -158,6 +163,35 @@ public enum HuitongApplication {
         return settings
     }
 
+    /// HTTP/1.1 that upgrades a request for `path` to a websocket (anything else is HTTP as usual).
+    static func webSockets(http1: HTTP1Channel.Configuration, path: String,
+                           session: @escaping @Sendable (AsyncStream<String>, @escaping @Sendable (String) async throws -> Void) async -> Void,
+                           logger: Logger) -> HTTPServerBuilder {
+        let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: http1, ws: WebSocketServerConfiguration(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: .seconds(30))))
+        return .http1WebSocketUpgrade(configuration: configuration) { request, _, _ in
+            guard request.path?.split(separator: "?", maxSplits: 1).first.map(String.init) == path else { return .dontUpgrade }
+            return .upgrade([:]) { inbound, outbound, _ in
+                let (messages, continuation) = AsyncStream.makeStream(of: String.self)
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        do {
+                            for try await message in inbound.messages(maxSize: 1 << 16) {
+                                if case .text(let text) = message { continuation.yield(text) }
+                            }
+                        } catch {
+                            logger.debug("websocket closed: \(error)")
+                        }
+                        continuation.finish()
+                    }
+                    await session(messages) { text in try await outbound.writeTextMessage(text) }
+                    continuation.finish()
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+
     /// - Parameter services: background work run beside the HTTP server in one service group (the
     ///   MLLP listener, the sweeps, the change-feed dispatcher), shut down gracefully with it on
     ///   SIGTERM or SIGINT, after it.
@@ -166,8 +200,11 @@ public enum HuitongApplication {
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: settings.headerTimeout, logger: logger)],
                                                idleTimeout: settings.idleTimeout)
         var server = HTTPServerBuilder.http1(configuration: http1)
+        if let path = components.socketPath, let session = components.socketSession {
+            server = webSockets(http1: http1, path: path, session: session, logger: logger)
+        }
         if let tls = settings.tls {
-            server = try .tls(.http1(configuration: http1), tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))
+            server = try .tls(server, tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))
         }
         return Application(
             router: router(settings: settings, components: components),

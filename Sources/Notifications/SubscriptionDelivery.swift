@@ -10,7 +10,7 @@ import Prometheus
 import Store
 import Synchronization
 
-/// Delivers the events of rest-hook subscriptions (ADR 023): per subscription in event order, at
+/// Delivers the events of rest-hook and websocket subscriptions (ADR 023): per subscription in event order, at
 /// least once — an event counts as delivered only after the endpoint answered 2xx, and the count is
 /// saved every 20 and at the end of a run — with the event number in every notification so that a receiver drops a
 /// repeat. A failing endpoint is tried again after 1 s, 2 s, 4 s ... (at most `maxBackoff`) until
@@ -75,13 +75,16 @@ public final class SubscriptionDelivery: Sendable {
     let logger: Logger
     let metrics: PrometheusCollectorRegistry?
     let client: HTTPClient
+    /// The websocket channel's sockets bound on this node (nil: no websocket channel).
+    let sockets: SubscriptionSockets?
     let node = UUID().uuidString
     /// The subscriptions being served now, and those that got new events meanwhile.
     private let busy = Mutex<(serving: Set<String>, again: Set<String>)>(([], []))
 
     public init(service: FHIRService, subscriptions: SubscriptionDirectory, baseURL: String, pending: PendingDeliveries,
-                settings: Settings = Settings(), metrics: PrometheusCollectorRegistry? = nil, logger: Logger) {
+                settings: Settings = Settings(), sockets: SubscriptionSockets? = nil, metrics: PrometheusCollectorRegistry? = nil, logger: Logger) {
         self.service = service.acting(as: .platform)
+        self.sockets = sockets
         self.subscriptions = subscriptions
         self.baseURL = baseURL
         self.pending = pending
@@ -106,6 +109,7 @@ public final class SubscriptionDelivery: Sendable {
             while !Task.isCancelled {
                 let seen = pending.signal.generation
                 do {
+                    for id in sockets?.takeReleased() ?? [] { try await release(id) }
                     let free = settings.concurrency - busy.withLock { $0.serving.count }
                     var definitions: [SubscriptionDefinition] = []
                     if ContinuousClock.now - swept >= settings.sweep {
@@ -164,11 +168,25 @@ public final class SubscriptionDelivery: Sendable {
         try? await client.shutdown()
     }
 
-    /// The rest-hook subscriptions to serve: `only` these (nil: all).
+    /// The subscriptions to serve: rest-hooks, and websockets with a socket bound on this node;
+    /// `only` these (nil: all).
     func due(_ only: Set<String>?) async throws -> [SubscriptionDefinition] {
-        try await subscriptions.all().map(\.definition).filter {
-            $0.channel == .restHook && ["requested", "active"].contains($0.status) && (only?.contains($0.id) ?? true)
+        try await subscriptions.all().map(\.definition).filter { d in
+            guard ["requested", "active"].contains(d.status), only?.contains(d.id) ?? true else { return false }
+            switch d.channel {
+            case .restHook: return true
+            case .websocket: return d.status == "active" && sockets?.isBound(d.id) == true
+            }
         }
+    }
+
+    /// Gives the lease up (this node's last socket of the subscription closed), so that a node
+    /// with a socket takes over at once rather than after the lease runs out.
+    func release(_ id: String) async throws {
+        let now = Self.nowMicros
+        guard sockets?.isBound(id) != true, let held = try await service.store.record(kind: Self.leaseKind, id: id, now: now),
+              held.content == node else { return }
+        try await service.store.commitRecords([.delete(kind: Self.leaseKind, id: id)])
     }
 
     /// Takes or renews the subscription's lease; false when another node holds it.
@@ -273,8 +291,20 @@ public final class SubscriptionDelivery: Sendable {
         }
     }
 
-    /// POSTs a notification; on failure records it and when to try again (and gives up after the horizon).
+    /// Sends a notification (POSTs it to a rest-hook; writes it to the bound sockets); on failure
+    /// records it and when to try again (a rest-hook gives up after the horizon; a websocket
+    /// subscription waits for its next socket).
     func post(_ definition: SubscriptionDefinition, _ bundle: JSON, _ state: inout State, now: Int64) async throws -> Bool {
+        if definition.channel == .websocket {
+            if await sockets?.send(definition.id, JSONWriter.string(bundle)) == true {
+                delivered(definition, &state, now: now)
+                return true
+            }
+            count(definition, "failed")
+            state.error = "No socket took the notification"
+            state.next = now + 1_000_000
+            return false
+        }
         guard let endpoint = definition.endpoint else { return false }
         var request = HTTPClientRequest(url: endpoint)
         request.method = .POST
@@ -286,12 +316,7 @@ public final class SubscriptionDelivery: Sendable {
             let response = try await client.execute(request, timeout: .seconds(Int64(settings.requestTimeout.components.seconds)))
             _ = try? await response.body.collect(upTo: 1 << 16)
             if (200..<300).contains(response.status.code) {
-                count(definition, "delivered")
-                state.failures = 0
-                state.since = 0
-                state.next = 0
-                state.error = nil
-                state.sent = now
+                delivered(definition, &state, now: now)
                 return true
             }
             problem = "the endpoint answered \(response.status.code)"
@@ -308,6 +333,15 @@ public final class SubscriptionDelivery: Sendable {
             try await setStatus(definition, "error", error: "Delivery failed since \(FHIRDateTime.formatInstant(micros: state.since)): \(problem)")
         }
         return false
+    }
+
+    func delivered(_ definition: SubscriptionDefinition, _ state: inout State, now: Int64) {
+        count(definition, "delivered")
+        state.failures = 0
+        state.since = 0
+        state.next = 0
+        state.error = nil
+        state.sent = now
     }
 
     func count(_ definition: SubscriptionDefinition, _ outcome: String) {

@@ -12,6 +12,7 @@ extension OperationRegistry {
     public mutating func registerNotifications() {
         register(.subscriptionStatus)
         register(.subscriptionEvents)
+        register(.subscriptionWebSocketToken)
     }
 }
 
@@ -21,6 +22,10 @@ extension RegisteredOperation {
     /// The subscription, if the caller may see its notifications.
     static func ownSubscription(_ service: FHIRService, _ request: OperationRequest) async throws -> SubscriptionDefinition {
         guard let id = request.id else { throw FHIRError(.invalid, code: "required", "The operation is asked of a Subscription: Subscription/[id]/$\(request.name)") }
+        return try await ownSubscription(service, id)
+    }
+
+    static func ownSubscription(_ service: FHIRService, _ id: String) async throws -> SubscriptionDefinition {
         let result = try await service.read("Subscription", id)
         guard let content = result.content, case .object(let o) = try JSONParser.parse(Array(content.readableBytesView)),
               let definition = SubscriptionDefinition(id: id, version: result.version ?? 1, o, owner: try await service.store
@@ -107,5 +112,50 @@ extension RegisteredOperation {
             }
             return .resource(NotificationBundle.make(base: request.baseURL, subscription: definition, status: definition.status,
                                                      kind: .queryEvent, eventsSinceStart: count, events: events, content: content, now: now))
+        })
+
+    static let subscriptionWebSocketToken = RegisteredOperation(
+        name: "get-ws-binding-token", resourceTypes: ["Subscription"], levels: [.type, .instance], allowsGet: true, affectsState: false,
+        title: "Get a websocket binding token",
+        documentation: "A token, valid once for five minutes, that binds a websocket (sent as 'bind-with-token <token>' on websocket-url) "
+            + "to the caller's websocket subscriptions: this one at the instance level, those named by id at the type level.",
+        parameters: [P("id", .in, max: "*", type: "id", "At the type level, the subscriptions to bind (at least one)"),
+                     P("token", .out, min: 1, type: "string", "The binding token"),
+                     P("expiration", .out, min: 1, type: "dateTime", "Until when the token may be used"),
+                     P("subscription", .out, max: "*", type: "string", "The subscriptions the token binds"),
+                     P("websocket-url", .out, min: 1, type: "url", "Where to open the websocket")],
+        definition: "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token",
+        access: { _ in (.read, "Subscription") },
+        handler: { service, request in
+            var ids: [String] = []
+            if let id = request.id {
+                ids = [id]
+            } else {
+                ids = request.parameters.filter { $0.0 == "id" }.map(\.1)
+                for p in request.body?["parameter"]?.arrayValue ?? [] where p["name"]?.stringValue == "id" {
+                    if let v = p["valueId"]?.stringValue ?? p["valueString"]?.stringValue { ids.append(v) }
+                }
+                guard !ids.isEmpty else {
+                    throw FHIRError(.invalid, code: "required", "Name the subscriptions to bind (id), or ask Subscription/[id]/$get-ws-binding-token", at: "id")
+                }
+                guard ids.count <= SubscriptionSockets.maxBindings else {
+                    throw FHIRError(.invalid, code: "too-costly", "At most \(SubscriptionSockets.maxBindings) subscriptions per token", at: "id")
+                }
+            }
+            for id in ids {
+                let definition = try await ownSubscription(service, id)
+                guard definition.channel == .websocket else {
+                    throw FHIRError(.invalid, code: "not-supported", "Subscription/\(id) has a \(definition.channel.rawValue) channel, not websocket", at: "id")
+                }
+            }
+            let now = SubscriptionDelivery.nowMicros
+            let (token, expires) = try await SubscriptionSockets.issue(ids, store: service.store, now: now)
+            var parameters: [JSON] = [
+                NotificationBundle.parameter("token", "valueString", .string(token)),
+                NotificationBundle.parameter("expiration", "valueDateTime", .string(FHIRDateTime.formatInstant(micros: expires))),
+            ]
+            for id in ids { parameters.append(NotificationBundle.parameter("subscription", "valueString", .string(request.baseURL + "/Subscription/" + id))) }
+            parameters.append(NotificationBundle.parameter("websocket-url", "valueUrl", .string(SubscriptionSockets.url(base: request.baseURL))))
+            return .resource(.object(JSONObject([("resourceType", .string("Parameters")), ("parameter", .array(parameters))])))
         })
 }

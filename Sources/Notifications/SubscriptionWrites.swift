@@ -58,7 +58,11 @@ public struct SubscriptionWrites: WriteEnricher {
             // A client asks; the handshake makes it active. An active subscription whose client
             // changes something else (its reason, headers, end) stays active with the same endpoint:
             // a new handshake would leave the changes in between unnumbered.
-            o["status"] = .string(try await stillActive(o) ? "active" : "requested")
+            // A websocket subscription has no endpoint to shake hands with: it is active at once
+            // (each socket that binds gets its handshake).
+            let websocket = channelType == SubscriptionDefinition.Channel.websocket.rawValue
+            let active = try await stillActive(o)
+            o["status"] = .string(websocket || active ? "active" : "requested")
         }
         o["error"] = nil
         return o

@@ -25,7 +25,11 @@ public struct PlatformServer: Sendable {
     /// delivery service sends.
     public let subscriptions: SubscriptionDirectory
     /// The subscriptions this node's engine gave new events, for its delivery loop.
-    let notified = PendingDeliveries()
+    let notified: PendingDeliveries
+    /// The websocket channel's sockets on this node (`/ws/subscriptions`).
+    public let sockets: SubscriptionSockets
+    /// The FHIR base URL notifications name (`--public-url`, else the listener's address).
+    let baseURL: String
 
     public init(store: any ResourceStore, configuration: PlatformConfiguration) {
         self.store = store
@@ -44,15 +48,24 @@ public struct PlatformServer: Sendable {
         service.enricher = EnricherChain([FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches)])
         self.service = service
         subscriptions = SubscriptionDirectory(store: store, searches: searches)
+        baseURL = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+            ?? "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)") + "/fhir"
+        let notified = PendingDeliveries()
+        self.notified = notified
+        sockets = SubscriptionSockets(service: service, baseURL: baseURL, pending: notified, logger: Logger(label: "huitong.subscriptions"))
         gateway = configuration.mllp.map { _ in HL7Gateway(service: service, metrics: configuration.metrics) }
     }
 
     /// What the HTTP routes call.
     public var components: HuitongApplication.Components {
-        HuitongApplication.Components(service: service, searches: searches, operations: configuration.operations,
-                                      tokens: configuration.tokens,
-                                      cards: configuration.cards.map { ($0, configuration.cardSettings) },
-                                      hl7: gateway?.counters, metrics: configuration.metrics)
+        var components = HuitongApplication.Components(service: service, searches: searches, operations: configuration.operations,
+                                                       tokens: configuration.tokens,
+                                                       cards: configuration.cards.map { ($0, configuration.cardSettings) },
+                                                       hl7: gateway?.counters, metrics: configuration.metrics)
+        let sockets = self.sockets
+        components.socketPath = SubscriptionSockets.path
+        components.socketSession = { messages, send in await sockets.session(messages, send: send) }
+        return components
     }
 
     /// The HTTP routes alone (the tests drive them in-process).
@@ -70,10 +83,8 @@ public struct PlatformServer: Sendable {
 
         let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, pending: notified,
                                         metrics: configuration.metrics, logger: logger)
-        let base = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
-            ?? "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)") + "/fhir"
-        let delivery = SubscriptionDelivery(service: service, subscriptions: subscriptions, baseURL: base, pending: notified,
-                                            settings: configuration.subscriptionDelivery, metrics: configuration.metrics, logger: logger)
+        let delivery = SubscriptionDelivery(service: service, subscriptions: subscriptions, baseURL: baseURL, pending: notified,
+                                            settings: configuration.subscriptionDelivery, sockets: sockets, metrics: configuration.metrics, logger: logger)
         var services: [any Service] = [
             ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
             ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers + [engine.consumer], logger: logger)),

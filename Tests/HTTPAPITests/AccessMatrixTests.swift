@@ -166,6 +166,8 @@ final class AccessMatrixTests: XCTestCase {
                                         otherFacility: .allowed, otherResident: .allowed),
         "Subscription/$events": Example(kind: .read, method: .get, path: "/fhir/Subscription/matrix/$events?eventsSinceNumber=1",
                                         allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
+        "Subscription/$get-ws-binding-token": Example(kind: .read, method: .get, path: "/fhir/Subscription/$get-ws-binding-token?id=matrix",
+                                                      allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
     ]
 
     /// Conditional interactions and Bundle entries, each its own route through the access decision

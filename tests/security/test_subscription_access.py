@@ -93,6 +93,9 @@ def test_notifications_follow_the_owners_access(tmp_path):
         events = b.get(f"Subscription/{sid}/$events").json()
         assert [n for n in event_numbers_of(events)] == [1, 2]
         assert region.a.get(f"Subscription/{sid}/$events").status_code in (403, 404)
+        # Nor may A bind a websocket to it.
+        assert region.a.get(f"Subscription/{sid}/$get-ws-binding-token").status_code in (403, 404)
+        assert region.a.get(f"Subscription/$get-ws-binding-token?id={sid}").status_code in (403, 404)
         # Its endpoint and headers are B's: A neither reads nor finds it.
         assert region.a.get(f"Subscription/{sid}").status_code in (403, 404)
         assert sid not in [e["resource"]["id"] for e in region.a.get("Subscription").json().get("entry", [])]
