@@ -50,6 +50,9 @@ public enum NotificationBundle {
         let subscriptionURL = base + "/Subscription/" + subscription.id
         var parameters: [JSON] = [
             parameter("subscription", "valueReference", .object(JSONObject([("reference", .string(subscriptionURL))]))),
+        ]
+        if let topic = subscription.topic { parameters.append(parameter("topic", "valueCanonical", .string(topic))) }
+        parameters += [
             parameter("status", "valueCode", .string(status)),
             parameter("type", "valueCode", .string(kind.rawValue)),
             parameter("events-since-subscription-start", "valueString", .string(String(eventsSinceStart))),

@@ -21,10 +21,13 @@ public struct SubscriptionDefinition: Sendable, Equatable {
     public let id: String
     public let version: Int
     public let status: String
-    /// The search URL (`Observation?patient=...`) as written, and its resource type.
+    /// The search URL (`Observation?patient=...`) as written, and its resource type; or a topic's
+    /// canonical URL (`topic`), with the subscriber's `filters` (`backport-filter-criteria`).
     public let criteria: String
     public let type: String
     public let query: String
+    public let topic: String?
+    public let filters: [(type: String, query: String)]
     public let channel: Channel
     public let endpoint: String?
     /// `Name: value` lines of `channel.header`.
@@ -88,13 +91,20 @@ public struct SubscriptionDefinition: Sendable, Equatable {
     public init?(id: String, version: Int, _ o: JSONObject, owner: Owner?) {
         guard let criteria = o["criteria"]?.stringValue, let channel = o["channel"],
               let channelType = channel["type"]?.stringValue.flatMap(Channel.init) else { return nil }
-        let (type, query) = Self.split(criteria)
+        if Self.isTopic(criteria) {
+            topic = criteria
+            type = ""
+            query = ""
+            filters = Self.filterCriteria(o).map(Self.split)
+        } else {
+            (type, query) = Self.split(criteria)
+            topic = nil
+            filters = []
+        }
         self.id = id
         self.version = version
         self.status = o["status"]?.stringValue ?? "requested"
         self.criteria = criteria
-        self.type = type
-        self.query = query
         self.channel = channelType
         endpoint = channel["endpoint"]?.stringValue
         headers = (channel["header"]?.arrayValue ?? []).compactMap { h in
@@ -108,6 +118,24 @@ public struct SubscriptionDefinition: Sendable, Equatable {
         heartbeat = Self.extensionValue(channel, Self.heartbeatPeriod, "valueUnsignedInt").flatMap { Int($0) }
         end = o["end"]?.stringValue.flatMap { FHIRDateTime.parse($0, kind: .instant)?.low }
         self.owner = owner
+    }
+
+    /// A topic's canonical URL rather than a search.
+    static func isTopic(_ criteria: String) -> Bool {
+        criteria.hasPrefix("http://") || criteria.hasPrefix("https://") || criteria.hasPrefix("urn:")
+    }
+
+    /// The `backport-filter-criteria` searches on `_criteria`.
+    static func filterCriteria(_ o: JSONObject) -> [String] {
+        (o["_criteria"]?["extension"]?.arrayValue ?? []).compactMap { e in
+            e["url"]?.stringValue == SubscriptionTopic.filterCriteria ? e["valueString"]?.stringValue : nil
+        }
+    }
+
+    /// The resource types whose changes the subscription watches.
+    public var types: Set<String> {
+        if let topic { return SubscriptionTopic.named(topic)?.types ?? [] }
+        return [type]
     }
 
     /// `Observation?code=x` → ("Observation", "code=x").

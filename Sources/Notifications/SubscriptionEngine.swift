@@ -77,13 +77,14 @@ public final class SubscriptionEngine: Sendable {
             guard !watching.isEmpty, !change.deleted else { continue }
             guard let record = try await service.store.vread(change.key, version: change.version), let content = record.content,
                   case .object(let resource) = try JSONParser.parse(Array(content.readableBytesView)) else { continue }
-            let entries = extractor.entries(for: resource, type: change.key.type)
+            var version = ChangedVersion(change: change, lastUpdated: record.lastUpdated, entries: extractor.entries(for: resource, type: change.key.type))
             for subscription in watching {
-                guard try await matches(subscription, change, record.lastUpdated, entries) else { continue }
-                if scopes[subscription.definition.id] == nil {
-                    scopes[subscription.definition.id] = try await ownerScope(subscription.definition)
+                guard try await matches(subscription, &version) else { continue }
+                let scopeKey = subscription.definition.id + " " + change.key.type
+                if scopes[scopeKey] == nil {
+                    scopes[scopeKey] = try await ownerScope(subscription.definition, type: change.key.type)
                 }
-                guard let scope = scopes[subscription.definition.id] ?? nil,
+                guard let scope = scopes[scopeKey] ?? nil,
                       try await service.store.readable([change.key], scope: scope).contains(change.key) else { continue }
                 let id = subscription.definition.id
                 if counts[id] == nil { counts[id] = try await Self.eventCount(id, store: service.store, now: now) }
@@ -109,22 +110,87 @@ public final class SubscriptionEngine: Sendable {
         try await store.record(kind: countKind, id: id, now: now).flatMap { Int($0.content) } ?? 0
     }
 
-    func matches(_ subscription: SubscriptionDirectory.Active, _ change: ResourceChange, _ lastUpdated: Int64, _ entries: [IndexEntry]) async throws -> Bool {
-        if let local = subscription.matcher.matches(type: change.key.type, id: change.key.id, lastUpdated: lastUpdated, entries: entries) {
+    /// A committed version as the matching sees it: its index entries, and (read when a topic's
+    /// trigger asks) the previous version's.
+    struct ChangedVersion {
+        let change: ResourceChange
+        let lastUpdated: Int64
+        let entries: [IndexEntry]
+        /// nil: not read yet; .some(nil): none (a create, or after a delete).
+        var previous: [IndexEntry]??
+        /// Each topic's trigger result for this version, by topic URL.
+        var fired: [String: Bool] = [:]
+    }
+
+    func matches(_ subscription: SubscriptionDirectory.Active, _ version: inout ChangedVersion) async throws -> Bool {
+        let type = version.change.key.type
+        if let topic = subscription.topic {
+            guard let trigger = topic.triggers[type] else { return false }
+            let fired: Bool
+            if let known = version.fired[topic.url] {
+                fired = known
+            } else {
+                fired = try await fires(trigger, &version)
+                version.fired[topic.url] = fired
+            }
+            guard fired else { return false }
+            guard let filter = subscription.filters[type] else { return true }
+            return try await test(filter.matcher, type: type, query: filter.query, version)
+        }
+        guard let matcher = subscription.matcher else { return false }
+        return try await test(matcher, type: subscription.definition.type, query: subscription.definition.query, version)
+    }
+
+    /// A search against one version: from its entries, else (chains, `_has`, terminology) the store
+    /// answers for this one resource.
+    func test(_ matcher: QueryMatcher, type: String, query: String, _ version: ChangedVersion) async throws -> Bool {
+        let key = version.change.key
+        if let local = matcher.matches(type: key.type, id: key.id, lastUpdated: version.lastUpdated, entries: version.entries) {
             return local
         }
-        // Chains, _has and terminology: the store answers for this one resource.
-        var parsed = try searches.parse(type: subscription.definition.type, query: subscription.definition.query, strict: true)
-        parsed.query.clauses.append(.init(parameter: "_id", parameterType: "token", values: [.id(change.key.id)]))
+        var parsed = try searches.parse(type: type, query: query, strict: true)
+        parsed.query.clauses.append(.init(parameter: "_id", parameterType: "token", values: [.id(key.id)]))
         return try await !searches.run(parsed).matches.isEmpty
     }
 
+    /// A topic's trigger (R5 `queryCriteria`): the previous version against `previous` (a create
+    /// counts as `resultForCreate`), this one against `current`, both or either; or a change of status.
+    func fires(_ t: SubscriptionDirectory.CompiledTrigger, _ version: inout ChangedVersion) async throws -> Bool {
+        let key = version.change.key
+        if version.previous == nil {
+            var previous: [IndexEntry]?
+            if version.change.version > 1, let record = try await service.store.vread(key, version: version.change.version - 1), !record.deleted,
+               let content = record.content, case .object(let o) = try JSONParser.parse(Array(content.readableBytesView)) {
+                previous = extractor.entries(for: o, type: key.type)
+            }
+            version.previous = .some(previous)
+        }
+        let previous = version.previous ?? nil
+        guard t.trigger.interactions.contains(previous == nil ? "create" : "update") else { return false }
+        var results: [Bool] = []
+        if let m = t.previous {
+            results.append(previous.map { m.matches(type: key.type, id: key.id, lastUpdated: 0, entries: $0) ?? false } ?? t.trigger.resultForCreate)
+        }
+        if let m = t.current {
+            results.append(m.matches(type: key.type, id: key.id, lastUpdated: version.lastUpdated, entries: version.entries) ?? false)
+        }
+        if t.trigger.statusChanged {
+            func status(_ entries: [IndexEntry]) -> Set<String> {
+                Set(entries.compactMap { e in
+                    if e.parameter == "status", case .token(_, let code) = e.value { return code } else { return nil }
+                })
+            }
+            results.append(previous.map { status($0) != status(version.entries) } ?? true)
+        }
+        return results.isEmpty || (t.trigger.requireBoth ? !results.contains(false) : results.contains(true))
+    }
+
     /// The rows the owner may read now (nil: the owner may not read the type at all).
-    func ownerScope(_ definition: SubscriptionDefinition) async throws -> ReadScope? {
+    func ownerScope(_ definition: SubscriptionDefinition, type: String) async throws -> ReadScope? {
         guard let owner = definition.owner else { return nil }
         let acting = service.acting(as: owner.principal)
         do {
-            try acting.policy.authorize(owner.principal, .read, definition.type)
+            try acting.policy.authorize(owner.principal, .read, type)
             return try await acting.readScope()
         } catch {
             return nil
@@ -137,18 +203,51 @@ public final class SubscriptionEngine: Sendable {
 public final class SubscriptionDirectory: Sendable {
     public struct Active: Sendable {
         public let definition: SubscriptionDefinition
-        let matcher: QueryMatcher
+        /// The resource types it watches.
+        let types: Set<String>
+        /// A criteria subscription's search.
+        let matcher: QueryMatcher?
+        /// A topic subscription's topic, and its filters by resource type.
+        let topic: CompiledTopic?
+        let filters: [String: (query: String, matcher: QueryMatcher)]
+    }
+
+    /// A topic's triggers with their searches parsed, by resource type.
+    struct CompiledTopic: Sendable {
+        let url: String
+        let triggers: [String: CompiledTrigger]
+    }
+
+    struct CompiledTrigger: Sendable {
+        let trigger: SubscriptionTopic.Trigger
+        let previous: QueryMatcher?
+        let current: QueryMatcher?
     }
 
     let store: any ResourceStore
     let searches: SearchService
     let ttl: Duration
-    private let state = Mutex<(loaded: ContinuousClock.Instant?, all: [String: Active])>((nil, [:]))
+    private let state = Mutex<(loaded: ContinuousClock.Instant?, all: [String: Active], byType: [String: [Active]]?)>((nil, [:], nil))
+    /// The platform's topics, compiled once.
+    let topics: [String: CompiledTopic]
 
     public init(store: any ResourceStore, searches: SearchService, ttl: Duration = .seconds(5)) {
         self.store = store
-        self.searches = searches.acting(as: .platform)
+        let searches = searches.acting(as: .platform)
+        self.searches = searches
         self.ttl = ttl
+        var topics: [String: CompiledTopic] = [:]
+        for topic in SubscriptionTopic.all {
+            var triggers: [String: CompiledTrigger] = [:]
+            for t in topic.triggers {
+                func compile(_ query: String?) -> QueryMatcher? {
+                    query.flatMap { try? searches.parse(type: t.type, query: $0, strict: true) }.map { QueryMatcher($0.query) }
+                }
+                triggers[t.type] = CompiledTrigger(trigger: t, previous: compile(t.previous), current: compile(t.current))
+            }
+            topics[topic.url] = CompiledTopic(url: topic.url, triggers: triggers)
+        }
+        self.topics = topics
     }
 
     /// Every subscription the platform serves (requested, active or in error), fresh within `ttl`.
@@ -163,13 +262,22 @@ public final class SubscriptionDirectory: Sendable {
         for (key, record) in try await store.read(keys: keys) where !record.deleted {
             if let active = parse(key.id, record, owner: owners[key.id]) { found[key.id] = active }
         }
-        state.withLock { $0 = (now, found) }
+        state.withLock { $0 = (now, found, nil) }
         return Array(found.values)
     }
 
     /// Active subscriptions on resources of `type` (loaded once; then kept by `refresh`).
     func active(for type: String, at now: Int64) -> [Active] {
-        state.withLock { s in s.all.values.filter { $0.definition.type == type && $0.definition.status == "active" && ($0.definition.end ?? .max) > now } }
+        state.withLock { s in
+            if s.byType == nil {
+                var byType: [String: [Active]] = [:]
+                for a in s.all.values where a.definition.status == "active" {
+                    for t in a.types { byType[t, default: []].append(a) }
+                }
+                s.byType = byType
+            }
+            return (s.byType?[type] ?? []).filter { ($0.definition.end ?? .max) > now }
+        }
     }
 
     func ensureLoaded() async throws {
@@ -188,14 +296,26 @@ public final class SubscriptionDirectory: Sendable {
         let record = try await store.read(ResourceKey("Subscription", id))
         let owner = try await store.record(kind: SubscriptionDefinition.ownerKind, id: id, now: 0)?.content
         let active = record.flatMap { $0.deleted ? nil : parse(id, $0, owner: owner) }
-        state.withLock { $0.all[id] = active }
+        state.withLock {
+            $0.all[id] = active
+            $0.byType = nil
+        }
     }
 
     func parse(_ id: String, _ record: ResourceRecord, owner: String?) -> Active? {
         guard let content = record.content, case .object(let o) = try? JSONParser.parse(Array(content.readableBytesView)),
-              let definition = SubscriptionDefinition(id: id, version: record.version, o, owner: owner.flatMap { .init(record: $0) }),
-              let parsed = try? searches.parse(type: definition.type, query: definition.query, strict: true) else { return nil }
-        return Active(definition: definition, matcher: QueryMatcher(parsed.query))
+              let definition = SubscriptionDefinition(id: id, version: record.version, o, owner: owner.flatMap { .init(record: $0) }) else { return nil }
+        if let url = definition.topic {
+            guard let topic = topics[url] else { return nil }
+            var filters: [String: (query: String, matcher: QueryMatcher)] = [:]
+            for (type, query) in definition.filters {
+                guard let parsed = try? searches.parse(type: type, query: query, strict: true) else { return nil }
+                filters[type] = (query, QueryMatcher(parsed.query))
+            }
+            return Active(definition: definition, types: Set(topic.triggers.keys), matcher: nil, topic: topic, filters: filters)
+        }
+        guard let parsed = try? searches.parse(type: definition.type, query: definition.query, strict: true) else { return nil }
+        return Active(definition: definition, types: [definition.type], matcher: QueryMatcher(parsed.query), topic: nil, filters: [:])
     }
 }
 

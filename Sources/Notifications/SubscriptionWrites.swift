@@ -32,22 +32,16 @@ public struct SubscriptionWrites: WriteEnricher {
                             at: "Subscription.channel.type")
         }
         let criteria = o["criteria"]?.stringValue ?? ""
-        let (criteriaType, query) = SubscriptionDefinition.split(criteria)
-        guard FHIRSchema.r4.isResourceType(criteriaType) else {
-            throw FHIRError(.invalid, code: "value", "The criteria must be a search URL such as 'Observation?patient=123', not '\(criteria)'",
-                            at: "Subscription.criteria")
-        }
-        do {
-            _ = try searches.parse(type: criteriaType, query: query, strict: true)
-        } catch {
-            throw FHIRError(.invalid, code: "value", "The criteria cannot be searched: \(error.issues.first?.diagnostics ?? "\(error)")",
-                            at: "Subscription.criteria")
-        }
-        do {
-            try AccessPolicy().authorize(principal, .search, criteriaType)
-        } catch {
-            throw FHIRError(.forbidden, code: "forbidden", "A subscription is decided on its owner's behalf, who may not search \(criteriaType): \(error.reason)",
-                            at: "Subscription.criteria")
+        if SubscriptionDefinition.isTopic(criteria) {
+            try checkTopic(criteria, o, principal)
+        } else {
+            let (criteriaType, query) = SubscriptionDefinition.split(criteria)
+            guard FHIRSchema.r4.isResourceType(criteriaType) else {
+                throw FHIRError(.invalid, code: "value", "The criteria must be a search URL such as 'Observation?patient=123', or a topic's URL, not '\(criteria)'",
+                                at: "Subscription.criteria")
+            }
+            try checkSearch(criteriaType, query, at: "Subscription.criteria")
+            try checkMaySearch(criteriaType, principal)
         }
         if channelType == SubscriptionDefinition.Channel.restHook.rawValue {
             let endpoint = o["channel"]?["endpoint"]?.stringValue ?? ""
@@ -68,11 +62,57 @@ public struct SubscriptionWrites: WriteEnricher {
         return o
     }
 
+    func checkSearch(_ type: String, _ query: String, at location: String) throws {
+        do {
+            _ = try searches.parse(type: type, query: query, strict: true)
+        } catch {
+            throw FHIRError(.invalid, code: "value", "The criteria cannot be searched: \(error.issues.first?.diagnostics ?? "\(error)")", at: location)
+        }
+    }
+
+    func checkMaySearch(_ type: String, _ principal: Principal) throws {
+        do {
+            try AccessPolicy().authorize(principal, .search, type)
+        } catch {
+            throw FHIRError(.forbidden, code: "forbidden", "A subscription is decided on its owner's behalf, who may not search \(type): \(error.reason)",
+                            at: "Subscription.criteria")
+        }
+    }
+
+    /// A topic the platform publishes, and filters on its resources by the parameters it offers
+    /// (`canFilterBy`), one search per resource type.
+    func checkTopic(_ url: String, _ o: JSONObject, _ principal: Principal) throws {
+        guard let topic = SubscriptionTopic.named(url) else {
+            throw FHIRError(.invalid, code: "not-supported", "'\(url)' is not a topic of this platform (GET Basic?code=SubscriptionTopic lists them)",
+                            at: "Subscription.criteria")
+        }
+        for type in topic.types.sorted() { try checkMaySearch(type, principal) }
+        var seen: Set<String> = []
+        for (i, filter) in SubscriptionDefinition.filterCriteria(o).enumerated() {
+            let at = "Subscription._criteria.extension[\(i)]"
+            let (type, query) = SubscriptionDefinition.split(filter)
+            guard topic.types.contains(type) else {
+                throw FHIRError(.invalid, code: "value", "The topic \(topic.name) is about \(topic.types.sorted().joined(separator: ", ")), not '\(type)'", at: at)
+            }
+            guard seen.insert(type).inserted else {
+                throw FHIRError(.invalid, code: "value", "One filter per resource type: join the parameters of \(type) with '&'", at: at)
+            }
+            let offered = Set(topic.filters.filter { $0.type == type }.map(\.parameter))
+            for pair in query.split(separator: "&") {
+                let name = String(pair.split(separator: "=", maxSplits: 1).first ?? "").split(separator: ":").first.map(String.init) ?? ""
+                guard offered.contains(name) else {
+                    throw FHIRError(.invalid, code: "value", "The topic \(topic.name) can be filtered on \(type) by \(offered.sorted().joined(separator: ", ")), not '\(name)'", at: at)
+                }
+            }
+            try checkSearch(type, query, at: at)
+        }
+    }
+
     func stillActive(_ o: JSONObject) async throws -> Bool {
         guard let id = o["id"]?.stringValue, let stored = try await store.read(ResourceKey("Subscription", id)), !stored.deleted,
               let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)) else { return false }
         return old["status"]?.stringValue == "active" && old["channel"]?["type"] == o["channel"]?["type"]
-            && old["channel"]?["endpoint"] == o["channel"]?["endpoint"] && old["criteria"] == o["criteria"]
+            && old["channel"]?["endpoint"] == o["channel"]?["endpoint"] && old["criteria"] == o["criteria"] && old["_criteria"] == o["_criteria"]
     }
 
     /// The writer becomes the owner: a platform record committed with the write (not in the

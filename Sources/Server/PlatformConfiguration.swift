@@ -47,6 +47,8 @@ public struct PlatformConfiguration: Sendable {
     public var changeConsumers: [ChangeConsumer] = []
     /// Retries, lease and concurrency of subscription delivery (ADR 023).
     public var subscriptionDelivery = SubscriptionDelivery.Settings()
+    /// How often the reminder rules run (nil: no reminders).
+    public var reminderInterval: Duration? = .seconds(60)
 
     public struct MLLPSettings: Sendable {
         public var port: Int

@@ -80,6 +80,8 @@ public struct PlatformServer: Sendable {
     /// dispatcher; the caller closes the store last, which flushes the audit spool.
     public func run(logger: Logger, dataLocation: String) async throws {
         try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
+        // The platform's subscription topics, readable as Basic (ADR 023).
+        try await SubscriptionTopic.publish(service: service)
 
         let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, pending: notified,
                                         metrics: configuration.metrics, logger: logger)
@@ -90,6 +92,10 @@ public struct PlatformServer: Sendable {
             ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers + [engine.consumer], logger: logger)),
             SubscriptionDeliveryService(delivery: delivery),
         ]
+        if let interval = configuration.reminderInterval {
+            services.append(ReminderSweepService(reminders: ReminderService(service: service, searches: searches, interval: interval,
+                                                                            metrics: configuration.metrics, logger: logger)))
+        }
         var mllp: MLLPServer?
         if let settings = configuration.mllp, let gateway {
             guard !settings.tls || configuration.tls != nil else {

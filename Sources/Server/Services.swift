@@ -53,3 +53,12 @@ struct SubscriptionDeliveryService: Service {
         await cancelWhenGracefulShutdown { await delivery.run() }
     }
 }
+
+/// The reminder rules (提醒服务, ADR 023), run every interval until shutdown.
+struct ReminderSweepService: Service {
+    let reminders: ReminderService
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await reminders.run() }
+    }
+}

@@ -152,6 +152,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "MLLP over TLS with the --tls-cert/--tls-key certificate.")
     var mllpTLS = false
 
+    @Option(help: "Seconds between runs of the reminder rules (提醒服务: e.g. the appointment reminder 24 h ahead); 0 turns reminders off.")
+    var reminderInterval: Double = 60
+
     @Option(help: "Append every committed change (type, id, version; no content) to DIR/changes-YYYY-MM-DD.ndjson for systems downstream; one node at a time exports, from where the last one stopped. Env: HUITONG_EXPORT_CHANGES")
     var exportChanges: String? = ProcessInfo.processInfo.environment["HUITONG_EXPORT_CHANGES"].flatMap { $0.isEmpty ? nil : $0 }
 
@@ -225,6 +228,7 @@ extension Serve {
         configuration.rateLimits = RateLimits(authPerAddress: authRateLimit > 0 ? authRateLimit : nil,
                                               perClient: clientRateLimit > 0 ? clientRateLimit : nil)
         if let exportChanges { configuration.changeConsumers.append(try ChangeFileExport(folder: exportChanges).consumer) }
+        configuration.reminderInterval = reminderInterval > 0 ? .nanoseconds(Int64(reminderInterval * 1e9)) : nil
         configuration.mllp = mllpPort.map { PlatformConfiguration.MLLPSettings(port: $0, maxMessageBytes: mllpMaxBytes, tls: mllpTLS) }
         return configuration
     }
