@@ -1,5 +1,6 @@
 import FHIRModel
 import HTTPTypes
+import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -110,3 +111,83 @@ final class FirstBytesWatcher: ChannelInboundHandler, RemovableChannelHandler {
 extension RequestHeadTimeoutHandler: Sendable {}
 @available(*, unavailable)
 extension FirstBytesWatcher: Sendable {}
+
+/// The deadlines of a connection's first request head where the pipeline's HTTP handlers are only
+/// set up once that head has arrived (the websocket upgrade channel decides on the head whether
+/// the connection stays HTTP): closed when nothing arrives within `idle`, or when the head is not
+/// complete (`CRLF CRLF`) within `head` of its first byte. It leaves the pipeline once the head is
+/// in; the HTTP handlers then keep the deadlines of the requests that follow.
+final class FirstHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    let head: TimeAmount
+    let idle: TimeAmount
+    private var deadline: Scheduled<Void>?
+    private var started = false
+    /// The last bytes seen, for a `CRLF CRLF` split across reads.
+    private var tail: [UInt8] = []
+
+    init(head: TimeAmount, idle: TimeAmount) {
+        self.head = head
+        self.idle = idle
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        schedule(context, idle)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func schedule(_ context: ChannelHandlerContext, _ after: TimeAmount) {
+        deadline?.cancel()
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: after) {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        if !started {
+            started = true
+            schedule(context, head)
+        }
+        let bytes = tail + Array(buffer.readableBytesView)
+        let complete = bytes.count >= 4 && (0...(bytes.count - 4)).contains { i in
+            bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10
+        }
+        tail = Array(bytes.suffix(3))
+        context.fireChannelRead(data)
+        if complete {
+            deadline?.cancel()
+            deadline = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension FirstHeadDeadline: Sendable {}
+
+/// A child channel with `FirstHeadDeadline` in front of `base`'s handlers (inside TLS, if any).
+struct FirstHeadDeadlineChannel<Base: ServerChildChannel>: ServerChildChannel {
+    let base: Base
+    let head: TimeAmount
+    let idle: TimeAmount
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Base.Value> {
+        do {
+            try channel.pipeline.syncOperations.addHandler(FirstHeadDeadline(head: head, idle: idle))
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return base.setup(channel: channel, logger: logger)
+    }
+
+    func handle(value: Base.Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}

@@ -164,31 +164,35 @@ public enum HuitongApplication {
     }
 
     /// HTTP/1.1 that upgrades a request for `path` to a websocket (anything else is HTTP as usual).
-    static func webSockets(http1: HTTP1Channel.Configuration, path: String,
+    static func webSockets(http1: HTTP1Channel.Configuration, path: String, headerTimeout: TimeAmount, idleTimeout: TimeAmount,
                            session: @escaping @Sendable (AsyncStream<String>, @escaping @Sendable (String) async throws -> Void) async -> Void,
                            logger: Logger) -> HTTPServerBuilder {
         let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
             http1: http1, ws: WebSocketServerConfiguration(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: .seconds(30))))
-        return .http1WebSocketUpgrade(configuration: configuration) { request, _, _ in
-            guard request.path?.split(separator: "?", maxSplits: 1).first.map(String.init) == path else { return .dontUpgrade }
-            return .upgrade([:]) { inbound, outbound, _ in
-                let (messages, continuation) = AsyncStream.makeStream(of: String.self)
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        do {
-                            for try await message in inbound.messages(maxSize: 1 << 16) {
-                                if case .text(let text) = message { continuation.yield(text) }
+        // The upgrade channel sets its HTTP handlers (and with them the head and idle timeouts) up
+        // only after the first head: the first head gets its deadlines in front of them.
+        return HTTPServerBuilder { responder in
+            FirstHeadDeadlineChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: configuration) { request, _, _ in
+                guard request.path?.split(separator: "?", maxSplits: 1).first.map(String.init) == path else { return .dontUpgrade }
+                return .upgrade([:]) { inbound, outbound, _ in
+                    let (messages, continuation) = AsyncStream.makeStream(of: String.self)
+                    await withTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            do {
+                                for try await message in inbound.messages(maxSize: 1 << 16) {
+                                    if case .text(let text) = message { continuation.yield(text) }
+                                }
+                            } catch {
+                                logger.debug("websocket closed: \(error)")
                             }
-                        } catch {
-                            logger.debug("websocket closed: \(error)")
+                            continuation.finish()
                         }
+                        await session(messages) { text in try await outbound.writeTextMessage(text) }
                         continuation.finish()
+                        group.cancelAll()
                     }
-                    await session(messages) { text in try await outbound.writeTextMessage(text) }
-                    continuation.finish()
-                    group.cancelAll()
                 }
-            }
+            }, head: headerTimeout, idle: idleTimeout)
         }
     }
 
@@ -201,7 +205,8 @@ public enum HuitongApplication {
                                                idleTimeout: settings.idleTimeout)
         var server = HTTPServerBuilder.http1(configuration: http1)
         if let path = components.socketPath, let session = components.socketSession {
-            server = webSockets(http1: http1, path: path, session: session, logger: logger)
+            server = webSockets(http1: http1, path: path, headerTimeout: settings.headerTimeout, idleTimeout: settings.idleTimeout,
+                                session: session, logger: logger)
         }
         if let tls = settings.tls {
             server = try .tls(server, tlsConfiguration: serverTLS(certificate: tls.certificate, key: tls.key))

@@ -36,6 +36,8 @@ public struct SubscriptionDefinition: Sendable, Equatable {
     public let contentType: String
     /// Seconds; nil: no heartbeats.
     public let heartbeat: Int?
+    /// Events per notification at most (`backport-max-count`; absent: one).
+    public let eventsPerNotification: Int
     public let end: Int64?
     public let owner: Owner?
 
@@ -116,6 +118,7 @@ public struct SubscriptionDefinition: Sendable, Equatable {
         content = Self.extensionValue(channel["_payload"], Self.payloadContent, "valueCode")
             .flatMap(Content.init) ?? (payload == nil ? .empty : .idOnly)
         heartbeat = Self.extensionValue(channel, Self.heartbeatPeriod, "valueUnsignedInt").flatMap { Int($0) }
+        eventsPerNotification = min(1000, max(1, Self.extensionValue(channel, Self.maxCount, "valuePositiveInt").flatMap { Int($0) } ?? 1))
         end = o["end"]?.stringValue.flatMap { FHIRDateTime.parse($0, kind: .instant)?.low }
         self.owner = owner
     }

@@ -237,26 +237,32 @@ public final class SubscriptionDelivery: Sendable {
         while !Task.isCancelled {
             let page = try await service.store.records(kind: kind, after: SubscriptionEvent.recordID(state.delivered), limit: 100, now: now)
             if page.isEmpty { break }
-            for record in page {
-                guard let number = Int(record.id), let event = SubscriptionEvent(number: number, content: record.content) else { continue }
+            let parsed = page.compactMap { r in Int(r.id).flatMap { SubscriptionEvent(number: $0, content: r.content) } }
+            guard !parsed.isEmpty else { break }
+            // One notification carries up to the subscription's max-count events, in order.
+            for start in stride(from: 0, to: parsed.count, by: definition.eventsPerNotification) {
+                var events: [(SubscriptionEvent, JSON?)] = []
+                for event in parsed[start..<min(parsed.count, start + definition.eventsPerNotification)] {
+                    events.append((event, try await focus(definition, event)))
+                }
                 now = Self.nowMicros
                 if now - leaseChecked > 5_000_000 {
                     guard try await lease(definition.id, now: now) else { return }
                     leaseChecked = now
                 }
-                let focus = try await focus(definition, event)
+                let last = events[events.count - 1].0
                 let bundle = NotificationBundle.make(base: baseURL, subscription: definition, status: "active", kind: .eventNotification,
-                                                     eventsSinceStart: number, events: [(event, focus)], content: definition.content, now: now)
+                                                     eventsSinceStart: last.number, events: events, content: definition.content, now: now)
                 guard try await post(definition, bundle, &state, now: now) else {
                     try await save(definition.id, state)
                     unsaved = 0
                     return
                 }
-                state.delivered = number
-                unsaved += 1
+                state.delivered = last.number
+                unsaved += events.count
                 metrics?.makeGauge(name: "huitong_subscription_lag_seconds", labels: [("channel", definition.channel.rawValue)],
                                    help: "From an event's commit to its notification's delivery, of the last one delivered")
-                    .set(Double(Self.nowMicros - event.timestamp) / 1_000_000)
+                    .set(Double(Self.nowMicros - last.timestamp) / 1_000_000)
                 if unsaved >= Self.saveEvery {
                     try await save(definition.id, state)
                     unsaved = 0

@@ -73,12 +73,12 @@ public final class SubscriptionEngine: Sendable {
                 try await subscriptions.refresh(change.key.id)
                 continue
             }
-            let watching = subscriptions.active(for: change.key.type, at: now)
-            guard !watching.isEmpty, !change.deleted else { continue }
+            guard !change.deleted, subscriptions.watches(change.key.type) else { continue }
             guard let record = try await service.store.vread(change.key, version: change.version), let content = record.content,
                   case .object(let resource) = try JSONParser.parse(Array(content.readableBytesView)) else { continue }
-            var version = ChangedVersion(change: change, lastUpdated: record.lastUpdated, entries: extractor.entries(for: resource, type: change.key.type))
-            for subscription in watching {
+            let entries = QueryMatcher.Entries(extractor.entries(for: resource, type: change.key.type))
+            var version = ChangedVersion(change: change, lastUpdated: record.lastUpdated, entries: entries)
+            for subscription in subscriptions.active(for: change.key.type, entries: entries, at: now) {
                 guard try await matches(subscription, &version) else { continue }
                 let scopeKey = subscription.definition.id + " " + change.key.type
                 if scopes[scopeKey] == nil {
@@ -115,7 +115,7 @@ public final class SubscriptionEngine: Sendable {
     struct ChangedVersion {
         let change: ResourceChange
         let lastUpdated: Int64
-        let entries: [IndexEntry]
+        let entries: QueryMatcher.Entries
         /// nil: not read yet; .some(nil): none (a create, or after a delete).
         var previous: [IndexEntry]??
         /// Each topic's trigger result for this version, by topic URL.
@@ -165,7 +165,7 @@ public final class SubscriptionEngine: Sendable {
             }
             version.previous = .some(previous)
         }
-        let previous = version.previous ?? nil
+        let previous = (version.previous ?? nil).map(QueryMatcher.Entries.init)
         guard t.trigger.interactions.contains(previous == nil ? "create" : "update") else { return false }
         var results: [Bool] = []
         if let m = t.previous {
@@ -180,7 +180,7 @@ public final class SubscriptionEngine: Sendable {
                     if e.parameter == "status", case .token(_, let code) = e.value { return code } else { return nil }
                 })
             }
-            results.append(previous.map { status($0) != status(version.entries) } ?? true)
+            results.append(previous.map { status($0.all) != status(version.entries.all) } ?? true)
         }
         return results.isEmpty || (t.trigger.requireBoth ? !results.contains(false) : results.contains(true))
     }
@@ -227,7 +227,14 @@ public final class SubscriptionDirectory: Sendable {
     let store: any ResourceStore
     let searches: SearchService
     let ttl: Duration
-    private let state = Mutex<(loaded: ContinuousClock.Instant?, all: [String: Active], byType: [String: [Active]]?)>((nil, [:], nil))
+    /// The active subscriptions of a type: those filed under one of a change's keys
+    /// (`QueryMatcher.keys`: a code or reference their criteria require), and the rest.
+    struct TypeIndex {
+        var keyed: [String: [Active]] = [:]
+        var unkeyed: [Active] = []
+    }
+
+    private let state = Mutex<(loaded: ContinuousClock.Instant?, all: [String: Active], byType: [String: TypeIndex]?)>((nil, [:], nil))
     /// The platform's topics, compiled once.
     let topics: [String: CompiledTopic]
 
@@ -266,18 +273,47 @@ public final class SubscriptionDirectory: Sendable {
         return Array(found.values)
     }
 
-    /// Active subscriptions on resources of `type` (loaded once; then kept by `refresh`).
-    func active(for type: String, at now: Int64) -> [Active] {
-        state.withLock { s in
+    /// Active subscriptions on resources of `type` that a change with these entries may match
+    /// (loaded once; then kept by `refresh`).
+    func active(for type: String, entries: QueryMatcher.Entries? = nil, at now: Int64) -> [Active] {
+        let index = state.withLock { s -> TypeIndex? in
             if s.byType == nil {
-                var byType: [String: [Active]] = [:]
+                var byType: [String: TypeIndex] = [:]
                 for a in s.all.values where a.definition.status == "active" {
-                    for t in a.types { byType[t, default: []].append(a) }
+                    for t in a.types {
+                        if let keys = a.matcher?.keys {
+                            for k in keys { byType[t, default: TypeIndex()].keyed[k, default: []].append(a) }
+                        } else {
+                            byType[t, default: TypeIndex()].unkeyed.append(a)
+                        }
+                    }
                 }
                 s.byType = byType
             }
-            return (s.byType?[type] ?? []).filter { ($0.definition.end ?? .max) > now }
+            return s.byType?[type]
         }
+        guard let index else { return [] }
+        var found = index.unkeyed
+        if !index.keyed.isEmpty {
+            if let entries {
+                var seen: Set<String> = []
+                for k in entries.keys {
+                    for a in index.keyed[k] ?? [] where seen.insert(a.definition.id).inserted { found.append(a) }
+                }
+            } else {
+                var seen: Set<String> = []
+                for list in index.keyed.values {
+                    for a in list where seen.insert(a.definition.id).inserted { found.append(a) }
+                }
+            }
+        }
+        return found.filter { ($0.definition.end ?? .max) > now }
+    }
+
+    /// Whether any active subscription watches changes of `type`.
+    func watches(_ type: String) -> Bool {
+        if state.withLock({ $0.byType == nil }) { _ = active(for: type, at: 0) }
+        return state.withLock { s in s.byType?[type].map { !$0.unkeyed.isEmpty || !$0.keyed.isEmpty } ?? false }
     }
 
     func ensureLoaded() async throws {

@@ -42,7 +42,7 @@ final class QueryMatcherTests: XCTestCase {
                 let object = try JSONParser.parse(Array(record.content!.readableBytesView)).objectValue!
                 records.append((id, record.lastUpdated, extractor.entries(for: object, type: "Observation")))
             }
-            var decisive = 0
+            var decisive = 0, keyed = 0
             for text in Self.queries {
                 let parsed = try searches.parse(type: "Observation", query: text, strict: true)
                 let found = Set(try await searches.run(parsed).matches.map(\.key.id))
@@ -50,9 +50,19 @@ final class QueryMatcherTests: XCTestCase {
                 XCTAssertTrue(matcher.isLocal, text)
                 let matched = Set(records.filter { matcher.matches(type: "Observation", id: $0.0, lastUpdated: $0.1, entries: $0.2) == true }.map(\.0))
                 XCTAssertEqual(matched, found, text)
+                // Filed under its keys, a query is still tried on every resource it matches: each
+                // such resource has one of those keys.
+                if let keys = matcher.keys {
+                    let filed = Set(records.filter { !QueryMatcher.Entries($0.2).keys.isDisjoint(with: keys) }.map(\.0))
+                    XCTAssertTrue(found.isSubset(of: filed), text)
+                    keyed += 1
+                }
                 if !found.isEmpty && found.count < Self.resources.count { decisive += 1 }
             }
             XCTAssertGreaterThan(decisive, 20, "most queries match some of the resources, not none or all")
+            XCTAssertGreaterThan(keyed, 8, "queries on codes and references are filed under keys")
+            XCTAssertNil(QueryMatcher(try searches.parse(type: "Observation", query: "status:not=final", strict: true).query).keys)
+            XCTAssertNil(QueryMatcher(try searches.parse(type: "Observation", query: "date=ge2024", strict: true).query).keys)
             // Chains are left to the store.
             let chain = try searches.parse(type: "Observation", query: "subject:Patient.name=x", strict: true)
             XCTAssertNil(QueryMatcher(chain.query).matches(type: "Observation", id: "o1", lastUpdated: 0, entries: records[0].2))

@@ -276,3 +276,35 @@ def test_subscription_writes_are_checked(server):
     forged["status"] = "active"
     stored = requests.post(f"{base}/Subscription", json=forged, headers=FHIR_JSON).json()
     assert stored["status"] == "requested"
+
+
+def test_max_count_combines_waiting_events_into_one_notification(server):
+    """`backport-max-count`: events that wait (the receiver was down) go out several to a notification, at most
+    that many, in order; without it, one per notification (the test above)."""
+    port = free_port()
+    receiver = Receiver(port).start()
+    base = server.base
+    s = subscription(f"http://127.0.0.1:{port}/batched", "full-resource")
+    s["channel"]["extension"] = [{"url": BACKPORT + "backport-max-count", "valuePositiveInt": 10}]
+    sid = requests.post(f"{base}/Subscription", json=s, headers=FHIR_JSON).json()["id"]
+    wait_for(lambda: receiver.bundles("/batched"), 30, "the handshake")
+    receiver.stop()
+    ids = write(base, 35)
+    time.sleep(2)
+    receiver = Receiver(port).start()
+    wait_for(lambda: len(event_numbers(receiver.bundles("/batched"))) >= 35, 60, "the 35 events")
+    bundles = [b for b in receiver.bundles("/batched") if value(status_of(b)["type"][0]) == "event-notification"]
+    assert event_numbers(bundles) == list(range(1, 36))
+    sizes = [len(status_of(b)["notification-event"]) for b in bundles]
+    assert max(sizes) == 10 and len(bundles) < 35, sizes
+    for b in bundles:
+        Bundle.parse_obj(b)
+        s = status_of(b)
+        numbers = [int({p["name"]: value(p) for p in e["part"]}["event-number"]) for e in s["notification-event"]]
+        assert value(s["events-since-subscription-start"][0]) == str(numbers[-1])
+        # One focus entry per event, in the same order, with the resource (full-resource).
+        focus = [{p["name"]: value(p) for p in e["part"]}["focus"]["reference"].split("/_history/")[0] for e in s["notification-event"]]
+        assert [e["fullUrl"] for e in b["entry"][1:]] == focus
+        assert all(e["resource"]["resourceType"] == "Observation" for e in b["entry"][1:])
+    assert sorted(e["resource"]["id"] for b in bundles for e in b["entry"][1:]) == sorted(ids)
+    receiver.stop()

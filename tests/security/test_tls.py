@@ -1,6 +1,9 @@
 """HTTPS: `huitong serve --tls-cert/--tls-key` serves FHIR over TLS (1.2 or later) with HSTS; a
 client that trusts the certificate works as before, one speaking plain HTTP gets nothing."""
+import json
+
 import requests
+import websocket
 
 from conftest import Server, self_signed
 
@@ -30,5 +33,17 @@ def test_https_with_hsts(data_dir):
             raise AssertionError("a client not trusting the certificate connected")
         except requests.exceptions.SSLError:
             pass
+        # The subscription websocket is wss:// on the same port.
+        sid = requests.post(server.base + "/Subscription", verify=cert, json={
+            "resourceType": "Subscription", "status": "requested", "reason": "wss", "criteria": "Observation?code=718-7",
+            "channel": {"type": "websocket", "payload": "application/fhir+json"}}).json()["id"]
+        binding = requests.get(f"{server.base}/Subscription/{sid}/$get-ws-binding-token", verify=cert).json()
+        params = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in binding["parameter"]}
+        assert params["websocket-url"] == f"wss://127.0.0.1:{server.port}/ws/subscriptions"
+        ws = websocket.create_connection(params["websocket-url"], timeout=30, sslopt={"ca_certs": cert})
+        ws.send("bind-with-token " + params["token"])
+        handshake = json.loads(ws.recv())
+        assert handshake["entry"][0]["resource"]["parameter"][2]["valueCode"] == "handshake"
+        ws.close()
     finally:
         server.stop()

@@ -10,14 +10,12 @@ import FHIRModel
 /// search with the resource's `_id` added: a point lookup).
 public struct QueryMatcher: Sendable {
     public let query: SearchQuery
+    /// Whether the query can be decided from a resource's entries alone.
+    public let isLocal: Bool
 
     public init(_ query: SearchQuery) {
         self.query = query
-    }
-
-    /// Whether the query can be decided from a resource's entries alone.
-    public var isLocal: Bool {
-        query.sort.isEmpty && query.clauses.allSatisfy { clause in
+        isLocal = query.sort.isEmpty && query.clauses.allSatisfy { clause in
             clause.values.allSatisfy { match in
                 switch match {
                 case .chain, .has, .tokenBelow, .tokenAbove, .inValueSet: return false
@@ -27,15 +25,71 @@ public struct QueryMatcher: Sendable {
         }
     }
 
+    /// A resource's index entries grouped by parameter, made once and matched against many queries.
+    public struct Entries: Sendable {
+        public let all: [IndexEntry]
+        let byParameter: [String: [IndexValue]]
+
+        public init(_ entries: [IndexEntry]) {
+            all = entries
+            var byParameter: [String: [IndexValue]] = [:]
+            for e in entries { byParameter[e.parameter, default: []].append(e.value) }
+            self.byParameter = byParameter
+        }
+
+        /// The keys under which `QueryMatcher.keys` files a query this resource may match.
+        public var keys: Set<String> {
+            var keys: Set<String> = []
+            for e in all {
+                switch e.value {
+                case .token(_, let code): keys.insert(QueryMatcher.key(e.parameter, code))
+                case .reference(_, let id?, _): keys.insert(QueryMatcher.key(e.parameter, "ref:" + id))
+                default: continue
+                }
+            }
+            return keys
+        }
+    }
+
+    static func key(_ parameter: String, _ value: String) -> String { parameter + "\u{1}" + value }
+
+    /// Keys that every resource matching the query has among `Entries.keys` — the values of one
+    /// clause that names codes or references (`code=…`, `patient=…`) — so that a change is matched
+    /// only against the queries filed under one of its own keys; nil: no such clause (the query is
+    /// tried on every change of its type).
+    public var keys: Set<String>? {
+        guard isLocal else { return nil }
+        for clause in query.clauses where !clause.negated {
+            var keys: Set<String> = []
+            let all = clause.values.allSatisfy { match in
+                switch match {
+                case .token(_, let code?):
+                    for p in clause.stored { keys.insert(Self.key(p, code)) }
+                    return true
+                case .reference(_, let id):
+                    for p in clause.stored { keys.insert(Self.key(p, "ref:" + id)) }
+                    return true
+                default:
+                    return false
+                }
+            }
+            if all, !keys.isEmpty { return keys }
+        }
+        return nil
+    }
+
     /// - Parameters:
     ///   - entries: the resource's index entries (`IndexExtractor`).
     ///   - lastUpdated: microseconds since the epoch.
     /// - Returns: nil when a clause needs the store (`isLocal` is false).
     public func matches(type: String, id: String, lastUpdated: Int64, entries: [IndexEntry]) -> Bool? {
+        matches(type: type, id: id, lastUpdated: lastUpdated, entries: Entries(entries))
+    }
+
+    public func matches(type: String, id: String, lastUpdated: Int64, entries: Entries) -> Bool? {
         guard type == query.type else { return false }
         guard isLocal else { return nil }
-        var byParameter: [String: [IndexValue]] = [:]
-        for e in entries { byParameter[e.parameter, default: []].append(e.value) }
+        let byParameter = entries.byParameter
         for clause in query.clauses {
             let values = clause.stored.flatMap { byParameter[$0] ?? [] }
             let any = clause.values.contains { match in
@@ -44,7 +98,7 @@ public struct QueryMatcher: Sendable {
                 case .lastUpdated(let prefix, let low, let high): return Self.point(lastUpdated, prefix, low, high)
                 case .missing(let missing): return values.isEmpty == missing
                 case .compartment(let type, let target):
-                    return entries.contains {
+                    return entries.all.contains {
                         if case .reference(type, target, _) = $0.value { return true } else { return false }
                     }
                 default: return values.contains { Self.matches(match, $0) }
