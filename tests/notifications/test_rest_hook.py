@@ -199,6 +199,13 @@ def test_rest_hook_delivers_every_event_in_order_through_an_outage(server):
     receiver.stop()
     started = time.time()
     more = write(base, 500, offset=1000)
+    # A search shows each subscription still active, with its last error.
+    def searched():
+        bundle = requests.get(f"{base}/Subscription?_id={','.join(created.values())}", headers=FHIR_JSON).json()
+        return [e["resource"] for e in bundle.get("entry", [])]
+    wait_for(lambda: all("error" in s for s in searched()), 30, "the last error on the subscriptions")
+    for s in searched():
+        assert s["status"] == "active" and "could not be reached" in s["error"], s
     time.sleep(max(0, OUTAGE - (time.time() - started)))
     receiver = Receiver(port).start()
     wait_for(lambda: all(len(event_numbers(receiver.bundles("/" + c))) >= 500 for c in created), 180, "the 500 after the outage")
