@@ -62,8 +62,11 @@ class Receiver:
                 body = await reader.readexactly(length)
                 now = time.perf_counter()
                 path = head.split(b" ", 2)[1].decode()
-                m = FOCUS.search(body)
-                self.arrivals.append((now, path, m.group(1).decode() if m else None))
+                found = FOCUS.findall(body)
+                if not found:
+                    self.arrivals.append((now, path, None))
+                for f in found:
+                    self.arrivals.append((now, path, f.decode()))
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -77,10 +80,17 @@ def request(method, url, body=None):
         return r.status, r.headers, r.read()
 
 
+MAX_COUNT = None
+
+
 def subscription(port, i):
-    return {"resourceType": "Subscription", "status": "requested", "reason": "bench", "criteria": f"Observation?code=http://loinc.org|B{i % 100}",
-            "channel": {"type": "rest-hook", "endpoint": f"http://127.0.0.1:{port}/s{i}", "payload": "application/fhir+json",
-                        "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}]}}}
+    s = {"resourceType": "Subscription", "status": "requested", "reason": "bench", "criteria": f"Observation?code=http://loinc.org|B{i % 100}",
+         "channel": {"type": "rest-hook", "endpoint": f"http://127.0.0.1:{port}/s{i}", "payload": "application/fhir+json",
+                     "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}]}}}
+    if MAX_COUNT:
+        # The subscriber takes several waiting events per notification (backport-max-count).
+        s["channel"]["extension"] = [{"url": BACKPORT + "backport-max-count", "valuePositiveInt": MAX_COUNT}]
+    return s
 
 
 def observation(j):
@@ -207,11 +217,14 @@ def main():
     ap.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 0], help="writes/s; 0: as fast as 16 clients go")
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--import-patients", type=int, help="measure the cost of matching on a Synthea import instead")
+    ap.add_argument("--max-count", type=int, help="subscriptions take up to this many waiting events per notification")
     args = ap.parse_args()
+    global MAX_COUNT
+    MAX_COUNT = args.max_count
     if args.import_patients:
         import_cost(args.import_patients, args.subscriptions)
         return
-    results = {"subscriptions": args.subscriptions, "match_share": 0.01, "cores": os.cpu_count(), "rates": []}
+    results = {"subscriptions": args.subscriptions, "match_share": 0.01, "max_count": args.max_count, "cores": os.cpu_count(), "rates": []}
     port = free_port()
     receiver = Receiver(port)
     for with_subscriptions in (False, True):
@@ -265,7 +278,7 @@ def main():
     for r in results["rates"]:
         if r["with_subscriptions"]:
             r["writes_ratio_to_no_subscriptions"] = round(r["writes_per_s"] / without[r["rate_target"]], 3)
-    save("subscriptions", results)
+    save("subscriptions" + (f"-max{args.max_count}" if args.max_count else ""), results)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ public final class SubscriptionEngine: Sendable {
     static func changeID(_ c: ResourceChange) -> String { "\(c.key.type)/\(c.key.id)/\(c.version)" }
     /// This process, in the checkpoint.
     let node = UUID().uuidString
+    /// The event counts this node committed (valid while the checkpoints are its own).
+    private let knownCounts = Mutex<[String: Int]>([:])
+
+    /// Subscriptions with the same owner see the same rows of a type.
+    static func ownerKey(_ definition: SubscriptionDefinition, _ type: String) -> String {
+        (definition.owner.map { "\($0.kind.rawValue) \($0.subject) \($0.role.rawValue) \($0.facility ?? "") \($0.scopes) \($0.patient ?? "")" } ?? definition.id)
+            + " " + type
+    }
 
     func handle(_ changes: [ResourceChange]) async throws {
         try await subscriptions.ensureLoaded()
@@ -58,16 +66,17 @@ public final class SubscriptionEngine: Sendable {
             // Another node handled the batches since this one's last: the Subscription changes among
             // them refreshed its memory, not this node's. Read them all again (the store is at least
             // as new as these changes), or a subscription activated there would be missed here.
-            if parts.count < 2 || parts[1] != node { try await subscriptions.reload() }
+            if parts.count < 2 || parts[1] != node {
+                try await subscriptions.reload()
+                knownCounts.withLock { $0 = [:] }   // and the counts it numbered
+            }
             // A batch handed over again (a crash between the commit below and the feed's position):
             // skip through the last change already handled.
             if let i = changes.firstIndex(where: { Self.changeID($0) == parts[0] }) { todo = changes[(i + 1)...] }
         }
         guard let last = todo.last else { return }
-        var counts: [String: Int] = [:]
-        var scopes: [String: ReadScope?] = [:]
-        var records: [RecordWrite] = []
-        var created = 0
+        // 1. What each change matches, in change order.
+        var matched: [(subscription: SubscriptionDirectory.Active, change: ResourceChange, lastUpdated: Int64)] = []
         for change in todo {
             if change.key.type == "Subscription" {
                 try await subscriptions.refresh(change.key.id)
@@ -78,26 +87,42 @@ public final class SubscriptionEngine: Sendable {
                   case .object(let resource) = try JSONParser.parse(Array(content.readableBytesView)) else { continue }
             let entries = QueryMatcher.Entries(extractor.entries(for: resource, type: change.key.type))
             var version = ChangedVersion(change: change, lastUpdated: record.lastUpdated, entries: entries)
-            for subscription in subscriptions.active(for: change.key.type, entries: entries, at: now) {
-                guard try await matches(subscription, &version) else { continue }
-                let scopeKey = subscription.definition.id + " " + change.key.type
-                if scopes[scopeKey] == nil {
-                    scopes[scopeKey] = try await ownerScope(subscription.definition, type: change.key.type)
-                }
-                guard let scope = scopes[scopeKey] ?? nil,
-                      try await service.store.readable([change.key], scope: scope).contains(change.key) else { continue }
-                let id = subscription.definition.id
-                if counts[id] == nil { counts[id] = try await Self.eventCount(id, store: service.store, now: now) }
-                let number = counts[id]! + 1
-                counts[id] = number
-                let event = SubscriptionEvent(number: number, timestamp: record.lastUpdated, type: change.key.type, id: change.key.id, version: change.version)
-                records.append(RecordWrite(PlatformRecord(kind: Self.eventKind + id, id: SubscriptionEvent.recordID(number), content: event.content)))
-                created += 1
+            for subscription in subscriptions.active(for: change.key.type, entries: entries, at: now)
+            where try await matches(subscription, &version) {
+                matched.append((subscription, change, record.lastUpdated))
             }
+        }
+        // 2. What the owners may read: one question per owner and type for the whole batch.
+        var readable: [String: Set<ResourceKey>] = [:]
+        var asked: [String: (definition: SubscriptionDefinition, type: String, keys: Set<ResourceKey>)] = [:]
+        for m in matched {
+            let key = Self.ownerKey(m.subscription.definition, m.change.key.type)
+            asked[key, default: (m.subscription.definition, m.change.key.type, [])].keys.insert(m.change.key)
+        }
+        for (key, question) in asked {
+            guard let scope = try await ownerScope(question.definition, type: question.type) else { continue }
+            readable[key] = try await service.store.readable(Array(question.keys), scope: scope)
+        }
+        // 3. The events, numbered per subscription in change order.
+        var counts: [String: Int] = [:]
+        var records: [RecordWrite] = []
+        var created = 0
+        let cached = knownCounts.withLock { $0 }
+        for m in matched where readable[Self.ownerKey(m.subscription.definition, m.change.key.type)]?.contains(m.change.key) == true {
+            let id = m.subscription.definition.id
+            if counts[id] == nil {
+                if let n = cached[id] { counts[id] = n } else { counts[id] = try await Self.eventCount(id, store: service.store, now: now) }
+            }
+            let number = counts[id]! + 1
+            counts[id] = number
+            let event = SubscriptionEvent(number: number, timestamp: m.lastUpdated, type: m.change.key.type, id: m.change.key.id, version: m.change.version)
+            records.append(RecordWrite(PlatformRecord(kind: Self.eventKind + id, id: SubscriptionEvent.recordID(number), content: event.content)))
+            created += 1
         }
         for (id, n) in counts { records.append(RecordWrite(PlatformRecord(kind: Self.countKind, id: id, content: String(n)))) }
         records.append(RecordWrite(PlatformRecord(kind: Self.checkpointKind, id: "last", content: Self.changeID(last) + " " + node)))
         try await service.store.commitRecords(records)
+        knownCounts.withLock { known in for (id, n) in counts { known[id] = n } }
         if !counts.isEmpty {
             pending.add(counts.keys)
             metrics?.makeCounter(name: "huitong_subscription_events_total", labels: [],
