@@ -137,6 +137,14 @@ def drive(base, rate, seconds, offset=0):
     return acked, n / (time.perf_counter() - t0)
 
 
+def wait_for_handshakes(receiver, n):
+    deadline = time.time() + 300
+    while len({p for _, p, f in receiver.arrivals if f is None}) < n and time.time() < deadline:
+        time.sleep(0.5)
+    log(f"{len({p for _, p, f in receiver.arrivals if f is None})} handshakes")
+    time.sleep(6)   # every subscription active in the directory
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))] if values else None
@@ -171,10 +179,7 @@ def import_cost(patients, subscriptions=1000):
             subs.append(sentinel)
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda sub: request("POST", f"{base}/Subscription", sub), subs))
-            deadline = time.time() + 300
-            while len({p for _, p, f in receiver.arrivals if f is None}) < len(subs) and time.time() < deadline:
-                time.sleep(0.5)
-            time.sleep(6)   # every subscription active in the directory
+            wait_for_handshakes(receiver, len(subs))
             receiver.arrivals.clear()
 
             def post(body):
@@ -237,11 +242,7 @@ def main():
             if with_subscriptions:
                 with ThreadPoolExecutor(8) as pool:
                     list(pool.map(lambda i: request("POST", f"{base}/Subscription", subscription(port, i)), range(args.subscriptions)))
-                deadline = time.time() + 300
-                while len({p for _, p, f in receiver.arrivals if f is None}) < args.subscriptions and time.time() < deadline:
-                    time.sleep(0.5)
-                log(f"{len({p for _, p, f in receiver.arrivals if f is None})} handshakes")
-                time.sleep(6)   # every subscription active in the directory
+                wait_for_handshakes(receiver, args.subscriptions)
             offset = 0
             for rate in args.rates:
                 receiver.arrivals.clear()

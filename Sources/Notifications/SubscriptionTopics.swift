@@ -66,6 +66,11 @@ public struct SubscriptionTopic: Sendable {
             + more.map { Filter(type: type, parameter: $0.0, description: $0.1) }
     }
 
+    static let encounterFilters = patientFilters("Encounter", [("class", "inpatient, outpatient, emergency …"),
+                                                               ("service-provider", "The facility (Organization)")])
+    static let appointmentFilters = patientFilters("Appointment", [("actor", "A participant (Practitioner, Location …)"),
+                                                                   ("service-type", "The service booked")])
+
     public static let all: [SubscriptionTopic] = [
         SubscriptionTopic(
             name: "result-available", title: "检查检验结果可用 (result available)",
@@ -80,12 +85,12 @@ public struct SubscriptionTopic: Sendable {
             name: "encounter-start", title: "就诊开始 (encounter started)",
             description: "An Encounter becomes in-progress (created so, or updated to it).",
             triggers: [Trigger("Encounter", "An Encounter becomes in-progress", previous: "status:not=in-progress", current: "status=in-progress")],
-            filters: patientFilters("Encounter", [("class", "inpatient, outpatient, emergency …"), ("service-provider", "The facility (Organization)")])),
+            filters: encounterFilters),
         SubscriptionTopic(
             name: "encounter-end", title: "就诊结束 (encounter ended)",
             description: "An Encounter becomes finished (created so, or updated to it).",
             triggers: [Trigger("Encounter", "An Encounter becomes finished", previous: "status:not=finished", current: "status=finished")],
-            filters: patientFilters("Encounter", [("class", "inpatient, outpatient, emergency …"), ("service-provider", "The facility (Organization)")])),
+            filters: encounterFilters),
         SubscriptionTopic(
             name: "document-published", title: "文档发布 (document published)",
             description: "A DocumentReference becomes current (published, or a replacement published).",
@@ -106,13 +111,13 @@ public struct SubscriptionTopic: Sendable {
             name: "appointment-booked", title: "预约成功 (appointment booked)",
             description: "An Appointment becomes booked (created so, or updated to it).",
             triggers: [Trigger("Appointment", "An Appointment becomes booked", previous: "status:not=booked", current: "status=booked")],
-            filters: patientFilters("Appointment", [("actor", "A participant (Practitioner, Location …)"), ("service-type", "The service booked")])),
+            filters: appointmentFilters),
         SubscriptionTopic(
             name: "appointment-cancelled", title: "预约取消 (appointment cancelled)",
             description: "A booked or proposed Appointment is cancelled.",
             triggers: [Trigger("Appointment", "An Appointment becomes cancelled", previous: "status:not=cancelled", resultForCreate: false,
                                current: "status=cancelled")],
-            filters: patientFilters("Appointment", [("actor", "A participant (Practitioner, Location …)"), ("service-type", "The service booked")])),
+            filters: appointmentFilters),
         SubscriptionTopic(
             name: "early-warning-signal", title: "预警信号 (early-warning signal raised)",
             description: "An early-warning signal is raised: a DetectedIssue coded in the platform's early-warning code system.",

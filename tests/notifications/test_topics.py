@@ -168,3 +168,20 @@ def test_topic_subscriptions_are_checked(server):
         r = requests.post(f"{base}/Subscription", json=subscription, headers=FHIR_JSON)
         assert r.status_code == 400, r.text
         assert r.json()["issue"][0]["expression"] == [location], r.text
+
+
+def test_every_filter_a_topic_offers_is_taken(server):
+    """Each topic's canFilterBy, as published, is a filter a subscription may use (the platform can search it)."""
+    base = server.base
+    bundle = requests.get(f"{base}/Basic?code=http://hl7.org/fhir/fhir-types|SubscriptionTopic&_count=50", headers=FHIR_JSON).json()
+    taken = 0
+    for entry in bundle["entry"]:
+        ext = entry["resource"]["extension"]
+        url = next(e["valueUri"] for e in ext if e["url"] == XVER + "url")
+        for f in (e for e in ext if e["url"] == XVER + "canFilterBy"):
+            parts = {p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in f["extension"]}
+            s = topic_subscription(url[len(TOPIC):], "http://127.0.0.1:9/x", f"{parts['resource']}?{parts['filterParameter']}=x")
+            r = requests.post(f"{base}/Subscription", json=s, headers=FHIR_JSON)
+            assert r.status_code == 201, (url, parts, r.text)
+            taken += 1
+    assert taken >= 20
