@@ -20,6 +20,9 @@ public final class SubscriptionEngine: Sendable {
     static let eventKind = "subscription-event:"
     static let countKind = "subscription-count"
     static let checkpointKind = "subscription-engine"
+    /// How long an event is kept (for delivery, and for `$events` to replay): 30 days; the sweep of
+    /// expired platform records removes it then.
+    static let retention: Int64 = 30 * 24 * 3600 * 1_000_000
 
     let service: FHIRService
     let searches: SearchService
@@ -116,7 +119,8 @@ public final class SubscriptionEngine: Sendable {
             let number = counts[id]! + 1
             counts[id] = number
             let event = SubscriptionEvent(number: number, timestamp: m.lastUpdated, type: m.change.key.type, id: m.change.key.id, version: m.change.version)
-            records.append(RecordWrite(PlatformRecord(kind: Self.eventKind + id, id: SubscriptionEvent.recordID(number), content: event.content)))
+            records.append(RecordWrite(PlatformRecord(kind: Self.eventKind + id, id: SubscriptionEvent.recordID(number), content: event.content,
+                                                      expires: now + Self.retention)))
             created += 1
         }
         for (id, n) in counts { records.append(RecordWrite(PlatformRecord(kind: Self.countKind, id: id, content: String(n)))) }
