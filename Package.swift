@@ -139,6 +139,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Sharing",
+            dependencies: ["Platform", "FHIRModel", "Store", "Access", "Identity", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BulkImport",
             dependencies: ["Platform", "FHIRModel", "Store", "Access"],
             swiftSettings: swiftSettings
@@ -167,7 +172,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Platform", "Gateway", "Cards", "Terminology", "Notifications", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
+                "Platform", "Gateway", "Cards", "Terminology", "Notifications", "Sharing", "HTTPAPI", "FHIRModel", "Store", "Access", "Identity", "HL7v2", "HealthCard",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -180,7 +185,7 @@ let package = Package(
         .executableTarget(
             name: "huitong",
             dependencies: [
-                "Server", "HTTPAPI", "BulkImport", "Cards", "Terminology", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard", "Identity",
+                "Server", "HTTPAPI", "BulkImport", "Cards", "Terminology", "Sharing", "Platform", "Store", "StorePostgres", "FHIRModel", "Access", "HL7v2", "GMCrypto", "HealthCard", "Identity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

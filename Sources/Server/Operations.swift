@@ -1,5 +1,6 @@
 import Notifications
 import Platform
+import Sharing
 import Terminology
 
 extension OperationRegistry {
@@ -8,6 +9,7 @@ extension OperationRegistry {
         var registry = OperationRegistry.platform
         registry.registerTerminology()
         registry.registerNotifications()
+        registry.registerSharing()
         return registry
     }
 }

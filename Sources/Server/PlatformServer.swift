@@ -7,6 +7,7 @@ import Logging
 import Notifications
 import Platform
 import ServiceLifecycle
+import Sharing
 import Store
 import Terminology
 
@@ -45,7 +46,9 @@ public struct PlatformServer: Sendable {
         self.searches = searches
         // Facilities' local codes get the regional standard coding beside them (ADR 022); a client's
         // Subscription gets its owner and status (ADR 023).
-        service.enricher = EnricherChain([FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches)])
+        // A result of a catalogue item gets its HR mark (ADR 024), after the standard coding it may be found by.
+        service.enricher = EnricherChain([FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches),
+                                          RecognitionMarks(store: store)])
         self.service = service
         subscriptions = SubscriptionDirectory(store: store, searches: searches)
         baseURL = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }

@@ -18,7 +18,7 @@ struct Huitong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "huitong",
         abstract: "Huitong (汇通): a regional population health information platform.",
-        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, TerminologyCommand.self, Client.self, User.self, Audit.self, Bench.self])
+        subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, TerminologyCommand.self, SharingCommand.self, Client.self, User.self, Audit.self, Bench.self])
 }
 
 /// Options every command that opens the store shares.

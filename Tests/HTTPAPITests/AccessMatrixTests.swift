@@ -166,6 +166,10 @@ final class AccessMatrixTests: XCTestCase {
                                         otherFacility: .allowed, otherResident: .allowed),
         "Subscription/$events": Example(kind: .read, method: .get, path: "/fhir/Subscription/matrix/$events?eventsSinceNumber=1",
                                         allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
+        // Recognisable results (ADR 024): searched on the caller's behalf; with no catalogue loaded an
+        // allowed caller is told the item is unknown (and one with no facility that it needs one).
+        "Patient/$recognizable-results": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/$recognizable-results?code=http://loinc.org|718-7",
+                                                 allowed: 400...400, otherFacility: .allowed, otherResident: .allowed),
         "Subscription/$get-ws-binding-token": Example(kind: .read, method: .get, path: "/fhir/Subscription/$get-ws-binding-token?id=matrix",
                                                       allowed: 404...404, otherFacility: .allowed, otherResident: .allowed),
     ]

@@ -1,0 +1,89 @@
+import Access
+import ArgumentParser
+import FHIRModel
+import Foundation
+import Logging
+import Platform
+import Sharing
+import Store
+
+/// Record sharing (调阅, 互认): the region's recognition catalogue and its facilities' QC passes.
+struct SharingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sharing",
+        abstract: "Record sharing (互认): load the recognition catalogue and the facilities' QC passes.",
+        subcommands: [LoadCatalogue.self, LoadQC.self])
+}
+
+/// Prints a refusal's issues (one line each: the bad rows) to standard error and exits 1.
+func reportRefusal(_ file: String, _ error: FHIRError) -> ExitCode {
+    var err = FileHandleOutputStream.standardError
+    for issue in error.issues { print("\(file): \(issue.diagnostics)", to: &err) }
+    print("\(file): nothing loaded", to: &err)
+    return ExitCode(1)
+}
+
+struct LoadCatalogue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load-catalogue",
+        abstract: "Load the recognition catalogue (互认项目目录) from CSV: system,code,display,category,validity_days,scope,price. "
+            + "Items are added or replaced (by system and code); loading the same file again changes nothing.")
+
+    @Argument(help: "The CSV file (UTF-8, header first).")
+    var file: String
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .warning
+        let items: [RecognitionItem]
+        do {
+            items = try RecognitionCatalogue.parse(csv: String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self))
+        } catch let error as FHIRError {
+            throw reportRefusal(file, error)
+        }
+        let store = try await storeOptions.open(logger: logger)
+        let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
+        let service = FHIRService(store: store, pipeline: pipeline, matching: nil, principal: .platform)
+        do {
+            let (count, changed) = try await RecognitionCatalogue.load(items, service: service)
+            print("\(file): \(items.count) rows; the catalogue has \(count) items\(changed ? "" : " (unchanged)")")
+        } catch {
+            try await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+}
+
+struct LoadQC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load-qc",
+        abstract: "Load facilities' QC passes (室间质评) from CSV: facility,system,code,scope,valid_from,valid_to "
+            + "(facility: the Organization id its client writes as; dates inclusive). Idempotent.")
+
+    @Argument(help: "The CSV file (UTF-8, header first).")
+    var file: String
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        var logger = Logger(label: "huitong")
+        logger.logLevel = .warning
+        let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self)
+        let store = try await storeOptions.open(logger: logger)
+        do {
+            let passes = try QualityPass.parse(csv: text, catalogue: try await RecognitionCatalogue.stored(in: store))
+            try await QualityPass.load(passes, store: store)
+            print("\(file): \(passes.count) QC passes loaded")
+        } catch let error as FHIRError {
+            try await store.close()
+            throw reportRefusal(file, error)
+        } catch {
+            try await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+}

@@ -1,0 +1,191 @@
+"""Mutual recognition of test results (检查检验结果互认, issue 29; ADR 024), on a real server with
+real tokens: a catalogue and QC passes loaded with `huitong sharing load-catalogue/load-qc`, results
+HR-marked when facility A commits them, and facility B's `$recognizable-results` for a resident it
+treats — recognisable, expired, not HR, out of scope; nothing of a sensitive result; nothing once
+the resident's Consent denies B.
+"""
+import datetime
+import os
+import subprocess
+import sys
+
+import pytest
+from fhir.resources.bundle import Bundle
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
+from conftest import BINARY  # noqa: E402
+from region import Caller, Region, patient, resident_id  # noqa: E402
+from test_access_probe import consent  # noqa: E402
+
+LOINC = "http://loinc.org"
+MARK = "https://huitong.health/fhir/CodeSystem/recognition-mark"
+
+# 20+ items as a region's spreadsheet has them (LOINC codes; imaging and function items too).
+CATALOGUE = """system,code,display,category,validity_days,scope,price
+http://loinc.org,718-7,血红蛋白 Haemoglobin,lab,30,province,5
+http://loinc.org,1742-6,丙氨酸氨基转移酶 ALT,lab,30,province,6
+http://loinc.org,2160-0,肌酐 Creatinine,lab,30,city,6
+http://loinc.org,4548-4,糖化血红蛋白 HbA1c,lab,90,province,60
+http://loinc.org,2345-7,葡萄糖 Glucose,lab,7,province,4
+http://loinc.org,1920-8,天门冬氨酸氨基转移酶 AST,lab,30,province,6
+http://loinc.org,1975-2,总胆红素 Total bilirubin,lab,30,province,5
+http://loinc.org,3094-0,尿素氮 Urea nitrogen,lab,30,province,5
+http://loinc.org,2823-3,钾 Potassium,lab,7,province,4
+http://loinc.org,2951-2,钠 Sodium,lab,7,province,4
+http://loinc.org,6690-2,白细胞计数 WBC,lab,7,province,3
+http://loinc.org,777-3,血小板计数 Platelets,lab,7,province,3
+http://loinc.org,3016-3,促甲状腺激素 TSH,lab,90,province,30
+http://loinc.org,1988-5,C反应蛋白 CRP,lab,7,province,20
+http://loinc.org,5196-1,乙肝表面抗原 HBsAg,lab,180,national,15
+http://loinc.org,7917-8,HIV抗体 HIV 1 Ab,lab,30,province,40
+http://loinc.org,24627-2,胸部CT Chest CT,imaging,180,province,300
+http://loinc.org,24558-9,腹部超声 Abdominal ultrasound,imaging,90,province,120
+http://loinc.org,24725-4,头颅CT Head CT,imaging,180,province,300
+http://loinc.org,11524-6,心电图 ECG,function,30,city,25
+"""
+
+
+def day(offset):
+    return (datetime.date.today() + datetime.timedelta(days=offset)).isoformat()
+
+
+def at(days_ago):
+    t = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) - datetime.timedelta(days=days_ago)
+    return t.replace(microsecond=0).isoformat()
+
+
+def result(subject, code, days_ago, value_concept=None):
+    o = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{subject}"},
+         "code": {"coding": [{"system": LOINC, "code": code}]}, "effectiveDateTime": at(days_ago)}
+    if value_concept:
+        o["valueCodeableConcept"] = {"coding": [{"system": "http://snomed.info/sct", "code": value_concept}]}
+    else:
+        o["valueQuantity"] = {"value": 130, "unit": "g/L"}
+    return o
+
+
+def recognizable(caller, patient_id, code):
+    r = caller.get(f"Patient/{patient_id}/$recognizable-results?code={LOINC}|{code}")
+    assert r.status_code == 200, r.text
+    bundle = r.json()
+    Bundle.parse_obj(bundle)
+    matches = [e for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
+    outcomes = [e for e in bundle.get("entry", []) if e["search"]["mode"] == "outcome"]
+    return matches, outcomes
+
+
+def reasons(outcomes):
+    return sorted((o["resource"]["issue"][0]["diagnostics"].split("/")[1], o["resource"]["issue"][0]["details"]["coding"][0]["code"])
+                  for o in outcomes)
+
+
+def write(tmp, name, text):
+    path = os.path.join(tmp, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def test_catalogue_and_qc_lists_are_checked_row_by_row(tmp_path):
+    tmp = str(tmp_path)
+    bad = CATALOGUE + "http://loinc.org,999-9,坏行,lab,thirty,province,5\nhttp://loinc.org,718-7,重复,lab,30,planet,5\n"
+    run = subprocess.run([BINARY, "sharing", "load-catalogue", write(tmp, "bad.csv", bad), "--data", tmp], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "line 22" in run.stderr and "validity_days" in run.stderr, run.stderr
+    assert "line 23" in run.stderr and "scope" in run.stderr and "on line 2 already" in run.stderr, run.stderr
+    assert "nothing loaded" in run.stderr
+    # Nothing half-loaded: a QC list naming a catalogue item is refused, since there is no catalogue.
+    qc = write(tmp, "qc.csv", "facility,system,code,scope,valid_from,valid_to\norg-a,http://loinc.org,718-7,national,2026-01-01,2026-12-31\n")
+    run = subprocess.run([BINARY, "sharing", "load-qc", qc, "--data", tmp], capture_output=True, text=True)
+    assert run.returncode == 1 and "not in the catalogue" in run.stderr, run.stderr
+    # The good file loads; again, it changes nothing.
+    good = write(tmp, "catalogue.csv", CATALOGUE)
+    out = subprocess.run([BINARY, "sharing", "load-catalogue", good, "--data", tmp], capture_output=True, text=True, check=True).stdout
+    assert "the catalogue has 20 items" in out and "unchanged" not in out
+    out = subprocess.run([BINARY, "sharing", "load-catalogue", good, "--data", tmp], capture_output=True, text=True, check=True).stdout
+    assert "unchanged" in out
+    bad_qc = write(tmp, "bad-qc.csv", "facility,system,code,scope,valid_from,valid_to\norg-a,http://loinc.org,718-7,national,2026-12-31,2026-01-01\n")
+    run = subprocess.run([BINARY, "sharing", "load-qc", bad_qc, "--data", tmp], capture_output=True, text=True)
+    assert run.returncode == 1 and "line 2" in run.stderr and "after valid_to" in run.stderr, run.stderr
+    out = subprocess.run([BINARY, "sharing", "load-qc", qc, "--data", tmp], capture_output=True, text=True, check=True).stdout
+    assert "1 QC passes loaded" in out
+
+
+def test_recognizable_results_for_the_ordering_facility(tmp_path):
+    region = Region(str(tmp_path), "sqlite")
+    tmp = str(tmp_path)
+    region.cli("sharing", "load-catalogue", write(tmp, "catalogue.csv", CATALOGUE))
+    # A passed the haemoglobin, creatinine and HIV QC for the year; the ALT QC only since five days ago.
+    region.cli("sharing", "load-qc", write(tmp, "qc.csv", "facility,system,code,scope,valid_from,valid_to\n"
+                                           f"org-a,{LOINC},718-7,national,{day(-200)},{day(165)}\n"
+                                           f"org-a,{LOINC},2160-0,national,{day(-200)},{day(165)}\n"
+                                           f"org-a,{LOINC},7917-8,national,{day(-200)},{day(165)}\n"
+                                           f"org-a,{LOINC},1742-6,national,{day(-5)},{day(360)}\n"))
+    region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
+    region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
+    region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
+    region.server.start()
+    try:
+        # A is in 成都, B in 绵阳: the same province, another city.
+        for org, city in (("org-a", "成都市"), ("org-b", "绵阳市")):
+            r = region.admin.put(f"Organization/{org}", {"resourceType": "Organization", "id": org, "name": org,
+                                                          "address": [{"city": city, "state": "四川省"}]})
+            assert r.status_code in (200, 201), r.text
+        rid = resident_id("1966-06-06", 61)
+        p = region.a.created("Patient", patient("钱", "琳", rid, "1966-06-06", "female"))
+        region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                       "subject": {"reference": f"Patient/{p}"}})
+        recent = region.a.post("Observation", result(p, "718-7", 10))
+        assert recent.status_code == 201, recent.text
+        tags = [t for t in recent.json()["meta"].get("tag", []) if t["system"] == MARK]
+        assert [t["code"] for t in tags] == ["HR-province"], "national QC pass, province item: marked at the province"
+        recent = recent.json()["id"]
+        old = region.a.created("Observation", result(p, "718-7", 40))
+        alt = region.a.created("Observation", result(p, "1742-6", 10))
+        creatinine = region.a.created("Observation", result(p, "2160-0", 3))
+        hiv = region.a.created("Observation", result(p, "7917-8", 5, value_concept="10828004"))
+        # A client cannot forge the mark.
+        forged = result(p, "4548-4", 1)
+        forged["meta"] = {"tag": [{"system": MARK, "code": "HR-national"}]}
+        forged = region.a.post("Observation", forged).json()
+        assert not [t for t in forged["meta"].get("tag", []) if t["system"] == MARK]
+
+        matches, outcomes = recognizable(region.b, p, "718-7")
+        assert [m["resource"]["id"] for m in matches] == [recent]
+        ext = {e["url"].rsplit("/", 1)[1]: next(v for k, v in e.items() if k.startswith("value")) for e in matches[0]["search"]["extension"]}
+        assert ext == {"recognition-scope": "province", "recognition-days-left": 20}
+        assert reasons(outcomes) == [(old, "expired")]
+        matches, outcomes = recognizable(region.b, p, "1742-6")
+        assert matches == [] and reasons(outcomes) == [(alt, "not-hr")], "no QC pass when it was done, though A passes now"
+        matches, outcomes = recognizable(region.b, p, "2160-0")
+        assert matches == [] and reasons(outcomes) == [(creatinine, "out-of-scope")], "a city item reaches no other city"
+        # A sensitive result (a positive HIV test): B sees neither it nor a hint of it.
+        assert region.b.get(f"Observation/{hiv}").status_code == 403
+        matches, outcomes = recognizable(region.b, p, "7917-8")
+        assert matches == [] and outcomes == []
+        # The producing facility itself recognises its own city item.
+        matches, _ = recognizable(region.a, p, "2160-0")
+        assert [m["resource"]["id"] for m in matches] == [creatinine]
+        # Not an item of the catalogue; not a facility.
+        assert region.b.get(f"Patient/{p}/$recognizable-results?code={LOINC}|0000-0").status_code == 400
+        assert region.admin.get(f"Patient/{p}/$recognizable-results?code={LOINC}|718-7").status_code == 400
+        # POST with the ServiceRequest being ordered.
+        order = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": {"reference": f"Patient/{p}"},
+                 "code": {"coding": [{"system": LOINC, "code": "718-7"}]}}
+        r = region.b.post(f"Patient/{p}/$recognizable-results", order)
+        assert r.status_code == 200, r.text
+        assert [e["resource"]["id"] for e in r.json()["entry"] if e["search"]["mode"] == "match"] == [recent]
+
+        # The resident's Consent denies B: nothing, and no hint.
+        person = region.admin.get(f"Person?link=Patient/{p}").json()["entry"][0]["resource"]["id"]
+        region.server.stop()
+        account = region.user("resident61", "resident", "patient/*.rs patient/Consent.cu", patient=f"Person/{person}")
+        region.server.start()
+        resident = region.login("resident61", account)
+        denied = resident.post("Consent", consent(p, {"type": "deny", "actor": [
+            {"role": {"text": "recipient"}, "reference": {"reference": "Organization/org-b"}}]}))
+        assert denied.status_code == 201, denied.text
+        for code in ("718-7", "1742-6", "2160-0"):
+            assert recognizable(region.b, p, code) == ([], []), code
+    finally:
+        region.server.stop()
