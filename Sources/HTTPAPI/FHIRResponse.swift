@@ -31,7 +31,9 @@ enum FHIRResponse {
         case .minimal:
             return Response(status: status, headers: headers)
         case .operationOutcome:
-            return json(OperationOutcome.information("\(r.key.map(\.description) ?? "") version \(r.version ?? 0) stored"), status: status, headers: headers)
+            let stored = "\(r.key.map(\.description) ?? "") version \(r.version ?? 0) stored"
+            if !r.warnings.isEmpty { return json(OperationOutcome.make(r.warnings + [Issue(.information, code: "informational", stored)]), status: status, headers: headers) }
+            return json(OperationOutcome.information(stored), status: status, headers: headers)
         case .representation:
             headers[.contentType] = contentType
             return Response(status: status, headers: headers, body: .init(byteBuffer: content))

@@ -47,8 +47,12 @@ public struct PlatformServer: Sendable {
         // Facilities' local codes get the regional standard coding beside them (ADR 022); a client's
         // Subscription gets its owner and status (ADR 023).
         // A result of a catalogue item gets its HR mark (ADR 024), after the standard coding it may be found by.
-        service.enricher = EnricherChain([FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches),
-                                          RecognitionMarks(store: store)])
+        let enrichers: [any WriteEnricher] = [FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches),
+                                              RecognitionMarks(store: store)]
+        service.enricher = EnricherChain(enrichers)
+        // An order for a test with a recognisable prior result raises a DetectedIssue (ADR 024),
+        // judged by the service as it is so far.
+        service.enricher = EnricherChain(enrichers + [DuplicateTestCheck(service: service)])
         self.service = service
         subscriptions = SubscriptionDirectory(store: store, searches: searches)
         baseURL = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }

@@ -176,6 +176,26 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert r.status_code == 200, r.text
         assert [e["resource"]["id"] for e in r.json()["entry"] if e["search"]["mode"] == "match"] == [recent]
 
+        # B orders haemoglobin: the order stands, with a warning in the response, a DetectedIssue
+        # implicating it and the prior result, and a reminder to the orderer.
+        order["requester"] = {"reference": "Practitioner/dr-b"}
+        r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
+        assert r.status_code == 201, r.text
+        warnings = [i for i in r.json()["issue"] if i["severity"] == "warning"]
+        assert len(warnings) == 1 and f"Observation/{recent}" in warnings[0]["diagnostics"], r.text
+        ordered = r.headers["Location"].split("/ServiceRequest/")[1].split("/")[0]
+        issues = region.b.get(f"DetectedIssue?patient=Patient/{p}").json().get("entry", [])
+        assert len(issues) == 1
+        implicated = [i["reference"] for i in issues[0]["resource"]["implicated"]]
+        assert implicated == [f"ServiceRequest/{ordered}", f"Observation/{recent}"]
+        reminders = region.b.get("Communication?recipient=Practitioner/dr-b").json().get("entry", [])
+        assert len(reminders) == 1 and reminders[0]["resource"]["category"][0]["coding"][0]["code"] == "duplicate-test"
+        # An order with nothing to recognise (ALT: not HR) gets no warning and raises nothing.
+        alt_order = dict(order, code={"coding": [{"system": LOINC, "code": "1742-6"}]})
+        r = region.b.post("ServiceRequest", alt_order, headers={"Prefer": "return=OperationOutcome"})
+        assert r.status_code == 201 and not [i for i in r.json()["issue"] if i["severity"] == "warning"], r.text
+        assert len(region.b.get(f"DetectedIssue?patient=Patient/{p}").json().get("entry", [])) == 1
+
         # The resident's Consent denies B: nothing, and no hint.
         person = region.admin.get(f"Person?link=Patient/{p}").json()["entry"][0]["resource"]["id"]
         region.server.stop()
@@ -187,5 +207,7 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert denied.status_code == 201, denied.text
         for code in ("718-7", "1742-6", "2160-0"):
             assert recognizable(region.b, p, code) == ([], []), code
+        r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
+        assert r.status_code == 201 and not [i for i in r.json()["issue"] if i["severity"] == "warning"], "no hint in the order's answer"
     finally:
         region.server.stop()

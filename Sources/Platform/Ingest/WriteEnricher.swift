@@ -12,10 +12,28 @@ public protocol WriteEnricher: Sendable {
     /// Platform records to commit with a client's prepared write (kept beside the resource, not in it:
     /// a Subscription's owner). None by default.
     func records(for write: PreparedWrite, principal: Principal) -> [RecordWrite]
+    /// Resources a domain writes with a client's prepared write, in the same unit, and warnings for
+    /// the writer (an order for a test whose recognisable result exists: a DetectedIssue, a
+    /// reminder, and a warning in the response). None by default.
+    func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions
+}
+
+/// What a domain adds to a client's write unit.
+public struct Companions: Sendable {
+    public var writes: [WriteRequest]
+    public var warnings: [Issue]
+
+    public init(writes: [WriteRequest] = [], warnings: [Issue] = []) {
+        self.writes = writes
+        self.warnings = warnings
+    }
+
+    public static let none = Companions()
 }
 
 extension WriteEnricher {
     public func records(for write: PreparedWrite, principal: Principal) -> [RecordWrite] { [] }
+    public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions { .none }
 }
 
 /// Several enrichers, one after the other (each domain registers its own).
@@ -34,5 +52,15 @@ public struct EnricherChain: WriteEnricher {
 
     public func records(for write: PreparedWrite, principal: Principal) -> [RecordWrite] {
         enrichers.flatMap { $0.records(for: write, principal: principal) }
+    }
+
+    public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions {
+        var all = Companions()
+        for enricher in enrichers {
+            let c = try await enricher.companions(for: write, principal: principal)
+            all.writes += c.writes
+            all.warnings += c.warnings
+        }
+        return all
     }
 }

@@ -115,13 +115,22 @@ public struct WritePipeline: Sendable {
         let writes = try await check(requests, as: interaction)
         var unit = WriteUnit(writes: writes, assumptions: assumptions)
         unit.records = records
+        var warnings: [Int: [Issue]] = [:]
         if let enricher = service.enricher {
-            // What a domain keeps beside a client's write (a Subscription's owner), in the same unit.
-            for (request, write) in zip(requests, writes) where request.isClient {
+            // What a domain keeps beside a client's write (a Subscription's owner) and writes with
+            // it (an order's DetectedIssue), in the same unit.
+            var companions: [WriteRequest] = []
+            for (i, (request, write)) in zip(requests, writes).enumerated() where request.isClient {
                 unit.records += enricher.records(for: write, principal: principal)
+                let c = try await enricher.companions(for: write, principal: principal)
+                companions += c.writes
+                if !c.warnings.isEmpty { warnings[i] = c.warnings }
             }
+            for companion in companions { unit.writes.append(try await prepare(companion)) }
         }
-        return try await commit(unit, as: interaction, auditQuery: auditQuery)
+        var outcomes = try await commit(unit, as: interaction, auditQuery: auditQuery)
+        for (i, issues) in warnings where i < outcomes.count { outcomes[i].warnings = issues }
+        return outcomes
     }
 
     /// Stages 1–5 without committing: what `$validate` asks (would these writes be accepted?).

@@ -32,6 +32,8 @@ public struct InteractionResult: Sendable {
     public var content: ByteBuffer?
     /// An informational OperationOutcome (e.g. delete of a missing resource).
     public var outcome: JSON?
+    /// Warnings about a write that succeeded (`WriteOutcome.warnings`).
+    public var warnings: [Issue] = []
 
     public init(_ disposition: Disposition, key: ResourceKey? = nil, version: Int? = nil, lastUpdated: Int64? = nil,
                 content: ByteBuffer? = nil, outcome: JSON? = nil) {
@@ -46,6 +48,7 @@ public struct InteractionResult: Sendable {
     init(_ o: WriteOutcome, _ disposition: Disposition) {
         self.init(disposition, key: o.key, version: o.version, lastUpdated: o.lastUpdated,
                   content: o.content.map { ByteBuffer(bytes: $0) })
+        warnings = o.warnings
     }
 }
 

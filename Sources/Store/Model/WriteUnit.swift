@@ -89,4 +89,16 @@ public struct WriteOutcome: Sendable {
     public let content: [UInt8]?
     /// For deletes: false when there was nothing to delete.
     public let changed: Bool
+    /// What a domain wants the writer told although the write succeeded (a recognisable prior
+    /// result for a test being ordered); the HTTP layer shows them in an OperationOutcome.
+    public var warnings: [Issue] = []
+
+    public init(key: ResourceKey, version: Int, lastUpdated: Int64, created: Bool, content: [UInt8]?, changed: Bool) {
+        self.key = key
+        self.version = version
+        self.lastUpdated = lastUpdated
+        self.created = created
+        self.content = content
+        self.changed = changed
+    }
 }
