@@ -51,7 +51,10 @@ struct FHIRRoutes: Sendable {
         }
         fhir.get("{type}") { request, context in
             try await handle(request, context) { r, base in
-                try await r.search(request, base: base, type: try context.parameters.require("type"), query: request.uri.query ?? "")
+                let type = try context.parameters.require("type")
+                // A system-level operation asked with GET (`/fhir/$recognition-statistics`).
+                if type.hasPrefix("$") { return try await r.operation(request, base: base, level: .system, name: type, type: nil, id: nil) }
+                return try await r.search(request, base: base, type: type, query: request.uri.query ?? "")
             }
         }
         fhir.post("{type}/_search") { request, context in
@@ -260,7 +263,9 @@ struct FHIRRoutes: Sendable {
     func checkFormat(_ request: Request) throws(FHIRError) {
         if let format = request.uri.queryParameters["_format"].map(String.init) {
             let accepted = ["json", "application/json", "application/fhir+json"]
-            if !accepted.contains(where: { format.hasPrefix($0) }) {
+            // An operation may answer in CSV (`$recognition-statistics`); it says so, or answers JSON.
+            let csv = ["csv", "text/csv"].contains(where: { format.hasPrefix($0) }) && request.uri.path.contains("/$")
+            if !accepted.contains(where: { format.hasPrefix($0) }) && !csv {
                 throw FHIRError(.notAcceptable, code: "not-supported", "Only JSON is supported (_format=\(format))")
             }
         }
@@ -301,6 +306,8 @@ struct FHIRRoutes: Sendable {
         case .resource(let json): return FHIRResponse.json(json)
         case .bundle(let bytes):
             return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        case .text(let text, let contentType):
+            return Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
     }
 

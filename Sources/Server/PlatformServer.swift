@@ -48,7 +48,7 @@ public struct PlatformServer: Sendable {
         // Subscription gets its owner and status (ADR 023).
         // A result of a catalogue item gets its HR mark (ADR 024), after the standard coding it may be found by.
         let enrichers: [any WriteEnricher] = [FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches),
-                                              RecognitionMarks(store: store)]
+                                              RecognitionMarks(store: store), RecognitionDecisionWrites(store: store)]
         service.enricher = EnricherChain(enrichers)
         // An order for a test with a recognisable prior result raises a DetectedIssue (ADR 024),
         // judged by the service as it is so far.
@@ -89,6 +89,8 @@ public struct PlatformServer: Sendable {
         try await PendingReindex.runIfPending(store: store, pipeline: service.pipeline, logger: logger)
         // The platform's subscription topics, readable as Basic (ADR 023).
         try await SubscriptionTopic.publish(service: service)
+        // The recognition decision codes (ADR 024).
+        try await RecognitionDecision.publish(service: service)
 
         let engine = SubscriptionEngine(service: service, searches: searches, subscriptions: subscriptions, pending: notified,
                                         metrics: configuration.metrics, logger: logger)

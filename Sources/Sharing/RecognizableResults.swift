@@ -188,6 +188,7 @@ struct Place: Sendable {
 extension OperationRegistry {
     public mutating func registerSharing() {
         register(.recognizableResults)
+        register(.recognitionStatistics)
     }
 }
 

@@ -278,6 +278,9 @@ final class AccessMatrixTests: XCTestCase {
             var examples = Self.routes.map { ("route \($0.key)", $0.value) } + Self.operations.map { ("operation \($0.key)", $0.value) }
                 + Self.variants.map { ("\($0.key)", $0.value) }
             for op in MasterIndexOperationsNames.all { examples.append(("operation $\(op)", Self.decisionExample(op))) }
+            // Recognition statistics (ADR 024): aggregates, a facility's own; a resident has none.
+            examples.append(("operation $recognition-statistics", Example(kind: .read, method: .get, path: "/fhir/$recognition-statistics",
+                                                                          otherFacility: .allowed, otherResident: .refused)))
             var failures: [String] = []
             for (label, example) in examples.sorted(by: { $0.0 < $1.0 }) {
                 func fill(_ text: String) -> String {

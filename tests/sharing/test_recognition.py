@@ -196,6 +196,54 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert r.status_code == 201 and not [i for i in r.json()["issue"] if i["severity"] == "warning"], r.text
         assert len(region.b.get(f"DetectedIssue?patient=Patient/{p}").json().get("entry", [])) == 1
 
+        # The decisions: the first order re-tested because the patient did not bring the result (not a
+        # refusal); a second order recognised; a third re-tested before surgery (a refusal).
+        decisions = {}
+        for reason, prior in (("not-available", None), ("recognised", recent), ("major-treatment", None)):
+            if reason != "not-available":
+                r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
+                assert r.status_code == 201 and [i for i in r.json()["issue"] if i["severity"] == "warning"], r.text
+                ordered = r.headers["Location"].split("/ServiceRequest/")[1].split("/")[0]
+            task = {"resourceType": "Task", "status": "completed", "intent": "order",
+                    "code": {"coding": [{"system": "https://huitong.health/fhir/CodeSystem/recognition-outcome", "code": "decision"}]},
+                    "focus": {"reference": f"ServiceRequest/{ordered}"},
+                    "statusReason": {"coding": [{"system": "https://huitong.health/fhir/CodeSystem/recognition-decision", "code": reason}]}}
+            if prior:
+                task["input"] = [{"type": {"text": "prior-result"}, "valueReference": {"reference": f"Observation/{prior}"}}]
+            r = region.b.post("Task", task)
+            assert r.status_code == 201, r.text
+            assert r.json()["for"] == {"reference": f"Patient/{p}"} and "authoredOn" in r.json()
+            decisions[reason] = r.json()["id"]
+        # A decision without its reason, or recognised without the result, is refused where it is wrong.
+        bad = dict(task, statusReason={"text": "复查"})
+        r = region.b.post("Task", bad)
+        assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Task.statusReason"], r.text
+        bad = dict(task, statusReason={"coding": [{"system": "https://huitong.health/fhir/CodeSystem/recognition-decision", "code": "recognised"}]})
+        bad.pop("input", None)
+        r = region.b.post("Task", bad)
+        assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Task.input"], r.text
+        # Statistics for this month, B's: three orders with a recognisable result, one recognised
+        # (5 yuan avoided), two re-tested, one refusal (the not-available one is not).
+        month = datetime.date.today().isoformat()[:7]
+        r = region.b.get(f"$recognition-statistics?month={month}")
+        assert r.status_code == 200, r.text
+        from fhir.resources.measurereport import MeasureReport
+        MeasureReport.parse_obj(r.json())
+        groups = r.json()["group"]
+        assert len(groups) == 1 and groups[0]["code"]["coding"][0]["code"] == "718-7"
+        counts = {pop["code"]["coding"][0]["code"]: pop["count"] for pop in groups[0]["population"]}
+        assert (counts["recognisable-orders"], counts["recognised"], counts["retested"], counts["refusals"]) == (3, 1, 2, 1), counts
+        assert counts["retested:not-available"] == 1 and counts["retested:major-treatment"] == 1
+        assert groups[0]["measureScore"]["value"] == 5
+        csv = region.b.get(f"$recognition-statistics?month={month}&_format=csv")
+        assert csv.status_code == 200 and csv.headers["Content-Type"].startswith("text/csv"), csv.text
+        header, line = csv.text.strip().splitlines()
+        row = dict(zip(header.split(","), line.split(",")))
+        assert (row["facility"], row["code"], row["recognisable_orders"], row["refusals"], row["avoided_cost"]) == ("org-b", "718-7", "3", "1", "5")
+        # A facility sees only its own; A has none.
+        assert region.b.get(f"$recognition-statistics?month={month}&facility=org-a").status_code == 403
+        assert region.a.get(f"$recognition-statistics?month={month}").json().get("group", []) == []
+
         # The resident's Consent denies B: nothing, and no hint.
         person = region.admin.get(f"Person?link=Patient/{p}").json()["entry"][0]["resource"]["id"]
         region.server.stop()

@@ -509,6 +509,13 @@ service-type token serviceType
 specialty token specialty
 start date start
 status token status
+@DetectedIssue
+author reference author
+code token code
+identified date identified
+identifier token identifier
+implicated reference implicated
+patient reference patient
 @Task
 authored-on date authoredOn
 based-on reference basedOn

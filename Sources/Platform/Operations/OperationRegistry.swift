@@ -156,6 +156,8 @@ public enum OperationResult: Sendable {
     case resource(JSON)
     /// A Bundle written around stored resources (`BundleWriter`).
     case bundle([UInt8])
+    /// Another format a caller asked for (`_format=csv`): the text and its content type.
+    case text(String, contentType: String)
 }
 
 /// The operations a server offers, by name (ADR 019). Built once at start: the platform's own
