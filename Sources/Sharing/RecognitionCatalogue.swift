@@ -80,51 +80,28 @@ public struct RecognitionCatalogue: Sendable {
     /// Reads `system,code,display,category,validity_days,scope,price` (header first); every bad
     /// row is reported, with its line, before anything is loaded.
     public static func parse(csv text: String) throws(FHIRError) -> [RecognitionItem] {
-        let rows = CSVTable.rows(text).filter { !$0.allSatisfy { $0.trimmingCharacters(in: .whitespaces).isEmpty } }
-        guard let header = rows.first?.map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) else {
-            throw FHIRError(.invalid, code: "required", "The catalogue is empty: a header \(columns.joined(separator: ",")) and one row per item")
-        }
-        var at: [String: Int] = [:]
-        for name in columns {
-            guard let i = header.firstIndex(of: name) else {
-                if name == "price" { continue }
-                throw FHIRError(.invalid, code: "required", "The header has no column '\(name)' (\(columns.joined(separator: ",")))", at: "line 1")
-            }
-            at[name] = i
-        }
-        var items: [RecognitionItem] = [], problems: [Issue] = [], seen: [String: Int] = [:]
-        for (n, row) in rows.dropFirst().enumerated() {
-            let line = n + 2
-            func cell(_ name: String) -> String {
-                guard let i = at[name], i < row.count else { return "" }
-                return row[i].trimmingCharacters(in: .whitespaces)
-            }
-            var bad: [String] = []
-            let system = cell("system"), code = cell("code"), display = cell("display")
+        var seen: [String: Int] = [:]
+        return try CSVList(text, columns: columns, optional: ["price"], what: "catalogue").entries { row, bad in
+            let system = row["system"], code = row["code"], display = row["display"]
             if system.isEmpty { bad.append("system is empty") }
             if code.isEmpty { bad.append("code is empty") }
-            let category = RecognitionItem.Category(rawValue: cell("category"))
-            if category == nil { bad.append("category is lab, imaging or function, not '\(cell("category"))'") }
-            let days = Int(cell("validity_days"))
-            if days == nil || days! < 1 { bad.append("validity_days is a whole number of days ≥ 1, not '\(cell("validity_days"))'") }
-            let scope = RecognitionScope(rawValue: cell("scope"))
-            if scope == nil { bad.append("scope is city, province, region or national, not '\(cell("scope"))'") }
+            let category = RecognitionItem.Category(rawValue: row["category"])
+            if category == nil { bad.append("category is lab, imaging or function, not '\(row["category"])'") }
+            let days = Int(row["validity_days"])
+            if days == nil || days! < 1 { bad.append("validity_days is a whole number of days ≥ 1, not '\(row["validity_days"])'") }
+            let scope = RecognitionScope(rawValue: row["scope"])
+            if scope == nil { bad.append("scope is city, province, region or national, not '\(row["scope"])'") }
             var price: Double?
-            if !cell("price").isEmpty {
-                price = Double(cell("price"))
-                if price == nil || price! < 0 { bad.append("price is an amount in yuan, not '\(cell("price"))'") }
+            if !row["price"].isEmpty {
+                price = Double(row["price"])
+                if price == nil || price! < 0 { bad.append("price is an amount in yuan, not '\(row["price"])'") }
             }
             if let first = seen[key(system, code)] { bad.append("\(system)|\(code) is on line \(first) already") }
-            seen[key(system, code)] = line
-            if bad.isEmpty, let category, let days, let scope {
-                items.append(RecognitionItem(system: system, code: code, display: display.isEmpty ? code : display, category: category,
-                                             validityDays: days, scope: scope, price: price))
-            } else {
-                problems.append(Issue(code: "value", "line \(line): " + bad.joined(separator: "; "), at: "line \(line)"))
-            }
+            seen[key(system, code)] = row.line
+            guard let category, let days, let scope else { return nil }
+            return RecognitionItem(system: system, code: code, display: display.isEmpty ? code : display, category: category,
+                                   validityDays: days, scope: scope, price: price)
         }
-        guard problems.isEmpty else { throw FHIRError(.invalid, problems) }
-        return items
     }
 
     // MARK: CodeSystem

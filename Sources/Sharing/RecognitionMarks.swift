@@ -48,42 +48,18 @@ public struct QualityPass: Sendable, Equatable {
     /// Reads `facility,system,code,scope,valid_from,valid_to` (header first): every bad row is
     /// reported with its line before anything is loaded; each item must be in the catalogue.
     public static func parse(csv text: String, catalogue: RecognitionCatalogue) throws(FHIRError) -> [QualityPass] {
-        let rows = CSVTable.rows(text).filter { !$0.allSatisfy { $0.trimmingCharacters(in: .whitespaces).isEmpty } }
-        guard let header = rows.first?.map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) else {
-            throw FHIRError(.invalid, code: "required", "The list is empty: a header \(columns.joined(separator: ",")) and one row per pass")
-        }
-        var at: [String: Int] = [:]
-        for name in columns {
-            guard let i = header.firstIndex(of: name) else {
-                throw FHIRError(.invalid, code: "required", "The header has no column '\(name)' (\(columns.joined(separator: ",")))", at: "line 1")
-            }
-            at[name] = i
-        }
-        var passes: [QualityPass] = [], problems: [Issue] = []
-        for (n, row) in rows.dropFirst().enumerated() {
-            let line = n + 2
-            func cell(_ name: String) -> String {
-                guard let i = at[name], i < row.count else { return "" }
-                return row[i].trimmingCharacters(in: .whitespaces)
-            }
-            var bad: [String] = []
-            let facility = cell("facility"), system = cell("system"), code = cell("code")
+        try CSVList(text, columns: columns, what: "QC list").entries { row, bad in
+            let facility = row["facility"], system = row["system"], code = row["code"]
             if facility.isEmpty { bad.append("facility is empty (the Organization id the facility writes as)") }
             if catalogue.item(system: system, code: code) == nil { bad.append("\(system)|\(code) is not in the catalogue (load-catalogue first)") }
-            let scope = RecognitionScope(rawValue: cell("scope"))
-            if scope == nil { bad.append("scope is city, province, region or national, not '\(cell("scope"))'") }
-            let from = cell("valid_from"), to = cell("valid_to")
+            let scope = RecognitionScope(rawValue: row["scope"])
+            if scope == nil { bad.append("scope is city, province, region or national, not '\(row["scope"])'") }
+            let from = row["valid_from"], to = row["valid_to"]
             if !isDate(from) { bad.append("valid_from is a date (yyyy-MM-dd), not '\(from)'") }
             if !isDate(to) { bad.append("valid_to is a date (yyyy-MM-dd), not '\(to)'") }
             if isDate(from), isDate(to), from > to { bad.append("valid_from \(from) is after valid_to \(to)") }
-            if bad.isEmpty, let scope {
-                passes.append(QualityPass(facility: facility, system: system, code: code, scope: scope, from: from, to: to))
-            } else {
-                problems.append(Issue(code: "value", "line \(line): " + bad.joined(separator: "; "), at: "line \(line)"))
-            }
+            return scope.map { QualityPass(facility: facility, system: system, code: code, scope: $0, from: from, to: to) }
         }
-        guard problems.isEmpty else { throw FHIRError(.invalid, problems) }
-        return passes
     }
 
     static func isDate(_ text: String) -> Bool {
