@@ -175,7 +175,9 @@ public enum HuitongApplication {
             FirstHeadDeadlineChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: configuration) { request, _, _ in
                 guard request.path?.split(separator: "?", maxSplits: 1).first.map(String.init) == path else { return .dontUpgrade }
                 return .upgrade([:]) { inbound, outbound, _ in
-                    let (messages, continuation) = AsyncStream.makeStream(of: String.self)
+                    // A client that sends faster than the session reads loses the oldest (a session
+                    // needs a handful of messages: the bindings).
+                    let (messages, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
                     await withTaskGroup(of: Void.self) { group in
                         group.addTask {
                             do {

@@ -31,6 +31,8 @@ public struct Reminder: Sendable {
     public var about: [String]
     /// Chinese text first (the residents' language), then English.
     public var text: (zh: String, en: String)
+    /// The security labels of what it is about (a reminder tells what its subject does).
+    public var security: [JSON] = []
 
     public init(key: String, recipient: String, subject: String?, about: [String], text: (zh: String, en: String)) {
         self.key = key
@@ -113,6 +115,7 @@ public struct ReminderService: Sendable {
                                                                                             ("code", .string(rule.code))]))]))]))])),
             ("priority", .string("routine")),
         ])
+        if !r.security.isEmpty { o["meta"] = .object(JSONObject([("security", .array(r.security))])) }
         if let subject = r.subject { o["subject"] = .object(JSONObject([("reference", .string(subject))])) }
         o["about"] = .array(r.about.map { .object(JSONObject([("reference", .string($0))])) })
         o["sent"] = .string(FHIRDateTime.formatInstant(micros: now))
@@ -151,10 +154,12 @@ public struct AppointmentReminder: ReminderRule {
                     ?? a["description"]?.stringValue
                 let when = Self.localTime(start)
                 for actor in actors {
-                    reminders.append(Reminder(
+                    var reminder = Reminder(
                         key: "\(reference)/\(start)/\(actor)", recipient: actor, subject: patient, about: [reference],
                         text: (zh: "预约提醒：您的\(what.map { "“\($0)”" } ?? "")预约将于\(when.zh)开始，请按时就诊。",
-                               en: "Reminder: your appointment\(what.map { " (\($0))" } ?? "") starts at \(when.en).")))
+                               en: "Reminder: your appointment\(what.map { " (\($0))" } ?? "") starts at \(when.en)."))
+                    reminder.security = a["meta"]?["security"]?.arrayValue ?? []
+                    reminders.append(reminder)
                 }
             }
             guard let next = result.next else { break }

@@ -243,6 +243,10 @@ public final class SubscriptionDelivery: Sendable {
     }
 
     func serve(_ definition: SubscriptionDefinition) async throws {
+        // A websocket subscription is served only by a node with a socket bound to it (and its
+        // lease is given up when the last one closes).
+        func mayServe() -> Bool { definition.channel != .websocket || sockets?.isBound(definition.id) == true }
+        guard mayServe() else { return }
         var now = Self.nowMicros
         var state = try await state(definition.id, now: now)
         remember(definition.id, state)
@@ -274,7 +278,7 @@ public final class SubscriptionDelivery: Sendable {
                 }
                 now = Self.nowMicros
                 if now - leaseChecked > 5_000_000 {
-                    guard try await lease(definition.id, now: now) else { return }
+                    guard mayServe(), try await lease(definition.id, now: now) else { return }
                     leaseChecked = now
                 }
                 let last = events[events.count - 1].0
@@ -361,7 +365,7 @@ public final class SubscriptionDelivery: Sendable {
             state.since = now
             // The run of failures begins: the Subscription says so (its `error`, the last one,
             // shown by a search), once per run rather than at every retry.
-            try? await setStatus(definition, definition.status, error: "\(FHIRDateTime.formatInstant(micros: now)): \(problem)")
+            try? await setStatus(definition, nil, error: "\(FHIRDateTime.formatInstant(micros: now)): \(problem)")
         }
         state.failures += 1
         state.error = problem
@@ -388,12 +392,14 @@ public final class SubscriptionDelivery: Sendable {
                              help: "Notifications sent (handshakes, events, heartbeats), by channel and outcome (delivered, failed)").increment()
     }
 
-    /// Sets the stored Subscription's status (and `error`) as the platform.
-    func setStatus(_ definition: SubscriptionDefinition, _ status: String, error: String?) async throws {
+    /// Sets the stored Subscription's status (nil: as stored now) and `error`, as the platform.
+    func setStatus(_ definition: SubscriptionDefinition, _ status: String?, error: String?) async throws {
         let key = ResourceKey("Subscription", definition.id)
         guard let record = try await service.store.read(key), !record.deleted, let content = record.content,
               case .object(var o) = try JSONParser.parse(Array(content.readableBytesView)) else { return }
-        o["status"] = .string(status)
+        // The owner stopped it meanwhile: it stays off.
+        if o["status"]?.stringValue == "off" { return }
+        if let status { o["status"] = .string(status) }
         o["error"] = error.map { .string($0) }
         do {
             _ = try await service.writePipeline.write([.generated(o, key: key, method: "PUT", ifMatch: record.version, validate: false)],

@@ -25,7 +25,9 @@ extension RegisteredOperation {
         return try await ownSubscription(service, id)
     }
 
-    static func ownSubscription(_ service: FHIRService, _ id: String) async throws -> SubscriptionDefinition {
+    /// - Parameter operatorsToo: operators may see a subscription's status and events (read on
+    ///   their own behalf), not take its notifications (read on the owner's).
+    static func ownSubscription(_ service: FHIRService, _ id: String, operatorsToo: Bool = true) async throws -> SubscriptionDefinition {
         let result = try await service.read("Subscription", id)
         guard let content = result.content, case .object(let o) = try JSONParser.parse(Array(content.readableBytesView)),
               let definition = SubscriptionDefinition(id: id, version: result.version ?? 1, o, owner: try await service.store
@@ -33,7 +35,8 @@ extension RegisteredOperation {
             throw FHIRError(.invalid, code: "not-supported", "Subscription/\(id) is not one the platform delivers (criteria and a rest-hook or websocket channel)")
         }
         let principal = service.principal
-        let mayAll = [Role.administrator, .platformOperator].contains(principal.role) || [.development, .platform].contains(principal.kind)
+        let mayAll = (principal.role == .administrator || (operatorsToo && principal.role == .platformOperator))
+            || [.development, .platform].contains(principal.kind)
         guard mayAll || (definition.owner?.kind == principal.kind && definition.owner?.subject == principal.subject) else {
             throw FHIRError(.forbidden, code: "forbidden", "Subscription/\(id) belongs to another client or user")
         }
@@ -143,7 +146,8 @@ extension RegisteredOperation {
                 }
             }
             for id in ids {
-                let definition = try await ownSubscription(service, id)
+                // A socket gets full-resource content read as the owner: the owner's (or an administrator's) alone.
+                let definition = try await ownSubscription(service, id, operatorsToo: false)
                 guard definition.channel == .websocket else {
                     throw FHIRError(.invalid, code: "not-supported", "Subscription/\(id) has a \(definition.channel.rawValue) channel, not websocket", at: "id")
                 }

@@ -26,6 +26,10 @@ public final class SubscriptionSockets: Sendable {
     static let maxBindings = 64
     /// A socket that binds nothing within this is closed.
     static let bindDeadline: Duration = .seconds(60)
+    /// Sockets open on this node at most (bound or not); more are closed at once.
+    static let maxOpen = 2048
+    /// A socket that sends this many messages that bind nothing is closed.
+    static let maxBadMessages = 8
 
     /// One open socket: its messages are written one at a time, in the order sent.
     final class Connection: Sendable {
@@ -61,6 +65,7 @@ public final class SubscriptionSockets: Sendable {
     let pending: PendingDeliveries
     let logger: Logger
     private let bound = Mutex<(bySubscription: [String: [Binding]], released: Set<String>)>(([:], []))
+    private let open = Mutex(0)
 
     public init(service: FHIRService, baseURL: String, pending: PendingDeliveries, logger: Logger) {
         self.service = service.acting(as: .platform)
@@ -108,12 +113,28 @@ public final class SubscriptionSockets: Sendable {
     /// Serves one socket until it closes (or binds nothing within a minute): `incoming` are its
     /// text messages, `send` writes one.
     public func session(_ incoming: AsyncStream<String>, send: @escaping @Sendable (String) async throws -> Void) async {
+        let admitted = open.withLock { n -> Bool in
+            guard n < Self.maxOpen else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else {
+            try? await send(Self.outcome("throttled", "Too many sockets are open on this node; try again later"))
+            return
+        }
         let connection = Connection(write: send)
-        defer { unbind(connection) }
+        defer {
+            unbind(connection)
+            open.withLock { $0 -= 1 }
+        }
         await withTaskGroup(of: Bool.self) { group in
             group.addTask { [self] in
+                var bad = 0
                 for await message in incoming {
-                    await handle(message, connection)
+                    if await !handle(message, connection) {
+                        bad += 1
+                        if bad >= Self.maxBadMessages { break }
+                    }
                 }
                 return true
             }
@@ -128,16 +149,19 @@ public final class SubscriptionSockets: Sendable {
         }
     }
 
-    func handle(_ message: String, _ connection: Connection) async {
+    /// Whether the message bound the socket to a subscription.
+    @discardableResult
+    func handle(_ message: String, _ connection: Connection) async -> Bool {
         guard let token = Self.bindToken(message) else {
             try? await connection.send(Self.outcome("invalid", "Send 'bind-with-token <token>' with a token from $get-ws-binding-token"))
-            return
+            return false
         }
+        var boundAny = false
         do {
             let now = SubscriptionDelivery.nowMicros
             guard let ids = try await redeem(token, now: now) else {
                 try await connection.send(Self.outcome("security", "The binding token is unknown, expired or used already; ask $get-ws-binding-token again"))
-                return
+                return false
             }
             for id in ids {
                 guard let definition = try await definition(id), definition.channel == .websocket, definition.status == "active" else {
@@ -155,11 +179,13 @@ public final class SubscriptionSockets: Sendable {
                 try await connection.send(JSONWriter.string(handshake))
                 markReady(id, connection)
                 pending.add([id])
+                boundAny = true
             }
         } catch {
             logger.warning("Subscription socket: \(error)")
             try? await connection.send(Self.outcome("exception", "The binding failed (incident \(Incident.report(error)))"))
         }
+        return boundAny
     }
 
     /// `bind-with-token <token>`, `bind-with-token: <token>`, or `{"type": "bind-with-token", "payload": {"token": …}}`.

@@ -83,7 +83,7 @@ public struct SubscriptionWrites: WriteEnricher {
     /// (`canFilterBy`), one search per resource type.
     func checkTopic(_ url: String, _ o: JSONObject, _ principal: Principal) throws {
         guard let topic = SubscriptionTopic.named(url) else {
-            throw FHIRError(.invalid, code: "not-supported", "'\(url)' is not a topic of this platform (GET Basic?code=SubscriptionTopic lists them)",
+            throw FHIRError(.invalid, code: "not-supported", "'\(url)' is not a topic of this platform (see the README's list, or Basic?code=SubscriptionTopic as an administrator)",
                             at: "Subscription.criteria")
         }
         for type in topic.types.sorted() { try checkMaySearch(type, principal) }

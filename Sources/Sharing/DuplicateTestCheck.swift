@@ -26,7 +26,7 @@ public struct DuplicateTestCheck: WriteEnricher {
     }
 
     public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions {
-        guard write.key.type == "ServiceRequest", write.action == .create, principal.facility != nil, let o = write.resource,
+        guard write.key.type == "ServiceRequest", write.action == .create, let facility = principal.facility, let o = write.resource,
               ["active", "draft"].contains(o["status"]?.stringValue ?? ""),
               let subject = o["subject"]?["reference"]?.stringValue, subject.hasPrefix("Patient/") else { return .none }
         let catalogue = try await RecognitionCatalogue.stored(in: service.store)
@@ -36,8 +36,8 @@ public struct DuplicateTestCheck: WriteEnricher {
         do {
             recognisable = try await RecognizableResults(service: service.acting(as: principal))
                 .judge(patient: String(subject.dropFirst("Patient/".count)), item: item, now: now).filter { $0.reason == nil }
-        } catch let error as FHIRError where !error.category.isServerFault {
-            return .none   // nothing to judge (an unknown patient): the order stands as written
+        } catch {
+            return .none   // nothing to judge (an unknown patient, a failure): the order stands as written
         }
         guard !recognisable.isEmpty else { return .none }
         let order = "ServiceRequest/\(write.key.id)"
@@ -46,9 +46,17 @@ public struct DuplicateTestCheck: WriteEnricher {
         let zh = "重复检查检验提醒：\(item.display) 已有可互认结果 \(listed)，请评估是否互认（国卫医发〔2022〕6号）。"
         let en = "\(item.display) has a result this facility may recognise: \(listed)."
         let when = FHIRDateTime.formatInstant(micros: now)
+        // Whoever may read these may read what they name: they carry the ordering facility and the
+        // security labels of the order and of every result they implicate (a sensitive result's
+        // label keeps them from a facility without the resident's opt-in).
+        var labels: [JSON] = []
+        for label in (o["meta"]?["security"]?.arrayValue ?? []) + recognisable.flatMap({ $0.resource["meta"]?["security"]?.arrayValue ?? [] })
+        where !labels.contains(label) { labels.append(label) }
+        var meta = JSONObject([("source", .string(FHIRService.facilitySource(facility)))])
+        if !labels.isEmpty { meta["security"] = .array(labels) }
         let issueKey = ResourceKey("DetectedIssue", IngestPipeline.newID())
         let issue = JSONObject([
-            ("resourceType", .string("DetectedIssue")), ("id", .string(issueKey.id)),
+            ("resourceType", .string("DetectedIssue")), ("id", .string(issueKey.id)), ("meta", .object(meta)),
             ("status", .string("preliminary")),
             ("code", .object(JSONObject([("coding", .array([.object(JSONObject([
                 ("system", .string(RecognizableResults.outcomeSystem)), ("code", .string(Self.issueCode)),
@@ -63,7 +71,7 @@ public struct DuplicateTestCheck: WriteEnricher {
         if let requester = o["requester"]?["reference"]?.stringValue {
             let key = ResourceKey("Communication", IngestPipeline.newID())
             writes.append(.generated(JSONObject([
-                ("resourceType", .string("Communication")), ("id", .string(key.id)),
+                ("resourceType", .string("Communication")), ("id", .string(key.id)), ("meta", .object(meta)),
                 ("status", .string("in-progress")),
                 ("category", .array([.object(JSONObject([("coding", .array([.object(JSONObject([
                     ("system", .string(Self.reminderSystem)), ("code", .string(Self.issueCode))]))]))]))])),

@@ -100,10 +100,14 @@ public struct RecognitionDecisionWrites: WriteEnricher {
             throw FHIRError(.invalid, code: "code-invalid", "A recognition decision names its decision in statusReason (\(RecognitionDecision.system): "
                             + RecognitionDecision.allCases.map(\.rawValue).joined(separator: ", ") + ")", at: "Task.statusReason")
         }
+        // The order is the writer's own facility's (the same answer whether another facility's
+        // order exists or not).
         guard let focus = o["focus"]?["reference"]?.stringValue, focus.hasPrefix("ServiceRequest/"),
               let order = try await store.read(ResourceKey("ServiceRequest", String(focus.dropFirst("ServiceRequest/".count)))), !order.deleted,
-              let content = order.content, case .object(let request) = try JSONParser.parse(Array(content.readableBytesView)) else {
-            throw FHIRError(.invalid, code: "required", "A recognition decision's focus is the ServiceRequest (the order) it decides", at: "Task.focus")
+              let content = order.content, case .object(let request) = try JSONParser.parse(Array(content.readableBytesView)),
+              principal.facility == nil || FHIRService.sourceFacility(of: request) == principal.facility else {
+            throw FHIRError(.invalid, code: "required", "A recognition decision's focus is the ServiceRequest (the order of the writer's facility) it decides",
+                            at: "Task.focus")
         }
         let prior = (o["input"]?.arrayValue ?? []).compactMap { $0["valueReference"]?["reference"]?.stringValue }
         if decision == .recognised && prior.isEmpty {

@@ -121,12 +121,16 @@ public final class RecognitionMarks: WriteEnricher {
         var o = resource
         let tags = (o["meta"]?["tag"]?.arrayValue ?? []).filter { $0["system"]?.stringValue != Self.system }
         var mark: JSON?
-        if let id = o["id"]?.stringValue, let stored = try await store.read(ResourceKey(type, id)), !stored.deleted {
-            // Never recomputed: the stored version's mark (or none) stays.
-            if let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)) {
-                mark = old["meta"]?["tag"]?.arrayValue?.first { $0["system"]?.stringValue == Self.system }
-            }
-        } else if let facility {
+        var stamp = true
+        if let id = o["id"]?.stringValue, let stored = try await store.read(ResourceKey(type, id)), !stored.deleted,
+           let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)),
+           Self.sameResult(old, o, type: type) {
+            // The same result (item and time unchanged) keeps the stored version's mark, or its
+            // absence: never recomputed. A changed item or time is judged anew, as a new result.
+            mark = old["meta"]?["tag"]?.arrayValue?.first { $0["system"]?.stringValue == Self.system }
+            stamp = false
+        }
+        if stamp, let facility {
             let (catalogue, passes) = try await current()
             if !catalogue.items.isEmpty, let item = Self.item(of: o, type: type, catalogue), let scope = Self.scope(
                 item, facility: facility, passes: passes, at: Self.effective(o, type: type) ?? Int64(Date().timeIntervalSince1970 * 1_000_000)) {
@@ -139,6 +143,12 @@ public final class RecognitionMarks: WriteEnricher {
         meta["tag"] = all.isEmpty ? nil : .array(all)
         o["meta"] = meta.isEmpty ? nil : .object(meta)
         return o
+    }
+
+    /// Whether two versions are of the same result: the same codes and the same effective time.
+    static func sameResult(_ a: JSONObject, _ b: JSONObject, type: String) -> Bool {
+        let codes = type == "ImagingStudy" ? "procedureCode" : "code"
+        return a[codes] == b[codes] && effective(a, type: type) == effective(b, type: type)
     }
 
     static func tag(_ scope: RecognitionScope) -> JSON {

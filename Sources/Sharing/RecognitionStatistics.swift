@@ -62,13 +62,16 @@ public struct RecognitionStatistics: Sendable {
             }
             return key
         }
+        // Only what the ordering facility itself recorded counts (another facility cannot add to
+        // its numbers): the DetectedIssues raised on its orders, the decisions it wrote.
         for issue in try await all("DetectedIssue", "code=\(RecognizableResults.outcomeSystem)|\(DuplicateTestCheck.issueCode)&identified=\(month)") {
-            guard let first = issue["implicated"]?.arrayValue?.first?["reference"]?.stringValue, let o = try await order(first) else { continue }
+            guard let first = issue["implicated"]?.arrayValue?.first?["reference"]?.stringValue, let o = try await order(first),
+                  FHIRService.sourceFacility(of: issue) == o.facility else { continue }
             rows[row(o)]!.recognisableOrders += 1
         }
         for task in try await all("Task", "code=\(RecognizableResults.outcomeSystem)|\(RecognitionDecision.taskCode)&authored-on=\(month)") {
             guard let decision = RecognitionDecision.of(task), let focus = task["focus"]?["reference"]?.stringValue,
-                  let o = try await order(focus) else { continue }
+                  let o = try await order(focus), FHIRService.sourceFacility(of: task) == o.facility else { continue }
             rows[row(o)]!.decisions[decision, default: 0] += 1
         }
         return rows.values.sorted { ($0.facility, $0.code, $0.department) < ($1.facility, $1.code, $1.department) }

@@ -83,7 +83,8 @@ public struct RecognizableResults: Sendable {
                 let result = try await searches.run(parsed)
                 for record in result.matches {
                     guard let content = record.content, case .object(let o) = try JSONParser.parse(Array(content.readableBytesView)) else { continue }
-                    let effective = RecognitionMarks.effective(o, type: type)
+                    // A time in the future counts as now: a window never grows past the item's.
+                    let effective = RecognitionMarks.effective(o, type: type).map { min($0, now) }
                     let scope = RecognitionMarks.markedScope(o)
                     let daysLeft = effective.map { item.validityDays - Int((now - $0) / Self.day) }
                     var reason: String?

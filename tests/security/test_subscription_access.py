@@ -48,6 +48,7 @@ def test_notifications_follow_the_owners_access(tmp_path):
                      "--facility", "org-b", "--subscription-endpoint", f"http://127.0.0.1:{port}/b/")
     b = Caller(region, "乡镇卫生院 HIS", client=out["client_id"], secret=out["client_secret"].split()[0])
     region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
+    region.operator = region.client("平台运维", "operator", "system/*.rs")
     region.server.start()
     try:
         rid = resident_id("1970-02-02", 51)
@@ -93,6 +94,9 @@ def test_notifications_follow_the_owners_access(tmp_path):
         events = b.get(f"Subscription/{sid}/$events").json()
         assert [n for n in event_numbers_of(events)] == [1, 2]
         assert region.a.get(f"Subscription/{sid}/$events").status_code in (403, 404)
+        # An operator sees its status, but may not take its notifications (read as B) on a socket.
+        assert region.operator.get(f"Subscription/{sid}/$status").status_code == 200
+        assert region.operator.get(f"Subscription/{sid}/$get-ws-binding-token").status_code == 403
         # Nor may A bind a websocket to it.
         assert region.a.get(f"Subscription/{sid}/$get-ws-binding-token").status_code in (403, 404)
         assert region.a.get(f"Subscription/$get-ws-binding-token?id={sid}").status_code in (403, 404)

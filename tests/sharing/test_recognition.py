@@ -150,6 +150,12 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         forged = region.a.post("Observation", forged).json()
         assert not [t for t in forged["meta"].get("tag", []) if t["system"] == MARK]
 
+        # Nor borrow one by naming a marked result's id in a create's body.
+        borrowed = result(p, "4548-4", 1)
+        borrowed["id"] = recent
+        borrowed = region.a.post("Observation", borrowed).json()
+        assert borrowed["id"] != recent and not [t for t in borrowed["meta"].get("tag", []) if t["system"] == MARK]
+
         matches, outcomes = recognizable(region.b, p, "718-7")
         assert [m["resource"]["id"] for m in matches] == [recent]
         ext = {e["url"].rsplit("/", 1)[1]: next(v for k, v in e.items() if k.startswith("value")) for e in matches[0]["search"]["extension"]}
@@ -186,6 +192,7 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         ordered = r.headers["Location"].split("/ServiceRequest/")[1].split("/")[0]
         issues = region.b.get(f"DetectedIssue?patient=Patient/{p}").json().get("entry", [])
         assert len(issues) == 1
+        assert issues[0]["resource"]["meta"]["source"] == "urn:huitong:facility:org-b", "raised for the ordering facility"
         implicated = [i["reference"] for i in issues[0]["resource"]["implicated"]]
         assert implicated == [f"ServiceRequest/{ordered}", f"Observation/{recent}"]
         reminders = region.b.get("Communication?recipient=Practitioner/dr-b").json().get("entry", [])
@@ -214,6 +221,9 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
             assert r.status_code == 201, r.text
             assert r.json()["for"] == {"reference": f"Patient/{p}"} and "authoredOn" in r.json()
             decisions[reason] = r.json()["id"]
+        # Another facility cannot decide B's order (nor so add to B's statistics).
+        r = region.a.post("Task", task)
+        assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Task.focus"], r.text
         # A decision without its reason, or recognised without the result, is refused where it is wrong.
         bad = dict(task, statusReason={"text": "复查"})
         r = region.b.post("Task", bad)
@@ -243,6 +253,18 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         # A facility sees only its own; A has none.
         assert region.b.get(f"$recognition-statistics?month={month}&facility=org-a").status_code == 403
         assert region.a.get(f"$recognition-statistics?month={month}").json().get("group", []) == []
+
+        # A marked result whose item changes is judged anew (HbA1c: A has no pass): no mark is carried over.
+        laundered = region.a.post("Observation", result(p, "718-7", 2)).json()
+        assert [t["code"] for t in laundered["meta"]["tag"] if t["system"] == MARK] == ["HR-province"]
+        laundered["code"] = {"coding": [{"system": LOINC, "code": "4548-4"}]}
+        laundered = region.a.put(f"Observation/{laundered['id']}", laundered).json()
+        assert not [t for t in laundered["meta"].get("tag", []) if t["system"] == MARK]
+        # A result dated in the future gets no more than the item's window.
+        future = region.a.created("Observation", result(p, "718-7", -20))
+        matches, _ = recognizable(region.b, p, "718-7")
+        days = {m["resource"]["id"]: next(e["valueInteger"] for e in m["search"]["extension"] if e["url"].endswith("days-left")) for m in matches}
+        assert days[future] == 30 and days[recent] == 20, days
 
         # The resident's Consent denies B: nothing, and no hint.
         person = region.admin.get(f"Person?link=Patient/{p}").json()["entry"][0]["resource"]["id"]

@@ -164,7 +164,10 @@ public struct WritePipeline: Sendable {
             try await checkSource(resource, request)
             let attributed = try await service.attributed(resource, type: request.key.type)
             var stamped = service.stamped(attributed)
-            if let enricher = service.enricher, case .object(let o) = stamped {
+            if let enricher = service.enricher, case .object(var o) = stamped {
+                // The id the resource is stored under (a create's body may name another), so that
+                // an enricher looking at the stored version looks at this resource's.
+                o["id"] = .string(request.key.id)
                 stamped = .object(try await enricher.enrich(o, type: request.key.type, facility: FHIRService.sourceFacility(of: o),
                                                             principal: principal))
             }
