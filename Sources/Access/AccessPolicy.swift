@@ -126,13 +126,16 @@ public struct AccessPolicy: Sendable {
             switch interaction {
             case .read, .vread, .history, .search, .operation("everything"): break
             case .create where type == "Consent", .update where type == "Consent": break
+            // Marking a message to them read (`received`, status); what else may change is
+            // checked on the record (ReadReceipts, ADR 023).
+            case .update where type == "Communication": break
             case .operation(let name) where Self.residentCardOperations.contains(name):
                 // Their own card (checked per card): reading their record is the permission it needs.
                 guard principal.permissions(on: "Person").contains(.read) else {
                     throw AccessDenied("The token's scopes do not allow reading the resident's own record (Person)")
                 }
                 return
-            default: throw AccessDenied("A resident may read their own records and manage their own Consents, not \(interaction) on \(type ?? "all types")")
+            default: throw AccessDenied("A resident may read their own records, manage their own Consents and mark their messages read, not \(interaction) on \(type ?? "all types")")
             }
         }
         if type == "AuditEvent", !Self.auditReaders.contains(principal.role), !isResident(principal) {

@@ -100,3 +100,42 @@ def test_appointment_reminders_are_written_once_read_and_delivered(reminding_ser
     assert len(reminders(base)) == 4
     assert len(reminders(base, "&recipient=Patient/p1&status=completed")) == 1
     receiver.stop()
+
+
+def test_a_resident_marks_their_reminder_read_and_nothing_else(tmp_path):
+    """With a real resident token: the resident reads their reminder and marks it read (status, received);
+    changing its text, or marking the doctor's reminder about them read, is refused."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
+    from region import Region, patient, resident_id
+
+    region = Region(str(tmp_path), "sqlite")
+    region.server.start_args += ["--reminder-interval", "0.5"]
+    region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
+    region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
+    region.server.start()
+    try:
+        p = region.a.created("Patient", patient("孙", "悦", resident_id("1970-02-02", 51), "1970-02-02", "female"))
+        visit = appointment(2)
+        visit["participant"][0]["actor"]["reference"] = f"Patient/{p}"
+        region.a.created("Appointment", visit)
+        wait_for(lambda: len(region.admin.get(f"Communication?subject=Patient/{p}").json().get("entry", [])) == 2, 30, "the reminders")
+        person = region.admin.get(f"Person?link=Patient/{p}").json()["entry"][0]["resource"]["id"]
+        region.server.stop()
+        account = region.user("resident51", "resident", "patient/*.rs patient/Communication.u", patient=f"Person/{person}")
+        region.server.start()
+        resident = region.login("resident51", account)
+        mine = resident.get(f"Communication?recipient=Patient/{p}").json()["entry"][0]["resource"]
+        doctors = resident.get("Communication?recipient=Practitioner/dr1").json()["entry"][0]["resource"]
+        changed = dict(mine, payload=[{"contentString": "改过的内容"}], status="completed")
+        assert resident.put(f"Communication/{mine['id']}", changed).status_code == 403
+        assert resident.put(f"Communication/{doctors['id']}", dict(doctors, status="completed")).status_code == 403
+        read = dict(mine, status="completed", received=at(0))
+        r = resident.put(f"Communication/{mine['id']}", read)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "completed" and r.json()["payload"] == mine["payload"]
+        # Still nothing else: a resident creates no Communication.
+        assert resident.post("Communication", dict(mine, id=None)).status_code == 403
+    finally:
+        region.server.stop()
