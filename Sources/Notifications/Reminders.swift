@@ -57,7 +57,11 @@ public struct ReminderService: Sendable {
     public init(service: FHIRService, searches: SearchService, rules: [any ReminderRule] = [AppointmentReminder()],
                 interval: Duration = .seconds(60), metrics: PrometheusCollectorRegistry? = nil, logger: Logger) {
         self.service = service.acting(as: .platform)
-        self.searches = searches.acting(as: .platform)
+        // The rules' scans are the platform's own bookkeeping, every minute: not audited as reads
+        // (the reminders they write are audited, as every write).
+        var scans = searches.acting(as: .platform)
+        scans.auditing = false
+        self.searches = scans
         self.rules = rules
         self.interval = interval
         self.metrics = metrics

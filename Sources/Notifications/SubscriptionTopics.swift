@@ -189,7 +189,7 @@ public struct SubscriptionTopic: Sendable {
 
     /// Stores each topic's `Basic` where it is missing or differs (at start; every node may do it).
     public static func publish(service: FHIRService) async throws {
-        let platform = service.acting(as: .platform)
+        let platform = service.publishing()
         for topic in all {
             let key = ResourceKey("Basic", "topic-" + topic.name)
             var wanted = topic.basic

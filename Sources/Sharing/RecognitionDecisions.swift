@@ -58,7 +58,7 @@ public enum RecognitionDecision: String, Sendable, CaseIterable {
 
     /// Stores the decision CodeSystem where it is missing or differs.
     public static func publish(service: FHIRService) async throws {
-        let platform = service.acting(as: .platform)
+        let platform = service.publishing()
         let key = ResourceKey("CodeSystem", "recognition-decision")
         var wanted = codeSystem
         if let record = try await platform.store.read(key), !record.deleted, let content = record.content,

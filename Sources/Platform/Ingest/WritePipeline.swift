@@ -165,11 +165,15 @@ public struct WritePipeline: Sendable {
             let attributed = try await service.attributed(resource, type: request.key.type)
             var stamped = service.stamped(attributed)
             if let enricher = service.enricher, case .object(var o) = stamped {
-                // The id the resource is stored under (a create's body may name another), so that
-                // an enricher looking at the stored version looks at this resource's.
+                // The enricher sees the id the resource is stored under (a create's body may name
+                // another), so that one looking at the stored version looks at this resource's;
+                // validation then sees the id the client sent.
+                let sent = o["id"]
                 o["id"] = .string(request.key.id)
-                stamped = .object(try await enricher.enrich(o, type: request.key.type, facility: FHIRService.sourceFacility(of: o),
-                                                            principal: principal))
+                var enriched = try await enricher.enrich(o, type: request.key.type, facility: FHIRService.sourceFacility(of: o),
+                                                         principal: principal)
+                enriched["id"] = sent
+                stamped = .object(enriched)
             }
             return try ingest.prepare(stamped, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,

@@ -86,7 +86,7 @@ public struct FHIRService: Sendable {
     ///   - matching: the master patient index's rules; nil turns matching off.
     ///   - principal: on whose behalf (`.platform` for the operator's command-line work).
     /// False only for a benchmark's unaudited baseline (`serve --dev --no-audit`).
-    public let auditing: Bool
+    public private(set) var auditing: Bool
 
     public init(store: any ResourceStore, pipeline: IngestPipeline = IngestPipeline(), matching: MatchRules? = .defaults,
                 principal: Principal = .nobody, auditing: Bool = true) {
@@ -117,6 +117,15 @@ public struct FHIRService: Sendable {
     }
 
     /// The audit trail of this principal's requests.
+    /// The same service, its writes not in the audit trail: only for the platform's publication of
+    /// the definitions it ships (subscription topics, code systems), which carry no one's data and
+    /// keep their versions in history; the access trail records who did what to records.
+    public func publishing() -> FHIRService {
+        var quiet = self.acting(as: .platform)
+        quiet.auditing = false
+        return quiet
+    }
+
     public var trail: AuditTrail { AuditTrail(store: store, principal: principal, origin: origin, enabled: auditing) }
 
     /// Asks the access decision; a refusal is audited and becomes a 403 OperationOutcome.
