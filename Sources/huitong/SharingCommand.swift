@@ -23,6 +23,26 @@ func reportRefusal(_ file: String, _ error: FHIRError) -> ExitCode {
     return ExitCode(1)
 }
 
+/// Reads a list file, opens the store, loads it (`load` says what it did), closes the store; a
+/// refusal prints its bad rows and exits 1 with nothing loaded.
+func loadList(_ file: String, _ storeOptions: StoreOptions,
+              _ load: (String, any ResourceStore) async throws -> String) async throws {
+    var logger = Logger(label: "huitong")
+    logger.logLevel = .warning
+    let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self)
+    let store = try await storeOptions.open(logger: logger)
+    do {
+        print("\(file): " + (try await load(text, store)))
+    } catch let error as FHIRError {
+        try await store.close()
+        throw reportRefusal(file, error)
+    } catch {
+        try await store.close()
+        throw error
+    }
+    try await store.close()
+}
+
 struct LoadCatalogue: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load-catalogue",
@@ -35,25 +55,13 @@ struct LoadCatalogue: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
-        var logger = Logger(label: "huitong")
-        logger.logLevel = .warning
-        let items: [RecognitionItem]
-        do {
-            items = try RecognitionCatalogue.parse(csv: String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self))
-        } catch let error as FHIRError {
-            throw reportRefusal(file, error)
-        }
-        let store = try await storeOptions.open(logger: logger)
-        let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
-        let service = FHIRService(store: store, pipeline: pipeline, matching: nil, principal: .platform)
-        do {
+        try await loadList(file, storeOptions) { text, store in
+            let items = try RecognitionCatalogue.parse(csv: text)
+            let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
+            let service = FHIRService(store: store, pipeline: pipeline, matching: nil, principal: .platform)
             let (count, changed) = try await RecognitionCatalogue.load(items, service: service)
-            print("\(file): \(items.count) rows; the catalogue has \(count) items\(changed ? "" : " (unchanged)")")
-        } catch {
-            try await store.close()
-            throw error
+            return "\(items.count) rows; the catalogue has \(count) items\(changed ? "" : " (unchanged)")"
         }
-        try await store.close()
     }
 }
 
@@ -69,21 +77,10 @@ struct LoadQC: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
-        var logger = Logger(label: "huitong")
-        logger.logLevel = .warning
-        let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self)
-        let store = try await storeOptions.open(logger: logger)
-        do {
+        try await loadList(file, storeOptions) { text, store in
             let passes = try QualityPass.parse(csv: text, catalogue: try await RecognitionCatalogue.stored(in: store))
             try await QualityPass.load(passes, store: store)
-            print("\(file): \(passes.count) QC passes loaded")
-        } catch let error as FHIRError {
-            try await store.close()
-            throw reportRefusal(file, error)
-        } catch {
-            try await store.close()
-            throw error
+            return "\(passes.count) QC passes loaded"
         }
-        try await store.close()
     }
 }
