@@ -283,19 +283,24 @@ public struct MasterPatientIndex: Sendable {
         try await workspace.loadPersons(of: workspace.unknownPersons(scored.map(\.0)))
         // The best probability per Person over its linked candidates.
         var best: [ResourceKey: Double] = [:]
-        var corroborated = Set<ResourceKey>()
+        // Persons with a linked record that alone justifies linking automatically.
+        var sufficient = Set<ResourceKey>()
         for (candidate, p, comparison) in scored {
             guard let person = workspace.personOfPatient[candidate],
                   let state = workspace.persons[person], state.active, !state.notMatch.contains(key) else { continue }
             best[person] = max(best[person] ?? 0, p)
-            if p >= rules.autoLinkThreshold && Comparator.corroborates(comparison) { corroborated.insert(person) }
+            if p >= rules.autoLinkThreshold && !Comparator.mayBeRelatives(comparison)
+                && (!rules.requireCorroboration || Comparator.corroborates(comparison)) {
+                sufficient.insert(person)
+            }
         }
         // Guards on top of the score, for patient safety (a false link shows one resident's record
         // to another): never link automatically across two different resident ID numbers known for
-        // the Person, nor on name and dates alone without an identifier, phone or street agreeing.
+        // the Person, nor a record that may be a twin or sibling of every linked record it matches,
+        // nor on name and dates alone without an identifier, phone or street agreeing.
         for (person, p) in best where p >= rules.autoLinkThreshold {
             let conflicting = workspace.persons[person].map { Self.conflictsOnResidentID(features, $0) } ?? false
-            if conflicting || (rules.requireCorroboration && !corroborated.contains(person)) {
+            if conflicting || !sufficient.contains(person) {
                 best[person] = min(p, (rules.autoLinkThreshold + rules.reviewThreshold) / 2)
             }
         }

@@ -33,6 +33,26 @@ final class ComparisonTests: XCTestCase {
         XCTAssertEqual(try levels(patient(family: "张", given: "伟"), patient(family: "李", given: "娜"))[.family], "different")
     }
 
+    func relatives(_ a: String, _ b: String) throws -> Bool {
+        Comparator.mayBeRelatives(Comparator.compare(try features(a), try features(b)))
+    }
+
+    func test_twinsNames_areDifferentNames_butAWrongPinyinPickIsNot() throws {
+        // Twins 子涵 and 子轩 share a household and a birth date; their names differ in a syllable.
+        XCTAssertTrue(try relatives(patient(family: "张", given: "子涵", birth: "2015-03-02", phone: "13800000001"),
+                                    patient(family: "张", given: "子轩", birth: "2015-03-02", phone: "13800000001")))
+        // 涵 and 晗 read hán alike: one child written two ways.
+        XCTAssertFalse(try relatives(patient(family: "张", given: "子涵"), patient(family: "张", given: "子晗")))
+        // Latin-script spellings vary too much to tell names apart by letters (FEBRL's Dwayne/Duane).
+        XCTAssertFalse(try relatives(patient(family: "Smith", given: "Dwayne"), patient(family: "Smith", given: "Duane")))
+        // The same resident ID number is one person whatever the names say.
+        XCTAssertFalse(try relatives(patient(family: "张", given: "子涵", id: "11010120150302003X"),
+                                     patient(family: "张", given: "子轩", id: "11010120150302003X")))
+        // Twins' numbers differ in the sequence code only: one digit apart is no evidence here.
+        XCTAssertTrue(try relatives(patient(family: "张", given: "子涵", id: "11010120150302003X"),
+                                    patient(family: "张", given: "子轩", id: "11010120150302005X")))
+    }
+
     func test_swappedFamilyAndGiven_compareAsExact() throws {
         let l = try levels(patient(family: "Wei", given: "Zhang"), patient(family: "Zhang", given: "Wei"))
         XCTAssertEqual(l[.family], "exact")

@@ -25,6 +25,9 @@ public struct PairComparison: Sendable, Equatable {
     /// The toneless family and given names, when they agree exactly (for term-frequency adjustment).
     public var family: String?
     public var given: String?
+    /// The given names are different names, not one name written two ways: Han names that do not
+    /// read alike (a different syllable: 子涵 and 子轩).
+    public var givenNamesDiffer = false
 }
 
 /// Compares two sets of features field by field.
@@ -74,6 +77,17 @@ public enum Comparator {
         return level(.houseNumber) == 0 && level(.postalCode) == 0
     }
 
+    /// Whether two records may be two members of one family (twins, siblings) rather than one
+    /// person: they share surname, household and perhaps birth date, but their given names are
+    /// different names, or their genders differ. Phone, address and a family name then say nothing
+    /// about identity, and a resident ID number one digit from the other's says little (twins'
+    /// numbers differ only in the sequence code): only the same resident ID number or person-level
+    /// identifier may link them automatically.
+    public static func mayBeRelatives(_ c: PairComparison) -> Bool {
+        if c.levels[.residentID] == 0 || c.levels[.identifier] == 0 { return false }
+        return c.givenNamesDiffer || c.levels[.gender] == 1
+    }
+
     static func splitIdentifier(_ s: String) -> (String, String) {
         let parts = s.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
         return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
@@ -100,7 +114,15 @@ public enum Comparator {
         }
         guard let best else { return }
         if let f = best.family { result.levels[.family] = f; result.family = best.fv }
-        if let g = best.given { result.levels[.given] = g; result.given = best.gv }
+        if let g = best.given {
+            result.levels[.given] = g
+            result.given = best.gv
+            // Han names agree only when they read alike (a wrong pick of a pinyin input method).
+            // Latin-script names are not judged so: their typos and variant spellings (Jon, John,
+            // Jonathon; FEBRL's corruptions) cannot be told from another name by the letters.
+            let han = namesA.contains(where: \.isHan) && namesB.contains(where: \.isHan)
+            result.givenNamesDiffer = han && g >= 3
+        }
     }
 
     static func swap(_ n: NameFeature) -> NameFeature {
