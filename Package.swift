@@ -140,7 +140,8 @@ let package = Package(
         ),
         .target(
             name: "Sharing",
-            dependencies: ["Platform", "FHIRModel", "Store", "Access", "Identity", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Platform", "FHIRModel", "Store", "Access", "Identity", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -184,7 +184,7 @@ public struct AccessPolicy: Sendable {
                 throw AccessDenied("\(type)s are registered by administrators (术语注册); a facility maps its local codes with a ConceptMap")
             }
         }
-        let clinical = type.map { R4Compartments.patientTypes.contains($0) && $0 != "AuditEvent" } ?? true
+        let clinical = type.map { R4Compartments.patientDataTypes.contains($0) && $0 != "AuditEvent" } ?? true
         switch principal.role {
         case .resident where !isResident(principal):
             throw AccessDenied("A resident acts with patient/ scopes, on their own records")

@@ -8,6 +8,15 @@ import Store
 enum FHIRResponse {
     static let contentType = "application/fhir+json; charset=utf-8"
 
+    /// A Binary's bytes with its own content type (nil: not a Binary with data).
+    static func rawBinary(_ r: InteractionResult) -> Response? {
+        guard let content = r.content, case .object(let o)? = try? JSONParser.parse(content.readableBytesView),
+              o["resourceType"]?.stringValue == "Binary", let data = o["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
+        var headers: HTTPFields = [.contentType: o["contentType"]?.stringValue ?? "application/octet-stream"]
+        if let version = r.version { headers[.eTag] = ETag.make(version) }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
     static func json(_ value: JSON, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var h = headers
         h[.contentType] = contentType

@@ -136,6 +136,8 @@ struct FHIRRoutes: Sendable {
                     return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: event))
                 }
                 var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
+                // A Binary asked for in its own type (IHE MHD ITI-68: the document itself): its bytes.
+                if type == "Binary", Self.wantsRawBinary(request), let raw = FHIRResponse.rawBinary(result) { return raw }
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
                 result.content = ResourceSubset.content(result.content, mode, elements)
                 return FHIRResponse.resource(result, base: base)
@@ -260,6 +262,18 @@ struct FHIRRoutes: Sendable {
         return "\(scheme)://\(host)/fhir"
     }
 
+    /// A read of a Binary whose Accept names no FHIR format and `_format` none either: the client
+    /// wants the document's own bytes (http://hl7.org/fhir/R4/binary.html#rest). `*/*` alone still
+    /// gets the FHIR resource.
+    static func wantsRawBinary(_ request: Request) -> Bool {
+        guard request.method == .get, request.uri.queryParameters["_format"] == nil,
+              let accept = request.headers[.accept], !accept.isEmpty, accept.trimmingCharacters(in: .whitespaces) != "*/*" else { return false }
+        let parts = request.uri.path.split(separator: "/")
+        guard parts.count >= 2, parts[parts.count - 2] == "Binary" else { return false }
+        let lowered = accept.lowercased()
+        return !lowered.contains("fhir") && !lowered.contains("json")
+    }
+
     func checkFormat(_ request: Request) throws(FHIRError) {
         if let format = request.uri.queryParameters["_format"].map(String.init) {
             let accepted = ["json", "application/json", "application/fhir+json"]
@@ -272,7 +286,8 @@ struct FHIRRoutes: Sendable {
         if let contentType = request.headers[.contentType], contentType.contains("xml") {
             throw FHIRError(.unsupportedFormat, code: "not-supported", "Only JSON is supported (Content-Type: \(contentType)); send application/fhir+json")
         }
-        if let accept = request.headers[.accept], accept.contains("xml"), !accept.contains("json"), !accept.contains("*/*") {
+        if let accept = request.headers[.accept], accept.contains("xml"), !accept.contains("json"), !accept.contains("*/*"),
+           !Self.wantsRawBinary(request) {
             throw FHIRError(.notAcceptable, code: "not-supported", "Only JSON is supported (Accept: \(accept))")
         }
     }
@@ -330,6 +345,8 @@ struct FHIRRoutes: Sendable {
 
     func transaction(_ request: Request, base: String) async throws -> Response {
         let bundle = try await readResource(request)
+        var bundles = bundles
+        bundles.baseURL = base
         let result = try await bundles.process(bundle, returnRepresentation: FHIRResponse.prefer(request) == .representation
                                                && request.headers[.prefer] != nil)
         var entries: [JSON] = []

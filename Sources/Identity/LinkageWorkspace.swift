@@ -67,7 +67,7 @@ struct PersonState {
 
 extension ResourceKey {
     /// `Type/id` of a relative reference.
-    init?(reference: String) {
+    public init?(reference: String) {
         let parts = reference.split(separator: "/")
         guard parts.count == 2 else { return nil }
         self.init(String(parts[0]), String(parts[1]))

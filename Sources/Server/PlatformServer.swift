@@ -52,7 +52,7 @@ public struct PlatformServer: Sendable {
         service.enricher = EnricherChain(enrichers)
         // An order for a test with a recognisable prior result raises a DetectedIssue (ADR 024),
         // judged by the service as it is so far.
-        service.enricher = EnricherChain(enrichers + [DuplicateTestCheck(service: service)])
+        service.enricher = EnricherChain(enrichers + [DuplicateTestCheck(service: service), DocumentSharing(service: service)])
         self.service = service
         subscriptions = SubscriptionDirectory(store: store, searches: searches)
         baseURL = (configuration.publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }

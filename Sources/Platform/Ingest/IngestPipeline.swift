@@ -111,6 +111,10 @@ public struct IngestPipeline: Sendable {
         entries += AccessIndex.entries(for: object, type: type, index: entries, sensitive: sensitive)
         // A code system's concepts and hierarchy, for the terminology service (ADR 022).
         if type == "CodeSystem" { entries += ConceptIndex.entries(for: object) }
+        // A Binary is read under the patient its security context names (`WritePipeline.bound`).
+        if type == "Binary", let reference = object["securityContext"]?["reference"]?.stringValue, reference.hasPrefix("Patient/") {
+            entries.append(IndexEntry("patient", .reference(type: "Patient", id: String(reference.dropFirst(8)), url: nil)))
+        }
         guard type == "Patient" else { return entries }
         return entries + BlockingKeys.indexEntries(BlockingKeys.filed(PatientFeatures(patient: object), protection: protection))
     }

@@ -16,6 +16,10 @@ public protocol WriteEnricher: Sendable {
     /// the writer (an order for a test whose recognisable result exists: a DetectedIssue, a
     /// reminder, and a warning in the response). None by default.
     func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions
+    /// A client's whole unit before any of it is prepared, for what a domain reads across its
+    /// writes (a DocumentReference's metadata from the CDA document in the Binary beside it). The
+    /// requests unchanged by default; a refusal is thrown as an `FHIRError`.
+    func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest]
 }
 
 /// What a domain adds to a client's write unit.
@@ -34,6 +38,7 @@ public struct Companions: Sendable {
 extension WriteEnricher {
     public func records(for write: PreparedWrite, principal: Principal) -> [RecordWrite] { [] }
     public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions { .none }
+    public func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest] { requests }
 }
 
 /// Several enrichers, one after the other (each domain registers its own).
@@ -62,5 +67,11 @@ public struct EnricherChain: WriteEnricher {
             all.warnings += c.warnings
         }
         return all
+    }
+
+    public func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest] {
+        var current = requests
+        for enricher in enrichers { current = try await enricher.unit(current, principal: principal) }
+        return current
     }
 }

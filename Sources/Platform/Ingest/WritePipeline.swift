@@ -63,7 +63,7 @@ public struct WriteRequest: Sendable {
         return request
     }
 
-    var isClient: Bool { author == .client }
+    public var isClient: Bool { author == .client }
 
     /// The REST interaction that writing this request is, for the role rules.
     var interaction: Interaction {
@@ -141,6 +141,11 @@ public struct WritePipeline: Sendable {
             try await service.authorize(request.interaction, request.key.type)
             try IngestPipeline.checkWritable(request.key.type)
         }
+        var requests = requests
+        if let enricher = service.enricher, requests.contains(where: \.isClient) {
+            requests = try await enricher.unit(requests, principal: principal)
+        }
+        requests = Self.bound(requests)
         var writes: [PreparedWrite] = []
         var clientWrites: [PreparedWrite] = []
         writes.reserveCapacity(requests.count)
@@ -153,6 +158,49 @@ public struct WritePipeline: Sendable {
         try checkAttributed(clientWrites)
         try await checkChanges(clientWrites, interaction)
         return writes
+    }
+
+    /// A document's bytes sent as a `Binary` beside the resource whose attachment points at it (an
+    /// IHE MHD provide, an HL7 MDM message) are that resource's patient's data: a Binary of the
+    /// unit without a `securityContext` gets the patient of the unit's resource that references it
+    /// (`Attachment.url` = `Binary/<id>`) as its context, and that resource's security labels, so
+    /// that it is read under the same decision. A Binary nothing in its unit names keeps no context,
+    /// and only its facility reads it.
+    static func bound(_ requests: [WriteRequest]) -> [WriteRequest] {
+        let binaries = requests.indices.filter {
+            requests[$0].key.type == "Binary" && requests[$0].resource?["securityContext"] == nil && requests[$0].isClient
+        }
+        guard !binaries.isEmpty else { return requests }
+        var out = requests
+        for i in binaries {
+            guard case .object(var binary)? = requests[i].resource else { continue }
+            let target = "Binary/" + requests[i].key.id
+            guard let holder = requests.first(where: { $0.key.type != "Binary" && $0.resource.map { attaches($0, target) } == true })?.resource,
+                  let patient = [holder["subject"], holder["patient"]].compactMap({ $0?["reference"]?.stringValue })
+                    .first(where: { $0.hasPrefix("Patient/") }) else { continue }
+            binary["securityContext"] = .object(JSONObject([("reference", .string(patient))]))
+            if let labels = holder["meta"]?["security"]?.arrayValue, !labels.isEmpty {
+                var meta = binary["meta"]?.objectValue ?? JSONObject()
+                let own = meta["security"]?.arrayValue ?? []
+                meta["security"] = .array(own + labels.filter { !own.contains($0) })
+                binary["meta"] = .object(meta)
+            }
+            out[i].resource = .object(binary)
+        }
+        return out
+    }
+
+    /// Whether an attachment somewhere in `resource` points at `target` (`Binary/<id>`, relative or absolute).
+    static func attaches(_ resource: JSON, _ target: String) -> Bool {
+        switch resource {
+        case .object(let o):
+            if let url = o["url"]?.stringValue, url == target || url.hasSuffix("/" + target) { return true }
+            return o.members.contains { attaches($0.value, target) }
+        case .array(let a):
+            return a.contains { attaches($0, target) }
+        default:
+            return false
+        }
     }
 
     /// Stages 2, 3 and 5 for one request.
@@ -223,7 +271,7 @@ public struct WritePipeline: Sendable {
     /// an identifier the platform knows (ADR 016): a record nobody can be told to own would be
     /// readable by whoever may read unattributed data.
     func checkAttributed(_ writes: [PreparedWrite]) throws(FHIRError) {
-        for write in writes where write.action != .delete && R4Compartments.patientTypes.contains(write.key.type) {
+        for write in writes where write.action != .delete && R4Compartments.patientDataTypes.contains(write.key.type) {
             let access = AccessColumns(key: write.key, index: write.index)
             guard access.compartment == nil, let labels = access.sensitive else { continue }
             throw FHIRError(.businessRule, code: "business-rule",

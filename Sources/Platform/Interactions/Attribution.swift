@@ -30,7 +30,7 @@ extension FHIRService {
     }
 
     /// The Patient an identifier names, as described above (nil: none, or not one resident's).
-    func patient(identifiedBy identifier: JSON) async throws -> ResourceKey? {
+    public func patient(identifiedBy identifier: JSON) async throws -> ResourceKey? {
         guard let system = identifier["system"]?.stringValue, let value = identifier["value"]?.stringValue,
               !system.isEmpty, !value.isEmpty else { return nil }
         // Only Patients the writer may read: resolving a hidden one would tell that it exists.

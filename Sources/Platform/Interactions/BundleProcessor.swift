@@ -10,6 +10,10 @@ import Store
 public struct BundleProcessor: Sendable {
     let service: FHIRService
     var conditionals: SearchQueryParser { service.conditionals }
+    /// The server's public base (`https://host/fhir`), when a request brought the Bundle: an
+    /// entry's fullUrl in a `url` element (Attachment.url to a Binary) becomes the absolute URL of
+    /// the resource, as the `url` type asks. Without it, `Type/id`.
+    public var baseURL: String?
 
     public init(service: FHIRService) {
         self.service = service

@@ -67,7 +67,7 @@ extension BundleProcessor {
                     new = try await rewrittenReference(ref, aliases: aliases, at: at, resolve: resolve)
                 } else if let uri = member.value.stringValue {
                     // An entry's fullUrl in a uri/url element (Attachment.url to a Binary): rewritten too.
-                    new = uri.hasPrefix("urn:uuid:") ? aliases[uri].map(JSON.string) : nil
+                    new = uri.hasPrefix("urn:uuid:") ? aliases[uri].map { alias in .string(baseURL.map { $0 + "/" + alias } ?? alias) } : nil
                 } else {
                     new = try await rewritten(member.value, aliases: aliases, at: at, resolve: resolve)
                 }

@@ -27,6 +27,9 @@ public struct ParsedSearch: Sendable {
     public var totalNone = false
     /// `_elements`: the top-level elements to return.
     public var elements: [String]?
+    /// `_mdm=true` (HAPI MDM's name): a reference to a Patient stands for every Patient its master
+    /// Person links, the resident's records at every facility (调阅).
+    public var acrossFacilities = false
     /// Parameters that were ignored (lenient handling), as warnings for the OperationOutcome.
     public var warnings: [Issue] = []
     /// The query as the client sent it (for the audit event).
@@ -138,6 +141,10 @@ public struct SearchQueryParser: Sendable {
         func bad(_ message: String) -> FHIRError { FHIRError(.invalid, code: "invalid", message, at: fullName) }
         switch name {
         case "_format", "_pretty":
+            return
+        case "_mdm" where !strict:
+            guard rawValue == "true" || rawValue == "false" else { throw bad("_mdm must be true or false") }
+            result.acrossFacilities = rawValue == "true"
             return
         case "_count":
             guard let n = Int(rawValue), n >= 0 else { throw bad("_count must be a non-negative integer") }

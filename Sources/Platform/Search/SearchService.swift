@@ -78,7 +78,8 @@ public struct SearchService: Sendable {
         // total and the includes see only rows the principal may read.
         let gate = PatientDataGate(store: store, masterIndex: masterIndex, principal: principal, origin: origin)
         let scope = try await gate.scope()
-        let query = try await resolvingValueSets(search.query)
+        var query = try await resolvingValueSets(search.query)
+        if search.acrossFacilities { query = try await acrossFacilities(query) }
         let result = try await store.search(query.scoped(scope), page: page)
         var seen = Set(result.records.map(\.key))
         var included: [ResourceRecord] = []
@@ -106,6 +107,29 @@ public struct SearchService: Sendable {
 }
 
 extension SearchService {
+    /// The query with each Patient reference of its own clauses replaced by every Patient linked
+    /// to the same master Person (`_mdm=true`). The access decision still judges each record.
+    func acrossFacilities(_ query: SearchQuery) async throws -> SearchQuery {
+        guard let masterIndex else { throw FHIRError(.invalid, code: "not-supported", "_mdm needs the master patient index", at: "_mdm") }
+        var expanded = query
+        expanded.clauses = []
+        for clause in query.clauses {
+            var values: [SearchQuery.Match] = []
+            for match in clause.values {
+                values.append(match)
+                guard case .reference(let type, let id) = match, type == "Patient" || (type == nil && clause.parameter == "patient") else { continue }
+                for linked in try await masterIndex.linkedRecords(of: ResourceKey("Patient", id))?.patients ?? [] where linked.id != id {
+                    values.append(.reference(type: "Patient", id: linked.id))
+                }
+            }
+            var c = SearchQuery.Clause(parameter: clause.parameter, parameterType: clause.parameterType, values: values,
+                                       negated: clause.negated, stored: clause.stored)
+            c.broad = clause.broad
+            expanded.clauses.append(c)
+        }
+        return expanded
+    }
+
     /// The query with each `:in` / `:not-in` value set replaced by its codes, at every level.
     func resolvingValueSets(_ query: SearchQuery) async throws -> SearchQuery {
         var budget = ValueSetLimits.maxSearchCodes

@@ -54,10 +54,10 @@ package struct AccessSQL: Sendable {
     }
 
     /// The types outside which every record is shared, as an SQL list of literals (fixed names of
-    /// the R4 definition, never request text): the patient compartment's, and `Subscription` — a
+    /// the R4 definition, never request text): the patient compartment's, `Binary`, and `Subscription` — a
     /// subscription's endpoint and headers (credentials for the receiver) are its facility's, and
     /// the operators' who watch delivery (ADR 023).
-    static let patientTypeList = "(" + (R4Compartments.patientTypes.sorted() + ["Subscription"]).map { "'\($0)'" }.joined(separator: ",") + ")"
+    static let patientTypeList = "(" + (R4Compartments.patientDataTypes.sorted() + ["Subscription"]).map { "'\($0)'" }.joined(separator: ",") + ")"
 
     /// The condition that `subject` may be read under `scope`; nil when every row may.
     package static func condition(_ scope: ReadScope, _ subject: Subject) -> (sql: String, binds: [SQLValue])? {

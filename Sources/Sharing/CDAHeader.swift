@@ -1,0 +1,301 @@
+import FHIRModel
+import Foundation
+
+/// An XML element as the CDA header reader keeps it: local name (namespace prefix dropped),
+/// attributes, text and children.
+struct CDAElement: Sendable {
+    var name: String
+    var attributes: [String: String] = [:]
+    var children: [CDAElement] = []
+    var text = ""
+
+    func child(_ name: String) -> CDAElement? { children.first { $0.name == name } }
+    func all(_ name: String) -> [CDAElement] { children.filter { $0.name == name } }
+    /// The element at a path of child names.
+    func at(_ path: String...) -> CDAElement? {
+        var current: CDAElement? = self
+        for step in path { current = current?.child(step) }
+        return current
+    }
+}
+
+/// A small XML reader for CDA headers: elements, attributes, text, the five entities and numeric
+/// character references, comments, CDATA and processing instructions; no DTDs (a document type
+/// declaration is refused, as is anything that is not well-formed). It stops at `stopAt` children
+/// of the root (a CDA's `component`, the body), so a large document costs only its header.
+struct XMLHeaderReader {
+    let bytes: [UInt8]
+    var i = 0
+    let stopAt: String?
+
+    struct Malformed: Error { let message: String }
+
+    init(_ data: [UInt8], stopAt: String?) {
+        bytes = data
+        self.stopAt = stopAt
+        // A UTF-8 byte order mark.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { i = 3 }
+    }
+
+    static func root(of data: [UInt8], stopAt: String? = nil) throws -> CDAElement {
+        var reader = XMLHeaderReader(data, stopAt: stopAt)
+        return try reader.document()
+    }
+
+    mutating func document() throws -> CDAElement {
+        while true {
+            skipSpace()
+            guard i < bytes.count else { throw Malformed(message: "no root element") }
+            if starts("<?") { try skip(past: "?>") } else if starts("<!--") { try skip(past: "-->") }
+            else if starts("<!") { throw Malformed(message: "document type declarations are not accepted") }
+            else if bytes[i] == UInt8(ascii: "<") { break }
+            else { throw Malformed(message: "text before the root element") }
+        }
+        var stopped = false
+        return try element(depth: 0, stopped: &stopped)
+    }
+
+    mutating func element(depth: Int, stopped: inout Bool) throws -> CDAElement {
+        i += 1  // <
+        var e = CDAElement(name: localName(try name()))
+        while true {
+            skipSpace()
+            guard i < bytes.count else { throw Malformed(message: "unterminated <\(e.name)>") }
+            if bytes[i] == UInt8(ascii: "/") {
+                guard starts("/>") else { throw Malformed(message: "bad empty element <\(e.name)>") }
+                i += 2
+                return e
+            }
+            if bytes[i] == UInt8(ascii: ">") { i += 1; break }
+            let attribute = try name()
+            skipSpace()
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "=") else { throw Malformed(message: "attribute \(attribute) without a value") }
+            i += 1
+            skipSpace()
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") || bytes[i] == UInt8(ascii: "'") else {
+                throw Malformed(message: "attribute \(attribute) value not quoted")
+            }
+            let quote = bytes[i]
+            i += 1
+            let start = i
+            while i < bytes.count, bytes[i] != quote { i += 1 }
+            guard i < bytes.count else { throw Malformed(message: "unterminated attribute \(attribute)") }
+            e.attributes[localName(attribute)] = try decode(bytes[start..<i])
+            i += 1
+        }
+        var text: [UInt8] = []
+        while true {
+            guard i < bytes.count else { throw Malformed(message: "unterminated <\(e.name)>") }
+            if bytes[i] != UInt8(ascii: "<") {
+                text.append(bytes[i]); i += 1; continue
+            }
+            if starts("<!--") { try skip(past: "-->"); continue }
+            if starts("<![CDATA[") {
+                i += 9
+                let start = i
+                try skip(past: "]]>")
+                text += bytes[start..<(i - 3)]
+                continue
+            }
+            if starts("<?") { try skip(past: "?>"); continue }
+            if starts("</") {
+                i += 2
+                let closing = localName(try name())
+                guard closing == e.name else { throw Malformed(message: "</\(closing)> closes <\(e.name)>") }
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: ">") else { throw Malformed(message: "bad closing tag </\(closing)>") }
+                i += 1
+                break
+            }
+            // A child; the root's `stopAt` child ends the reading (the header is all that is wanted).
+            if depth == 0, let stopAt, peekName() == stopAt {
+                stopped = true
+                e.text = try decode(text[...])
+                return e
+            }
+            e.children.append(try element(depth: depth + 1, stopped: &stopped))
+            if stopped { break }
+        }
+        e.text = try decode(text[...]).trimmingCharacters(in: .whitespacesAndNewlines)
+        return e
+    }
+
+    func starts(_ s: String) -> Bool {
+        let u = Array(s.utf8)
+        return i + u.count <= bytes.count && bytes[i..<(i + u.count)].elementsEqual(u)
+    }
+
+    mutating func skip(past end: String) throws {
+        let u = Array(end.utf8)
+        while i + u.count <= bytes.count {
+            if bytes[i..<(i + u.count)].elementsEqual(u) { i += u.count; return }
+            i += 1
+        }
+        throw Malformed(message: "unterminated construct (missing \(end))")
+    }
+
+    mutating func skipSpace() {
+        while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 || bytes[i] == 0x0A || bytes[i] == 0x0D { i += 1 }
+    }
+
+    static func isNameByte(_ b: UInt8) -> Bool {
+        !(b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D || b == UInt8(ascii: "=") || b == UInt8(ascii: ">")
+          || b == UInt8(ascii: "/") || b == UInt8(ascii: "<") || b == UInt8(ascii: "\"") || b == UInt8(ascii: "'"))
+    }
+
+    mutating func name() throws -> String {
+        let start = i
+        while i < bytes.count, Self.isNameByte(bytes[i]) { i += 1 }
+        guard i > start else { throw Malformed(message: "a name expected at byte \(start)") }
+        return String(decoding: bytes[start..<i], as: UTF8.self)
+    }
+
+    func peekName() -> String? {
+        var j = i + 1
+        let start = j
+        while j < bytes.count, Self.isNameByte(bytes[j]) { j += 1 }
+        return j > start ? localName(String(decoding: bytes[start..<j], as: UTF8.self)) : nil
+    }
+
+    func localName(_ qualified: String) -> String {
+        qualified.split(separator: ":").last.map(String.init) ?? qualified
+    }
+
+    /// Text with its entity and character references replaced.
+    func decode(_ raw: ArraySlice<UInt8>) throws -> String {
+        guard raw.contains(UInt8(ascii: "&")) else {
+            guard let s = String(validating: raw, as: UTF8.self) else { throw Malformed(message: "text is not UTF-8") }
+            return s
+        }
+        guard let s = String(validating: raw, as: UTF8.self) else { throw Malformed(message: "text is not UTF-8") }
+        var out = ""
+        var rest = Substring(s)
+        while let amp = rest.firstIndex(of: "&") {
+            out += rest[..<amp]
+            guard let semi = rest[amp...].firstIndex(of: ";") else { throw Malformed(message: "unterminated entity reference") }
+            let entity = rest[rest.index(after: amp)..<semi]
+            switch entity {
+            case "lt": out += "<"
+            case "gt": out += ">"
+            case "amp": out += "&"
+            case "quot": out += "\""
+            case "apos": out += "'"
+            default:
+                let number: UInt32? = entity.hasPrefix("#x") ? UInt32(entity.dropFirst(2), radix: 16)
+                    : (entity.hasPrefix("#") ? UInt32(entity.dropFirst(), radix: 10) : nil)
+                guard let number, let scalar = Unicode.Scalar(number) else { throw Malformed(message: "unknown entity &\(entity);") }
+                out.unicodeScalars.append(scalar)
+            }
+            rest = rest[rest.index(after: semi)...]
+        }
+        return out + rest
+    }
+}
+
+/// What a CDA R2 document's header says (WS/T 500 shared documents are CDA R2), as the metadata of
+/// the DocumentReference that shares it.
+struct CDAHeader: Sendable {
+    struct InstanceID: Sendable, Equatable {
+        var root: String
+        var `extension`: String?
+        /// As a FHIR Identifier: `urn:oid:<root>` and the extension, or the root alone as a URI.
+        var identifier: JSON {
+            if let ext = `extension` {
+                return .object(JSONObject([("system", .string(CDAHeader.system(ofRoot: root))), ("value", .string(ext))]))
+            }
+            return .object(JSONObject([("system", .string("urn:ietf:rfc:3986")), ("value", .string(CDAHeader.system(ofRoot: root)))]))
+        }
+    }
+
+    var id: InstanceID?
+    /// The document type: code system (a FHIR system URI), code, display.
+    var type: (system: String, code: String, display: String?)?
+    var title: String?
+    /// FHIR instant (the CDA `effectiveTime`; Beijing time when it names no zone).
+    var effectiveTime: String?
+    /// v3 Confidentiality code: N, R, V …
+    var confidentiality: String?
+    /// The patient's identifiers (`recordTarget/patientRole/id`).
+    var patientIDs: [InstanceID] = []
+    var patientName: String?
+    /// Author organisation and custodian: identifier and name.
+    var authorOrganization: (id: InstanceID?, name: String?)?
+    var authorPerson: String?
+    var custodian: (id: InstanceID?, name: String?)?
+
+    static let loinc = "2.16.840.1.113883.6.1"
+
+    /// A FHIR system for an OID root: LOINC's URI for LOINC, `urn:oid:` otherwise (a UUID root as `urn:uuid:`).
+    static func system(ofRoot root: String) -> String {
+        if root == loinc { return "http://loinc.org" }
+        if root.contains("-") { return "urn:uuid:" + root.lowercased() }
+        return "urn:oid:" + root
+    }
+
+    /// Whether bytes look like a CDA document (after a BOM, space, XML declaration and comments).
+    static func looksLikeCDA(_ bytes: [UInt8]) -> Bool {
+        let head = String(decoding: bytes.prefix(2048), as: UTF8.self)
+        return head.contains("ClinicalDocument")
+    }
+
+    init(_ bytes: [UInt8]) throws {
+        let root = try XMLHeaderReader.root(of: bytes, stopAt: "component")
+        guard root.name == "ClinicalDocument" else {
+            throw XMLHeaderReader.Malformed(message: "the root element is <\(root.name)>, not <ClinicalDocument>")
+        }
+        id = Self.instance(root.child("id"))
+        if let code = root.child("code"), let c = code.attributes["code"] {
+            type = (code.attributes["codeSystem"].map(Self.system(ofRoot:)) ?? "urn:ietf:rfc:3986", c, code.attributes["displayName"])
+        }
+        title = root.child("title").map(\.text).flatMap { $0.isEmpty ? nil : $0 }
+        effectiveTime = root.child("effectiveTime")?.attributes["value"].flatMap(Self.instant)
+        confidentiality = root.child("confidentialityCode")?.attributes["code"]
+        let role = root.at("recordTarget", "patientRole")
+        patientIDs = role?.all("id").compactMap(Self.instance) ?? []
+        patientName = role?.at("patient", "name").map(Self.name)
+        if let author = root.at("author", "assignedAuthor") {
+            if let org = author.child("representedOrganization") {
+                authorOrganization = (Self.instance(org.child("id")), org.child("name")?.text)
+            }
+            authorPerson = author.at("assignedPerson", "name").map(Self.name)
+        }
+        if let org = root.at("custodian", "assignedCustodian", "representedCustodianOrganization") {
+            custodian = (Self.instance(org.child("id")), org.child("name")?.text)
+        }
+    }
+
+    static func digit(_ c: Character) -> Bool { c >= "0" && c <= "9" }
+
+    static func instance(_ e: CDAElement?) -> InstanceID? {
+        guard let e, let root = e.attributes["root"], !root.isEmpty else { return nil }
+        return InstanceID(root: root, extension: e.attributes["extension"].flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// A name element's text, or its parts (family then given, as Chinese names are written).
+    static func name(_ e: CDAElement) -> String {
+        let parts = (e.all("family") + e.all("given")).map(\.text).filter { !$0.isEmpty }
+        return parts.isEmpty ? e.text : parts.joined()
+    }
+
+    /// A CDA TS (`YYYYMMDDHHMMSS[.fff][+ZZZZ]`, possibly shorter) as a FHIR instant. Without a zone
+    /// the time is Beijing time (+08:00); a date alone is its midnight. Nil when not a time.
+    static func instant(_ ts: String) -> String? {
+        var digits = ts.prefix { Self.digit($0) || $0 == "." }
+        if let dot = digits.firstIndex(of: ".") { digits = digits[..<dot] }
+        let zonePart = ts.drop { Self.digit($0) || $0 == "." }
+        guard digits.count >= 8, digits.count <= 14, digits.count % 2 == 0 else { return nil }
+        let d = Array(digits).map(String.init)
+        func part(_ at: Int) -> String { at + 1 < d.count ? d[at] + d[at + 1] : "00" }
+        let zone: String
+        if zonePart.count == 5, let sign = zonePart.first, sign == "+" || sign == "-", zonePart.dropFirst().allSatisfy(Self.digit) {
+            let z = Array(zonePart.dropFirst()).map(String.init)
+            zone = "\(sign)\(z[0])\(z[1]):\(z[2])\(z[3])"
+        } else if zonePart.isEmpty {
+            zone = "+08:00"
+        } else {
+            return nil
+        }
+        let year = d[0...3].joined()
+        return "\(year)-\(part(4))-\(part(6))T\(part(8)):\(part(10)):\(part(12))\(zone)"
+    }
+}

@@ -1,0 +1,200 @@
+"""Document sharing (调阅) over IHE MHD on R4 (issue 29), on a real server with real tokens:
+facility A provides a CDA discharge summary (ITI-65: a transaction of a SubmissionSet List, a
+DocumentReference that leaves its subject and type to the CDA header, and the Binary); facility B,
+treating the same resident under its own registration, finds it by the resident's master identity
+(ITI-67 with `_mdm=true`) and retrieves the document (ITI-68); facility C, which treats nobody, and
+B after the resident's Consent denies it, find and retrieve nothing. A replacement supersedes."""
+import base64
+import hashlib
+import os
+import sys
+import uuid
+
+from fhir.resources.binary import Binary
+from fhir.resources.bundle import Bundle
+from fhir.resources.documentreference import DocumentReference
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
+from region import Region, patient, resident_id  # noqa: E402
+from test_access_probe import consent  # noqa: E402
+
+RESIDENT_ID = "urn:oid:2.16.156.10011.1.3"
+CDA_CONTENT = "application/hl7-v3+xml"
+
+
+def cda(rid, doc_id, title="出院小结", code="18842-5", confidentiality="N"):
+    """A WS/T 500-style CDA R2 discharge summary: a header and a short body."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- 出院小结 -->
+<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <realmCode code="CN"/>
+  <typeId root="2.16.840.1.113883.1.3" extension="POCD_MT000040"/>
+  <templateId root="2.16.156.10011.2.1.1.42"/>
+  <id root="2.16.156.10011.1.1" extension="{doc_id}"/>
+  <code code="{code}" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Discharge summary"/>
+  <title>{title}</title>
+  <effectiveTime value="20261201093000+0800"/>
+  <confidentialityCode code="{confidentiality}" codeSystem="2.16.840.1.113883.5.25"/>
+  <recordTarget typeCode="RCT">
+    <patientRole classCode="PAT">
+      <id root="2.16.156.10011.1.3" extension="{rid}"/>
+      <id root="2.16.156.10011.1.12" extension="ZY-20261201"/>
+      <patient classCode="PSN" determinerCode="INSTANCE">
+        <name>钱琳</name>
+        <administrativeGender code="2" codeSystem="2.16.156.10011.2.3.3.4"/>
+        <birthTime value="19660606"/>
+      </patient>
+    </patientRole>
+  </recordTarget>
+  <author typeCode="AUT">
+    <time value="20261201093000"/>
+    <assignedAuthor classCode="ASSIGNED">
+      <id root="2.16.156.10011.1.4" extension="D-0042"/>
+      <assignedPerson><name>王医生</name></assignedPerson>
+      <representedOrganization><id root="2.16.156.10011.1.5" extension="org-a"/><name>县人民医院</name></representedOrganization>
+    </assignedAuthor>
+  </author>
+  <custodian typeCode="CST">
+    <assignedCustodian>
+      <representedCustodianOrganization><id root="2.16.156.10011.1.5" extension="org-a"/><name>县人民医院 &amp; 病案室</name></representedCustodianOrganization>
+    </assignedCustodian>
+  </custodian>
+  <component>
+    <structuredBody>
+      <component><section><code code="8648-8" codeSystem="2.16.840.1.113883.6.1"/><text>住院经过：患者因肺炎入院，抗感染治疗后好转出院。</text></section></component>
+    </structuredBody>
+  </component>
+</ClinicalDocument>
+""".encode("utf-8")
+
+
+def provide(document, replaces=None, subject=None):
+    """An ITI-65 provide bundle: SubmissionSet List, DocumentReference, Binary."""
+    ref, binary = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+    doc = {"resourceType": "DocumentReference", "status": "current",
+           "content": [{"attachment": {"contentType": CDA_CONTENT, "url": binary, "language": "zh-CN"}}]}
+    if subject:
+        doc["subject"] = {"reference": subject}
+    if replaces:
+        doc["relatesTo"] = [{"code": "replaces", "target": {"reference": f"DocumentReference/{replaces}"}}]
+    submission = {"resourceType": "List", "status": "current", "mode": "working",
+                  "extension": [{"url": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId",
+                                 "valueIdentifier": {"value": "urn:oid:2.16.156.10011.1.5.42"}}],
+                  "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "submissionset"}]},
+                  "entry": [{"item": {"reference": ref}}]}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": submission, "request": {"method": "POST", "url": "List"}},
+        {"fullUrl": ref, "resource": doc, "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": binary, "resource": {"resourceType": "Binary", "contentType": CDA_CONTENT,
+                                         "data": base64.b64encode(document).decode()},
+         "request": {"method": "POST", "url": "Binary"}},
+    ]}
+
+
+def created(response, type_):
+    assert response.status_code == 200, response.text
+    Bundle.parse_obj(response.json())
+    return next(e["response"]["location"].split("/")[1] for e in response.json()["entry"]
+                if e["response"]["location"].startswith(type_ + "/"))
+
+
+def found(caller, query):
+    r = caller.get("DocumentReference?" + query)
+    assert r.status_code == 200, r.text
+    Bundle.parse_obj(r.json())
+    return sorted(e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "match")
+
+
+def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_consent(tmp_path):
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
+    region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
+    region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
+    region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
+    region.server.start()
+    try:
+        rid = resident_id("1966-06-06", 61)
+        at_a = region.a.created("Patient", patient("钱", "琳", rid, "1966-06-06", "female"))
+        at_b = region.b.created("Patient", patient("钱", "琳", rid, "1966-06-06", "female"))
+        assert region.person_of(at_a) == region.person_of(at_b), "one resident, registered at A and at B"
+        region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                       "subject": {"reference": f"Patient/{at_b}"}})
+
+        # A provides the document; the CDA header fills what the DocumentReference left out.
+        document = cda(rid, "DS-2026-0001")
+        doc = created(region.a.post("", provide(document)), "DocumentReference")
+        stored = region.a.get(f"DocumentReference/{doc}").json()
+        DocumentReference.parse_obj(stored)
+        assert stored["subject"]["reference"] == f"Patient/{at_a}", "the header's resident ID names A's own registration"
+        assert stored["type"]["coding"][0]["system"] == "http://loinc.org" and stored["type"]["coding"][0]["code"] == "18842-5"
+        assert stored["masterIdentifier"] == {"system": "urn:oid:2.16.156.10011.1.1", "value": "DS-2026-0001"}
+        assert stored["date"] == "2026-12-01T09:30:00+08:00"
+        assert stored["custodian"]["display"] == "县人民医院 & 病案室"
+        assert [a.get("display") for a in stored["author"]] == ["县人民医院", "王医生"]
+        attachment = stored["content"][0]["attachment"]
+        assert attachment["size"] == len(document)
+        assert attachment["hash"] == base64.b64encode(hashlib.sha1(document).digest()).decode()
+        assert attachment["title"] == "出院小结"
+        binary_id = attachment["url"].split("Binary/")[1]
+
+        # B finds it by the resident's master identity, from its own registration, and reads it.
+        assert found(region.b, f"patient=Patient/{at_b}") == [], "B's own registration has no documents"
+        assert found(region.b, f"patient=Patient/{at_b}&_mdm=true") == [doc]
+        assert found(region.b, f"patient=Patient/{at_b}&_mdm=true&status=current&type=http://loinc.org|18842-5") == [doc]
+        assert found(region.b, f"patient=Patient/{at_b}&_mdm=true&type=http://loinc.org|11488-4") == []
+        raw = region.b.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT})
+        assert raw.status_code == 200 and raw.headers["Content-Type"].startswith(CDA_CONTENT) and raw.content == document
+        as_fhir = region.b.get(f"Binary/{binary_id}")
+        assert as_fhir.status_code == 200, as_fhir.text
+        Binary.parse_obj(as_fhir.json())
+        assert base64.b64decode(as_fhir.json()["data"]) == document
+        assert as_fhir.json()["securityContext"] == {"reference": f"Patient/{at_a}"}
+        # The retrieval is audited like any read.
+        trail = region.admin.get(f"AuditEvent?patient=Patient/{at_a}&_count=200").json().get("entry", [])
+        reads = [e["resource"] for e in trail if any(en.get("what", {}).get("reference") == f"Binary/{binary_id}"
+                                                     for en in e["resource"].get("entity", []))]
+        assert reads, "B's read of the document is in the audit trail, under the resident"
+
+        # C treats nobody: finds nothing, reads nothing; nor does a Binary without a document name anyone for it.
+        assert found(region.c, f"patient=Patient/{at_a}&_mdm=true") == []
+        assert region.c.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT}).status_code in (403, 404)
+        loose = region.a.created("Binary", {"resourceType": "Binary", "contentType": "text/plain",
+                                            "data": base64.b64encode("病历".encode()).decode()})
+        assert region.b.get(f"Binary/{loose}").status_code in (403, 404), "a Binary no document names is its facility's only"
+        assert region.a.get(f"Binary/{loose}").status_code == 200
+
+        # A document whose header names another resident than the subject it is filed under is refused, whole.
+        other = region.a.created("Patient", patient("赵", "敏", resident_id("1970-01-01", 3), "1970-01-01", "female"))
+        before = region.a.get("DocumentReference?_summary=count").json()["total"]
+        wrong = region.a.post("", provide(cda(rid, "DS-2026-0002"), subject=f"Patient/{other}"))
+        assert wrong.status_code == 422, wrong.text
+        assert "recordTarget" in wrong.text and "subject" in wrong.json()["issue"][0]["expression"][0]
+        assert region.a.get("DocumentReference?_summary=count").json()["total"] == before
+        # Not a CDA document at all.
+        broken = region.a.post("", provide(b"<ClinicalDocument><id root='1'></ClinicalDocument>"))
+        assert broken.status_code == 400 and "CDA" in broken.text, broken.text
+
+        # A replacement supersedes the old document, in the same write.
+        newer = created(region.a.post("", provide(cda(rid, "DS-2026-0001-v2"), replaces=doc)), "DocumentReference")
+        assert region.a.get(f"DocumentReference/{doc}").json()["status"] == "superseded"
+        assert found(region.b, f"patient=Patient/{at_b}&_mdm=true&status=current") == [newer]
+        assert found(region.b, f"patient=Patient/{at_b}&_mdm=true") == sorted([doc, newer])
+        # Only the facility that shared a document replaces it.
+        assert region.b.post("", provide(cda(rid, "DS-B"), replaces=newer, subject=f"Patient/{at_b}")).status_code == 403
+
+        # The resident denies B: B finds and retrieves nothing any more.
+        person = region.person_of(at_a)
+        region.server.stop()
+        account = region.user("resident61", "resident", "patient/*.rs patient/Consent.cu", patient=f"Person/{person}")
+        region.server.start()
+        resident = region.login("resident61", account)
+        denied = resident.post("Consent", consent(at_a, {"type": "deny", "actor": [
+            {"role": {"text": "recipient"}, "reference": {"reference": "Organization/org-b"}}]}))
+        assert denied.status_code == 201, denied.text
+        assert found(region.b, f"patient=Patient/{at_b}&_mdm=true") == []
+        assert region.b.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT}).status_code in (403, 404)
+        # The resident reads their own document.
+        mine = resident.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT})
+        assert mine.status_code == 200 and mine.content == document
+    finally:
+        region.server.stop()
