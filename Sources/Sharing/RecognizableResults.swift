@@ -190,6 +190,7 @@ extension OperationRegistry {
     public mutating func registerSharing() {
         register(.recognizableResults)
         register(.recognitionStatistics)
+        register(.recordSummary)
     }
 }
 

@@ -13,6 +13,7 @@ import uuid
 from fhir.resources.binary import Binary
 from fhir.resources.bundle import Bundle
 from fhir.resources.documentreference import DocumentReference
+from fhir.resources.parameters import Parameters
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
 from region import Region, patient, resident_id  # noqa: E402
@@ -105,6 +106,26 @@ def found(caller, query):
     return sorted(e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "match")
 
 
+def summary(caller, path):
+    """`$record-summary` as {facility: {type: [(id, time)]}}, checked as R4 Parameters."""
+    r = caller.get(path)
+    assert r.status_code == 200, r.text
+    Parameters.parse_obj(r.json())
+    out = {}
+    for p in r.json()["parameter"]:
+        if p["name"] != "facility":
+            continue
+        parts = {q["name"]: q for q in p["part"]}
+        org = parts["organization"]["valueReference"]["reference"]
+        records = out.setdefault(org, {})
+        for period in (q for q in p["part"] if q["name"] == "period"):
+            for rec in (q for q in period["part"] if q["name"] == "record"):
+                fields = {f["name"]: f for f in rec["part"]}
+                records.setdefault(fields["type"]["valueCode"], []).append(
+                    (fields["reference"]["valueReference"]["reference"].split("/")[1], fields.get("time", {}).get("valueDateTime")))
+    return out
+
+
 def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_consent(tmp_path):
     region = Region(str(tmp_path), "sqlite")
     region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
@@ -155,6 +176,13 @@ def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_c
                                                      for en in e["resource"].get("entity", []))]
         assert reads, "B's read of the document is in the audit trail, under the resident"
 
+        # The cross-facility view: B's summary of the resident groups A's document and B's own visit by facility.
+        view = summary(region.b, f"Patient/{at_b}/$record-summary")
+        assert view["Organization/org-a"] == {"DocumentReference": [(doc, "2026-12-01T09:30:00+08:00")]}
+        assert list(view["Organization/org-b"]) == ["Encounter"]
+        assert summary(region.b, f"Person/{region.person_of(at_a)}/$record-summary") == view
+        assert region.c.get(f"Patient/{at_a}/$record-summary").status_code in (403, 404)
+
         # C treats nobody: finds nothing, reads nothing; nor does a Binary without a document name anyone for it.
         assert found(region.c, f"patient=Patient/{at_a}&_mdm=true") == []
         assert region.c.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT}).status_code in (403, 404)
@@ -193,6 +221,7 @@ def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_c
         assert denied.status_code == 201, denied.text
         assert found(region.b, f"patient=Patient/{at_b}&_mdm=true") == []
         assert region.b.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT}).status_code in (403, 404)
+        assert "Organization/org-a" not in summary(region.b, f"Patient/{at_b}/$record-summary")
         # The resident reads their own document.
         mine = resident.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT})
         assert mine.status_code == 200 and mine.content == document
