@@ -64,12 +64,16 @@ public struct RecognitionStatistics: Sendable {
         }
         // Only what the ordering facility itself recorded counts (another facility cannot add to
         // its numbers): the DetectedIssues raised on its orders, the decisions it wrote.
-        for issue in try await all("DetectedIssue", "code=\(RecognizableResults.outcomeSystem)|\(DuplicateTestCheck.issueCode)&identified=\(month)") {
+        // A month in Beijing time (a search for `2026-12` alone would take UTC's month).
+        let (from, to) = Self.bounds(month)
+        for issue in try await all("DetectedIssue", "code=\(RecognizableResults.outcomeSystem)|\(DuplicateTestCheck.issueCode)"
+                                   + "&identified=ge\(from)&identified=lt\(to)") {
             guard let first = issue["implicated"]?.arrayValue?.first?["reference"]?.stringValue, let o = try await order(first),
                   FHIRService.sourceFacility(of: issue) == o.facility else { continue }
             rows[row(o)]!.recognisableOrders += 1
         }
-        for task in try await all("Task", "code=\(RecognizableResults.outcomeSystem)|\(RecognitionDecision.taskCode)&authored-on=\(month)") {
+        for task in try await all("Task", "code=\(RecognizableResults.outcomeSystem)|\(RecognitionDecision.taskCode)"
+                                  + "&authored-on=ge\(from)&authored-on=lt\(to)") {
             guard let decision = RecognitionDecision.of(task), let focus = task["focus"]?["reference"]?.stringValue,
                   let o = try await order(focus), FHIRService.sourceFacility(of: task) == o.facility else { continue }
             rows[row(o)]!.decisions[decision, default: 0] += 1
@@ -134,6 +138,15 @@ public struct RecognitionStatistics: Sendable {
             ("period", .object(JSONObject([("start", .string(start)), ("end", .string(Self.monthEnd(month)))]))),
             ("group", .array(groups)),
         ]))
+    }
+
+    /// The first instants of a month (yyyy-MM) and of the next, Beijing time, as search values
+    /// (the zone's `+` percent-encoded).
+    static func bounds(_ month: String) -> (String, String) {
+        let parts = month.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 2 else { return (month, month) }
+        let (y, m) = parts[1] == 12 ? (parts[0] + 1, 1) : (parts[0], parts[1] + 1)
+        return (month + "-01T00:00:00%2B08:00", String(format: "%04d-%02d-01T00:00:00%%2B08:00", y, m))
     }
 
     static func monthEnd(_ month: String) -> String {

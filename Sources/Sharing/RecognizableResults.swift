@@ -77,12 +77,20 @@ public struct RecognizableResults: Sendable {
         }
         let here = try await place(ordering)
         let references = patients.map { "Patient/" + $0 }.joined(separator: ",")
-        for type in ["Observation", "DiagnosticReport"] where service.mayRead(type) {
-            var parsed = try searches.parse(type: type, query: "patient=\(references)&code=\(item.system)|\(item.code)&_count=200", strict: true)
+        // An imaging item may also be an ImagingStudy (its procedureCode: R4 has no search parameter
+        // for it, so the resident's few studies are read and matched here).
+        let types = ["Observation", "DiagnosticReport"] + (item.category == .imaging ? ["ImagingStudy"] : [])
+        for type in types where service.mayRead(type) {
+            let query = type == "ImagingStudy" ? "patient=\(references)&_count=200"
+                : "patient=\(references)&code=\(item.system)|\(item.code)&_count=200"
+            var parsed = try searches.parse(type: type, query: query, strict: true)
             while judged.count < Self.maxResults {
                 let result = try await searches.run(parsed)
                 for record in result.matches {
                     guard let content = record.content, case .object(let o) = try JSONParser.parse(Array(content.readableBytesView)) else { continue }
+                    if type == "ImagingStudy", !(o["procedureCode"]?.arrayValue ?? []).contains(where: { concept in
+                        (concept["coding"]?.arrayValue ?? []).contains { $0["system"]?.stringValue == item.system && $0["code"]?.stringValue == item.code }
+                    }) { continue }
                     // A time in the future counts as now: a window never grows past the item's.
                     let effective = RecognitionMarks.effective(o, type: type).map { min($0, now) }
                     let scope = RecognitionMarks.markedScope(o)

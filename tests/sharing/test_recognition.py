@@ -120,7 +120,8 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
                                            f"org-a,{LOINC},718-7,national,{day(-200)},{day(165)}\n"
                                            f"org-a,{LOINC},2160-0,national,{day(-200)},{day(165)}\n"
                                            f"org-a,{LOINC},7917-8,national,{day(-200)},{day(165)}\n"
-                                           f"org-a,{LOINC},1742-6,national,{day(-5)},{day(360)}\n"))
+                                           f"org-a,{LOINC},1742-6,national,{day(-5)},{day(360)}\n"
+                                           f"org-a,{LOINC},24627-2,province,{day(-200)},{day(165)}\n"))
     region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
     region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
     region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
@@ -169,6 +170,13 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert region.b.get(f"Observation/{hiv}").status_code == 403
         matches, outcomes = recognizable(region.b, p, "7917-8")
         assert matches == [] and outcomes == []
+        # An imaging item done as an ImagingStudy (chest CT, 20 days ago, 180-day window).
+        study = region.a.post("ImagingStudy", {"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": f"Patient/{p}"},
+                                               "started": at(20), "procedureCode": [{"coding": [{"system": LOINC, "code": "24627-2"}]}]})
+        assert study.status_code == 201, study.text
+        assert [t["code"] for t in study.json()["meta"]["tag"] if t["system"] == MARK] == ["HR-province"]
+        matches, outcomes = recognizable(region.b, p, "24627-2")
+        assert [m["resource"]["id"] for m in matches] == [study.json()["id"]] and outcomes == []
         # The producing facility itself recognises its own city item.
         matches, _ = recognizable(region.a, p, "2160-0")
         assert [m["resource"]["id"] for m in matches] == [creatinine]
@@ -234,7 +242,8 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Task.input"], r.text
         # Statistics for this month, B's: three orders with a recognisable result, one recognised
         # (5 yuan avoided), two re-tested, one refusal (the not-available one is not).
-        month = datetime.date.today().isoformat()[:7]
+        # The month as the region counts it: Beijing time.
+        month = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).strftime("%Y-%m")
         r = region.b.get(f"$recognition-statistics?month={month}")
         assert r.status_code == 200, r.text
         from fhir.resources.measurereport import MeasureReport
@@ -254,6 +263,15 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert region.b.get(f"$recognition-statistics?month={month}&facility=org-a").status_code == 403
         assert region.a.get(f"$recognition-statistics?month={month}").json().get("group", []) == []
 
+        # In a transaction or a batch, the order's entry carries the warning as its outcome.
+        for kind in ("transaction", "batch"):
+            r = region.b.post("", {"resourceType": "Bundle", "type": kind,
+                                   "entry": [{"resource": order, "request": {"method": "POST", "url": "ServiceRequest"}}]})
+            assert r.status_code == 200, r.text
+            Bundle.parse_obj(r.json())
+            outcome = r.json()["entry"][0]["response"]["outcome"]
+            assert outcome["issue"][0]["severity"] == "warning" and f"Observation/{recent}" in outcome["issue"][0]["diagnostics"], kind
+
         # A marked result whose item changes is judged anew (HbA1c: A has no pass): no mark is carried over.
         laundered = region.a.post("Observation", result(p, "718-7", 2)).json()
         assert [t["code"] for t in laundered["meta"]["tag"] if t["system"] == MARK] == ["HR-province"]
@@ -272,10 +290,17 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         account = region.user("resident61", "resident", "patient/*.rs patient/Consent.cu", patient=f"Person/{person}")
         region.server.start()
         resident = region.login("resident61", account)
+        # The resident opts B in to the HIV category: B now gets the sensitive result back.
+        opted = resident.post("Consent", consent(p, {"type": "permit", "actor": [
+            {"role": {"text": "recipient"}, "reference": {"reference": "Organization/org-b"}}],
+            "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}]}))
+        assert opted.status_code == 201, opted.text
+        matches, outcomes = recognizable(region.b, p, "7917-8")
+        assert [m["resource"]["id"] for m in matches] == [hiv] and outcomes == []
         denied = resident.post("Consent", consent(p, {"type": "deny", "actor": [
             {"role": {"text": "recipient"}, "reference": {"reference": "Organization/org-b"}}]}))
         assert denied.status_code == 201, denied.text
-        for code in ("718-7", "1742-6", "2160-0"):
+        for code in ("718-7", "1742-6", "2160-0", "7917-8"):
             assert recognizable(region.b, p, code) == ([], []), code
         r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
         assert r.status_code == 201 and not [i for i in r.json()["issue"] if i["severity"] == "warning"], "no hint in the order's answer"

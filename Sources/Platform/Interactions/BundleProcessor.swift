@@ -273,7 +273,9 @@ public struct BundleProcessor: Sendable {
                 responses.append(EntryResponse(status: o.created ? "201 Created" : "200 OK", location: "\(o.key)/_history/\(o.version)",
                                                etag: ETag.make(o.version), lastModified: o.lastUpdated,
                                                resource: returnRepresentation
-                                                   ? service.presenter.content(o.content.map { ByteBuffer(bytes: $0) }, type: o.key.type) : nil))
+                                                   ? service.presenter.content(o.content.map { ByteBuffer(bytes: $0) }, type: o.key.type) : nil,
+                                               // Warnings about a write that stands (a duplicate test), as its entry's outcome.
+                                               outcome: o.warnings.isEmpty ? nil : OperationOutcome.make(o.warnings)))
             case .existing(let key):
                 let record = try await store.read(key)
                 if let record {
@@ -339,7 +341,8 @@ public struct BundleProcessor: Sendable {
             return EntryResponse(status: statusLine(result.disposition.restStatus),
                                  location: result.key.flatMap { k in result.version.map { "\(k)/_history/\($0)" } },
                                  etag: result.version.map(ETag.make), lastModified: result.lastUpdated,
-                                 resource: returnRepresentation ? result.content : nil, outcome: result.outcome)
+                                 resource: returnRepresentation ? result.content : nil,
+                                 outcome: result.outcome ?? (result.warnings.isEmpty ? nil : OperationOutcome.make(result.warnings)))
         } catch let error as FHIRError {
             return EntryResponse(status: statusLine(error.category.restStatus), outcome: OperationOutcome.make(error.issues))
         } catch {

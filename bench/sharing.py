@@ -1,0 +1,304 @@
+"""Record sharing (issue 29), release build, in one run:
+
+1. `Patient/[id]/$recognizable-results` on a store of N residents (default 1,000,000), each with a
+   haemoglobin or creatinine result at facility A (HR-marked at import: the catalogue and A's QC
+   passes are loaded first), asked by facility B — a real token, the access decision, B treating
+   the residents asked about (an open Encounter each) — for random residents, 8 clients and 1
+   client; target p99 < 20 ms. Baseline in the same run: the search the operation rests on,
+   `Observation?subject=Patient/x&code=...` by the same client.
+2. HR stamping: `huitong import` of the same Observations into a store with the catalogue and QC
+   passes loaded and into one without, alternating rounds; target: with / without >= 0.90.
+3. MHD provide (ITI-65) of a 1 MB CDA document — a transaction of a SubmissionSet List, the
+   DocumentReference (subject, type and id from the CDA header) and the Binary — through HTTP, 8
+   clients; target >= 100/s. Baseline: raw SQLite inserts of the same request bodies, one
+   committed row each (WAL, synchronous=NORMAL).
+
+    python3 bench/sharing.py [--residents 1000000] [--seconds 10] [--observations 100000]
+"""
+import argparse
+import base64
+import datetime
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+from common import BINARY, CACHE, free_port, log, save, start, stop, wrk
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sharing"))
+LOINC = "http://loinc.org"
+CATALOGUE = ("system,code,display,category,validity_days,scope,price\n"
+             f"{LOINC},718-7,血红蛋白,lab,30,province,5\n{LOINC},2160-0,肌酐,lab,30,province,6\n"
+             f"{LOINC},1742-6,ALT,lab,30,province,6\n{LOINC},4548-4,HbA1c,lab,90,province,60\n")
+CODES = ["718-7", "2160-0", "1742-6", "4548-4"]
+
+
+def day(offset):
+    return (datetime.date.today() + datetime.timedelta(days=offset)).isoformat()
+
+
+def lists(work):
+    catalogue = os.path.join(work, "catalogue.csv")
+    open(catalogue, "w").write(CATALOGUE)
+    qc = os.path.join(work, "qc.csv")
+    open(qc, "w").write("facility,system,code,scope,valid_from,valid_to\n" +
+                        "".join(f"org-a,{LOINC},{c},province,{day(-400)},{day(400)}\n" for c in CODES))
+    return catalogue, qc
+
+
+def load_lists(data, work):
+    catalogue, qc = lists(work)
+    subprocess.run([BINARY, "sharing", "load-catalogue", catalogue, "--data", data], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([BINARY, "sharing", "load-qc", qc, "--data", data], check=True, stdout=subprocess.DEVNULL)
+
+
+def observation(i, patient, rnd):
+    t = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) - datetime.timedelta(days=rnd.randrange(60), minutes=rnd.randrange(1440))
+    return {"resourceType": "Observation", "id": f"o{i}", "status": "final", "meta": {"source": "urn:huitong:facility:org-a"},
+            "subject": {"reference": f"Patient/{patient}"}, "code": {"coding": [{"system": LOINC, "code": rnd.choice(CODES)}]},
+            "effectiveDateTime": t.replace(microsecond=0).isoformat(), "valueQuantity": {"value": 130, "unit": "g/L"}}
+
+
+def organizations(folder):
+    with open(os.path.join(folder, "0-organizations.ndjson"), "w") as f:
+        for org, city in (("org-a", "成都市"), ("org-b", "绵阳市")):
+            f.write(json.dumps({"resourceType": "Organization", "id": org, "name": org, "address": [{"city": city, "state": "四川省"}]},
+                               ensure_ascii=False) + "\n")
+
+
+def resident_store(n, asked, work):
+    """n residents with one result each at A (marked at import), B treating the first `asked`; cached by n."""
+    data = os.path.join(CACHE, f"sharing-residents-{n}")
+    if os.path.exists(os.path.join(data, "huitong.sqlite")):
+        return data
+    tmp = data + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    load_lists(tmp, work)
+    folder = os.path.join(work, "residents")
+    os.makedirs(folder)
+    organizations(folder)
+    rnd = random.Random(11)
+    per_file = 100_000
+    for k in range(0, n, per_file):
+        with open(os.path.join(folder, f"1-patients-{k // per_file:03d}.ndjson"), "w") as f:
+            for i in range(k, min(n, k + per_file)):
+                f.write(json.dumps({"resourceType": "Patient", "id": f"p{i}", "meta": {"source": "urn:huitong:facility:org-a"},
+                                    "gender": "unknown"}) + "\n")
+    log(f"importing {n} residents")
+    t = time.time()
+    subprocess.run([BINARY, "import", folder, "--data", tmp, "--no-matching"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(folder)
+    os.makedirs(folder)
+    for k in range(0, n, per_file):
+        with open(os.path.join(folder, f"2-results-{k // per_file:03d}.ndjson"), "w") as f:
+            for i in range(k, min(n, k + per_file)):
+                f.write(json.dumps(observation(i, f"p{i}", rnd)) + "\n")
+    with open(os.path.join(folder, "3-encounters.ndjson"), "w") as f:
+        for i in range(asked):
+            f.write(json.dumps({"resourceType": "Encounter", "id": f"e{i}", "status": "in-progress", "class": {"code": "AMB"},
+                                "meta": {"source": "urn:huitong:facility:org-b"}, "subject": {"reference": f"Patient/p{i * (n // asked)}"}}) + "\n")
+    subprocess.run([BINARY, "import", folder, "--data", tmp, "--no-matching"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log(f"imported in {time.time() - t:.0f} s")
+    shutil.rmtree(folder)
+    os.rename(tmp, data)
+    return data
+
+
+def lua_get(work, name, paths):
+    listing = os.path.join(work, f"{name}.txt")
+    open(listing, "w").writelines(p + "\n" for p in paths)
+    script = os.path.join(work, f"{name}.lua")
+    open(script, "w").write(f"""
+local paths = {{}}
+for line in io.lines("{listing}") do paths[#paths + 1] = line end
+math.randomseed(1)
+request = function() return wrk.format("GET", paths[math.random(#paths)]) end
+""")
+    return script
+
+
+def token(port, client_id, secret):
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", data=form), timeout=30) as r:
+        return json.load(r)["access_token"]
+
+
+def client(data, name, facility):
+    out = subprocess.run([BINARY, "client", "create", "--data", data, "--name", name, "--role", "facility-system", "--facility", facility,
+                          "--scopes", "system/*.cruds"], check=True, capture_output=True, text=True).stdout
+    return (next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("client_id: ")),
+            next(l.split(": ", 1)[1].split()[0] for l in out.splitlines() if l.startswith("client_secret: ")))
+
+
+def measure(url, script, seconds, headers):
+    many = wrk(url, script, seconds, headers=headers)
+    one = wrk(url, script, max(3, seconds // 2), connections=1, threads=1, headers=headers)
+    return {"requests_per_s_8_clients": many["requests_per_s"], "p50_ms_8_clients": many["p50_ms"], "p99_ms_8_clients": many["p99_ms"],
+            "single_client_p50_ms": one["p50_ms"], "single_client_p99_ms": one["p99_ms"], "non_2xx": many["non_2xx"] + one["non_2xx"]}
+
+
+def recognizable(args, work):
+    asked = 5000
+    data = resident_store(args.residents, asked, work)
+    copy = os.path.join(work, "store")
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns("huitong.lock"))
+    client_id, secret = client(copy, "乡镇卫生院 HIS", "org-b")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start([BINARY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", copy, "--no-matching",
+                    "--public-url", base], f"{base}/ready")
+    try:
+        headers = [f"Authorization: Bearer {token(port, client_id, secret)}"]
+        rnd = random.Random(3)
+        step = args.residents // asked
+        people = [f"p{i * step}" for i in range(asked)]
+        q = urllib.parse.quote
+        # Check once that the answer has what it should: the resident's result, recognisable.
+        probe = urllib.request.Request(f"{base}/fhir/Patient/{people[0]}/$recognizable-results?code={q(LOINC + '|718-7')}",
+                                       headers={"Authorization": headers[0].split(": ", 1)[1]})
+        with urllib.request.urlopen(probe) as r:
+            answer = json.load(r)
+        results = {"probe_entries": len(answer.get("entry", []))}
+        ops = [f"/fhir/Patient/{p}/$recognizable-results?code={q(LOINC + '|' + rnd.choice(CODES))}" for p in people]
+        searches = [f"/fhir/Observation?subject=Patient/{p}&code={q(LOINC + '|' + rnd.choice(CODES))}" for p in people]
+        results["search_baseline"] = measure(base, lua_get(work, "search", searches), args.seconds, headers)
+        results["recognizable_results"] = measure(base, lua_get(work, "recognizable", ops), args.seconds, headers)
+        results["ratio_p99_single_client_to_search"] = round(results["recognizable_results"]["single_client_p99_ms"]
+                                                             / results["search_baseline"]["single_client_p99_ms"], 2)
+        return results
+    finally:
+        stop(server)
+
+
+def stamping(args, work):
+    rnd = random.Random(17)
+    folder = os.path.join(work, "stamping")
+    os.makedirs(folder)
+    organizations(folder)
+    with open(os.path.join(folder, "1-patients.ndjson"), "w") as f:
+        for p in range(10_000):
+            f.write(json.dumps({"resourceType": "Patient", "id": f"p{p}", "gender": "unknown", "meta": {"source": "urn:huitong:facility:org-a"}}) + "\n")
+    per_file = 25_000
+    files = []
+    for k in range(0, args.observations, per_file):
+        path = os.path.join(folder, f"2-results-{k // per_file:03d}.ndjson")
+        with open(path, "w") as f:
+            for i in range(k, min(args.observations, k + per_file)):
+                f.write(json.dumps(observation(i, f"p{i % 10_000}", rnd)) + "\n")
+        files.append(path)
+    base_files = [os.path.join(folder, "0-organizations.ndjson"), os.path.join(folder, "1-patients.ndjson")]
+    rows = []
+    for round_ in range(args.rounds):
+        for marked in ((False, True) if round_ % 2 == 0 else (True, False)):
+            data = tempfile.mkdtemp(dir=work, prefix="stamp-")
+            if marked:
+                load_lists(data, work)
+            subprocess.run([BINARY, "import", *base_files, "--data", data, "--no-matching"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t = time.time()
+            subprocess.run([BINARY, "import", *files, "--data", data, "--no-matching"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elapsed = time.time() - t
+            marks = subprocess.run(["sqlite3", os.path.join(data, "huitong.sqlite"),
+                                    "SELECT COUNT(*) FROM idx_token WHERE type='Observation' AND param='_tag' AND code LIKE 'HR-%'"],
+                                   capture_output=True, text=True).stdout.strip()
+            rows.append({"round": round_ + 1, "catalogue": marked, "per_s": round(args.observations / elapsed), "marked": int(marks or 0)})
+            log(rows[-1])
+            shutil.rmtree(data, ignore_errors=True)
+    ratios = []
+    for r in range(1, args.rounds + 1):
+        w = next(x for x in rows if x["round"] == r and x["catalogue"])
+        wo = next(x for x in rows if x["round"] == r and not x["catalogue"])
+        ratios.append(round(w["per_s"] / wo["per_s"], 3))
+    return {"rounds": rows, "with_over_without": ratios}
+
+
+def cda_document(rid, size):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sharing"))
+    from test_mhd import cda
+    head = cda(rid, "BENCH-1")
+    # A 1 MB document: the header, then narrative sections up to the size.
+    body = "<component><section><text>" + ("住院经过：抗感染治疗后好转。" * 40) + "</text></section></component>\n"
+    filler = body.encode() * (size // len(body.encode()))
+    return head.replace(b"<structuredBody>", b"<structuredBody>" + filler)
+
+
+def mhd(args, work):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "security"))
+    from region import resident_id
+    from test_mhd import provide
+    rid = resident_id("1966-06-06", 61)
+    document = cda_document(rid, 1_000_000)
+    bundle = json.dumps(provide(document)).encode()
+    log(f"document {len(document)} bytes, request {len(bundle)} bytes")
+    # Baseline: the same request bodies as raw SQLite rows.
+    db = sqlite3.connect(os.path.join(work, "raw.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, body BLOB)")
+    t = time.time()
+    n_raw = 300
+    for _ in range(n_raw):
+        db.execute("BEGIN")
+        db.execute("INSERT INTO doc (body) VALUES (?)", (bundle,))
+        db.execute("COMMIT")
+    raw = n_raw / (time.time() - t)
+    db.close()
+
+    data = os.path.join(work, "mhd")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start([BINARY, "serve", "--dev", "--port", str(port), "--data", data, "--no-matching"], f"{base}/ready")
+    try:
+        req = urllib.request.Request(f"{base}/fhir/Patient", method="POST", headers={"Content-Type": "application/fhir+json"},
+                                     data=json.dumps({"resourceType": "Patient", "identifier": [
+                                         {"system": "urn:oid:2.16.156.10011.1.3", "value": rid}]}).encode())
+        urllib.request.urlopen(req).read()
+        body = os.path.join(work, "provide.json")
+        open(body, "wb").write(bundle)
+        script = os.path.join(work, "provide.lua")
+        open(script, "w").write(f"""
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+json"
+""")
+        result = wrk(base + "/fhir", script, args.seconds)
+        stored = json.load(urllib.request.urlopen(f"{base}/fhir/DocumentReference?_summary=count"))["total"]
+        return {"document_bytes": len(document), "request_bytes": len(bundle), "provide": result, "documents_stored": stored,
+                "raw_sqlite_inserts_per_s": round(raw), "ratio_to_raw": round(result["requests_per_s"] / raw, 3)}
+    finally:
+        stop(server)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--residents", type=int, default=1_000_000)
+    ap.add_argument("--observations", type=int, default=100_000)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=["recognizable", "stamping", "mhd"])
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="huitong-sharing-")
+    results = {"binary": BINARY}
+    try:
+        for name, run in (("mhd", mhd), ("stamping", stamping), ("recognizable", recognizable)):
+            if args.only in (None, name):
+                log(f"== {name}")
+                results[name] = run(args, work)
+        save("sharing", results)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
