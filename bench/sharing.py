@@ -16,7 +16,6 @@
     python3 bench/sharing.py [--residents 1000000] [--seconds 10] [--observations 100000]
 """
 import argparse
-import base64
 import datetime
 import json
 import os
@@ -24,15 +23,15 @@ import random
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
 
+import chinese_households
 from common import BINARY, CACHE, free_port, log, save, start, stop, wrk
+from mhd_documents import cda, provide
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sharing"))
 LOINC = "http://loinc.org"
 CATALOGUE = ("system,code,display,category,validity_days,scope,price\n"
              f"{LOINC},718-7,血红蛋白,lab,30,province,5\n{LOINC},2160-0,肌酐,lab,30,province,6\n"
@@ -222,8 +221,6 @@ def stamping(args, work):
 
 
 def cda_document(rid, size):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sharing"))
-    from test_mhd import cda
     head = cda(rid, "BENCH-1")
     # A 1 MB document: the header, then narrative sections up to the size.
     body = "<component><section><text>" + ("住院经过：抗感染治疗后好转。" * 40) + "</text></section></component>\n"
@@ -232,10 +229,7 @@ def cda_document(rid, size):
 
 
 def mhd(args, work):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "security"))
-    from region import resident_id
-    from test_mhd import provide
-    rid = resident_id("1966-06-06", 61)
+    rid = chinese_households.resident_id("510104", "1966-06-06", 61)
     document = cda_document(rid, 1_000_000)
     bundle = json.dumps(provide(document)).encode()
     log(f"document {len(document)} bytes, request {len(bundle)} bytes")

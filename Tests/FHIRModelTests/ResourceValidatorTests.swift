@@ -70,6 +70,11 @@ final class ResourceValidatorTests: XCTestCase {
         XCTAssertNotNil(FHIRPrimitive.integer.problem(with: .number("2147483648")))
         XCTAssertNil(FHIRPrimitive.base64Binary.problem(with: .string("aGVsbG8=")))
         XCTAssertNotNil(FHIRPrimitive.base64Binary.problem(with: .string("aGVsbG8")))
+        // Line breaks inside (as MIME writes base64) are allowed; letters after padding, or a stray byte, are not.
+        XCTAssertNil(FHIRPrimitive.base64Binary.problem(with: .string("aGVs\r\nbG8h")))
+        XCTAssertNotNil(FHIRPrimitive.base64Binary.problem(with: .string("aGVsbA==bG8h")))
+        XCTAssertNotNil(FHIRPrimitive.base64Binary.problem(with: .string("aGVs-G8h")))
+        XCTAssertNotNil(FHIRPrimitive.base64Binary.problem(with: .string("aGVsbG8h=")))
         XCTAssertNotNil(FHIRPrimitive.string.problem(with: .string("")))
         XCTAssertNotNil(FHIRPrimitive.string.problem(with: .string("bell\u{7}")))
         XCTAssertNotNil(FHIRPrimitive.uri.problem(with: .string("has space")))
