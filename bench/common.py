@@ -106,6 +106,28 @@ def wrk(url, lua, seconds, connections=8, threads=2, headers=()):
 
 
 
+def lua_get(work, name, paths):
+    """A wrk script GETting the paths at random (listed in a file beside it)."""
+    listing = os.path.join(work, f"{name}.txt")
+    open(listing, "w").writelines(p + "\n" for p in paths)
+    script = os.path.join(work, f"{name}.lua")
+    open(script, "w").write(f"""
+local paths = {{}}
+for line in io.lines("{listing}") do paths[#paths + 1] = line end
+math.randomseed(1)
+request = function() return wrk.format("GET", paths[math.random(#paths)]) end
+""")
+    return script
+
+
+def token(port, client_id, secret):
+    """An access token for a client (client_credentials)."""
+    import urllib.parse
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", data=form), timeout=30) as r:
+        return json.load(r)["access_token"]
+
+
 def psql(url, *args, **kw):
     return subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", *args], check=True, capture_output=True, text=True, **kw).stdout
 

@@ -29,7 +29,7 @@ import urllib.parse
 import urllib.request
 
 import chinese_households
-from common import BINARY, CACHE, free_port, log, save, start, stop, wrk
+from common import BINARY, CACHE, free_port, log, lua_get, save, start, stop, token, wrk
 from mhd_documents import cda, provide
 
 LOINC = "http://loinc.org"
@@ -111,25 +111,6 @@ def resident_store(n, asked, work):
     return data
 
 
-def lua_get(work, name, paths):
-    listing = os.path.join(work, f"{name}.txt")
-    open(listing, "w").writelines(p + "\n" for p in paths)
-    script = os.path.join(work, f"{name}.lua")
-    open(script, "w").write(f"""
-local paths = {{}}
-for line in io.lines("{listing}") do paths[#paths + 1] = line end
-math.randomseed(1)
-request = function() return wrk.format("GET", paths[math.random(#paths)]) end
-""")
-    return script
-
-
-def token(port, client_id, secret):
-    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}).encode()
-    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", data=form), timeout=30) as r:
-        return json.load(r)["access_token"]
-
-
 def client(data, name, facility):
     out = subprocess.run([BINARY, "client", "create", "--data", data, "--name", name, "--role", "facility-system", "--facility", facility,
                           "--scopes", "system/*.cruds"], check=True, capture_output=True, text=True).stdout
@@ -160,12 +141,15 @@ def recognizable(args, work):
         step = args.residents // asked
         people = [f"p{i * step}" for i in range(asked)]
         q = urllib.parse.quote
-        # Check once that the answer has what it should: the resident's result, recognisable.
-        probe = urllib.request.Request(f"{base}/fhir/Patient/{people[0]}/$recognizable-results?code={q(LOINC + '|718-7')}",
-                                       headers={"Authorization": headers[0].split(": ", 1)[1]})
-        with urllib.request.urlopen(probe) as r:
-            answer = json.load(r)
-        results = {"probe_entries": len(answer.get("entry", []))}
+        # Check once that the answers have what they should: the first resident's one result, a match
+        # for its own item and nothing for the others.
+        matches = 0
+        for code in CODES:
+            probe = urllib.request.Request(f"{base}/fhir/Patient/{people[0]}/$recognizable-results?code={q(LOINC + '|' + code)}",
+                                           headers={"Authorization": headers[0].split(": ", 1)[1]})
+            with urllib.request.urlopen(probe) as r:
+                matches += sum(1 for e in json.load(r).get("entry", []) if e["search"]["mode"] == "match")
+        results = {"probe_matches_of_first_resident": matches}
         ops = [f"/fhir/Patient/{p}/$recognizable-results?code={q(LOINC + '|' + rnd.choice(CODES))}" for p in people]
         searches = [f"/fhir/Observation?subject=Patient/{p}&code={q(LOINC + '|' + rnd.choice(CODES))}" for p in people]
         results["search_baseline"] = measure(base, lua_get(work, "search", searches), args.seconds, headers)

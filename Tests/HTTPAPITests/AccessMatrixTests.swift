@@ -139,6 +139,9 @@ final class AccessMatrixTests: XCTestCase {
         "Patient/$ihe-pix": Example(kind: .read, method: .get, path: "/fhir/Patient/$ihe-pix?sourceIdentifier=urn:oid:2.16.156.10011.1.1|M1",
                                 otherFacility: .absent, otherResident: .refused),
         "Person/$everything": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$everything"),
+        // The cross-facility view (ADR 024): what $everything gives the caller, grouped.
+        "Patient/$record-summary": Example(kind: .read, method: .get, path: "/fhir/Patient/{P}/$record-summary"),
+        "Person/$record-summary": Example(kind: .read, method: .get, path: "/fhir/Person/{PERSON}/$record-summary"),
         // $validate, listed on every type: asked as the create would be.
         // A generated OperationDefinition: read as a stored one would be.
         "OperationDefinition/{id} (generated)": Example(kind: .read, method: .get, path: "/fhir/OperationDefinition/Patient-everything"),

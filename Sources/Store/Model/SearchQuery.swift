@@ -106,6 +106,21 @@ public struct SearchQuery: Sendable, Equatable {
         return copy
     }
 
+    /// Whether the query keeps to a few named patients' records (`patient=`/`subject=` references
+    /// to at most 50 Patients, or `_id`): its access decision is then asked of each row's own
+    /// resident (`AccessSQL.condition(correlated:)`) rather than of every resident the reader treats.
+    public var pinsFewPatients: Bool {
+        clauses.contains { clause in
+            guard !clause.negated, !clause.values.isEmpty, clause.values.count <= 50 else { return false }
+            if clause.parameter == "_id" { return true }
+            guard clause.parameter == "patient" || clause.parameter == "subject" else { return false }
+            return clause.values.allSatisfy {
+                if case .reference(let type, _) = $0 { return type == nil || type == "Patient" }
+                return false
+            }
+        }
+    }
+
     /// Whether the query names its few matches exactly: by `_id` or by a full `system|value`
     /// identifier (what conditional interactions send), so that it is a short indexed lookup
     /// whatever the other clauses are.

@@ -163,7 +163,7 @@ package struct SQLReadQueries: Sendable {
             condition += " AND r.last_updated >= ?"
             binds.append(.integer(Int(since)))
         }
-        if let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) {
+        if let (access, accessBinds) = AccessSQL.condition(scope, .row("r"), correlated: true) {
             condition += " AND " + access
             binds.append(contentsOf: accessBinds)
         }
@@ -249,7 +249,7 @@ package struct SQLReadQueries: Sendable {
             var binds = chunk.flatMap { [SQLValue.text($0.type), .text($0.id)] }
             if let parameter { sql += " AND i.param = ?"; binds.append(.text(parameter)) }
             if let targetType { sql += " AND i.target_type = ?"; binds.append(.text(targetType)) }
-            if let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) { sql += " AND " + access; binds += accessBinds }
+            if let (access, accessBinds) = AccessSQL.condition(scope, .row("r"), correlated: true) { sql += " AND " + access; binds += accessBinds }
             result.append(contentsOf: try await db.query(sql, binds).compactMap { Self.record($0) })
         }
         return result
@@ -264,7 +264,7 @@ package struct SQLReadQueries: Sendable {
                 + Array(repeating: "(i.target_id = ? AND i.target_type = ?)", count: chunk.count).joined(separator: " OR ") + ")"
             var binds: [SQLValue] = [.text(sourceType)] + chunk.flatMap { [SQLValue.text($0.id), .text($0.type)] }
             if let parameter { sql += " AND i.param = ?"; binds.append(.text(parameter)) }
-            if let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) { sql += " AND " + access; binds += accessBinds }
+            if let (access, accessBinds) = AccessSQL.condition(scope, .row("r"), correlated: true) { sql += " AND " + access; binds += accessBinds }
             result.append(contentsOf: try await db.query(sql, binds).compactMap { Self.record($0) })
         }
         return result
@@ -274,7 +274,7 @@ package struct SQLReadQueries: Sendable {
     /// reads by id, made by the same SQL as every search (ADR 016).
     package func readable(_ keys: [ResourceKey], scope: ReadScope) async throws -> Set<ResourceKey> {
         let keys = Array(Set(keys)).filter(\.isStorable)
-        guard let (access, accessBinds) = AccessSQL.condition(scope, .row("r")) else { return Set(keys) }
+        guard let (access, accessBinds) = AccessSQL.condition(scope, .row("r"), correlated: true) else { return Set(keys) }
         var found = Set<ResourceKey>()
         for chunk in keys.chunked(100) {
             let sql = "SELECT r.type, r.id FROM resource r WHERE r.deleted = 0 AND ("
@@ -289,7 +289,7 @@ package struct SQLReadQueries: Sendable {
     /// Whether the scope lets its reader see a version described by `subject` (an older version:
     /// `vread`, history), by the same SQL.
     package func decide(_ subject: AccessSubject, scope: ReadScope) async throws -> Bool {
-        guard let (access, binds) = AccessSQL.condition(scope, .values(subject)) else { return true }
+        guard let (access, binds) = AccessSQL.condition(scope, .values(subject), correlated: true) else { return true }
         return try await scalar("SELECT CASE WHEN " + access + " THEN 1 ELSE 0 END", binds) == 1
     }
 
