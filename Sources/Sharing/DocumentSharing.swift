@@ -185,7 +185,9 @@ public struct DocumentSharing: WriteEnricher {
                   old.type == "DocumentReference", old != write.key else {
                 throw FHIRError(.invalid, code: "invalid", "A replaced document is named by a DocumentReference reference", at: at)
             }
-            guard let record = try await service.store.read(old), !record.deleted,
+            // A document the writer may not read looks exactly like one that does not exist.
+            let readable = (try? await service.acting(as: principal).read("DocumentReference", old.id)) != nil
+            guard readable, let record = try await service.store.read(old), !record.deleted,
                   var stored = IdentifierProtection.parse(record.content, revealing: service.pipeline.protection) else {
                 throw FHIRError(.businessRule, code: "business-rule", "The replaced document \(reference) does not exist", at: at)
             }

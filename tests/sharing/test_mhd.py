@@ -137,6 +137,11 @@ def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_c
         assert found(region.b, f"patient=Patient/{at_b}&_mdm=true") == sorted([doc, newer])
         # Only the facility that shared a document replaces it.
         assert region.b.post("", provide(cda(rid, "DS-B"), replaces=newer, subject=f"Patient/{at_b}")).status_code == 403
+        # A facility that may not read the document is told what it would be told of none at all.
+        hidden = region.c.post("", provide(cda(rid, "DS-C"), replaces=newer, subject=f"Patient/{at_b}"))
+        absent = region.c.post("", provide(cda(rid, "DS-C"), replaces="no-such-document", subject=f"Patient/{at_b}"))
+        assert hidden.status_code == absent.status_code == 422
+        assert hidden.json()["issue"][0]["diagnostics"].replace(newer, "X") == absent.json()["issue"][0]["diagnostics"].replace("no-such-document", "X")
 
         # The resident denies B: B finds and retrieves nothing any more.
         person = region.person_of(at_a)
