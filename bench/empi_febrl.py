@@ -84,19 +84,24 @@ def patient(rec_id, row, facility):
     return p
 
 
-def auto_clusters(base):
-    """Patient ids grouped by master Person (AUTO and MANUAL links), read through the API."""
-    clusters = []
-    url = f"{base}/Person?_count=1000"
+def resources(url):
+    """Every resource a search finds, following its next links."""
     while url:
         with urllib.request.urlopen(url, timeout=600) as r:
             page = json.loads(r.read())
         for e in page.get("entry", []):
-            links = [l["target"]["reference"].split("/", 1)[1] for l in e["resource"].get("link", [])
-                     if l["target"]["reference"].startswith("Patient/")]
-            if len(links) > 1:
-                clusters.append(links)
+            yield e["resource"]
         url = next((l["url"] for l in page.get("link", []) if l["relation"] == "next"), None)
+
+
+def auto_clusters(base):
+    """Patient ids grouped by master Person (AUTO and MANUAL links), read through the API."""
+    clusters = []
+    for person in resources(f"{base}/Person?_count=1000"):
+        links = [l["target"]["reference"].split("/", 1)[1] for l in person.get("link", [])
+                 if l["target"]["reference"].startswith("Patient/")]
+        if len(links) > 1:
+            clusters.append(links)
     return clusters
 
 

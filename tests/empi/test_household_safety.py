@@ -5,18 +5,16 @@ generator (bench/chinese_households.py, 520 families) registers every child at a
 hospital (some at a third place), with the errors of real registration desks, and 500 unrelated
 residents likewise. Loaded in two different orders and batchings, the links must be the same,
 none may join two people, and the records of one person must still find each other."""
-import json
 import os
 import random
 import sys
-import urllib.request
 
 from conftest import Server
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 import chinese_households as gen  # noqa: E402
 from common import put_patients  # noqa: E402
-from empi_febrl import auto_clusters  # noqa: E402
+from empi_febrl import auto_clusters, resources  # noqa: E402
 
 
 def linked_pairs(base):
@@ -25,33 +23,16 @@ def linked_pairs(base):
 
 def persons_of(base):
     """Patient id -> Person id, read through the API."""
-    out = {}
-    url = f"{base}/Person?_count=1000"
-    while url:
-        with urllib.request.urlopen(url, timeout=600) as r:
-            page = json.loads(r.read())
-        for e in page.get("entry", []):
-            for link in e["resource"].get("link", []):
-                ref = link["target"]["reference"]
-                if ref.startswith("Patient/"):
-                    out[ref.split("/", 1)[1]] = e["resource"]["id"]
-        url = next((l["url"] for l in page.get("link", []) if l["relation"] == "next"), None)
-    return out
+    return {link["target"]["reference"].split("/", 1)[1]: person["id"]
+            for person in resources(f"{base}/Person?_count=1000") for link in person.get("link", [])
+            if link["target"]["reference"].startswith("Patient/")}
 
 
 def review_items(base):
     """The open review Tasks, each as the set of Persons and Patients it names."""
-    items = []
     url = f"{base}/Task?code=https://huitong.health/fhir/CodeSystem/empi|possible-match,possible-duplicate&status=requested&_count=1000"
-    while url:
-        with urllib.request.urlopen(url, timeout=600) as r:
-            page = json.loads(r.read())
-        for e in page.get("entry", []):
-            t = e["resource"]
-            refs = {t["focus"]["reference"], t["for"]["reference"]} | {i["valueReference"]["reference"] for i in t.get("input", [])}
-            items.append(refs)
-        url = next((l["url"] for l in page.get("link", []) if l["relation"] == "next"), None)
-    return items
+    return [{t["focus"]["reference"], t["for"]["reference"]} | {i["valueReference"]["reference"] for i in t.get("input", [])}
+            for t in resources(url)]
 
 
 def load(tmp_path, name, records, batch, clients):
