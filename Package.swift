@@ -216,7 +216,7 @@ let package = Package(
         .testTarget(
             name: "HTTPAPITests",
             dependencies: [
-                "HTTPAPI", "Server", "Platform", "Gateway", "Cards", "Terminology", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
+                "HTTPAPI", "Server", "Platform", "Gateway", "Cards", "Terminology", "Sharing", "Store", "StorePostgres", "StoreTestSupport", "FHIRModel", "Access", "HL7v2", "HealthCard", "GMCrypto",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -154,10 +154,13 @@ public struct IdentifierProtection: Sendable {
     public func protect(_ resource: JSONObject, type: String) -> (stored: JSONObject, secrets: Set<String>) {
         var secrets = Set<String>()
         let phones = Self.residentTypes.contains(type)
-        let stored = walk(resource) { object in
+        // The walk's closure holds the active key alone, not `self` (copied at every step, it
+        // cost a tenth of the ingest of results).
+        let (keyID, key) = (activeKeyID, encryptionKeys[activeKeyID]!)
+        let stored = Self.walk(resource) { object in
             guard let kind = Self.kind(of: object, phones: phones), case .string(let value)? = object["value"] else { return nil }
             secrets.insert(value)
-            return encrypt(value, kind: kind, in: object)
+            return Self.encrypt(value, kind: kind, in: object, keyID: keyID, key: key)
         }
         return (stored, secrets)
     }
@@ -189,7 +192,7 @@ public struct IdentifierProtection: Sendable {
 
     /// The resource with its protected values in clear.
     public func reveal(_ resource: JSONObject) -> JSONObject {
-        walk(resource) { object in
+        Self.walk(resource) { object in
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
             return Self.restoring(object, value: decrypt(token, kind: kind) ?? "******")
         }
@@ -199,7 +202,7 @@ public struct IdentifierProtection: Sendable {
     /// labelled `MASKED` in `meta.security`.
     public func mask(_ resource: JSONObject) -> JSONObject {
         var masked = false
-        var out = walk(resource) { object in
+        var out = Self.walk(resource) { object in
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
             masked = true
             return Self.restoring(object, value: Self.masked(decrypt(token, kind: kind) ?? "", kind: kind))
@@ -228,15 +231,36 @@ public struct IdentifierProtection: Sendable {
     // MARK: the walk
 
     /// Rebuilds the tree, letting `change` replace any object (nil: keep it and look inside).
-    private func walk(_ object: JSONObject, _ change: (JSONObject) -> JSONObject?) -> JSONObject {
-        func visit(_ value: JSON) -> JSON {
+    private static func walk(_ object: JSONObject, _ change: (JSONObject) -> JSONObject?) -> JSONObject {
+        // Each visit gives nil when nothing under the value changes: only the objects and arrays
+        // on the way to a changed one are copied (most resources have nothing to protect).
+        func visit(_ value: JSON) -> JSON? {
             switch value {
-            case .object(let o): return .object(change(o) ?? JSONObject(o.members.map { ($0.key, visit($0.value)) }))
-            case .array(let a): return .array(a.map(visit))
-            default: return value
+            case .object(let o):
+                if let changed = change(o) { return .object(changed) }
+                return members(o).map { .object($0) }
+            case .array(let a):
+                var copy: [JSON]?
+                for (i, element) in a.enumerated() {
+                    guard let v = visit(element) else { continue }
+                    if copy == nil { copy = a }
+                    copy![i] = v
+                }
+                return copy.map { .array($0) }
+            default:
+                return nil
             }
         }
-        return JSONObject(object.members.map { ($0.key, visit($0.value)) })
+        func members(_ o: JSONObject) -> JSONObject? {
+            var copy: JSONObject?
+            for (i, member) in o.members.enumerated() {
+                guard let v = visit(member.value) else { continue }
+                if copy == nil { copy = o }
+                copy!.replaceValue(at: i, with: v)
+            }
+            return copy
+        }
+        return members(object) ?? object
     }
 
     /// `id` for a resident ID number, `phone` for a phone or SMS contact point (where `phones`),
@@ -249,11 +273,10 @@ public struct IdentifierProtection: Sendable {
         }
     }
 
-    private func encrypt(_ value: String, kind: String, in object: JSONObject) -> JSONObject {
-        let key = encryptionKeys[activeKeyID]!
+    private static func encrypt(_ value: String, kind: String, in object: JSONObject, keyID: String, key: SymmetricKey) -> JSONObject {
         // Sealing with a fresh random nonce cannot fail for these sizes.
         let sealed = try! AES.GCM.seal(Data(value.utf8), using: key, authenticating: Data(kind.utf8))
-        let token = activeKeyID + ":" + sealed.combined!.base64EncodedString()
+        let token = keyID + ":" + sealed.combined!.base64EncodedString()
         let ext = JSON.object(JSONObject([("url", .string(Self.encryptedValueURL)), ("valueString", .string(token))]))
         var primitive = object["_value"]?.objectValue ?? JSONObject()
         primitive["extension"] = .array((primitive["extension"]?.arrayValue ?? []) + [ext])

@@ -55,15 +55,28 @@ public struct RecognitionCatalogue: Sendable {
     public static let id = "recognition-items"
     static let columns = ["system", "code", "display", "category", "validity_days", "scope", "price"]
 
-    public var items: [String: RecognitionItem] = [:]
+    public var items: [String: RecognitionItem] = [:] {
+        didSet { bySystem = Self.bySystem(items) }
+    }
+    /// The items by system, then code: looked up for every result ingested, without joining strings.
+    private var bySystem: [String: [String: RecognitionItem]] = [:]
 
     public init(_ items: [RecognitionItem] = []) {
-        for item in items { self.items[Self.key(item.system, item.code)] = item }
+        var all: [String: RecognitionItem] = [:]
+        for item in items { all[Self.key(item.system, item.code)] = item }
+        self.items = all
+        bySystem = Self.bySystem(all)
+    }
+
+    static func bySystem(_ items: [String: RecognitionItem]) -> [String: [String: RecognitionItem]] {
+        var out: [String: [String: RecognitionItem]] = [:]
+        for item in items.values { out[item.system, default: [:]][item.code] = item }
+        return out
     }
 
     static func key(_ system: String, _ code: String) -> String { system + "|" + code }
 
-    public func item(system: String, code: String) -> RecognitionItem? { items[Self.key(system, code)] }
+    public func item(system: String, code: String) -> RecognitionItem? { bySystem[system]?[code] }
 
     /// The catalogue item among a CodeableConcept's codings (the first that is one).
     public func item(in concept: JSON?) -> RecognitionItem? {
@@ -148,6 +161,7 @@ public struct RecognitionCatalogue: Sendable {
 
     /// The catalogue in a stored CodeSystem (concepts that are not items are skipped).
     public init(codeSystem o: JSONObject) {
+        var items: [RecognitionItem] = []
         for concept in o["concept"]?.arrayValue ?? [] {
             var p: [String: JSON] = [:]
             for property in concept["property"]?.arrayValue ?? [] {
@@ -160,8 +174,9 @@ public struct RecognitionCatalogue: Sendable {
                   let scope = p["scope"]?.stringValue.flatMap(RecognitionScope.init) else { continue }
             let item = RecognitionItem(system: system, code: code, display: concept["display"]?.stringValue ?? code, category: category,
                                        validityDays: days, scope: scope, price: p["price"]?.numberText.flatMap { Double($0) })
-            items[Self.key(system, code)] = item
+            items.append(item)
         }
+        self.init(items)
     }
 
     /// The stored catalogue (empty when none is loaded).

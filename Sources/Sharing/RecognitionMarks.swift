@@ -77,13 +77,38 @@ public struct QualityPass: Sendable, Equatable {
 
     /// The day (China time) of a moment, as the passes' dates are written.
     static func day(_ micros: Int64) -> String {
-        // Beijing time (UTC+8, no daylight saving), by arithmetic: a Foundation Calendar per
-        // result cost a quarter of the ingest rate of results (bench/sharing.py).
+        let (y, m, d) = civil(dayNumber(micros))
+        return pad(y, 4) + "-" + pad(m, 2) + "-" + pad(d, 2)
+    }
+
+    /// The day (China time) of a moment, counted from 1970-01-01. Beijing time (UTC+8, no daylight
+    /// saving), by arithmetic: a Foundation Calendar per result cost a quarter of the ingest rate
+    /// of results (bench/sharing.py).
+    static func dayNumber(_ micros: Int64) -> Int {
         let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
         let local = seconds + 8 * 3600
-        let days = Int(local >= 0 ? local / 86_400 : (local - 86_399) / 86_400)
-        let (y, m, d) = civil(days)
-        return pad(y, 4) + "-" + pad(m, 2) + "-" + pad(d, 2)
+        return Int(local >= 0 ? local / 86_400 : (local - 86_399) / 86_400)
+    }
+
+    /// The day count of a date as the passes write it (`yyyy-MM-dd`); nil if it is not one.
+    static func dayNumber(_ date: String) -> Int? {
+        let b = Array(date.utf8)
+        guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"),
+              b.indices.allSatisfy({ $0 == 4 || $0 == 7 || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b[$0]) }) else { return nil }
+        func number(_ r: Range<Int>) -> Int { b[r].reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) } }
+        let (y, m, d) = (number(0..<4), number(5..<7), number(8..<10))
+        guard (1...12).contains(m), (1...31).contains(d) else { return nil }
+        return days(y, m, d)
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    static func days(_ y: Int, _ m: Int, _ d: Int) -> Int {
+        let y = m <= 2 ? y - 1 : y
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
     }
 
     /// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
@@ -117,7 +142,17 @@ public final class RecognitionMarks: WriteEnricher {
 
     let store: any ResourceStore
     let ttl: Duration
-    private let cache = Mutex<(at: ContinuousClock.Instant, catalogue: RecognitionCatalogue, passes: [String: [QualityPass]])?>(nil)
+    private let cache = Mutex<(at: ContinuousClock.Instant, catalogue: RecognitionCatalogue, passes: Passes)?>(nil)
+
+    /// The passes by facility, system and code (looked up for every result ingested, without joining strings).
+    typealias Passes = [String: [String: [String: [Window]]]]
+
+    /// A pass as the stamping looks it up: its inclusive days (since 1970-01-01, China time) and scope.
+    struct Window: Sendable {
+        let from: Int
+        let to: Int
+        let scope: RecognitionScope
+    }
 
     public init(store: any ResourceStore, ttl: Duration = .seconds(2)) {
         self.store = store
@@ -125,45 +160,47 @@ public final class RecognitionMarks: WriteEnricher {
     }
 
     /// The catalogue and the passes by facility and item, read again at most every `ttl`.
-    func current() async throws -> (RecognitionCatalogue, [String: [QualityPass]]) {
+    func current() async throws -> (RecognitionCatalogue, Passes) {
         let now = ContinuousClock.now
         if let c = cache.withLock({ $0 }), now - c.at < ttl { return (c.catalogue, c.passes) }
         let catalogue = try await RecognitionCatalogue.stored(in: store)
-        var passes: [String: [QualityPass]] = [:]
-        for p in try await QualityPass.all(in: store) { passes[Self.passKey(p.facility, p.system, p.code), default: []].append(p) }
+        var passes: Passes = [:]
+        for p in try await QualityPass.all(in: store) {
+            guard let from = QualityPass.dayNumber(p.from), let to = QualityPass.dayNumber(p.to) else { continue }
+            passes[p.facility, default: [:]][p.system, default: [:]][p.code, default: []].append(Window(from: from, to: to, scope: p.scope))
+        }
         cache.withLock { $0 = (now, catalogue, passes) }
         return (catalogue, passes)
     }
 
-    static func passKey(_ facility: String, _ system: String, _ code: String) -> String { facility + "|" + system + "|" + code }
-
+    /// A mark the client sent is dropped: only the platform marks (a client cannot set one).
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
-        guard Self.types.contains(type) else { return resource }
+        guard Self.types.contains(type), let tags = resource["meta"]?["tag"]?.arrayValue,
+              tags.contains(where: { $0["system"]?.stringValue == Self.system }) else { return resource }
         var o = resource
-        let tags = (o["meta"]?["tag"]?.arrayValue ?? []).filter { $0["system"]?.stringValue != Self.system }
-        var mark: JSON?
-        var stamp = true
+        var meta = o["meta"]?.objectValue ?? JSONObject()
+        let kept = tags.filter { $0["system"]?.stringValue != Self.system }
+        meta["tag"] = kept.isEmpty ? nil : .array(kept)
+        o["meta"] = meta.isEmpty ? nil : .object(meta)
+        return o
+    }
+
+    /// The mark, added after validation (`WriteEnricher.tags`).
+    public func tags(for o: JSONObject, type: String, facility: String?, principal: Principal) async throws -> [JSON] {
+        guard Self.types.contains(type) else { return [] }
         if let id = o["id"]?.stringValue, let stored = try await store.read(ResourceKey(type, id)), !stored.deleted,
            let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)),
            Self.sameResult(old, o, type: type) {
             // The same result (item and time unchanged) keeps the stored version's mark, or its
             // absence: never recomputed. A changed item or time is judged anew, as a new result.
-            mark = old["meta"]?["tag"]?.arrayValue?.first { $0["system"]?.stringValue == Self.system }
-            stamp = false
+            return old["meta"]?["tag"]?.arrayValue?.first { $0["system"]?.stringValue == Self.system }.map { [$0] } ?? []
         }
-        if stamp, let facility {
-            let (catalogue, passes) = try await current()
-            if !catalogue.items.isEmpty, let item = Self.item(of: o, type: type, catalogue), let scope = Self.scope(
-                item, facility: facility, passes: passes, at: Self.effective(o, type: type) ?? Int64(Date().timeIntervalSince1970 * 1_000_000)) {
-                mark = Self.tag(scope)
-            }
-        }
-        guard mark != nil || tags.count != (o["meta"]?["tag"]?.arrayValue ?? []).count else { return resource }
-        var meta = o["meta"]?.objectValue ?? JSONObject()
-        let all = tags + (mark.map { [$0] } ?? [])
-        meta["tag"] = all.isEmpty ? nil : .array(all)
-        o["meta"] = meta.isEmpty ? nil : .object(meta)
-        return o
+        guard let facility else { return [] }
+        let (catalogue, passes) = try await current()
+        guard !catalogue.items.isEmpty, let item = Self.item(of: o, type: type, catalogue), let scope = Self.scope(
+            item, facility: facility, passes: passes, at: Self.effective(o, type: type) ?? Int64(Date().timeIntervalSince1970 * 1_000_000))
+        else { return [] }
+        return [Self.tag(scope)]
     }
 
     /// Whether two versions are of the same result: the same codes and the same effective time.
@@ -172,9 +209,14 @@ public final class RecognitionMarks: WriteEnricher {
         return a[codes] == b[codes] && effective(a, type: type) == effective(b, type: type)
     }
 
-    static func tag(_ scope: RecognitionScope) -> JSON {
-        .object(JSONObject([("system", .string(system)), ("code", .string("HR-" + scope.rawValue)), ("display", .string("互认（\(scope.chinese)）"))]))
-    }
+    /// The mark's Coding: system and code, no display. The code names the scope; a display would
+    /// cost each marked result a `_tag:text` index row, 4 % of the ingest rate of results
+    /// (bench/sharing.py; ADR 024), for text that `RecognitionScope.chinese` gives any viewer.
+    static func tag(_ scope: RecognitionScope) -> JSON { tags[scope]! }
+
+    static let tags: [RecognitionScope: JSON] = Dictionary(uniqueKeysWithValues: RecognitionScope.allCases.map { scope in
+        (scope, .object(JSONObject([("system", .string(system)), ("code", .string("HR-" + scope.rawValue))])))
+    })
 
     /// The scope of a stored result's mark (nil: not HR).
     public static func markedScope(_ o: JSONObject) -> RecognitionScope? {
@@ -193,19 +235,21 @@ public final class RecognitionMarks: WriteEnricher {
 
     /// When the result was obtained (microseconds): effective[x], else issued (ImagingStudy: started).
     public static func effective(_ o: JSONObject, type: String) -> Int64? {
-        let candidates: [JSON?] = type == "ImagingStudy" ? [o["started"]]
-            : [o["effectiveDateTime"], o["effectiveInstant"], o["effectivePeriod"]?["start"], o["issued"]]
+        // In order, each looked up only when those before it give no time.
+        let candidates: [(JSONObject) -> JSON?] = type == "ImagingStudy" ? [{ $0["started"] }]
+            : [{ $0["effectiveDateTime"] }, { $0["effectiveInstant"] }, { $0["effectivePeriod"]?["start"] }, { $0["issued"] }]
         for c in candidates {
-            if let text = c?.stringValue, let t = FHIRDateTime.parse(text, kind: .dateTime)?.low { return t }
+            if let text = c(o)?.stringValue, let t = FHIRDateTime.parse(text, kind: .dateTime)?.low { return t }
         }
         return nil
     }
 
     /// The widest scope the facility's passes for the item give at a moment, narrowed to the item's.
-    static func scope(_ item: RecognitionItem, facility: String, passes: [String: [QualityPass]], at micros: Int64) -> RecognitionScope? {
-        let day = QualityPass.day(micros)
-        let valid = (passes[passKey(facility, item.system, item.code)] ?? []).filter { $0.from <= day && day <= $0.to }
-        guard let widest = valid.map(\.scope).max() else { return nil }
-        return min(widest, item.scope)
+    static func scope(_ item: RecognitionItem, facility: String, passes: Passes, at micros: Int64) -> RecognitionScope? {
+        guard let windows = passes[facility]?[item.system]?[item.code] else { return nil }
+        let day = QualityPass.dayNumber(micros)
+        var widest: RecognitionScope?
+        for w in windows where w.from <= day && day <= w.to { widest = max(widest ?? w.scope, w.scope) }
+        return widest.map { min($0, item.scope) }
     }
 }

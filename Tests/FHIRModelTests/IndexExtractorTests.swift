@@ -41,7 +41,16 @@ final class IndexExtractorTests: XCTestCase {
 
     func test_normalize_foldsAsFoundationDoes() {
         let samples = ["张伟", "Zhang Wei", "ZHANG", "王 Li 3号", "Éric", "ＡＢＣ", "Straße", "İstanbul", "𠀀家", "ǚ", "abc-DEF_123", "",
-                       "人民路12号 B座", "São Paulo", "Ωmega", "ｶﾀｶﾅ"]
+                       "人民路12号 B座", "São Paulo", "Ωmega", "ｶﾀｶﾅ", "互认（省级）", "血红蛋白（Ｈｂ）　、。", "Ａ\u{301}", "（é）"]
+        // Every scalar of the ranges folded without Foundation, alone and beside others.
+        let ranges: [ClosedRange<UInt32>] = [0...0x7F, 0x3000...0x303F, 0x4E00...0x4E20, 0xFF00...0xFF60]
+        let scalars = ranges.flatMap { $0.compactMap(Unicode.Scalar.init) }
+        for u in scalars {
+            let one = String(Character(u))
+            XCTAssertEqual(StringNormalizer.normalize("张" + one + "Ｘ"),
+                           ("张" + one + "Ｘ").folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil),
+                           "U+\(String(u.value, radix: 16))")
+        }
         for s in samples {
             XCTAssertEqual(StringNormalizer.normalize(s),
                            s.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil), s)

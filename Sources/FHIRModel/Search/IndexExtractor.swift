@@ -250,19 +250,33 @@ public struct IndexExtractor: Sendable {
 /// Chinese text passes through unchanged: a Hanzi prefix is matched as typed.
 public enum StringNormalizer {
     public static func normalize(_ s: String) -> String {
-        // ASCII and CJK ideographs fold to themselves but for A-Z (most names and addresses here):
-        // done without Foundation, which bridges every string it folds.
+        // ASCII, CJK ideographs and CJK punctuation fold to themselves but for A-Z, and fullwidth
+        // ASCII (U+FF01-FF5E: "（", "Ａ") to ASCII (most names, addresses and displays here): done
+        // without Foundation, which bridges every string it folds. The result is the same as
+        // Foundation's (tested scalar by scalar).
         var plain = true
         var upper = false
+        var wide = false
         for u in s.unicodeScalars {
             switch u.value {
             case 0x41...0x5A: upper = true
-            case 0...0x7F, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0x20000...0x2A6DF: continue
+            case 0...0x7F, 0x3000...0x303F, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0x20000...0x2A6DF: continue
+            case 0xFF01...0xFF5E: wide = true
             default: plain = false
             }
             if !plain { break }
         }
         guard plain else { return s.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil) }
+        if wide {
+            var out = String.UnicodeScalarView()
+            for u in s.unicodeScalars {
+                var v = u.value
+                if v >= 0xFF01 && v <= 0xFF5E { v -= 0xFEE0 }
+                if v >= 0x41 && v <= 0x5A { v |= 0x20 }
+                out.append(Unicode.Scalar(v) ?? u)
+            }
+            return String(out)
+        }
         guard upper else { return s }
         var bytes = Array(s.utf8)
         for i in bytes.indices where bytes[i] >= 0x41 && bytes[i] <= 0x5A { bytes[i] |= 0x20 }
