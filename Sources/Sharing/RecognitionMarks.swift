@@ -185,22 +185,32 @@ public final class RecognitionMarks: WriteEnricher {
         return o
     }
 
-    /// The mark, added after validation (`WriteEnricher.tags`).
-    public func tags(for o: JSONObject, type: String, facility: String?, principal: Principal) async throws -> [JSON] {
-        guard Self.types.contains(type) else { return [] }
+    /// The resource with its mark, added after validation (`WriteEnricher.finish`); nil: none.
+    public func finish(_ o: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject? {
+        guard let mark = try await mark(of: o, type: type, facility: facility) else { return nil }
+        var tagged = o
+        var meta = tagged["meta"]?.objectValue ?? JSONObject()
+        meta["tag"] = .array((meta["tag"]?.arrayValue ?? []) + [mark])
+        tagged["meta"] = .object(meta)
+        return tagged
+    }
+
+    /// The result's mark: the stored version's for the same result, else stamped now; nil: none.
+    func mark(of o: JSONObject, type: String, facility: String?) async throws -> JSON? {
+        guard Self.types.contains(type) else { return nil }
         if let id = o["id"]?.stringValue, let stored = try await store.read(ResourceKey(type, id)), !stored.deleted,
            let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)),
            Self.sameResult(old, o, type: type) {
             // The same result (item and time unchanged) keeps the stored version's mark, or its
             // absence: never recomputed. A changed item or time is judged anew, as a new result.
-            return old["meta"]?["tag"]?.arrayValue?.first { $0["system"]?.stringValue == Self.system }.map { [$0] } ?? []
+            return old["meta"]?["tag"]?.arrayValue?.first { $0["system"]?.stringValue == Self.system }
         }
-        guard let facility else { return [] }
+        guard let facility else { return nil }
         let (catalogue, passes) = try await current()
         guard !catalogue.items.isEmpty, let item = Self.item(of: o, type: type, catalogue), let scope = Self.scope(
             item, facility: facility, passes: passes, at: Self.effective(o, type: type) ?? Int64(Date().timeIntervalSince1970 * 1_000_000))
-        else { return [] }
-        return [Self.tag(scope)]
+        else { return nil }
+        return Self.tag(scope)
     }
 
     /// Whether two versions are of the same result: the same codes and the same effective time.

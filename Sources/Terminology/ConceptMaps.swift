@@ -121,20 +121,23 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
     }
 
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
-        guard let facility else { return resource }
-        if type == "ConceptMap" {
-            invalidate(facility)
-            return resource
-        }
+        if let facility, type == "ConceptMap" { invalidate(facility) }
+        return resource
+    }
+
+    /// The standard codings are added after validation (`WriteEnricher.finish`): they come from
+    /// the facility's stored, validated ConceptMaps.
+    public func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject? {
+        guard let facility, type != "ConceptMap" else { return nil }
         let (maps, sources) = try await entry(for: facility)
-        guard !maps.isEmpty else { return resource }
+        guard !maps.isEmpty else { return nil }
         return Self.walk(resource) { codings in
             var list: [JSON]?
             for coding in codings {
                 guard let system = coding["system"]?.stringValue, sources.contains(system), let code = coding["code"]?.stringValue else { continue }
                 for map in maps {
                     for target in map.translate(system: system, code: code)
-                    where Self.asserting.contains(target.equivalence) && !target.code.isEmpty
+                    where Self.asserting.contains(target.equivalence) && !target.code.isEmpty && !target.system.isEmpty
                         && !(list ?? codings).contains(where: { $0["system"]?.stringValue == target.system && $0["code"]?.stringValue == target.code }) {
                         var added = JSONObject([("extension", .array([.object(JSONObject([("url", .string(Self.mappedFrom)),
                                                                                            ("valueCanonical", .string(target.map))]))])),
@@ -146,7 +149,7 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
                 }
             }
             return list
-        } ?? resource
+        }
     }
 
     /// `object` with the `coding` arrays that `transform` changes (it answers nil for no change)

@@ -36,6 +36,43 @@ final class PointReaderTests: XCTestCase {
         XCTAssertLessThanOrEqual(store.pointReader.reprepareCount(), 8, "400 reads")
         try await store.close()
     }
+
+    /// Statistics analysed on a nearly empty store (a few resources loaded, then a restart) made
+    /// every point read scan the store as it grew: the reads are planned as key lookups whatever
+    /// the statistics say, and a store opened with such statistics drops them.
+    func test_tinyStatistics_neitherScanNorSurviveOpen() async throws {
+        let (store, dir) = try await openThrowawayStore()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pipeline = IngestPipeline()
+        let writes = try (0..<1).map { i in
+            try pipeline.prepare(try JSONParser.parse(#"{"resourceType":"Patient","gender":"male"}"#), type: "Patient", id: "p\(i)", method: "PUT")
+        }
+        _ = try await store.commit(WriteUnit(writes: writes))
+        try await store.close()
+        let path = dir.appendingPathComponent("db.sqlite").path
+        let raw = try SQLiteRawConnection(path: path)
+        try raw.exec("ANALYZE")
+        XCTAssertEqual(try raw.query("SELECT stat FROM sqlite_stat1 WHERE tbl = 'resource' AND idx = 'resource_key'", []).first?.first?.text,
+                       "1 1 1", "the statistics of one resource")
+        for (sql, binds) in [(SQLitePointReader.readSQL, 2), (SQLitePointReader.vreadSQL, 3)] {
+            let plan = try raw.query("EXPLAIN QUERY PLAN " + sql, Array(repeating: SQLValue.text("1"), count: binds)).compactMap { $0.last?.text }
+            XCTAssertFalse(plan.isEmpty)
+            XCTAssertFalse(plan.contains { $0.hasPrefix("SCAN") }, "\(plan)")
+        }
+        // The join the point reads used to be planned as two scans with these statistics.
+        let join = try raw.query("EXPLAIN QUERY PLAN SELECT h.content FROM resource r JOIN resource_history h ON h.hid = r.hid "
+                                 + "WHERE r.type = ? AND r.id = ?", [.text("Patient"), .text("p0")]).compactMap { $0.last?.text }
+        XCTAssertTrue(join.contains { $0.hasPrefix("SCAN") }, "\(join)")
+        raw.close()
+        let reopened = try await SQLiteStore.open(path: path)
+        let left = try await reopened.reads.scalar("SELECT COUNT(*) FROM sqlite_stat1 WHERE tbl = 'resource'")
+        XCTAssertEqual(left, 0)
+        let record = try await reopened.read(ResourceKey("Patient", "p0"))
+        XCTAssertEqual(record?.version, 1)
+        let version = try await reopened.vread(ResourceKey("Patient", "p0"), version: 1)
+        XCTAssertEqual(version?.version, 1)
+        try await reopened.close()
+    }
 }
 
 final class WriteAheadLogTests: XCTestCase {

@@ -54,7 +54,7 @@ public struct IngestPipeline: Sendable {
     ///   nothing): no stored version can exist, so the store need not look for one.
     public func prepare(_ resource: JSON, type: String, id: String, method: String, ifMatch: Int? = nil,
                         mustNotExist: Bool = false, newID: Bool = false, location: String? = nil,
-                        tags: [JSON] = []) throws(FHIRError) -> PreparedWrite {
+                        finished: JSONObject? = nil) throws(FHIRError) -> PreparedWrite {
         try Self.checkWritable(type)
         guard case .object(let object) = resource else {
             throw FHIRError(.invalid, code: "structure", "A resource must be a JSON object", at: location)
@@ -74,22 +74,12 @@ public struct IngestPipeline: Sendable {
             throw FHIRError(.tooCostly, code: "too-costly", "\(problem): the platform indexes hierarchies of at most "
                             + "\(ConceptIndex.maxDepth) levels and \(ConceptIndex.maxClosureRows) ancestor pairs", at: location ?? "CodeSystem.concept")
         }
-        // The platform's own additions, after validation (`WriteEnricher.tags`).
-        let labelled = sensitive.labelled(Self.tagged(object, tags))
+        // `resource` as the platform finished it after validation (`WriteEnricher.finish`).
+        let labelled = sensitive.labelled(finished ?? object)
         let (stored, index) = storedForm(labelled, type: type)
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,
                              template: ResourceTemplate(resource: stored, type: type, id: id), index: index,
                              ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)
-    }
-
-    /// `object` with `tags` appended to its `meta.tag`.
-    static func tagged(_ object: JSONObject, _ tags: [JSON]) -> JSONObject {
-        guard !tags.isEmpty else { return object }
-        var o = object
-        var meta = o["meta"]?.objectValue ?? JSONObject()
-        meta["tag"] = .array((meta["tag"]?.arrayValue ?? []) + tags)
-        o["meta"] = .object(meta)
-        return o
     }
 
     /// A resource the platform built itself from validated input (the master index's Persons and

@@ -20,12 +20,14 @@ public protocol WriteEnricher: Sendable {
     /// writes (a DocumentReference's metadata from the CDA document in the Binary beside it). The
     /// requests unchanged by default; a refusal is thrown as an `FHIRError`.
     func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest]
-    /// Codings the platform itself adds to the resource's `meta.tag` (a result's HR mark), after
-    /// validation, as the sensitive-category labels are: they are built from the platform's own
-    /// constants, valid by construction, and validating them again on every result cost 1.6 % of
-    /// the ingest rate of results (bench/sharing.py). `resource` is the enriched one, with the id
-    /// it is stored under. None by default.
-    func tags(for resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> [JSON]
+    /// The resource with the platform's own additions made after validation, as the sensitivity
+    /// labels are (a result's HR mark, a local code's mapped standard coding); nil: none. They are
+    /// built from the platform's constants and from validated stored resources (the facility's
+    /// ConceptMaps), so they are valid by construction, and validating them again on every
+    /// result cost a few per cent of the ingest rate (bench/sharing.py, bench/terminology.py).
+    /// `resource` is the enriched one (with the additions of the enrichers before this one), with
+    /// the id it is stored under. None by default.
+    func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject?
 }
 
 /// What a domain adds to a client's write unit.
@@ -45,7 +47,7 @@ extension WriteEnricher {
     public func records(for write: PreparedWrite, principal: Principal) -> [RecordWrite] { [] }
     public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions { .none }
     public func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest] { requests }
-    public func tags(for resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> [JSON] { [] }
+    public func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject? { nil }
 }
 
 /// Several enrichers, one after the other (each domain registers its own).
@@ -76,10 +78,12 @@ public struct EnricherChain: WriteEnricher {
         return all
     }
 
-    public func tags(for resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> [JSON] {
-        var all: [JSON] = []
-        for enricher in enrichers { all += try await enricher.tags(for: resource, type: type, facility: facility, principal: principal) }
-        return all
+    public func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject? {
+        var current: JSONObject?
+        for enricher in enrichers {
+            if let next = try await enricher.finish(current ?? resource, type: type, facility: facility, principal: principal) { current = next }
+        }
+        return current
     }
 
     public func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest] {

@@ -212,7 +212,7 @@ public struct WritePipeline: Sendable {
             try await checkSource(resource, request)
             let attributed = try await service.attributed(resource, type: request.key.type)
             var stamped = service.stamped(attributed)
-            var tags: [JSON] = []
+            var finished: JSONObject?
             if let enricher = service.enricher, case .object(var o) = stamped {
                 // The enricher sees the id the resource is stored under (a create's body may name
                 // another), so that one looking at the stored version looks at this resource's;
@@ -221,13 +221,14 @@ public struct WritePipeline: Sendable {
                 o["id"] = .string(request.key.id)
                 let facility = FHIRService.sourceFacility(of: o)
                 var enriched = try await enricher.enrich(o, type: request.key.type, facility: facility, principal: principal)
-                tags = try await enricher.tags(for: enriched, type: request.key.type, facility: facility, principal: principal)
+                finished = try await enricher.finish(enriched, type: request.key.type, facility: facility, principal: principal)
                 enriched["id"] = sent
+                finished?["id"] = sent
                 stamped = .object(enriched)
             }
             return try ingest.prepare(stamped, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
-                                      location: request.location, tags: tags)
+                                      location: request.location, finished: finished)
         case .platform(validate: true):
             return try ingest.prepare(resource, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
