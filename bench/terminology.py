@@ -79,20 +79,6 @@ def condition_store(n, work):
     return data
 
 
-def lua_post(work, name, path, bodies):
-    listing = os.path.join(work, f"{name}.txt")
-    open(listing, "w").writelines(b + "\n" for b in bodies)
-    script = os.path.join(work, f"{name}.lua")
-    open(script, "w").write(f"""
-local bodies = {{}}
-for line in io.lines("{listing}") do bodies[#bodies + 1] = line end
-math.randomseed(1)
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-request = function() return wrk.format("POST", "{path}", nil, bodies[math.random(#bodies)]) end
-""")
-    return script
-
-
 def measure(url, script, seconds):
     many = wrk(url, script, seconds)
     one = wrk(url, script, max(3, seconds // 2), connections=1, threads=1)
