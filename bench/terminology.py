@@ -10,9 +10,12 @@
 3. Import of Observations carrying a facility's local lab codes, into a store where the facility
    has a ConceptMap to LOINC (80 % of them mapped), against the same import with no map (target:
    >= 90 %), and against files that already carry the standard Coding the map adds (the same
-   stored content: what the enrichment itself costs).
+   stored content: what the enrichment itself costs). Two shapes: `minimal` (status, code, a
+   quantity: the added Coding is two thirds of the stored bytes, the worst case) and `gateway`
+   (what the HL7 v2 gateway makes of an OBX: identifier, subject, time, UCUM quantity,
+   interpretation, reference range).
 
-    python3 bench/terminology.py [--conditions 1000000] [--seconds 10]
+    python3 bench/terminology.py [--conditions 1000000] [--seconds 10] [--only search|ingest] [--shapes minimal,gateway]
 """
 import argparse
 import json
@@ -87,7 +90,7 @@ def measure(url, script, seconds):
             "non_2xx": many["non_2xx"] + one["non_2xx"]}
 
 
-def import_rate(files, with_map, work):
+def import_rate(files, with_map, work, patients):
     data = tempfile.mkdtemp(dir=work, prefix="import-")
     if with_map:
         cm = {"resourceType": "ConceptMap", "id": "org-a-lab", "url": "https://org-a.example/ConceptMap/lab", "status": "active",
@@ -98,6 +101,7 @@ def import_rate(files, with_map, work):
         path = os.path.join(work, "map.json")
         json.dump(cm, open(path, "w"))
         subprocess.run([BINARY, "terminology", "load", path, "--data", data], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([BINARY, "import", patients, "--data", data, "--no-matching"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t = time.time()
     subprocess.run([BINARY, "import", *files, "--data", data, "--no-matching"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     elapsed = time.time() - t
@@ -118,66 +122,111 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=["search", "ingest"], help="only the operations and :below search, or only the ingest")
+    ap.add_argument("--shapes", default="minimal,gateway", help="Observation shapes for the ingest (minimal, gateway)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-terminology-")
     results = {}
     try:
-        data = condition_store(args.conditions, work)
-        copy = os.path.join(work, "store")
-        shutil.copytree(data, copy, ignore=shutil.ignore_patterns("huitong.lock"))
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = start([BINARY, "serve", "--dev", "--port", str(port), "--data", copy, "--no-matching"], f"{base}/ready")
-        try:
-            rnd = random.Random(3)
-            codes = rnd.sample(icd.get_all_codes(True), 3000)
-            q = urllib.parse.quote
-            results["read_by_id_baseline"] = measure(base, lua_get(work, "read", [f"/fhir/Condition/c{rnd.randrange(args.conditions)}"
-                                                                                    for _ in range(5000)]), args.seconds)
-            results["lookup"] = measure(base, lua_get(work, "lookup", [f"/fhir/CodeSystem/$lookup?system={q(ICD10)}&code={q(c)}" for c in codes]),
-                                        args.seconds)
-            results["validate_code"] = measure(base, lua_get(work, "validate", [
-                f"/fhir/CodeSystem/$validate-code?url={q(ICD10)}&code={q(c)}&display={q(icd.get_description(c))}" for c in codes]), args.seconds)
-            chapters = [c for c in icd.get_all_codes(True) if icd.is_chapter(c)]
-            below, explicit = [], []
-            for ch in chapters:
-                members = [ch] + icd.get_descendants(ch)
-                below.append(f"/fhir/Condition?code:below={q(ICD10 + '|' + ch)}&_count=20")
-                vs = {"resourceType": "ValueSet", "id": f"chapter-{ch}", "url": f"urn:bench:chapter:{ch}", "status": "active",
-                      "compose": {"include": [{"system": ICD10, "concept": [{"code": m} for m in members]}]}}
-                req = urllib.request.Request(f"{base}/fhir/ValueSet/chapter-{ch}", data=json.dumps(vs).encode(), method="PUT",
-                                             headers={"Content-Type": "application/fhir+json"})
-                urllib.request.urlopen(req).read()
-                explicit.append(f"/fhir/Condition?code:in={q('urn:bench:chapter:' + ch)}&_count=20")
-            results["below_chapter"] = measure(base, lua_get(work, "below", below), args.seconds)
-            results["explicit_code_list"] = measure(base, lua_get(work, "explicit", explicit), args.seconds)
-        finally:
-            stop(server)
-        for name in ("lookup", "validate_code"):
-            results[name]["ratio_to_read_by_id"] = round(results[name]["requests_per_s_8_clients"] / results["read_by_id_baseline"]["requests_per_s_8_clients"], 3)
-        results["below_chapter"]["ratio_to_explicit_list"] = round(
-            results["below_chapter"]["requests_per_s_8_clients"] / results["explicit_code_list"]["requests_per_s_8_clients"], 3)
+        if args.only != "ingest":
+            results.update(search_and_operations(args, work))
+        if args.only != "search":
+            results["ingest_with_facility_map"] = ingest(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    save("terminology", {"conditions": args.conditions, "icd10_concepts": len(icd.get_all_codes(True)), "results": results,
+                         "cores": os.cpu_count()})
 
-        # Ingest with a facility's map active, against none (alternating rounds).
+
+def search_and_operations(args, work):
+    results = {}
+    data = condition_store(args.conditions, work)
+    copy = os.path.join(work, "store")
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns("huitong.lock"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start([BINARY, "serve", "--dev", "--port", str(port), "--data", copy, "--no-matching"], f"{base}/ready")
+    try:
+        rnd = random.Random(3)
+        codes = rnd.sample(icd.get_all_codes(True), 3000)
+        q = urllib.parse.quote
+        results["read_by_id_baseline"] = measure(base, lua_get(work, "read", [f"/fhir/Condition/c{rnd.randrange(args.conditions)}"
+                                                                                for _ in range(5000)]), args.seconds)
+        results["lookup"] = measure(base, lua_get(work, "lookup", [f"/fhir/CodeSystem/$lookup?system={q(ICD10)}&code={q(c)}" for c in codes]),
+                                    args.seconds)
+        results["validate_code"] = measure(base, lua_get(work, "validate", [
+            f"/fhir/CodeSystem/$validate-code?url={q(ICD10)}&code={q(c)}&display={q(icd.get_description(c))}" for c in codes]), args.seconds)
+        chapters = [c for c in icd.get_all_codes(True) if icd.is_chapter(c)]
+        below, explicit = [], []
+        for ch in chapters:
+            members = [ch] + icd.get_descendants(ch)
+            below.append(f"/fhir/Condition?code:below={q(ICD10 + '|' + ch)}&_count=20")
+            vs = {"resourceType": "ValueSet", "id": f"chapter-{ch}", "url": f"urn:bench:chapter:{ch}", "status": "active",
+                  "compose": {"include": [{"system": ICD10, "concept": [{"code": m} for m in members]}]}}
+            req = urllib.request.Request(f"{base}/fhir/ValueSet/chapter-{ch}", data=json.dumps(vs).encode(), method="PUT",
+                                         headers={"Content-Type": "application/fhir+json"})
+            urllib.request.urlopen(req).read()
+            explicit.append(f"/fhir/Condition?code:in={q('urn:bench:chapter:' + ch)}&_count=20")
+        results["below_chapter"] = measure(base, lua_get(work, "below", below), args.seconds)
+        results["explicit_code_list"] = measure(base, lua_get(work, "explicit", explicit), args.seconds)
+    finally:
+        stop(server)
+    for name in ("lookup", "validate_code"):
+        results[name]["ratio_to_read_by_id"] = round(results[name]["requests_per_s_8_clients"] / results["read_by_id_baseline"]["requests_per_s_8_clients"], 3)
+    results["below_chapter"]["ratio_to_explicit_list"] = round(
+        results["below_chapter"]["requests_per_s_8_clients"] / results["explicit_code_list"]["requests_per_s_8_clients"], 3)
+
+    return results
+
+
+def observation(i, shape, rnd, local, pre_coded):
+    """One of org-a's results coded with its local code `L<local>`. `minimal`: status, code and a
+    quantity (283 bytes stored: the worst case for an added Coding). `gateway`: what the HL7 v2
+    gateway makes of an ORU^R01 OBX (V2ToFHIRResults): identifier, subject, effective time,
+    UCUM quantity, interpretation, reference range. `pre_coded`: a mapped one already carries the
+    standard Coding the map would add (the same stored content, with nothing left to add)."""
+    coding = [{"system": LOCAL, "code": f"L{local}"}]
+    if shape == "gateway":
+        coding[0]["display"] = f"检验项目{local}"
+    if pre_coded and local < 400:
+        coding.append({"extension": [{"url": "https://huitong.health/fhir/StructureDefinition/coding-mapped-from",
+                                      "valueCanonical": "https://org-a.example/ConceptMap/lab"}],
+                       "system": "http://loinc.org", "code": f"{1000 + local}-{local % 10}"})
+    value = rnd.randrange(1000) / 10
+    o = {"resourceType": "Observation", "id": f"o{i}", "meta": {"source": "urn:huitong:facility:org-a"}}
+    if shape == "minimal":
+        o.update({"status": "final", "code": {"coding": coding}, "valueQuantity": {"value": value, "unit": "mmol/L"}})
+        return o
+    o.update({"identifier": [{"system": "urn:huitong:org-a:lis:result", "value": f"R{i}-1"}], "status": "final",
+              "code": {"coding": coding}, "subject": {"reference": f"Patient/p{i % 10_000}"},
+              "effectiveDateTime": f"2026-11-{1 + i % 28:02d}T{8 + i % 10:02d}:{i % 60:02d}:00+08:00",
+              "valueQuantity": {"value": value, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+              "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                                              "code": "N", "display": "Normal"}]}],
+              "referenceRange": [{"low": {"value": 3.9, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+                                  "high": {"value": 6.1, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}}]})
+    return o
+
+
+def ingest(args, work):
+    """Import of org-a's Observations with its map active, against none and against pre-coded
+    files (alternating rounds), for each shape."""
+    patients = os.path.join(work, "patients.ndjson")
+    with open(patients, "w") as f:
+        for p in range(10_000):
+            f.write(json.dumps({"resourceType": "Patient", "id": f"p{p}", "gender": "unknown",
+                                "meta": {"source": "urn:huitong:facility:org-a"}}) + "\n")
+    out = {}
+    for shape in args.shapes.split(","):
         def observation_files(name, pre_coded):
-            """The facility's Observations; `pre_coded`: each mapped one already carries the standard
-            Coding the map would add (the same stored content, with nothing left to add)."""
-            folder = os.path.join(work, name)
+            folder = os.path.join(work, f"{shape}-{name}")
             os.makedirs(folder)
             rnd = random.Random(9)
             per_file = 25_000
             for k in range(0, args.observations, per_file):
                 with open(os.path.join(folder, f"obs-{k // per_file}.ndjson"), "w") as f:
                     for i in range(k, min(args.observations, k + per_file)):
-                        local = rnd.randrange(500)
-                        coding = [{"system": LOCAL, "code": f"L{local}"}]
-                        if pre_coded and local < 400:
-                            coding.append({"extension": [{"url": "https://huitong.health/fhir/StructureDefinition/coding-mapped-from",
-                                                          "valueCanonical": "https://org-a.example/ConceptMap/lab"}],
-                                           "system": "http://loinc.org", "code": f"{1000 + local}-{local % 10}"})
-                        f.write(json.dumps({"resourceType": "Observation", "id": f"o{i}", "status": "final",
-                                            "meta": {"source": "urn:huitong:facility:org-a"}, "code": {"coding": coding},
-                                            "valueQuantity": {"value": rnd.randrange(1000) / 10, "unit": "mmol/L"}}) + "\n")
+                        f.write(json.dumps(observation(i, shape, rnd, rnd.randrange(500), pre_coded), ensure_ascii=False) + "\n")
             return [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
 
         files, pre_coded = observation_files("observations", False), observation_files("pre-coded", True)
@@ -186,21 +235,17 @@ def main():
             runs = [("none", files, False), ("map", files, True), ("pre", pre_coded, False)]
             times = {}
             for name, f, with_map in (runs if r % 2 == 0 else runs[::-1]):
-                times[name] = import_rate(f, with_map, work)
+                times[name] = import_rate(f, with_map, work, patients)
             rounds.append({"without_map_per_s": round(args.observations / times["none"][0]),
                            "with_map_per_s": round(args.observations / times["map"][0]),
                            "pre_coded_without_map_per_s": round(args.observations / times["pre"][0]),
                            "ratio": round(times["none"][0] / times["map"][0], 3),
                            "ratio_to_same_content": round(times["pre"][0] / times["map"][0], 3),
                            "mapped_codings": times["map"][1]})
-            log("import round", rounds[-1])
-        results["ingest_with_facility_map"] = {
-            "rounds": rounds, "median_ratio": sorted(r["ratio"] for r in rounds)[len(rounds) // 2],
-            "median_ratio_to_same_content": sorted(r["ratio_to_same_content"] for r in rounds)[len(rounds) // 2]}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    save("terminology", {"conditions": args.conditions, "icd10_concepts": len(icd.get_all_codes(True)), "results": results,
-                         "cores": os.cpu_count()})
+            log(f"import round ({shape})", rounds[-1])
+        out[shape] = {"rounds": rounds, "median_ratio": sorted(r["ratio"] for r in rounds)[len(rounds) // 2],
+                      "median_ratio_to_same_content": sorted(r["ratio_to_same_content"] for r in rounds)[len(rounds) // 2]}
+    return out
 
 
 if __name__ == "__main__":

@@ -69,9 +69,34 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
 
     /// Code prefixes by system (lower-cased), each with its label and whether a positive result
     /// is needed (built once; not part of the file).
-    private var bySystem: [String: [(prefix: String, label: String)]]
-    private var testsBySystem: [String: [(prefix: String, label: String, positive: Bool)]]
+    private var bySystem: [String: Prefixes<String>]
+    private var testsBySystem: [String: Prefixes<(label: String, positive: Bool)>]
     private var terms: [(term: String, label: String)]
+
+    /// Values by code prefix, found for a code with one lookup per distinct prefix length (a few),
+    /// not one comparison per prefix: every Coding of every write is looked up here, and a
+    /// category lists dozens of LOINC tests and ICD-10 blocks under seven names.
+    struct Prefixes<Value: Sendable>: Sendable {
+        private var byPrefix: [String: [Value]] = [:]
+        /// The distinct prefix lengths in UTF-8 bytes, ascending.
+        private var lengths: [Int] = []
+
+        mutating func add(_ prefix: String, _ value: Value) {
+            byPrefix[prefix, default: []].append(value)
+            let n = prefix.utf8.count
+            if !lengths.contains(n) { lengths = (lengths + [n]).sorted() }
+        }
+
+        /// Each value whose prefix `code` starts with (byte for byte), shorter prefixes first.
+        func forEach(prefixOf code: String, _ body: (Value) -> Void) {
+            let u = code.utf8
+            for n in lengths {
+                guard n <= u.count else { break }
+                // A cut inside a character decodes to a replacement character, which no prefix equals.
+                if let values = byPrefix[String(decoding: u.prefix(n), as: UTF8.self)] { values.forEach(body) }
+            }
+        }
+    }
 
     private mutating func index() {
         bySystem = [:]
@@ -79,13 +104,12 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         terms = []
         for category in categories {
             for code in category.codes {
-                bySystem[Self.normalisedSystem(code.system), default: []].append((Self.normalisedCode(code.prefix), category.label))
+                bySystem[Self.normalisedSystem(code.system), default: Prefixes()].add(Self.normalisedCode(code.prefix), category.label)
             }
-            for code in category.positiveTests ?? [] {
-                testsBySystem[Self.normalisedSystem(code.system), default: []].append((Self.normalisedCode(code.prefix), category.label, true))
-            }
-            for code in category.tests ?? [] {
-                testsBySystem[Self.normalisedSystem(code.system), default: []].append((Self.normalisedCode(code.prefix), category.label, false))
+            for (codes, positive) in [(category.positiveTests, true), (category.tests, false)] {
+                for code in codes ?? [] {
+                    testsBySystem[Self.normalisedSystem(code.system), default: Prefixes()].add(Self.normalisedCode(code.prefix), (category.label, positive))
+                }
             }
             for term in category.terms ?? [] where !term.isEmpty { terms.append((term.lowercased(), category.label)) }
         }
@@ -182,16 +206,15 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
     public func labels(for resource: JSONObject) -> Set<String> {
         guard !categories.isEmpty else { return [] }
         var found = Set<String>()
-        func codeLabels(_ coding: JSON) -> [String] {
+        func codeLabels(_ coding: JSONObject) {
             guard let system = coding["system"]?.stringValue, let code = coding["code"]?.stringValue,
-                  let prefixes = bySystem[Self.normalisedSystem(system)] else { return [] }
-            let c = Self.normalisedCode(code)
-            return prefixes.filter { c.hasPrefix($0.prefix) }.map(\.label)
+                  let prefixes = bySystem[Self.normalisedSystem(system)] else { return }
+            prefixes.forEach(prefixOf: Self.normalisedCode(code)) { found.insert($0) }
         }
         func visit(_ value: JSON) {
             switch value {
             case .object(let o):
-                if o["system"] != nil { found.formUnion(codeLabels(value)) }
+                codeLabels(o)
                 // Free text decides where no code the categories know does: text only, or only local codes.
                 if textMatching, let text = o["text"]?.stringValue, !knowsACoding(o) {
                     found.formUnion(termLabels(text))
@@ -231,8 +254,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         for coding in resource["code"]?["coding"]?.arrayValue ?? [] {
             guard let system = coding["system"]?.stringValue, let code = coding["code"]?.stringValue,
                   let tests = testsBySystem[Self.normalisedSystem(system)] else { continue }
-            let c = Self.normalisedCode(code)
-            for test in tests where c == test.prefix || c.hasPrefix(test.prefix) {
+            tests.forEach(prefixOf: Self.normalisedCode(code)) { test in
                 if test.positive { needsPositive.insert(test.label) } else { found.insert(test.label) }
             }
         }

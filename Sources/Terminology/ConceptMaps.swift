@@ -87,7 +87,45 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
     static let asserting: Set<String> = ["equivalent", "equal", "wider", "subsumes"]
     let store: any ResourceStore
     let ttl: Duration
-    private let cache = Mutex<[String: (loaded: ContinuousClock.Instant, maps: [ParsedConceptMap], sources: Set<String>)]>([:])
+    private let cache = Mutex<[String: Entry]>([:])
+
+    /// A facility's maps as loaded, and the Codings they add, built once per load: source system →
+    /// source code → the standard Codings (each with its `coding-mapped-from` extension), in the
+    /// order of the maps and their targets. Adding one is then a lookup and a copy.
+    struct Entry: Sendable {
+        struct Addition: Sendable {
+            let system: String
+            let code: String
+            let coding: JSON
+        }
+
+        let loaded: ContinuousClock.Instant
+        let maps: [ParsedConceptMap]
+        let additions: [String: [String: [Addition]]]
+
+        init(loaded: ContinuousClock.Instant, maps: [ParsedConceptMap]) {
+            self.loaded = loaded
+            self.maps = maps
+            var additions: [String: [String: [Addition]]] = [:]
+            for map in maps {
+                // Only `forward`: a fixed target of unmapped codes is `inexact`, never asserted.
+                for (system, codes) in map.forward {
+                    for (code, targets) in codes {
+                        for target in targets
+                        where FacilityCodeMaps.asserting.contains(target.equivalence) && !target.code.isEmpty && !target.system.isEmpty {
+                            var coding = JSONObject([("extension", .array([.object(JSONObject([("url", .string(FacilityCodeMaps.mappedFrom)),
+                                                                                                ("valueCanonical", .string(target.map))]))])),
+                                                     ("system", .string(target.system)), ("code", .string(target.code))])
+                            if let display = target.display { coding["display"] = .string(display) }
+                            additions[system, default: [:]][code, default: []].append(
+                                Addition(system: target.system, code: target.code, coding: .object(coding)))
+                        }
+                    }
+                }
+            }
+            self.additions = additions
+        }
+    }
 
     public init(store: any ResourceStore, ttl: Duration = .seconds(2)) {
         self.store = store
@@ -99,10 +137,10 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
         try await entry(for: facility).maps
     }
 
-    /// The facility's maps and the source systems they map from.
-    func entry(for facility: String) async throws -> (maps: [ParsedConceptMap], sources: Set<String>) {
+    /// The facility's maps and what they add, from the cache while fresh.
+    func entry(for facility: String) async throws -> Entry {
         let now = ContinuousClock.now
-        if let hit = cache.withLock({ $0[facility] }), now - hit.loaded < ttl { return (hit.maps, hit.sources) }
+        if let hit = cache.withLock({ $0[facility] }), now - hit.loaded < ttl { return hit }
         let query = SearchQuery(type: "ConceptMap", clauses: [.init(parameter: "_source", parameterType: "uri",
                                                                    values: [.uri(FHIRService.facilitySource(facility))])])
         let keys = try await store.search(query, limit: 1000)
@@ -111,9 +149,9 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
                   o["status"]?.stringValue != "retired" else { return nil }
             return ParsedConceptMap(o)
         }
-        let sources = maps.reduce(into: Set<String>()) { $0.formUnion($1.sourceSystems) }
-        cache.withLock { $0[facility] = (now, maps, sources) }
-        return (maps, sources)
+        let entry = Entry(loaded: now, maps: maps)
+        cache.withLock { $0[facility] = entry }
+        return entry
     }
 
     public func invalidate(_ facility: String) {
@@ -129,23 +167,17 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
     /// the facility's stored, validated ConceptMaps.
     public func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject? {
         guard let facility, type != "ConceptMap" else { return nil }
-        let (maps, sources) = try await entry(for: facility)
-        guard !maps.isEmpty else { return nil }
+        let additions = try await entry(for: facility).additions
+        guard !additions.isEmpty else { return nil }
         return Self.walk(resource) { codings in
             var list: [JSON]?
             for coding in codings {
-                guard let system = coding["system"]?.stringValue, sources.contains(system), let code = coding["code"]?.stringValue else { continue }
-                for map in maps {
-                    for target in map.translate(system: system, code: code)
-                    where Self.asserting.contains(target.equivalence) && !target.code.isEmpty && !target.system.isEmpty
-                        && !(list ?? codings).contains(where: { $0["system"]?.stringValue == target.system && $0["code"]?.stringValue == target.code }) {
-                        var added = JSONObject([("extension", .array([.object(JSONObject([("url", .string(Self.mappedFrom)),
-                                                                                           ("valueCanonical", .string(target.map))]))])),
-                                                ("system", .string(target.system)), ("code", .string(target.code))])
-                        if let display = target.display { added["display"] = .string(display) }
-                        if list == nil { list = codings }
-                        list!.append(.object(added))
-                    }
+                guard let system = coding["system"]?.stringValue, let bySystem = additions[system],
+                      let code = coding["code"]?.stringValue, let added = bySystem[code] else { continue }
+                for addition in added
+                where !(list ?? codings).contains(where: { $0["system"]?.stringValue == addition.system && $0["code"]?.stringValue == addition.code }) {
+                    if list == nil { list = codings }
+                    list!.append(addition.coding)
                 }
             }
             return list

@@ -27,10 +27,11 @@ final class SQLitePointReader: Sendable {
         WHERE h.rid = (SELECT rid FROM resource INDEXED BY resource_key WHERE type = ? AND id = ?) AND h.version = ?
         """
 
-    init(path: String, connections: Int) throws {
+    init(path: String, connections: Int, contentFiles: ContentFiles) throws {
         var slots: [Slot] = []
         for _ in 0..<connections {
             let c = try SQLiteRawConnection(path: path, readOnly: true)
+            c.contentFiles = contentFiles
             // No memory map: a read after another connection's commit drops the cache, and with a
             // map also unmaps the file (a TLB shootdown on every core); these reads touch a
             // few dozen pages, cheaper to copy.
@@ -87,9 +88,7 @@ final class SQLitePointReader: Sendable {
                 let method = sqlite_nio_sqlite3_column_text(statement, 2).map { String(cString: $0) } ?? ""
                 var content: ByteBuffer?
                 if sqlite_nio_sqlite3_column_type(statement, 3) != SQLITE_NULL {
-                    let count = Int(sqlite_nio_sqlite3_column_bytes(statement, 3))
-                    let bytes = sqlite_nio_sqlite3_column_blob(statement, 3)
-                    content = ByteBuffer(bytes: UnsafeRawBufferPointer(start: bytes, count: count))
+                    content = try c.blob(statement, 3)
                 }
                 return ResourceRecord(key: key, version: v, lastUpdated: time, deleted: content == nil, method: method, content: content)
             }

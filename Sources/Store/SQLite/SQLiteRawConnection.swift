@@ -9,6 +9,9 @@ import VaporCSQLite
 final class SQLiteRawConnection: @unchecked Sendable {
     private(set) var db: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
+    /// Where content kept outside the rows lies: a blob holding its marker is read from its file
+    /// (ADR 025). Set on every connection of a store before use.
+    var contentFiles: ContentFiles?
     /// Statements kept prepared; beyond this many (distinct SQL texts) the cache starts over.
     static let maxStatements = 128
 
@@ -78,6 +81,11 @@ final class SQLiteRawConnection: @unchecked Sendable {
             })
         }
 
+        /// NULL. A statement keeps its bindings across runs: a column left unbound holds the last run's value.
+        func null(_ index: Int32) throws {
+            try check(index, sqlite_nio_sqlite3_bind_null(statement, index))
+        }
+
         func blob(_ index: Int32, _ bytes: [UInt8]) throws {
             try bytes.withUnsafeBytes { try blob(index, $0) }
         }
@@ -113,7 +121,7 @@ final class SQLiteRawConnection: @unchecked Sendable {
         while try step(s) {
             var row: [SQLValue] = []
             row.reserveCapacity(Int(columns))
-            for i in 0..<columns { row.append(column(s, i)) }
+            for i in 0..<columns { row.append(try column(s, i)) }
             result.append(row)
         }
         return result
@@ -127,6 +135,16 @@ final class SQLiteRawConnection: @unchecked Sendable {
         while try step(s) {}
     }
 
+    /// Runs a prepared statement with `rid` as its first parameter and `binds` after it.
+    func run(_ statement: OpaquePointer, rid: Int, _ binds: [SQLValue]) throws {
+        defer { sqlite_nio_sqlite3_reset(statement) }
+        guard sqlite_nio_sqlite3_bind_int64(statement, 1, Int64(rid)) == SQLITE_OK else {
+            throw StoreError.storage("Cannot bind parameter 1: \(errorMessage)")
+        }
+        try bind(statement, binds, from: 2)
+        while try step(statement) {}
+    }
+
     /// Advances a statement: true while it has a row.
     func step(_ statement: OpaquePointer) throws -> Bool {
         switch sqlite_nio_sqlite3_step(statement) {
@@ -136,10 +154,10 @@ final class SQLiteRawConnection: @unchecked Sendable {
         }
     }
 
-    func bind(_ statement: OpaquePointer, _ binds: [SQLValue]) throws {
+    func bind(_ statement: OpaquePointer, _ binds: [SQLValue], from first: Int32 = 1) throws {
         let transient = Self.transient
         for (i, value) in binds.enumerated() {
-            let index = Int32(i + 1)
+            let index = Int32(i) + first
             let rc: Int32
             switch value {
             case .integer(let v): rc = sqlite_nio_sqlite3_bind_int64(statement, index, Int64(v))
@@ -162,16 +180,23 @@ final class SQLiteRawConnection: @unchecked Sendable {
         }
     }
 
-    func column(_ statement: OpaquePointer, _ i: Int32) -> SQLValue {
+    func column(_ statement: OpaquePointer, _ i: Int32) throws -> SQLValue {
         switch sqlite_nio_sqlite3_column_type(statement, i) {
         case SQLITE_INTEGER: return .integer(Int(sqlite_nio_sqlite3_column_int64(statement, i)))
         case SQLITE_FLOAT: return .double(sqlite_nio_sqlite3_column_double(statement, i))
         case SQLITE_TEXT: return .text(String(cString: sqlite_nio_sqlite3_column_text(statement, i)))
         case SQLITE_BLOB:
-            let count = Int(sqlite_nio_sqlite3_column_bytes(statement, i))
-            return .blob(ByteBuffer(bytes: UnsafeRawBufferPointer(start: sqlite_nio_sqlite3_column_blob(statement, i), count: count)))
+            return .blob(try blob(statement, i))
         default: return .null
         }
+    }
+
+    /// A blob column's bytes, read from its file when it holds a content marker (`ContentFiles`).
+    func blob(_ statement: OpaquePointer, _ i: Int32) throws -> ByteBuffer {
+        let count = Int(sqlite_nio_sqlite3_column_bytes(statement, i))
+        let bytes = UnsafeRawBufferPointer(start: sqlite_nio_sqlite3_column_blob(statement, i), count: count)
+        guard let contentFiles, count > 0, bytes[0] == 0 else { return ByteBuffer(bytes: bytes) }
+        return try contentFiles.resolve(bytes)
     }
 
     private func finalizeAll() {

@@ -17,10 +17,11 @@ final class SQLiteReaders: SQLExecutor, Sendable {
     private let pool: NIOThreadPool
     private let next = Atomic<Int>(0)
 
-    init(path: String, connections: Int) throws {
+    init(path: String, connections: Int, contentFiles: ContentFiles) throws {
         var slots: [Slot] = []
         for _ in 0..<connections {
             let c = try SQLiteRawConnection(path: path, readOnly: true)
+            c.contentFiles = contentFiles
             try c.exec("PRAGMA cache_size = -32768")
             try c.exec("PRAGMA mmap_size = 268435456")
             slots.append(Slot(c))

@@ -32,6 +32,8 @@ public final class SQLiteStore: ResourceStore {
                      logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
         // The writer's connection: settings, migrations, then group commit (SQLiteWriter).
         let writeConnection = try SQLiteRawConnection(path: path)
+        let contentFiles = ContentFiles(folder: path + "-content", durable: durability == .full)
+        writeConnection.contentFiles = contentFiles
         do {
             try writeConnection.exec("PRAGMA journal_mode = WAL")
             try writeConnection.exec("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
@@ -54,9 +56,9 @@ public final class SQLiteStore: ResourceStore {
             writeConnection.close()
             throw error
         }
-        let readers = try SQLiteReaders(path: path, connections: max(2, readerCount))
+        let readers = try SQLiteReaders(path: path, connections: max(2, readerCount), contentFiles: contentFiles)
         let writer = try SQLiteWriter(connection: writeConnection, logger: logger)
-        let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount))
+        let pointReader = try SQLitePointReader(path: path, connections: max(2, readerCount), contentFiles: contentFiles)
         let reads = SQLReadQueries(readers)
         let moved = Int(try await reads.record(kind: AuditSpool.marker.kind, id: AuditSpool.marker.id, now: 0)?.content ?? "") ?? 0
         let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
