@@ -27,6 +27,9 @@ struct XMLHeaderReader {
     let bytes: [UInt8]
     var i = 0
     let stopAt: String?
+    /// The document's encoding, from its XML declaration: UTF-8, or GB 18030 (which reads GBK and
+    /// GB 2312 too), as Chinese hospital systems often write their documents.
+    var gb18030 = false
 
     struct Malformed: Error { let message: String }
 
@@ -39,7 +42,28 @@ struct XMLHeaderReader {
 
     static func root(of data: [UInt8], stopAt: String? = nil) throws -> CDAElement {
         var reader = XMLHeaderReader(data, stopAt: stopAt)
+        reader.gb18030 = try Self.isGB18030(declaredIn: data[reader.i...])
         return try reader.document()
+    }
+
+    /// Foundation's GB 18030 encoding (CFStringEncoding kCFStringEncodingGB_18030_2000).
+    static let gb18030Encoding = String.Encoding(rawValue: 0x8000_0632)
+
+    /// Whether the XML declaration names GB 18030, GBK or GB 2312. No declaration, or UTF-8 (any
+    /// spelling), is UTF-8; any other encoding is refused by name. The markup itself can be read in
+    /// either: no byte of a GB 18030 multi-byte character is `<`, `>`, `&`, `=` or a quote.
+    static func isGB18030(declaredIn data: ArraySlice<UInt8>) throws -> Bool {
+        guard data.starts(with: Array("<?xml".utf8)) else { return false }
+        let declaration = String(decoding: data.prefix(200).prefix { $0 != UInt8(ascii: ">") }, as: UTF8.self)
+        guard let at = declaration.range(of: "encoding") else { return false }
+        let rest = declaration[at.upperBound...].drop { $0 == " " || $0 == "=" }
+        guard let quote = rest.first, quote == "\"" || quote == "'" else { return false }
+        let name = rest.dropFirst().prefix { $0 != quote }
+        switch name.uppercased().filter({ $0.isLetter || $0.isNumber }) {
+        case "UTF8": return false
+        case "GB18030", "GBK", "GB2312", "CP936", "GB231280": return true
+        default: throw Malformed(message: "the document's encoding '\(name)' is not supported (UTF-8, GB18030, GBK, GB2312)")
+        }
     }
 
     mutating func document() throws -> CDAElement {
@@ -161,13 +185,20 @@ struct XMLHeaderReader {
         qualified.split(separator: ":").last.map(String.init) ?? qualified
     }
 
-    /// Text with its entity and character references replaced.
-    func decode(_ raw: ArraySlice<UInt8>) throws -> String {
-        guard raw.contains(UInt8(ascii: "&")) else {
-            guard let s = String(validating: raw, as: UTF8.self) else { throw Malformed(message: "text is not UTF-8") }
+    /// Bytes of the document as text, in its encoding.
+    func text(_ raw: ArraySlice<UInt8>) throws -> String {
+        if gb18030, raw.contains(where: { $0 >= 0x80 }) {
+            guard let s = String(data: Data(raw), encoding: Self.gb18030Encoding) else { throw Malformed(message: "text is not GB 18030") }
             return s
         }
         guard let s = String(validating: raw, as: UTF8.self) else { throw Malformed(message: "text is not UTF-8") }
+        return s
+    }
+
+    /// Text with its entity and character references replaced.
+    func decode(_ raw: ArraySlice<UInt8>) throws -> String {
+        let s = try text(raw)
+        guard s.contains("&") else { return s }
         var out = ""
         var rest = Substring(s)
         while let amp = rest.firstIndex(of: "&") {

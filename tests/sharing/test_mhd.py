@@ -160,3 +160,32 @@ def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_c
         assert mine.status_code == 200 and mine.content == document
     finally:
         region.server.stop()
+
+
+def test_a_gb18030_cda_document_is_read_in_its_declared_encoding(tmp_path):
+    """Hospital systems in China often write CDA in GB 18030 / GBK and say so in the XML
+    declaration: the header fills the DocumentReference as for UTF-8, and the bytes are kept as sent."""
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
+    region.server.start()
+    try:
+        rid = resident_id("1970-03-03", 62)
+        at_a = region.a.created("Patient", patient("孙", "丽", rid, "1970-03-03", "female"))
+        document = cda(rid, "DS-GBK-0001").decode("utf-8").replace('encoding="UTF-8"', 'encoding="GBK"').encode("gb18030")
+        doc = created(region.a.post("", provide(document)), "DocumentReference")
+        stored = region.a.get(f"DocumentReference/{doc}").json()
+        DocumentReference.parse_obj(stored)
+        assert stored["subject"]["reference"] == f"Patient/{at_a}"
+        assert stored["custodian"]["display"] == "县人民医院 & 病案室"
+        assert stored["content"][0]["attachment"]["title"] == "出院小结"
+        binary_id = stored["content"][0]["attachment"]["url"].split("Binary/")[1]
+        assert region.a.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT}).content == document
+
+        # Another encoding is refused by name, and nothing of the transaction is stored.
+        latin = cda(rid, "DS-LATIN-0001").decode("utf-8").replace('encoding="UTF-8"', 'encoding="ISO-8859-5"').encode("utf-8")
+        r = region.a.post("", provide(latin))
+        assert r.status_code == 400, r.text
+        assert "ISO-8859-5" in r.text
+        assert found(region.a, f"patient=Patient/{at_a}") == [doc]
+    finally:
+        region.server.stop()
