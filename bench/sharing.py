@@ -263,7 +263,7 @@ def main():
     ap.add_argument("--residents", type=int, default=1_000_000)
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", choices=["recognizable", "stamping", "mhd"])
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-sharing-")

@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--conditions", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--observations", type=int, default=100_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", choices=["search", "ingest"], help="only the operations and :below search, or only the ingest")
     ap.add_argument("--shapes", default="minimal,gateway", help="Observation shapes for the ingest (minimal, gateway)")
     args = ap.parse_args()

@@ -34,13 +34,18 @@ final class EmbeddedExportTests: XCTestCase {
         _ = try await sqlite.commit(WriteUnit(writes: [try prepared(
             #"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2345-7"}]},"subject":{"reference":"Patient/p3"},"valueQuantity":{"value":5.4,"unit":"mmol/L"}}"#,
             "Observation", "o1")]))
+        // A document of 150 KB: kept in a file beside the SQLite database (ADR 025), in the row on PostgreSQL.
+        let document = Data((0..<150_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).base64EncodedString()
+        _ = try await sqlite.commit(WriteUnit(writes: [try prepared(
+            #"{"resourceType":"Binary","contentType":"application/pdf","data":"\#(document)"}"#, "Binary", "b1")]))
 
         let copied = try await EmbeddedExport.run(from: sqlite, sourceName: source.location, to: postgres) { _, _ in }
-        XCTAssertEqual(copied, 2501)
+        XCTAssertEqual(copied, 2502)
         let sourceCounts = try await sqlite.resourceCounts()
         let targetCounts = try await postgres.resourceCounts()
         XCTAssertEqual(sourceCounts, targetCounts)
-        for key in [ResourceKey("Patient", "p0"), ResourceKey("Patient", "p1"), ResourceKey("Patient", "p2499"), ResourceKey("Observation", "o1")] {
+        for key in [ResourceKey("Patient", "p0"), ResourceKey("Patient", "p1"), ResourceKey("Patient", "p2499"), ResourceKey("Observation", "o1"),
+                    ResourceKey("Binary", "b1")] {
             let a = try await sqlite.read(key), b = try await postgres.read(key)
             XCTAssertEqual(a?.version, b?.version, "\(key)")
             XCTAssertEqual(a?.content, b?.content, "\(key): the exact stored bytes")
