@@ -80,19 +80,26 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         private var byPrefix: [String: [Value]] = [:]
         /// The distinct prefix lengths in UTF-8 bytes, ascending.
         private var lengths: [Int] = []
+        private var all: [(prefix: String, value: Value)] = []
 
         mutating func add(_ prefix: String, _ value: Value) {
             byPrefix[prefix, default: []].append(value)
+            all.append((prefix, value))
             let n = prefix.utf8.count
             if !lengths.contains(n) { lengths = (lengths + [n]).sorted() }
         }
 
-        /// Each value whose prefix `code` starts with (byte for byte), shorter prefixes first.
+        /// Each value whose prefix `code` starts with. An ASCII code (every code of the shipped list
+        /// and nearly every code sent) is cut at each prefix length and looked up; any other is
+        /// compared as Swift compares strings (canonically equivalent spellings match), as before.
         func forEach(prefixOf code: String, _ body: (Value) -> Void) {
             let u = code.utf8
+            guard u.allSatisfy({ $0 < 0x80 }) else {
+                for entry in all where code.hasPrefix(entry.prefix) { body(entry.value) }
+                return
+            }
             for n in lengths {
                 guard n <= u.count else { break }
-                // A cut inside a character decodes to a replacement character, which no prefix equals.
                 if let values = byPrefix[String(decoding: u.prefix(n), as: UTF8.self)] { values.forEach(body) }
             }
         }

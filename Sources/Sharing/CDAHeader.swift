@@ -30,6 +30,8 @@ struct XMLHeaderReader {
     /// The document's encoding, from its XML declaration: UTF-8, or GB 18030 (which reads GBK and
     /// GB 2312 too), as Chinese hospital systems often write their documents.
     var gb18030 = false
+    /// ISO 8859-1 declared: each byte is its character.
+    var latin1 = false
 
     struct Malformed: Error { let message: String }
 
@@ -42,7 +44,14 @@ struct XMLHeaderReader {
 
     static func root(of data: [UInt8], stopAt: String? = nil) throws -> CDAElement {
         var reader = XMLHeaderReader(data, stopAt: stopAt)
-        reader.gb18030 = try Self.isGB18030(declaredIn: data[reader.i...])
+        switch try Self.declaredEncoding(data[reader.i...]) {
+        case .gb18030:
+            // A UTF-8 byte order mark says otherwise: GB 18030 would read its UTF-8 as other characters.
+            guard reader.i == 0 else { throw Malformed(message: "a UTF-8 byte order mark, and a GB encoding declared") }
+            reader.gb18030 = true
+        case .latin1: reader.latin1 = reader.i == 0
+        case .utf8: break
+        }
         return try reader.document()
     }
 
@@ -52,17 +61,30 @@ struct XMLHeaderReader {
     /// Whether the XML declaration names GB 18030, GBK or GB 2312. No declaration, or UTF-8 (any
     /// spelling), is UTF-8; any other encoding is refused by name. The markup itself can be read in
     /// either: no byte of a GB 18030 multi-byte character is `<`, `>`, `&`, `=` or a quote.
-    static func isGB18030(declaredIn data: ArraySlice<UInt8>) throws -> Bool {
-        guard data.starts(with: Array("<?xml".utf8)) else { return false }
-        let declaration = String(decoding: data.prefix(200).prefix { $0 != UInt8(ascii: ">") }, as: UTF8.self)
-        guard let at = declaration.range(of: "encoding") else { return false }
-        let rest = declaration[at.upperBound...].drop { $0 == " " || $0 == "=" }
-        guard let quote = rest.first, quote == "\"" || quote == "'" else { return false }
+    enum Encoding { case utf8, gb18030, latin1 }
+
+    static func isXMLSpace(_ c: Character) -> Bool { c == " " || c == "\t" || c == "\n" || c == "\r" }
+
+    /// The encoding the XML declaration names. No declaration, or UTF-8 or ASCII (any spelling), is
+    /// UTF-8; GB 18030, GBK and GB 2312 are read as GB 18030; ISO 8859-1 as itself; any other is
+    /// refused by name. The markup itself can be read in each: no byte of a GB 18030 multi-byte
+    /// character is `<`, `>`, `&`, `=`, `/`, `?`, a quote or a space (`skip(past:)` steps over them).
+    static func declaredEncoding(_ data: ArraySlice<UInt8>) throws -> Encoding {
+        let start = data.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        guard start.starts(with: Array("<?xml".utf8)), start.count > 5,
+              [0x20, 0x09, 0x0A, 0x0D].contains(start[start.startIndex + 5]) else { return .utf8 }
+        let declaration = String(decoding: start.prefix(300).prefix { $0 != UInt8(ascii: ">") }, as: UTF8.self)
+        guard let at = declaration.range(of: "encoding") else { return .utf8 }
+        var rest = declaration[at.upperBound...].drop(while: isXMLSpace)
+        guard rest.first == "=" else { return .utf8 }
+        rest = rest.dropFirst().drop(while: isXMLSpace)
+        guard let quote = rest.first, quote == "\"" || quote == "'" else { return .utf8 }
         let name = rest.dropFirst().prefix { $0 != quote }
         switch name.uppercased().filter({ $0.isLetter || $0.isNumber }) {
-        case "UTF8": return false
-        case "GB18030", "GBK", "GB2312", "CP936", "GB231280": return true
-        default: throw Malformed(message: "the document's encoding '\(name)' is not supported (UTF-8, GB18030, GBK, GB2312)")
+        case "UTF8", "USASCII", "ASCII": return .utf8
+        case "GB18030", "GBK", "GB2312", "CP936", "GB231280": return .gb18030
+        case "ISO88591", "LATIN1": return .latin1
+        default: throw Malformed(message: "the document's encoding '\(name)' is not supported (UTF-8, GB18030, GBK, GB2312, ISO-8859-1)")
         }
     }
 
@@ -153,6 +175,11 @@ struct XMLHeaderReader {
         let u = Array(end.utf8)
         while i + u.count <= bytes.count {
             if bytes[i..<(i + u.count)].elementsEqual(u) { i += u.count; return }
+            // In GB 18030 a character's second byte may be `]` or `-`: step over whole characters.
+            if gb18030, bytes[i] >= 0x81, bytes[i] <= 0xFE, i + 1 < bytes.count {
+                i += bytes[i + 1] >= 0x30 && bytes[i + 1] <= 0x39 ? 4 : 2
+                continue
+            }
             i += 1
         }
         throw Malformed(message: "unterminated construct (missing \(end))")
@@ -187,6 +214,7 @@ struct XMLHeaderReader {
 
     /// Bytes of the document as text, in its encoding.
     func text(_ raw: ArraySlice<UInt8>) throws -> String {
+        if latin1 { return String(String.UnicodeScalarView(raw.map { Unicode.Scalar($0) })) }
         if gb18030, raw.contains(where: { $0 >= 0x80 }) {
             guard let s = String(data: Data(raw), encoding: Self.gb18030Encoding) else { throw Malformed(message: "text is not GB 18030") }
             return s

@@ -107,4 +107,20 @@ final class SensitiveCategoriesTests: XCTestCase {
         XCTAssertEqual(ConsentEvaluator.verdict([denyObservations], facility: "b", type: "Observation", now: now), .deny)
         XCTAssertEqual(ConsentEvaluator.verdict([denyObservations], facility: "b", type: "Condition", now: now), .none)
     }
+
+    /// The prefix table finds exactly what comparing the code with every prefix finds (as Swift
+    /// compares strings), for codes at, around and between the prefixes, ASCII or not.
+    func test_prefixLookup_findsWhatAScanFinds() {
+        let prefixes = ["F", "F1", "B20", "B2", "Z21", "7917-8", "", "É", "E\u{301}X", "张"]
+        var table = SensitiveCategories.Prefixes<Int>()
+        for (i, p) in prefixes.enumerated() { table.add(p, i) }
+        let codes = ["F", "F10.2", "F1", "B20.1", "B2", "B", "Z21", "Z2", "7917-8", "7917-80", "7917", "", "É1", "E\u{301}1",
+                     "E\u{301}X9", "\u{C9}X", "张三", "F\u{301}", "b20", "张"]
+        for code in codes {
+            var found: [Int] = []
+            table.forEach(prefixOf: code) { found.append($0) }
+            let scanned = prefixes.indices.filter { code.hasPrefix(prefixes[$0]) }
+            XCTAssertEqual(found.sorted(), scanned, code)
+        }
+    }
 }

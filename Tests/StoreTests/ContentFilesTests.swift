@@ -41,9 +41,10 @@ final class ContentFilesTests: XCTestCase {
         for row in rows {
             let stored = try XCTUnwrap(row[1].blob)
             XCTAssertLessThan(stored.readableBytes, 100, "a marker, not the content")
-            let name = try XCTUnwrap(stored.withUnsafeReadableBytes { ContentFiles.fileName($0) })
-            XCTAssertEqual(name, ContentFiles.name(hid: try XCTUnwrap(row[0].integer)))
-            XCTAssertTrue(FileManager.default.fileExists(atPath: path + "-content/" + name))
+            let file = try XCTUnwrap(stored.withUnsafeReadableBytes { ContentFiles.file($0) })
+            XCTAssertEqual(file.name, ContentFiles.name(hid: try XCTUnwrap(row[0].integer)))
+            let attributes = try FileManager.default.attributesOfItem(atPath: path + "-content/" + file.name)
+            XCTAssertEqual(attributes[.size] as? Int, file.size)
         }
         let small = try raw.query("SELECT h.content FROM resource_history h JOIN resource r ON r.rid = h.rid WHERE r.id = 'small'", [])
         XCTAssertEqual(try small.first?.first?.blob.map { try JSONParser.parse($0.readableBytesView)["resourceType"]?.stringValue }, "Binary",
@@ -73,6 +74,28 @@ final class ContentFilesTests: XCTestCase {
             XCTAssertEqual(big?.content, page.records.first { $0.key.id == "big" }?.content)
             try await store.close()
         }
+    }
+
+    /// A content file cut short (a power loss before it reached the disk) is an error, not a shorter resource.
+    func test_truncatedFile_isAStorageError() async throws {
+        let (store, dir) = try await openThrowawayStore()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let write = try IngestPipeline().prepare(try JSONParser.parse(binary(150_000, seed: 6)), type: "Binary", id: "b", method: "PUT")
+        let outcome = try await store.commit(WriteUnit(writes: [write]))
+        XCTAssertEqual(outcome.first?.version, 1)
+        let folder = dir.appendingPathComponent("db.sqlite-content").path
+        let bucket = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: folder).first)
+        let name = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: folder + "/" + bucket).first)
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: folder + "/" + bucket + "/" + name))
+        try handle.truncate(atOffset: 1000)
+        try handle.close()
+        do {
+            _ = try await store.read(ResourceKey("Binary", "b"))
+            XCTFail("read of a file cut short")
+        } catch StoreError.storage(let message) {
+            XCTAssertTrue(message.contains("has 1000 bytes"), message)
+        }
+        try await store.close()
     }
 
     /// A content file gone missing is a storage error naming it, not an empty or wrong resource.

@@ -17,15 +17,15 @@ import Darwin
 /// so no reader sees a marker before its file is whole. A batch that rolls back gives its row
 /// ids to the next batch, which overwrites the files; after a crash between a file's write and
 /// the commit the same happens at the next start (row ids continue from the highest stored).
-/// With `durable` (`--durability full`) each file and its directory are fsynced before the
-/// commit; otherwise a file is in the page cache when the commit returns, which a killed
-/// process cannot lose, as a `synchronous=NORMAL` commit.
+/// Each file's data is fsynced before the commit, whatever the durability (a power loss must not
+/// keep a row whose file it lost); with `durable` (`--durability full`) its directory too. The
+/// marker holds the size: a file that is not whole is an error when read.
 ///
 /// The readers resolve a marker where SQLite hands out a blob (`SQLiteRawConnection.column`,
 /// the point reads): everything above the store sees the exact bytes as before.
 struct ContentFiles: Sendable {
     let folder: String
-    /// Each file and its directory fsynced before the commit (`--durability full`).
+    /// Directories fsynced too, as each file is (`--durability full`).
     let durable: Bool
     /// Content of this many bytes or more goes to a file.
     let threshold: Int
@@ -44,44 +44,80 @@ struct ContentFiles: Sendable {
     /// The file of history row `hid`, relative to `folder`: 4,096 to a directory.
     static func name(hid: Int) -> String { "\(hid / 4096)/\(hid)" }
 
-    /// Writes `content` to the file of `hid` and returns the marker to store in its row.
-    func store(hid: Int, _ content: [UInt8]) throws -> [UInt8] {
+    /// A file written and not yet on disk (`store`), made durable by `sync` before the commit.
+    struct Written {
+        let fd: Int32
+        let path: String
+        let directory: String
+    }
+
+    /// Writes `content` to the file of `hid` and starts its writeback; returns the marker to store
+    /// in its row, and the file, which `sync` must be given before the batch commits.
+    func store(hid: Int, _ content: [UInt8]) throws -> (marker: [UInt8], file: Written) {
         let name = Self.name(hid: hid)
         let directory = folder + "/" + String(hid / 4096)
-        try Self.makeDirectory(folder, fsyncParent: nil)
+        let parent = String(folder[..<(folder.lastIndex(of: "/") ?? folder.startIndex)])
+        try Self.makeDirectory(folder, fsyncParent: durable ? (parent.isEmpty ? "." : parent) : nil)
         try Self.makeDirectory(directory, fsyncParent: durable ? folder : nil)
         let path = folder + "/" + name
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StoreError.storage("Cannot create \(path): \(Self.errorText())") }
-        defer { close(fd) }
-        try content.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw StoreError.storage("Cannot write \(path): \(Self.errorText())")
+        do {
+            try content.withUnsafeBytes { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw StoreError.storage("Cannot write \(path): \(Self.errorText())")
+                    }
+                    offset += n
                 }
-                offset += n
             }
+        } catch {
+            close(fd)
+            throw error
         }
-        if durable {
-            guard fsync(fd) == 0 else { throw StoreError.storage("Cannot fsync \(path): \(Self.errorText())") }
-            try Self.fsyncDirectory(directory)
-        }
-        return Self.marker + Array(name.utf8)
+        // The disk starts on it now; `sync` waits for all of a batch's files together.
+        _ = Self.startWriteback?(fd, 0, 0, 2 /* SYNC_FILE_RANGE_WRITE */)
+        return (Self.marker + Array("\(content.count) \(name)".utf8), Written(fd: fd, path: path, directory: directory))
     }
 
-    /// The relative file name a stored content names, when it is a marker.
-    static func fileName(_ content: UnsafeRawBufferPointer) -> String? {
+    /// Makes the files of a batch durable and closes them. Their bytes reach the disk before their
+    /// rows can: even without fsynced commits (`synchronous=NORMAL`) the WAL's pages may be written
+    /// back, and a row that survives a power loss must not name a file that did not. Closes every
+    /// file, also when one fails.
+    func sync(_ files: [Written]) throws {
+        var failure: StoreError?
+        for file in files {
+            if failure == nil, fdatasync(file.fd) != 0 { failure = .storage("Cannot fsync \(file.path): \(Self.errorText())") }
+            if close(file.fd) != 0, failure == nil { failure = .storage("Cannot write \(file.path): \(Self.errorText())") }
+        }
+        if let failure { throw failure }
+        if durable {
+            for directory in Set(files.map(\.directory)) { try Self.fsyncDirectory(directory) }
+        }
+    }
+
+    /// `sync_file_range` (Linux; Glibc's module does not export it): starts writing a file's dirty
+    /// pages without waiting, so that a batch's files go to the disk together.
+    private typealias SyncFileRange = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
+    private static let startWriteback: SyncFileRange? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range")
+        .map { unsafeBitCast($0, to: SyncFileRange.self) }
+
+    /// The size and relative file name a stored content names, when it is a marker (`<size> <name>`).
+    static func file(_ content: UnsafeRawBufferPointer) -> (size: Int, name: String)? {
         guard content.count > marker.count, content[0] == 0,
               marker.withUnsafeBytes({ memcmp($0.baseAddress!, content.baseAddress!, marker.count) == 0 }) else { return nil }
-        return String(decoding: UnsafeRawBufferPointer(rebasing: content[marker.count...]), as: UTF8.self)
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: content[marker.count...]), as: UTF8.self)
+        guard let space = text.firstIndex(of: " "), let size = Int(text[..<space]) else { return nil }
+        return (size, String(text[text.index(after: space)...]))
     }
 
-    /// The stored bytes of `content`: itself, or the file its marker names.
+    /// The stored bytes of `content`: itself, or the file its marker names (which must hold the
+    /// size the marker says: a file cut short is an error, never a shorter resource).
     func resolve(_ content: UnsafeRawBufferPointer) throws -> ByteBuffer {
-        guard let name = Self.fileName(content) else { return ByteBuffer(bytes: content) }
+        guard let (expected, name) = Self.file(content) else { return ByteBuffer(bytes: content) }
         let path = folder + "/" + name
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError.storage("A stored version's content file is missing: \(path): \(Self.errorText())") }
@@ -89,6 +125,9 @@ struct ContentFiles: Sendable {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw StoreError.storage("Cannot stat \(path): \(Self.errorText())") }
         let size = Int(info.st_size)
+        guard size == expected else {
+            throw StoreError.storage("A stored version's content file has \(size) bytes, not \(expected): \(path)")
+        }
         var buffer = ByteBufferAllocator().buffer(capacity: size)
         var done = 0
         while done < size {

@@ -303,6 +303,9 @@ final class SQLiteWriteSession: @unchecked Sendable {
     private func flush(_ pending: inout PendingRows, fresh: inout Set<Int>) throws {
         guard !pending.isEmpty else { return }
         let history = try db.statement("INSERT INTO resource_history (hid, rid, version, last_updated, method, content) VALUES (?, ?, ?, ?, ?, ?)")
+        var files: [ContentFiles.Written] = []
+        var synced = false
+        defer { if !synced { for file in files { close(file.fd) } } }
         for h in pending.history {
             try db.run(history) { row in
                 try row.integer(1, h.hid)
@@ -312,8 +315,10 @@ final class SQLiteWriteSession: @unchecked Sendable {
                 try row.text(5, h.method)
                 if let content = h.content {
                     // Large content in a file of its own, written before this batch commits (ADR 025).
-                    if let files = db.contentFiles, content.count >= files.threshold {
-                        try row.blob(6, try files.store(hid: h.hid, content))
+                    if let contentFiles = db.contentFiles, content.count >= contentFiles.threshold {
+                        let (marker, file) = try contentFiles.store(hid: h.hid, content)
+                        files.append(file)
+                        try row.blob(6, marker)
                     } else {
                         try row.blob(6, content)
                     }
@@ -321,6 +326,10 @@ final class SQLiteWriteSession: @unchecked Sendable {
                     try row.null(6)
                 }
             }
+        }
+        if let contentFiles = db.contentFiles, !files.isEmpty {
+            synced = true
+            try contentFiles.sync(files)
         }
         for r in pending.resources {
             try db.run("INSERT INTO resource (rid, type, id, version, last_updated, deleted, hid, facility, compartment, sensitive)"
