@@ -76,41 +76,41 @@ final class ContentFilesTests: XCTestCase {
         }
     }
 
-    /// A content file cut short (a power loss before it reached the disk) is an error, not a shorter resource.
-    func test_truncatedFile_isAStorageError() async throws {
+    /// Stores one 150 KB Binary, lets `damage` change its content folder, and returns the storage
+    /// error a read of it then gives (the test fails if the read succeeds).
+    func readError(after damage: (_ folder: String) throws -> Void) async throws -> String? {
         let (store, dir) = try await openThrowawayStore()
         defer { try? FileManager.default.removeItem(at: dir) }
         let write = try IngestPipeline().prepare(try JSONParser.parse(binary(150_000, seed: 6)), type: "Binary", id: "b", method: "PUT")
         let outcome = try await store.commit(WriteUnit(writes: [write]))
         XCTAssertEqual(outcome.first?.version, 1)
-        let folder = dir.appendingPathComponent("db.sqlite-content").path
-        let bucket = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: folder).first)
-        let name = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: folder + "/" + bucket).first)
-        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: folder + "/" + bucket + "/" + name))
-        try handle.truncate(atOffset: 1000)
-        try handle.close()
+        try damage(dir.appendingPathComponent("db.sqlite-content").path)
+        var message: String?
         do {
             _ = try await store.read(ResourceKey("Binary", "b"))
-            XCTFail("read of a file cut short")
-        } catch StoreError.storage(let message) {
-            XCTAssertTrue(message.contains("has 1000 bytes"), message)
+            XCTFail("read without its whole content file")
+        } catch StoreError.storage(let text) {
+            message = text
         }
         try await store.close()
+        return message
+    }
+
+    /// A content file cut short (a power loss before it reached the disk) is an error, not a shorter resource.
+    func test_truncatedFile_isAStorageError() async throws {
+        let message = try await readError { folder in
+            let bucket = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: folder).first)
+            let name = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: folder + "/" + bucket).first)
+            let handle = try XCTUnwrap(FileHandle(forWritingAtPath: folder + "/" + bucket + "/" + name))
+            try handle.truncate(atOffset: 1000)
+            try handle.close()
+        }
+        XCTAssertTrue(message?.contains("has 1000 bytes") == true, message ?? "no error")
     }
 
     /// A content file gone missing is a storage error naming it, not an empty or wrong resource.
     func test_missingFile_isAStorageError() async throws {
-        let (store, dir) = try await openThrowawayStore()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let write = try IngestPipeline().prepare(try JSONParser.parse(binary(150_000, seed: 5)), type: "Binary", id: "b", method: "PUT")
-        _ = try await store.commit(WriteUnit(writes: [write]))
-        try FileManager.default.removeItem(atPath: dir.appendingPathComponent("db.sqlite-content").path)
-        do {
-            _ = try await store.read(ResourceKey("Binary", "b"))
-            XCTFail("read without its content file")
-        } catch StoreError.storage(let message) {
-            XCTAssertTrue(message.contains("content file is missing"), message)
-        }
-        try await store.close()
+        let message = try await readError { folder in try FileManager.default.removeItem(atPath: folder) }
+        XCTAssertTrue(message?.contains("content file is missing") == true, message ?? "no error")
     }
 }
