@@ -12,6 +12,11 @@
    DocumentReference (subject, type and id from the CDA header) and the Binary — through HTTP, 8
    clients; target >= 100/s. Baseline: raw SQLite inserts of the same request bodies, one
    committed row each (WAL, synchronous=NORMAL).
+4. Binaries in their own content type (`--only binary`): POST of a 10 MB `application/pdf`
+   document (the server makes the Binary), against raw SQLite inserts of the same bytes; reads of
+   it with `Accept: application/pdf` (decoded from the stored form into the buffer sent) against
+   reads of the same Binary as FHIR JSON (its stored bytes sent as they are), 8 clients,
+   each on a fresh server, with the server's peak resident memory after each.
 
     python3 bench/sharing.py [--residents 1000000] [--seconds 10] [--observations 100000]
 """
@@ -212,24 +217,29 @@ def cda_document(rid, size):
     return head.replace(b"<structuredBody>", b"<structuredBody>" + filler)
 
 
+def raw_blob_inserts(path, body, n):
+    """Raw SQLite inserts of `body`, one committed row each (WAL, synchronous=NORMAL): per second."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, body BLOB)")
+    t = time.time()
+    for _ in range(n):
+        db.execute("BEGIN")
+        db.execute("INSERT INTO doc (body) VALUES (?)", (body,))
+        db.execute("COMMIT")
+    rate = n / (time.time() - t)
+    db.close()
+    return rate
+
+
 def mhd(args, work):
     rid = chinese_households.resident_id("510104", "1966-06-06", 61)
     document = cda_document(rid, 1_000_000)
     bundle = json.dumps(provide(document)).encode()
     log(f"document {len(document)} bytes, request {len(bundle)} bytes")
     # Baseline: the same request bodies as raw SQLite rows.
-    db = sqlite3.connect(os.path.join(work, "raw.sqlite"), isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, body BLOB)")
-    t = time.time()
-    n_raw = 300
-    for _ in range(n_raw):
-        db.execute("BEGIN")
-        db.execute("INSERT INTO doc (body) VALUES (?)", (bundle,))
-        db.execute("COMMIT")
-    raw = n_raw / (time.time() - t)
-    db.close()
+    raw = raw_blob_inserts(os.path.join(work, "raw.sqlite"), bundle, 300)
 
     data = os.path.join(work, "mhd")
     port = free_port()
@@ -258,18 +268,57 @@ wrk.headers["Content-Type"] = "application/fhir+json"
         stop(server)
 
 
+def peak_rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+
+
+def binary(args, work):
+    document = b"%PDF-1.7\n" + random.Random(29).randbytes(10 * 1024 * 1024)
+    n = 30
+    raw = raw_blob_inserts(os.path.join(work, "raw-binary.sqlite"), document, n)
+
+    data = os.path.join(work, "binary")
+    out = {"document_bytes": len(document), "raw_sqlite_inserts_per_s": round(raw, 1)}
+    for accept in ("application/pdf", "application/fhir+json"):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start([BINARY, "serve", "--dev", "--port", str(port), "--data", data, "--no-matching"], f"{base}/ready")
+        try:
+            if "upload_per_s" not in out:
+                t = time.time()
+                for _ in range(n):
+                    req = urllib.request.Request(f"{base}/fhir/Binary", method="POST", data=document,
+                                                 headers={"Content-Type": "application/pdf", "Prefer": "return=minimal"})
+                    location = urllib.request.urlopen(req).headers["Location"]
+                upload = n / (time.time() - t)
+                out["upload_per_s"] = round(upload, 1)
+                out["upload_ratio_to_raw"] = round(upload / raw, 3)
+                binary_id = location.split("Binary/")[1].split("/")[0]
+            script = lua_get(work, "binary-" + accept.split("/")[1].split("+")[0], [f"/fhir/Binary/{binary_id}"])
+            result = wrk(base, script, args.seconds, headers=[f"Accept: {accept}"])
+            result["peak_rss_mb"] = peak_rss_mb(server.pid)
+            out["read_as_" + ("document" if accept == "application/pdf" else "fhir_json")] = result
+        finally:
+            stop(server)
+    out["document_reads_ratio_to_json_reads"] = round(out["read_as_document"]["requests_per_s"]
+                                                      / out["read_as_fhir_json"]["requests_per_s"], 3)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=1_000_000)
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["recognizable", "stamping", "mhd"])
+    ap.add_argument("--only", choices=["recognizable", "stamping", "mhd", "binary"])
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-sharing-")
     results = {"binary": BINARY}
     try:
-        for name, run in (("mhd", mhd), ("stamping", stamping), ("recognizable", recognizable)):
+        for name, run in (("mhd", mhd), ("binary", binary), ("stamping", stamping), ("recognizable", recognizable)):
             if args.only in (None, name):
                 log(f"== {name}")
                 results[name] = run(args, work)

@@ -73,7 +73,7 @@ struct FHIRRoutes: Sendable {
                 let type = try context.parameters.require("type")
                 if type == "_search" { throw FHIRError(.notFound, code: "not-supported", "System-level search is not supported") }
                 if type.hasPrefix("$") { return try await r.operation(request, base: base, level: .system, name: type, type: nil, id: nil) }
-                let body = try await r.readResource(request)
+                let body = try await r.writtenResource(request, id: nil)
                 let result = try await r.service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.disposition == .created)
             }
@@ -145,7 +145,7 @@ struct FHIRRoutes: Sendable {
         }
         fhir.put("{type}/{id}") { request, context in
             try await handle(request, context) { r, base in
-                let body = try await r.readResource(request)
+                let body = try await r.writtenResource(request, id: try context.parameters.require("id"))
                 let result = try await r.service.update(try context.parameters.require("type"), try context.parameters.require("id"),
                                                  body: body, ifMatch: try r.ifMatch(request))
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: true)
@@ -283,7 +283,7 @@ struct FHIRRoutes: Sendable {
                 throw FHIRError(.notAcceptable, code: "not-supported", "Only JSON is supported (_format=\(format))")
             }
         }
-        if let contentType = request.headers[.contentType], contentType.contains("xml") {
+        if let contentType = request.headers[.contentType], contentType.contains("xml"), !Self.isNativeBinaryWrite(request) {
             throw FHIRError(.unsupportedFormat, code: "not-supported", "Only JSON is supported (Content-Type: \(contentType)); send application/fhir+json")
         }
         if let accept = request.headers[.accept], accept.contains("xml"), !accept.contains("json"), !accept.contains("*/*"),
@@ -333,6 +333,62 @@ struct FHIRRoutes: Sendable {
         let buffer = try await body(request)
         if let empty, buffer.readableBytes == 0 { return empty }
         return try service.pipeline.parse(buffer.readableBytesView)
+    }
+
+    /// The resource a create or update sends: FHIR JSON, or a Binary's document itself.
+    func writtenResource(_ request: Request, id: String?) async throws -> JSON {
+        if let binary = try await nativeBinary(request, id: id) { return binary }
+        return try await readResource(request)
+    }
+
+    /// A Binary written in its own content type (http://hl7.org/fhir/R4/http.html#binary): POST to
+    /// `Binary` or PUT to `Binary/{id}` with the document itself as the body. The server makes the
+    /// Binary: `contentType` from the header, `securityContext` from `X-Security-Context`, `data`
+    /// the body's bytes. Nil for a FHIR body (JSON), which is read as any resource is.
+    func nativeBinary(_ request: Request, id: String?) async throws -> JSON? {
+        guard Self.isNativeBinaryWrite(request), let contentType = request.headers[.contentType] else { return nil }
+        let media = Self.mediaType(contentType)
+        // What a browser sends to another site without asking first: refused, as for every write.
+        if ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"].contains(media) {
+            throw FHIRError(.unsupportedFormat, code: "not-supported",
+                            "A Binary is not taken as \(media) (a browser sends that to any site); send it as a FHIR Binary (application/fhir+json) or in another content type")
+        }
+        let declared = contentType.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "; ")
+        var binary = JSONObject()
+        binary["resourceType"] = .string("Binary")
+        if let id { binary["id"] = .string(id) }
+        binary["contentType"] = .string(declared)
+        if let context = request.headers[Self.securityContextHeader] {
+            let parts = context.trimmingCharacters(in: .whitespaces).split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, FHIRSchema.r4.isResourceType(String(parts[0])), FHIRPrimitive.isValidID(String(parts[1])) else {
+                throw FHIRError(.invalid, code: "value", "X-Security-Context must be a reference such as Patient/123 (got '\(context)')",
+                                at: "Binary.securityContext")
+            }
+            binary["securityContext"] = .object(JSONObject([("reference", .string("\(parts[0])/\(parts[1])"))]))
+        }
+        let bytes = try await body(request)
+        binary["data"] = .string(bytes.withUnsafeReadableBytes { Base64.encode($0) })
+        return .object(binary)
+    }
+
+    static let securityContextHeader = HTTPField.Name("X-Security-Context")!
+
+    /// POST `Binary` or PUT `Binary/{id}` with a body that is not FHIR: neither JSON nor FHIR's XML.
+    static func isNativeBinaryWrite(_ request: Request) -> Bool {
+        let parts = request.uri.path.split(separator: "/")
+        let binary = switch request.method {
+        case .post: parts.last == "Binary"
+        case .put: parts.count >= 2 && parts[parts.count - 2] == "Binary"
+        default: false
+        }
+        guard binary, let contentType = request.headers[.contentType] else { return false }
+        let media = mediaType(contentType)
+        return !media.isEmpty && !media.contains("json") && !["application/fhir+xml", "application/xml+fhir"].contains(media)
+    }
+
+    /// The media type of a Content-Type, lowercased, without its parameters.
+    static func mediaType(_ contentType: String) -> String {
+        (contentType.split(separator: ";").first.map(String.init) ?? "").trimmingCharacters(in: .whitespaces).lowercased()
     }
 
     func ifMatch(_ request: Request) throws(FHIRError) -> Int? {

@@ -58,3 +58,44 @@ final class JSONTests: XCTestCase {
         XCTAssertThrowsError(try JSONParser.parse(#""\ud83d""#))
     }
 }
+
+/// The scan that finds a stored Binary's `data` without parsing it (issue 29).
+final class JSONMembersTests: XCTestCase {
+    func members(_ text: String, _ names: Set<String>) -> [String: String]? {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { raw in
+            JSONMembers.strings(in: raw, named: names).map { found in
+                found.mapValues { String(decoding: UnsafeRawBufferPointer(rebasing: raw[$0]), as: UTF8.self) }
+            }
+        }
+    }
+
+    /// Top-level string members are found past nested objects, arrays, numbers, literals and
+    /// strings holding escaped quotes and brackets; the same names inside nested values are not.
+    func test_findsTopLevelStringsOnly() {
+        let text = #"""
+        { "meta" : {"data":"nested","tag":[{"code":"a\"}]"}]}, "n": -1.5e3, "t":true, "z":null,
+          "list":[["data"],{"x":"}"}], "contentType":"application/pdf", "data" :"QUJD" }
+        """#
+        XCTAssertEqual(members(text, ["data", "contentType", "absent"]), ["data": "QUJD", "contentType": "application/pdf"])
+        XCTAssertEqual(members(#"{"resourceType":"Binary","data":"","id":"x"}"#, ["data"]), ["data": ""])
+        XCTAssertEqual(members("{}", ["data"]), [:])
+        // A member asked for whose value is not a string is not reported.
+        XCTAssertEqual(members(#"{"data":{"a":"b"}}"#, ["data"]), [:])
+        // Everything the scan agrees with the parser on.
+        let stored = #"{"resourceType":"Binary","id":"b1","meta":{"versionId":"2"},"contentType":"text/xml","data":"PGE+PC9hPg=="}"#
+        let parsed = try? JSONParser.parse(stored)
+        XCTAssertEqual(members(stored, ["contentType", "data"])?["data"], parsed?["data"]?.stringValue)
+    }
+
+    /// What the scan cannot answer with a byte range is left to the parser: an escape inside a
+    /// wanted string, and input that is not one object.
+    func test_leavesTheRestToTheParser() {
+        XCTAssertNil(members(#"{"data":"QU\/JD"}"#, ["data"]))
+        XCTAssertNil(members(#"["data"]"#, ["data"]))
+        XCTAssertNil(members(#"{"data":"QUJD""#, ["data"]))
+        XCTAssertNil(members(#"{"a":"b" "data":"QUJD"}"#, ["data"]))
+        XCTAssertNil(members(#"{"a":{"b":"c"}"#, ["data"]))
+        XCTAssertNil(members("", ["data"]))
+    }
+}

@@ -21,62 +21,106 @@ public enum Base64 {
     }()
 
     public static func decode(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
-        let n = input.count
         var failed = false
-        let out = decodeTable.withUnsafeBufferPointer { table -> [UInt8] in
-            [UInt8](unsafeUninitializedCapacity: n / 4 * 3 + 3) { buffer, written in
-                var o = 0, i = 0
-                var quad: UInt32 = 0, filled = 0, padding = 0
-                while i < n {
-                    // Fast path: four alphabet characters in a row.
-                    if filled == 0 && padding == 0 && i + 4 <= n {
-                        let a = table[Int(input[i])], b = table[Int(input[i + 1])], c = table[Int(input[i + 2])], d = table[Int(input[i + 3])]
-                        if (a | b | c | d) < 64 {
-                            let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
-                            buffer[o] = UInt8(truncatingIfNeeded: v >> 16)
-                            buffer[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
-                            buffer[o + 2] = UInt8(truncatingIfNeeded: v)
-                            o += 3
-                            i += 4
-                            continue
-                        }
-                    }
-                    let v = table[Int(input[i])]
-                    i += 1
-                    switch v {
-                    case 65: continue
-                    case 64:
-                        // Padding: only in the last quad's third or fourth place, and nothing but more padding after.
-                        guard filled >= 2 else { failed = true; written = o; return }
-                        padding += 1
-                        filled += 1
-                    case 255:
-                        failed = true; written = o; return
-                    default:
-                        guard padding == 0 else { failed = true; written = o; return }
-                        quad = quad << 6 | UInt32(v)
-                        filled += 1
-                    }
-                    if filled == 4 {
-                        quad <<= UInt32(6 * padding)
-                        buffer[o] = UInt8(truncatingIfNeeded: quad >> 16)
-                        if padding < 2 { buffer[o + 1] = UInt8(truncatingIfNeeded: quad >> 8) }
-                        if padding < 1 { buffer[o + 2] = UInt8(truncatingIfNeeded: quad) }
-                        o += 3 - padding
-                        quad = 0
-                        filled = 0
-                        if padding > 0 { padding = -1 }  // the end: only whitespace may follow
-                    }
-                }
-                if filled != 0 { failed = true }
-                written = o
-            }
+        let out = [UInt8](unsafeUninitializedCapacity: maxDecodedCount(input.count)) { buffer, written in
+            guard let n = decode(input, into: UnsafeMutableRawBufferPointer(buffer)) else { failed = true; written = 0; return }
+            written = n
         }
         return failed ? nil : out
     }
 
+    /// Room enough for what `count` characters of base64 decode to.
+    public static func maxDecodedCount(_ count: Int) -> Int { count / 4 * 3 + 3 }
+
+    /// Decodes into `buffer` (at least `maxDecodedCount(input.count)` bytes): the number of bytes
+    /// written, or nil as `decode(_:)` answers nil. A stored document is decoded straight into the
+    /// buffer the response sends.
+    public static func decode(_ input: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        let n = input.count
+        precondition(buffer.count >= maxDecodedCount(n))
+        return decodeTable.withUnsafeBufferPointer { table -> Int? in
+            var o = 0, i = 0
+            var quad: UInt32 = 0, filled = 0, padding = 0
+            while i < n {
+                // Fast path: four alphabet characters in a row.
+                if filled == 0 && padding == 0 && i + 4 <= n {
+                    let a = table[Int(input[i])], b = table[Int(input[i + 1])], c = table[Int(input[i + 2])], d = table[Int(input[i + 3])]
+                    if (a | b | c | d) < 64 {
+                        let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                        buffer[o] = UInt8(truncatingIfNeeded: v >> 16)
+                        buffer[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
+                        buffer[o + 2] = UInt8(truncatingIfNeeded: v)
+                        o += 3
+                        i += 4
+                        continue
+                    }
+                }
+                let v = table[Int(input[i])]
+                i += 1
+                switch v {
+                case 65: continue
+                case 64:
+                    // Padding: only in the last quad's third or fourth place, and nothing but more padding after.
+                    guard filled >= 2 else { return nil }
+                    padding += 1
+                    filled += 1
+                case 255:
+                    return nil
+                default:
+                    guard padding == 0 else { return nil }
+                    quad = quad << 6 | UInt32(v)
+                    filled += 1
+                }
+                if filled == 4 {
+                    quad <<= UInt32(6 * padding)
+                    buffer[o] = UInt8(truncatingIfNeeded: quad >> 16)
+                    if padding < 2 { buffer[o + 1] = UInt8(truncatingIfNeeded: quad >> 8) }
+                    if padding < 1 { buffer[o + 2] = UInt8(truncatingIfNeeded: quad) }
+                    o += 3 - padding
+                    quad = 0
+                    filled = 0
+                    if padding > 0 { padding = -1 }  // the end: only whitespace may follow
+                }
+            }
+            return filled == 0 ? o : nil
+        }
+    }
+
     public static func encode(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString()
+        bytes.withUnsafeBytes { encode($0) }
+    }
+
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Standard, padded base64 (RFC 4648 §4), written straight into the string's storage: a
+    /// document sent in its own content type is encoded once, without Foundation's copies.
+    public static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+        let n = bytes.count
+        guard n > 0 else { return "" }
+        return alphabet.withUnsafeBufferPointer { table in
+            String(unsafeUninitializedCapacity: (n + 2) / 3 * 4) { out in
+                var i = 0, o = 0
+                while i + 3 <= n {
+                    let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+                    out[o] = table[Int(v >> 18)]
+                    out[o + 1] = table[Int(v >> 12 & 0x3F)]
+                    out[o + 2] = table[Int(v >> 6 & 0x3F)]
+                    out[o + 3] = table[Int(v & 0x3F)]
+                    i += 3
+                    o += 4
+                }
+                if i < n {
+                    let b = i + 1 < n ? UInt32(bytes[i + 1]) : 0
+                    let v = UInt32(bytes[i]) << 16 | b << 8
+                    out[o] = table[Int(v >> 18)]
+                    out[o + 1] = table[Int(v >> 12 & 0x3F)]
+                    out[o + 2] = i + 1 < n ? table[Int(v >> 6 & 0x3F)] : UInt8(ascii: "=")
+                    out[o + 3] = UInt8(ascii: "=")
+                    o += 4
+                }
+                return o
+            }
+        }
     }
 
     /// base64url without padding (RFC 4648 §5; JWS, RFC 7515 §2), written directly: the blind

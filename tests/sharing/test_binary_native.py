@@ -1,0 +1,108 @@
+"""Binaries in their own content type (http://hl7.org/fhir/R4/http.html#binary; issue 29), on a
+real server with real tokens: a facility POSTs a scanned report as `application/pdf` with
+`X-Security-Context`, and PUTs a new version as XML; the server makes the Binary from the header
+and the bytes. Reads in the document's own type give back the exact bytes, with their length,
+decoded straight from the stored form, also when the stored base64 holds line breaks; the same
+Binary read as FHIR is valid R4. Access is that of the
+resident the security context names. Bodies a browser sends cross-site and bad security contexts
+are refused, and nothing is stored."""
+import base64
+import os
+import sys
+
+from fhir.resources.binary import Binary
+from fhir.resources.operationoutcome import OperationOutcome
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
+from region import Region, patient, resident_id  # noqa: E402
+
+
+def count(caller, query):
+    r = caller.get(query + ("&" if "?" in query else "?") + "_summary=count")
+    assert r.status_code == 200, r.text
+    return r.json()["total"]
+
+
+def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
+    region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
+    region.server.start()
+    try:
+        rid = resident_id("1958-03-08", 27)
+        at_a = region.a.created("Patient", patient("孙", "兰", rid, "1958-03-08", "female"))
+        at_b = region.b.created("Patient", patient("孙", "兰", rid, "1958-03-08", "female"))
+        region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                       "subject": {"reference": f"Patient/{at_b}"}})
+
+        # A 12 MB scan: a content file in the store (ADR 025).
+        document = b"%PDF-1.7\n" + os.urandom(12 * 1024 * 1024 + 5)
+        posted = region.a.post("Binary", document, headers={"Content-Type": "application/pdf",
+                                                            "X-Security-Context": f"Patient/{at_a}",
+                                                            "Prefer": "return=minimal"})
+        assert posted.status_code == 201, posted.text
+        assert posted.content == b"", "Prefer: return=minimal"
+        binary_id = posted.headers["Location"].split("Binary/")[1].split("/")[0]
+
+        raw = region.a.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+        assert raw.status_code == 200, raw.text
+        assert raw.headers["Content-Type"] == "application/pdf"
+        assert int(raw.headers["Content-Length"]) == len(document)
+        assert raw.headers["ETag"] == 'W/"1"'
+        assert raw.content == document
+
+        as_fhir = region.a.get(f"Binary/{binary_id}")
+        assert as_fhir.status_code == 200, as_fhir.text
+        Binary.parse_obj(as_fhir.json())
+        assert as_fhir.json()["contentType"] == "application/pdf"
+        assert as_fhir.json()["securityContext"] == {"reference": f"Patient/{at_a}"}
+        assert base64.b64decode(as_fhir.json()["data"]) == document
+
+        # B treats the same resident: it reads the scan; C treats nobody: it does not.
+        from_b = region.b.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+        assert from_b.status_code == 200 and from_b.content == document
+        assert region.c.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"}).status_code in (403, 404)
+
+        # A new version in another type, by PUT: its own bytes and type, version 2.
+        report = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><report>胸部CT：未见明显异常</report>".encode()
+        put = region.a.put(f"Binary/{binary_id}", report, headers={"Content-Type": "text/xml;charset=UTF-8",
+                                                                  "X-Security-Context": f"Patient/{at_a}"})
+        assert put.status_code == 200, put.text
+        Binary.parse_obj(put.json())
+        assert put.json()["meta"]["versionId"] == "2" and put.json()["contentType"] == "text/xml; charset=UTF-8"
+        now = region.a.get(f"Binary/{binary_id}", headers={"Accept": "text/xml"})
+        assert now.status_code == 200 and now.content == report
+        assert now.headers["Content-Type"] == "text/xml; charset=UTF-8" and now.headers["ETag"] == 'W/"2"'
+        first = region.a.get(f"Binary/{binary_id}/_history/1")
+        assert base64.b64decode(first.json()["data"]) == document
+
+        # Base64 stored with MIME line breaks (a client's JSON) is read back as the same bytes.
+        scan = os.urandom(700_001)
+        folded = base64.encodebytes(scan).decode()
+        assert "\n" in folded
+        folded_id = region.a.created("Binary", {"resourceType": "Binary", "contentType": "image/jpeg", "data": folded,
+                                                "securityContext": {"reference": f"Patient/{at_a}"}})
+        got = region.a.get(f"Binary/{folded_id}", headers={"Accept": "image/jpeg"})
+        assert got.status_code == 200 and int(got.headers["Content-Length"]) == len(scan) and got.content == scan
+
+        # Refused, with nothing stored: what a browser sends to any site, and a security context that is no reference.
+        before = count(region.a, "Binary")
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+            refused = region.a.post("Binary", b"hello", headers={"Content-Type": content_type})
+            assert refused.status_code == 415, (content_type, refused.text)
+            OperationOutcome.parse_obj(refused.json())
+        bad = region.a.post("Binary", b"%PDF-1.7", headers={"Content-Type": "application/pdf", "X-Security-Context": "Patient/a b/c"})
+        assert bad.status_code == 400, bad.text
+        OperationOutcome.parse_obj(bad.json())
+        assert bad.json()["issue"][0]["expression"] == ["Binary.securityContext"]
+        unknown = region.a.post("Binary", b"%PDF-1.7", headers={"Content-Type": "application/pdf", "X-Security-Context": "Nothing/1"})
+        assert unknown.status_code == 400, unknown.text
+        assert count(region.a, "Binary") == before
+
+        # A FHIR resource in XML is still refused as XML, not taken for a document.
+        xml = region.a.post("Binary", b"<Binary xmlns=\"http://hl7.org/fhir\"/>", headers={"Content-Type": "application/fhir+xml"})
+        assert xml.status_code == 415, xml.text
+        assert count(region.a, "Binary") == before
+    finally:
+        region.stop()
