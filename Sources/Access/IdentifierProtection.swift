@@ -157,12 +157,83 @@ public struct IdentifierProtection: Sendable {
         // The walk's closure holds the active key alone, not `self` (copied at every step, it
         // cost a tenth of the ingest of results).
         let (keyID, key) = (activeKeyID, encryptionKeys[activeKeyID]!)
-        let stored = Self.walk(resource) { object in
+        let root = type == "Binary" ? Self.sealDocument(resource, keyID: keyID, key: key) ?? resource : resource
+        let stored = Self.walk(root) { object in
+            if let sealed = Self.sealDocument(object, keyID: keyID, key: key, attachment: true) { return sealed }
             guard let kind = Self.kind(of: object, phones: phones), case .string(let value)? = object["value"] else { return nil }
             secrets.insert(value)
             return Self.encrypt(value, kind: kind, in: object, keyID: keyID, key: key)
         }
         return (stored, secrets)
+    }
+
+    // MARK: documents
+
+    /// Authenticated with every sealed document: a document's ciphertext cannot be moved into an
+    /// identifier, nor an identifier's into a document.
+    static let documentKind = "document"
+
+    /// A document at rest (a Binary's `data`, an Attachment's `data`: a CDA discharge summary, a
+    /// scanned report) holds the resident's name, ID number and address in its own format, out of
+    /// reach of the identifier walk; it is sealed whole. Its bytes (not their base64 text) are
+    /// sealed, and the stored form keeps `data` as the primitive's extension, like an identifier's
+    /// `value`. Nil for an object that holds no document (or data that is not base64, which
+    /// validation refused before any store). `attachment`: the object must look like an
+    /// Attachment (`data` beside `contentType`).
+    static func sealDocument(_ object: JSONObject, keyID: String, key: SymmetricKey, attachment: Bool = false) -> JSONObject? {
+        guard case .string(let text)? = object["data"], !attachment || object["contentType"] != nil,
+              let bytes = Base64.decode(text) else { return nil }
+        let sealed = try! AES.GCM.seal(bytes, using: key, authenticating: Data(documentKind.utf8))
+        return sealing("data", in: object, token: keyID + ":" + sealed.combined!.withUnsafeBytes { Base64.encode($0) })
+    }
+
+    /// `object` with its primitive `element` replaced by the primitive's extension holding `token`
+    /// (`_element`; other extensions of the primitive kept).
+    static func sealing(_ element: String, in object: JSONObject, token: String) -> JSONObject {
+        let ext = JSON.object(JSONObject([("url", .string(Self.encryptedValueURL)), ("valueString", .string(token))]))
+        var primitive = object["_" + element]?.objectValue ?? JSONObject()
+        primitive["extension"] = .array((primitive["extension"]?.arrayValue ?? []) + [ext])
+        var members: [(String, JSON)] = []
+        for (k, v) in object.members where k != "_" + element {
+            members.append(k == element ? ("_" + element, .object(primitive)) : (k, v))
+        }
+        return JSONObject(members)
+    }
+
+    /// `object` with `value` back in its primitive `element` where the encrypted extension was
+    /// (the primitive's other extensions, if any, kept).
+    static func restoring(_ element: String, in object: JSONObject, value: String) -> JSONObject {
+        var members: [(String, JSON)] = []
+        for (k, v) in object.members {
+            guard k == "_" + element, var primitive = v.objectValue else { members.append((k, v)); continue }
+            members.append((element, .string(value)))
+            let others = (primitive["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != encryptedValueURL }
+            primitive["extension"] = others.isEmpty ? nil : .array(others)
+            if !primitive.isEmpty { members.append(("_" + element, .object(primitive))) }
+        }
+        return JSONObject(members)
+    }
+
+    /// A sealed document's bytes from its token's text (`<kid>:<base64>`, as stored), without
+    /// building the resource: a Binary read in its own type. Nil: another keyring, or altered.
+    public func openDocument(token: UnsafeRawBufferPointer) -> Data? {
+        guard let colon = token.firstIndex(of: UInt8(ascii: ":")),
+              let key = encryptionKeys[String(decoding: UnsafeRawBufferPointer(rebasing: token[..<colon]), as: UTF8.self)],
+              let combined = Base64.decode(UnsafeRawBufferPointer(rebasing: token[(colon + 1)...])),
+              let box = try? AES.GCM.SealedBox(combined: combined) else { return nil }
+        return try? AES.GCM.open(box, using: key, authenticating: Data(Self.documentKind.utf8))
+    }
+
+    /// The object with its sealed document back in `data` (nil: it holds none). A document that
+    /// does not open (another store's keyring, altered) stays sealed: no data, never wrong data.
+    func openDocument(_ object: JSONObject) -> JSONObject? {
+        guard object["data"] == nil, let primitive = object["_data"]?.objectValue,
+              let token = primitive["extension"]?.arrayValue?.first(where: { $0["url"]?.stringValue == Self.encryptedValueURL })?["valueString"]?.stringValue,
+              let colon = token.firstIndex(of: ":"), let key = encryptionKeys[String(token[..<colon])],
+              let combined = Base64.decode(String(token[token.index(after: colon)...])),
+              let box = try? AES.GCM.SealedBox(combined: combined),
+              let plain = try? AES.GCM.open(box, using: key, authenticating: Data(Self.documentKind.utf8)) else { return nil }
+        return Self.restoring("data", in: object, value: plain.withUnsafeBytes { Base64.encode($0) })
     }
 
     /// Index entries with every protected value replaced by its blind index code.
@@ -192,20 +263,23 @@ public struct IdentifierProtection: Sendable {
 
     /// The resource with its protected values in clear.
     public func reveal(_ resource: JSONObject) -> JSONObject {
-        Self.walk(resource) { object in
+        Self.walk(openDocument(resource) ?? resource) { object in
+            if let opened = openDocument(object) { return opened }
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
-            return Self.restoring(object, value: decrypt(token, kind: kind) ?? "******")
+            return Self.restoring("value", in: object, value: decrypt(token, kind: kind) ?? "******")
         }
     }
 
     /// The resource with its protected values masked (`1101**********002X`, `138****8000`) and
-    /// labelled `MASKED` in `meta.security`.
+    /// labelled `MASKED` in `meta.security`. Documents are opened: whoever may read a document
+    /// reads it whole (the access decision is about the record, and a document is not rewritten).
     public func mask(_ resource: JSONObject) -> JSONObject {
         var masked = false
-        var out = Self.walk(resource) { object in
+        var out = Self.walk(openDocument(resource) ?? resource) { object in
+            if let opened = openDocument(object) { return opened }
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
             masked = true
-            return Self.restoring(object, value: Self.masked(decrypt(token, kind: kind) ?? "", kind: kind))
+            return Self.restoring("value", in: object, value: Self.masked(decrypt(token, kind: kind) ?? "", kind: kind))
         }
         if masked {
             var meta = out["meta"]?.objectValue ?? JSONObject()
@@ -276,15 +350,7 @@ public struct IdentifierProtection: Sendable {
     private static func encrypt(_ value: String, kind: String, in object: JSONObject, keyID: String, key: SymmetricKey) -> JSONObject {
         // Sealing with a fresh random nonce cannot fail for these sizes.
         let sealed = try! AES.GCM.seal(Data(value.utf8), using: key, authenticating: Data(kind.utf8))
-        let token = keyID + ":" + sealed.combined!.base64EncodedString()
-        let ext = JSON.object(JSONObject([("url", .string(Self.encryptedValueURL)), ("valueString", .string(token))]))
-        var primitive = object["_value"]?.objectValue ?? JSONObject()
-        primitive["extension"] = .array((primitive["extension"]?.arrayValue ?? []) + [ext])
-        var members: [(String, JSON)] = []
-        for (k, v) in object.members where k != "_value" {
-            members.append(k == "value" ? ("_value", .object(primitive)) : (k, v))
-        }
-        return JSONObject(members)
+        return sealing("value", in: object, token: keyID + ":" + sealed.combined!.base64EncodedString())
     }
 
     /// Any bytes sealed under the active key (`<kid>:<base64>`), for other PHI kept at rest (the
@@ -311,19 +377,6 @@ public struct IdentifierProtection: Sendable {
         return (token, kind)
     }
 
-    /// The object with `value` back where the encrypted extension was (and the primitive's other
-    /// extensions, if any, kept).
-    static func restoring(_ object: JSONObject, value: String) -> JSONObject {
-        var members: [(String, JSON)] = []
-        for (k, v) in object.members {
-            guard k == "_value", var primitive = v.objectValue else { members.append((k, v)); continue }
-            members.append(("value", .string(value)))
-            let others = (primitive["extension"]?.arrayValue ?? []).filter { $0["url"]?.stringValue != encryptedValueURL }
-            primitive["extension"] = others.isEmpty ? nil : .array(others)
-            if !primitive.isEmpty { members.append(("_value", .object(primitive))) }
-        }
-        return JSONObject(members)
-    }
 
     private func decrypt(_ token: String, kind: String) -> String? {
         guard let colon = token.firstIndex(of: ":"), let key = encryptionKeys[String(token[..<colon])],

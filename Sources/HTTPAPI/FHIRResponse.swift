@@ -8,46 +8,6 @@ import Store
 enum FHIRResponse {
     static let contentType = "application/fhir+json; charset=utf-8"
 
-    /// A Binary's bytes with its own content type (nil: not a Binary with data).
-    static func rawBinary(_ r: InteractionResult) -> Response? {
-        guard let content = r.content else { return nil }
-        var headers: HTTPFields = [:]
-        if let version = r.version { headers[.eTag] = ETag.make(version) }
-        if let direct = directBinary(content, headers: headers) { return direct }
-        // A stored form the scan does not take (an escaped string): parsed whole.
-        guard case .object(let o)? = try? JSONParser.parse(content.readableBytesView),
-              o["resourceType"]?.stringValue == "Binary", let data = o["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
-        headers[.contentType] = o["contentType"]?.stringValue ?? "application/octet-stream"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-    }
-
-    /// The document decoded from the stored JSON straight into the buffer that is sent: no parsed
-    /// string of its base64 text, no intermediate copy; the stored form is let go before sending.
-    /// (A 10 MB document read by 8 clients at once: 44 reads/s against 38/s parsed, and a lower
-    /// peak memory than either the parsed form or decoding piece by piece as the client takes it,
-    /// which holds the stored form for as long as the client reads; docs/performance.md.)
-    static func directBinary(_ content: ByteBuffer, headers: HTTPFields) -> Response? {
-        let decoded = content.withUnsafeReadableBytes { bytes -> (contentType: String?, document: ByteBuffer)? in
-            guard let members = JSONMembers.strings(in: bytes, named: ["resourceType", "contentType", "data"]),
-                  let type = members["resourceType"], String(decoding: UnsafeRawBufferPointer(rebasing: bytes[type]), as: UTF8.self) == "Binary",
-                  let range = members["data"] else { return nil }
-            let data = UnsafeRawBufferPointer(rebasing: bytes[range])
-            var document = ByteBufferAllocator().buffer(capacity: Base64.maxDecodedCount(data.count))
-            var valid = true
-            document.writeWithUnsafeMutableBytes(minimumWritableBytes: Base64.maxDecodedCount(data.count)) { out in
-                guard let written = Base64.decode(data, into: out) else { valid = false; return 0 }
-                return written
-            }
-            guard valid else { return nil }
-            let contentType = members["contentType"].map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0]), as: UTF8.self) }
-            return (contentType, document)
-        }
-        guard let decoded else { return nil }
-        var headers = headers
-        headers[.contentType] = decoded.contentType ?? "application/octet-stream"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: decoded.document))
-    }
-
     static func json(_ value: JSON, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var h = headers
         h[.contentType] = contentType

@@ -74,7 +74,7 @@ struct FHIRRoutes: Sendable {
                 if type == "_search" { throw FHIRError(.notFound, code: "not-supported", "System-level search is not supported") }
                 if type.hasPrefix("$") { return try await r.operation(request, base: base, level: .system, name: type, type: nil, id: nil) }
                 let body = try await r.writtenResource(request, id: nil)
-                let result = try await r.service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
+                let result = try await r.writing(request).create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.disposition == .created)
             }
         }
@@ -104,7 +104,7 @@ struct FHIRRoutes: Sendable {
                     throw FHIRError(.invalid, code: "invalid", "PUT to a type needs search parameters (conditional update) or an id in the URL")
                 }
                 let body = try await r.readResource(request)
-                let result = try await r.service.conditionalUpdate(try context.parameters.require("type"), query: query, body: body,
+                let result = try await r.writing(request).conditionalUpdate(try context.parameters.require("type"), query: query, body: body,
                                                             ifMatch: try r.ifMatch(request))
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: true)
             }
@@ -135,9 +135,16 @@ struct FHIRRoutes: Sendable {
                     let event = try await AuditLog(service: r.service).read(try context.parameters.require("id"))
                     return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: event))
                 }
-                var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 // A Binary asked for in its own type (IHE MHD ITI-68: the document itself): its bytes.
-                if type == "Binary", Self.wantsRawBinary(request), let raw = FHIRResponse.rawBinary(result) { return raw }
+                if type == "Binary", Self.wantsRawBinary(request) {
+                    switch try await r.service.readBinary(id) {
+                    case .document(let version, let contentType, let bytes):
+                        return Response(status: .ok, headers: [.contentType: contentType, .eTag: ETag.make(version)], body: .init(byteBuffer: bytes))
+                    case .resource(let result):
+                        return FHIRResponse.resource(result, base: base)
+                    }
+                }
+                var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
                 result.content = ResourceSubset.content(result.content, mode, elements)
                 return FHIRResponse.resource(result, base: base)
@@ -146,7 +153,7 @@ struct FHIRRoutes: Sendable {
         fhir.put("{type}/{id}") { request, context in
             try await handle(request, context) { r, base in
                 let body = try await r.writtenResource(request, id: try context.parameters.require("id"))
-                let result = try await r.service.update(try context.parameters.require("type"), try context.parameters.require("id"),
+                let result = try await r.writing(request).update(try context.parameters.require("type"), try context.parameters.require("id"),
                                                  body: body, ifMatch: try r.ifMatch(request))
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: true)
             }
@@ -158,7 +165,7 @@ struct FHIRRoutes: Sendable {
                     throw FHIRError(.unsupportedFormat, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
                 }
                 let patch = try r.service.pipeline.parse(try await r.body(request).readableBytesView)
-                let result = try await r.service.patch(try context.parameters.require("type"), try context.parameters.require("id"),
+                let result = try await r.writing(request).patch(try context.parameters.require("type"), try context.parameters.require("id"),
                                                 patch: patch, ifMatch: try r.ifMatch(request))
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request))
             }
@@ -333,6 +340,12 @@ struct FHIRRoutes: Sendable {
         let buffer = try await body(request)
         if let empty, buffer.readableBytes == 0 { return empty }
         return try service.pipeline.parse(buffer.readableBytesView)
+    }
+
+    /// The service for a write: without presenting the written resource when the response will
+    /// not carry it (`Prefer: return=minimal`).
+    func writing(_ request: Request) -> FHIRService {
+        FHIRResponse.prefer(request) == .minimal ? service.withoutWrittenContent() : service
     }
 
     /// The resource a create or update sends: FHIR JSON, or a Binary's document itself.

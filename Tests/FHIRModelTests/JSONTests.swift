@@ -97,5 +97,29 @@ final class JSONMembersTests: XCTestCase {
         XCTAssertNil(members(#"{"a":"b" "data":"QUJD"}"#, ["data"]))
         XCTAssertNil(members(#"{"a":{"b":"c"}"#, ["data"]))
         XCTAssertNil(members("", ["data"]))
+        XCTAssertNil(members(#"{"data":"QUJD"} x"#, ["data"]), "one object, nothing after it")
+    }
+
+    /// An object's members and an array's elements as byte ranges, for walking to a sealed
+    /// document's token without parsing the document.
+    func test_membersAndElements() throws {
+        let text = #"{"a":"x","_data":{"extension":[{"url":"u","valueString":"k:QUJD"}, 7 ,[1]]},"n":1}"#
+        let bytes = Array(text.utf8)
+        try bytes.withUnsafeBytes { raw in
+            let members = try XCTUnwrap(JSONMembers.members(in: raw))
+            XCTAssertEqual(members.map(\.key), ["a", "_data", "n"])
+            XCTAssertEqual(members.map(\.string), [true, false, false])
+            func text(_ r: Range<Int>, in b: UnsafeRawBufferPointer) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: b[r]), as: UTF8.self) }
+            XCTAssertEqual(text(members[0].range, in: raw), "x")
+            XCTAssertEqual(text(members[2].range, in: raw), "1")
+            let data = UnsafeRawBufferPointer(rebasing: raw[members[1].range])
+            let ext = try XCTUnwrap(JSONMembers.members(in: data)?.first)
+            let list = UnsafeRawBufferPointer(rebasing: data[ext.range])
+            let elements = try XCTUnwrap(JSONMembers.elements(in: list))
+            XCTAssertEqual(elements.map { text($0, in: list) }, [#"{"url":"u","valueString":"k:QUJD"}"#, "7", "[1]"])
+            XCTAssertEqual(JSONMembers.elements(in: UnsafeRawBufferPointer(rebasing: list[0..<0])), nil)
+        }
+        XCTAssertEqual(Array("[]".utf8).withUnsafeBytes { JSONMembers.elements(in: $0)?.count }, 0)
+        XCTAssertNil(Array("[1,]".utf8).withUnsafeBytes { JSONMembers.elements(in: $0) })
     }
 }

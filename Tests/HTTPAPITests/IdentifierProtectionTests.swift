@@ -185,4 +185,42 @@ final class IdentifierProtectionTests: XCTestCase {
             XCTAssertNotEqual(p0?["id"], p1?["id"])
         }
     }
+
+    /// Documents at rest: a Binary's and an Attachment's `data` (a CDA with the resident's ID
+    /// number and name in its header) are sealed whole; whoever reads the record gets the exact
+    /// bytes back, masked view or not; a sealed document does not open as an identifier nor under
+    /// another keyring.
+    func test_documentsAreSealedAtRestAndOpenedWhole() throws {
+        let protection = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+        let cda = "<ClinicalDocument><recordTarget><patientRole><id root=\"2.16.156.10011.1.3\" extension=\"\(Self.id)\"/>"
+            + "<patient><name>吴敏</name></patient></patientRole></recordTarget></ClinicalDocument>"
+        let text = Base64.encode(Array(cda.utf8))
+        let binary = try XCTUnwrap(JSONParser.parse(#"{"resourceType":"Binary","contentType":"application/hl7-v3+xml","data":"\#(text)","_data":{"id":"d1"}}"#).objectValue)
+        let report = try XCTUnwrap(JSONParser.parse(#"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"CT"},"presentedForm":[{"contentType":"application/pdf","data":"\#(text)","title":"报告"}]}"#).objectValue)
+        for (type, resource) in [("Binary", binary), ("DiagnosticReport", report)] {
+            let (stored, secrets) = protection.protect(resource, type: type)
+            let bytes = String(decoding: JSONWriter.bytes(.object(stored)), as: UTF8.self)
+            XCTAssertTrue(secrets.isEmpty, "a document adds nothing to the index")
+            XCTAssertFalse(bytes.contains(text), type)
+            XCTAssertFalse(bytes.contains(Self.id), type)
+            XCTAssertFalse(bytes.contains("\"data\""), type)
+            XCTAssertTrue(bytes.withCString { IdentifierProtection.holdsEncrypted(UnsafeRawBufferPointer(start: $0, count: strlen($0))) })
+            XCTAssertEqual(protection.reveal(stored), resource, type)
+            XCTAssertEqual(protection.mask(stored), resource, "the masked view opens documents too (\(type))")
+            // Another store's keyring leaves it sealed: no data rather than wrong data.
+            let other = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+            XCTAssertEqual(other.reveal(stored), stored)
+        }
+        // Binary's own `_data` extensions are kept beside the sealed document.
+        XCTAssertEqual(protection.protect(binary, type: "Binary").stored["_data"]?["id"]?.stringValue, "d1")
+        // A sealed phone number moved into a document's place does not open as one (the kind is authenticated).
+        let patient = try XCTUnwrap(JSONParser.parse(Self.patient()).objectValue)
+        let sealedPhone = try XCTUnwrap(protection.protect(patient, type: "Patient").stored["telecom"]?.arrayValue?.first?["_value"])
+        var moved = protection.protect(binary, type: "Binary").stored
+        moved["_data"] = sealedPhone
+        XCTAssertNil(protection.reveal(moved)["data"])
+        // Data that is not a document (no contentType beside it) is left alone.
+        let signature = try XCTUnwrap(JSONParser.parse(#"{"resourceType":"Provenance","signature":[{"type":[{"code":"1.2.840.10065.1.12.1.1"}],"when":"2026-12-06T10:00:00+08:00","who":{"display":"x"},"data":"\#(text)"}]}"#).objectValue)
+        XCTAssertEqual(protection.protect(signature, type: "Provenance").stored, signature)
+    }
 }

@@ -1,59 +1,68 @@
+@testable import Access
 import FHIRModel
 import Foundation
-import Hummingbird
 import NIOCore
-import Platform
+@testable import Platform
 import XCTest
 
-@testable import HTTPAPI
-
-/// A Binary read in its own content type is decoded from the stored JSON straight into the buffer
-/// sent (issue 29); a stored form the scan cannot take still answers, parsed whole.
+/// A Binary read in its own content type (ADR 026): the stored JSON is scanned, not parsed; a
+/// clear document is decoded straight into the buffer sent, a sealed one (ADR 027) opened from its
+/// token; a stored form the scan does not take is parsed whole; and whoever reads the Binary —
+/// another facility with the masked view too — gets the exact bytes.
 final class NativeBinaryTests: XCTestCase {
-    /// Collects what a response body writes, piece by piece.
-    final class Collector: ResponseBodyWriter, @unchecked Sendable {
-        var pieces: [ByteBuffer] = []
-        var finished = false
-        func write(_ buffer: ByteBuffer) async throws { pieces.append(buffer) }
-        func finish(_ trailingHeaders: HTTPFields?) async throws { finished = true }
+    let document = (0..<1_000_001).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+
+    func binary(data: String? = nil) -> JSONObject {
+        JSONObject([("resourceType", .string("Binary")), ("id", .string("b1")),
+                    ("meta", .object(JSONObject([("versionId", .string("3")), ("source", .string("urn:huitong:facility:org-a"))]))),
+                    ("contentType", .string("application/dicom")), ("data", .string(data ?? Base64.encode(document)))])
     }
 
-    func stored(_ document: [UInt8], data: String? = nil) -> ByteBuffer {
-        let json = JSON.object(JSONObject([("resourceType", .string("Binary")), ("id", .string("b1")),
-                                           ("meta", .object(JSONObject([("versionId", .string("3"))]))),
-                                           ("contentType", .string("application/dicom")),
-                                           ("data", .string(data ?? Base64.encode(document)))]))
-        var buffer = ByteBuffer(bytes: [UInt8](repeating: 0x20, count: 7))  // a reader index that is not 0
+    /// Stored bytes as the store hands them out: in a buffer whose reader index is not 0.
+    func stored(_ object: JSONObject) -> ByteBuffer {
+        var buffer = ByteBuffer(bytes: [UInt8](repeating: 0x20, count: 7))
         buffer.moveReaderIndex(forwardBy: 7)
-        buffer.writeBytes(JSONWriter.bytes(json))
+        buffer.writeBytes(JSONWriter.bytes(.object(object)))
         return buffer
     }
 
-    func test_aLargeBinaryIsDecodedFromTheStoredForm() async throws {
-        let document = (0..<1_000_001).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-        let response = try XCTUnwrap(FHIRResponse.directBinary(stored(document), headers: [.eTag: "W/\"3\""]))
-        XCTAssertEqual(response.headers[.contentType], "application/dicom")
-        XCTAssertEqual(response.headers[.eTag], "W/\"3\"")
-        XCTAssertEqual(response.body.contentLength, document.count)
-        let collector = Collector()
-        try await response.body.write(collector)
-        XCTAssertEqual(collector.pieces.flatMap { Array($0.readableBytesView) }, document)
-        // Stored data that is not base64 is not sent as if it were.
-        XCTAssertNil(FHIRResponse.directBinary(stored([], data: "QUJD*"), headers: [:]))
+    func presenter(_ protection: IdentifierProtection?, facility: String = "org-b") -> IdentifierPresenter {
+        IdentifierPresenter(protection: protection, principal: Principal(kind: .client, subject: "c", role: .facilitySystem, facility: facility,
+                                                                         scopes: SMARTScope.parseList("system/*.cruds")))
     }
 
-    func test_aStoredFormWithAnEscapeIsParsedWhole() async throws {
-        let document: [UInt8] = [0xFF, 0xFF, 0xFF, 0x3C, 0x61, 0x2F, 0x3E]  // base64 "////PGEvPg=="
+    func test_aClearDocumentIsDecodedFromTheStoredForm() throws {
+        let found = try XCTUnwrap(presenter(nil).document(stored(binary())))
+        XCTAssertEqual(found.contentType, "application/dicom")
+        XCTAssertEqual(Array(found.bytes.readableBytesView), document)
+        // Stored data that is not base64 is not sent as if it were.
+        XCTAssertNil(presenter(nil).document(stored(binary(data: "QUJD*"))))
+        // A Binary without data has no document (it is read as a resource).
+        var empty = binary()
+        empty["data"] = nil
+        XCTAssertNil(presenter(nil).document(stored(empty)))
+    }
+
+    func test_aSealedDocumentIsOpenedForWhoeverReadsIt() throws {
+        let protection = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+        let sealed = stored(protection.protect(binary(), type: "Binary").stored)
+        XCTAssertFalse(String(buffer: sealed).contains(Base64.encode(Array(document.prefix(300)))), "sealed at rest")
+        for facility in ["org-a", "org-b"] {  // the writer (clear view) and another facility (masked view)
+            let found = try XCTUnwrap(presenter(protection, facility: facility).document(sealed))
+            XCTAssertEqual(found.contentType, "application/dicom")
+            XCTAssertEqual(Array(found.bytes.readableBytesView), document, facility)
+        }
+        // Another keyring opens nothing: no document rather than wrong bytes.
+        let other = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+        XCTAssertNil(presenter(other).document(sealed))
+    }
+
+    func test_aStoredFormWithAnEscapeIsParsedWhole() throws {
+        let small: [UInt8] = [0xFF, 0xFF, 0xFF, 0x3C, 0x61, 0x2F, 0x3E]  // base64 "////PGEvPg=="
         // `\/` is a legal JSON spelling of `/`: the scan leaves it to the parser, which decodes it.
-        var text = String(buffer: stored(document))
-        text = text.replacingOccurrences(of: Base64.encode(document), with: Base64.encode(document).replacingOccurrences(of: "/", with: "\\/"))
-        XCTAssertTrue(text.contains("\\/"))
-        let content = ByteBuffer(string: text)
-        XCTAssertNil(FHIRResponse.directBinary(content, headers: [:]))
-        let collector = Collector()
-        let response = try XCTUnwrap(FHIRResponse.rawBinary(InteractionResult(.ok, version: 3, content: content)))
-        try await response.body.write(collector)
-        XCTAssertEqual(collector.pieces.flatMap { Array($0.readableBytesView) }, document)
-        XCTAssertEqual(response.headers[.eTag], "W/\"3\"")
+        let text = String(buffer: stored(binary(data: Base64.encode(small)))).replacingOccurrences(of: "/", with: "\\/")
+        let found = try XCTUnwrap(presenter(nil).document(ByteBuffer(string: text)))
+        XCTAssertEqual(Array(found.bytes.readableBytesView), small)
+        XCTAssertEqual(found.contentType, "application/dicom")
     }
 }

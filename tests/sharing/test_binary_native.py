@@ -3,8 +3,8 @@ real server with real tokens: a facility POSTs a scanned report as `application/
 `X-Security-Context`, and PUTs a new version as XML; the server makes the Binary from the header
 and the bytes. Reads in the document's own type give back the exact bytes, with their length,
 decoded straight from the stored form, also when the stored base64 holds line breaks; the same
-Binary read as FHIR is valid R4. Access is that of the
-resident the security context names. Bodies a browser sends cross-site and bad security contexts
+Binary read as FHIR is valid R4. At rest, no file holds a
+document in clear. Access is that of the resident the security context names. Bodies a browser sends cross-site and bad security contexts
 are refused, and nothing is stored."""
 import base64
 import os
@@ -85,6 +85,16 @@ def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
                                                 "securityContext": {"reference": f"Patient/{at_a}"}})
         got = region.a.get(f"Binary/{folded_id}", headers={"Accept": "image/jpeg"})
         assert got.status_code == 200 and int(got.headers["Content-Length"]) == len(scan) and got.content == scan
+
+        # At rest, the documents are sealed (ADR 026): no file under the data folder holds their
+        # bytes or their base64 text, nor the report's text.
+        needles = [document[4096:4160], base64.b64encode(document)[4096:4160], scan[999:1063],
+                   base64.b64encode(scan)[1200:1264], "胸部CT：未见明显异常".encode(), base64.b64encode(report)[:40]]
+        for folder, _, names in os.walk(str(tmp_path)):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    content = f.read()
+                assert not any(n in content for n in needles), f"a document in clear in {os.path.join(folder, name)}"
 
         # Refused, with nothing stored: what a browser sends to any site, and a security context that is no reference.
         before = count(region.a, "Binary")

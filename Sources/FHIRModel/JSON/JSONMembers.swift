@@ -9,12 +9,26 @@ public enum JSONMembers {
     /// holds an escape (the caller then parses the whole value instead). Values not asked for are
     /// stepped over, not checked: the input is what the store wrote.
     public static func strings(in bytes: UnsafeRawBufferPointer, named names: Set<String>) -> [String: Range<Int>]? {
-        var scanner = Scanner(bytes: bytes)
+        guard let all = members(in: bytes) else { return nil }
         var found: [String: Range<Int>] = [:]
+        for member in all where member.string && names.contains(member.key) {
+            // An escape would need decoding: leave that to the parser.
+            if member.range.count > 0, memchr(bytes.baseAddress! + member.range.lowerBound, 0x5C, member.range.count) != nil { return nil }
+            found[member.key] = member.range
+        }
+        return found
+    }
+
+    /// One object's members in order: each key, and the byte range of its value — inside the
+    /// quotes for a string (`string`), the whole value's text for anything else. Nil when the
+    /// input is not one object. Keys with escapes are taken as written.
+    public static func members(in bytes: UnsafeRawBufferPointer) -> [(key: String, range: Range<Int>, string: Bool)]? {
+        var scanner = Scanner(bytes: bytes)
+        var found: [(key: String, range: Range<Int>, string: Bool)] = []
         scanner.skipSpace()
         guard scanner.take(UInt8(ascii: "{")) else { return nil }
         scanner.skipSpace()
-        if scanner.take(UInt8(ascii: "}")) { return found }
+        if scanner.take(UInt8(ascii: "}")) { return scanner.atEnd ? found : nil }
         while true {
             scanner.skipSpace()
             guard let keyRange = scanner.string() else { return nil }
@@ -22,18 +36,39 @@ public enum JSONMembers {
             scanner.skipSpace()
             guard scanner.take(UInt8(ascii: ":")) else { return nil }
             scanner.skipSpace()
-            if names.contains(key), scanner.peek == UInt8(ascii: "\"") {
+            if scanner.peek == UInt8(ascii: "\"") {
                 guard let value = scanner.string() else { return nil }
-                // An escape would need decoding: leave that to the parser.
-                if value.count > 0, memchr(bytes.baseAddress! + value.lowerBound, 0x5C, value.count) != nil { return nil }
-                found[key] = value
+                found.append((key, value, true))
             } else {
+                let start = scanner.i
                 guard scanner.skipValue() else { return nil }
+                found.append((key, start..<scanner.i, false))
             }
             scanner.skipSpace()
             if scanner.take(UInt8(ascii: ",")) { continue }
             guard scanner.take(UInt8(ascii: "}")) else { return nil }
-            return found
+            return scanner.atEnd ? found : nil
+        }
+    }
+
+    /// The byte ranges of an array's elements (each value's whole text). Nil when the input is not
+    /// one array.
+    public static func elements(in bytes: UnsafeRawBufferPointer) -> [Range<Int>]? {
+        var scanner = Scanner(bytes: bytes)
+        var found: [Range<Int>] = []
+        scanner.skipSpace()
+        guard scanner.take(UInt8(ascii: "[")) else { return nil }
+        scanner.skipSpace()
+        if scanner.take(UInt8(ascii: "]")) { return scanner.atEnd ? found : nil }
+        while true {
+            scanner.skipSpace()
+            let start = scanner.i
+            guard scanner.skipValue() else { return nil }
+            found.append(start..<scanner.i)
+            scanner.skipSpace()
+            if scanner.take(UInt8(ascii: ",")) { continue }
+            guard scanner.take(UInt8(ascii: "]")) else { return nil }
+            return scanner.atEnd ? found : nil
         }
     }
 
@@ -42,6 +77,13 @@ public enum JSONMembers {
         var i = 0
 
         var peek: UInt8? { i < bytes.count ? bytes[i] : nil }
+
+        /// Only whitespace left.
+        var atEnd: Bool {
+            var copy = self
+            copy.skipSpace()
+            return copy.i == bytes.count
+        }
 
         mutating func take(_ b: UInt8) -> Bool {
             guard peek == b else { return false }

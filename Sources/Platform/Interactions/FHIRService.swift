@@ -109,6 +109,28 @@ public struct FHIRService: Sendable {
     /// What this principal sees of stored ID and phone numbers (every response passes through it).
     public var presenter: IdentifierPresenter { IdentifierPresenter(protection: pipeline.protection, principal: principal) }
 
+    /// Whether a write's result carries the resource as the caller sees it. Off for `Prefer:
+    /// return=minimal`: nothing is shown, so nothing is presented — a 10 MB Binary is not
+    /// parsed, opened and written again for a response without a body.
+    public var presentsWrites = true
+
+    /// The same service, its writes answering without the resource.
+    public func withoutWrittenContent() -> FHIRService {
+        var copy = self
+        copy.presentsWrites = false
+        return copy
+    }
+
+    /// A write's result as the caller gets it.
+    func written(_ result: InteractionResult) -> InteractionResult {
+        guard presentsWrites else {
+            var out = result
+            out.content = nil
+            return out
+        }
+        return presenter.result(result)
+    }
+
     /// The same service, committing `records` with its writes.
     public func recording(_ records: [RecordWrite]) -> FHIRService {
         var copy = self
@@ -226,6 +248,27 @@ public struct FHIRService: Sendable {
     }
 
     public func read(_ type: String, _ id: String) async throws -> InteractionResult {
+        presented(try await checkedRead(type, id))
+    }
+
+    /// A Binary read in its own type (R4 http.html#binary; IHE MHD ITI-68): the same decision and
+    /// audit as a read, answered with the document itself when it holds one.
+    public func readBinary(_ id: String) async throws -> BinaryRead {
+        let record = try await checkedRead("Binary", id)
+        if let content = record.content, let document = presenter.document(content) {
+            return .document(version: record.version, contentType: document.contentType, bytes: document.bytes)
+        }
+        return .resource(presented(record))
+    }
+
+    public enum BinaryRead: Sendable {
+        case document(version: Int, contentType: String, bytes: ByteBuffer)
+        /// A Binary without a document: read as a resource.
+        case resource(InteractionResult)
+    }
+
+    /// The current version of a resource, after the access decision, audited.
+    func checkedRead(_ type: String, _ id: String) async throws -> ResourceRecord {
         try checkType(type)
         try await authorize(.read, type)
         let key = ResourceKey(type, id)
@@ -233,8 +276,12 @@ public struct FHIRService: Sendable {
         if record.deleted { throw FHIRError.gone(key, version: record.version) }
         try await checkPatientData(record, .read)
         try await trail.appendRead(.read, type: type, records: [record])
-        return InteractionResult(.ok, key: key, version: record.version, lastUpdated: record.lastUpdated,
-                                 content: presenter.content(record.content, type: type))
+        return record
+    }
+
+    func presented(_ record: ResourceRecord) -> InteractionResult {
+        InteractionResult(.ok, key: record.key, version: record.version, lastUpdated: record.lastUpdated,
+                          content: presenter.content(record.content, type: record.key.type))
     }
 
     public func vread(_ type: String, _ id: String, version: String) async throws -> InteractionResult {
@@ -291,7 +338,7 @@ public struct FHIRService: Sendable {
                     // The existing resource is shown: a read, audited as one.
                     try await trail.appendRead(.conditionalCreate, type: type, records: [record],
                                                query: IdentifierPresenter.auditedQuery(ifNoneExist))
-                    return presenter.result(InteractionResult(.ok, key: existing, version: record.version,
+                    return written(InteractionResult(.ok, key: existing, version: record.version,
                                                               lastUpdated: record.lastUpdated, content: record.content))
                 }
                 assumptions.append(Assumption(query: query, expected: []))
@@ -299,7 +346,7 @@ public struct FHIRService: Sendable {
             let write = WriteRequest(key: ResourceKey(type, IngestPipeline.newID()), method: "POST", resource: body)
             let outcome = try await writePipeline.write([write], assumptions: assumptions,
                                                         as: ifNoneExist == nil ? .create : .conditionalCreate)[0]
-            return presenter.result(InteractionResult(outcome, .created))
+            return written(InteractionResult(outcome, .created))
         }
     }
 
@@ -316,7 +363,7 @@ public struct FHIRService: Sendable {
         }
         let write = WriteRequest(key: ResourceKey(type, id), method: "PUT", resource: body, ifMatch: ifMatch)
         let outcome = try await writePipeline.write([write], as: .update)[0]
-        return presenter.result(InteractionResult(outcome, outcome.created ? .created : .ok))
+        return written(InteractionResult(outcome, outcome.created ? .created : .ok))
     }
 
     /// `PUT /Type?query`: update the single match, or create when nothing matches.
@@ -341,7 +388,7 @@ public struct FHIRService: Sendable {
                                      mustNotExist: match == nil && bodyID != nil, newID: match == nil && bodyID == nil)
             let assumption = Assumption(query: parsed, expected: match.map { [$0] } ?? [])
             let outcome = try await writePipeline.write([write], assumptions: [assumption], as: .conditionalUpdate)[0]
-            return presenter.result(InteractionResult(outcome, outcome.created ? .created : .ok))
+            return written(InteractionResult(outcome, outcome.created ? .created : .ok))
         }
     }
 
@@ -364,7 +411,7 @@ public struct FHIRService: Sendable {
             // The version read above must still be current at commit: concurrent patches cannot interleave.
             let write = WriteRequest(key: key, method: "PATCH", resource: patched, ifMatch: record.version)
             do {
-                return presenter.result(InteractionResult(try await writePipeline.write([write], as: .patch)[0], .ok))
+                return written(InteractionResult(try await writePipeline.write([write], as: .patch)[0], .ok))
             } catch let error as FHIRError where error.category == .preconditionFailed && ifMatch == nil {
                 throw StoreError.conditionChanged
             }

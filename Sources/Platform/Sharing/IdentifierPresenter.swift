@@ -25,6 +25,61 @@ public struct IdentifierPresenter: Sendable {
         return ByteBuffer(bytes: JSONWriter.bytes(.object(clear ? protection.reveal(stored) : protection.mask(stored))))
     }
 
+    /// A stored Binary's document as it is sent in its own type (R4 http.html#binary; IHE MHD
+    /// ITI-68): its content type and bytes, nil when it holds none. Whoever may read the Binary
+    /// reads its document whole (ADR 027). The stored JSON is scanned, not parsed: a clear
+    /// document's base64 is decoded straight into the buffer sent, a sealed one's token is decoded
+    /// and opened (ADR 026); a stored form the scan does not take is parsed whole.
+    public func document(_ content: ByteBuffer) -> (contentType: String, bytes: ByteBuffer)? {
+        let scanned = content.withUnsafeReadableBytes { bytes -> (contentType: String?, document: ByteBuffer?)? in
+            guard let members = JSONMembers.members(in: bytes) else { return nil }
+            func string(_ key: String) -> String? {
+                members.first { $0.key == key && $0.string }.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.range]), as: UTF8.self) }
+            }
+            guard string("resourceType") == "Binary" else { return nil }
+            if let data = members.first(where: { $0.key == "data" }) {
+                guard data.string else { return nil }
+                let text = UnsafeRawBufferPointer(rebasing: bytes[data.range])
+                if memchr(text.baseAddress!, 0x5C, text.count) != nil { return nil }  // an escape: parsed whole
+                var document = ByteBufferAllocator().buffer(capacity: Base64.maxDecodedCount(text.count))
+                var valid = true
+                document.writeWithUnsafeMutableBytes(minimumWritableBytes: Base64.maxDecodedCount(text.count)) { out in
+                    guard let written = Base64.decode(text, into: out) else { valid = false; return 0 }
+                    return written
+                }
+                return valid ? (string("contentType"), document) : nil
+            }
+            guard let sealed = members.first(where: { $0.key == "_data" && !$0.string }) else { return (string("contentType"), nil) }
+            guard let protection, let token = Self.sealedToken(UnsafeRawBufferPointer(rebasing: bytes[sealed.range]), in: bytes, at: sealed.range.lowerBound),
+                  let opened = protection.openDocument(token: token) else { return (string("contentType"), nil) }
+            return (string("contentType"), ByteBuffer(bytes: opened))
+        }
+        if let scanned {
+            guard let document = scanned.document else { return nil }
+            return (scanned.contentType ?? "application/octet-stream", document)
+        }
+        guard let o = IdentifierProtection.parse(content, revealing: protection), o["resourceType"]?.stringValue == "Binary",
+              let data = o["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
+        return (o["contentType"]?.stringValue ?? "application/octet-stream", ByteBuffer(bytes: bytes))
+    }
+
+    /// The token of the `encrypted-value` extension in a primitive's `_data` object text.
+    static func sealedToken(_ object: UnsafeRawBufferPointer, in bytes: UnsafeRawBufferPointer, at offset: Int) -> UnsafeRawBufferPointer? {
+        guard let members = JSONMembers.members(in: object),
+              let extensions = members.first(where: { $0.key == "extension" && !$0.string }),
+              let elements = JSONMembers.elements(in: UnsafeRawBufferPointer(rebasing: object[extensions.range])) else { return nil }
+        for element in elements {
+            let start = offset + extensions.range.lowerBound + element.lowerBound
+            let text = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + element.count)])
+            guard let fields = JSONMembers.members(in: text),
+                  let url = fields.first(where: { $0.key == "url" && $0.string }),
+                  String(decoding: UnsafeRawBufferPointer(rebasing: text[url.range]), as: UTF8.self) == IdentifierProtection.encryptedValueURL,
+                  let value = fields.first(where: { $0.key == "valueString" && $0.string }) else { continue }
+            return UnsafeRawBufferPointer(rebasing: text[value.range])
+        }
+        return nil
+    }
+
     public func record(_ r: ResourceRecord) -> ResourceRecord {
         guard protection != nil, let content = r.content else { return r }
         return ResourceRecord(key: r.key, version: r.version, lastUpdated: r.lastUpdated, deleted: r.deleted, method: r.method,
