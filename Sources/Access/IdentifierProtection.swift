@@ -24,7 +24,7 @@ import Store
 /// key is derived from the first key and stays fixed (changing it needs `huitong reindex`).
 public struct IdentifierProtection: Sendable {
     public static let residentIDSystem = "urn:oid:2.16.156.10011.1.3"
-    public static let encryptedValueURL = "https://huitong.health/fhir/StructureDefinition/encrypted-value"
+    public static let encryptedValueURL = ResourceValidator.encryptedValueURL
     /// HL7 v3 ObservationValue `MASKED`: the response hides information the caller may not see.
     public static let maskedSecurity = JSON.object(JSONObject([
         ("system", .string("http://terminology.hl7.org/CodeSystem/v3-ObservationValue")), ("code", .string("MASKED")),
@@ -151,15 +151,16 @@ public struct IdentifierProtection: Sendable {
 
     /// The stored form of a resource and the protected values it held (their index entries are
     /// blinded with `blindIndex`).
-    public func protect(_ resource: JSONObject, type: String) -> (stored: JSONObject, secrets: Set<String>) {
+    /// `sealingDocuments: false` (for the index rows of a stored version): documents left as they are.
+    public func protect(_ resource: JSONObject, type: String, sealingDocuments: Bool = true) -> (stored: JSONObject, secrets: Set<String>) {
         var secrets = Set<String>()
         let phones = Self.residentTypes.contains(type)
         // The walk's closure holds the active key alone, not `self` (copied at every step, it
         // cost a tenth of the ingest of results).
         let (keyID, key) = (activeKeyID, encryptionKeys[activeKeyID]!)
-        let root = type == "Binary" ? Self.sealDocument(resource, keyID: keyID, key: key) ?? resource : resource
+        let root = type == "Binary" && sealingDocuments ? Self.sealDocument(resource, keyID: keyID, key: key) ?? resource : resource
         let stored = Self.walk(root) { object in
-            if let sealed = Self.sealDocument(object, keyID: keyID, key: key, attachment: true) { return sealed }
+            if sealingDocuments, let sealed = Self.sealDocument(object, keyID: keyID, key: key, attachment: true) { return sealed }
             guard let kind = Self.kind(of: object, phones: phones), case .string(let value)? = object["value"] else { return nil }
             secrets.insert(value)
             return Self.encrypt(value, kind: kind, in: object, keyID: keyID, key: key)
@@ -178,10 +179,10 @@ public struct IdentifierProtection: Sendable {
     /// reach of the identifier walk; it is sealed whole. Its bytes (not their base64 text) are
     /// sealed, and the stored form keeps `data` as the primitive's extension, like an identifier's
     /// `value`. Nil for an object that holds no document (or data that is not base64, which
-    /// validation refused before any store). `attachment`: the object must look like an
-    /// Attachment (`data` beside `contentType`).
+    /// validation refused before any store). `attachment`: the object must be shaped like an
+    /// Attachment (`isAttachment`).
     static func sealDocument(_ object: JSONObject, keyID: String, key: SymmetricKey, attachment: Bool = false) -> JSONObject? {
-        guard case .string(let text)? = object["data"], !attachment || object["contentType"] != nil,
+        guard case .string(let text)? = object["data"], !attachment || isAttachment(object),
               let bytes = Base64.decode(text) else { return nil }
         let sealed = try! AES.GCM.seal(bytes, using: key, authenticating: Data(documentKind.utf8))
         return sealing("data", in: object, token: keyID + ":" + sealed.combined!.withUnsafeBytes { Base64.encode($0) })
@@ -212,6 +213,19 @@ public struct IdentifierProtection: Sendable {
             if !primitive.isEmpty { members.append(("_" + element, .object(primitive))) }
         }
         return JSONObject(members)
+    }
+
+    /// The elements of R4 `Attachment` (and their primitive extensions).
+    static let attachmentElements: Set<String> = {
+        let names = ["id", "extension", "contentType", "language", "data", "url", "size", "hash", "title", "creation"]
+        return Set(names + names.map { "_" + $0 })
+    }()
+
+    /// An object whose members are all Attachment's: a document's `data`, with or without its
+    /// `contentType` (R4 asks for one; nothing refuses its absence). A Signature's `data` (beside
+    /// `who`, `when`) or a SampledData's (beside `origin`, `period`) is not a document.
+    static func isAttachment(_ object: JSONObject) -> Bool {
+        object.members.allSatisfy { attachmentElements.contains($0.key) }
     }
 
     /// A sealed document's bytes from its token's text (`<kid>:<base64>`, as stored), without
@@ -262,9 +276,10 @@ public struct IdentifierProtection: Sendable {
     }
 
     /// The resource with its protected values in clear.
-    public func reveal(_ resource: JSONObject) -> JSONObject {
-        Self.walk(openDocument(resource) ?? resource) { object in
-            if let opened = openDocument(object) { return opened }
+    /// `documents: false`: sealed documents left sealed (for what needs only the identifiers).
+    public func reveal(_ resource: JSONObject, documents: Bool = true) -> JSONObject {
+        Self.walk(documents ? openDocument(resource) ?? resource : resource) { object in
+            if documents, let opened = openDocument(object) { return opened }
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
             return Self.restoring("value", in: object, value: decrypt(token, kind: kind) ?? "******")
         }

@@ -139,7 +139,11 @@ struct FHIRRoutes: Sendable {
                 if type == "Binary", Self.wantsRawBinary(request) {
                     switch try await r.service.readBinary(id) {
                     case .document(let version, let contentType, let bytes):
-                        return Response(status: .ok, headers: [.contentType: contentType, .eTag: ETag.make(version)], body: .init(byteBuffer: bytes))
+                        // Whatever a facility stored (HTML, SVG) is shown sandboxed: no script of it
+                        // runs in the platform's origin.
+                        return Response(status: .ok, headers: [.contentType: contentType, .eTag: ETag.make(version),
+                                                               .contentSecurityPolicy: "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"],
+                                        body: .init(byteBuffer: bytes))
                     case .resource(let result):
                         return FHIRResponse.resource(result, base: base)
                     }

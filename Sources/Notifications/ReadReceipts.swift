@@ -11,17 +11,20 @@ import Store
 /// is refused.
 public struct ReadReceipts: WriteEnricher {
     let store: any ResourceStore
+    /// The stored version is compared in clear (its identifiers and documents opened, ADR 012, 027).
+    var protection: IdentifierProtection? = nil
     static let mayChange: Set<String> = ["status", "received", "meta", "text"]
 
-    public init(store: any ResourceStore) {
+    public init(store: any ResourceStore, protection: IdentifierProtection? = nil) {
         self.store = store
+        self.protection = protection
     }
 
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         guard type == "Communication", AccessPolicy().isResident(principal) else { return resource }
         let refusal = FHIRError(.forbidden, code: "forbidden", "A resident marks a message to them read (status, received), nothing else")
         guard let id = resource["id"]?.stringValue, let stored = try await store.read(ResourceKey("Communication", id)), !stored.deleted,
-              let content = stored.content, case .object(let old) = try JSONParser.parse(Array(content.readableBytesView)),
+              let old = IdentifierProtection.parse(stored.content, revealing: protection),
               let subject = old["subject"]?["reference"]?.stringValue,
               (old["recipient"]?.arrayValue ?? []).contains(where: { $0["reference"]?.stringValue == subject }) else { throw refusal }
         func rest(_ o: JSONObject) -> JSON {

@@ -48,7 +48,7 @@ public struct PlatformServer: Sendable {
         // Subscription gets its owner and status (ADR 023).
         // A result of a catalogue item gets its HR mark (ADR 024), after the standard coding it may be found by.
         let enrichers: [any WriteEnricher] = [FacilityCodeMaps(store: store), SubscriptionWrites(store: store, searches: searches),
-                                              RecognitionMarks(store: store), RecognitionDecisionWrites(store: store), ReadReceipts(store: store)]
+                                              RecognitionMarks(store: store), RecognitionDecisionWrites(store: store), ReadReceipts(store: store, protection: configuration.identifiers)]
         service.enricher = EnricherChain(enrichers)
         // An order for a test with a recognisable prior result raises a DetectedIssue (ADR 024),
         // judged by the service as it is so far.

@@ -55,6 +55,16 @@ final class ResourceValidatorTests: XCTestCase {
         XCTAssertNoThrow(try JSONParser.parse(bom))
     }
 
+    /// The platform's own extension for values it encrypts at rest is not taken from clients: a
+    /// sent token would be opened for readers in place of what was checked (ADR 012, 027).
+    func test_theEncryptedValueExtensionIsRefused() throws {
+        let url = ResourceValidator.encryptedValueURL
+        XCTAssertEqual(try locations(#"{"resourceType":"Binary","contentType":"application/pdf","_data":{"extension":[{"url":"\#(url)","valueString":"k1:AAAA"}]}}"#),
+                       ["Binary._data"])
+        XCTAssertEqual(try locations(#"{"resourceType":"Patient","identifier":[{"system":"urn:oid:2.16.156.10011.1.3","_value":{"extension":[{"url":"\#(url)","valueString":"k1:AAAA"}]}}]}"#),
+                       ["Patient.identifier[0]._value"])
+    }
+
     func test_nestedResourcesInBundleAreValidated() throws {
         let bundle = """
         {"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","birthDate":"1990-02-30"}}]}

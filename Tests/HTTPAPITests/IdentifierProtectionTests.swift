@@ -219,7 +219,12 @@ final class IdentifierProtectionTests: XCTestCase {
         var moved = protection.protect(binary, type: "Binary").stored
         moved["_data"] = sealedPhone
         XCTAssertNil(protection.reveal(moved)["data"])
-        // Data that is not a document (no contentType beside it) is left alone.
+        // An attachment without its contentType (R4 asks for one; nothing refuses it) is a document too.
+        let photo = try XCTUnwrap(JSONParser.parse(#"{"resourceType":"Patient","photo":[{"data":"\#(text)","title":"照片"}]}"#).objectValue)
+        let sealedPhoto = protection.protect(photo, type: "Patient").stored
+        XCTAssertFalse(JSONWriter.string(.object(sealedPhoto)).contains(text))
+        XCTAssertEqual(protection.reveal(sealedPhoto), photo)
+        // Data that is not a document (a Signature's, beside who and when) is left alone.
         let signature = try XCTUnwrap(JSONParser.parse(#"{"resourceType":"Provenance","signature":[{"type":[{"code":"1.2.840.10065.1.12.1.1"}],"when":"2026-12-06T10:00:00+08:00","who":{"display":"x"},"data":"\#(text)"}]}"#).objectValue)
         XCTAssertEqual(protection.protect(signature, type: "Provenance").stored, signature)
     }

@@ -64,5 +64,11 @@ final class NativeBinaryTests: XCTestCase {
         let found = try XCTUnwrap(presenter(nil).document(ByteBuffer(string: text)))
         XCTAssertEqual(Array(found.bytes.readableBytesView), small)
         XCTAssertEqual(found.contentType, "application/dicom")
+        // A content type with an escape (`charset="UTF-8"`) is sent unescaped.
+        var quoted = binary()
+        quoted["contentType"] = .string(#"text/xml; charset="UTF-8""#)
+        let xml = try XCTUnwrap(presenter(nil).document(stored(quoted)))
+        XCTAssertEqual(xml.contentType, #"text/xml; charset="UTF-8""#)
+        XCTAssertEqual(Array(xml.bytes.readableBytesView), document)
     }
 }

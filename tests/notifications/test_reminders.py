@@ -137,5 +137,17 @@ def test_a_resident_marks_their_reminder_read_and_nothing_else(tmp_path):
         assert r.json()["status"] == "completed" and r.json()["payload"] == mine["payload"]
         # Still nothing else: a resident creates no Communication.
         assert resident.post("Communication", dict(mine, id=None)).status_code == 403
+        # A message with a document attached (sealed at rest, ADR 027) is marked read the same way.
+        import base64
+        report = base64.b64encode("%PDF-1.7 检查报告".encode()).decode()
+        with_report = region.a.created("Communication", {
+            "resourceType": "Communication", "status": "in-progress", "subject": {"reference": f"Patient/{p}"},
+            "recipient": [{"reference": f"Patient/{p}"}],
+            "payload": [{"contentAttachment": {"contentType": "application/pdf", "data": report, "title": "检查报告"}}]})
+        got = resident.get(f"Communication/{with_report}").json()
+        assert got["payload"][0]["contentAttachment"]["data"] == report
+        r = resident.put(f"Communication/{with_report}", dict(got, status="completed", received=at(0)))
+        assert r.status_code == 200, r.text
+        assert r.json()["payload"][0]["contentAttachment"]["data"] == report
     finally:
         region.server.stop()

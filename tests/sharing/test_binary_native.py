@@ -51,6 +51,7 @@ def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
         assert int(raw.headers["Content-Length"]) == len(document)
         assert raw.headers["ETag"] == 'W/"1"'
         assert raw.content == document
+        assert raw.headers["Content-Security-Policy"].startswith("sandbox"), "a stored document runs no script in the platform's origin"
 
         as_fhir = region.a.get(f"Binary/{binary_id}")
         assert as_fhir.status_code == 200, as_fhir.text
@@ -76,6 +77,14 @@ def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
         assert now.headers["Content-Type"] == "text/xml; charset=UTF-8" and now.headers["ETag"] == 'W/"2"'
         first = region.a.get(f"Binary/{binary_id}/_history/1")
         assert base64.b64decode(first.json()["data"]) == document
+
+        # A stored web page is shown sandboxed: its script does not run in the platform's origin.
+        page = region.a.post("Binary", b"<html><script>fetch('/fhir/Patient')</script></html>",
+                             headers={"Content-Type": "text/html", "X-Security-Context": f"Patient/{at_a}"})
+        assert page.status_code == 201, page.text
+        shown = region.a.get(f"Binary/{page.json()['id']}", headers={"Accept": "text/html"})
+        assert shown.status_code == 200 and shown.headers["Content-Type"] == "text/html"
+        assert shown.headers["Content-Security-Policy"].startswith("sandbox;") and "script-src" not in shown.headers["Content-Security-Policy"]
 
         # Base64 stored with MIME line breaks (a client's JSON) is read back as the same bytes.
         scan = os.urandom(700_001)

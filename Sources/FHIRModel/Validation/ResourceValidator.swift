@@ -257,6 +257,12 @@ public struct ResourceValidator: Sendable {
                     issues.append(Issue(code: "structure", "Primitive extension must be an object, found \(v.kindName)", at: path.text))
                     return
                 }
+                // What the platform seals is its own to write (ADR 012, 027): a sent token would be
+                // opened for readers in place of what was checked.
+                if o["extension"]?.arrayValue?.contains(where: { $0["url"]?.stringValue == Self.encryptedValueURL }) == true {
+                    issues.append(Issue(code: "structure", "The extension \(Self.encryptedValueURL) is the platform's own (values it "
+                                        + "encrypts at rest); send the value itself", at: path.text))
+                }
                 validateObject(o, definition: elementDefinition, path: &path, issues: &issues)
             }
             // A required binding needs a code even where extensions stand in for the value (a
@@ -294,6 +300,9 @@ public struct ResourceValidator: Sendable {
 }
 
 extension ResourceValidator {
+    /// The platform's extension for values encrypted at rest (`IdentifierProtection.encryptedValueURL`).
+    public static let encryptedValueURL = "https://huitong.health/fhir/StructureDefinition/encrypted-value"
+
     static func carriesCrossVersionValue(_ value: JSON) -> Bool {
         let items = value.arrayValue ?? [value]
         return items.contains { item in

@@ -93,16 +93,17 @@ public struct IngestPipeline: Sendable {
 
     /// What is stored of a resource (its protected values encrypted) and its index rows (their
     /// codes blinded), both from the resource in clear.
-    func storedForm(_ object: JSONObject, type: String) -> (JSONObject, [IndexEntry]) {
+    func storedForm(_ object: JSONObject, type: String, sealingDocuments: Bool = true) -> (JSONObject, [IndexEntry]) {
         let entries = indexEntries(for: object, type: type)
         guard let protection else { return (object, entries) }
-        let (stored, secrets) = protection.protect(object, type: type)
+        let (stored, secrets) = protection.protect(object, type: type, sealingDocuments: sealingDocuments)
         return (stored, protection.blindIndex(entries, secrets: secrets))
     }
 
     /// The index rows of a stored resource (`huitong reindex`): the same as when it was written.
     public func indexEntries(forStored object: JSONObject, type: String) -> [IndexEntry] {
-        storedForm(protection?.reveal(object) ?? object, type: type).1
+        // Documents hold nothing the index needs: neither opened nor sealed again.
+        storedForm(protection?.reveal(object, documents: false) ?? object, type: type, sealingDocuments: false).1
     }
 
     /// The search index rows of a resource in clear: its search parameters, for a CodeSystem its

@@ -36,7 +36,8 @@ public struct IdentifierPresenter: Sendable {
             func string(_ key: String) -> String? {
                 members.first { $0.key == key && $0.string }.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.range]), as: UTF8.self) }
             }
-            guard string("resourceType") == "Binary" else { return nil }
+            // A content type with an escape in it (`charset=\"UTF-8\"`) is unescaped by the parser.
+            guard string("resourceType") == "Binary", string("contentType")?.contains("\\") != true else { return nil }
             if let data = members.first(where: { $0.key == "data" }) {
                 guard data.string else { return nil }
                 let text = UnsafeRawBufferPointer(rebasing: bytes[data.range])
