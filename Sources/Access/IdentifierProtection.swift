@@ -173,6 +173,9 @@ public struct IdentifierProtection: Sendable {
     /// Authenticated with every sealed document: a document's ciphertext cannot be moved into an
     /// identifier, nor an identifier's into a document.
     static let documentKind = "document"
+    /// A document whose base64 text holds whitespace (line breaks, as the spec's own examples do)
+    /// is sealed as that text, so that it reads back exactly as sent; any other as its bytes.
+    static let documentTextKind = "document-text"
 
     /// A document at rest (a Binary's `data`, an Attachment's `data`: a CDA discharge summary, a
     /// scanned report) holds the resident's name, ID number and address in its own format, out of
@@ -184,8 +187,21 @@ public struct IdentifierProtection: Sendable {
     static func sealDocument(_ object: JSONObject, keyID: String, key: SymmetricKey, attachment: Bool = false) -> JSONObject? {
         guard case .string(let text)? = object["data"], !attachment || isAttachment(object),
               let bytes = Base64.decode(text) else { return nil }
-        let sealed = try! AES.GCM.seal(bytes, using: key, authenticating: Data(documentKind.utf8))
+        let spaced = text.utf8.contains { $0 <= 0x20 }
+        let sealed = spaced ? try! AES.GCM.seal(Array(text.utf8), using: key, authenticating: Data(documentTextKind.utf8))
+            : try! AES.GCM.seal(bytes, using: key, authenticating: Data(documentKind.utf8))
         return sealing("data", in: object, token: keyID + ":" + sealed.combined!.withUnsafeBytes { Base64.encode($0) })
+    }
+
+    /// What a document's token holds, opened: its bytes, or (`text`) its base64 text as sent.
+    func opened(token: UnsafeRawBufferPointer) -> (plain: Data, text: Bool)? {
+        guard let colon = token.firstIndex(of: UInt8(ascii: ":")),
+              let key = encryptionKeys[String(decoding: UnsafeRawBufferPointer(rebasing: token[..<colon]), as: UTF8.self)],
+              let combined = Base64.decode(UnsafeRawBufferPointer(rebasing: token[(colon + 1)...])),
+              let box = try? AES.GCM.SealedBox(combined: combined) else { return nil }
+        if let plain = try? AES.GCM.open(box, using: key, authenticating: Data(Self.documentKind.utf8)) { return (plain, false) }
+        if let plain = try? AES.GCM.open(box, using: key, authenticating: Data(Self.documentTextKind.utf8)) { return (plain, true) }
+        return nil
     }
 
     /// `object` with its primitive `element` replaced by the primitive's extension holding `token`
@@ -231,23 +247,18 @@ public struct IdentifierProtection: Sendable {
     /// A sealed document's bytes from its token's text (`<kid>:<base64>`, as stored), without
     /// building the resource: a Binary read in its own type. Nil: another keyring, or altered.
     public func openDocument(token: UnsafeRawBufferPointer) -> Data? {
-        guard let colon = token.firstIndex(of: UInt8(ascii: ":")),
-              let key = encryptionKeys[String(decoding: UnsafeRawBufferPointer(rebasing: token[..<colon]), as: UTF8.self)],
-              let combined = Base64.decode(UnsafeRawBufferPointer(rebasing: token[(colon + 1)...])),
-              let box = try? AES.GCM.SealedBox(combined: combined) else { return nil }
-        return try? AES.GCM.open(box, using: key, authenticating: Data(Self.documentKind.utf8))
+        guard let (plain, text) = opened(token: token) else { return nil }
+        guard text else { return plain }
+        return plain.withUnsafeBytes { Base64.decode($0) }.map { Data($0) }
     }
 
     /// The object with its sealed document back in `data` (nil: it holds none). A document that
     /// does not open (another store's keyring, altered) stays sealed: no data, never wrong data.
     func openDocument(_ object: JSONObject) -> JSONObject? {
         guard object["data"] == nil, let primitive = object["_data"]?.objectValue,
-              let token = primitive["extension"]?.arrayValue?.first(where: { $0["url"]?.stringValue == Self.encryptedValueURL })?["valueString"]?.stringValue,
-              let colon = token.firstIndex(of: ":"), let key = encryptionKeys[String(token[..<colon])],
-              let combined = Base64.decode(String(token[token.index(after: colon)...])),
-              let box = try? AES.GCM.SealedBox(combined: combined),
-              let plain = try? AES.GCM.open(box, using: key, authenticating: Data(Self.documentKind.utf8)) else { return nil }
-        return Self.restoring("data", in: object, value: plain.withUnsafeBytes { Base64.encode($0) })
+              var token = primitive["extension"]?.arrayValue?.first(where: { $0["url"]?.stringValue == Self.encryptedValueURL })?["valueString"]?.stringValue,
+              let (plain, text) = token.withUTF8({ opened(token: UnsafeRawBufferPointer($0)) }) else { return nil }
+        return Self.restoring("data", in: object, value: text ? String(decoding: plain, as: UTF8.self) : plain.withUnsafeBytes { Base64.encode($0) })
     }
 
     /// Index entries with every protected value replaced by its blind index code.

@@ -211,6 +211,16 @@ final class IdentifierProtectionTests: XCTestCase {
             let other = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
             XCTAssertEqual(other.reveal(stored), stored)
         }
+        // Base64 with line breaks (the spec's own examples) reads back exactly as sent, and as the same bytes.
+        let folded = Data(Array(cda.utf8)).base64EncodedString(options: .lineLength64Characters)
+        XCTAssertTrue(folded.contains("\r\n"))
+        var foldedBinary = binary
+        foldedBinary["data"] = .string(folded)
+        let sealedFolded = protection.protect(foldedBinary, type: "Binary").stored
+        XCTAssertFalse(JSONWriter.string(.object(sealedFolded)).contains(String(folded.prefix(40))))
+        XCTAssertEqual(protection.reveal(sealedFolded), foldedBinary)
+        var tokenText = try XCTUnwrap(sealedFolded["_data"]?["extension"]?[0]?["valueString"]?.stringValue)
+        XCTAssertEqual(tokenText.withUTF8 { protection.openDocument(token: UnsafeRawBufferPointer($0)) }, Data(cda.utf8))
         // Binary's own `_data` extensions are kept beside the sealed document.
         XCTAssertEqual(protection.protect(binary, type: "Binary").stored["_data"]?["id"]?.stringValue, "d1")
         // A sealed phone number moved into a document's place does not open as one (the kind is authenticated).
