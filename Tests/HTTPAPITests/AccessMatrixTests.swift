@@ -183,6 +183,11 @@ final class AccessMatrixTests: XCTestCase {
         #"{"resourceType":"Bundle","type":"\#(type)","entry":[{"#  + (resource.map { #""resource":\#($0),"# } ?? "") + #""request":\#(request)}]}"#
     }
     static let variants: [String: Example] = [
+        // A Binary in its own content type (R4 http.html#binary; ADR 026): `{B}` is bound to the fixture Patient.
+        "Binary read in its own type (ITI-68)": Example(kind: .read, method: .get, path: "/fhir/Binary/{B}", otherFacility: .refused,
+                                                        otherResident: .refused, headers: ["Accept": "application/pdf"]),
+        "Binary written in its own type": Example(kind: .write, method: .post, path: "/fhir/Binary", body: "%PDF-1.7 matrix",
+                                                  contentType: "application/pdf", headers: ["X-Security-Context": "Patient/{P}"]),
         "conditional create (If-None-Exist on a hidden match)": Example(
             kind: .write, method: .post, path: "/fhir/Observation", body: observation, otherFacility: .hiddenWrite,
             headers: ["If-None-Exist": "_id={O}", "Prefer": "return=representation"]),
@@ -253,6 +258,9 @@ final class AccessMatrixTests: XCTestCase {
             let other = try await server.request(.post, "/fhir/Patient", patientJSON(family: "李", given: "娜", identifier: "M2"),
                                                  headers: ["Authorization": "Bearer \(admin)"])
             let pid = try XCTUnwrap(p.id), oid = try XCTUnwrap(o.id), otherID = try XCTUnwrap(other.id)
+            let b = try await server.request(.post, "/fhir/Binary", #"{"resourceType":"Binary","contentType":"application/pdf","securityContext":{"reference":"Patient/\#(pid)"},"data":"JVBERi0xLjc="}"#,
+                                             headers: ["Authorization": "Bearer \(admin)"])
+            let bid = try XCTUnwrap(b.id, b.bodyText)
             // Records the destructive examples delete (the permitted caller, last, does).
             var doomed: [String] = []
             for _ in 1...3 {
@@ -289,7 +297,7 @@ final class AccessMatrixTests: XCTestCase {
                 func fill(_ text: String) -> String {
                     text.replacingOccurrences(of: "{D1}", with: doomed[0]).replacingOccurrences(of: "{D2}", with: doomed[1])
                         .replacingOccurrences(of: "{D3}", with: doomed[2]).replacingOccurrences(of: "{CARD}", with: cardID).replacingOccurrences(of: "{PERSON}", with: personID).replacingOccurrences(of: "{P}", with: pid)
-                        .replacingOccurrences(of: "{O}", with: oid)
+                        .replacingOccurrences(of: "{O}", with: oid).replacingOccurrences(of: "{B}", with: bid)
                 }
                 let path = fill(example.path)
                 let body = example.body.map(fill)
