@@ -125,3 +125,54 @@ def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
         assert count(region.a, "Binary") == before
     finally:
         region.stop()
+
+
+def test_a_document_sent_on_its_own_is_bound_when_its_facilitys_document_reference_names_it(tmp_path):
+    """A Binary POSTed as itself without `X-Security-Context` is its facility's only; when the same
+    facility then writes a DocumentReference about a resident whose attachment points at it, the
+    Binary is read under that resident (a new version with its `securityContext`). Another
+    facility's DocumentReference pointing at it binds nothing."""
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
+    region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
+    region.server.start()
+    try:
+        rid = resident_id("1961-09-09", 33)
+        at_a = region.a.created("Patient", patient("周", "杰", rid, "1961-09-09", "male"))
+        at_b = region.b.created("Patient", patient("周", "杰", rid, "1961-09-09", "male"))
+        region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                       "subject": {"reference": f"Patient/{at_b}"}})
+        at_c = region.c.created("Patient", patient("吴", "丽", resident_id("1975-01-01", 8), "1975-01-01", "female"))
+        document = b"%PDF-1.7\n" + os.urandom(300_000)
+        posted = region.a.post("Binary", document, headers={"Content-Type": "application/pdf"})
+        assert posted.status_code == 201, posted.text
+        binary_id = posted.json()["id"]
+        assert "securityContext" not in posted.json()
+        assert region.b.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"}).status_code in (403, 404)
+
+        def reference(subject):
+            return {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": subject},
+                    "type": {"coding": [{"system": "http://loinc.org", "code": "18748-4"}]},
+                    "content": [{"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary_id}"}}]}
+
+        # Another facility pointing at it binds nothing (its own resident, or anyone's).
+        assert region.c.post("DocumentReference", reference(f"Patient/{at_c}")).status_code == 201
+        unbound = region.a.get(f"Binary/{binary_id}")
+        assert unbound.json()["meta"]["versionId"] == "1" and "securityContext" not in unbound.json()
+
+        # Its own facility's DocumentReference binds it to the resident: B, treating the resident, reads it.
+        assert region.a.post("DocumentReference", reference(f"Patient/{at_a}")).status_code == 201
+        bound = region.a.get(f"Binary/{binary_id}")
+        assert bound.status_code == 200, bound.text
+        Binary.parse_obj(bound.json())
+        assert bound.json()["securityContext"] == {"reference": f"Patient/{at_a}"} and bound.json()["meta"]["versionId"] == "2"
+        from_b = region.b.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+        assert from_b.status_code == 200 and from_b.content == document
+        assert region.c.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"}).status_code in (403, 404)
+        # A second reference to it writes no third version.
+        assert region.a.post("DocumentReference", reference(f"Patient/{at_a}")).status_code == 201
+        assert region.a.get(f"Binary/{binary_id}").json()["meta"]["versionId"] == "2"
+    finally:
+        region.stop()
+

@@ -146,6 +146,7 @@ public struct WritePipeline: Sendable {
             requests = try await enricher.unit(requests, principal: principal)
         }
         requests = Self.bound(requests)
+        requests += try await storedBindings(requests)
         var writes: [PreparedWrite] = []
         var clientWrites: [PreparedWrite] = []
         writes.reserveCapacity(requests.count)
@@ -173,21 +174,74 @@ public struct WritePipeline: Sendable {
         guard !binaries.isEmpty else { return requests }
         var out = requests
         for i in binaries {
-            guard case .object(var binary)? = requests[i].resource else { continue }
+            guard case .object(let binary)? = requests[i].resource else { continue }
             let target = "Binary/" + requests[i].key.id
-            guard let holder = requests.first(where: { $0.key.type != "Binary" && $0.resource.map { attaches($0, target) } == true })?.resource,
-                  let patient = [holder["subject"], holder["patient"]].compactMap({ $0?["reference"]?.stringValue })
-                    .first(where: { $0.hasPrefix("Patient/") }) else { continue }
-            binary["securityContext"] = .object(JSONObject([("reference", .string(patient))]))
-            if let labels = holder["meta"]?["security"]?.arrayValue, !labels.isEmpty {
-                var meta = binary["meta"]?.objectValue ?? JSONObject()
-                let own = meta["security"]?.arrayValue ?? []
-                meta["security"] = .array(own + labels.filter { !own.contains($0) })
-                binary["meta"] = .object(meta)
-            }
-            out[i].resource = .object(binary)
+            guard case .object(let holder)? = requests.first(where: { $0.key.type != "Binary" && $0.resource.map { attaches($0, target) } == true })?.resource,
+                  let bound = binding(binary, to: holder) else { continue }
+            out[i].resource = .object(bound)
         }
         return out
+    }
+
+    /// `binary` read under the patient of `holder` (its `subject` or `patient`), with the holder's
+    /// security labels; nil when the holder names no Patient.
+    static func binding(_ binary: JSONObject, to holder: JSONObject) -> JSONObject? {
+        guard let patient = [holder["subject"], holder["patient"]].compactMap({ $0?["reference"]?.stringValue })
+            .first(where: { $0.hasPrefix("Patient/") }) else { return nil }
+        var binary = binary
+        binary["securityContext"] = .object(JSONObject([("reference", .string(patient))]))
+        if let labels = holder["meta"]?["security"]?.arrayValue, !labels.isEmpty {
+            var meta = binary["meta"]?.objectValue ?? JSONObject()
+            let own = meta["security"]?.arrayValue ?? []
+            meta["security"] = .array(own + labels.filter { !own.contains($0) })
+            binary["meta"] = .object(meta)
+        }
+        return binary
+    }
+
+    /// Types whose attachments name a document's Binary by URL (a document's metadata, a report's
+    /// presented form).
+    static let documentHolders: Set<String> = ["DocumentReference", "DiagnosticReport"]
+
+    /// A Binary sent earlier on its own (in its own type, without `X-Security-Context`) is its
+    /// facility's only; when the same facility's DocumentReference or DiagnosticReport then points
+    /// at it, it gets that resource's patient and labels as `bound` gives them within one unit: a
+    /// new version of the Binary, written in the same unit (the stored version is what it
+    /// replaces, `ifMatch`). Another facility's pointing binds nothing.
+    func storedBindings(_ requests: [WriteRequest]) async throws -> [WriteRequest] {
+        guard let facility = principal.facility else { return [] }
+        let inUnit = Set(requests.map(\.key))
+        var out: [WriteRequest] = []
+        for request in requests where request.isClient && Self.documentHolders.contains(request.key.type) {
+            guard case .object(let holder)? = request.resource else { continue }
+            for id in Self.attachedBinaries(.object(holder)) {
+                let key = ResourceKey("Binary", id)
+                guard !inUnit.contains(key), !out.contains(where: { $0.key == key }),
+                      let record = try await service.store.read(key), !record.deleted,
+                      let binary = IdentifierProtection.parse(record.content, revealing: service.pipeline.protection),
+                      binary["securityContext"] == nil, FHIRService.sourceFacility(of: binary) == facility,
+                      let bound = Self.binding(binary, to: holder) else { continue }
+                out.append(WriteRequest(key: key, method: "PUT", resource: .object(bound), ifMatch: record.version))
+            }
+        }
+        return out
+    }
+
+    /// The ids of the Binaries that attachments in `resource` point at (`Binary/<id>`, relative or absolute).
+    static func attachedBinaries(_ resource: JSON) -> [String] {
+        switch resource {
+        case .object(let o):
+            var ids: [String] = []
+            if let parts = o["url"]?.stringValue?.split(separator: "/", omittingEmptySubsequences: false), parts.count >= 2,
+               parts[parts.count - 2] == "Binary", FHIRPrimitive.isValidID(String(parts[parts.count - 1])) {
+                ids.append(String(parts[parts.count - 1]))
+            }
+            return ids + o.members.flatMap { attachedBinaries($0.value) }
+        case .array(let a):
+            return a.flatMap { attachedBinaries($0) }
+        default:
+            return []
+        }
     }
 
     /// Whether an attachment somewhere in `resource` points at `target` (`Binary/<id>`, relative or absolute).
