@@ -23,18 +23,24 @@ def count(caller, query):
     return r.json()["total"]
 
 
-def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
+def region_with_a_resident(tmp_path, rid, family, given, birth, gender):
+    """A region of A (the writer), B (treating the same resident under its own registration) and C
+    (treating nobody), started; the resident's Patient ids at A and at B."""
     region = Region(str(tmp_path), "sqlite")
     region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
     region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
     region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
     region.server.start()
+    at_a = region.a.created("Patient", patient(family, given, rid, birth, gender))
+    at_b = region.b.created("Patient", patient(family, given, rid, birth, gender))
+    region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                   "subject": {"reference": f"Patient/{at_b}"}})
+    return region, at_a, at_b
+
+
+def test_a_document_posted_in_its_own_type_is_stored_and_read_back(tmp_path):
+    region, at_a, at_b = region_with_a_resident(tmp_path, resident_id("1958-03-08", 27), "孙", "兰", "1958-03-08", "female")
     try:
-        rid = resident_id("1958-03-08", 27)
-        at_a = region.a.created("Patient", patient("孙", "兰", rid, "1958-03-08", "female"))
-        at_b = region.b.created("Patient", patient("孙", "兰", rid, "1958-03-08", "female"))
-        region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
-                                       "subject": {"reference": f"Patient/{at_b}"}})
 
         # A 12 MB scan: a content file in the store (ADR 025).
         document = b"%PDF-1.7\n" + os.urandom(12 * 1024 * 1024 + 5)
@@ -132,17 +138,8 @@ def test_a_document_sent_on_its_own_is_bound_when_its_facilitys_document_referen
     facility then writes a DocumentReference about a resident whose attachment points at it, the
     Binary is read under that resident (a new version with its `securityContext`). Another
     facility's DocumentReference pointing at it binds nothing."""
-    region = Region(str(tmp_path), "sqlite")
-    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
-    region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
-    region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
-    region.server.start()
+    region, at_a, _ = region_with_a_resident(tmp_path, resident_id("1961-09-09", 33), "周", "杰", "1961-09-09", "male")
     try:
-        rid = resident_id("1961-09-09", 33)
-        at_a = region.a.created("Patient", patient("周", "杰", rid, "1961-09-09", "male"))
-        at_b = region.b.created("Patient", patient("周", "杰", rid, "1961-09-09", "male"))
-        region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
-                                       "subject": {"reference": f"Patient/{at_b}"}})
         at_c = region.c.created("Patient", patient("吴", "丽", resident_id("1975-01-01", 8), "1975-01-01", "female"))
         document = b"%PDF-1.7\n" + os.urandom(300_000)
         posted = region.a.post("Binary", document, headers={"Content-Type": "application/pdf"})
