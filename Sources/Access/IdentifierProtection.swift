@@ -194,7 +194,7 @@ public struct IdentifierProtection: Sendable {
     }
 
     /// What a document's token holds, opened: its bytes, or (`text`) its base64 text as sent.
-    func opened(token: UnsafeRawBufferPointer) -> (plain: Data, text: Bool)? {
+    public func opened(token: UnsafeRawBufferPointer) -> (plain: Data, text: Bool)? {
         guard let colon = token.firstIndex(of: UInt8(ascii: ":")),
               let key = encryptionKeys[String(decoding: UnsafeRawBufferPointer(rebasing: token[..<colon]), as: UTF8.self)],
               let combined = Base64.decode(UnsafeRawBufferPointer(rebasing: token[(colon + 1)...])),

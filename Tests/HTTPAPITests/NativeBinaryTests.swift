@@ -57,6 +57,38 @@ final class NativeBinaryTests: XCTestCase {
         XCTAssertNil(presenter(other).document(sealed))
     }
 
+    /// A sealed Binary read as FHIR JSON: the opened document spliced into the stored bytes gives
+    /// exactly what the generic reveal writes; a Binary with another sealed value (an identifier in
+    /// its security context) or a document sealed as its text takes the generic path, masked where
+    /// the caller may not see identifiers.
+    func test_aSealedBinaryReadAsJSONIsTheResourceAsSent() throws {
+        let protection = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
+        let sent = binary()
+        let sealed = stored(protection.protect(sent, type: "Binary").stored)
+        for facility in ["org-a", "org-b"] {
+            let shown = try XCTUnwrap(presenter(protection, facility: facility).content(sealed, type: "Binary"))
+            XCTAssertEqual(Array(shown.readableBytesView), JSONWriter.bytes(.object(sent)), facility)
+        }
+        XCTAssertNotNil(IdentifierPresenter.openedBinary(sealed, protection), "the splice, not the generic path")
+        // Another sealed value beside the document: the generic path, which masks it for another facility.
+        var withID = sent
+        withID["securityContext"] = .object(JSONObject([("identifier", .object(JSONObject([
+            ("system", .string(IdentifierProtection.residentIDSystem)), ("value", .string("110101199003071234"))])))]))
+        let both = stored(protection.protect(withID, type: "Binary").stored)
+        XCTAssertNil(IdentifierPresenter.openedBinary(both, protection))
+        let mine = try XCTUnwrap(presenter(protection, facility: "org-a").content(both, type: "Binary"))
+        XCTAssertEqual(Array(mine.readableBytesView), JSONWriter.bytes(.object(withID)))
+        let theirs = String(buffer: try XCTUnwrap(presenter(protection, facility: "org-b").content(both, type: "Binary")))
+        XCTAssertFalse(theirs.contains("110101199003071234"))
+        XCTAssertTrue(theirs.contains(Base64.encode(document)), "the document itself is opened for them too")
+        // A document sealed as its text (line breaks): the generic path, exactly as sent.
+        let folded = binary(data: Data(document.prefix(1000)).base64EncodedString(options: .lineLength64Characters))
+        let sealedFolded = stored(protection.protect(folded, type: "Binary").stored)
+        XCTAssertNil(IdentifierPresenter.openedBinary(sealedFolded, protection))
+        let shownFolded = try XCTUnwrap(presenter(protection, facility: "org-a").content(sealedFolded, type: "Binary"))
+        XCTAssertEqual(Array(shownFolded.readableBytesView), JSONWriter.bytes(.object(folded)))
+    }
+
     func test_aStoredFormWithAnEscapeIsParsedWhole() throws {
         let small: [UInt8] = [0xFF, 0xFF, 0xFF, 0x3C, 0x61, 0x2F, 0x3E]  // base64 "////PGEvPg=="
         // `\/` is a legal JSON spelling of `/`: the scan leaves it to the parser, which decodes it.

@@ -19,8 +19,9 @@ public struct IdentifierPresenter: Sendable {
     }
 
     public func content(_ content: ByteBuffer?, type: String) -> ByteBuffer? {
-        guard let protection, let content, content.withUnsafeReadableBytes(IdentifierProtection.holdsEncrypted),
-              case .object(let stored)? = try? JSONParser.parse(content.readableBytesView) else { return content }
+        guard let protection, let content, content.withUnsafeReadableBytes(IdentifierProtection.holdsEncrypted) else { return content }
+        if type == "Binary", let opened = Self.openedBinary(content, protection) { return opened }
+        guard case .object(let stored)? = try? JSONParser.parse(content.readableBytesView) else { return content }
         let clear = policy.seesIdentifiers(principal, type: type, sourceFacility: PatientDataGate.sourceFacility(content))
         return ByteBuffer(bytes: JSONWriter.bytes(.object(clear ? protection.reveal(stored) : protection.mask(stored))))
     }
@@ -62,6 +63,41 @@ public struct IdentifierPresenter: Sendable {
         guard let o = IdentifierProtection.parse(content, revealing: protection), o["resourceType"]?.stringValue == "Binary",
               let data = o["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
         return (o["contentType"]?.stringValue ?? "application/octet-stream", ByteBuffer(bytes: bytes))
+    }
+
+    /// A stored Binary whose only sealed value is its document, with the opened document spliced
+    /// in place of `"_data":{…}` as `"data":"…"`: the same bytes the generic reveal would write
+    /// (the store writes compact JSON in member order), without parsing and writing the whole
+    /// document again. Nil (the generic path) for anything else: other sealed values, `_data`
+    /// with extensions of its own, a document sealed as its text (it may need escapes), one that
+    /// does not open.
+    static func openedBinary(_ content: ByteBuffer, _ protection: IdentifierProtection) -> ByteBuffer? {
+        content.withUnsafeReadableBytes { bytes -> ByteBuffer? in
+            guard let members = JSONMembers.members(in: bytes), !members.contains(where: { $0.key == "data" }),
+                  let sealed = members.first(where: { $0.key == "_data" && !$0.string }) else { return nil }
+            let object = UnsafeRawBufferPointer(rebasing: bytes[sealed.range])
+            guard let fields = JSONMembers.members(in: object), fields.count == 1, fields[0].key == "extension",
+                  let elements = JSONMembers.elements(in: UnsafeRawBufferPointer(rebasing: object[fields[0].range])), elements.count == 1,
+                  let token = sealedToken(object, in: bytes, at: sealed.range.lowerBound),
+                  let (plain, text) = protection.opened(token: token), !text else { return nil }
+            // The key's opening quote: `"_data"`, then only whitespace and the colon up to the value.
+            var j = sealed.range.lowerBound - 1
+            while j >= 0, bytes[j] == 0x20 || bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x09 || bytes[j] == UInt8(ascii: ":") { j -= 1 }
+            let key = Array(#""_data""#.utf8)
+            guard j - key.count + 1 >= 0, Array(bytes[(j - key.count + 1)...j]) == key else { return nil }
+            let head = UnsafeRawBufferPointer(rebasing: bytes[..<(j - key.count + 1)])
+            let tail = UnsafeRawBufferPointer(rebasing: bytes[sealed.range.upperBound...])
+            // Anything else sealed (an identifier in the security context) needs the generic path.
+            guard !IdentifierProtection.holdsEncrypted(head), !IdentifierProtection.holdsEncrypted(tail) else { return nil }
+            let text64 = plain.withUnsafeBytes { Base64.encode($0) }
+            var out = ByteBufferAllocator().buffer(capacity: head.count + tail.count + text64.utf8.count + 10)
+            out.writeBytes(head)
+            out.writeString(#""data":""#)
+            out.writeString(text64)
+            out.writeString("\"")
+            out.writeBytes(tail)
+            return out
+        }
     }
 
     /// The token of the `encrypted-value` extension in a primitive's `_data` object text.
