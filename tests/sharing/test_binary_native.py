@@ -24,12 +24,16 @@ def count(caller, query):
 
 
 def region_with_a_resident(tmp_path, rid, family, given, birth, gender):
-    """A region of A (the writer), B (treating the same resident under its own registration) and C
-    (treating nobody), started; the resident's Patient ids at A and at B."""
+    """A region of A (the writer, and A's document system that may not change Binaries), B
+    (treating the same resident under its own registration) and C (treating nobody), started; the
+    resident's Patient ids at A and at B."""
     region = Region(str(tmp_path), "sqlite")
     region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
     region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
     region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
+    # A's document system, which may create Binaries but not change them.
+    region.a_documents = region.client("县人民医院 文档", "facility-system",
+                                       "system/DocumentReference.cruds system/Binary.cr system/Patient.rs", "org-a")
     region.server.start()
     at_a = region.a.created("Patient", patient(family, given, rid, birth, gender))
     at_b = region.b.created("Patient", patient(family, given, rid, birth, gender))
@@ -157,6 +161,10 @@ def test_a_document_sent_on_its_own_is_bound_when_its_facilitys_document_referen
         assert region.c.post("DocumentReference", reference(f"Patient/{at_c}")).status_code == 201
         unbound = region.a.get(f"Binary/{binary_id}")
         assert unbound.json()["meta"]["versionId"] == "1" and "securityContext" not in unbound.json()
+
+        # A client of A's whose scopes do not let it update Binaries binds nothing either (the binding is its write).
+        assert region.a_documents.post("DocumentReference", reference(f"Patient/{at_a}")).status_code == 201
+        assert region.a.get(f"Binary/{binary_id}").json()["meta"]["versionId"] == "1"
 
         # Its own facility's DocumentReference binds it to the resident: B, treating the resident, reads it.
         assert region.a.post("DocumentReference", reference(f"Patient/{at_a}")).status_code == 201

@@ -207,9 +207,10 @@ public struct WritePipeline: Sendable {
     /// facility's only; when the same facility's DocumentReference or DiagnosticReport then points
     /// at it, it gets that resource's patient and labels as `bound` gives them within one unit: a
     /// new version of the Binary, written in the same unit (the stored version is what it
-    /// replaces, `ifMatch`). Another facility's pointing binds nothing.
+    /// replaces, `ifMatch`). Another facility's pointing binds nothing, nor does a writer whose
+    /// scopes do not let it update Binaries (the binding is its write).
     func storedBindings(_ requests: [WriteRequest]) async throws -> [WriteRequest] {
-        guard let facility = principal.facility else { return [] }
+        guard let facility = principal.facility, (try? policy.authorize(principal, .update, "Binary")) != nil else { return [] }
         let inUnit = Set(requests.map(\.key))
         var out: [WriteRequest] = []
         for request in requests where request.isClient && Self.documentHolders.contains(request.key.type) {
