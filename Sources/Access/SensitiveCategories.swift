@@ -131,7 +131,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
            !u.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) {
             return s
         }
-        var t = Substring(s.trimmingCharacters(in: .whitespaces).lowercased())
+        var t = Substring(s.trimmingSpaces().lowercased())
         while t.hasSuffix("/") { t = t.dropLast() }
         return String(t)
     }
@@ -143,7 +143,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
            !u.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }) {
             return s
         }
-        return s.trimmingCharacters(in: .whitespaces).uppercased()
+        return s.trimmingSpaces().uppercased()
     }
 
     enum CodingKeys: String, CodingKey { case categories, textMatching }
@@ -246,10 +246,14 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         }
     }
 
-    /// The categories whose terms a free text names.
+    /// The categories whose terms a free text names, compared as UTF-8 bytes (`containsBytes`).
+    /// Foundation's `String.contains` bridged each text to an `NSString` and searched it with
+    /// locale-aware folding, a few microseconds a term: records with a note or a local code's text
+    /// were ingested at half the rate. Canonically equivalent spellings in another normal form are
+    /// not matched (the shipped terms are CJK ideographs and ASCII, which have none).
     func termLabels(_ text: String) -> Set<String> {
         let t = text.lowercased()
-        return Set(terms.filter { t.contains($0.term) }.map(\.label))
+        return Set(terms.filter { t.containsBytes($0.term) }.map(\.label))
     }
 
     /// An Observation of a listed test: its label when the test tells by itself, or when its
@@ -279,9 +283,9 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
     static func isPositive(_ observation: JSONObject) -> Bool {
         func codes(_ concept: JSON?) -> [String] { (concept?["coding"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue?.uppercased() } }
         func positiveText(_ text: String?) -> Bool {
-            guard let t = text?.trimmingCharacters(in: .whitespaces).lowercased(), !t.isEmpty else { return false }
-            if negativeWords.contains(where: { t.contains($0) }) { return false }
-            return positiveWords.contains { t == $0 || t.contains($0) && $0.count > 1 }
+            guard let t = text.map({ $0.trimmingSpaces().lowercased() }), !t.isEmpty else { return false }
+            if negativeWords.contains(where: { t.containsBytes($0) }) { return false }
+            return positiveWords.contains { t == $0 || t.containsBytes($0) && $0.count > 1 }
         }
         if codes(observation["valueCodeableConcept"]).contains(where: positiveCodes.contains) { return true }
         if positiveText(observation["valueCodeableConcept"]?["text"]?.stringValue) || positiveText(observation["valueString"]?.stringValue) { return true }

@@ -61,6 +61,19 @@ final class SensitiveCategoriesTests: XCTestCase {
         XCTAssertEqual(c.labels(for: try observation("2345-7", #""valueString":"positive""#)), [], "glucose is no category's test")
     }
 
+    func test_aTermIsFoundAnywhereInAFreeText() throws {
+        // Any free text of the record: a note names the category, in any case.
+        let c = SensitiveCategories.defaults
+        let noted = try object(#"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"note":[{"text":"Patient reports known HIV infection"}]}"#)
+        XCTAssertEqual(c.labels(for: noted), ["HIV"])
+        let plain = try object(#"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"note":[{"text":"复查，结果正常"}]}"#)
+        XCTAssertEqual(c.labels(for: plain), [])
+        let cut = try object(#"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"note":[{"text":"艾草 h i v"}]}"#)
+        XCTAssertEqual(c.labels(for: cut), [], "a term's first character, or its letters apart, are not the term")
+        let end = try object(#"{"resourceType":"Condition","code":{"text":"疑似艾滋"}}"#)
+        XCTAssertEqual(c.labels(for: end), ["HIV"], "at the end of the text")
+    }
+
     func test_labelled_addsEachLabelOnce_andKeepsTheClientsLabels() throws {
         let c = SensitiveCategories.defaults
         var resource = try condition("http://hl7.org/fhir/sid/icd-10", "F20.0")
