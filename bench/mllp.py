@@ -151,6 +151,60 @@ def run(kind, port, connections, seconds, make, offset, token=None, count=None):
             "answers": codes}
 
 
+def compare_on_channels(work, rounds, seconds, prepare, make, label, count_sql, connections=16):
+    """What a platform feature costs the ingest hospitals send through: `make(n)`'s messages over
+    MLLP, and the gateway's transactions of them over HTTP, `connections` senders each waiting for
+    its answer, into a fresh server whose store `prepare(data, True)` readied (the feature on)
+    against one `prepare(data, False)` readied; the order alternates between rounds. `count_sql`
+    counts, after each run, the rows the feature wrote (none without it)."""
+    rows = []
+    offset = 0
+    for round_ in range(rounds):
+        for kind in ("mllp", "http"):
+            runs = {}
+            for on in ((False, True) if (round_ + (kind == "http")) % 2 == 0 else (True, False)):
+                data = tempfile.mkdtemp(dir=work, prefix="channel-")
+                prepare(data, on)
+                out = subprocess.run([BINARY, "client", "create", "--data", data, "--name", "bench", "--facility", FACILITY,
+                                      "--scopes", "system/*.cruds", "--hl7-sender", "LIS^bench-lab", "--hl7-sender", "HIS^bench-hospital"],
+                                     check=True, capture_output=True, text=True).stdout
+                credentials = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith("client_"))
+                port, mllp_port = free_port(), free_port()
+                server = start([BINARY, "serve", "--dev", "--host", "127.0.0.1", "--port", str(port), "--data", data,
+                                "--mllp-port", str(mllp_port)], f"http://127.0.0.1:{port}/ready")
+                try:
+                    offset += 1_000_000
+                    if kind == "mllp":
+                        result = run("mllp", mllp_port, connections, seconds, make, offset)
+                    else:
+                        form = (f"grant_type=client_credentials&client_id={credentials['client_id']}"
+                                f"&client_secret={credentials['client_secret'].split()[0]}")
+                        request = urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", data=form.encode(),
+                                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+                        token = json.load(urllib.request.urlopen(request))["access_token"]
+                        count = 400 * seconds // connections + 200
+                        bundles = gateway_bundles(make, [n for seq in numbers(connections, offset, count) for n in seq])
+                        result = run("http", port, connections, seconds, bundles.__getitem__, offset, token, count)
+                finally:
+                    stop(server)
+                counted = subprocess.run(["sqlite3", os.path.join(data, "huitong.sqlite"), count_sql], capture_output=True, text=True)
+                result["rows_of_the_feature"] = int(counted.stdout.strip() or 0)
+                runs[on] = result
+                shutil.rmtree(data, ignore_errors=True)
+            rows.append({"round": round_ + 1, "channel": kind, "without_per_s": runs[False]["messages_per_s"],
+                         f"{label}_per_s": runs[True]["messages_per_s"],
+                         "ratio": round(runs[True]["messages_per_s"] / runs[False]["messages_per_s"], 3),
+                         "p99_ms": {"without": runs[False]["p99_ms"], label: runs[True]["p99_ms"]},
+                         "rows_of_the_feature": {"without": runs[False]["rows_of_the_feature"], label: runs[True]["rows_of_the_feature"]},
+                         "answers": {"without": runs[False]["answers"], label: runs[True]["answers"]}})
+            log("channel round", json.dumps(rows[-1], ensure_ascii=False))
+    medians = {}
+    for kind in ("mllp", "http"):
+        ratios = sorted(r["ratio"] for r in rows if r["channel"] == kind)
+        medians[kind] = ratios[len(ratios) // 2]
+    return {"connections": connections, "seconds": seconds, "rounds": rows, "median_ratio": medians}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)

@@ -7,7 +7,9 @@
    client; target p99 < 20 ms. Baseline in the same run: the search the operation rests on,
    `Observation?subject=Patient/x&code=...` by the same client.
 2. HR stamping: `huitong import` of the same Observations into a store with the catalogue and QC
-   passes loaded and into one without, alternating rounds; target: with / without >= 0.90.
+   passes loaded and into one without, alternating rounds; target: with / without >= 0.90. The
+   same on the channels hospitals send through (`stamping-channels`): ORU^R01 of 10 catalogue
+   results over MLLP, and the gateway's transactions of them over HTTP, 16 senders.
 3. MHD provide (ITI-65) of a 1 MB CDA document — a transaction of a SubmissionSet List, the
    DocumentReference (subject, type and id from the CDA header) and the Binary — through HTTP, 8
    clients; target >= 100/s. Baseline: raw SQLite inserts of the same request bodies, one
@@ -36,6 +38,7 @@ import urllib.request
 import chinese_households
 from common import BINARY, CACHE, free_port, log, lua_get, save, start, stop, token, wrk
 from mhd_documents import cda, provide
+import mllp
 
 LOINC = "http://loinc.org"
 CATALOGUE = ("system,code,display,category,validity_days,scope,price\n"
@@ -48,17 +51,18 @@ def day(offset):
     return (datetime.date.today() + datetime.timedelta(days=offset)).isoformat()
 
 
-def lists(work):
+def lists(work, facility):
     catalogue = os.path.join(work, "catalogue.csv")
     open(catalogue, "w").write(CATALOGUE)
     qc = os.path.join(work, "qc.csv")
     open(qc, "w").write("facility,system,code,scope,valid_from,valid_to\n" +
-                        "".join(f"org-a,{LOINC},{c},province,{day(-400)},{day(400)}\n" for c in CODES))
+                        "".join(f"{facility},{LOINC},{c},province,{day(-400)},{day(400)}\n" for c in CODES))
     return catalogue, qc
 
 
-def load_lists(data, work):
-    catalogue, qc = lists(work)
+def load_lists(data, work, facility="org-a"):
+    """The catalogue, and `facility`'s QC passes for its items."""
+    catalogue, qc = lists(work, facility)
     subprocess.run([BINARY, "sharing", "load-catalogue", catalogue, "--data", data], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([BINARY, "sharing", "load-qc", qc, "--data", data], check=True, stdout=subprocess.DEVNULL)
 
@@ -209,6 +213,30 @@ def stamping(args, work):
     return {"rounds": rows, "with_over_without": ratios}
 
 
+def oru_catalogued(n):
+    """mllp.py's ORU^R01 (10 OBX), each result of a catalogue item (all of them stamped where the
+    catalogue and the facility's QC passes are loaded)."""
+    r = random.Random(n)
+    segments = [mllp.msh("ORU^R01^ORU_R01", f"O{n}", sender="LIS|bench-lab"), f"PID|1||MRN{n // 10}^^^bench-hospital^MR",
+                f"OBR|1|P{n}|F{n}^LAB|24323-8^Metabolic panel^LN|||{day(-3).replace('-', '')}070000|||||||||||||||"
+                f"{day(-3).replace('-', '')}090000||||F"]
+    for i in range(1, 11):
+        segments.append(f"OBX|{i}|NM|{r.choice(CODES)}^Item^LN||{(n + i) % 17}.{i}|mmol/L^mmol/L^UCUM|1.0-9.0|N|||F")
+    return "\r".join(segments)
+
+
+def stamping_channels(args, work):
+    """HR stamping on the channels hospitals send through: ORU^R01 over MLLP and the gateway's
+    transactions over HTTP, into a server with the catalogue and the facility's QC passes loaded
+    against one without (mllp.compare_on_channels)."""
+    def prepare(data, with_catalogue):
+        if with_catalogue:
+            load_lists(data, work, mllp.FACILITY)
+
+    return mllp.compare_on_channels(work, args.rounds, args.seconds, prepare, oru_catalogued, "with_catalogue",
+                                    "SELECT COUNT(*) FROM idx_token WHERE type='Observation' AND param='_tag' AND code LIKE 'HR-%'")
+
+
 def cda_document(rid, size):
     head = cda(rid, "BENCH-1")
     # A 1 MB document: the header, then narrative sections up to the size.
@@ -313,12 +341,13 @@ def main():
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["recognizable", "stamping", "mhd", "binary"])
+    ap.add_argument("--only", choices=["recognizable", "stamping", "stamping-channels", "mhd", "binary"])
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-sharing-")
     results = {"binary": BINARY}
     try:
-        for name, run in (("mhd", mhd), ("binary", binary), ("stamping", stamping), ("recognizable", recognizable)):
+        for name, run in (("mhd", mhd), ("binary", binary), ("stamping", stamping),
+                          ("stamping-channels", stamping_channels), ("recognizable", recognizable)):
             if args.only in (None, name):
                 log(f"== {name}")
                 results[name] = run(args, work)

