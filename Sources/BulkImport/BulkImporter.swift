@@ -78,8 +78,12 @@ public struct BulkImporter: Sendable {
         return try await importResources([json], location: nil)
     }
 
+    /// One resource per line, committed in chunks, each one atomic. A bad line stops the file
+    /// after the chunks before its own; issues name the line by its number in the file
+    /// (`line[73456].status`), not by its place in its chunk.
     func importNDJSON(_ bytes: [UInt8]) async throws -> Int {
         var resources: [JSON] = []
+        var lines: [Int] = []
         var total = 0
         var lineNumber = 0
         for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
@@ -87,29 +91,33 @@ public struct BulkImporter: Sendable {
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
             do {
                 resources.append(try service.pipeline.parse(line))
+                lines.append(lineNumber)
             } catch {
                 throw FHIRError(.invalid, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") })
             }
             if resources.count == Self.chunkSize {
-                total += try await importResources(resources, location: "line")
+                total += try await importResources(resources, location: "line", numbers: lines)
                 resources.removeAll(keepingCapacity: true)
+                lines.removeAll(keepingCapacity: true)
             }
         }
-        total += try await importResources(resources, location: "line")
+        total += try await importResources(resources, location: "line", numbers: lines)
         return total
     }
 
-    /// Commits resources in chunks, each chunk one atomic unit.
-    func importResources(_ resources: [JSON], location: String?) async throws -> Int {
+    /// Commits resources in chunks, each chunk one atomic unit. Issues are located at
+    /// `location[i]`: `i` the resource's index, or its entry in `numbers` (an NDJSON line number).
+    func importResources(_ resources: [JSON], location: String?, numbers: [Int]? = nil) async throws -> Int {
         for start in stride(from: 0, to: resources.count, by: Self.chunkSize) {
             var writes: [WriteRequest] = []
             for (offset, r) in resources[start..<min(start + Self.chunkSize, resources.count)].enumerated() {
+                let at = location.map { "\($0)[\(numbers?[start + offset] ?? start + offset)]" }
                 guard let type = r["resourceType"]?.stringValue else {
-                    throw FHIRError(.invalid, code: "structure", "Missing resourceType", at: location.map { "\($0)[\(start + offset)]" })
+                    throw FHIRError(.invalid, code: "structure", "Missing resourceType", at: at)
                 }
                 let id = r["id"]?.stringValue
                 writes.append(WriteRequest(key: ResourceKey(type, id ?? IngestPipeline.newID()), method: id == nil ? "POST" : "PUT",
-                                           resource: r, location: location.map { "\($0)[\(start + offset)]" }))
+                                           resource: r, location: at))
             }
             _ = try await service.writePipeline.write(writes, as: .operation("import"))
         }

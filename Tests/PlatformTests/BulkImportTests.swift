@@ -1,0 +1,68 @@
+import Access
+import BulkImport
+import FHIRModel
+import Foundation
+import Platform
+import Store
+import StoreTestSupport
+import XCTest
+
+/// `huitong import` of NDJSON: chunks commit in order, each whole; a bad line stops the file after
+/// the chunks before its own, and is named by its line in the file (it was named by its place in
+/// its chunk: `line[41]` for line 1,042).
+final class BulkImportTests: XCTestCase {
+    /// Observation lines o1…on (line k is `o<k>`), `bad` replacing the lines it names.
+    static func file(_ n: Int, bad: [Int: String] = [:]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID().uuidString).ndjson").path
+        let lines = (1...n).map { k in
+            bad[k] ?? #"{"resourceType":"Observation","id":"o\#(k)","status":"final","code":{"text":"血红蛋白"}}"#
+        }
+        try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func stored(_ store: any ResourceStore) async throws -> Set<String> {
+        Set(try await store.search(try SearchQueryParser().parse(type: "Observation", query: "status=final"), limit: 10_000).map(\.id))
+    }
+
+    func test_everyLineIsStored_acrossChunks() async throws {
+        try await withEachBackend { test in
+            let n = 3 * BulkImporter.chunkSize + 7
+            let path = try Self.file(n)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            XCTAssertNil(result.error)
+            XCTAssertEqual(result.resources, n)
+            let ids = try await stored(test.store)
+            XCTAssertEqual(ids, Set((1...n).map { "o\($0)" }))
+        }
+    }
+
+    func test_anInvalidResource_isNamedByItsLine_andItsChunkIsNotStored() async throws {
+        try await withEachBackend { test in
+            let size = BulkImporter.chunkSize
+            let line = 2 * size + 42
+            let path = try Self.file(3 * size, bad: [line: #"{"resourceType":"Observation","id":"x","status":"no-such-status","code":{"text":"x"}}"#])
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let error = try XCTUnwrap(result.error)
+            XCTAssertTrue(error.contains("line[\(line)].status"), error)
+            let ids = try await stored(test.store)
+            XCTAssertEqual(ids, Set((1...(2 * size)).map { "o\($0)" }), "the two chunks before the bad line's, none of its own")
+        }
+    }
+
+    func test_aLineThatIsNotJSON_stopsTheFile_afterTheChunksBeforeIt() async throws {
+        try await withEachBackend { test in
+            let size = BulkImporter.chunkSize
+            let line = size + 10
+            let path = try Self.file(3 * size, bad: [line: #"{"resourceType":"Observation","id":"#])
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let error = try XCTUnwrap(result.error)
+            XCTAssertTrue(error.contains("line \(line):"), error)
+            let ids = try await stored(test.store)
+            XCTAssertEqual(ids, Set((1...size).map { "o\($0)" }), "the chunk before the bad line is committed; nothing from its own")
+        }
+    }
+}
