@@ -6,7 +6,9 @@ into a store holding their 10,000 Patients, release build. In the same run, alte
   writing another), the import's own best case;
 - with `--baseline BIN`, the same file imported by another build (the one before a change);
 - raw SQLite inserts of the very rows the import stored, 500 resources per transaction as the
-  import commits them (`replay.py`): the storage engine's own cost.
+  import commits them (`replay.py`): the storage engine's own cost. The import's time includes
+  the process starting and opening the store, and the statistics it analyses at the end (what a
+  user waits for); the replay's does not.
 
     python3 bench/import_ndjson.py [--observations 100000] [--rounds 3] [--baseline /tmp/huitong-old]
 """

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -187,8 +188,10 @@ def compare_on_channels(work, rounds, seconds, prepare, make, label, count_sql, 
                         result = run("http", port, connections, seconds, bundles.__getitem__, offset, token, count)
                 finally:
                     stop(server)
-                counted = subprocess.run(["sqlite3", os.path.join(data, "huitong.sqlite"), count_sql], capture_output=True, text=True)
-                result["rows_of_the_feature"] = int(counted.stdout.strip() or 0)
+                counted = subprocess.run(["sqlite3", os.path.join(data, "huitong.sqlite"), count_sql], capture_output=True, text=True, check=True)
+                result["rows_of_the_feature"] = int(counted.stdout.strip())
+                accepted = "AA" if kind == "mllp" else "200"
+                assert set(result["answers"]) == {accepted}, f"{kind}: answers {result['answers']}"
                 runs[on] = result
                 shutil.rmtree(data, ignore_errors=True)
             rows.append({"round": round_ + 1, "channel": kind, "without_per_s": runs[False]["messages_per_s"],
@@ -198,10 +201,7 @@ def compare_on_channels(work, rounds, seconds, prepare, make, label, count_sql, 
                          "rows_of_the_feature": {"without": runs[False]["rows_of_the_feature"], label: runs[True]["rows_of_the_feature"]},
                          "answers": {"without": runs[False]["answers"], label: runs[True]["answers"]}})
             log("channel round", json.dumps(rows[-1], ensure_ascii=False))
-    medians = {}
-    for kind in ("mllp", "http"):
-        ratios = sorted(r["ratio"] for r in rows if r["channel"] == kind)
-        medians[kind] = ratios[len(ratios) // 2]
+    medians = {kind: statistics.median(r["ratio"] for r in rows if r["channel"] == kind) for kind in ("mllp", "http")}
     return {"connections": connections, "seconds": seconds, "rounds": rows, "median_ratio": medians}
 
 

@@ -71,7 +71,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
     /// is needed (built once; not part of the file).
     private var bySystem: [String: Prefixes<String>]
     private var testsBySystem: [String: Prefixes<(label: String, positive: Bool)>]
-    private var terms: [(term: String, label: String)]
+    private var terms: [(term: String, label: String, plain: Bool)]
 
     /// Values by code prefix, found for a code with one lookup per distinct prefix length (a few),
     /// not one comparison per prefix: every Coding of every write is looked up here, and a
@@ -118,7 +118,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
                     testsBySystem[Self.normalisedSystem(code.system), default: Prefixes()].add(Self.normalisedCode(code.prefix), (category.label, positive))
                 }
             }
-            for term in category.terms ?? [] where !term.isEmpty { terms.append((term.lowercased(), category.label)) }
+            for term in category.terms ?? [] where !term.isEmpty { terms.append((term.lowercased(), category.label, Self.isPlain(term.lowercased()))) }
         }
     }
 
@@ -246,14 +246,33 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         }
     }
 
-    /// The categories whose terms a free text names, compared as UTF-8 bytes (`containsBytes`).
-    /// Foundation's `String.contains` bridged each text to an `NSString` and searched it with
-    /// locale-aware folding, a few microseconds a term: records with a note or a local code's text
-    /// were ingested at half the rate. Canonically equivalent spellings in another normal form are
-    /// not matched (the shipped terms are CJK ideographs and ASCII, which have none).
+    /// The categories whose terms a free text names (`mentions`).
     func termLabels(_ text: String) -> Set<String> {
         let t = text.lowercased()
-        return Set(terms.filter { t.containsBytes($0.term) }.map(\.label))
+        let plain = Self.isPlain(t)
+        return Set(terms.filter { Self.mentions(t, plain: plain, $0.term, termPlain: $0.plain) }.map(\.label))
+    }
+
+    /// Whether `text` holds `term` (both lower-cased), as Foundation's `String.contains` found it:
+    /// canonically equivalent spellings match (a CJK compatibility ideograph for its unified one,
+    /// an accent as a combining mark). That call bridged each text to an `NSString`, a few
+    /// microseconds a term, and records with a note or a local code's text were ingested at half
+    /// the rate. A text and a term that are both `isPlain` (nearly every text, every shipped term)
+    /// have no other spelling and are compared as UTF-8 bytes; others also as Swift compares
+    /// characters. `plain`, `termPlain`: `isPlain` of each, computed once.
+    static func mentions(_ text: String, plain: Bool, _ term: String, termPlain: Bool) -> Bool {
+        text.containsBytes(term) || !(plain && termPlain) && text.firstRange(of: term) != nil
+    }
+
+    /// Only ASCII, CJK unified ideographs, CJK punctuation (not its combining tone marks) and
+    /// fullwidth forms: scalars with no canonical decomposition that combine with nothing.
+    static func isPlain(_ s: String) -> Bool {
+        s.unicodeScalars.allSatisfy { u in
+            switch u.value {
+            case 0...0x7F, 0x3000...0x3029, 0x3030...0x303F, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0xFF00...0xFFEF, 0x20000...0x2A6DF: true
+            default: false
+            }
+        }
     }
 
     /// An Observation of a listed test: its label when the test tells by itself, or when its
@@ -284,8 +303,9 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         func codes(_ concept: JSON?) -> [String] { (concept?["coding"]?.arrayValue ?? []).compactMap { $0["code"]?.stringValue?.uppercased() } }
         func positiveText(_ text: String?) -> Bool {
             guard let t = text.map({ $0.trimmingSpaces().lowercased() }), !t.isEmpty else { return false }
-            if negativeWords.contains(where: { t.containsBytes($0) }) { return false }
-            return positiveWords.contains { t == $0 || t.containsBytes($0) && $0.count > 1 }
+            let plain = isPlain(t)
+            if negativeWords.contains(where: { mentions(t, plain: plain, $0, termPlain: isPlain($0)) }) { return false }
+            return positiveWords.contains { t == $0 || mentions(t, plain: plain, $0, termPlain: isPlain($0)) && $0.count > 1 }
         }
         if codes(observation["valueCodeableConcept"]).contains(where: positiveCodes.contains) { return true }
         if positiveText(observation["valueCodeableConcept"]?["text"]?.stringValue) || positiveText(observation["valueString"]?.stringValue) { return true }

@@ -72,6 +72,15 @@ final class SensitiveCategoriesTests: XCTestCase {
         XCTAssertEqual(c.labels(for: cut), [], "a term's first character, or its letters apart, are not the term")
         let end = try object(#"{"resourceType":"Condition","code":{"text":"疑似艾滋"}}"#)
         XCTAssertEqual(c.labels(for: end), ["HIV"], "at the end of the text")
+        // Another spelling of the same characters: a CJK compatibility ideograph (U+F967 for 不),
+        // an accent as a combining mark in an operator's term.
+        let compatibility = try object(#"{"resourceType":"Condition","code":{"text":"原发性\#u{F967}孕"}}"#)
+        XCTAssertEqual(c.labels(for: compatibility), ["SEX"])
+        let accented = SensitiveCategories(categories: [.init(label: "X", name: "x", codes: [], terms: ["névrose"])])
+        XCTAssertEqual(accented.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"ne\#u{301}vrose"}}"#)), ["X"])
+        XCTAssertEqual(accented.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"nevrose"}}"#)), [])
+        XCTAssertFalse(SensitiveCategories.isPlain("\u{F967}"))
+        XCTAssertTrue(SensitiveCategories.isPlain("hiv 艾滋病（阳性），复查。"), "ASCII, ideographs, fullwidth and CJK punctuation")
     }
 
     func test_labelled_addsEachLabelOnce_andKeepsTheClientsLabels() throws {

@@ -42,13 +42,30 @@ final class BulkImportTests: XCTestCase {
         try await withEachBackend { test in
             let size = BulkImporter.chunkSize
             let line = 2 * size + 42
-            let path = try Self.file(3 * size, bad: [line: #"{"resourceType":"Observation","id":"x","status":"no-such-status","code":{"text":"x"}}"#])
+            // Two blank lines (one CRLF's) count as lines but hold no resource: the chunks are
+            // lines 1-502, 503-1002 and from 1003 on.
+            let path = try Self.file(3 * size, bad: [3: "", 7: " \r",
+                                                     line: #"{"resourceType":"Observation","id":"x","status":"no-such-status","code":{"text":"x"}}"#])
             defer { try? FileManager.default.removeItem(atPath: path) }
             let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line[\(line)].status"), error)
             let ids = try await stored(test.store)
-            XCTAssertEqual(ids, Set((1...(2 * size)).map { "o\($0)" }), "the two chunks before the bad line's, none of its own")
+            XCTAssertEqual(ids, Set((1...(2 * size + 2)).filter { $0 != 3 && $0 != 7 }.map { "o\($0)" }),
+                           "the two chunks before the bad line's, none of its own")
+        }
+    }
+
+    func test_aLineWithoutResourceType_isNamedByItsLine() async throws {
+        try await withEachBackend { test in
+            let size = BulkImporter.chunkSize
+            let path = try Self.file(2 * size, bad: [size + 5: #"{"id":"x","status":"final"}"#])
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let error = try XCTUnwrap(result.error)
+            XCTAssertTrue(error.contains("line[\(size + 5)]") && error.contains("resourceType"), error)
+            let ids = try await stored(test.store)
+            XCTAssertEqual(ids, Set((1...size).map { "o\($0)" }))
         }
     }
 
