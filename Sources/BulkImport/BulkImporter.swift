@@ -10,8 +10,28 @@ import Store
 public struct BulkImporter: Sendable {
     public struct FileResult: Sendable {
         public let path: String
+        /// Resources committed from the file, those before a failure included.
         public let resources: Int
         public let error: String?
+    }
+
+    /// A failure after part of a file was committed: what is in, and where to go on from.
+    struct Stopped: Error {
+        let error: any Error
+        /// Resources committed before the failure.
+        let committed: Int
+        /// What the committed ones are (`lines 1-1000`, `Bundle.entry[0..<500]`), nil when none are.
+        let range: String?
+        /// Where the rest starts: the first line not committed (NDJSON).
+        let resumeLine: Int?
+
+        func description(path: String) -> String {
+            let reason = (error as? FHIRError)?.description ?? "\(error)"
+            guard committed > 0, let range else { return reason + "; nothing from this file was committed" }
+            var text = reason + "; committed before it: \(committed) resources (\(range))"
+            if let resumeLine { text += ", nothing from line \(resumeLine) on: import the rest from `tail -n +\(resumeLine) \(path)`" }
+            return text
+        }
     }
 
     let service: FHIRService
@@ -51,6 +71,8 @@ public struct BulkImporter: Sendable {
             let bytes = [UInt8](data)
             let count = path.hasSuffix(".ndjson") ? try await importNDJSON(bytes) : try await importJSON(bytes)
             return FileResult(path: path, resources: count, error: nil)
+        } catch let stopped as Stopped {
+            return FileResult(path: path, resources: stopped.committed, error: stopped.description(path: path))
         } catch let error as FHIRError {
             return FileResult(path: path, resources: 0, error: error.description)
         } catch {
@@ -67,7 +89,11 @@ public struct BulkImporter: Sendable {
                 let result = try await bundles.process(json, returnRepresentation: false)
                 let failed = result.entries.enumerated().filter { !$0.element.status.hasPrefix("2") }
                 if let first = failed.first {
-                    throw FHIRError(.invalid, code: "processing", "\(failed.count) batch entries failed; first: entry[\(first.offset)] \(first.element.status)")
+                    let error = FHIRError(.invalid, code: "processing", "\(failed.count) batch entries failed; first: entry[\(first.offset)] \(first.element.status)")
+                    // A batch's entries stand alone: the others are in. A transaction's failure is whole.
+                    let committed = result.entries.count - failed.count
+                    guard bundleType == "batch", committed > 0 else { throw error }
+                    throw Stopped(error: error, committed: committed, range: "the batch's other entries", resumeLine: nil)
                 }
                 return result.entries.count
             default:
@@ -80,12 +106,27 @@ public struct BulkImporter: Sendable {
 
     /// One resource per line, committed in chunks, each one atomic. A bad line stops the file
     /// after the chunks before its own; issues name the line by its number in the file
-    /// (`line[73456].status`), not by its place in its chunk.
+    /// (`line[73456].status`), not by its place in its chunk, and the error says which lines are
+    /// in (`Stopped`): sent again whole, the resources without an `id` would be stored twice.
     func importNDJSON(_ bytes: [UInt8]) async throws -> Int {
         var resources: [JSON] = []
         var lines: [Int] = []
         var total = 0
         var lineNumber = 0
+        var committedThrough = 0
+        func stopped(_ error: any Error) -> Stopped {
+            Stopped(error: error, committed: total, range: committedThrough > 0 ? "lines 1-\(committedThrough)" : nil, resumeLine: committedThrough + 1)
+        }
+        func commit() async throws {
+            do {
+                total += try await importResources(resources, location: "line", numbers: lines)
+            } catch {
+                throw stopped(error)
+            }
+            committedThrough = lines.last ?? committedThrough
+            resources.removeAll(keepingCapacity: true)
+            lines.removeAll(keepingCapacity: true)
+        }
         for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
@@ -93,15 +134,11 @@ public struct BulkImporter: Sendable {
                 resources.append(try service.pipeline.parse(line))
                 lines.append(lineNumber)
             } catch {
-                throw FHIRError(.invalid, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") })
+                throw stopped(FHIRError(.invalid, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") }))
             }
-            if resources.count == Self.chunkSize {
-                total += try await importResources(resources, location: "line", numbers: lines)
-                resources.removeAll(keepingCapacity: true)
-                lines.removeAll(keepingCapacity: true)
-            }
+            if resources.count == Self.chunkSize { try await commit() }
         }
-        total += try await importResources(resources, location: "line", numbers: lines)
+        try await commit()
         return total
     }
 
@@ -109,18 +146,28 @@ public struct BulkImporter: Sendable {
     /// `location[i]`: `i` the resource's index, or its entry in `numbers` (an NDJSON line number).
     func importResources(_ resources: [JSON], location: String?, numbers: [Int]? = nil) async throws -> Int {
         for start in stride(from: 0, to: resources.count, by: Self.chunkSize) {
-            var writes: [WriteRequest] = []
-            for (offset, r) in resources[start..<min(start + Self.chunkSize, resources.count)].enumerated() {
-                let at = location.map { "\($0)[\(numbers?[start + offset] ?? start + offset)]" }
-                guard let type = r["resourceType"]?.stringValue else {
-                    throw FHIRError(.invalid, code: "structure", "Missing resourceType", at: at)
-                }
-                let id = r["id"]?.stringValue
-                writes.append(WriteRequest(key: ResourceKey(type, id ?? IngestPipeline.newID()), method: id == nil ? "POST" : "PUT",
-                                           resource: r, location: at))
+            do {
+                try await writeChunk(resources[start..<min(start + Self.chunkSize, resources.count)], location: location, numbers: numbers)
+            } catch where start > 0 && numbers == nil {
+                // A collection Bundle's chunks before this one are in.
+                throw Stopped(error: error, committed: start, range: "\(location ?? "resource")[0..<\(start)]", resumeLine: nil)
             }
-            _ = try await service.writePipeline.write(writes, as: .operation("import"))
         }
         return resources.count
+    }
+
+    /// One atomic unit of the resources at `chunk`'s indices.
+    func writeChunk(_ chunk: ArraySlice<JSON>, location: String?, numbers: [Int]?) async throws {
+        var writes: [WriteRequest] = []
+        for (i, r) in zip(chunk.indices, chunk) {
+            let at = location.map { "\($0)[\(numbers?[i] ?? i)]" }
+            guard let type = r["resourceType"]?.stringValue else {
+                throw FHIRError(.invalid, code: "structure", "Missing resourceType", at: at)
+            }
+            let id = r["id"]?.stringValue
+            writes.append(WriteRequest(key: ResourceKey(type, id ?? IngestPipeline.newID()), method: id == nil ? "POST" : "PUT",
+                                       resource: r, location: at))
+        }
+        _ = try await service.writePipeline.write(writes, as: .operation("import"))
     }
 }

@@ -50,6 +50,10 @@ final class BulkImportTests: XCTestCase {
             let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line[\(line)].status"), error)
+            // What is in, and where to go on from: sent again whole, id-less lines would be stored twice.
+            XCTAssertEqual(result.resources, 2 * size)
+            XCTAssertTrue(error.contains("committed before it: \(2 * size) resources (lines 1-\(2 * size + 2))"), error)
+            XCTAssertTrue(error.contains("tail -n +\(2 * size + 3) \(path)"), error)
             let ids = try await stored(test.store)
             XCTAssertEqual(ids, Set((1...(2 * size + 2)).filter { $0 != 3 && $0 != 7 }.map { "o\($0)" }),
                            "the two chunks before the bad line's, none of its own")
@@ -64,6 +68,8 @@ final class BulkImportTests: XCTestCase {
             let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line[\(size + 5)]") && error.contains("resourceType"), error)
+            XCTAssertEqual(result.resources, size)
+            XCTAssertTrue(error.contains("(lines 1-\(size))") && error.contains("tail -n +\(size + 1)"), error)
             let ids = try await stored(test.store)
             XCTAssertEqual(ids, Set((1...size).map { "o\($0)" }))
         }
@@ -78,8 +84,44 @@ final class BulkImportTests: XCTestCase {
             let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line \(line):"), error)
+            XCTAssertEqual(result.resources, size)
             let ids = try await stored(test.store)
             XCTAssertEqual(ids, Set((1...size).map { "o\($0)" }), "the chunk before the bad line is committed; nothing from its own")
+        }
+    }
+
+    func test_aBadLineInTheFirstChunk_reportsNothingCommitted() async throws {
+        try await withEachBackend { test in
+            let path = try Self.file(20, bad: [12: #"{"resourceType":"Observation","status":"final"}"#])
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let error = try XCTUnwrap(result.error)
+            XCTAssertTrue(error.contains("line[12]") && error.contains("nothing from this file was committed"), error)
+            XCTAssertEqual(result.resources, 0)
+            let ids = try await stored(test.store)
+            XCTAssertEqual(ids, [])
+        }
+    }
+
+    /// A collection Bundle is committed in the same chunks: a bad entry's error says which are in.
+    func test_aCollectionBundle_reportsTheEntriesCommittedBeforeABadOne() async throws {
+        try await withEachBackend { test in
+            let size = BulkImporter.chunkSize
+            let entries = (0..<(2 * size)).map { k in
+                k == size + 3 ? #"{"resource":{"resourceType":"Observation","status":"bad","code":{"text":"x"}}}"#
+                              : #"{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"}}}"#
+            }
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID().uuidString).json").path
+            try Data((#"{"resourceType":"Bundle","type":"collection","entry":["# + entries.joined(separator: ",") + "]}").utf8)
+                .write(to: URL(fileURLWithPath: path))
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let error = try XCTUnwrap(result.error)
+            XCTAssertTrue(error.contains("Bundle.entry[\(size + 3)].status"), error)
+            XCTAssertTrue(error.contains("committed before it: \(size) resources (Bundle.entry[0..<\(size)])"), error)
+            XCTAssertEqual(result.resources, size)
+            let ids = try await stored(test.store)
+            XCTAssertEqual(ids.count, size)
         }
     }
 }
