@@ -36,13 +36,11 @@ struct EmpiTrain: AsyncParsableCommand {
         let began = Date()
         let protection = try await storeOptions.identifierProtection(for: store)
         let (rules, report) = try await MatchTraining.train(store: store, protection: protection, start: start, sample: sample) { line in
-            var err = FileHandleOutputStream.standardError
-            print("\r" + line, terminator: "", to: &err)
+            ProgressLine.draw(line)
         }
         try await store.close()
         try rules.write(path: out)
-        var err = FileHandleOutputStream.standardError
-        print("", to: &err)
+        ProgressLine.end()
         print("Trained on \(report.patients) Patients (\(report.candidatePairs) candidate pairs, \(report.randomPairs) random pairs, "
               + "\(report.iterations) EM iterations) in \(String(format: "%.1f", Date().timeIntervalSince(began))) s; wrote \(out)")
         print("Serve with: huitong serve --match-rules \(out); re-match the stored Patients with: huitong empi rebuild --match-rules \(out)")
@@ -65,14 +63,11 @@ struct EmpiRebuild: AsyncParsableCommand {
         let began = Date()
         let pipeline = IngestPipeline(protection: try await storeOptions.identifierProtection(for: store))
         let report = try await MasterIndexRebuild(service: FHIRService(store: store, pipeline: pipeline, matching: rules, principal: .platform)).run { line in
-            let elapsed = Date().timeIntervalSince(began)
-            var err = FileHandleOutputStream.standardError
-            print("\r\(line)  \(String(format: "%.0f", elapsed)) s", terminator: "", to: &err)
+            ProgressLine.draw("\(line)  \(String(format: "%.0f", Date().timeIntervalSince(began))) s")
         }
         try await store.analyze()
         try await store.close()
-        var err = FileHandleOutputStream.standardError
-        print("", to: &err)
+        ProgressLine.end()
         let seconds = Date().timeIntervalSince(began)
         let outcomes = report.outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         print("Re-matched \(report.patients) Patients in \(String(format: "%.1f", seconds)) s (\(Int(Double(report.patients) / max(seconds, 0.001))) Patients/s); "

@@ -339,11 +339,9 @@ struct Reindex: AsyncParsableCommand {
             let elapsed = Date().timeIntervalSince(start)
             let rate = Double(done) / max(elapsed, 0.001)
             let eta = rate > 0 ? Double(total - done) / rate : 0
-            var err = FileHandleOutputStream.standardError
-            print("\rreindexed \(done)/\(total)  \(Int(rate))/s  ETA \(Int(eta)) s", terminator: "", to: &err)
+            ProgressLine.draw("reindexed \(done)/\(total)  \(Int(rate))/s  ETA \(Int(eta)) s")
         }
-        var err = FileHandleOutputStream.standardError
-        print("", to: &err)
+        ProgressLine.end()
         try await store.analyze()
         if type == nil {
             try await protection.rebind(to: store)
@@ -394,12 +392,9 @@ struct Export: AsyncParsableCommand {
             let copied = try await EmbeddedExport.run(from: source, sourceName: sourceName, to: target) { done, total in
                 let elapsed = Date().timeIntervalSince(start)
                 let rate = Double(done) / max(elapsed, 0.001)
-                var err = FileHandleOutputStream.standardError
-                print("\rexported \(done)/\(total) resources  \(Int(rate))/s  ETA \(rate > 0 ? Int(Double(total - done) / rate) : 0) s",
-                      terminator: "", to: &err)
+                ProgressLine.draw("exported \(done)/\(total) resources  \(Int(rate))/s  ETA \(rate > 0 ? Int(Double(total - done) / rate) : 0) s")
             }
-            var err = FileHandleOutputStream.standardError
-            print("", to: &err)
+            ProgressLine.end()
             let before = try await source.resourceCounts()
             let after = try await target.resourceCounts()
             guard before == after else {

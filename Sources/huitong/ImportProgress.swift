@@ -26,21 +26,18 @@ final class ImportProgress: Sendable {
             s.resources += result.resources
             if result.error != nil { s.failed += 1 }
             let elapsed = Date().timeIntervalSince(start)
-            guard elapsed - s.lastDraw >= 1 || s.files == totalFiles else { return nil }
+            guard elapsed - s.lastDraw >= 1, s.files < totalFiles else { return nil }
             s.lastDraw = elapsed
             return Self.describe(s, totalFiles: totalFiles, elapsed: elapsed)
         }
-        if let line {
-            var err = FileHandleOutputStream.standardError
-            print("\r" + line, terminator: "", to: &err)
-        }
+        if let line { ProgressLine.draw(line) }
     }
 
     func finish() {
         let elapsed = Date().timeIntervalSince(start)
         let s = state.withLock { $0 }
         var err = FileHandleOutputStream.standardError
-        print("\r" + Self.describe(s, totalFiles: totalFiles, elapsed: elapsed), to: &err)
+        print((ProgressLine.terminal ? "\r" : "") + Self.describe(s, totalFiles: totalFiles, elapsed: elapsed), to: &err)
         print("Imported \(s.resources) resources from \(s.files - s.failed) of \(totalFiles) files in \(String(format: "%.1f", elapsed)) s "
               + "(\(Int(Double(s.resources) / max(elapsed, 0.001))) resources/s); \(s.failed) failed")
     }
@@ -49,6 +46,35 @@ final class ImportProgress: Sendable {
         let rate = Double(s.resources) / max(elapsed, 0.001)
         let eta = s.files > 0 ? elapsed / Double(s.files) * Double(totalFiles - s.files) : 0
         return "files \(s.files)/\(totalFiles)  resources \(s.resources)  \(Int(rate))/s  ETA \(Int(eta)) s  failed \(s.failed)"
+    }
+}
+
+/// A progress line on standard error: redrawn in place on a terminal; in a log (where `\r` would
+/// pile every redraw onto one line) a line of its own at most every 10 seconds.
+enum ProgressLine {
+    static let terminal = isatty(STDERR_FILENO) != 0
+    private static let lastLogged = Mutex<Double>(0)
+
+    static func draw(_ line: String) {
+        var err = FileHandleOutputStream.standardError
+        if terminal {
+            print("\r" + line, terminator: "", to: &err)
+            return
+        }
+        let now = Date().timeIntervalSinceReferenceDate
+        guard lastLogged.withLock({ last in
+            guard now - last >= 10 else { return false }
+            last = now
+            return true
+        }) else { return }
+        print(line, to: &err)
+    }
+
+    /// Ends a redrawn line.
+    static func end() {
+        guard terminal else { return }
+        var err = FileHandleOutputStream.standardError
+        print("", to: &err)
     }
 }
 
