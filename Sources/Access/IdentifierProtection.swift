@@ -253,13 +253,26 @@ public struct IdentifierProtection: Sendable {
     }
 
     /// The object with its sealed document back in `data` (nil: it holds none). A document that
-    /// does not open (another store's keyring, altered) stays sealed: no data, never wrong data.
-    func openDocument(_ object: JSONObject) -> JSONObject? {
-        guard object["data"] == nil, let primitive = object["_data"]?.objectValue,
-              var token = primitive["extension"]?.arrayValue?.first(where: { $0["url"]?.stringValue == Self.encryptedValueURL })?["valueString"]?.stringValue,
-              let (plain, text) = token.withUTF8({ opened(token: UnsafeRawBufferPointer($0)) }) else { return nil }
+    /// does not open (another store's keyring, altered) is never wrong data: it stays sealed
+    /// (`shown: false`, for what writes the resource again), or, as shown to a reader, its token
+    /// gives way to R4's `data-absent-reason` `error` (the reader learns there is a document that
+    /// cannot be given, not a token it cannot use).
+    func openDocument(_ object: JSONObject, shown: Bool = false) -> JSONObject? {
+        guard object["data"] == nil, var primitive = object["_data"]?.objectValue,
+              let extensions = primitive["extension"]?.arrayValue,
+              var token = extensions.first(where: { $0["url"]?.stringValue == Self.encryptedValueURL })?["valueString"]?.stringValue else { return nil }
+        guard let (plain, text) = token.withUTF8({ opened(token: UnsafeRawBufferPointer($0)) }) else {
+            guard shown else { return nil }
+            primitive["extension"] = .array(extensions.map { $0["url"]?.stringValue == Self.encryptedValueURL ? Self.absentForError : $0 })
+            var out = object
+            out["_data"] = .object(primitive)
+            return out
+        }
         return Self.restoring("data", in: object, value: text ? String(decoding: plain, as: UTF8.self) : plain.withUnsafeBytes { Base64.encode($0) })
     }
+
+    static let absentForError: JSON = .object(JSONObject([
+        ("url", .string("http://hl7.org/fhir/StructureDefinition/data-absent-reason")), ("valueCode", .string("error"))]))
 
     /// Index entries with every protected value replaced by its blind index code.
     public func blindIndex(_ entries: [IndexEntry], secrets: Set<String>) -> [IndexEntry] {
@@ -288,21 +301,22 @@ public struct IdentifierProtection: Sendable {
 
     /// The resource with its protected values in clear.
     /// `documents: false`: sealed documents left sealed (for what needs only the identifiers).
-    public func reveal(_ resource: JSONObject, documents: Bool = true) -> JSONObject {
-        Self.walk(documents ? openDocument(resource) ?? resource : resource) { object in
-            if documents, let opened = openDocument(object) { return opened }
+    /// `shown`: as a reader sees it (a document that does not open shows why it is absent).
+    public func reveal(_ resource: JSONObject, documents: Bool = true, shown: Bool = false) -> JSONObject {
+        Self.walk(documents ? openDocument(resource, shown: shown) ?? resource : resource) { object in
+            if documents, let opened = openDocument(object, shown: shown) { return opened }
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
             return Self.restoring("value", in: object, value: decrypt(token, kind: kind) ?? "******")
         }
     }
 
     /// The resource with its protected values masked (`1101**********002X`, `138****8000`) and
-    /// labelled `MASKED` in `meta.security`. Documents are opened: whoever may read a document
+    /// labelled `MASKED` in `meta.security`, as a reader sees it. Documents are opened: whoever may read a document
     /// reads it whole (the access decision is about the record, and a document is not rewritten).
     public func mask(_ resource: JSONObject) -> JSONObject {
         var masked = false
-        var out = Self.walk(openDocument(resource) ?? resource) { object in
-            if let opened = openDocument(object) { return opened }
+        var out = Self.walk(openDocument(resource, shown: true) ?? resource) { object in
+            if let opened = openDocument(object, shown: true) { return opened }
             guard let (token, kind) = Self.encrypted(in: object) else { return nil }
             masked = true
             return Self.restoring("value", in: object, value: Self.masked(decrypt(token, kind: kind) ?? "", kind: kind))

@@ -210,6 +210,16 @@ final class IdentifierProtectionTests: XCTestCase {
             // Another store's keyring leaves it sealed: no data rather than wrong data.
             let other = try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "t1"))
             XCTAssertEqual(other.reveal(stored), stored)
+            // As a reader sees it, the token it cannot use gives way to R4's data-absent-reason;
+            // the document's other elements (its id) stay.
+            for shown in [other.reveal(stored, shown: true), other.mask(stored)] {
+                let text = JSONWriter.string(.object(shown))
+                XCTAssertFalse(text.contains("encrypted-value"), text)
+                XCTAssertTrue(text.contains(#"{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"error"}"#), text)
+                XCTAssertEqual(type == "Binary" ? shown["_data"]?["id"]?.stringValue : shown["presentedForm"]?[0]?["title"]?.stringValue,
+                               type == "Binary" ? "d1" : "报告")
+                XCTAssertNil(type == "Binary" ? shown["data"] : shown["presentedForm"]?[0]?["data"])
+            }
         }
         // Base64 with line breaks (the spec's own examples) reads back exactly as sent, and as the same bytes.
         let folded = Data(Array(cda.utf8)).base64EncodedString(options: .lineLength64Characters)

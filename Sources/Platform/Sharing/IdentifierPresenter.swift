@@ -23,7 +23,7 @@ public struct IdentifierPresenter: Sendable {
         if type == "Binary", let opened = Self.openedBinary(content, protection) { return opened }
         guard case .object(let stored)? = try? JSONParser.parse(content.readableBytesView) else { return content }
         let clear = policy.seesIdentifiers(principal, type: type, sourceFacility: PatientDataGate.sourceFacility(content))
-        return ByteBuffer(bytes: JSONWriter.bytes(.object(clear ? protection.reveal(stored) : protection.mask(stored))))
+        return ByteBuffer(bytes: JSONWriter.bytes(.object(clear ? protection.reveal(stored, shown: true) : protection.mask(stored))))
     }
 
     /// A stored Binary's document as it is sent in its own type (R4 http.html#binary; IHE MHD
