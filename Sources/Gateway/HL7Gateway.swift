@@ -201,10 +201,14 @@ public final class HL7Counters: Sendable {
             s[sender]?.last = now
         }
         guard let metrics else { return }
-        metrics.makeCounter(name: "huitong_hl7_messages_total", labels: [("sender", sender), ("outcome", outcome)],
-                            help: "HL7 v2 messages received over MLLP, by sender (MSH-3^MSH-4) and answer (AA, AE, AR, duplicate)").increment()
-        metrics.makeGauge(name: "huitong_hl7_last_message_timestamp_seconds", labels: [("sender", sender)],
-                          help: "When the sender's last HL7 v2 message arrived (Unix time)").set(now.timeIntervalSince1970)
+        metrics.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "huitong_hl7_messages_total", unitName: "",
+                                             helpText: "HL7 v2 messages received over MLLP, by sender (MSH-3^MSH-4) and answer (AA, AE, AR, duplicate)"),
+            labels: [("sender", sender), ("outcome", outcome)]).increment()
+        metrics.makeGauge(
+            descriptor: MetricNameDescriptor(metricName: "huitong_hl7_last_message_timestamp_seconds", unitName: "",
+                                             helpText: "When the sender's last HL7 v2 message arrived (Unix time)"),
+            labels: [("sender", sender)]).set(now.timeIntervalSince1970)
     }
 
     public var snapshot: [String: Sender] { state.withLock { $0 } }

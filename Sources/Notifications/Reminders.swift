@@ -96,8 +96,10 @@ public struct ReminderService: Sendable {
                 do {
                     _ = try await service.writePipeline.write([request], as: .operation("reminder"))
                     written += 1
-                    metrics?.makeCounter(name: "huitong_reminders_total", labels: [("rule", rule.code)],
-                                         help: "Reminders written (Communication), by rule").increment()
+                    metrics?.makeCounter(
+                        descriptor: MetricNameDescriptor(metricName: "huitong_reminders_total", unitName: "",
+                                                         helpText: "Reminders written (Communication), by rule"),
+                        labels: [("rule", rule.code)]).increment()
                 } catch let error as FHIRError where error.category == .conflict {
                     continue   // written meanwhile by another node
                 } catch StoreError.alreadyExists {

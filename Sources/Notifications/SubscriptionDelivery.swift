@@ -291,8 +291,10 @@ public final class SubscriptionDelivery: Sendable {
                 }
                 state.delivered = last.number
                 unsaved += events.count
-                metrics?.makeGauge(name: "huitong_subscription_lag_seconds", labels: [("channel", definition.channel.rawValue)],
-                                   help: "From an event's commit to its notification's delivery, of the last one delivered")
+                metrics?.makeGauge(
+                    descriptor: MetricNameDescriptor(metricName: "huitong_subscription_lag_seconds", unitName: "",
+                                                     helpText: "From an event's commit to its notification's delivery, of the last one delivered"),
+                    labels: [("channel", definition.channel.rawValue)])
                     .set(Double(Self.nowMicros - last.timestamp) / 1_000_000)
                 if unsaved >= Self.saveEvery {
                     try await save(definition.id, state)
@@ -387,9 +389,10 @@ public final class SubscriptionDelivery: Sendable {
     }
 
     func count(_ definition: SubscriptionDefinition, _ outcome: String) {
-        metrics?.makeCounter(name: "huitong_subscription_notifications_total",
-                             labels: [("channel", definition.channel.rawValue), ("outcome", outcome)],
-                             help: "Notifications sent (handshakes, events, heartbeats), by channel and outcome (delivered, failed)").increment()
+        metrics?.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "huitong_subscription_notifications_total", unitName: "",
+                                             helpText: "Notifications sent (handshakes, events, heartbeats), by channel and outcome (delivered, failed)"),
+            labels: [("channel", definition.channel.rawValue), ("outcome", outcome)]).increment()
     }
 
     /// Sets the stored Subscription's status (nil: as stored now) and `error`, as the platform.

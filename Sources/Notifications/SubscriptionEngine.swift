@@ -129,8 +129,10 @@ public final class SubscriptionEngine: Sendable {
         knownCounts.withLock { known in for (id, n) in counts { known[id] = n } }
         if !counts.isEmpty {
             pending.add(counts.keys)
-            metrics?.makeCounter(name: "huitong_subscription_events_total", labels: [],
-                                 help: "Notification events queued: matches the subscription's owner may read").increment(by: Int64(created))
+            metrics?.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "huitong_subscription_events_total", unitName: "",
+                                                 helpText: "Notification events queued: matches the subscription's owner may read"),
+                labels: []).increment(by: Int64(created))
         }
     }
 
