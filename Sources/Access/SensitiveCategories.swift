@@ -226,6 +226,11 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
                 if textMatching, let text = o["text"]?.stringValue, !knowsACoding(o) {
                     found.formUnion(termLabels(text))
                 }
+                // A document's title names what it is about, whatever its type's code: the
+                // platform cannot read a scanned report, and its title is what tells.
+                if textMatching, let title = o["title"]?.stringValue, Self.isAttachment(o) {
+                    found.formUnion(termLabels(title))
+                }
                 for (key, member) in o where key != "meta" && key != "text" { visit(member) }
             case .array(let items):
                 for item in items { visit(item) }
@@ -234,8 +239,22 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
             }
         }
         visit(.object(resource))
+        if textMatching, let type = resource["resourceType"]?.stringValue, let member = Self.documentText[type],
+           let text = resource[member]?.stringValue {
+            found.formUnion(termLabels(text))
+        }
         found.formUnion(testLabels(resource))
         return found
+    }
+
+    /// What a document's metadata says it is about, in words: a DocumentReference's
+    /// `description` (from a CDA's title in an MHD provide), a Composition's `title`.
+    static let documentText = ["DocumentReference": "description", "Composition": "title"]
+
+    /// An R4 Attachment (a document's content, a report's presented form): a `title` beside its
+    /// `contentType`, `url` or `data`.
+    static func isAttachment(_ o: JSONObject) -> Bool {
+        o["contentType"] != nil || o["url"] != nil || o["data"] != nil || o["_data"] != nil
     }
 
     /// Whether a concept carries a coding in a system the categories list (diagnoses or tests).

@@ -166,22 +166,34 @@ public final class SubscriptionEngine: Sendable {
             }
             guard fired else { return false }
             guard let filter = subscription.filters[type] else { return true }
-            return try await test(filter.matcher, type: type, query: filter.query, version)
+            return try await test(filter.matcher, type: type, query: filter.query, version, owner: subscription.definition)
         }
         guard let matcher = subscription.matcher else { return false }
-        return try await test(matcher, type: subscription.definition.type, query: subscription.definition.query, version)
+        return try await test(matcher, type: subscription.definition.type, query: subscription.definition.query, version,
+                              owner: subscription.definition)
     }
 
     /// A search against one version: from its entries, else (chains, `_has`, terminology) the store
-    /// answers for this one resource.
-    func test(_ matcher: QueryMatcher, type: String, query: String, _ version: ChangedVersion) async throws -> Bool {
+    /// answers for this one resource, as the subscription's owner would be answered (ADR 016): a
+    /// chain or `_has` through rows the owner may not read matches nothing, so that a notification
+    /// about the owner's own record says nothing about the others. Not audited as the owner's
+    /// search: what the owner is sent is audited when it is delivered.
+    func test(_ matcher: QueryMatcher, type: String, query: String, _ version: ChangedVersion,
+              owner definition: SubscriptionDefinition) async throws -> Bool {
         let key = version.change.key
         if let local = matcher.matches(type: key.type, id: key.id, lastUpdated: version.lastUpdated, entries: version.entries) {
             return local
         }
+        guard let owner = definition.owner else { return false }
+        var searches = searches.acting(as: owner.principal)
+        searches.auditing = false
         var parsed = try searches.parse(type: type, query: query, strict: true)
         parsed.query.clauses.append(.init(parameter: "_id", parameterType: "token", values: [.id(key.id)]))
-        return try await !searches.run(parsed).matches.isEmpty
+        do {
+            return try await !searches.run(parsed).matches.isEmpty
+        } catch let error as FHIRError where error.category == .forbidden {
+            return false   // a type the owner may no longer search
+        }
     }
 
     /// A topic's trigger (R5 `queryCriteria`): the previous version against `previous` (a create

@@ -125,12 +125,26 @@ def test_a_resident_marks_their_reminder_read_and_nothing_else(tmp_path):
         region.server.stop()
         account = region.user("resident51", "resident", "patient/*.rs patient/Communication.u", patient=f"Person/{person}")
         region.server.start()
+        p2 = region.a.created("Patient", patient("李", "娜", resident_id("1985-03-03", 21), "1985-03-03", "female"))
+        person2 = region.admin.get(f"Person?link=Patient/{p2}").json()["entry"][0]["resource"]["id"]
+        region.server.stop()
+        account2 = region.user("resident21", "resident", "patient/*.rs patient/Communication.u", patient=f"Person/{person2}")
+        region.server.start()
         resident = region.login("resident51", account)
+        other_resident = region.login("resident21", account2)
         mine = resident.get(f"Communication?recipient=Patient/{p}").json()["entry"][0]["resource"]
         doctors = resident.get("Communication?recipient=Practitioner/dr1").json()["entry"][0]["resource"]
         changed = dict(mine, payload=[{"contentString": "改过的内容"}], status="completed")
         assert resident.put(f"Communication/{mine['id']}", changed).status_code == 403
         assert resident.put(f"Communication/{doctors['id']}", dict(doctors, status="completed")).status_code == 403
+        # Another resident learns nothing of it (second probe, F3: the comparison with the stored
+        # message ran before the check that it was theirs, so a right guess of its text got another
+        # answer than a wrong one).
+        other = resident.get(f"Communication/{mine['id']}").json()
+        answers = [other_resident.put(f"Communication/{mine['id']}", body)
+                   for body in (dict(other, status="completed"), dict(other, status="completed", payload=[{"contentString": "猜的内容"}]))]
+        assert [a.status_code for a in answers] == [403, 403]
+        assert answers[0].json()["issue"][0]["diagnostics"] == answers[1].json()["issue"][0]["diagnostics"], [a.text for a in answers]
         read = dict(mine, status="completed", received=at(0))
         r = resident.put(f"Communication/{mine['id']}", read)
         assert r.status_code == 200, r.text

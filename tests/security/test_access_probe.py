@@ -273,6 +273,70 @@ def test_sensitive_records_are_recognised_by_meaning_not_spelling(region):
     assert found.isdisjoint(hidden) and set(shown) <= found
 
 
+def document(subject, description=None, title="随访记录"):
+    d = {"resourceType": "DocumentReference", "status": "current", "subject": subject,
+         "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
+         "content": [{"attachment": {"contentType": "text/plain", "title": title, "data": "6ZqP6K6/6K6w5b2V"}}]}
+    if description:
+        d["description"] = description
+    return d
+
+
+def test_a_documents_title_or_description_puts_it_in_a_sensitive_category(region):
+    """Second probe (F4): a document coded only by its type (LOINC) says what it is about in its
+    description and its attachment's title; an HIV follow-up record reached a treating facility
+    without the resident's opt-in."""
+    r = region.records
+    subject = {"reference": f"Patient/{r['p5']}"}
+    hidden = [region.a.created("DocumentReference", document(subject, description="HIV感染 随访记录")),
+              region.a.created("DocumentReference", document(subject, title="HIV感染 随访记录"))]
+    shown = region.a.created("DocumentReference", document(subject, description="高血压 随访记录"))
+    for d in hidden:
+        assert region.b_clinician.get(f"DocumentReference/{d}").status_code == 403, d
+    assert region.b_clinician.get(f"DocumentReference/{shown}").status_code == 200
+    found = set(ids(region.b_clinician.get(f"DocumentReference?subject=Patient/{r['p5']}&_count=100")))
+    assert found.isdisjoint(hidden) and shown in found
+
+
+# -- Second probe: a PATCH showed what it patched -------------------------------------------------
+
+PATCH = {"Content-Type": "application/json-patch+json"}
+
+
+def test_a_patch_shows_nothing_of_a_record_the_writer_may_not_change(region):
+    """Second probe (F1): a JSON Patch was applied to another facility's stored record, in clear,
+    before the writer's right to change it was checked; its errors showed the values it moved
+    (`copy` the ID number into `birthDate`: "Invalid date '5101…'"), and a `test` op answered
+    whether a guess was right."""
+    r, b = region.records, region.b
+    exfiltrate = [{"op": "replace", "path": "/meta/source", "value": "urn:huitong:facility:org-b"},
+                  {"op": "copy", "from": "/identifier/0/value", "path": "/birthDate"}]
+    # Resident 4 (B neither registered nor treats them) and resident 5 (B treats them, and reads
+    # their ID number masked): neither number comes out through a patch.
+    for patient_id, rid in ((r["p4"], r["rid4"]), (r["p5"], r["rid5"])):
+        for caller in (b, region.b_clinician):
+            answer = caller.request("PATCH", f"Patient/{patient_id}", exfiltrate, headers=PATCH)
+            assert answer.status_code == 403, answer.text
+            assert rid not in answer.text and rid[-8:] not in answer.text, answer.text
+    # A right and a wrong guess get the same answer.
+    guesses = [b.request("PATCH", f"Condition/{r['hiv1']}", [{"op": "test", "path": "/code/coding/0/code", "value": v}], headers=PATCH)
+               for v in ("B20.1", "J45.9")]
+    assert normalised(guesses[0], "B20.1") == normalised(guesses[1], "J45.9"), [g.text for g in guesses]
+    assert guesses[0].status_code == 403
+    # The same through a transaction's PATCH entry (the patch travels as a Binary).
+    import base64
+    entry = {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                          "data": base64.b64encode(json.dumps(exfiltrate).encode()).decode()},
+             "request": {"method": "PATCH", "url": f"Patient/{r['p4']}"}}
+    answer = b.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+    assert answer.status_code == 403, answer.text
+    assert r["rid4"] not in answer.text and "Bundle.entry[0]" in answer.text, answer.text
+    # Nothing was written, and A patches its own record as before.
+    assert region.a.get(f"Patient/{r['p4']}").json()["meta"]["source"] == "urn:huitong:facility:org-a"
+    own = region.a.request("PATCH", f"Patient/{r['p4']}", [{"op": "replace", "path": "/gender", "value": "female"}], headers=PATCH)
+    assert own.status_code == 200, own.text
+
+
 def test_slow_headers_and_idle_connections_are_closed(region):
     host, port = "127.0.0.1", region.server.port
     slow = []

@@ -39,7 +39,9 @@ def focus_ids(receiver, path):
     return out
 
 
-def test_notifications_follow_the_owners_access(tmp_path):
+def started(tmp_path):
+    """A receiver, and a region with A, B (its rest-hooks registered at the receiver's /b/), an
+    administrator and an operator, its server started."""
     port = free_port()
     receiver = Receiver(port).start()
     region = Region(str(tmp_path), "sqlite")
@@ -50,6 +52,11 @@ def test_notifications_follow_the_owners_access(tmp_path):
     region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
     region.operator = region.client("平台运维", "operator", "system/*.rs")
     region.server.start()
+    return port, receiver, region, b
+
+
+def test_notifications_follow_the_owners_access(tmp_path):
+    port, receiver, region, b = started(tmp_path)
     try:
         rid = resident_id("1970-02-02", 51)
         p5 = region.a.created("Patient", patient("孙", "悦", rid, "1970-02-02", "female"))
@@ -111,3 +118,61 @@ def test_notifications_follow_the_owners_access(tmp_path):
 
 def event_numbers_of(bundle):
     return [int({p["name"]: value(p) for p in e["part"]}["event-number"]) for e in status_of(bundle).get("notification-event", [])]
+
+
+def test_criteria_are_matched_as_their_owner_would_search_and_shown_masked_to_others(tmp_path):
+    """Second probe (F2, F5). Criteria that need other rows (`_has`, a chain) were matched with
+    the platform's rights: B, notified about its own Patient, learned that the resident has an HIV
+    diagnosis at A, and about A's Patient the birth date it may not read. They are matched as B's
+    own search would be. And an operator read B's subscriptions whole: the receiver's key in its
+    headers, the patient ids and diagnosis codes in its criteria."""
+    port, receiver, region, b = started(tmp_path)
+    try:
+        rid1, rid3, rid4 = resident_id("1980-05-05", 11), resident_id("1990-07-07", 31), resident_id("1975-01-09", 41)
+        p1 = region.a.created("Patient", patient("张", "伟", rid1))
+        region.a.created("Condition", {"resourceType": "Condition", "subject": {"reference": f"Patient/{p1}"},
+                                       "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "B20.1"}]}})
+        pb1 = b.created("Patient", patient("张", "伟", rid1))
+        assert region.person_of(p1) == region.person_of(pb1)
+        b.created("Condition", {"resourceType": "Condition", "subject": {"reference": f"Patient/{pb1}"},
+                                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "J45.9"}]}})
+        region.a.created("Patient", patient("王", "芳", rid3, "1990-07-07", "female"))
+        pb3 = b.created("Patient", patient("王", "芳", rid3, "1990-07-07", "female"))
+        p4 = region.a.created("Patient", patient("赵", "敏", rid4, "1975-01-09", "female"))
+        across = "Patient?_id={}&_has:Person:link:link:Patient._has:Condition:subject:code={}"
+        criteria = {
+            "hiv1": across.format(pb1, "B20.1"),     # resident 1 has it, at A only
+            "hiv3": across.format(pb3, "B20.1"),     # the control: resident 3 has not
+            "born": "Observation?subject:Patient.birthdate=1975-01-09",  # A's Patient p4
+            "own": f"Patient?_id={pb1}&_has:Condition:subject:code=J45.9",  # B's own diagnosis: notified
+        }
+        sids = {name: b.created("Subscription", subscription(f"http://127.0.0.1:{port}/b/{name}", "id-only", criteria=c))
+                for name, c in criteria.items()}
+        for sid in sids.values():
+            wait_for(lambda: b.get(f"Subscription/{sid}").json()["status"] == "active", 30, "active")
+        for pid in (pb1, pb3):
+            record = b.get(f"Patient/{pid}").json()
+            record["active"] = True   # nothing the master index matches on
+            assert b.put(f"Patient/{pid}", record).status_code == 200
+        b.created("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "体重"},
+                                  "subject": {"reference": f"Patient/{p4}"}})
+        wait_for(lambda: any(status_of(x).get("notification-event") for x in receiver.bundles("/b/own")), 30, "B's own match")
+        time.sleep(2)
+        for name in ("hiv1", "hiv3", "born"):
+            assert not any(status_of(x).get("notification-event") for x in receiver.bundles(f"/b/{name}")), name
+            assert event_numbers_of(b.get(f"Subscription/{sids[name]}/$events").json()) == [], name
+
+        # Its owner reads it as written; the operator sees its status, not its secrets or criteria values.
+        mine = b.get(f"Subscription/{sids['hiv1']}").json()
+        assert mine["criteria"] == criteria["hiv1"] and mine["channel"]["header"] == ["X-Receiver-Key: secret-1"]
+        seen = region.operator.get(f"Subscription/{sids['hiv1']}")
+        assert seen.status_code == 200, seen.text
+        shown = seen.json()
+        assert shown["status"] == "active" and shown["channel"]["header"] == ["X-Receiver-Key: ******"]
+        assert shown["criteria"].startswith("Patient?_id=******&") and pb1 not in seen.text and "B20.1" not in seen.text
+        listed = region.operator.get("Subscription?_count=50")
+        assert "secret-1" not in listed.text and "B20.1" not in listed.text
+        assert region.admin.get(f"Subscription/{sids['hiv1']}").json()["criteria"] == criteria["hiv1"]
+    finally:
+        receiver.stop()
+        region.stop()

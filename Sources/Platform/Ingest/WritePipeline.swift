@@ -141,12 +141,17 @@ public struct WritePipeline: Sendable {
             try await service.authorize(request.interaction, request.key.type)
             try IngestPipeline.checkWritable(request.key.type)
         }
+        // Before anything reads or compares the stored versions (a domain's enrichment, a
+        // resident's read receipt): a record the writer may not change is refused unseen.
+        try await checkChanges(requests.filter(\.isClient), interaction)
+        let checked = Set(requests.map(\.key))
         var requests = requests
         if let enricher = service.enricher, requests.contains(where: \.isClient) {
             requests = try await enricher.unit(requests, principal: principal)
         }
         requests = Self.bound(requests)
         requests += try await storedBindings(requests)
+        try await checkChanges(requests.filter { $0.isClient && !checked.contains($0.key) }, interaction)
         var writes: [PreparedWrite] = []
         var clientWrites: [PreparedWrite] = []
         writes.reserveCapacity(requests.count)
@@ -157,7 +162,6 @@ public struct WritePipeline: Sendable {
         }
         try await checkResidentWrites(clientWrites, interaction)
         try checkAttributed(clientWrites)
-        try await checkChanges(clientWrites, interaction)
         return writes
     }
 
@@ -341,22 +345,31 @@ public struct WritePipeline: Sendable {
 
     /// Refuses (403, audited) a write that would change an existing record the principal may not
     /// change (`AccessPolicy.mayChange`): another facility's, or for a resident someone else's.
-    /// Checked on the current version before the commit; only an administrator's write changes a
-    /// record's facility, so the answer cannot turn between this read and the commit.
-    func checkChanges(_ writes: [PreparedWrite], _ interaction: Interaction) async throws {
+    /// Checked on the current version before the write is prepared (nothing compares or enriches
+    /// it with a record it may not change); only an administrator's write changes a record's
+    /// facility, so the answer cannot turn between this read and the commit.
+    func checkChanges(_ requests: [WriteRequest], _ interaction: Interaction) async throws {
         guard principal.role != .administrator else { return }
-        for write in writes where write.action != .create && !write.mustNotExist {
-            guard let record = try await service.store.read(write.key), !record.deleted else { continue }
-            let patient = AuditTrail.patient(of: record.key, content: record.content)
-            let own = policy.isResident(principal) ? try await service.patientDataGate().residentOwn() : []
-            guard !policy.mayChange(principal, sourceFacility: PatientDataGate.sourceFacility(record.content),
-                                    recordPatient: patient, own: own) else { continue }
-            let reason = policy.isResident(principal) ? "\(write.key) is not about you: a resident changes only their own Consents"
-                : "\(write.key) was written by another facility (or the platform); a facility changes only its own records"
-            try? await trail.append(interaction, type: write.key.type, entities: [write.key], patients: patient.map { [$0] } ?? [],
-                                    outcome: .denied(reason))
-            throw FHIRError(.forbidden, code: "forbidden", reason)
+        for request in requests where request.method != "POST" && !request.mustNotExist {
+            guard let record = try await service.store.read(request.key), !record.deleted else { continue }
+            try await checkMayChange(record, interaction)
         }
+    }
+
+    /// Refuses (403, audited) a change of `record` by a principal who may not change it, before
+    /// anything looks at its content: a PATCH checks this before applying its operations, whose
+    /// errors would otherwise show values of a record the writer may not read.
+    public func checkMayChange(_ record: ResourceRecord, _ interaction: Interaction) async throws {
+        guard principal.role != .administrator else { return }
+        let patient = AuditTrail.patient(of: record.key, content: record.content)
+        let own = policy.isResident(principal) ? try await service.patientDataGate().residentOwn() : []
+        guard !policy.mayChange(principal, sourceFacility: PatientDataGate.sourceFacility(record.content),
+                                recordPatient: patient, own: own) else { return }
+        let reason = policy.isResident(principal) ? "\(record.key) is not about you: a resident changes only their own records"
+            : "\(record.key) was written by another facility (or the platform); a facility changes only its own records"
+        try? await trail.append(interaction, type: record.key.type, entities: [record.key], patients: patient.map { [$0] } ?? [],
+                                outcome: .denied(reason))
+        throw FHIRError(.forbidden, code: "forbidden", reason)
     }
 
     /// Stages 6–8: commits a unit with its audit event, translating store refusals into FHIR errors

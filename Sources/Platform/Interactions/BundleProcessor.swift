@@ -228,6 +228,8 @@ public struct BundleProcessor: Sendable {
                     guard let record = try await store.read(key), !record.deleted, let bytes = record.content else {
                         throw FHIRError(.notFound, code: "not-found", "\(key) does not exist", at: at)
                     }
+                    // As `FHIRService.patch`: refused unseen when the writer may not change it.
+                    do { try await service.writePipeline.checkMayChange(record, .patch) } catch let error as FHIRError { throw relocated(error, at) }
                     let patchDoc = try patchDocument(e, at: at)
                     resource = try JSONPatch.apply(patchDoc, to: try service.pipeline.parseStored(bytes))
                     if ifMatch == nil { ifMatch = record.version; implicitIfMatch = true }

@@ -400,6 +400,9 @@ public struct FHIRService: Sendable {
         return try await retrying {
             guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
             if record.deleted { throw FHIRError.gone(key, version: record.version) }
+            // Whether the writer may change it, before the patch touches its content: the errors
+            // of a patch's operations and of validating its result show values of the record.
+            try await writePipeline.checkMayChange(record, .patch)
             if let ifMatch, ifMatch != record.version {
                 throw FHIRError(.preconditionFailed, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
             }

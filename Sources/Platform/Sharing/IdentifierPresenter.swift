@@ -19,11 +19,57 @@ public struct IdentifierPresenter: Sendable {
     }
 
     public func content(_ content: ByteBuffer?, type: String) -> ByteBuffer? {
+        if type == "Subscription", let content, let redacted = subscriptionRedacted(content) { return redacted }
         guard let protection, let content, content.withUnsafeReadableBytes(IdentifierProtection.holdsEncrypted) else { return content }
         if type == "Binary", let opened = Self.openedBinary(content, protection) { return opened }
         guard case .object(let stored)? = try? JSONParser.parse(content.readableBytesView) else { return content }
         let clear = policy.seesIdentifiers(principal, type: type, sourceFacility: PatientDataGate.sourceFacility(content))
         return ByteBuffer(bytes: JSONWriter.bytes(.object(clear ? protection.reveal(stored, shown: true) : protection.mask(stored))))
+    }
+
+    /// A Subscription as shown to anyone but its own facility and administrators (an operator
+    /// watching connectivity, another facility): its channel's header values (a receiver's key)
+    /// and the values in its criteria (patient ids, diagnosis codes) masked, the rest (status,
+    /// error, channel type, endpoint host) as stored. ADR 023: endpoint secrets and what a
+    /// facility watches for are its own. Nil: shown as stored.
+    func subscriptionRedacted(_ content: ByteBuffer) -> ByteBuffer? {
+        guard principal.role != .administrator, PatientDataGate.sourceFacility(content) != principal.facility || principal.facility == nil,
+              case .object(var o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
+        if let criteria = o["criteria"]?.stringValue { o["criteria"] = .string(Self.maskedQuery(criteria)) }
+        if var extensions = o["_criteria"]?["extension"]?.arrayValue {
+            for (i, e) in extensions.enumerated() {
+                guard case .object(var ext) = e, let value = ext["valueString"]?.stringValue else { continue }
+                ext["valueString"] = .string(Self.maskedQuery(value))
+                extensions[i] = .object(ext)
+            }
+            var primitive = o["_criteria"]?.objectValue ?? JSONObject()
+            primitive["extension"] = .array(extensions)
+            o["_criteria"] = .object(primitive)
+        }
+        if var channel = o["channel"]?.objectValue {
+            if let headers = channel["header"]?.arrayValue {
+                channel["header"] = .array(headers.map { h in
+                    guard let text = h.stringValue else { return h }
+                    let name = text.split(separator: ":", maxSplits: 1).first.map { String($0) } ?? ""
+                    return .string(name + ": ******")
+                })
+            }
+            if let endpoint = channel["endpoint"]?.stringValue, let q = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+                channel["endpoint"] = .string(String(endpoint[..<q]) + "?******")
+            }
+            o["channel"] = .object(channel)
+        }
+        return ByteBuffer(bytes: JSONWriter.bytes(.object(o)))
+    }
+
+    /// A search with its values masked: `Patient?_id=******&code=******` (the parameters stay).
+    static func maskedQuery(_ query: String) -> String {
+        guard let q = query.firstIndex(of: "?") else { return query }
+        let parts = query[query.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { part -> String in
+            guard let eq = part.firstIndex(of: "=") else { return String(part) }
+            return String(part[..<eq]) + "=******"
+        }
+        return String(query[..<q]) + "?" + parts.joined(separator: "&")
     }
 
     /// A stored Binary's document as it is sent in its own type (R4 http.html#binary; IHE MHD
