@@ -16,7 +16,9 @@ import Foundation
 ///   load is measured only for people living with HIV);
 /// - with `textMatching` on (the default), a concept given as text only, or coded only in systems
 ///   the list does not know (a facility's local codes), that names one of the category's `terms`:
-///   a diagnosis a system sent as free text is treated as sensitive rather than as nobody's business.
+///   a diagnosis a system sent as free text is treated as sensitive rather than as nobody's business;
+///   and a document's own words about itself (a DocumentReference's `description`, a Composition's
+///   `title`, an Attachment's `title`), whatever its type's code: a scanned report cannot be read.
 ///
 /// The list is configurable (`huitong serve --sensitive-categories FILE`, the JSON `encoded`
 /// writes); `codes` match by system and code prefix (`F` covers ICD-10 F00–F99).
