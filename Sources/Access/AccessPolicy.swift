@@ -108,6 +108,22 @@ public struct AccessPolicy: Sendable {
     static let cardRoles: Set<Role> = [.administrator, .facilitySystem, .clinician, .emergencyClinician, .resident]
     static let residentCardOperations: Set<String> = ["card-read", "card-qr", "card-suspend"]
 
+    /// Whether `principal` sees a Subscription of `facility` as written; anyone else (an operator
+    /// watching delivery) sees its channel's secrets and its criteria's values masked (ADR 023).
+    public func seesSubscription(_ principal: Principal, facility: String?) -> Bool {
+        principal.role == .administrator || (principal.facility != nil && principal.facility == facility)
+    }
+
+    /// Search parameters (and sorts) that would find a Subscription by what is masked for the
+    /// searcher: its criteria, its endpoint. Only a facility's own people and systems (who see no
+    /// other facility's Subscriptions) and administrators search by them.
+    public func authorizeSearchParameters(_ principal: Principal, type: String, _ parameters: [String]) throws(AccessDenied) {
+        guard type == "Subscription", principal.role != .administrator, principal.facility == nil,
+              let hidden = parameters.first(where: { ["criteria", "url"].contains($0) }) else { return }
+        throw AccessDenied("A Subscription's \(hidden) is its facility's own (shown masked to \(principal.role.rawValue)): "
+                           + "search and sort Subscriptions by status or type")
+    }
+
     /// Refuses `interaction` on `type` (nil: every type, as system history) unless allowed.
     public func authorize(_ principal: Principal, _ interaction: Interaction, _ type: String?) throws(AccessDenied) {
         if case .operation(let name) = interaction, Self.stewardOperations.contains(name), !Self.indexStewards.contains(principal.role) {

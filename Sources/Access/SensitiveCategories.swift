@@ -17,8 +17,9 @@ import Foundation
 /// - with `textMatching` on (the default), a concept given as text only, or coded only in systems
 ///   the list does not know (a facility's local codes), that names one of the category's `terms`:
 ///   a diagnosis a system sent as free text is treated as sensitive rather than as nobody's business;
-///   and a document's own words about itself (a DocumentReference's `description`, a Composition's
-///   `title`, an Attachment's `title`), whatever its type's code: a scanned report cannot be read.
+///   and a document's own words about itself (a DocumentReference's `description` and type text, a
+///   Composition's titles, an Attachment's `title`, a report's `conclusion`), whatever its codes: a
+///   scanned report cannot be read.
 ///
 /// The list is configurable (`huitong serve --sensitive-categories FILE`, the JSON `encoded`
 /// writes); `codes` match by system and code prefix (`F` covers ICD-10 F00–F99).
@@ -186,24 +187,27 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         Category(label: "PSY", name: "精神卫生 mental health",
                  codes: icd10("F") + snomed("74732009", "35489007", "370143000", "58214004", "13746004", "197480006", "69322001"),
                  terms: ["精神障碍", "精神分裂", "抑郁", "双相", "焦虑症", "精神病", "mental disorder", "depressi", "schizophren", "bipolar",
-                         "psychosis", "psychotic"]),
+                         "psychosis", "psychotic",
+                         "精神障礙", "抑鬱", "雙相", "焦慮症"]),
         Category(label: "HIV", name: "艾滋病 HIV/AIDS",
                  codes: icd10("B20", "B21", "B22", "B23", "B24", "Z21", "R75") + snomed("86406008", "62479008", "165816005", "91947003"),
                  positiveTests: loinc("7917-8", "7918-6", "5221-7", "68961-2", "56888-1", "75622-1", "31201-7", "43009-0", "49905-3",
                                       "25835-0", "29893-5", "48345-3", "48346-1", "44607-9", "69668-2", "80387-4"),
                  tests: loinc("20447-9", "23876-6", "24013-5", "25836-8", "29539-4", "29541-0", "41513-2", "41514-0", "41515-7",
                               "41516-5", "48510-2", "48511-0", "48551-6", "48552-4", "51780-5", "59419-2", "62469-2", "70241-5"),
-                 terms: ["艾滋", "hiv", "aids", "人类免疫缺陷", "免疫缺陷病毒", "获得性免疫缺陷", "免疫缺陷综合征"]),
+                 terms: ["艾滋", "hiv", "aids", "人类免疫缺陷", "免疫缺陷病毒", "获得性免疫缺陷", "免疫缺陷综合征",
+                         "愛滋", "人類免疫缺陷", "獲得性免疫缺陷", "免疫缺陷綜合", "免疫缺乏"]),
         Category(label: "STD", name: "性传播疾病 sexually transmitted diseases",
                  codes: icd10("A50", "A51", "A52", "A53", "A54", "A55", "A56", "A57", "A58", "A59", "A60", "A63", "A64")
                      + snomed("76272004", "15628003", "105629000", "33839006"),
                  positiveTests: loinc("20507-0", "31147-2", "5292-8", "24110-9", "8041-6", "47236-5", "22587-0", "26009-1", "21414-8",
                                       "43304-5", "21613-5", "24111-7", "50387-0", "6487-3", "36902-5", "21415-5"),
-                 terms: ["梅毒", "淋病", "尖锐湿疣", "生殖器疱疹", "衣原体", "性病", "syphilis", "gonorrh", "chlamydia", "genital herpes"]),
+                 terms: ["梅毒", "淋病", "尖锐湿疣", "生殖器疱疹", "衣原体", "性病", "syphilis", "gonorrh", "chlamydia", "genital herpes",
+                         "尖銳濕疣", "生殖器皰疹", "衣原體"]),
         Category(label: "SEX", name: "生殖健康 reproductive health",
                  codes: icd10("O00", "O01", "O02", "O03", "O04", "O05", "O06", "O07", "O08", "Z30", "Z31", "N46", "N97")
                      + snomed("17369002", "386639001", "8619003"),
-                 terms: ["人工流产", "流产", "引产", "不孕", "不育", "abortion", "infertil"]),
+                 terms: ["人工流产", "流产", "引产", "不孕", "不育", "abortion", "infertil", "流產", "引產"]),
     ])
 
     public static func load(path: String) throws -> SensitiveCategories {
@@ -241,23 +245,50 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
             }
         }
         visit(.object(resource))
-        if textMatching, let type = resource["resourceType"]?.stringValue, let member = Self.documentText[type],
-           let text = resource[member]?.stringValue {
-            found.formUnion(termLabels(text))
+        if textMatching, let type = resource["resourceType"]?.stringValue {
+            for text in Self.documentTexts(resource, type: type) { found.formUnion(termLabels(text)) }
         }
         found.formUnion(testLabels(resource))
         return found
     }
 
-    /// What a document's metadata says it is about, in words: a DocumentReference's
-    /// `description` (from a CDA's title in an MHD provide), a Composition's `title`.
-    static let documentText = ["DocumentReference": "description", "Composition": "title"]
-
-    /// An R4 Attachment (a document's content, a report's presented form): a `title` beside its
-    /// `contentType`, `url` or `data`.
-    static func isAttachment(_ o: JSONObject) -> Bool {
-        o["contentType"] != nil || o["url"] != nil || o["data"] != nil || o["_data"] != nil
+    /// What a document or a report says it is about, in words, whatever its codes: a
+    /// DocumentReference's `description` (a CDA's title in an MHD provide) and the text of its
+    /// `type` and `category` (a document type's code says what kind of document, not about what);
+    /// a Composition's title and its sections' titles; a DiagnosticReport's `conclusion`.
+    static func documentTexts(_ resource: JSONObject, type: String) -> [String] {
+        func conceptTexts(_ value: JSON?) -> [String] {
+            switch value {
+            case .object(let o)?: return o["text"]?.stringValue.map { [$0] } ?? []
+            case .array(let items)?: return items.flatMap { conceptTexts($0) }
+            default: return []
+            }
+        }
+        func sectionTitles(_ sections: JSON?) -> [String] {
+            (sections?.arrayValue ?? []).flatMap { s in (s["title"]?.stringValue.map { [$0] } ?? []) + sectionTitles(s["section"]) }
+        }
+        switch type {
+        case "DocumentReference":
+            return (resource["description"]?.stringValue.map { [$0] } ?? []) + conceptTexts(resource["type"]) + conceptTexts(resource["category"])
+        case "Composition":
+            return (resource["title"]?.stringValue.map { [$0] } ?? []) + sectionTitles(resource["section"])
+        case "DiagnosticReport":
+            return resource["conclusion"]?.stringValue.map { [$0] } ?? []
+        default:
+            return []
+        }
     }
+
+    /// An R4 Attachment (a document's content, a report's presented form): an object with a
+    /// `title` and nothing R4's Attachment does not have.
+    static func isAttachment(_ o: JSONObject) -> Bool {
+        o.members.allSatisfy { attachmentElements.contains($0.key) }
+    }
+
+    static let attachmentElements: Set<String> = {
+        let names = ["id", "extension", "contentType", "language", "data", "url", "size", "hash", "title", "creation"]
+        return Set(names + names.map { "_" + $0 })
+    }()
 
     /// Whether a concept carries a coding in a system the categories list (diagnoses or tests).
     func knowsACoding(_ concept: JSONObject) -> Bool {
@@ -269,9 +300,25 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
 
     /// The categories whose terms a free text names (`mentions`).
     func termLabels(_ text: String) -> Set<String> {
-        let t = text.lowercased()
+        let t = Self.folded(text).lowercased()
         let plain = Self.isPlain(t)
         return Set(terms.filter { Self.mentions(t, plain: plain, $0.term, termPlain: $0.plain) }.map(\.label))
+    }
+
+    /// Text as its terms are compared: fullwidth Latin letters and digits (ＨＩＶ, typed with a
+    /// Chinese input method) as ASCII, and without the dots or middle dots some spell an
+    /// abbreviation with (H.I.V., A·I·D·S). Most texts have neither and are returned as they are.
+    static func folded(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 == 0xEF || $0 == 0xC2 || $0 == UInt8(ascii: ".") }) else { return text }
+        var scalars = String.UnicodeScalarView()
+        for u in text.unicodeScalars {
+            switch u.value {
+            case 0x2E, 0xB7, 0xFF0E, 0x30FB: continue
+            case 0xFF01...0xFF5E: scalars.append(Unicode.Scalar(u.value - 0xFEE0)!)
+            default: scalars.append(u)
+            }
+        }
+        return String(scalars)
     }
 
     /// Whether `text` holds `term` (both lower-cased), as Foundation's `String.contains` found it:

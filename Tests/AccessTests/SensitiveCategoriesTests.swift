@@ -83,6 +83,33 @@ final class SensitiveCategoriesTests: XCTestCase {
         XCTAssertTrue(SensitiveCategories.isPlain("hiv 艾滋病（阳性），复查。"), "ASCII, ideographs, fullwidth and CJK punctuation")
     }
 
+    /// A second outside probe shared HIV documents without opt-in: a document type's text beside a
+    /// LOINC code, an attachment titled without its content type, a Composition's section title,
+    /// and spellings typed with a Chinese input method (fullwidth, traditional, dotted).
+    func test_aDocumentsOwnWords_andOtherSpellings_nameItsCategory() throws {
+        let c = SensitiveCategories.defaults
+        let documents = [
+            #"{"resourceType":"DocumentReference","status":"current","type":{"coding":[{"system":"http://loinc.org","code":"18842-5"}],"text":"HIV感染 随访记录"}}"#,
+            #"{"resourceType":"DocumentReference","status":"current","category":[{"coding":[{"system":"http://loinc.org","code":"11488-4"}],"text":"艾滋病随访"}]}"#,
+            #"{"resourceType":"DocumentReference","status":"current","description":"HIV感染 随访记录"}"#,
+            #"{"resourceType":"DocumentReference","status":"current","content":[{"attachment":{"title":"HIV感染 随访记录","language":"zh"}}]}"#,
+            #"{"resourceType":"Composition","status":"final","type":{"text":"出院小结"},"date":"2026-12-01","author":[{"display":"x"}],"title":"出院小结","section":[{"title":"诊断","section":[{"title":"HIV感染"}]}]}"#,
+            #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"血清学"},"conclusion":"HIV抗体阳性"}"#,
+        ]
+        for text in documents { XCTAssertEqual(c.labels(for: try object(text)), ["HIV"], text) }
+        for spelling in ["ＨＩＶ感染", "Ｈiv", "H.I.V.", "愛滋病", "人類免疫缺陷病毒", "A·I·D·S"] {
+            XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"\#(spelling)"}}"#)), ["HIV"], spelling)
+        }
+        XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"抑鬱發作"}}"#)), ["PSY"])
+        // Their plain counterparts stay plain.
+        let plain = [#"{"resourceType":"DocumentReference","status":"current","type":{"coding":[{"system":"http://loinc.org","code":"18842-5"}],"text":"出院小结"},"description":"高血压随访 2.5 mmol/L"}"#,
+                     #"{"resourceType":"DocumentReference","status":"current","content":[{"attachment":{"title":"随访记录","language":"zh"}}]}"#,
+                     #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"血常规"},"conclusion":"未见异常"}"#]
+        for text in plain { XCTAssertEqual(c.labels(for: try object(text)), [], text) }
+        XCTAssertEqual(SensitiveCategories.folded("ＨＩＶ．阳性"), "HIV阳性")
+        XCTAssertEqual(SensitiveCategories.folded("血常规"), "血常规")
+    }
+
     func test_labelled_addsEachLabelOnce_andKeepsTheClientsLabels() throws {
         let c = SensitiveCategories.defaults
         var resource = try condition("http://hl7.org/fhir/sid/icd-10", "F20.0")

@@ -288,8 +288,14 @@ def test_a_documents_title_or_description_puts_it_in_a_sensitive_category(region
     without the resident's opt-in."""
     r = region.records
     subject = {"reference": f"Patient/{r['p5']}"}
+    typed = document(subject)
+    typed["type"]["text"] = "HIV感染 随访记录"   # beside the LOINC code of the document's kind
+    untyped = document(subject)
+    untyped["content"][0]["attachment"] = {"title": "ＨＩＶ感染 随访记录", "language": "zh"}   # fullwidth, no content type
     hidden = [region.a.created("DocumentReference", document(subject, description="HIV感染 随访记录")),
-              region.a.created("DocumentReference", document(subject, title="HIV感染 随访记录"))]
+              region.a.created("DocumentReference", document(subject, title="HIV感染 随访记录")),
+              region.a.created("DocumentReference", typed), region.a.created("DocumentReference", untyped),
+              region.a.created("DocumentReference", document(subject, description="愛滋病 隨訪記錄"))]
     shown = region.a.created("DocumentReference", document(subject, description="高血压 随访记录"))
     for d in hidden:
         assert region.b_clinician.get(f"DocumentReference/{d}").status_code == 403, d

@@ -172,6 +172,12 @@ def test_criteria_are_matched_as_their_owner_would_search_and_shown_masked_to_ot
         assert shown["criteria"].startswith("Patient?_id=******&") and pb1 not in seen.text and "B20.1" not in seen.text
         listed = region.operator.get("Subscription?_count=50")
         assert "secret-1" not in listed.text and "B20.1" not in listed.text
+        # Nor found or ordered by what is masked (a prefix search would spell it out letter by letter).
+        for query in ("criteria:contains=B20.1", "criteria=Patient", "_sort=criteria", "url=http://127.0.0.1"):
+            answer = region.operator.get(f"Subscription?{query}")
+            assert answer.status_code == 403, (query, answer.text)
+        assert region.operator.get("Subscription?status=active&_summary=count").json()["total"] == len(sids)
+        assert b.get("Subscription?criteria:contains=B20.1").status_code == 200
         assert region.admin.get(f"Subscription/{sids['hiv1']}").json()["criteria"] == criteria["hiv1"]
     finally:
         receiver.stop()

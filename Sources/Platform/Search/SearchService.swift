@@ -64,6 +64,9 @@ public struct SearchService: Sendable {
         for type in search.query.typesSearched.sorted() {
             do {
                 try policy.authorize(principal, .search, type)
+                if type == search.query.type {
+                    try policy.authorizeSearchParameters(principal, type: type, search.query.clauses.map(\.parameter) + search.query.sort.map(\.parameter))
+                }
             } catch {
                 try? await trail.append(.search, type: type, entities: [], patients: [], query: IdentifierPresenter.auditedQuery(search.text),
                                         outcome: .denied(error.reason))

@@ -33,7 +33,7 @@ public struct IdentifierPresenter: Sendable {
     /// error, channel type, endpoint host) as stored. ADR 023: endpoint secrets and what a
     /// facility watches for are its own. Nil: shown as stored.
     func subscriptionRedacted(_ content: ByteBuffer) -> ByteBuffer? {
-        guard principal.role != .administrator, PatientDataGate.sourceFacility(content) != principal.facility || principal.facility == nil,
+        guard !policy.seesSubscription(principal, facility: PatientDataGate.sourceFacility(content)),
               case .object(var o)? = try? JSONParser.parse(content.readableBytesView) else { return nil }
         if let criteria = o["criteria"]?.stringValue { o["criteria"] = .string(Self.maskedQuery(criteria)) }
         if var extensions = o["_criteria"]?["extension"]?.arrayValue {
@@ -49,9 +49,9 @@ public struct IdentifierPresenter: Sendable {
         if var channel = o["channel"]?.objectValue {
             if let headers = channel["header"]?.arrayValue {
                 channel["header"] = .array(headers.map { h in
-                    guard let text = h.stringValue else { return h }
-                    let name = text.split(separator: ":", maxSplits: 1).first.map { String($0) } ?? ""
-                    return .string(name + ": ******")
+                    // `Name: value`; a header without its colon is masked whole.
+                    guard let text = h.stringValue, let colon = text.firstIndex(of: ":") else { return h.stringValue == nil ? h : "******" }
+                    return .string(text[..<colon] + ": ******")
                 })
             }
             if let endpoint = channel["endpoint"]?.stringValue, let q = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) {
