@@ -108,22 +108,52 @@ public struct BulkImporter: Sendable {
     /// after the chunks before its own; issues name the line by its number in the file
     /// (`line[73456].status`), not by its place in its chunk, and the error says which lines are
     /// in (`Stopped`): sent again whole, the resources without an `id` would be stored twice.
+    ///
+    /// Chunks commit in file order, one after the other; the next chunk is read and prepared
+    /// (validated, labelled, enriched, its index rows extracted) while one commits, when nothing its
+    /// preparation reads is written by that one (`independent`): a file of results uses both cores,
+    /// a file of Patients (the master index reads what the chunk before wrote) goes one by one.
     func importNDJSON(_ bytes: [UInt8]) async throws -> Int {
+        let pipeline = service.writePipeline
         var resources: [JSON] = []
         var lines: [Int] = []
         var total = 0
         var lineNumber = 0
         var committedThrough = 0
+        var inFlight: InFlight?
         func stopped(_ error: any Error) -> Stopped {
             Stopped(error: error, committed: total, range: committedThrough > 0 ? "lines 1-\(committedThrough)" : nil, resumeLine: committedThrough + 1)
         }
-        func commit() async throws {
+        /// Waits for the chunk being committed; its failure stops the file.
+        func settle() async throws {
+            guard let flight = inFlight else { return }
+            inFlight = nil
             do {
-                total += try await importResources(resources, location: "line", numbers: lines)
+                total += try await flight.commit.value
             } catch {
                 throw stopped(error)
             }
-            committedThrough = lines.last ?? committedThrough
+            committedThrough = flight.lastLine
+        }
+        /// Prepares the chunk read, then commits it after the one before.
+        func submit() async throws {
+            guard let lastLine = lines.last else { return }
+            let pending: WritePipeline.PendingUnit
+            do {
+                let writes = try Self.requests(resources[...], location: "line", numbers: lines)
+                if let flight = inFlight, !Self.independent(writes, of: flight, pipeline) { try await settle() }
+                pending = try await pipeline.prepareUnit(writes, as: .operation("import"))
+            } catch let error as Stopped {
+                throw error
+            } catch {
+                // The chunk before is committed or not: say which, then why this one is not.
+                try await settle()
+                throw stopped(error)
+            }
+            try await settle()
+            let count = resources.count
+            inFlight = InFlight(commit: Task { _ = try await pipeline.commit(pending); return count },
+                                types: pending.writtenTypes, keys: pending.keys, lastLine: lastLine)
             resources.removeAll(keepingCapacity: true)
             lines.removeAll(keepingCapacity: true)
         }
@@ -134,30 +164,58 @@ public struct BulkImporter: Sendable {
                 resources.append(try service.pipeline.parse(line))
                 lines.append(lineNumber)
             } catch {
+                try await settle()
                 throw stopped(FHIRError(.invalid, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") }))
             }
-            if resources.count == Self.chunkSize { try await commit() }
+            if resources.count == Self.chunkSize { try await submit() }
         }
-        try await commit()
+        try await submit()
+        try await settle()
         return total
     }
 
-    /// Commits resources in chunks, each chunk one atomic unit. Issues are located at
-    /// `location[i]`: `i` the resource's index, or its entry in `numbers` (an NDJSON line number).
-    func importResources(_ resources: [JSON], location: String?, numbers: [Int]? = nil) async throws -> Int {
+    /// A chunk being committed: what it writes, and its last line.
+    struct InFlight {
+        let commit: Task<Int, any Error>
+        let types: Set<String>
+        let keys: Set<ResourceKey>
+        let lastLine: Int
+    }
+
+    /// Whether `writes` may be prepared while `flight` commits: none of them is one of its
+    /// resources, and preparing them reads no type it writes (`WritePipeline.reads(preparing:)`;
+    /// a type whose reads a domain does not declare never overlaps).
+    static func independent(_ writes: [WriteRequest], of flight: InFlight, _ pipeline: WritePipeline) -> Bool {
+        independent(writes, writtenTypes: flight.types, writtenKeys: flight.keys, reads: pipeline.reads(preparing:))
+    }
+
+    static func independent(_ writes: [WriteRequest], writtenTypes: Set<String>, writtenKeys: Set<ResourceKey>,
+                            reads: (String) -> Set<String>?) -> Bool {
+        guard !writes.contains(where: { writtenKeys.contains($0.key) }) else { return false }
+        for type in Set(writes.map(\.key.type)) {
+            guard let read = reads(type), read.isDisjoint(with: writtenTypes) else { return false }
+        }
+        return true
+    }
+
+    /// Commits resources (a collection Bundle's, one resource) in chunks, each chunk one atomic
+    /// unit. Issues are located at `location[i]`, `i` the resource's index.
+    func importResources(_ resources: [JSON], location: String?) async throws -> Int {
         for start in stride(from: 0, to: resources.count, by: Self.chunkSize) {
             do {
-                try await writeChunk(resources[start..<min(start + Self.chunkSize, resources.count)], location: location, numbers: numbers)
-            } catch where start > 0 && numbers == nil {
-                // A collection Bundle's chunks before this one are in.
+                let chunk = resources[start..<min(start + Self.chunkSize, resources.count)]
+                _ = try await service.writePipeline.write(try Self.requests(chunk, location: location, numbers: nil), as: .operation("import"))
+            } catch where start > 0 {
+                // The chunks before this one are in.
                 throw Stopped(error: error, committed: start, range: "\(location ?? "resource")[0..<\(start)]", resumeLine: nil)
             }
         }
         return resources.count
     }
 
-    /// One atomic unit of the resources at `chunk`'s indices.
-    func writeChunk(_ chunk: ArraySlice<JSON>, location: String?, numbers: [Int]?) async throws {
+    /// The writes of the resources at `chunk`'s indices: a create without an `id`, else a
+    /// create-on-update.
+    static func requests(_ chunk: ArraySlice<JSON>, location: String?, numbers: [Int]?) throws(FHIRError) -> [WriteRequest] {
         var writes: [WriteRequest] = []
         for (i, r) in zip(chunk.indices, chunk) {
             let at = location.map { "\($0)[\(numbers?[i] ?? i)]" }
@@ -168,6 +226,6 @@ public struct BulkImporter: Sendable {
             writes.append(WriteRequest(key: ResourceKey(type, id ?? IngestPipeline.newID()), method: id == nil ? "POST" : "PUT",
                                        resource: r, location: at))
         }
-        _ = try await service.writePipeline.write(writes, as: .operation("import"))
+        return writes
     }
 }

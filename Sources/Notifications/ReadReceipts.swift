@@ -20,6 +20,9 @@ public struct ReadReceipts: WriteEnricher {
         self.protection = protection
     }
 
+    /// A Communication's stored version only.
+    public func reads(preparing type: String) -> Set<String>? { [] }
+
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         guard type == "Communication", AccessPolicy().isResident(principal) else { return resource }
         let refusal = FHIRError(.forbidden, code: "forbidden", "A resident marks a message to them read (status, received), nothing else")

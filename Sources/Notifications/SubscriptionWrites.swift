@@ -23,6 +23,9 @@ public struct SubscriptionWrites: WriteEnricher {
         self.searches = searches.acting(as: .platform)
     }
 
+    /// A Subscription's stored version only (topics are the platform's own).
+    public func reads(preparing type: String) -> Set<String>? { [] }
+
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         guard type == "Subscription" else { return resource }
         var o = resource

@@ -30,6 +30,12 @@ public struct DocumentSharing: WriteEnricher {
         resource
     }
 
+    /// A DocumentReference reads its Binary, its patient's master identity and the documents it
+    /// replaces (anything); nothing else is read.
+    public func reads(preparing type: String) -> Set<String>? {
+        type == "DocumentReference" ? nil : []
+    }
+
     public func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest] {
         guard requests.contains(where: { $0.key.type == "DocumentReference" && $0.isClient && $0.resource != nil }) else { return requests }
         var out = requests

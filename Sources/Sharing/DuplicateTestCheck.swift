@@ -25,6 +25,12 @@ public struct DuplicateTestCheck: WriteEnricher {
         resource
     }
 
+    /// An order looks for recognisable results as its writer would (results, consents, the
+    /// master index: anything); nothing else is read.
+    public func reads(preparing type: String) -> Set<String>? {
+        type == "ServiceRequest" ? nil : []
+    }
+
     public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions {
         guard write.key.type == "ServiceRequest", write.action == .create, let facility = principal.facility, let o = write.resource,
               ["active", "draft"].contains(o["status"]?.stringValue ?? ""),

@@ -93,6 +93,11 @@ public struct RecognitionDecisionWrites: WriteEnricher {
         self.store = store
     }
 
+    /// A decision's order.
+    public func reads(preparing type: String) -> Set<String>? {
+        type == "Task" ? ["ServiceRequest"] : []
+    }
+
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         guard type == "Task", RecognitionDecision.isDecisionTask(resource) else { return resource }
         var o = resource

@@ -173,6 +173,12 @@ public final class RecognitionMarks: WriteEnricher {
         return (catalogue, passes)
     }
 
+    /// A result's catalogue (a CodeSystem) and its facility's QC passes (platform records, not
+    /// resources), and its own stored version.
+    public func reads(preparing type: String) -> Set<String>? {
+        Self.types.contains(type) ? ["CodeSystem"] : []
+    }
+
     /// A mark the client sent is dropped: only the platform marks (a client cannot set one).
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         guard Self.types.contains(type), let tags = resource["meta"]?["tag"]?.arrayValue,

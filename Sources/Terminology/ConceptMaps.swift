@@ -158,6 +158,11 @@ public final class FacilityCodeMaps: WriteEnricher, Sendable {
         _ = cache.withLock { $0.removeValue(forKey: facility) }
     }
 
+    /// The writing facility's maps.
+    public func reads(preparing type: String) -> Set<String>? {
+        type == "ConceptMap" ? [] : ["ConceptMap"]
+    }
+
     public func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
         if let facility, type == "ConceptMap" { invalidate(facility) }
         return resource

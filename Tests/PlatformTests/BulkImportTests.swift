@@ -1,10 +1,12 @@
 import Access
-import BulkImport
+@testable import BulkImport
 import FHIRModel
 import Foundation
+import NIOCore
 import Platform
 import Store
 import StoreTestSupport
+import Terminology
 import XCTest
 
 /// `huitong import` of NDJSON: chunks commit in order, each whole; a bad line stops the file after
@@ -122,6 +124,81 @@ final class BulkImportTests: XCTestCase {
             XCTAssertEqual(result.resources, size)
             let ids = try await stored(test.store)
             XCTAssertEqual(ids.count, size)
+        }
+    }
+
+    // MARK: the next chunk prepared while one commits
+
+    func test_aResourceWrittenTwice_keepsItsLaterLine_acrossChunks() async throws {
+        try await withEachBackend { test in
+            let size = BulkImporter.chunkSize
+            let path = try Self.file(3 * size, bad: [
+                2 * size + 1: #"{"resourceType":"Observation","id":"o3","status":"amended","code":{"text":"血红蛋白"}}"#])
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            XCTAssertNil(result.error)
+            let stored = try await test.store.read(ResourceKey("Observation", "o3"))
+            XCTAssertEqual(stored?.version, 2)
+            XCTAssertTrue(String(decoding: try XCTUnwrap(stored?.content).readableBytesView, as: UTF8.self).contains(#""status":"amended""#))
+        }
+    }
+
+    /// Reads the store while preparing the first Observation of the second chunk: the last of the
+    /// first must be committed by then. It says nothing of what it reads, so the importer waits.
+    struct LookingBack: WriteEnricher {
+        let store: any ResourceStore
+        let first: String
+        let before: String
+
+        func enrich(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject {
+            if resource["id"]?.stringValue == first, try await store.read(ResourceKey("Observation", before)) == nil {
+                throw FHIRError(.invalid, code: "processing", "prepared before Observation/\(before) was committed")
+            }
+            return resource
+        }
+    }
+
+    func test_aDomainThatDoesNotSayWhatItReads_seesEveryEarlierChunkCommitted() async throws {
+        try await withEachBackend { test in
+            let size = BulkImporter.chunkSize
+            let path = try Self.file(4 * size)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            var service = FHIRService(store: test.store, matching: nil, principal: .platform)
+            service.enricher = EnricherChain([FacilityCodeMaps(store: test.store),
+                                              LookingBack(store: test.store, first: "o\(2 * size + 1)", before: "o\(2 * size)")])
+            let result = await BulkImporter(service: service).importFile(path)
+            XCTAssertNil(result.error)
+            XCTAssertEqual(result.resources, 4 * size)
+        }
+    }
+
+    func test_aChunkIsPreparedEarly_onlyWhenItReadsNothingTheChunkBeforeWrites() async throws {
+        try await withEachBackend { test in
+        let store = test.store
+        var service = FHIRService(store: store, matching: nil, principal: .platform)
+        service.enricher = EnricherChain([FacilityCodeMaps(store: store)])
+        let pipeline = service.writePipeline
+        func writes(_ type: String, _ ids: [String]) -> [WriteRequest] {
+            ids.map { WriteRequest(key: ResourceKey(type, $0), method: "PUT", resource: .object(JSONObject([("resourceType", .string(type))]))) }
+        }
+        let results = Set(writes("Observation", ["o1", "o2"]).map(\.key))
+        // Results after results: both cores.
+        XCTAssertTrue(BulkImporter.independent(writes("Observation", ["o3"]), writtenTypes: ["Observation"], writtenKeys: results,
+                                               reads: pipeline.reads(preparing:)))
+        // The same result again: after it.
+        XCTAssertFalse(BulkImporter.independent(writes("Observation", ["o2"]), writtenTypes: ["Observation"], writtenKeys: results,
+                                                reads: pipeline.reads(preparing:)))
+        // After Patients (and their Persons): a result's patient may be named by an identifier.
+        XCTAssertFalse(BulkImporter.independent(writes("Observation", ["o3"]), writtenTypes: ["Patient", "Person"], writtenKeys: [],
+                                                reads: pipeline.reads(preparing:)))
+        // After a facility's ConceptMaps: its local codes are mapped with them.
+        XCTAssertFalse(BulkImporter.independent(writes("Condition", ["c1"]), writtenTypes: ["ConceptMap"], writtenKeys: [],
+                                                reads: pipeline.reads(preparing:)))
+        // A domain that does not say what it reads: never early.
+        service.enricher = EnricherChain([FacilityCodeMaps(store: store), LookingBack(store: store, first: "", before: "")])
+        XCTAssertNil(service.writePipeline.reads(preparing: "Observation"))
+        XCTAssertFalse(BulkImporter.independent(writes("Observation", ["o3"]), writtenTypes: ["Practitioner"], writtenKeys: [],
+                                                reads: service.writePipeline.reads(preparing:)))
         }
     }
 }

@@ -28,6 +28,11 @@ public protocol WriteEnricher: Sendable {
     /// `resource` is the enriched one (with the additions of the enrichers before this one), with
     /// the id it is stored under. None by default.
     func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject?
+    /// The stored resource types this domain reads while preparing a write of `type` (any of the
+    /// above), besides the stored version of the same resource; nil: not said (anything), the
+    /// default. A bulk load prepares a chunk while the one before it commits only when that chunk
+    /// writes none of them (`BulkImporter`), so an undeclared read costs speed, never order.
+    func reads(preparing type: String) -> Set<String>?
 }
 
 /// What a domain adds to a client's write unit.
@@ -48,6 +53,7 @@ extension WriteEnricher {
     public func companions(for write: PreparedWrite, principal: Principal) async throws -> Companions { .none }
     public func unit(_ requests: [WriteRequest], principal: Principal) async throws -> [WriteRequest] { requests }
     public func finish(_ resource: JSONObject, type: String, facility: String?, principal: Principal) async throws -> JSONObject? { nil }
+    public func reads(preparing type: String) -> Set<String>? { nil }
 }
 
 /// Several enrichers, one after the other (each domain registers its own).
@@ -90,5 +96,14 @@ public struct EnricherChain: WriteEnricher {
         var current = requests
         for enricher in enrichers { current = try await enricher.unit(current, principal: principal) }
         return current
+    }
+
+    public func reads(preparing type: String) -> Set<String>? {
+        var all: Set<String> = []
+        for enricher in enrichers {
+            guard let reads = enricher.reads(preparing: type) else { return nil }
+            all.formUnion(reads)
+        }
+        return all
     }
 }

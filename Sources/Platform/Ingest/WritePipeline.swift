@@ -112,6 +112,31 @@ public struct WritePipeline: Sendable {
     ///   - records: platform records committed with the unit (a card's own record).
     public func write(_ requests: [WriteRequest], assumptions: [Assumption] = [], as interaction: Interaction,
                       auditQuery: String? = nil, records: [RecordWrite] = []) async throws -> [WriteOutcome] {
+        try await commit(try await prepareUnit(requests, assumptions: assumptions, as: interaction, auditQuery: auditQuery, records: records))
+    }
+
+    /// A unit prepared (stages 1–5 and the domains' companions) and not yet committed.
+    public struct PendingUnit: Sendable {
+        var unit: WriteUnit
+        var warnings: [Int: [Issue]]
+        let interaction: Interaction
+        let auditQuery: String?
+
+        /// The types the unit writes when committed: its writes, the companions the domains
+        /// added, and the master index's Persons for its Patients.
+        public var writtenTypes: Set<String> {
+            var types = Set(unit.writes.map(\.key.type))
+            if types.contains("Patient") { types.insert("Person") }
+            return types
+        }
+
+        public var keys: Set<ResourceKey> { Set(unit.writes.map(\.key)) }
+    }
+
+    /// `write` in two steps: a bulk load prepares its next chunk while this one commits
+    /// (`reads(preparing:)` says when that cannot change what the preparation sees).
+    public func prepareUnit(_ requests: [WriteRequest], assumptions: [Assumption] = [], as interaction: Interaction,
+                            auditQuery: String? = nil, records: [RecordWrite] = []) async throws -> PendingUnit {
         let writes = try await check(requests, as: interaction)
         var unit = WriteUnit(writes: writes, assumptions: assumptions)
         unit.records = records
@@ -128,9 +153,25 @@ public struct WritePipeline: Sendable {
             }
             for companion in companions { unit.writes.append(try await prepare(companion)) }
         }
-        var outcomes = try await commit(unit, as: interaction, auditQuery: auditQuery)
-        for (i, issues) in warnings where i < outcomes.count { outcomes[i].warnings = issues }
+        return PendingUnit(unit: unit, warnings: warnings, interaction: interaction, auditQuery: auditQuery)
+    }
+
+    /// Commits a prepared unit (stages 6–8).
+    public func commit(_ pending: PendingUnit) async throws -> [WriteOutcome] {
+        var outcomes = try await commit(pending.unit, as: pending.interaction, auditQuery: pending.auditQuery)
+        for (i, issues) in pending.warnings where i < outcomes.count { outcomes[i].warnings = issues }
         return outcomes
+    }
+
+    /// The stored resource types that preparing a client's write of `type` reads, besides the
+    /// stored version of the same resource; nil when a domain does not say (anything). The
+    /// platform's own: Patients and their Persons (a patient named by an identifier), and for a
+    /// document's holder its Binaries (`storedBindings`).
+    public func reads(preparing type: String) -> Set<String>? {
+        var reads: Set<String> = ["Patient", "Person"]
+        if Self.documentHolders.contains(type) { reads.insert("Binary") }
+        guard let enricher = service.enricher else { return reads }
+        return enricher.reads(preparing: type).map { reads.union($0) }
     }
 
     /// Stages 1–5 without committing: what `$validate` asks (would these writes be accepted?).
