@@ -110,15 +110,16 @@ public struct AccessPolicy: Sendable {
 
     /// Whether `principal` sees a Subscription of `facility` as written; anyone else (an operator
     /// watching delivery) sees its channel's secrets and its criteria's values masked (ADR 023).
+    /// Whoever may change it sees it as written (so a masked form is never what is sent back).
     public func seesSubscription(_ principal: Principal, facility: String?) -> Bool {
-        principal.role == .administrator || (principal.facility != nil && principal.facility == facility)
+        mayChange(principal, sourceFacility: facility, recordPatient: nil, own: [])
     }
 
     /// Search parameters (and sorts) that would find a Subscription by what is masked for the
     /// searcher: its criteria, its endpoint. Only a facility's own people and systems (who see no
     /// other facility's Subscriptions) and administrators search by them.
     public func authorizeSearchParameters(_ principal: Principal, type: String, _ parameters: [String]) throws(AccessDenied) {
-        guard type == "Subscription", principal.role != .administrator, principal.facility == nil,
+        guard type == "Subscription", principal.role != .administrator, principal.facility == nil || isResident(principal),
               let hidden = parameters.first(where: { ["criteria", "url"].contains($0) }) else { return }
         throw AccessDenied("A Subscription's \(hidden) is its facility's own (shown masked to \(principal.role.rawValue)): "
                            + "search and sort Subscriptions by status or type")

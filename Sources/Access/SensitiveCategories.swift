@@ -121,7 +121,10 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
                     testsBySystem[Self.normalisedSystem(code.system), default: Prefixes()].add(Self.normalisedCode(code.prefix), (category.label, positive))
                 }
             }
-            for term in category.terms ?? [] where !term.isEmpty { terms.append((term.lowercased(), category.label, Self.isPlain(term.lowercased()))) }
+            for term in category.terms ?? [] where !term.isEmpty {
+                let t = Self.folded(term).lowercased()
+                terms.append((t, category.label, Self.isPlain(t)))
+            }
         }
     }
 
@@ -273,10 +276,21 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         case "Composition":
             return (resource["title"]?.stringValue.map { [$0] } ?? []) + sectionTitles(resource["section"])
         case "DiagnosticReport":
-            return resource["conclusion"]?.stringValue.map { [$0] } ?? []
+            // A screening's "HIV抗体阴性，梅毒阴性" is not about either (a pre-operative panel):
+            // a conclusion that only reports negatives names no category.
+            return resource["conclusion"]?.stringValue.map { reportsAFinding($0) ? [$0] : [] } ?? []
         default:
             return []
         }
+    }
+
+    /// Whether a report's words state something other than negatives: no negative word at all, or
+    /// a positive one left when the negatives are taken out ("阳性" beside "阴性").
+    static func reportsAFinding(_ text: String) -> Bool {
+        var t = text.lowercased()
+        guard negativeWords.contains(where: { t.containsBytes($0) }) else { return true }
+        for word in negativeWords { t = t.replacing(word, with: " ") }
+        return positiveWords.contains { $0.count > 1 && t.containsBytes($0) }
     }
 
     /// An R4 Attachment (a document's content, a report's presented form): an object with a
@@ -307,18 +321,48 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
 
     /// Text as its terms are compared: fullwidth Latin letters and digits (ＨＩＶ, typed with a
     /// Chinese input method) as ASCII, and without the dots or middle dots some spell an
-    /// abbreviation with (H.I.V., A·I·D·S). Most texts have neither and are returned as they are.
+    /// abbreviation with (H.I.V., A·I·D·S). Texts with neither (nearly all: a decimal, a sentence's
+    /// full stop, fullwidth punctuation do not count) are returned as they are, unscanned twice.
     static func folded(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 == 0xEF || $0 == 0xC2 || $0 == UInt8(ascii: ".") }) else { return text }
+        guard needsFolding(text) else { return text }
         var scalars = String.UnicodeScalarView()
         for u in text.unicodeScalars {
             switch u.value {
-            case 0x2E, 0xB7, 0xFF0E, 0x30FB: continue
-            case 0xFF01...0xFF5E: scalars.append(Unicode.Scalar(u.value - 0xFEE0)!)
+            case 0x2E, 0xB7, 0xFF0E, 0x30FB, 0xFF65: continue
+            case 0xFF10...0xFF19, 0xFF21...0xFF3A, 0xFF41...0xFF5A: scalars.append(Unicode.Scalar(u.value - 0xFEE0)!)
             default: scalars.append(u)
             }
         }
         return String(scalars)
+    }
+
+    /// Whether `text` holds a fullwidth letter or digit, a middle dot, or a dot between two letters
+    /// (looked for in its UTF-8 bytes).
+    static func needsFolding(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { b -> Bool in
+            func letter(_ c: UInt8) -> Bool { (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "z") || c >= 0x80 }
+            var i = 0
+            while i < b.count {
+                switch b[i] {
+                case 0x2E where i > 0 && i + 1 < b.count && letter(b[i - 1]) && letter(b[i + 1]):
+                    return true
+                case 0xC2 where i + 1 < b.count && b[i + 1] == 0xB7:   // U+00B7
+                    return true
+                case 0xE3 where i + 2 < b.count && b[i + 1] == 0x83 && b[i + 2] == 0xBB:   // U+30FB
+                    return true
+                case 0xEF where i + 2 < b.count:
+                    let (x, y) = (b[i + 1], b[i + 2])
+                    // U+FF0E, U+FF10–FF19, U+FF21–FF3A (EF BC …); U+FF41–FF5A, U+FF65 (EF BD …).
+                    if x == 0xBC && (y == 0x8E || (0x90...0x99).contains(y) || (0xA1...0xBA).contains(y)) { return true }
+                    if x == 0xBD && ((0x81...0x9A).contains(y) || y == 0xA5) { return true }
+                default:
+                    break
+                }
+                i += 1
+            }
+            return false
+        }
     }
 
     /// Whether `text` holds `term` (both lower-cased), as Foundation's `String.contains` found it:

@@ -35,6 +35,15 @@ public struct SubscriptionWrites: WriteEnricher {
                             at: "Subscription.channel.type")
         }
         let criteria = o["criteria"]?.stringValue ?? ""
+        // What a reader who may not see it was shown (IdentifierPresenter.subscriptionRedacted) is
+        // not a value: sent back, it would replace the real key or search.
+        let masked = "******"
+        let headers = (o["channel"]?["header"]?.arrayValue ?? []).compactMap(\.stringValue)
+        if criteria.contains("=" + masked) || headers.contains(where: { $0 == masked || $0.hasSuffix(": " + masked) })
+            || o["channel"]?["endpoint"]?.stringValue?.contains(masked) == true {
+            throw FHIRError(.invalid, code: "value", "The Subscription holds masked values (\(masked)): send its real criteria, headers and endpoint",
+                            at: "Subscription")
+        }
         if SubscriptionDefinition.isTopic(criteria) {
             try checkTopic(criteria, o, principal)
         } else {

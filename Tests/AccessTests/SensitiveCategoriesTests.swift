@@ -97,17 +97,25 @@ final class SensitiveCategoriesTests: XCTestCase {
             #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"血清学"},"conclusion":"HIV抗体阳性"}"#,
         ]
         for text in documents { XCTAssertEqual(c.labels(for: try object(text)), ["HIV"], text) }
-        for spelling in ["ＨＩＶ感染", "Ｈiv", "H.I.V.", "愛滋病", "人類免疫缺陷病毒", "A·I·D·S"] {
+        for spelling in ["ＨＩＶ感染", "Ｈiv", "H.I.V.", "愛滋病", "人類免疫缺陷病毒", "A·I·D·S", "A・I・D・S"] {
             XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"\#(spelling)"}}"#)), ["HIV"], spelling)
         }
         XCTAssertEqual(c.labels(for: try object(#"{"resourceType":"Condition","code":{"text":"抑鬱發作"}}"#)), ["PSY"])
         // Their plain counterparts stay plain.
         let plain = [#"{"resourceType":"DocumentReference","status":"current","type":{"coding":[{"system":"http://loinc.org","code":"18842-5"}],"text":"出院小结"},"description":"高血压随访 2.5 mmol/L"}"#,
                      #"{"resourceType":"DocumentReference","status":"current","content":[{"attachment":{"title":"随访记录","language":"zh"}}]}"#,
-                     #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"血常规"},"conclusion":"未见异常"}"#]
+                     #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"血常规"},"conclusion":"未见异常"}"#,
+                     // A pre-operative screening's negatives are about neither category.
+                     #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"术前八项"},"conclusion":"HIV抗体阴性，梅毒阴性"}"#,
+                     #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"screen"},"conclusion":"HIV non-reactive"}"#]
         for text in plain { XCTAssertEqual(c.labels(for: try object(text)), [], text) }
+        let mixed = try object(#"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"术前八项"},"conclusion":"HIV抗体阳性，梅毒阴性"}"#)
+        XCTAssertTrue(c.labels(for: mixed).contains("HIV"))
         XCTAssertEqual(SensitiveCategories.folded("ＨＩＶ．阳性"), "HIV阳性")
-        XCTAssertEqual(SensitiveCategories.folded("血常规"), "血常规")
+        // Nothing to fold, not rebuilt: fullwidth punctuation, decimals, sentences.
+        for text in ["血常规，（复查）：正常。", "Hb 2.5 mmol/L. Normal.", "血常规"] {
+            XCTAssertFalse(SensitiveCategories.needsFolding(text), text)
+        }
     }
 
     func test_labelled_addsEachLabelOnce_andKeepsTheClientsLabels() throws {

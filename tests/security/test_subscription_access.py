@@ -177,6 +177,13 @@ def test_criteria_are_matched_as_their_owner_would_search_and_shown_masked_to_ot
             answer = region.operator.get(f"Subscription?{query}")
             assert answer.status_code == 403, (query, answer.text)
         assert region.operator.get("Subscription?status=active&_summary=count").json()["total"] == len(sids)
+        # Nor through a chain from what operators may search (every Subscription write is audited).
+        chained = region.operator.get("AuditEvent?entity:Subscription.criteria:contains=B20.1")
+        assert chained.status_code in (400, 403), chained.text
+        # The endpoint is shown to its host (a path may carry a token); a masked form is not a value to send back.
+        assert shown["channel"]["endpoint"] == f"http://127.0.0.1:{port}/******"
+        back = b.put(f"Subscription/{sids['hiv1']}", dict(mine, channel=dict(mine["channel"], header=["X-Receiver-Key: ******"])))
+        assert back.status_code == 400 and "masked" in back.text, back.text
         assert b.get("Subscription?criteria:contains=B20.1").status_code == 200
         assert region.admin.get(f"Subscription/{sids['hiv1']}").json()["criteria"] == criteria["hiv1"]
     finally:

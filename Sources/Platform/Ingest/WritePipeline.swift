@@ -135,7 +135,7 @@ public struct WritePipeline: Sendable {
 
     /// `write` in two steps: a bulk load prepares its next chunk while this one commits
     /// (`reads(preparing:)` says when that cannot change what the preparation sees).
-    public func prepareUnit(_ requests: [WriteRequest], assumptions: [Assumption] = [], as interaction: Interaction,
+    package func prepareUnit(_ requests: [WriteRequest], assumptions: [Assumption] = [], as interaction: Interaction,
                             auditQuery: String? = nil, records: [RecordWrite] = []) async throws -> PendingUnit {
         let writes = try await check(requests, as: interaction)
         var unit = WriteUnit(writes: writes, assumptions: assumptions)
@@ -157,7 +157,7 @@ public struct WritePipeline: Sendable {
     }
 
     /// Commits a prepared unit (stages 6–8).
-    public func commit(_ pending: PendingUnit) async throws -> [WriteOutcome] {
+    package func commit(_ pending: PendingUnit) async throws -> [WriteOutcome] {
         var outcomes = try await commit(pending.unit, as: pending.interaction, auditQuery: pending.auditQuery)
         for (i, issues) in pending.warnings where i < outcomes.count { outcomes[i].warnings = issues }
         return outcomes

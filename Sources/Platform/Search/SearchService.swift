@@ -64,8 +64,9 @@ public struct SearchService: Sendable {
         for type in search.query.typesSearched.sorted() {
             do {
                 try policy.authorize(principal, .search, type)
-                if type == search.query.type {
-                    try policy.authorizeSearchParameters(principal, type: type, search.query.clauses.map(\.parameter) + search.query.sort.map(\.parameter))
+                // Through a chain too (`AuditEvent?entity:Subscription.criteria=…`).
+                for searched in search.query.parametersSearched where searched.type == type {
+                    try policy.authorizeSearchParameters(principal, type: type, searched.parameters)
                 }
             } catch {
                 try? await trail.append(.search, type: type, entities: [], patients: [], query: IdentifierPresenter.auditedQuery(search.text),
@@ -210,6 +211,20 @@ public enum ValueSetLimits {
 
 extension SearchQuery {
     /// The type searched and every type its chains and `_has` clauses look into.
+    /// The parameters and sorts searched on each type, chains and `_has` included.
+    var parametersSearched: [(type: String, parameters: [String])] {
+        var out = [(type, clauses.map(\.parameter) + sort.map(\.parameter))]
+        for clause in clauses {
+            for match in clause.values {
+                switch match {
+                case .chain(let inner), .has(let inner, _): out += inner.parametersSearched
+                default: continue
+                }
+            }
+        }
+        return out
+    }
+
     var typesSearched: Set<String> {
         var types: Set<String> = [type]
         for clause in clauses {

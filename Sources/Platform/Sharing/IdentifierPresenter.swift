@@ -54,8 +54,13 @@ public struct IdentifierPresenter: Sendable {
                     return .string(text[..<colon] + ": ******")
                 })
             }
-            if let endpoint = channel["endpoint"]?.stringValue, let q = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) {
-                channel["endpoint"] = .string(String(endpoint[..<q]) + "?******")
+            // The scheme, host and port only: a path or user part may carry a token.
+            if let endpoint = channel["endpoint"]?.stringValue, let parts = URLComponents(string: endpoint), let host = parts.host,
+               let scheme = parts.scheme {
+                let shown = "\(scheme)://\(host)" + (parts.port.map { ":\($0)" } ?? "")
+                if shown != endpoint { channel["endpoint"] = .string(shown + "/******") }
+            } else if channel["endpoint"] != nil {
+                channel["endpoint"] = "******"
             }
             o["channel"] = .object(channel)
         }
@@ -164,17 +169,17 @@ public struct IdentifierPresenter: Sendable {
     }
 
     public func record(_ r: ResourceRecord) -> ResourceRecord {
-        guard protection != nil, let content = r.content else { return r }
+        guard protection != nil || r.key.type == "Subscription", let content = r.content else { return r }
         return ResourceRecord(key: r.key, version: r.version, lastUpdated: r.lastUpdated, deleted: r.deleted, method: r.method,
                               content: self.content(content, type: r.key.type))
     }
 
     public func records(_ rs: [ResourceRecord]) -> [ResourceRecord] {
-        protection == nil ? rs : rs.map(record)
+        protection == nil && !rs.contains(where: { $0.key.type == "Subscription" }) ? rs : rs.map(record)
     }
 
     public func result(_ r: InteractionResult) -> InteractionResult {
-        guard protection != nil, let type = r.key?.type else { return r }
+        guard let type = r.key?.type, protection != nil || type == "Subscription" else { return r }
         var out = r
         out.content = content(r.content, type: type)
         return out
