@@ -164,13 +164,19 @@ struct FHIRRoutes: Sendable {
         }
         fhir.patch("{type}/{id}") { request, context in
             try await handle(request, context) { r, base in
-                let contentType = request.headers[.contentType] ?? ""
-                guard contentType.hasPrefix("application/json-patch+json") else {
-                    throw FHIRError(.unsupportedFormat, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
-                }
-                let patch = try r.service.pipeline.parse(try await r.body(request).readableBytesView)
+                let patch = try await r.jsonPatch(request)
                 let result = try await r.writing(request).patch(try context.parameters.require("type"), try context.parameters.require("id"),
                                                 patch: patch, ifMatch: try r.ifMatch(request))
+                return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request))
+            }
+        }
+        fhir.patch("{type}") { request, context in
+            try await handle(request, context) { r, base in
+                guard let query = request.uri.query, !query.isEmpty else {
+                    throw FHIRError(.invalid, code: "invalid", "PATCH on a type needs search parameters (conditional patch) or an id in the URL")
+                }
+                let patch = try await r.jsonPatch(request)
+                let result = try await r.writing(request).conditionalPatch(try context.parameters.require("type"), query: query, patch: patch)
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request))
             }
         }
@@ -306,6 +312,15 @@ struct FHIRRoutes: Sendable {
     func body(_ request: Request) async throws -> ByteBuffer {
         var r = request
         return try await r.collectBody(upTo: maxBodyBytes)
+    }
+
+    /// A PATCH's JSON Patch document (FHIRPath Patch, sent as Parameters, is not taken).
+    func jsonPatch(_ request: Request) async throws -> JSON {
+        let contentType = request.headers[.contentType] ?? ""
+        guard contentType.hasPrefix("application/json-patch+json") else {
+            throw FHIRError(.unsupportedFormat, code: "not-supported", "PATCH takes application/json-patch+json (FHIRPath Patch is not supported yet)")
+        }
+        return try service.pipeline.parse(try await body(request).readableBytesView)
     }
 
     /// A resource (or Parameters, Bundle) in the body: JSON, said so by the Content-Type when

@@ -343,6 +343,24 @@ def test_a_patch_shows_nothing_of_a_record_the_writer_may_not_change(region):
     assert own.status_code == 200, own.text
 
 
+def test_a_conditional_patch_patches_the_single_readable_match(region):
+    """R4 conditional patch (`PATCH Type?query`), which answered 404 for every query: the single
+    match the writer may read is patched; a hidden match answers as no match; two are a 412."""
+    r = region.records
+    own = region.a.request("PATCH", f"Patient?identifier={ID_SYSTEM}|{r['rid4']}", [{"op": "replace", "path": "/gender", "value": "female"}],
+                           headers=PATCH)
+    assert own.status_code == 200, own.text
+    assert own.json()["id"] == r["p4"]
+    guess = [{"op": "test", "path": "/gender", "value": "female"}]
+    hidden = region.b.request("PATCH", f"Patient?identifier={ID_SYSTEM}|{r['rid4']}", guess, headers=PATCH)
+    absent = region.b.request("PATCH", f"Patient?identifier={ID_SYSTEM}|{resident_id('1999-09-09', 99)}", guess, headers=PATCH)
+    assert hidden.status_code == absent.status_code == 404, (hidden.text, absent.text)
+    assert normalised(hidden, r["rid4"]) == normalised(absent, resident_id("1999-09-09", 99))
+    several = region.a.request("PATCH", "Patient?gender=female", guess, headers=PATCH)
+    assert several.status_code == 412, several.text
+    assert region.a.request("PATCH", "Patient", guess, headers=PATCH).status_code == 400
+
+
 def test_slow_headers_and_idle_connections_are_closed(region):
     host, port = "127.0.0.1", region.server.port
     slow = []

@@ -396,28 +396,45 @@ public struct FHIRService: Sendable {
     public func patch(_ type: String, _ id: String, patch: JSON, ifMatch: Int? = nil) async throws -> InteractionResult {
         try checkType(type)
         try await authorize(.patch, type)
-        let key = ResourceKey(type, id)
+        return try await retrying { try await patched(ResourceKey(type, id), patch: patch, ifMatch: ifMatch) }
+    }
+
+    /// `PATCH /Type?query` (R4 http.html#patch, conditional patch): patches the single match among
+    /// the rows the caller may read (none: 404, as for a record that does not exist; more than
+    /// one: 412); the match must still be the one at commit, or the search runs again.
+    public func conditionalPatch(_ type: String, query: String, patch: JSON) async throws -> InteractionResult {
+        try checkType(type)
+        try await authorize(.patch, type)
+        let parsed = try conditionals.parse(type: type, query: query).scoped(try await readScope())
         return try await retrying {
-            guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
-            if record.deleted { throw FHIRError.gone(key, version: record.version) }
-            // Whether the writer may change it, before the patch touches its content: the errors
-            // of a patch's operations and of validating its result show values of the record.
-            try await writePipeline.checkMayChange(record, .patch)
-            if let ifMatch, ifMatch != record.version {
-                throw FHIRError(.preconditionFailed, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
+            guard let match = try await atMostOneMatch(parsed, "Conditional patch '\(query)'") else {
+                throw FHIRError(.notFound, code: "not-found", "No \(type) matched '\(query)'; nothing was patched")
             }
-            let current = try pipeline.parseStored(record.content)
-            let patched = try JSONPatch.apply(patch, to: current)
-            guard patched["resourceType"]?.stringValue == type, patched["id"]?.stringValue == id else {
-                throw FHIRError(.invalid, code: "invalid", "A patch must not change resourceType or id")
-            }
-            // The version read above must still be current at commit: concurrent patches cannot interleave.
-            let write = WriteRequest(key: key, method: "PATCH", resource: patched, ifMatch: record.version)
-            do {
-                return written(InteractionResult(try await writePipeline.write([write], as: .patch)[0], .ok))
-            } catch let error as FHIRError where error.category == .preconditionFailed && ifMatch == nil {
-                throw StoreError.conditionChanged
-            }
+            return try await patched(match, patch: patch, ifMatch: nil, assumptions: [Assumption(query: parsed, expected: [match])])
+        }
+    }
+
+    /// One attempt at a patch of the current version of `key`.
+    func patched(_ key: ResourceKey, patch: JSON, ifMatch: Int?, assumptions: [Assumption] = []) async throws -> InteractionResult {
+        guard let record = try await store.read(key) else { throw FHIRError.notFound(key) }
+        if record.deleted { throw FHIRError.gone(key, version: record.version) }
+        // Whether the writer may change it, before the patch touches its content: the errors
+        // of a patch's operations and of validating its result show values of the record.
+        try await writePipeline.checkMayChange(record, .patch)
+        if let ifMatch, ifMatch != record.version {
+            throw FHIRError(.preconditionFailed, code: "conflict", "Version conflict on \(key): If-Match expected version \(ifMatch), current is \(record.version)")
+        }
+        let current = try pipeline.parseStored(record.content)
+        let patchedResource = try JSONPatch.apply(patch, to: current)
+        guard patchedResource["resourceType"]?.stringValue == key.type, patchedResource["id"]?.stringValue == key.id else {
+            throw FHIRError(.invalid, code: "invalid", "A patch must not change resourceType or id")
+        }
+        // The version read above must still be current at commit: concurrent patches cannot interleave.
+        let write = WriteRequest(key: key, method: "PATCH", resource: patchedResource, ifMatch: record.version)
+        do {
+            return written(InteractionResult(try await writePipeline.write([write], assumptions: assumptions, as: .patch)[0], .ok))
+        } catch let error as FHIRError where error.category == .preconditionFailed && ifMatch == nil {
+            throw StoreError.conditionChanged
         }
     }
 
