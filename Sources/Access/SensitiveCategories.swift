@@ -258,7 +258,8 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
     /// What a document or a report says it is about, in words, whatever its codes: a
     /// DocumentReference's `description` (a CDA's title in an MHD provide) and the text of its
     /// `type` and `category` (a document type's code says what kind of document, not about what);
-    /// a Composition's title and its sections' titles; a DiagnosticReport's `conclusion`.
+    /// a Composition's title and its sections' titles and narratives; a DiagnosticReport's
+    /// `conclusion`.
     static func documentTexts(_ resource: JSONObject, type: String) -> [String] {
         func conceptTexts(_ value: JSON?) -> [String] {
             switch value {
@@ -267,8 +268,11 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
             default: return []
             }
         }
+        /// Each section's title and narrative (what a reader of the document sees of it).
         func sectionTitles(_ sections: JSON?) -> [String] {
-            (sections?.arrayValue ?? []).flatMap { s in (s["title"]?.stringValue.map { [$0] } ?? []) + sectionTitles(s["section"]) }
+            (sections?.arrayValue ?? []).flatMap { s in
+                [s["title"]?.stringValue, s["text"]?["div"]?.stringValue].compactMap { $0 } + sectionTitles(s["section"])
+            }
         }
         switch type {
         case "DocumentReference":

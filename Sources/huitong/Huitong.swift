@@ -22,6 +22,17 @@ struct Huitong: AsyncParsableCommand {
 }
 
 /// Options every command that opens the store shares.
+/// The sensitive categories records are labelled with: the same for `serve`, `import` and
+/// `reindex`, or a record would be labelled one way when served and another when loaded.
+struct LabelOptions: ParsableArguments {
+    @Option(help: "Sensitive categories (JSON: {\"categories\":[{\"label\":\"PSY\",\"name\":...,\"codes\":[{\"system\":...,\"prefix\":\"F\"}]}]}); default: built-in mental health, HIV, STD, reproductive health by ICD-10. Env: HUITONG_SENSITIVE_CATEGORIES")
+    var sensitiveCategories: String? = ProcessInfo.processInfo.environment["HUITONG_SENSITIVE_CATEGORIES"].flatMap { $0.isEmpty ? nil : $0 }
+
+    func categories() throws -> SensitiveCategories {
+        try sensitiveCategories.map { try SensitiveCategories.load(path: $0) } ?? .defaults
+    }
+}
+
 struct StoreOptions: ParsableArguments {
     @Option(help: "Folder holding the database (created if missing). Env: HUITONG_DATA")
     var data: String = ProcessInfo.processInfo.environment["HUITONG_DATA"] ?? "./huitong-data"
@@ -122,8 +133,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The externally visible base URL (https://hie.example.gov.cn), for token audiences, SMART discovery and the URLs in responses; required without --dev. Env: HUITONG_PUBLIC_URL")
     var publicURL: String? = ProcessInfo.processInfo.environment["HUITONG_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
-    @Option(help: "Sensitive categories (JSON: {\"categories\":[{\"label\":\"PSY\",\"name\":...,\"codes\":[{\"system\":...,\"prefix\":\"F\"}]}]}); default: built-in mental health, HIV, STD, reproductive health by ICD-10. Env: HUITONG_SENSITIVE_CATEGORIES")
-    var sensitiveCategories: String? = ProcessInfo.processInfo.environment["HUITONG_SENSITIVE_CATEGORIES"].flatMap { $0.isEmpty ? nil : $0 }
+    @OptionGroup var labelOptions: LabelOptions
 
     @Option(help: "HTTPS: the server's certificate chain (PEM), with --tls-key. Env: HUITONG_TLS_CERT")
     var tlsCert: String? = ProcessInfo.processInfo.environment["HUITONG_TLS_CERT"].flatMap { $0.isEmpty ? nil : $0 }
@@ -221,7 +231,7 @@ extension Serve {
         configuration.identifiers = identifiers
         configuration.cards = try cardOptions.keyring(data: storeOptions.data, keyFolder: tokenKeys)
         configuration.cardSettings = try cardOptions.settings()
-        if let sensitiveCategories { configuration.sensitive = try SensitiveCategories.load(path: sensitiveCategories) }
+        configuration.sensitive = try labelOptions.categories()
         if let tlsCert, let tlsKey { configuration.tls = (tlsCert, tlsKey) }
         configuration.headerTimeout = .nanoseconds(Int64(headerTimeout * 1e9))
         configuration.idleTimeout = .nanoseconds(Int64(idleTimeout * 1e9))
@@ -275,6 +285,8 @@ struct Import: AsyncParsableCommand {
 
     @OptionGroup var matchingOptions: MatchingOptions
 
+    @OptionGroup var labelOptions: LabelOptions
+
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
@@ -285,6 +297,7 @@ struct Import: AsyncParsableCommand {
         let store = try await storeOptions.open(logger: logger)
         // The platform as serve builds it (the same pipeline stages, facility code maps included).
         var configuration = PlatformConfiguration(matching: try matchingOptions.rules())
+        configuration.sensitive = try labelOptions.categories()
         configuration.identifiers = try await storeOptions.identifierProtection(for: store)
         let importer = BulkImporter(service: PlatformServer(store: store, configuration: configuration).service.acting(as: .platform))
         let progress = ImportProgress(totalFiles: files.count)
@@ -318,10 +331,12 @@ struct Import: AsyncParsableCommand {
 
 struct Reindex: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rebuild the search index from stored resources (after adding search parameters).")
+        abstract: "Rebuild the search index and the access labels from stored resources (after adding search parameters or sensitive categories).")
 
     @Option(help: "Only resources of this type.")
     var type: String?
+
+    @OptionGroup var labelOptions: LabelOptions
 
     @OptionGroup var storeOptions: StoreOptions
 
@@ -333,7 +348,7 @@ struct Reindex: AsyncParsableCommand {
         // Re-blinds with the current keyring: after a change of its first key on purpose, the
         // store is bound to the new one.
         let protection = try await storeOptions.identifierProtection(for: store, bind: false)
-        let pipeline = IngestPipeline(protection: protection)
+        let pipeline = IngestPipeline(sensitive: try labelOptions.categories(), protection: protection)
         let start = Date()
         let done = try await store.reindex(type: type, extract: { pipeline.indexEntries(forStored: $0, type: $1) }) { done, total in
             let elapsed = Date().timeIntervalSince(start)

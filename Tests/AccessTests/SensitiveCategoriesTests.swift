@@ -95,6 +95,7 @@ final class SensitiveCategoriesTests: XCTestCase {
             #"{"resourceType":"DocumentReference","status":"current","content":[{"attachment":{"title":"HIV感染 随访记录","language":"zh"}}]}"#,
             #"{"resourceType":"Composition","status":"final","type":{"text":"出院小结"},"date":"2026-12-01","author":[{"display":"x"}],"title":"出院小结","section":[{"title":"诊断","section":[{"title":"HIV感染"}]}]}"#,
             #"{"resourceType":"DiagnosticReport","status":"final","code":{"text":"血清学"},"conclusion":"HIV抗体阳性"}"#,
+            #"{"resourceType":"Composition","status":"final","type":{"text":"出院小结"},"date":"2026-12-01","author":[{"display":"x"}],"title":"出院小结","section":[{"title":"诊断","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>HIV感染</p></div>"}}]}"#,
         ]
         for text in documents { XCTAssertEqual(c.labels(for: try object(text)), ["HIV"], text) }
         for spelling in ["ＨＩＶ感染", "Ｈiv", "H.I.V.", "愛滋病", "人類免疫缺陷病毒", "A·I·D·S", "A・I・D・S"] {

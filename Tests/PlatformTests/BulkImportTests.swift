@@ -202,3 +202,26 @@ final class BulkImportTests: XCTestCase {
         }
     }
 }
+
+/// `huitong reindex` decides records stored before a sensitive category (or a way of naming one)
+/// was added by the current categories: a document stored unlabelled gets its label in the rows
+/// the access decision reads, without being written again.
+final class ReindexLabelTests: XCTestCase {
+    func test_aStoredRecord_isLabelledByTheCurrentCategories_whenReindexed() throws {
+        let document = try XCTUnwrap(JSONParser.parse(#"{"resourceType":"DocumentReference","status":"current","description":"HIV感染 随访记录","subject":{"reference":"Patient/p1"}}"#).objectValue)
+        let before = IngestPipeline(sensitive: SensitiveCategories(categories: SensitiveCategories.defaults.categories, textMatching: false))
+        func labels(_ entries: [IndexEntry]) -> Set<String> {
+            Set(entries.compactMap { e in
+                guard e.parameter == AccessColumns.sensitiveParameter, case .token(_, let code) = e.value else { return nil }
+                return code
+            })
+        }
+        // Stored as the build before would have: no label.
+        XCTAssertEqual(labels(before.indexEntries(forStored: document, type: "DocumentReference")), [])
+        XCTAssertEqual(labels(IngestPipeline().indexEntries(forStored: document, type: "DocumentReference")), ["HIV"])
+        // A label it carries stays (labels are only added).
+        var labelled = document
+        labelled["meta"] = .object(JSONObject([("security", .array([.object(JSONObject([("system", .string(SensitiveCategories.labelSystem)), ("code", .string("PSY"))]))]))]))
+        XCTAssertEqual(labels(IngestPipeline().indexEntries(forStored: labelled, type: "DocumentReference")), ["HIV", "PSY"])
+    }
+}

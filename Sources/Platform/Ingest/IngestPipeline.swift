@@ -100,10 +100,14 @@ public struct IngestPipeline: Sendable {
         return (stored, protection.blindIndex(entries, secrets: secrets))
     }
 
-    /// The index rows of a stored resource (`huitong reindex`): the same as when it was written.
+    /// The index rows of a stored resource (`huitong reindex`, a history version's access): the
+    /// same as when it was written, with the labels of the current sensitive categories added
+    /// to those it carries (a category or a way of naming one added since: records stored before
+    /// are decided by it once reindexed). Labels are only added, as on a write.
     public func indexEntries(forStored object: JSONObject, type: String) -> [IndexEntry] {
         // Documents hold nothing the index needs: neither opened nor sealed again.
-        storedForm(protection?.reveal(object, documents: false) ?? object, type: type, sealingDocuments: false).1
+        let clear = protection?.reveal(object, documents: false) ?? object
+        return storedForm(sensitive.labelled(clear), type: type, sealingDocuments: false).1
     }
 
     /// The search index rows of a resource in clear: its search parameters, for a CodeSystem its
