@@ -358,6 +358,15 @@ def test_a_conditional_patch_patches_the_single_readable_match(region):
     assert normalised(hidden, r["rid4"]) == normalised(absent, resident_id("1999-09-09", 99))
     several = region.a.request("PATCH", "Patient?gender=female", guess, headers=PATCH)
     assert several.status_code == 412, several.text
+    # The same as a batch entry (the patch travels as a Binary).
+    import base64
+    patch_binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                    "data": base64.b64encode(json.dumps([{"op": "replace", "path": "/gender", "value": "female"}]).encode()).decode()}
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patch_binary, "request": {"method": "PATCH", "url": f"Patient?identifier={ID_SYSTEM}|{r['rid4']}"}}]}
+    mine, theirs = region.a.post("", batch), region.b.post("", batch)
+    assert mine.json()["entry"][0]["response"]["status"].startswith("200"), mine.text
+    assert theirs.json()["entry"][0]["response"]["status"].startswith("404"), theirs.text
     assert region.a.request("PATCH", "Patient", guess, headers=PATCH).status_code == 400
 
 

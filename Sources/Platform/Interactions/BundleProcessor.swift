@@ -331,6 +331,8 @@ public struct BundleProcessor: Sendable {
                 result = try await service.conditionalUpdate(parts[0], query: q, body: e.resource!, ifMatch: e.ifMatch)
             case ("PATCH", 2, _):
                 result = try await service.patch(parts[0], parts[1], patch: try patchDocument(e, at: at), ifMatch: e.ifMatch)
+            case ("PATCH", 1, let q?):
+                result = try await service.conditionalPatch(parts[0], query: q, patch: try patchDocument(e, at: at))
             case ("DELETE", 2, _):
                 result = try await service.delete(parts[0], parts[1], ifMatch: e.ifMatch)
             case ("DELETE", 1, let q?):
