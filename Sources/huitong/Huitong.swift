@@ -21,7 +21,6 @@ struct Huitong: AsyncParsableCommand {
         subcommands: [Serve.self, Import.self, Reindex.self, Migrate.self, Export.self, Empi.self, TerminologyCommand.self, SharingCommand.self, Client.self, User.self, Audit.self, Bench.self])
 }
 
-/// Options every command that opens the store shares.
 /// The sensitive categories records are labelled with: the same for `serve`, `import` and
 /// `reindex`, or a record would be labelled one way when served and another when loaded.
 struct LabelOptions: ParsableArguments {
@@ -33,6 +32,7 @@ struct LabelOptions: ParsableArguments {
     }
 }
 
+/// Options every command that opens the store shares.
 struct StoreOptions: ParsableArguments {
     @Option(help: "Folder holding the database (created if missing). Env: HUITONG_DATA")
     var data: String = ProcessInfo.processInfo.environment["HUITONG_DATA"] ?? "./huitong-data"
