@@ -263,12 +263,31 @@ public struct IdentifierProtection: Sendable {
               var token = extensions.first(where: { $0["url"]?.stringValue == Self.encryptedValueURL })?["valueString"]?.stringValue else { return nil }
         guard let (plain, text) = token.withUTF8({ opened(token: UnsafeRawBufferPointer($0)) }) else {
             guard shown else { return nil }
+            // A document kept as a stream (ADR 029) is read in its own type: shown is where it is.
+            if let stream = streamReference(token: token) {
+                primitive["extension"] = .array(extensions.map {
+                    $0["url"]?.stringValue == Self.encryptedValueURL ? Self.storedDocument(stream, in: object) : $0 })
+                var out = object
+                out["_data"] = .object(primitive)
+                return out
+            }
             primitive["extension"] = .array(extensions.map { $0["url"]?.stringValue == Self.encryptedValueURL ? Self.absentForError : $0 })
             var out = object
             out["_data"] = .object(primitive)
             return out
         }
         return Self.restoring("data", in: object, value: text ? String(decoding: plain, as: UTF8.self) : plain.withUnsafeBytes { Base64.encode($0) })
+    }
+
+    /// The extension that stands in a Binary's `data` for a document kept as a stream: its
+    /// content type, size and SHA-1. The document is read with the Binary (that version of it)
+    /// in its own type. (No `url`: R4's `url` is absolute, and the store does not know the base.)
+    static func storedDocument(_ stream: DocumentStreamReference, in binary: JSONObject) -> JSON {
+        var attachment: [(String, JSON)] = []
+        if let contentType = binary["contentType"] { attachment.append(("contentType", contentType)) }
+        attachment.append(("size", .number(String(stream.size))))
+        attachment.append(("hash", .string(Base64.encode(stream.sha1))))
+        return .object(JSONObject([("url", .string(ResourceValidator.storedDocumentURL)), ("valueAttachment", .object(JSONObject(attachment)))]))
     }
 
     static let absentForError: JSON = .object(JSONObject([

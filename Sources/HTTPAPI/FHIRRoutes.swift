@@ -9,6 +9,13 @@ import Logging
 import Platform
 import Store
 
+/// When a Binary sent in its own type is kept as a stream (ADR 029): past `streamFrom` bytes;
+/// and the most it may hold (R4 `Attachment.size` is an unsignedInt).
+struct DocumentLimits: Sendable {
+    var streamFrom = 4 * 1024 * 1024
+    var maximum = Int(Int32.max)
+}
+
 /// The FHIR REST API under `/fhir`: maps HTTP requests onto `FHIRService` and
 /// `BundleProcessor`, and renders results and errors as FHIR JSON.
 struct FHIRRoutes: Sendable {
@@ -29,13 +36,16 @@ struct FHIRRoutes: Sendable {
     var failures: AuthenticationFailureAudit? = nil
     /// The operations offered (the platform's and the domain modules'), dispatched by name (ADR 019).
     var operations: OperationRegistry = .platform
+    /// When a Binary sent in its own type is streamed, and how large it may be (ADR 029).
+    var documents = DocumentLimits()
 
     /// The routes on behalf of `principal`: every service call below asks the access decision for it.
     func acting(as principal: Principal, from origin: RequestOrigin) -> FHIRRoutes {
         let acting = service.acting(as: principal, from: origin)
         return FHIRRoutes(service: acting, searches: searches.acting(as: principal, from: origin), bundles: BundleProcessor(service: acting),
                           maxBodyBytes: maxBodyBytes, authenticator: authenticator, development: development, scheme: scheme,
-                          clientLimiter: clientLimiter, publicURL: publicURL, failures: failures, operations: operations)
+                          clientLimiter: clientLimiter, publicURL: publicURL, failures: failures, operations: operations,
+                          documents: documents)
     }
 
     func register(on router: Router<HuitongRequestContext>) {
@@ -73,8 +83,9 @@ struct FHIRRoutes: Sendable {
                 let type = try context.parameters.require("type")
                 if type == "_search" { throw FHIRError(.notFound, code: "not-supported", "System-level search is not supported") }
                 if type.hasPrefix("$") { return try await r.operation(request, base: base, level: .system, name: type, type: nil, id: nil) }
-                let body = try await r.writtenResource(request, id: nil)
-                let result = try await r.writing(request).create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
+                let result = try await r.written(request, id: nil) { service, body in
+                    try await service.create(type, body: body, ifNoneExist: request.headers[.ifNoneExist])
+                }
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: result.disposition == .created)
             }
         }
@@ -136,18 +147,7 @@ struct FHIRRoutes: Sendable {
                     return Response(status: .ok, headers: [.contentType: FHIRResponse.contentType], body: .init(byteBuffer: event))
                 }
                 // A Binary asked for in its own type (IHE MHD ITI-68: the document itself): its bytes.
-                if type == "Binary", Self.wantsRawBinary(request) {
-                    switch try await r.service.readBinary(id) {
-                    case .document(let version, let contentType, let bytes):
-                        // Whatever a facility stored (HTML, SVG) is shown sandboxed: no script of it
-                        // runs in the platform's origin.
-                        return Response(status: .ok, headers: [.contentType: contentType, .eTag: ETag.make(version),
-                                                               .contentSecurityPolicy: "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"],
-                                        body: .init(byteBuffer: bytes))
-                    case .resource(let result):
-                        return FHIRResponse.resource(result, base: base)
-                    }
-                }
+                if type == "Binary", Self.wantsRawBinary(request) { return try await r.rawBinary(id, version: nil, base: base) }
                 var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
                 result.content = ResourceSubset.content(result.content, mode, elements)
@@ -156,9 +156,11 @@ struct FHIRRoutes: Sendable {
         }
         fhir.put("{type}/{id}") { request, context in
             try await handle(request, context) { r, base in
-                let body = try await r.writtenResource(request, id: try context.parameters.require("id"))
-                let result = try await r.writing(request).update(try context.parameters.require("type"), try context.parameters.require("id"),
-                                                 body: body, ifMatch: try r.ifMatch(request))
+                let (type, id) = (try context.parameters.require("type"), try context.parameters.require("id"))
+                let ifMatch = try r.ifMatch(request)
+                let result = try await r.written(request, id: id) { service, body in
+                    try await service.update(type, id, body: body, ifMatch: ifMatch)
+                }
                 return FHIRResponse.resource(result, base: base, prefer: FHIRResponse.prefer(request), location: true)
             }
         }
@@ -207,10 +209,34 @@ struct FHIRRoutes: Sendable {
         }
         fhir.get("{type}/{id}/_history/{version}") { request, context in
             try await handle(request, context) { r, base in
+                if try context.parameters.require("type") == "Binary", Self.wantsRawBinary(request) {
+                    return try await r.rawBinary(try context.parameters.require("id"), version: try context.parameters.require("version"), base: base)
+                }
                 let result = try await r.service.vread(try context.parameters.require("type"), try context.parameters.require("id"),
                                                 version: try context.parameters.require("version"))
                 return FHIRResponse.resource(result, base: base)
             }
+        }
+    }
+
+    /// A Binary read (or one version of it) in its own type: its document, whole or streamed (ADR 026, 029).
+    func rawBinary(_ id: String, version: String?, base: String) async throws -> Response {
+        switch try await service.readBinary(id, version: version) {
+        case .document(let version, let contentType, let bytes):
+            // Whatever a facility stored (HTML, SVG) is shown sandboxed: no script of it
+            // runs in the platform's origin.
+            return Response(status: .ok, headers: [.contentType: contentType, .eTag: ETag.make(version),
+                                                   .contentSecurityPolicy: Self.documentPolicy],
+                            body: .init(byteBuffer: bytes))
+        case .stream(let version, let contentType, let stream):
+            return Response(status: .ok, headers: [.contentType: contentType, .eTag: ETag.make(version),
+                                                   .contentSecurityPolicy: Self.documentPolicy],
+                            body: ResponseBody(contentLength: stream.reference.size) { writer in
+                                try await stream.send { try await writer.write($0) }
+                                try await writer.finish(nil)
+                            })
+        case .resource(let result):
+            return FHIRResponse.resource(result, base: base)
         }
     }
 
@@ -286,7 +312,10 @@ struct FHIRRoutes: Sendable {
         guard request.method == .get, request.uri.queryParameters["_format"] == nil,
               let accept = request.headers[.accept], !accept.isEmpty, accept.trimmingCharacters(in: .whitespaces) != "*/*" else { return false }
         let parts = request.uri.path.split(separator: "/")
-        guard parts.count >= 2, parts[parts.count - 2] == "Binary" else { return false }
+        // `Binary/{id}`, or one version of it: `Binary/{id}/_history/{version}`.
+        let binary = parts.count >= 2 && parts[parts.count - 2] == "Binary"
+            || parts.count >= 4 && parts[parts.count - 4] == "Binary" && parts[parts.count - 2] == "_history"
+        guard binary else { return false }
         let lowered = accept.lowercased()
         return !lowered.contains("fhir") && !lowered.contains("json")
     }
@@ -367,17 +396,29 @@ struct FHIRRoutes: Sendable {
         FHIRResponse.prefer(request) == .minimal ? service.withoutWrittenContent() : service
     }
 
-    /// The resource a create or update sends: FHIR JSON, or a Binary's document itself.
-    func writtenResource(_ request: Request, id: String?) async throws -> JSON {
-        if let binary = try await nativeBinary(request, id: id) { return binary }
-        return try await readResource(request)
+    /// A create or update (`write`) of the resource the request sends: FHIR JSON, or a Binary's
+    /// document itself, kept as a stream when it passes the threshold (ADR 029).
+    func written(_ request: Request, id: String?, _ write: (FHIRService, JSON) async throws -> InteractionResult) async throws -> InteractionResult {
+        switch try await nativeBinary(request, id: id) {
+        case nil: return try await write(writing(request), try await readResource(request))
+        case .inline(let binary)?: return try await write(writing(request), binary)
+        case .streamed(let binary, let pending)?:
+            return try await service.writeStreamed(pending) { try await write(writing(request), binary) }
+        }
+    }
+
+    enum NativeBinary {
+        /// The document in `data`.
+        case inline(JSON)
+        /// The document received as a stream, which the write names (`StreamedDocument`).
+        case streamed(JSON, StreamedDocument.Pending)
     }
 
     /// A Binary written in its own content type (http://hl7.org/fhir/R4/http.html#binary): POST to
     /// `Binary` or PUT to `Binary/{id}` with the document itself as the body. The server makes the
     /// Binary: `contentType` from the header, `securityContext` from `X-Security-Context`, `data`
     /// the body's bytes. Nil for a FHIR body (JSON), which is read as any resource is.
-    func nativeBinary(_ request: Request, id: String?) async throws -> JSON? {
+    func nativeBinary(_ request: Request, id: String?) async throws -> NativeBinary? {
         guard Self.isNativeBinaryWrite(request), let contentType = request.headers[.contentType] else { return nil }
         let media = Self.mediaType(contentType)
         // What a browser sends to another site without asking first: refused, as for every write.
@@ -398,12 +439,30 @@ struct FHIRRoutes: Sendable {
             }
             binary["securityContext"] = .object(JSONObject([("reference", .string("\(parts[0])/\(parts[1])"))]))
         }
-        let bytes = try await body(request)
+        // Up to the threshold the document is taken whole, as `data`; past it, it is streamed.
+        var chunks = request.body.makeAsyncIterator()
+        var bytes = ByteBuffer()
+        while let chunk = try await chunks.next() {
+            var chunk = chunk
+            bytes.writeBuffer(&chunk)
+            if bytes.readableBytes > documents.streamFrom {
+                // Whoever may not write Binaries gets no stream made for them.
+                try await service.authorize(id == nil ? .create : .update, "Binary")
+                let pending = try await service.receiveDocument(prefix: bytes, rest: &chunks, limit: documents.maximum)
+                return .streamed(.object(binary), pending)
+            }
+        }
+        guard bytes.readableBytes <= maxBodyBytes else {
+            throw FHIRError(.tooCostly, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes")
+        }
         binary["data"] = .string(bytes.withUnsafeReadableBytes { Base64.encode($0) })
-        return .object(binary)
+        return .inline(.object(binary))
     }
 
     static let securityContextHeader = HTTPField.Name("X-Security-Context")!
+
+    /// A stored document is shown sandboxed: no script of it runs in the platform's origin.
+    static let documentPolicy = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
     /// POST `Binary` or PUT `Binary/{id}` with a body that is not FHIR: neither JSON nor FHIR's XML.
     static func isNativeBinaryWrite(_ request: Request) -> Bool {

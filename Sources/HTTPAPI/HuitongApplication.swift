@@ -35,6 +35,10 @@ public enum HuitongApplication {
         /// How long a request's head may take to arrive, and an idle connection may stay open.
         public var headerTimeout: TimeAmount = .seconds(10)
         public var idleTimeout: TimeAmount = .seconds(60)
+        /// A Binary sent in its own type larger than this is kept as a sealed stream (ADR 029).
+        public var documentStreamThreshold = 4 * 1024 * 1024
+        /// The largest document a Binary sent in its own type may hold.
+        public var maxDocumentBytes = Int(Int32.max)
 
         public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 20 * 1024 * 1024,
                     development: Bool = false, publicURL: String? = nil) {
@@ -92,6 +96,7 @@ public enum HuitongApplication {
                               publicURL: settings.publicURL)
         routes.failures = failures
         routes.operations = components.operations
+        routes.documents = DocumentLimits(streamFrom: settings.documentStreamThreshold, maximum: settings.maxDocumentBytes)
         let fhir = routes
         fhir.register(on: router)
         if let cards = components.cards {

@@ -38,6 +38,10 @@ public struct PlatformConfiguration: Sendable {
     public var cardSettings = CardSettings()
     /// How long a request's head may take to arrive, and an idle connection may stay open.
     public var headerTimeout: TimeAmount = .seconds(10)
+    /// A Binary sent in its own type larger than this is kept as a sealed stream (ADR 029).
+    public var documentStreamThreshold = 4 * 1024 * 1024
+    /// The largest document a Binary sent in its own type may hold.
+    public var maxDocumentBytes = Int(Int32.max)
     public var idleTimeout: TimeAmount = .seconds(60)
     /// The FHIR operations offered: the platform's, then any a domain module registers (ADR 019).
     public var operations = OperationRegistry.all
@@ -83,6 +87,8 @@ public struct PlatformConfiguration: Sendable {
         settings.tls = tls
         settings.rateLimits = rateLimits
         settings.headerTimeout = headerTimeout
+        settings.documentStreamThreshold = documentStreamThreshold
+        settings.maxDocumentBytes = maxDocumentBytes
         settings.idleTimeout = idleTimeout
         return settings
     }

@@ -97,6 +97,8 @@ public protocol ResourceStore: Sendable {
     /// Whether other processes may write the same data (PostgreSQL with several nodes: yes;
     /// SQLite, locked to one process: no).
     var hasOtherWriters: Bool { get }
+    /// Documents kept apart from their resource's JSON, streamed in and out (ADR 029).
+    var documentStreams: any DocumentStreams { get }
     /// Refreshes the query planner's statistics; worth it after bulk loads.
     func analyze() async throws
     /// The highest schema migration applied.

@@ -72,12 +72,33 @@ public enum EmbeddedExport {
             progress(done, total)
         }
         try await copyPlatformRecordsAndAudit(from: from, to: target)
+        try await copyDocumentStreams(from: source, to: target)
         // New rows on PostgreSQL continue after the copied ids.
         _ = try await to.db.query("SELECT setval('resource_rid', GREATEST((SELECT COALESCE(MAX(rid), 0) FROM resource), 1))", [])
         _ = try await to.db.query("SELECT setval('history_hid', GREATEST((SELECT COALESCE(MAX(hid), 0) FROM resource_history), 1))", [])
         _ = try await to.db.query("UPDATE export_progress SET finished = true, updated_at = now() WHERE source = ?", [.text(sourceName)])
         try await target.analyze()
         return copied
+    }
+
+    /// The document streams (ADR 029), under their ids: the copied Binaries name them. Streams
+    /// already whole on PostgreSQL are skipped; one cut short by an interrupted export is copied again.
+    static func copyDocumentStreams(from source: SQLiteStore, to target: PostgresStore) async throws {
+        guard let files = source.documentStreams as? FileDocumentStreams else { return }
+        let to = PostgresDocumentStreams(client: target.primary, logger: target.logger)
+        for id in try files.storedIDs() where try await to.size(id) == nil {
+            await to.discard(id)
+            let writer = PostgresDocumentStreams.Writer(id: id, db: to.db)
+            let size = try await files.size(id) ?? 0
+            var offset = 0
+            while offset < size {
+                let chunk = try await files.read(id, offset: offset, count: min(PostgresDocumentStreams.chunk, size - offset))
+                guard chunk.readableBytes > 0 else { throw StoreError.storage("Document stream \(id) ended at \(offset) of \(size) bytes") }
+                try await writer.append(chunk)
+                offset += chunk.readableBytes
+            }
+            _ = try await writer.finish()
+        }
     }
 
     /// The platform's own records (clients, users) and the whole audit chain, which must survive

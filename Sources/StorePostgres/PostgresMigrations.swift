@@ -133,5 +133,10 @@ enum PostgresMigrations {
             "INSERT INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'terminology rows (migration 7)'"
                 + " WHERE EXISTS (SELECT 1 FROM resource WHERE type = 'CodeSystem') ON CONFLICT DO NOTHING",
         ]),
+        (8, "document streams: large documents kept apart from their resource (ADR 029)", [
+            "CREATE TABLE document_chunk (stream text COLLATE \"C\" NOT NULL, seq int NOT NULL, bytes bytea NOT NULL, PRIMARY KEY (stream, seq))",
+            "ALTER TABLE document_chunk ALTER COLUMN bytes SET STORAGE EXTERNAL",
+            "CREATE TABLE document_stream (id text COLLATE \"C\" PRIMARY KEY, size bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+        ]),
     ]
 }

@@ -16,6 +16,7 @@ public final class PostgresStore: ResourceStore {
     let logger: Logger
     let writer: PostgresWriter
     public let changeSignal = ChangeSignal()
+    public let documentStreams: any DocumentStreams
     /// Reads that must see the latest commit.
     let current: SQLReadQueries
     /// Reads that may lag a little (the replica when there is one).
@@ -64,6 +65,7 @@ public final class PostgresStore: ResourceStore {
         self.runner = runner
         self.logger = logger
         self.writer = PostgresWriter(client: primary, logger: logger)
+        self.documentStreams = PostgresDocumentStreams(client: primary, logger: logger)
         self.current = SQLReadQueries(PostgresExecutor(target: .pool(primary), logger: logger))
         self.reads = replica.map { SQLReadQueries(PostgresExecutor(target: .pool($0), logger: logger)) } ?? current
     }

@@ -121,6 +121,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest accepted request body in bytes.")
     var maxBodyBytes: Int = 20 * 1024 * 1024
 
+    @Option(help: "Largest document a Binary sent in its own content type may hold, in bytes; one over 4 MiB is streamed to the store, sealed, not held in memory (default 2 GiB - 1, R4's Attachment.size).")
+    var maxDocumentBytes: Int = Int(Int32.max)
+
     @Flag(help: "Development mode, for a first look and local tests: a request without a token acts as a development administrator (still audited). Loopback only.")
     var dev = false
 
@@ -228,6 +231,7 @@ extension Serve {
             host: host, port: port, maxBodyBytes: maxBodyBytes, matching: try matchingOptions.rules(),
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
+        configuration.maxDocumentBytes = maxDocumentBytes
         configuration.identifiers = identifiers
         configuration.cards = try cardOptions.keyring(data: storeOptions.data, keyFolder: tokenKeys)
         configuration.cardSettings = try cardOptions.settings()

@@ -1,5 +1,6 @@
 import FHIRModel
 import Foundation
+import NIOCore
 import Platform
 @_spi(WritePipeline) import Store
 import StorePostgres
@@ -38,9 +39,16 @@ final class EmbeddedExportTests: XCTestCase {
         let document = Data((0..<150_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).base64EncodedString()
         _ = try await sqlite.commit(WriteUnit(writes: [try prepared(
             #"{"resourceType":"Binary","contentType":"application/pdf","data":"\#(document)"}"#, "Binary", "b1")]))
+        // A document stream (ADR 029), 1.5 MB: copied under its id.
+        let streamed = (0..<1_500_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        let writer = try await sqlite.documentStreams.create()
+        try await writer.append(ByteBuffer(bytes: streamed))
+        _ = try await writer.finish()
 
         let copied = try await EmbeddedExport.run(from: sqlite, sourceName: source.location, to: postgres) { _, _ in }
         XCTAssertEqual(copied, 2502)
+        let copiedStream = try await postgres.documentStreams.read(writer.id, offset: 0, count: streamed.count + 10)
+        XCTAssertEqual(Array(copiedStream.readableBytesView), streamed)
         let sourceCounts = try await sqlite.resourceCounts()
         let targetCounts = try await postgres.resourceCounts()
         XCTAssertEqual(sourceCounts, targetCounts)

@@ -263,6 +263,12 @@ public struct ResourceValidator: Sendable {
                     issues.append(Issue(code: "structure", "The extension \(Self.encryptedValueURL) is the platform's own (values it "
                                         + "encrypts at rest); send the value itself", at: path.text))
                 }
+                // Where a document kept as a stream is (ADR 029): shown, never taken back; a Binary
+                // that sent it back would lose its document without saying so.
+                if o["extension"]?.arrayValue?.contains(where: { $0["url"]?.stringValue == Self.storedDocumentURL }) == true {
+                    issues.append(Issue(code: "structure", "The extension \(Self.storedDocumentURL) is the platform's own (it shows where a "
+                                        + "large document is read); send the document itself, in its own content type", at: path.text))
+                }
                 validateObject(o, definition: elementDefinition, path: &path, issues: &issues)
             }
             // A required binding needs a code even where extensions stand in for the value (a
@@ -302,6 +308,8 @@ public struct ResourceValidator: Sendable {
 extension ResourceValidator {
     /// The platform's extension for values encrypted at rest (`IdentifierProtection.encryptedValueURL`).
     public static let encryptedValueURL = "https://huitong.health/fhir/StructureDefinition/encrypted-value"
+    /// The platform's extension in a Binary's `_data` for a document kept as a stream (ADR 029).
+    public static let storedDocumentURL = "https://huitong.health/fhir/StructureDefinition/stored-document"
 
     static func carriesCrossVersionValue(_ value: JSON) -> Bool {
         let items = value.arrayValue ?? [value]

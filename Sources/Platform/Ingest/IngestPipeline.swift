@@ -76,7 +76,14 @@ public struct IngestPipeline: Sendable {
         }
         // `resource` as the platform finished it after validation (`WriteEnricher.finish`).
         let labelled = sensitive.labelled(finished ?? object)
-        let (stored, index) = storedForm(labelled, type: type)
+        var (stored, index) = storedForm(labelled, type: type)
+        // The document of a Binary sent in its own type and kept as a stream (ADR 029): named in
+        // the stored form by the token the route that received it made; nothing a client sends
+        // can name a stream.
+        if type == "Binary", let streamed = StreamedDocument.pending, stored["data"] == nil, stored["_data"] == nil {
+            stored["_data"] = .object(JSONObject([("extension", .array([.object(JSONObject([
+                ("url", .string(ResourceValidator.encryptedValueURL)), ("valueString", .string(streamed.token))]))]))]))
+        }
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,
                              template: ResourceTemplate(resource: stored, type: type, id: id), index: index,
                              ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)

@@ -248,21 +248,28 @@ public struct FHIRService: Sendable {
     }
 
     public func read(_ type: String, _ id: String) async throws -> InteractionResult {
-        presented(try await checkedRead(type, id))
+        let record = try await checkedRead(type, id)
+        return type == "Binary" ? try await inliningStream(record, presented(record)) : presented(record)
     }
 
     /// A Binary read in its own type (R4 http.html#binary; IHE MHD ITI-68): the same decision and
     /// audit as a read, answered with the document itself when it holds one.
-    public func readBinary(_ id: String) async throws -> BinaryRead {
-        let record = try await checkedRead("Binary", id)
+    public func readBinary(_ id: String, version: String? = nil) async throws -> BinaryRead {
+        let record = if let version { try await checkedVRead("Binary", id, version: version) } else { try await checkedRead("Binary", id) }
         if let content = record.content, let document = presenter.document(content) {
             return .document(version: record.version, contentType: document.contentType, bytes: document.bytes)
+        }
+        if let stream = try await documentStream(record) {
+            let contentType = IdentifierProtection.parse(record.content, revealing: nil)?["contentType"]?.stringValue
+            return .stream(version: record.version, contentType: contentType ?? "application/octet-stream", stream)
         }
         return .resource(presented(record))
     }
 
     public enum BinaryRead: Sendable {
         case document(version: Int, contentType: String, bytes: ByteBuffer)
+        /// A document kept as a stream (ADR 029), sent as the client takes it.
+        case stream(version: Int, contentType: String, DocumentStreamRead)
         /// A Binary without a document: read as a resource.
         case resource(InteractionResult)
     }
@@ -285,6 +292,14 @@ public struct FHIRService: Sendable {
     }
 
     public func vread(_ type: String, _ id: String, version: String) async throws -> InteractionResult {
+        let record = try await checkedVRead(type, id, version: version)
+        let result = InteractionResult(.ok, key: record.key, version: record.version, lastUpdated: record.lastUpdated,
+                                       content: presenter.content(record.content, type: type))
+        return type == "Binary" ? try await inliningStream(record, result) : result
+    }
+
+    /// One version of a resource, after the access decision, audited.
+    func checkedVRead(_ type: String, _ id: String, version: String) async throws -> ResourceRecord {
         try checkType(type)
         try await authorize(.vread, type)
         let key = ResourceKey(type, id)
@@ -294,8 +309,7 @@ public struct FHIRService: Sendable {
         if record.deleted { throw FHIRError(.gone, code: "deleted", "Version \(version) of \(key) is a deletion") }
         try await checkPatientData(record, .vread, version: true)
         try await trail.appendRead(.vread, type: type, records: [record])
-        return InteractionResult(.ok, key: key, version: record.version, lastUpdated: record.lastUpdated,
-                                 content: presenter.content(record.content, type: type))
+        return record
     }
 
     /// History of one resource (`type` and `id`), of a type, or of everything (neither).

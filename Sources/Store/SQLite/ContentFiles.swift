@@ -63,17 +63,7 @@ struct ContentFiles: Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StoreError.storage("Cannot create \(path): \(Self.errorText())") }
         do {
-            try content.withUnsafeBytes { buffer in
-                var offset = 0
-                while offset < buffer.count {
-                    let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw StoreError.storage("Cannot write \(path): \(Self.errorText())")
-                    }
-                    offset += n
-                }
-            }
+            try content.withUnsafeBytes { try Files.writeAll(fd, $0, path: path) }
         } catch {
             close(fd)
             throw error
@@ -146,7 +136,14 @@ struct ContentFiles: Sendable {
         return buffer
     }
 
-    private static func makeDirectory(_ path: String, fsyncParent parent: String?) throws {
+    private static func errorText() -> String { Files.errorText() }
+    private static func makeDirectory(_ path: String, fsyncParent parent: String?) throws { try Files.makeDirectory(path, fsyncParent: parent) }
+    private static func fsyncDirectory(_ path: String) throws { try Files.fsyncDirectory(path) }
+}
+
+/// Directory and error helpers of the store's own files (content files, document streams).
+enum Files {
+    static func makeDirectory(_ path: String, fsyncParent parent: String?) throws {
         if mkdir(path, 0o700) == 0 {
             if let parent { try fsyncDirectory(parent) }
         } else if errno != EEXIST {
@@ -154,12 +151,25 @@ struct ContentFiles: Sendable {
         }
     }
 
-    private static func fsyncDirectory(_ path: String) throws {
+    static func fsyncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError.storage("Cannot open \(path): \(errorText())") }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw StoreError.storage("Cannot fsync \(path): \(errorText())") }
     }
 
-    private static func errorText() -> String { String(cString: strerror(errno)) }
+    /// Writes all of `buffer` to `fd` (retrying short and interrupted writes).
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
+        var offset = 0
+        while offset < buffer.count {
+            let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StoreError.storage("Cannot write \(path): \(errorText())")
+            }
+            offset += n
+        }
+    }
+
+    static func errorText() -> String { String(cString: strerror(errno)) }
 }

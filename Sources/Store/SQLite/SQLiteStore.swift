@@ -63,10 +63,13 @@ public final class SQLiteStore: ResourceStore {
         let moved = Int(try await reads.record(kind: AuditSpool.marker.kind, id: AuditSpool.marker.id, now: 0)?.content ?? "") ?? 0
         let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
                                               movedSegment: moved, tuning: tuning, logger: logger)
-        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool, logger: logger)
+        return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool,
+                           documentStreams: FileDocumentStreams(contentFolder: contentFiles.folder, durable: durability == .full), logger: logger)
     }
 
-    init(readers: SQLiteReaders, pointReader: SQLitePointReader, writer: SQLiteWriter, spool: AuditSpool, logger: Logger) {
+    init(readers: SQLiteReaders, pointReader: SQLitePointReader, writer: SQLiteWriter, spool: AuditSpool,
+         documentStreams: FileDocumentStreams, logger: Logger) {
+        self.documentStreams = documentStreams
         self.readers = readers
         self.reads = SQLReadQueries(readers)
         self.pointReader = pointReader
@@ -77,6 +80,7 @@ public final class SQLiteStore: ResourceStore {
 
     /// Audit events of reads on their way into the chain (see `AuditSpool`).
     let spool: AuditSpool
+    public let documentStreams: any DocumentStreams
 
     /// Statistics gathered while the store held a handful of resources (`PRAGMA optimize` when a
     /// first few were loaded) make the planner scan tables that then grow by orders of magnitude

@@ -1,0 +1,158 @@
+import Access
+import FHIRModel
+import NIOCore
+import Store
+
+/// Large documents streamed in and out (ADR 029): a Binary sent in its own type whose document
+/// passes the streaming threshold is sealed piece by piece into the store's document streams as
+/// it arrives, and read back piece by piece as the client takes it. The Binary itself is an
+/// ordinary write through the one pipeline (validation, access decision, audit); its stored form
+/// names the stream in a sealed token.
+public enum StreamedDocument {
+    /// The stream the request being written carries, set by the route that received it around
+    /// its one write (`FHIRService.writeStreamed`) and read by `IngestPipeline.prepare`. No JSON
+    /// can name a stream: only the task that sealed it holds its token.
+    @TaskLocal public static var pending: Pending?
+
+    public struct Pending: Sendable {
+        public let token: String
+        public let reference: DocumentStreamReference
+    }
+}
+
+/// A stored document being read as a stream, after the access decision and the audit.
+public struct DocumentStreamRead: Sendable {
+    public let reference: DocumentStreamReference
+    let opener: DocumentStreamOpener
+    let streams: any DocumentStreams
+    let stored: Int
+    /// Segments read from the store at a time (about 1 MiB).
+    static let segmentsPerRead = 16
+
+    /// Sends the document, opened segment by segment, to `write` (which the client's pace holds
+    /// back). A segment that does not open (altered, cut short) stops it with an error: the
+    /// client gets less than the announced length, never different bytes.
+    public func send(_ write: (ByteBuffer) async throws -> Void) async throws {
+        let count = opener.segments(stored: stored)
+        var index = 0
+        var sent = 0
+        while index < count {
+            let n = min(Self.segmentsPerRead, count - index)
+            let offset = opener.header.count + index * opener.sealedSegmentSize
+            var sealed = try await streams.read(reference.id, offset: offset, count: n * opener.sealedSegmentSize)
+            var out = ByteBufferAllocator().buffer(capacity: n * opener.segmentSize)
+            for i in index..<(index + n) {
+                guard let segment = sealed.readSlice(length: min(opener.sealedSegmentSize, sealed.readableBytes)),
+                      var plain = opener.open(segment, index: i, last: i == count - 1) else {
+                    throw StoreError.storage("Document stream \(reference.id) does not open at segment \(i) (altered or cut short)")
+                }
+                out.writeBuffer(&plain)
+            }
+            sent += out.readableBytes
+            try await write(out)
+            index += n
+        }
+        guard sent == reference.size else {
+            throw StoreError.storage("Document stream \(reference.id) holds \(sent) bytes, not \(reference.size)")
+        }
+    }
+
+    /// The whole document (a JSON read inlines a stream up to the body limit).
+    public func collect() async throws -> ByteBuffer {
+        var all = ByteBufferAllocator().buffer(capacity: reference.size)
+        try await send { chunk in
+            var chunk = chunk
+            all.writeBuffer(&chunk)
+        }
+        return all
+    }
+}
+
+extension FHIRService {
+    /// Receives a document as a stream: `prefix` (what the route read before deciding to stream)
+    /// and the rest of the body, sealed and appended as it comes. More than `limit` bytes in all
+    /// is refused (413) and the stream discarded.
+    public func receiveDocument<Body: AsyncIteratorProtocol>(prefix: ByteBuffer, rest: inout Body, limit: Int) async throws
+        -> StreamedDocument.Pending where Body.Element == ByteBuffer {
+        guard let protection = pipeline.protection else {
+            throw FHIRError(.tooCostly, code: "too-costly", "Documents above the body limit are kept as sealed streams, which need the identifier keyring")
+        }
+        let streams = store.documentStreams
+        let writer = try await streams.create()
+        do {
+            var sealer = protection.streamSealer()
+            try await writer.append(ByteBuffer(bytes: sealer.header))
+            var next: ByteBuffer? = prefix
+            while let chunk = next {
+                guard sealer.size + chunk.readableBytes <= limit else {
+                    throw FHIRError(.tooCostly, code: "too-costly", "The document exceeds the limit of \(limit) bytes")
+                }
+                if let sealed = sealer.add(chunk) { try await writer.append(sealed) }
+                next = try await rest.next()
+            }
+            let (last, reference) = sealer.finish(id: writer.id)
+            try await writer.append(last)
+            _ = try await writer.finish()
+            return StreamedDocument.Pending(token: protection.streamToken(reference), reference: reference)
+        } catch {
+            await streams.discard(writer.id)
+            throw error
+        }
+    }
+
+    /// `write` (the Binary's create or update) with the received stream as its document. A write
+    /// refused before its commit (invalid, forbidden, a conflict: a client error) discards the
+    /// stream; after any other error it is kept, unnamed, rather than risk a committed version
+    /// naming a stream that is gone.
+    public func writeStreamed(_ pending: StreamedDocument.Pending, _ write: () async throws -> InteractionResult) async throws -> InteractionResult {
+        let result: InteractionResult
+        do {
+            result = try await StreamedDocument.$pending.withValue(pending) { try await write() }
+        } catch let error as FHIRError where (400..<500).contains(error.category.restStatus) {
+            await store.documentStreams.discard(pending.reference.id)
+            throw error
+        }
+        // A conditional create that found its match wrote nothing: the stream is no one's.
+        if let key = result.key, let version = result.version, let record = try await store.vread(key, version: version),
+           try await documentStream(record)?.reference.id != pending.reference.id {
+            await store.documentStreams.discard(pending.reference.id)
+        }
+        return result
+    }
+
+    /// The stream a stored Binary's document is kept in, ready to be read (nil: it has none).
+    func documentStream(_ record: ResourceRecord) async throws -> DocumentStreamRead? {
+        // A Binary naming a stream holds no document itself: a small stored form.
+        guard record.key.type == "Binary", let protection = pipeline.protection, let content = record.content,
+              content.readableBytes < 65_536, content.withUnsafeReadableBytes(IdentifierProtection.holdsEncrypted),
+              case .object(let binary)? = try? JSONParser.parse(content.readableBytesView),
+              let reference = protection.streamReference(in: binary) else { return nil }
+        let streams = store.documentStreams
+        guard let stored = try await streams.size(reference.id) else {
+            throw StoreError.storage("\(record.key) names document stream \(reference.id), which is missing")
+        }
+        let head = try await streams.read(reference.id, offset: 0, count: min(stored, IdentifierProtection.streamHeaderMaximum))
+        guard let opener = protection.streamOpener(header: head) else {
+            throw StoreError.storage("Document stream \(reference.id) of \(record.key) does not open (another keyring, or altered)")
+        }
+        guard stored == IdentifierProtection.sealedStreamSize(document: reference.size, header: opener.header.count) else {
+            throw StoreError.storage("Document stream \(reference.id) of \(record.key) has \(stored) bytes, not those of a \(reference.size)-byte document")
+        }
+        return DocumentStreamRead(reference: reference, opener: opener, streams: streams, stored: stored)
+    }
+
+    /// A Binary read as FHIR JSON whose document is a stream: the document inlined as `data` when
+    /// it is within the body limit (what a client could have sent as JSON); above it, the Binary
+    /// shows where the document is read (`stored-document`), as in searches and history.
+    func inliningStream(_ record: ResourceRecord, _ presented: InteractionResult) async throws -> InteractionResult {
+        guard let stream = try await documentStream(record), stream.reference.size <= pipeline.maxBodyBytes / 4 * 3,
+              let content = presented.content, case .object(var binary)? = try? JSONParser.parse(content.readableBytesView) else { return presented }
+        let document = try await stream.collect()
+        var members: [(String, JSON)] = binary.members.filter { $0.key != "_data" }
+        members.append(("data", .string(document.withUnsafeReadableBytes { Base64.encode($0) })))
+        binary = JSONObject(members)
+        var out = presented
+        out.content = ByteBuffer(bytes: JSONWriter.bytes(.object(binary)))
+        return out
+    }
+}

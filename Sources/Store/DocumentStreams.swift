@@ -1,0 +1,182 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Documents kept apart from their resource's JSON and written and read piece by piece (ADR 029):
+/// a Binary sent in its own type above the streaming threshold (a scanned record, an imaging
+/// report, a large CDA). The store keeps opaque bytes: the platform seals them before they come
+/// here (`DocumentStreamSealing`), and the Binary's stored JSON names the stream in a sealed token.
+///
+/// A stream is written before the version naming it commits, and durable when `finish` returns,
+/// so a committed version never names a stream that is not whole. A write that fails after the
+/// stream was made discards it; a crash between `finish` and the commit leaves it unnamed.
+public protocol DocumentStreams: Sendable {
+    /// A new stream, appended to in order.
+    func create() async throws -> any DocumentStreamWriter
+    /// The size in bytes of stored stream `id`; nil when there is none.
+    func size(_ id: String) async throws -> Int?
+    /// Up to `count` bytes of stream `id` from `offset` (fewer at its end).
+    func read(_ id: String, offset: Int, count: Int) async throws -> ByteBuffer
+    /// Removes a stream that no committed version names (its write failed).
+    func discard(_ id: String) async
+}
+
+public protocol DocumentStreamWriter: Sendable {
+    var id: String { get }
+    /// Appends bytes; called one at a time.
+    func append(_ bytes: ByteBuffer) async throws
+    /// Makes the stream durable; returns its size. A version naming it may commit after.
+    func finish() async throws -> Int
+}
+
+extension DocumentStreams {
+    /// A new stream's name: 128 random bits in hex (never chosen by a client).
+    package static func newID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in
+            let hex = String(generator.next() as UInt64, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
+    }
+
+    /// Whether `id` has the form of a stream's name (nothing else reaches a file path or a query).
+    package static func isStreamID(_ id: String) -> Bool {
+        id.utf8.count == 32 && id.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+}
+
+/// The embedded store's streams: one file each, `<database>-content/streams/<first two>/<id>`,
+/// written and read on NIO's blocking-I/O pool. Durable (data, and with `durable` the
+/// directories too) before `finish` returns, whatever the store's durability: a version that
+/// survives a power loss must not name a stream that did not (as for ADR 025's content files).
+public struct FileDocumentStreams: DocumentStreams {
+    /// The store's content folder (ADR 025); the streams are in its `streams` folder.
+    let content: String
+    let folder: String
+    let durable: Bool
+
+    public init(contentFolder: String, durable: Bool) {
+        self.content = contentFolder
+        self.folder = contentFolder + "/streams"
+        self.durable = durable
+    }
+
+    func path(_ id: String) throws -> (directory: String, file: String) {
+        guard Self.isStreamID(id) else { throw StoreError.storage("'\(id)' does not name a document stream") }
+        let directory = folder + "/" + id.prefix(2)
+        return (directory, directory + "/" + id)
+    }
+
+    public func create() async throws -> any DocumentStreamWriter {
+        let id = Self.newID()
+        let (directory, file) = try path(id)
+        let (content, folder, durable) = (self.content, self.folder, self.durable)
+        let fd = try await NIOThreadPool.singleton.runIfActive {
+            let parent = String(content[..<(content.lastIndex(of: "/") ?? content.startIndex)])
+            try Files.makeDirectory(content, fsyncParent: durable ? (parent.isEmpty ? "." : parent) : nil)
+            try Files.makeDirectory(folder, fsyncParent: durable ? content : nil)
+            try Files.makeDirectory(directory, fsyncParent: durable ? folder : nil)
+            let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw StoreError.storage("Cannot create \(file): \(Files.errorText())") }
+            return fd
+        }
+        return FileWriter(id: id, fd: fd, path: file, directory: durable ? directory : nil)
+    }
+
+    public func size(_ id: String) async throws -> Int? {
+        let file = try path(id).file
+        return try await NIOThreadPool.singleton.runIfActive {
+            var info = stat()
+            guard stat(file, &info) == 0 else {
+                if errno == ENOENT { return nil }
+                throw StoreError.storage("Cannot stat \(file): \(Files.errorText())")
+            }
+            return Int(info.st_size)
+        }
+    }
+
+    public func read(_ id: String, offset: Int, count: Int) async throws -> ByteBuffer {
+        let file = try path(id).file
+        return try await NIOThreadPool.singleton.runIfActive {
+            let fd = open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw StoreError.storage("A document stream is missing: \(file): \(Files.errorText())") }
+            defer { close(fd) }
+            var buffer = ByteBufferAllocator().buffer(capacity: count)
+            var done = 0
+            while done < count {
+                var n = 0
+                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - done) { out in
+                    n = pread(fd, out.baseAddress!, count - done, off_t(offset + done))
+                    return max(n, 0)
+                }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw StoreError.storage("Cannot read \(file): \(Files.errorText())")
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return buffer
+        }
+    }
+
+    /// The ids of the streams in the folder (`huitong export --to postgres` copies them all).
+    package func storedIDs() throws -> [String] {
+        let manager = FileManager.default
+        guard manager.fileExists(atPath: folder) else { return [] }
+        return try manager.contentsOfDirectory(atPath: folder).sorted().flatMap { directory in
+            try manager.contentsOfDirectory(atPath: folder + "/" + directory).filter(Self.isStreamID).sorted()
+        }
+    }
+
+    public func discard(_ id: String) async {
+        guard let file = try? path(id).file else { return }
+        _ = try? await NIOThreadPool.singleton.runIfActive { unlink(file) }
+    }
+
+    final class FileWriter: DocumentStreamWriter, @unchecked Sendable {
+        // Appends and `finish` are called one at a time (the protocol's contract), never together.
+        let id: String
+        let fd: Int32
+        let path: String
+        let directory: String?
+        var size = 0
+        var closed = false
+
+        init(id: String, fd: Int32, path: String, directory: String?) {
+            self.id = id
+            self.fd = fd
+            self.path = path
+            self.directory = directory
+        }
+
+        deinit { if !closed { close(fd) } }
+
+        func append(_ bytes: ByteBuffer) async throws {
+            let (fd, path) = (self.fd, self.path)
+            try await NIOThreadPool.singleton.runIfActive {
+                try bytes.withUnsafeReadableBytes { try Files.writeAll(fd, $0, path: path) }
+            }
+            size += bytes.readableBytes
+        }
+
+        func finish() async throws -> Int {
+            let (fd, path, directory) = (self.fd, self.path, self.directory)
+            closed = true
+            try await NIOThreadPool.singleton.runIfActive {
+                let synced = fdatasync(fd) == 0
+                let failure = synced ? nil : Files.errorText()
+                close(fd)
+                if let failure { throw StoreError.storage("Cannot fsync \(path): \(failure)") }
+                if let directory { try Files.fsyncDirectory(directory) }
+            }
+            return size
+        }
+    }
+}

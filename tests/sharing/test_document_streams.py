@@ -1,0 +1,206 @@
+"""Large documents stream in and out (issue 29: "Large attachments stream"; ADR 029), on a real
+server with real tokens, on SQLite and on PostgreSQL.
+
+A facility POSTs a 48 MB scan in its own type (more than the 20 MB request body limit): the
+server seals it piece by piece into the store as it arrives and sends it back piece by piece, so
+its peak memory grows by far less than the document. The bytes come back exact, with their length
+and version; the same Binary read as FHIR shows where the document is read (its size and SHA-1),
+and a document within the body limit is inlined as `data`. Access is that of the resident the
+security context names; a refused or oversized upload leaves nothing; a client cannot name a
+stream itself; a stream survives `kill -9` once acknowledged; a stream altered at rest is never
+sent as different bytes."""
+import base64
+import hashlib
+import os
+import sys
+
+import pytest
+import requests
+from fhir.resources.binary import Binary
+from fhir.resources.operationoutcome import OperationOutcome
+
+from conftest import POSTGRES_URL
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
+from region import Region, patient, resident_id  # noqa: E402
+
+BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+STORED_DOCUMENT = "https://huitong.health/fhir/StructureDefinition/stored-document"
+
+
+def peak_kb(region):
+    """The server's peak resident memory so far (VmHWM), in kB."""
+    with open(f"/proc/{region.server.process.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def stream_files(region):
+    folder = os.path.join(region.tmp, "huitong.sqlite-content", "streams")
+    return sorted(os.path.join(d, n) for d, _, names in os.walk(folder) for n in names)
+
+
+def stored_streams(region):
+    """The streams the store holds: files on SQLite, whole streams on PostgreSQL."""
+    if region.backend == "sqlite":
+        return len(stream_files(region))
+    import subprocess
+    out = subprocess.run(["psql", region.database, "-qAtc", "SELECT (SELECT count(*) FROM document_stream) || ' ' || "
+                          "(SELECT count(DISTINCT stream) FROM document_chunk)"], check=True, capture_output=True, text=True)
+    whole, chunked = out.stdout.split()
+    assert whole == chunked, "every stream with chunks is whole"
+    return int(whole)
+
+
+@pytest.fixture(params=BACKENDS)
+def region(request, tmp_path):
+    region = Region(str(tmp_path), request.param)
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    region.b = region.client("乡镇卫生院 HIS", "facility-system", "system/*.cruds", "org-b")
+    region.c = region.client("另一卫生院 HIS", "facility-system", "system/*.cruds", "org-c")
+    region.reader = region.client("县人民医院 阅片", "facility-system", "system/Binary.rs system/Patient.rs", "org-a")
+    region.server.start_args += ["--max-document-bytes", str(60 * 1024 * 1024)]
+    region.server.start()
+    rid = resident_id("1961-07-19", 41)
+    region.at_a = region.a.created("Patient", patient("欧阳", "明", rid, "1961-07-19", "male"))
+    region.at_b = region.b.created("Patient", patient("欧阳", "明", rid, "1961-07-19", "male"))
+    region.b.created("Encounter", {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                                   "subject": {"reference": f"Patient/{region.at_b}"}})
+    yield region
+    region.stop()
+
+
+def test_a_document_larger_than_the_body_limit_streams_in_and_out(region):
+    document = b"%PDF-1.7\n" + os.urandom(48 * 1024 * 1024)
+    before = peak_kb(region)
+    posted = region.a.post("Binary", document, headers={"Content-Type": "application/pdf",
+                                                        "X-Security-Context": f"Patient/{region.at_a}"})
+    assert posted.status_code == 201, posted.text
+    Binary.parse_obj(posted.json())
+    binary_id = posted.json()["id"]
+
+    raw = region.a.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+    assert raw.status_code == 200, raw.text
+    assert raw.headers["Content-Type"] == "application/pdf" and raw.headers["ETag"] == 'W/"1"'
+    assert int(raw.headers["Content-Length"]) == len(document)
+    assert raw.headers["Content-Security-Policy"].startswith("sandbox")
+    assert raw.content == document
+    # Neither the upload nor the read held the document whole (nor its base64 form, nor several copies).
+    grown = peak_kb(region) - before
+    assert grown < 24 * 1024, f"the server's peak memory grew by {grown} kB for a {len(document) // 1024} kB document"
+
+    # Read as FHIR: above the body limit the Binary shows where its document is read.
+    as_fhir = region.a.get(f"Binary/{binary_id}")
+    assert as_fhir.status_code == 200, as_fhir.text
+    Binary.parse_obj(as_fhir.json())
+    assert "data" not in as_fhir.json()
+    [shown] = as_fhir.json()["_data"]["extension"]
+    assert shown["url"] == STORED_DOCUMENT
+    assert shown["valueAttachment"] == {"contentType": "application/pdf", "size": len(document), "hash": base64.b64encode(hashlib.sha1(document).digest()).decode()}
+    listed = region.a.get(f"Binary?_id={binary_id}")
+    assert listed.status_code == 200 and listed.json()["entry"][0]["resource"]["_data"] == as_fhir.json()["_data"]
+
+    # B treats the same resident and reads it; C treats nobody and learns nothing.
+    from_b = region.b.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+    assert from_b.status_code == 200 and from_b.content == document
+    from_c = region.c.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+    assert from_c.status_code in (403, 404) and document[100:200] not in from_c.content
+    OperationOutcome.parse_obj(from_c.json())
+
+    # A second version, streamed too (6 MB): within the body limit, a FHIR read inlines it.
+    second = os.urandom(6 * 1024 * 1024 + 3)
+    put = region.a.put(f"Binary/{binary_id}", second, headers={"Content-Type": "image/tiff",
+                                                               "X-Security-Context": f"Patient/{region.at_a}"})
+    assert put.status_code == 200, put.text
+    assert put.json()["meta"]["versionId"] == "2"
+    now = region.a.get(f"Binary/{binary_id}")
+    Binary.parse_obj(now.json())
+    assert now.json()["contentType"] == "image/tiff" and base64.b64decode(now.json()["data"]) == second
+    # Each version keeps its own document, in its own type too.
+    first = region.a.get(f"Binary/{binary_id}/_history/1", headers={"Accept": "application/pdf"})
+    assert first.status_code == 200 and first.content == document and first.headers["ETag"] == 'W/"1"'
+    latest = region.a.get(f"Binary/{binary_id}/_history/2", headers={"Accept": "image/tiff"})
+    assert latest.status_code == 200 and latest.content == second
+
+    # At rest the documents are sealed: no file under the data folder holds their bytes.
+    if region.backend == "sqlite":
+        needles = [document[4096:4160], document[-64:], second[5000:5064]]
+        for folder, _, names in os.walk(region.tmp):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    content = f.read()
+                assert not any(n in content for n in needles), f"a document in clear in {os.path.join(folder, name)}"
+    assert stored_streams(region) == 2
+
+
+def test_refused_and_oversized_uploads_leave_nothing(region):
+    scan = os.urandom(5 * 1024 * 1024)
+    # A client whose scopes do not let it create Binaries: refused before anything is kept.
+    refused = region.reader.post("Binary", scan, headers={"Content-Type": "image/jpeg", "X-Security-Context": f"Patient/{region.at_a}"})
+    assert refused.status_code == 403, refused.text
+    OperationOutcome.parse_obj(refused.json())
+    tagged = {"Content-Type": "image/jpeg", "X-Security-Context": f"Patient/{region.at_a}"}
+    made = region.a.post("Binary", scan, headers=tagged)
+    assert made.status_code == 201, made.text
+    made_id = made.json()["id"]
+    # Refused after the upload, before the commit: the stream received is discarded. C may not
+    # change A's Binary; A's own change names a version that is not the current one.
+    foreign = region.c.put(f"Binary/{made_id}", scan, headers=tagged)
+    assert foreign.status_code == 403, foreign.text
+    stale = region.a.put(f"Binary/{made_id}", scan, headers=dict(tagged, **{"If-Match": 'W/"7"'}))
+    assert stale.status_code == 412, stale.text
+    # Over --max-document-bytes: 413, and the part received is discarded.
+    huge = region.a.post("Binary", b"\0" * (61 * 1024 * 1024), headers={"Content-Type": "application/octet-stream"})
+    assert huge.status_code == 413, huge.text
+    assert "exceeds the limit" in OperationOutcome.parse_obj(huge.json()).issue[0].diagnostics
+    # A conditional create that finds its match writes nothing: the stream it received is no one's.
+    again = region.a.post("Binary", scan, headers=dict(tagged, **{"If-None-Exist": f"_id={made_id}"}))
+    assert again.status_code == 200 and again.json()["id"] == made_id, again.text
+    assert stored_streams(region) == 1
+    assert region.a.get("Binary?_summary=count").json()["total"] == 1
+
+    # What the platform shows of a stream is not taken back: a client cannot name a stream.
+    shown = region.a.get(f"Binary/{made_id}").json()
+    assert "data" in shown  # within the body limit, inlined
+    forged = {"resourceType": "Binary", "contentType": "image/jpeg",
+              "_data": {"extension": [{"url": STORED_DOCUMENT, "valueAttachment": {"size": len(scan)}}]}}
+    bad = region.c.post("Binary", forged)
+    assert bad.status_code == 400, bad.text
+    assert "_data" in OperationOutcome.parse_obj(bad.json()).issue[0].expression[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_acknowledged_stream_survives_kill_9_and_an_altered_one_is_never_sent(tmp_path, backend):
+    region = Region(str(tmp_path), backend)
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    region.server.start()
+    try:
+        document = os.urandom(9 * 1024 * 1024 + 77)
+        posted = region.a.post("Binary", document, headers={"Content-Type": "application/dicom", "Prefer": "return=minimal"})
+        assert posted.status_code == 201, posted.text
+        binary_id = posted.headers["Location"].split("Binary/")[1].split("/")[0]
+        region.server.kill9()
+        region.server.start()
+        back = region.a.get(f"Binary/{binary_id}", headers={"Accept": "application/dicom"})
+        assert back.status_code == 200 and back.content == document
+
+        # One byte changed at rest, in the middle of the stream.
+        [path] = stream_files(region)
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0x01]))
+        # As FHIR (inlined): an error, no data.
+        as_fhir = region.a.get(f"Binary/{binary_id}")
+        assert as_fhir.status_code == 500, as_fhir.status_code
+        OperationOutcome.parse_obj(as_fhir.json())
+        # In its own type: the transfer fails short of its length; the bytes before the change are the document's.
+        try:
+            raw = region.a.get(f"Binary/{binary_id}", headers={"Accept": "application/dicom"})
+            received = raw.content
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+            received = None
+        if received is not None:
+            assert len(received) < len(document) and document.startswith(received)
+    finally:
+        region.stop()
