@@ -20,6 +20,11 @@
    reads of the same Binary as FHIR JSON (its stored bytes sent as they are), 8 clients,
    each on a fresh server, with the server's peak resident memory after each.
 
+5. Documents streamed (`--only stream`, ADR 029): a 256 MiB document POSTed in its own type with
+   curl (`-T`, which asks `Expect: 100-continue` first) and read back with curl, 3 rounds each, then 4 reads at once; MB/s and the server's peak resident
+   memory. Baselines in the same run: the same bytes written to a file and fsynced (what storing
+   them costs at the least), and read back from that file (page cache).
+
     python3 bench/sharing.py [--residents 1000000] [--seconds 10] [--observations 100000]
 """
 import argparse
@@ -335,18 +340,91 @@ def binary(args, work):
     return out
 
 
+def stream(args, work):
+    size = 256 * 1024 * 1024
+    source = os.path.join(work, "document.bin")
+    rng = random.Random(29)
+    with open(source, "wb") as f:
+        for _ in range(size // (8 * 1024 * 1024)):
+            f.write(rng.randbytes(8 * 1024 * 1024))
+    mb = size / (1024 * 1024)
+
+    def file_write():
+        copy = os.path.join(work, "copy.bin")
+        t = time.time()
+        with open(source, "rb") as src, open(copy, "wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        elapsed = time.time() - t
+        os.remove(copy)
+        return mb / elapsed
+
+    def file_read():
+        t = time.time()
+        with open(source, "rb") as src:
+            while src.read(1024 * 1024):
+                pass
+        return mb / (time.time() - t)
+
+    def curl(*arguments):
+        t = time.time()
+        out = subprocess.run(["curl", "-s", "-f", "-o", "/dev/null", "-w", "%{http_code}", *arguments], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return time.time() - t, out.stdout
+
+    data = os.path.join(work, "stream")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start([BINARY, "serve", "--dev", "--port", str(port), "--data", data, "--no-matching"], f"{base}/ready")
+    out = {"document_mb": mb, "rounds": []}
+    try:
+        started_rss = peak_rss_mb(server.pid)
+        ids = []
+        for _ in range(3):
+            written = file_write()
+            t = time.time()
+            posted = subprocess.run(["curl", "-s", "-f", "-X", "POST", "-T", source, "-H", "Content-Type: application/octet-stream",
+                                     "-H", "Prefer: return=minimal", "-D", "-", "-o", "/dev/null", f"{base}/fhir/Binary"],
+                                    capture_output=True, text=True, check=True)
+            upload = mb / (time.time() - t)
+            location = next(line for line in posted.stdout.splitlines() if line.lower().startswith("location:"))
+            ids.append(location.split("Binary/")[1].split("/")[0].strip())
+            read = file_read()
+            elapsed, status = curl("-H", "Accept: application/octet-stream", f"{base}/fhir/Binary/{ids[-1]}")
+            assert status == "200"
+            download = mb / elapsed
+            out["rounds"].append({"upload_mb_per_s": round(upload, 1), "file_write_fsync_mb_per_s": round(written, 1),
+                                  "upload_ratio": round(upload / written, 3), "download_mb_per_s": round(download, 1),
+                                  "file_read_mb_per_s": round(read, 1), "download_ratio": round(download / read, 3)})
+            log(str(out["rounds"][-1]))
+        out["peak_rss_mb_at_start"] = started_rss
+        out["peak_rss_mb_after_uploads_and_reads"] = peak_rss_mb(server.pid)
+        # Four reads at once, of different documents.
+        t = time.time()
+        procs = [subprocess.Popen(["curl", "-s", "-f", "-o", "/dev/null", "-H", "Accept: application/octet-stream",
+                                   f"{base}/fhir/Binary/{ids[i % len(ids)]}"]) for i in range(4)]
+        assert all(p.wait() == 0 for p in procs)
+        out["four_reads_at_once_mb_per_s"] = round(4 * mb / (time.time() - t), 1)
+        out["peak_rss_mb_after_four_reads"] = peak_rss_mb(server.pid)
+    finally:
+        stop(server)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=1_000_000)
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["recognizable", "stamping", "stamping-channels", "mhd", "binary"])
+    ap.add_argument("--only", choices=["recognizable", "stamping", "stamping-channels", "mhd", "binary", "stream"])
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="huitong-sharing-")
     results = {"binary": BINARY}
     try:
-        for name, run in (("mhd", mhd), ("binary", binary), ("stamping", stamping),
+        for name, run in (("mhd", mhd), ("binary", binary), ("stream", stream), ("stamping", stamping),
                           ("stamping-channels", stamping_channels), ("recognizable", recognizable)):
             if args.only in (None, name):
                 log(f"== {name}")

@@ -191,3 +191,26 @@ struct FirstHeadDeadlineChannel<Base: ServerChildChannel>: ServerChildChannel {
         await base.handle(value: value, logger: logger)
     }
 }
+
+/// Answers `Expect: 100-continue` (RFC 9110 §10.1.1) with `100 Continue` as the head arrives, so a
+/// client that asks before sending a large body (curl does for bodies over 1 MB, and many HTTP
+/// libraries) sends it at once instead of after its own timeout (curl waits a second). Every
+/// request's body is read by the route, so telling the client to go on is always true; a refusal
+/// (401, 413) still answers with its own status.
+final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data), let expect = head.headerFields[.expect],
+           expect.lowercased() == "100-continue" {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        }
+        context.fireChannelRead(data)
+    }
+}
+
+@available(*, unavailable)
+extension ExpectContinueHandler: Sendable {}

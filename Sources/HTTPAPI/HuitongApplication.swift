@@ -208,7 +208,8 @@ public enum HuitongApplication {
     ///   SIGTERM or SIGINT, after it.
     public static func make(settings: Settings, components: Components, logger: Logger,
                             services: [any Service] = []) throws -> some ApplicationProtocol {
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: settings.headerTimeout, logger: logger)],
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: settings.headerTimeout, logger: logger),
+                                                                          ExpectContinueHandler()],
                                                idleTimeout: settings.idleTimeout)
         var server = HTTPServerBuilder.http1(configuration: http1)
         if let path = components.socketPath, let session = components.socketSession {

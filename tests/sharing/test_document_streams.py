@@ -204,3 +204,27 @@ def test_an_acknowledged_stream_survives_kill_9_and_an_altered_one_is_never_sent
             assert len(received) < len(document) and document.startswith(received)
     finally:
         region.stop()
+
+
+def test_a_client_that_asks_before_sending_a_large_body_is_told_to_go_on(tmp_path):
+    """`Expect: 100-continue` (RFC 9110): curl asks for bodies over 1 MB and waits a second for
+    the answer; the server answers as the head arrives, before any of the body is sent."""
+    import socket
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    region.server.start()
+    try:
+        body = os.urandom(5 * 1024 * 1024)
+        token = region.a.headers()["Authorization"]
+        with socket.create_connection(("127.0.0.1", region.server.port), timeout=10) as s:
+            s.sendall((f"POST /fhir/Binary HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n"
+                       f"Content-Type: application/pdf\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode())
+            interim = s.recv(4096)
+            assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+            s.sendall(body)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += s.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 201 Created"), reply[:200]
+    finally:
+        region.stop()
