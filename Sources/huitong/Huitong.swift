@@ -124,6 +124,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest document a Binary sent in its own content type may hold, in bytes; one over 4 MiB is streamed to the store, sealed, not held in memory (default 2 GiB - 1, R4's Attachment.size).")
     var maxDocumentBytes: Int = Int(Int32.max)
 
+    @Option(help: "A Binary sent in its own content type larger than this many bytes is streamed to the store (sealed segment by segment); smaller ones are kept in their JSON.")
+    var documentStreamThreshold: Int = 4 * 1024 * 1024
+
     @Flag(help: "Development mode, for a first look and local tests: a request without a token acts as a development administrator (still audited). Loopback only.")
     var dev = false
 
@@ -232,6 +235,7 @@ extension Serve {
             tokens: tokens, development: dev, publicURL: publicURL)
         configuration.audit = !noAudit
         configuration.maxDocumentBytes = maxDocumentBytes
+        configuration.documentStreamThreshold = documentStreamThreshold
         configuration.identifiers = identifiers
         configuration.cards = try cardOptions.keyring(data: storeOptions.data, keyFolder: tokenKeys)
         configuration.cardSettings = try cardOptions.settings()

@@ -95,31 +95,39 @@ public enum Base64 {
     /// Standard, padded base64 (RFC 4648 §4), written straight into the string's storage: a
     /// document sent in its own content type is encoded once, without Foundation's copies.
     public static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+        guard bytes.count > 0 else { return "" }
+        return String(unsafeUninitializedCapacity: encodedCount(bytes.count)) { out in encode(bytes, into: UnsafeMutableRawBufferPointer(out)) }
+    }
+
+    public static func encodedCount(_ count: Int) -> Int { (count + 2) / 3 * 4 }
+
+    /// Standard, padded base64 of `bytes` written into `out` (at least `encodedCount` bytes);
+    /// returns the count written. Pieces of a longer text encode alike when all but the last hold
+    /// a multiple of 3 bytes.
+    @discardableResult
+    public static func encode(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int {
         let n = bytes.count
-        guard n > 0 else { return "" }
         return alphabet.withUnsafeBufferPointer { table in
-            String(unsafeUninitializedCapacity: (n + 2) / 3 * 4) { out in
-                var i = 0, o = 0
-                while i + 3 <= n {
-                    let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-                    out[o] = table[Int(v >> 18)]
-                    out[o + 1] = table[Int(v >> 12 & 0x3F)]
-                    out[o + 2] = table[Int(v >> 6 & 0x3F)]
-                    out[o + 3] = table[Int(v & 0x3F)]
-                    i += 3
-                    o += 4
-                }
-                if i < n {
-                    let b = i + 1 < n ? UInt32(bytes[i + 1]) : 0
-                    let v = UInt32(bytes[i]) << 16 | b << 8
-                    out[o] = table[Int(v >> 18)]
-                    out[o + 1] = table[Int(v >> 12 & 0x3F)]
-                    out[o + 2] = i + 1 < n ? table[Int(v >> 6 & 0x3F)] : UInt8(ascii: "=")
-                    out[o + 3] = UInt8(ascii: "=")
-                    o += 4
-                }
-                return o
+            var i = 0, o = 0
+            while i + 3 <= n {
+                let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+                out[o] = table[Int(v >> 18)]
+                out[o + 1] = table[Int(v >> 12 & 0x3F)]
+                out[o + 2] = table[Int(v >> 6 & 0x3F)]
+                out[o + 3] = table[Int(v & 0x3F)]
+                i += 3
+                o += 4
             }
+            if i < n {
+                let b = i + 1 < n ? UInt32(bytes[i + 1]) : 0
+                let v = UInt32(bytes[i]) << 16 | b << 8
+                out[o] = table[Int(v >> 18)]
+                out[o + 1] = table[Int(v >> 12 & 0x3F)]
+                out[o + 2] = i + 1 < n ? table[Int(v >> 6 & 0x3F)] : UInt8(ascii: "=")
+                out[o + 3] = UInt8(ascii: "=")
+                o += 4
+            }
+            return o
         }
     }
 

@@ -56,16 +56,6 @@ public struct DocumentStreamRead: Sendable {
             throw StoreError.storage("Document stream \(reference.id) holds \(sent) bytes, not \(reference.size)")
         }
     }
-
-    /// The whole document (a JSON read inlines a stream up to the body limit).
-    public func collect() async throws -> ByteBuffer {
-        var all = ByteBufferAllocator().buffer(capacity: reference.size)
-        try await send { chunk in
-            var chunk = chunk
-            all.writeBuffer(&chunk)
-        }
-        return all
-    }
 }
 
 extension FHIRService {
@@ -146,13 +136,30 @@ extension FHIRService {
     /// shows where the document is read (`stored-document`), as in searches and history.
     func inliningStream(_ record: ResourceRecord, _ presented: InteractionResult) async throws -> InteractionResult {
         guard let stream = try await documentStream(record), stream.reference.size <= pipeline.maxBodyBytes / 4 * 3,
-              let content = presented.content, case .object(var binary)? = try? JSONParser.parse(content.readableBytesView) else { return presented }
-        let document = try await stream.collect()
-        var members: [(String, JSON)] = binary.members.filter { $0.key != "_data" }
-        members.append(("data", .string(document.withUnsafeReadableBytes { Base64.encode($0) })))
-        binary = JSONObject(members)
-        var out = presented
-        out.content = ByteBuffer(bytes: JSONWriter.bytes(.object(binary)))
-        return out
+              let content = presented.content, case .object(let binary)? = try? JSONParser.parse(content.readableBytesView) else { return presented }
+        // The Binary without `_data`, then `"data":"…"` written as the document is opened: its
+        // base64 goes straight into the response's buffer, and no other copy of it is held.
+        let head = JSONWriter.bytes(.object(JSONObject(binary.members.filter { $0.key != "_data" })))
+        var out = ByteBufferAllocator().buffer(capacity: head.count + 12 + Base64.encodedCount(stream.reference.size))
+        out.writeBytes(head.dropLast())
+        out.writeString(head.count > 2 ? #","data":""# : #""data":""#)
+        var carry: [UInt8] = []
+        try await stream.send { chunk in
+            var bytes = carry + Array(chunk.readableBytesView)
+            let whole = bytes.count / 3 * 3
+            bytes.withUnsafeBytes { all in
+                let piece = UnsafeRawBufferPointer(rebasing: all[..<whole])
+                out.writeWithUnsafeMutableBytes(minimumWritableBytes: Base64.encodedCount(whole)) { Base64.encode(piece, into: $0) }
+            }
+            bytes.removeFirst(whole)
+            carry = bytes
+        }
+        carry.withUnsafeBytes { rest in
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: 4) { Base64.encode(rest, into: $0) }
+        }
+        out.writeString("\"}")
+        var result = presented
+        result.content = out
+        return result
     }
 }
