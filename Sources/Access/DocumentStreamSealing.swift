@@ -10,7 +10,8 @@ import NIOCore
 /// authenticated-encryption and its nonce-reuse misuse-resistance", 2015) over AES-256-GCM:
 /// - each stream has its own key, HKDF-SHA256 of the keyring's key with a random 32-byte salt;
 /// - the document is cut into segments of 64 KiB, each sealed with the nonce
-///   `counter (11 bytes, big-endian) ‖ last (1 byte)` and the stream's header as authenticated data;
+///   `counter (11 bytes, big-endian) ‖ last (1 byte)` and, as authenticated data, the stream's
+///   header and its id (a whole stream put in another's place does not open there either);
 /// - the last segment (possibly empty) is sealed with `last` = 1: a stream cut at a segment
 ///   boundary does not open, nor do segments reordered, dropped or moved between streams.
 ///
@@ -38,23 +39,23 @@ extension IdentifierProtection {
     /// Authenticated with every stream reference: a reference cannot be moved into an identifier or a document.
     static let streamReferenceKind = "document-stream"
 
-    /// A sealer for a new stream, under the active key.
-    public func streamSealer() -> DocumentStreamSealer {
+    /// A sealer for the new stream `id`, under the active key.
+    public func streamSealer(id: String) -> DocumentStreamSealer {
         var salt = [UInt8](repeating: 0, count: 32)
         var generator = SystemRandomNumberGenerator()
         for i in salt.indices { salt[i] = generator.next() }
         let kid = Array(activeKeyID.utf8)
         let header = Self.streamMagic + [UInt8(kid.count)] + kid + salt
             + withUnsafeBytes(of: UInt32(Self.streamSegmentSize).bigEndian) { Array($0) }
-        return DocumentStreamSealer(header: header, key: Self.streamKey(encryptionKeys[activeKeyID]!, salt: salt))
+        return DocumentStreamSealer(header: header, id: id, key: Self.streamKey(encryptionKeys[activeKeyID]!, salt: salt))
     }
 
     static func streamKey(_ key: SymmetricKey, salt: [UInt8]) -> SymmetricKey {
         HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: salt, info: Data("huitong document stream v1".utf8), outputByteCount: 32)
     }
 
-    /// An opener for a stream with this header; nil when it is not one, or its key is not in the keyring.
-    public func streamOpener(header bytes: ByteBuffer) -> DocumentStreamOpener? {
+    /// An opener for stream `id` with this header; nil when it is not one, or its key is not in the keyring.
+    public func streamOpener(header bytes: ByteBuffer, id: String) -> DocumentStreamOpener? {
         let b = Array(bytes.readableBytesView)
         guard b.count > Self.streamMagic.count + 1, Array(b[..<Self.streamMagic.count]) == Self.streamMagic else { return nil }
         let kidLength = Int(b[Self.streamMagic.count])
@@ -64,7 +65,7 @@ extension IdentifierProtection {
         let salt = Array(b[(kidStart + kidLength)..<(kidStart + kidLength + 32)])
         let segment = b[(length - 4)..<length].reduce(0) { $0 << 8 | Int($1) }
         guard segment > 0, segment <= 16 << 20 else { return nil }
-        return DocumentStreamOpener(header: Array(b[..<length]), segmentSize: segment, key: Self.streamKey(key, salt: salt))
+        return DocumentStreamOpener(header: Array(b[..<length]), id: id, segmentSize: segment, key: Self.streamKey(key, salt: salt))
     }
 
     /// The longest a stream's header can be (what a reader fetches first).
@@ -90,7 +91,7 @@ extension IdentifierProtection {
         return streamReference(token: token)
     }
 
-    static func encryptedToken(in primitive: JSON?) -> String? {
+    public static func encryptedToken(in primitive: JSON?) -> String? {
         primitive?["extension"]?.arrayValue?.first { $0["url"]?.stringValue == encryptedValueURL }?["valueString"]?.stringValue
     }
 
@@ -105,14 +106,16 @@ extension IdentifierProtection {
 /// `finish`; each returns the sealed bytes to append to the stream.
 public struct DocumentStreamSealer: Sendable {
     public let header: [UInt8]
+    let id: String
     let key: SymmetricKey
     var pending: [UInt8] = []
     var counter: UInt64 = 0
     var hash = Insecure.SHA1()
     public private(set) var size = 0
 
-    init(header: [UInt8], key: SymmetricKey) {
+    init(header: [UInt8], id: String, key: SymmetricKey) {
         self.header = header
+        self.id = id
         self.key = key
     }
 
@@ -133,7 +136,7 @@ public struct DocumentStreamSealer: Sendable {
     }
 
     /// The last segment (the rest of the document, maybe empty), and the stream's reference.
-    public mutating func finish(id: String) -> (ByteBuffer, DocumentStreamReference) {
+    public mutating func finish() -> (ByteBuffer, DocumentStreamReference) {
         let last = ByteBuffer(bytes: seal(pending[...], last: true))
         pending = []
         return (last, DocumentStreamReference(id: id, size: size, sha1: Array(hash.finalize())))
@@ -142,7 +145,7 @@ public struct DocumentStreamSealer: Sendable {
     mutating func seal(_ plain: ArraySlice<UInt8>, last: Bool) -> [UInt8] {
         let nonce = DocumentStreamOpener.nonce(counter, last: last)
         counter += 1
-        let box = try! AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: header)
+        let box = try! AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: header + Array(id.utf8))
         return Array(box.ciphertext) + Array(box.tag)
     }
 }
@@ -150,6 +153,7 @@ public struct DocumentStreamSealer: Sendable {
 /// Opens a stream segment by segment (see `DocumentStreamReference`).
 public struct DocumentStreamOpener: Sendable {
     public let header: [UInt8]
+    let id: String
     public let segmentSize: Int
     let key: SymmetricKey
 
@@ -172,7 +176,7 @@ public struct DocumentStreamOpener: Sendable {
         let bytes = Array(sealed.readableBytesView)
         guard let box = try? AES.GCM.SealedBox(nonce: Self.nonce(UInt64(index), last: last), ciphertext: bytes[..<(bytes.count - 16)],
                                                 tag: bytes[(bytes.count - 16)...]),
-              let plain = try? AES.GCM.open(box, using: key, authenticating: header) else { return nil }
+              let plain = try? AES.GCM.open(box, using: key, authenticating: header + Array(id.utf8)) else { return nil }
         return ByteBuffer(bytes: plain)
     }
 }

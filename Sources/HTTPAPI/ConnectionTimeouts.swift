@@ -192,23 +192,46 @@ struct FirstHeadDeadlineChannel<Base: ServerChildChannel>: ServerChildChannel {
     }
 }
 
-/// Answers `Expect: 100-continue` (RFC 9110 §10.1.1) with `100 Continue` as the head arrives, so a
-/// client that asks before sending a large body (curl does for bodies over 1 MB, and many HTTP
-/// libraries) sends it at once instead of after its own timeout (curl waits a second). Every
-/// request's body is read by the route, so telling the client to go on is always true; a refusal
-/// (401, 413) still answers with its own status.
+/// Answers `Expect: 100-continue` (RFC 9110 §10.1.1) with `100 Continue` once the request is the
+/// one being answered, so a client that asks before sending a large body (curl does for bodies
+/// over 1 MB, and many HTTP libraries) sends it at once instead of after its own timeout (curl
+/// waits a second). A pipelined request's `100` waits for the responses before it to end: it is
+/// never written into another response. The route reads or drains every body, so the client may
+/// always go on; a request refused before its body is read (401, 413) gets its final status after
+/// the `100`, which RFC 9110 allows. (HTTP/1.0 requests, which must not get one, are not told apart:
+/// the HTTP types this handler sees carry no version.)
 final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
+    /// The requests whose responses have not ended, in order: whether each still waits for its `100`.
+    private var waiting: [Bool] = []
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data), let expect = head.headerFields[.expect],
-           expect.lowercased() == "100-continue" {
-            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        if case .head(let head) = unwrapInboundIn(data) {
+            waiting.append(head.headerFields[.expect]?.lowercased() == "100-continue")
+            if waiting.count == 1 { continueFirst(context) }
         }
         context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let part = unwrapOutboundIn(data)
+        // A final answer ends the wait (no `100` after it).
+        if case .head(let head) = part, head.status.kind != .informational, !waiting.isEmpty { waiting[0] = false }
+        context.write(data, promise: promise)
+        if case .end = part, !waiting.isEmpty {
+            waiting.removeFirst()
+            continueFirst(context)
+        }
+    }
+
+    private func continueFirst(_ context: ChannelHandlerContext) {
+        guard waiting.first == true else { return }
+        waiting[0] = false
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
     }
 }
 

@@ -439,21 +439,20 @@ struct FHIRRoutes: Sendable {
             }
             binary["securityContext"] = .object(JSONObject([("reference", .string("\(parts[0])/\(parts[1])"))]))
         }
-        // Up to the threshold the document is taken whole, as `data`; past it, it is streamed.
+        // Up to the threshold the document is taken whole, as `data`; past it (or past the body
+        // limit, when that is lower), it is streamed.
+        let streamFrom = min(documents.streamFrom, maxBodyBytes)
         var chunks = request.body.makeAsyncIterator()
         var bytes = ByteBuffer()
         while let chunk = try await chunks.next() {
             var chunk = chunk
             bytes.writeBuffer(&chunk)
-            if bytes.readableBytes > documents.streamFrom {
-                // Whoever may not write Binaries gets no stream made for them.
-                try await service.authorize(id == nil ? .create : .update, "Binary")
+            if bytes.readableBytes > streamFrom {
+                // What would refuse the write refuses it before any of the document is kept.
+                try await service.checkStreamedWrite(id: id, ifMatch: try ifMatch(request))
                 let pending = try await service.receiveDocument(prefix: bytes, rest: &chunks, limit: documents.maximum)
                 return .streamed(.object(binary), pending)
             }
-        }
-        guard bytes.readableBytes <= maxBodyBytes else {
-            throw FHIRError(.tooCostly, code: "too-costly", "Request body exceeds the limit of \(maxBodyBytes) bytes")
         }
         binary["data"] = .string(bytes.withUnsafeReadableBytes { Base64.encode($0) })
         return .inline(.object(binary))

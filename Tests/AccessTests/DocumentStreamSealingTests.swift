@@ -13,8 +13,9 @@ final class DocumentStreamSealingTests: XCTestCase {
     let segment = IdentifierProtection.streamSegmentSize
 
     /// Seals `document` fed in pieces of `piece` bytes; the stored stream and its reference.
-    func sealed(_ document: [UInt8], piece: Int, by protection: IdentifierProtection? = nil) -> ([UInt8], DocumentStreamReference) {
-        var sealer = (protection ?? self.protection).streamSealer()
+    func sealed(_ document: [UInt8], piece: Int, by protection: IdentifierProtection? = nil,
+                id: String = "0123456789abcdef0123456789abcdef") -> ([UInt8], DocumentStreamReference) {
+        var sealer = (protection ?? self.protection).streamSealer(id: id)
         var stored = sealer.header
         var offset = 0
         while offset < document.count {
@@ -22,13 +23,14 @@ final class DocumentStreamSealingTests: XCTestCase {
             if let out = sealer.add(ByteBuffer(bytes: document[offset..<end])) { stored += Array(out.readableBytesView) }
             offset = end
         }
-        let (last, reference) = sealer.finish(id: "0123456789abcdef0123456789abcdef")
+        let (last, reference) = sealer.finish()
         return (stored + Array(last.readableBytesView), reference)
     }
 
     /// Opens a stored stream whole, segment by segment; nil when any segment does not open.
-    func opened(_ stored: [UInt8], by protection: IdentifierProtection? = nil) -> [UInt8]? {
-        guard let opener = (protection ?? self.protection).streamOpener(header: ByteBuffer(bytes: stored.prefix(IdentifierProtection.streamHeaderMaximum))) else { return nil }
+    func opened(_ stored: [UInt8], by protection: IdentifierProtection? = nil, id: String = "0123456789abcdef0123456789abcdef") -> [UInt8]? {
+        guard let opener = (protection ?? self.protection).streamOpener(header: ByteBuffer(bytes: stored.prefix(IdentifierProtection.streamHeaderMaximum)),
+                                                                        id: id) else { return nil }
         let count = opener.segments(stored: stored.count)
         var out: [UInt8] = []
         for i in 0..<count {
@@ -47,7 +49,7 @@ final class DocumentStreamSealingTests: XCTestCase {
                 let (stored, reference) = sealed(document, piece: piece)
                 XCTAssertEqual(opened(stored), document, "size \(size), pieces of \(piece)")
                 XCTAssertEqual(reference.size, size)
-                XCTAssertEqual(stored.count, IdentifierProtection.sealedStreamSize(document: size, header: protection.streamSealer().header.count))
+                XCTAssertEqual(stored.count, IdentifierProtection.sealedStreamSize(document: size, header: protection.streamSealer(id: "x").header.count))
                 XCTAssertEqual(reference.sha1, Array(Insecure.SHA1.hash(data: document)))
             }
         }
@@ -56,7 +58,7 @@ final class DocumentStreamSealingTests: XCTestCase {
     func test_aStreamAlteredCutReorderedOrUnderAnotherKeyring_doesNotOpen() throws {
         let document = (0..<(4 * segment + 100)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         let (stored, _) = sealed(document, piece: 10_000)
-        let opener = try XCTUnwrap(protection.streamOpener(header: ByteBuffer(bytes: stored.prefix(400))))
+        let opener = try XCTUnwrap(protection.streamOpener(header: ByteBuffer(bytes: stored.prefix(400)), id: "0123456789abcdef0123456789abcdef"))
         let header = opener.header.count, full = opener.sealedSegmentSize
 
         var flipped = stored
@@ -74,6 +76,7 @@ final class DocumentStreamSealingTests: XCTestCase {
         moved.replaceSubrange((header + full)..<(header + 2 * full), with: other[(header + full)..<(header + 2 * full)])
         XCTAssertNil(opened(moved), "a segment moved from another stream")
         XCTAssertNil(opened(stored, by: try IdentifierProtection(keyring: IdentifierProtection.newKeyLine(id: "k1"))), "another keyring")
+        XCTAssertNil(opened(stored, id: "fedcba9876543210fedcba9876543210"), "a whole stream in another stream's place")
         XCTAssertEqual(opened(stored), document)
     }
 

@@ -142,12 +142,17 @@ def test_refused_and_oversized_uploads_leave_nothing(region):
     made = region.a.post("Binary", scan, headers=tagged)
     assert made.status_code == 201, made.text
     made_id = made.json()["id"]
-    # Refused after the upload, before the commit: the stream received is discarded. C may not
-    # change A's Binary; A's own change names a version that is not the current one.
+    # Refused before any of the document is kept: C may not change A's Binary; A's own change
+    # names a version that is not the current one.
     foreign = region.c.put(f"Binary/{made_id}", scan, headers=tagged)
     assert foreign.status_code == 403, foreign.text
     stale = region.a.put(f"Binary/{made_id}", scan, headers=dict(tagged, **{"If-Match": 'W/"7"'}))
     assert stale.status_code == 412, stale.text
+    # Refused after the upload, before the commit (a conditional create that matches two): the stream received is discarded.
+    for _ in range(2):
+        assert region.a.post("Binary", b"%PDF-1.7 small", headers=tagged).status_code == 201
+    ambiguous = region.a.post("Binary", scan, headers=dict(tagged, **{"If-None-Exist": "_lastUpdated=gt2000-01-01"}))
+    assert ambiguous.status_code == 412, ambiguous.text
     # Over --max-document-bytes: 413, and the part received is discarded.
     huge = region.a.post("Binary", b"\0" * (61 * 1024 * 1024), headers={"Content-Type": "application/octet-stream"})
     assert huge.status_code == 413, huge.text
@@ -156,7 +161,7 @@ def test_refused_and_oversized_uploads_leave_nothing(region):
     again = region.a.post("Binary", scan, headers=dict(tagged, **{"If-None-Exist": f"_id={made_id}"}))
     assert again.status_code == 200 and again.json()["id"] == made_id, again.text
     assert stored_streams(region) == 1
-    assert region.a.get("Binary?_summary=count").json()["total"] == 1
+    assert region.a.get("Binary?_summary=count").json()["total"] == 3
 
     # What the platform shows of a stream is not taken back: a client cannot name a stream.
     shown = region.a.get(f"Binary/{made_id}").json()
@@ -166,6 +171,36 @@ def test_refused_and_oversized_uploads_leave_nothing(region):
     bad = region.c.post("Binary", forged)
     assert bad.status_code == 400, bad.text
     assert "_data" in OperationOutcome.parse_obj(bad.json()).issue[0].expression[0]
+
+
+def test_a_streamed_document_is_bound_by_its_facilitys_document_reference_and_patched(region):
+    """The flow for documents too large for an MHD transaction: the Binary first, on its own (its
+    facility's only), then the DocumentReference that names it binds it to the resident."""
+    scan = b"%PDF-1.7\n" + os.urandom(5 * 1024 * 1024)
+    posted = region.a.post("Binary", scan, headers={"Content-Type": "application/pdf"})
+    assert posted.status_code == 201, posted.text
+    binary_id = posted.json()["id"]
+    assert region.b.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"}).status_code in (403, 404)
+    reference = {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{region.at_a}"},
+                 "type": {"coding": [{"system": "http://loinc.org", "code": "18748-4"}]},
+                 "content": [{"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary_id}"}}]}
+    made = region.a.post("DocumentReference", reference)
+    assert made.status_code == 201, made.text
+    bound = region.a.get(f"Binary/{binary_id}")
+    assert bound.json()["meta"]["versionId"] == "2" and bound.json()["securityContext"] == {"reference": f"Patient/{region.at_a}"}
+    assert base64.b64decode(bound.json()["data"]) == scan
+    from_b = region.b.get(f"Binary/{binary_id}", headers={"Accept": "application/pdf"})
+    assert from_b.status_code == 200 and from_b.content == scan
+    # A PATCH that leaves the document alone keeps it; one that touches it is refused.
+    patched = region.a.request("PATCH", f"Binary/{binary_id}", [{"op": "replace", "path": "/contentType", "value": "application/x-pdf"}],
+                               headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200, patched.text
+    now = region.a.get(f"Binary/{binary_id}", headers={"Accept": "application/x-pdf"})
+    assert now.status_code == 200 and now.headers["ETag"] == 'W/"3"' and now.content == scan
+    touched = region.a.request("PATCH", f"Binary/{binary_id}", [{"op": "remove", "path": "/_data/extension/0/url"}],
+                               headers={"Content-Type": "application/json-patch+json"})
+    assert touched.status_code == 400, touched.text
+    assert stored_streams(region) == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -223,6 +258,42 @@ def test_a_client_that_asks_before_sending_a_large_body_is_told_to_go_on(tmp_pat
             assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
             s.sendall(body)
             reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += s.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 201 Created"), reply[:200]
+    finally:
+        region.stop()
+
+
+def test_a_pipelined_requests_100_continue_waits_for_the_response_before_it(tmp_path):
+    """A request's `100 Continue` is never written into the middle of the response before it."""
+    import socket
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    region.server.start()
+    try:
+        document = os.urandom(10 * 1024 * 1024)
+        posted = region.a.post("Binary", document, headers={"Content-Type": "application/pdf"})
+        assert posted.status_code == 201, posted.text
+        token = region.a.headers()["Authorization"]
+        body = os.urandom(5 * 1024 * 1024)
+        with socket.create_connection(("127.0.0.1", region.server.port), timeout=20) as s:
+            s.sendall((f"GET /fhir/Binary/{posted.json()['id']} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n"
+                       f"Accept: application/pdf\r\n\r\n"
+                       f"POST /fhir/Binary HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n"
+                       f"Content-Type: application/pdf\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += s.recv(65536)
+            head, _, received = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+            while len(received) < length + len(b"HTTP/1.1 100 Continue\r\n\r\n"):
+                received += s.recv(1 << 20)
+            assert received[:length] == document, "the first response's body is the document, whole and alone"
+            assert received[length:].startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), received[length:length + 100]
+            s.sendall(body)
+            reply = received[length + len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
             while b"\r\n\r\n" not in reply:
                 reply += s.recv(65536)
             assert reply.startswith(b"HTTP/1.1 201 Created"), reply[:200]

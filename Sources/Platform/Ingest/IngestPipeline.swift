@@ -54,7 +54,7 @@ public struct IngestPipeline: Sendable {
     ///   nothing): no stored version can exist, so the store need not look for one.
     public func prepare(_ resource: JSON, type: String, id: String, method: String, ifMatch: Int? = nil,
                         mustNotExist: Bool = false, newID: Bool = false, location: String? = nil,
-                        finished: JSONObject? = nil) throws(FHIRError) -> PreparedWrite {
+                        finished: JSONObject? = nil, streamToken: String? = nil) throws(FHIRError) -> PreparedWrite {
         try Self.checkWritable(type)
         guard case .object(let object) = resource else {
             throw FHIRError(.invalid, code: "structure", "A resource must be a JSON object", at: location)
@@ -77,12 +77,12 @@ public struct IngestPipeline: Sendable {
         // `resource` as the platform finished it after validation (`WriteEnricher.finish`).
         let labelled = sensitive.labelled(finished ?? object)
         var (stored, index) = storedForm(labelled, type: type)
-        // The document of a Binary sent in its own type and kept as a stream (ADR 029): named in
-        // the stored form by the token the route that received it made; nothing a client sends
-        // can name a stream.
-        if type == "Binary", let streamed = StreamedDocument.pending, stored["data"] == nil, stored["_data"] == nil {
+        // The document of a Binary kept as a stream (ADR 029): named in the stored form by the
+        // token the route that received it made, or the stored version's token a platform-made
+        // change keeps (`WriteRequest.keptStream`); nothing a client sends can name a stream.
+        if type == "Binary", let token = streamToken ?? StreamedDocument.pending?.token, stored["data"] == nil, stored["_data"] == nil {
             stored["_data"] = .object(JSONObject([("extension", .array([.object(JSONObject([
-                ("url", .string(ResourceValidator.encryptedValueURL)), ("valueString", .string(streamed.token))]))]))]))
+                ("url", .string(ResourceValidator.encryptedValueURL)), ("valueString", .string(token))]))]))]))
         }
         return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,
                              template: ResourceTemplate(resource: stored, type: type, id: id), index: index,

@@ -34,6 +34,10 @@ public struct WriteRequest: Sendable {
     public var newID: Bool
     /// Where a problem with this write is reported (`Bundle.entry[3].resource`).
     public var location: String?
+    /// The document stream of the stored version, which this change of a Binary keeps (a
+    /// binding, a PATCH that leaves `_data` alone; ADR 029): the resource is validated without
+    /// the token, which only the platform writes, and the token is put back after.
+    public var keptStream: String?
 
     /// A resource the principal writes.
     public init(key: ResourceKey, method: String, resource: JSON, ifMatch: Int? = nil, mustNotExist: Bool = false,
@@ -64,6 +68,18 @@ public struct WriteRequest: Sendable {
     }
 
     public var isClient: Bool { author == .client }
+
+    /// This change of a Binary with the document stream `stored` (its stored version, revealed)
+    /// names carried over, when its `_data` is the stored one (`keptStream`).
+    public func keepingStream(of stored: JSONObject, _ protection: IdentifierProtection?) -> WriteRequest {
+        guard key.type == "Binary", case .object(var o)? = resource, let protection, o["data"] == nil, o["_data"] == stored["_data"],
+              protection.streamReference(in: stored) != nil, let token = IdentifierProtection.encryptedToken(in: stored["_data"]) else { return self }
+        o["_data"] = nil
+        var out = self
+        out.resource = .object(o)
+        out.keptStream = token
+        return out
+    }
 
     /// The REST interaction that writing this request is, for the role rules.
     var interaction: Interaction {
@@ -267,7 +283,8 @@ public struct WritePipeline: Sendable {
                       let binary = IdentifierProtection.parse(record.content, revealing: service.pipeline.protection),
                       binary["securityContext"] == nil, FHIRService.sourceFacility(of: binary) == facility,
                       let bound = Self.binding(binary, to: holder) else { continue }
-                out.append(WriteRequest(key: key, method: "PUT", resource: .object(bound), ifMatch: record.version))
+                out.append(WriteRequest(key: key, method: "PUT", resource: .object(bound), ifMatch: record.version)
+                    .keepingStream(of: binary, service.pipeline.protection))
             }
         }
         return out
@@ -328,7 +345,7 @@ public struct WritePipeline: Sendable {
             }
             return try ingest.prepare(stamped, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,
-                                      location: request.location, finished: finished)
+                                      location: request.location, finished: finished, streamToken: request.keptStream)
         case .platform(validate: true):
             return try ingest.prepare(resource, type: request.key.type, id: request.key.id, method: request.method,
                                       ifMatch: request.ifMatch, mustNotExist: request.mustNotExist, newID: request.newID,

@@ -224,6 +224,7 @@ public struct BundleProcessor: Sendable {
             case .write(let key, let method):
                 var resource: JSON
                 var ifMatch = e.ifMatch
+                var patchedFrom: JSONObject?
                 if method == "PATCH" {
                     guard let record = try await store.read(key), !record.deleted, let bytes = record.content else {
                         throw FHIRError(.notFound, code: "not-found", "\(key) does not exist", at: at)
@@ -231,7 +232,9 @@ public struct BundleProcessor: Sendable {
                     // As `FHIRService.patch`: refused unseen when the writer may not change it.
                     do { try await service.writePipeline.checkMayChange(record, .patch) } catch let error as FHIRError { throw relocated(error, at) }
                     let patchDoc = try patchDocument(e, at: at)
-                    resource = try JSONPatch.apply(patchDoc, to: try service.pipeline.parseStored(bytes))
+                    let stored = try service.pipeline.parseStored(bytes)
+                    patchedFrom = stored.objectValue
+                    resource = try JSONPatch.apply(patchDoc, to: stored)
                     if ifMatch == nil { ifMatch = record.version; implicitIfMatch = true }
                 } else {
                     resource = e.resource!
@@ -249,8 +252,9 @@ public struct BundleProcessor: Sendable {
                     }
                 }
                 if case .object(var o) = resource { o["id"] = .string(key.id); resource = .object(o) }
-                writes.append(WriteRequest(key: key, method: method, resource: resource, ifMatch: ifMatch,
-                                           mustNotExist: mustNotExist.contains(key), newID: madeHere.contains(key), location: "\(at).resource"))
+                let write = WriteRequest(key: key, method: method, resource: resource, ifMatch: ifMatch,
+                                         mustNotExist: mustNotExist.contains(key), newID: madeHere.contains(key), location: "\(at).resource")
+                writes.append(patchedFrom.map { write.keepingStream(of: $0, service.pipeline.protection) } ?? write)
                 keyForEntry[e.index] = key
             case .delete(let key):
                 if let key { writes.append(.delete(key, ifMatch: e.ifMatch)) }

@@ -445,6 +445,7 @@ public struct FHIRService: Sendable {
         }
         // The version read above must still be current at commit: concurrent patches cannot interleave.
         let write = WriteRequest(key: key, method: "PATCH", resource: patchedResource, ifMatch: record.version)
+            .keepingStream(of: current.objectValue ?? JSONObject(), pipeline.protection)
         do {
             return written(InteractionResult(try await writePipeline.write([write], assumptions: assumptions, as: .patch)[0], .ok))
         } catch let error as FHIRError where error.category == .preconditionFailed && ifMatch == nil {

@@ -70,7 +70,7 @@ extension FHIRService {
         let streams = store.documentStreams
         let writer = try await streams.create()
         do {
-            var sealer = protection.streamSealer()
+            var sealer = protection.streamSealer(id: writer.id)
             try await writer.append(ByteBuffer(bytes: sealer.header))
             var next: ByteBuffer? = prefix
             while let chunk = next {
@@ -80,13 +80,27 @@ extension FHIRService {
                 if let sealed = sealer.add(chunk) { try await writer.append(sealed) }
                 next = try await rest.next()
             }
-            let (last, reference) = sealer.finish(id: writer.id)
+            let (last, reference) = sealer.finish()
             try await writer.append(last)
             _ = try await writer.finish()
             return StreamedDocument.Pending(token: protection.streamToken(reference), reference: reference)
         } catch {
             await streams.discard(writer.id)
             throw error
+        }
+    }
+
+    /// What refuses a streamed write before any of its document is kept (ADR 029): the scopes;
+    /// for an update, an id that is none, and of a stored Binary the writer's right to change it
+    /// and `If-Match`. (The write checks all of it again, with the rest, when it commits.)
+    public func checkStreamedWrite(id: String?, ifMatch: Int?) async throws {
+        try await authorize(id == nil ? .create : .update, "Binary")
+        guard let id else { return }
+        guard FHIRPrimitive.isValidID(id) else { throw FHIRError(.invalid, code: "value", "'\(id)' is not a valid id", at: "Binary.id") }
+        guard let record = try await store.read(ResourceKey("Binary", id)), !record.deleted else { return }
+        try await writePipeline.checkMayChange(record, .update)
+        if let ifMatch, ifMatch != record.version {
+            throw FHIRError(.preconditionFailed, code: "conflict", "Version conflict on Binary/\(id): If-Match expected version \(ifMatch), current is \(record.version)")
         }
     }
 
@@ -102,27 +116,37 @@ extension FHIRService {
             await store.documentStreams.discard(pending.reference.id)
             throw error
         }
-        // A conditional create that found its match wrote nothing: the stream is no one's.
-        if let key = result.key, let version = result.version, let record = try await store.vread(key, version: version),
-           try await documentStream(record)?.reference.id != pending.reference.id {
+        // A conditional create that found its match wrote nothing: the stream is no one's. Only
+        // a version read back that names another stream, or none, lets it go.
+        if let key = result.key, let version = result.version, let record = try? await store.vread(key, version: version),
+           let content = record.content, (Self.streamToken(in: content).flatMap { pipeline.protection?.streamReference(token: $0) })?.id != pending.reference.id {
             await store.documentStreams.discard(pending.reference.id)
         }
         return result
     }
 
+    /// The token a stored Binary's `_data` holds (a stream's, a document's), found without
+    /// parsing the rest of it; nil when it holds `data` or nothing sealed.
+    static func streamToken(in content: ByteBuffer) -> String? {
+        content.withUnsafeReadableBytes { bytes -> String? in
+            guard IdentifierProtection.holdsEncrypted(bytes), let members = JSONMembers.members(in: bytes),
+                  !members.contains(where: { $0.key == "data" }),
+                  let sealed = members.first(where: { $0.key == "_data" && !$0.string }),
+                  let primitive = try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[sealed.range])) else { return nil }
+            return IdentifierProtection.encryptedToken(in: primitive)
+        }
+    }
+
     /// The stream a stored Binary's document is kept in, ready to be read (nil: it has none).
     func documentStream(_ record: ResourceRecord) async throws -> DocumentStreamRead? {
-        // A Binary naming a stream holds no document itself: a small stored form.
         guard record.key.type == "Binary", let protection = pipeline.protection, let content = record.content,
-              content.readableBytes < 65_536, content.withUnsafeReadableBytes(IdentifierProtection.holdsEncrypted),
-              case .object(let binary)? = try? JSONParser.parse(content.readableBytesView),
-              let reference = protection.streamReference(in: binary) else { return nil }
+              let token = Self.streamToken(in: content), let reference = protection.streamReference(token: token) else { return nil }
         let streams = store.documentStreams
         guard let stored = try await streams.size(reference.id) else {
             throw StoreError.storage("\(record.key) names document stream \(reference.id), which is missing")
         }
         let head = try await streams.read(reference.id, offset: 0, count: min(stored, IdentifierProtection.streamHeaderMaximum))
-        guard let opener = protection.streamOpener(header: head) else {
+        guard let opener = protection.streamOpener(header: head, id: reference.id) else {
             throw StoreError.storage("Document stream \(reference.id) of \(record.key) does not open (another keyring, or altered)")
         }
         guard stored == IdentifierProtection.sealedStreamSize(document: reference.size, header: opener.header.count) else {
