@@ -18,8 +18,9 @@ import Foundation
 ///   the list does not know (a facility's local codes), that names one of the category's `terms`:
 ///   a diagnosis a system sent as free text is treated as sensitive rather than as nobody's business;
 ///   and a document's own words about itself (a DocumentReference's `description` and type text, a
-///   Composition's titles, an Attachment's `title`, a report's `conclusion`), whatever its codes: a
-///   scanned report cannot be read.
+///   Composition's titles, an Attachment's `title`, a report's `conclusion`), and a result's or a
+///   note's words (an Observation's `valueString`, `note` text), whatever its codes: a scanned
+///   report cannot be read, and a LIS may send a finding as text.
 ///
 /// The list is configurable (`huitong serve --sensitive-categories FILE`, the JSON `encoded`
 /// writes); `codes` match by system and code prefix (`F` covers ICD-10 F00–F99).
@@ -249,7 +250,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         }
         visit(.object(resource))
         if textMatching, let type = resource["resourceType"]?.stringValue {
-            for text in Self.documentTexts(resource, type: type) { found.formUnion(termLabels(text)) }
+            for text in Self.documentTexts(resource, type: type) + Self.resultTexts(resource, type: type) { found.formUnion(termLabels(text)) }
         }
         found.formUnion(testLabels(resource))
         return found
@@ -286,6 +287,15 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         default:
             return []
         }
+    }
+
+    /// A record's own words about a finding, whatever its codes: an Observation's `valueString`
+    /// ("HIV感染" from a LIS that sends results as text) and any record's notes (`note` text) —
+    /// each unless it only reports negatives, as a report's conclusion.
+    static func resultTexts(_ resource: JSONObject, type: String) -> [String] {
+        var texts = (resource["note"]?.arrayValue ?? []).compactMap { $0["text"]?.stringValue }
+        if type == "Observation", let value = resource["valueString"]?.stringValue { texts.append(value) }
+        return texts.filter(reportsAFinding)
     }
 
     /// Whether a report's words state something other than negatives: no negative word at all, or

@@ -86,6 +86,24 @@ final class SensitiveCategoriesTests: XCTestCase {
     /// A second outside probe shared HIV documents without opt-in: a document type's text beside a
     /// LOINC code, an attachment titled without its content type, a Composition's section title,
     /// and spellings typed with a Chinese input method (fullwidth, traditional, dotted).
+    func test_aResultsOrANotesWords_nameItsCategory_unlessTheyOnlyReportNegatives() throws {
+        let c = SensitiveCategories.defaults
+        // A LIS that sends a finding as text under its own code; a note on a record coded plainly.
+        let labelled = [
+            #"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"urn:lis:local","code":"L77"}]},"valueString":"HIV感染（确证阳性）"}"#,
+            #"{"resourceType":"Condition","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"J18.9"}]},"note":[{"text":"患者为HIV感染者，注意防护"}]}"#,
+            #"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"valueQuantity":{"value":4.5},"note":[{"text":"抑郁发作，服药中"}]}"#,
+        ]
+        XCTAssertEqual(c.labels(for: try object(labelled[0])), ["HIV"])
+        XCTAssertEqual(c.labels(for: try object(labelled[1])), ["HIV"])
+        XCTAssertEqual(c.labels(for: try object(labelled[2])), ["PSY"])
+        let plain = [
+            #"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"urn:lis:local","code":"L77"}]},"valueString":"HIV抗体阴性"}"#,
+            #"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"valueString":"未见异常","note":[{"text":"复查"}]}"#,
+        ]
+        for text in plain { XCTAssertEqual(c.labels(for: try object(text)), [], text) }
+    }
+
     func test_aDocumentsOwnWords_andOtherSpellings_nameItsCategory() throws {
         let c = SensitiveCategories.defaults
         let documents = [
