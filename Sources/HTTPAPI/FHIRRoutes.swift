@@ -148,8 +148,11 @@ struct FHIRRoutes: Sendable {
                 }
                 // A Binary asked for in its own type (IHE MHD ITI-68: the document itself): its bytes.
                 if type == "Binary", Self.wantsRawBinary(request) { return try await r.rawBinary(id, version: nil, base: base) }
-                var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"))
                 let (mode, elements) = try SearchQueryParser().parseSubsetting(query: request.uri.query ?? "")
+                // A streamed document is opened for the response only when the subset keeps `data`.
+                let keepsData = (mode == .full || mode == .data) && (elements.map { $0.contains("data") } ?? true)
+                var result = try await r.service.read(try context.parameters.require("type"), try context.parameters.require("id"),
+                                                      inlining: keepsData)
                 result.content = ResourceSubset.content(result.content, mode, elements)
                 return FHIRResponse.resource(result, base: base)
             }

@@ -115,6 +115,10 @@ def test_a_document_larger_than_the_body_limit_streams_in_and_out(region):
     now = region.a.get(f"Binary/{binary_id}")
     Binary.parse_obj(now.json())
     assert now.json()["contentType"] == "image/tiff" and base64.b64decode(now.json()["data"]) == second
+    # A subset that keeps `data` inlines it; one that leaves it out shows neither it nor where it is.
+    assert base64.b64decode(region.a.get(f"Binary/{binary_id}?_elements=data").json()["data"]) == second
+    summary = region.a.get(f"Binary/{binary_id}?_summary=true").json()
+    assert summary["contentType"] == "image/tiff" and "data" not in summary and "_data" not in summary
     # Each version keeps its own document, in its own type too.
     first = region.a.get(f"Binary/{binary_id}/_history/1", headers={"Accept": "application/pdf"})
     assert first.status_code == 200 and first.content == document and first.headers["ETag"] == 'W/"1"'

@@ -247,9 +247,11 @@ public struct FHIRService: Sendable {
         try await patientDataGate().scope()
     }
 
-    public func read(_ type: String, _ id: String) async throws -> InteractionResult {
+    /// `inlining`: a Binary's streamed document is opened into `data` (ADR 029; not when the
+    /// response's subset leaves `data` out).
+    public func read(_ type: String, _ id: String, inlining: Bool = true) async throws -> InteractionResult {
         let record = try await checkedRead(type, id)
-        return type == "Binary" ? try await inliningStream(record, presented(record)) : presented(record)
+        return type == "Binary" && inlining ? try await inliningStream(record, presented(record)) : presented(record)
     }
 
     /// A Binary read in its own type (R4 http.html#binary; IHE MHD ITI-68): the same decision and
