@@ -223,6 +223,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
     public func labels(for resource: JSONObject) -> Set<String> {
         guard !categories.isEmpty else { return [] }
         var found = Set<String>()
+        let findingsAsText = ["Observation", "QuestionnaireResponse"].contains(resource["resourceType"]?.stringValue ?? "")
         func codeLabels(_ coding: JSONObject) {
             guard let system = coding["system"]?.stringValue, let code = coding["code"]?.stringValue,
                   let prefixes = bySystem[Self.normalisedSystem(system)] else { return }
@@ -241,7 +242,16 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
                 if textMatching, let title = o["title"]?.stringValue, Self.isAttachment(o) {
                     found.formUnion(termLabels(title))
                 }
-                for (key, member) in o where key != "meta" && key != "text" { visit(member) }
+                // A result sent as text (an Observation's or its components' `valueString`, "HIV感染"
+                // from a LIS; a QuestionnaireResponse's answers) and a note (R4 `note` is always an
+                // Annotation) name a category unless they only report negatives, as a conclusion.
+                if textMatching, findingsAsText, let value = o["valueString"]?.stringValue, Self.reportsAFinding(value) {
+                    found.formUnion(termLabels(value))
+                }
+                if textMatching, let notes = o["note"]?.arrayValue {
+                    for text in notes.compactMap({ $0["text"]?.stringValue }) where Self.reportsAFinding(text) { found.formUnion(termLabels(text)) }
+                }
+                for (key, member) in o where key != "meta" && key != "text" && key != "note" { visit(member) }
             case .array(let items):
                 for item in items { visit(item) }
             default:
@@ -250,7 +260,7 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         }
         visit(.object(resource))
         if textMatching, let type = resource["resourceType"]?.stringValue {
-            for text in Self.documentTexts(resource, type: type) + Self.resultTexts(resource, type: type) { found.formUnion(termLabels(text)) }
+            for text in Self.documentTexts(resource, type: type) { found.formUnion(termLabels(text)) }
         }
         found.formUnion(testLabels(resource))
         return found
@@ -287,15 +297,6 @@ public struct SensitiveCategories: Sendable, Codable, Equatable {
         default:
             return []
         }
-    }
-
-    /// A record's own words about a finding, whatever its codes: an Observation's `valueString`
-    /// ("HIV感染" from a LIS that sends results as text) and any record's notes (`note` text) —
-    /// each unless it only reports negatives, as a report's conclusion.
-    static func resultTexts(_ resource: JSONObject, type: String) -> [String] {
-        var texts = (resource["note"]?.arrayValue ?? []).compactMap { $0["text"]?.stringValue }
-        if type == "Observation", let value = resource["valueString"]?.stringValue { texts.append(value) }
-        return texts.filter(reportsAFinding)
     }
 
     /// Whether a report's words state something other than negatives: no negative word at all, or

@@ -452,7 +452,7 @@ struct FHIRRoutes: Sendable {
             bytes.writeBuffer(&chunk)
             if bytes.readableBytes > streamFrom {
                 // What would refuse the write refuses it before any of the document is kept.
-                try await service.checkStreamedWrite(id: id, ifMatch: try ifMatch(request))
+                try await service.checkStreamedWrite(id: id, ifMatch: try ifMatch(request), conditional: request.headers[.ifNoneExist] != nil)
                 let pending = try await service.receiveDocument(prefix: bytes, rest: &chunks, limit: documents.maximum)
                 return .streamed(.object(binary), pending)
             }

@@ -83,9 +83,6 @@ final class SensitiveCategoriesTests: XCTestCase {
         XCTAssertTrue(SensitiveCategories.isPlain("hiv 艾滋病（阳性），复查。"), "ASCII, ideographs, fullwidth and CJK punctuation")
     }
 
-    /// A second outside probe shared HIV documents without opt-in: a document type's text beside a
-    /// LOINC code, an attachment titled without its content type, a Composition's section title,
-    /// and spellings typed with a Chinese input method (fullwidth, traditional, dotted).
     func test_aResultsOrANotesWords_nameItsCategory_unlessTheyOnlyReportNegatives() throws {
         let c = SensitiveCategories.defaults
         // A LIS that sends a finding as text under its own code; a note on a record coded plainly.
@@ -93,17 +90,26 @@ final class SensitiveCategoriesTests: XCTestCase {
             #"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"urn:lis:local","code":"L77"}]},"valueString":"HIV感染（确证阳性）"}"#,
             #"{"resourceType":"Condition","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10","code":"J18.9"}]},"note":[{"text":"患者为HIV感染者，注意防护"}]}"#,
             #"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"valueQuantity":{"value":4.5},"note":[{"text":"抑郁发作，服药中"}]}"#,
+            #"{"resourceType":"Observation","status":"final","code":{"text":"检验组合"},"component":[{"code":{"text":"项目3"},"valueString":"HIV感染"}]}"#,
+            #"{"resourceType":"QuestionnaireResponse","status":"completed","item":[{"linkId":"1","item":[{"linkId":"1.1","answer":[{"valueString":"确诊HIV感染"}]}]}]}"#,
         ]
         XCTAssertEqual(c.labels(for: try object(labelled[0])), ["HIV"])
         XCTAssertEqual(c.labels(for: try object(labelled[1])), ["HIV"])
         XCTAssertEqual(c.labels(for: try object(labelled[2])), ["PSY"])
+        XCTAssertEqual(c.labels(for: try object(labelled[3])), ["HIV"])
+        XCTAssertEqual(c.labels(for: try object(labelled[4])), ["HIV"])
         let plain = [
             #"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"urn:lis:local","code":"L77"}]},"valueString":"HIV抗体阴性"}"#,
             #"{"resourceType":"Observation","status":"final","code":{"text":"血常规"},"valueString":"未见异常","note":[{"text":"复查"}]}"#,
+            // A note that only reports negatives (a pre-operative screening) is about neither category.
+            #"{"resourceType":"Condition","code":{"text":"术前检查"},"note":[{"text":"HIV抗体阴性，梅毒阴性"}]}"#,
         ]
         for text in plain { XCTAssertEqual(c.labels(for: try object(text)), [], text) }
     }
 
+    /// A second outside probe shared HIV documents without opt-in: a document type's text beside a
+    /// LOINC code, an attachment titled without its content type, a Composition's section title,
+    /// and spellings typed with a Chinese input method (fullwidth, traditional, dotted).
     func test_aDocumentsOwnWords_andOtherSpellings_nameItsCategory() throws {
         let c = SensitiveCategories.defaults
         let documents = [

@@ -90,11 +90,13 @@ extension FHIRService {
         }
     }
 
-    /// What refuses a streamed write before any of its document is kept (ADR 029): the scopes;
-    /// for an update, an id that is none, and of a stored Binary the writer's right to change it
-    /// and `If-Match`. (The write checks all of it again, with the rest, when it commits.)
-    public func checkStreamedWrite(id: String?, ifMatch: Int?) async throws {
+    /// What refuses a streamed write before any of its document is kept (ADR 029): the scopes
+    /// (a conditional create's too); for an update, an id that is none, and of a stored Binary the
+    /// writer's right to change it and `If-Match`. (The write checks all of it again, with the
+    /// rest, when it commits: a resident's compartment, a conditional create's match.)
+    public func checkStreamedWrite(id: String?, ifMatch: Int?, conditional: Bool = false) async throws {
         try await authorize(id == nil ? .create : .update, "Binary")
+        if conditional { try await authorize(.conditionalCreate, "Binary") }
         guard let id else { return }
         guard FHIRPrimitive.isValidID(id) else { throw FHIRError(.invalid, code: "value", "'\(id)' is not a valid id", at: "Binary.id") }
         guard let record = try await store.read(ResourceKey("Binary", id)), !record.deleted else { return }
@@ -125,13 +127,14 @@ extension FHIRService {
         return result
     }
 
-    /// The token a stored Binary's `_data` holds (a stream's, a document's), found without
-    /// parsing the rest of it; nil when it holds `data` or nothing sealed.
+    /// The token a stored Binary's `_data` holds when it may name a stream, found without parsing
+    /// the rest of it; nil when it holds `data`, nothing sealed, or a sealed document (a `_data`
+    /// longer than a stream's reference ever is: not decoded and tried only to fail).
     static func streamToken(in content: ByteBuffer) -> String? {
         content.withUnsafeReadableBytes { bytes -> String? in
             guard IdentifierProtection.holdsEncrypted(bytes), let members = JSONMembers.members(in: bytes),
                   !members.contains(where: { $0.key == "data" }),
-                  let sealed = members.first(where: { $0.key == "_data" && !$0.string }),
+                  let sealed = members.first(where: { $0.key == "_data" && !$0.string }), sealed.range.count <= 4096,
                   let primitive = try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[sealed.range])) else { return nil }
             return IdentifierProtection.encryptedToken(in: primitive)
         }
