@@ -189,6 +189,9 @@ final class AccessMatrixTests: XCTestCase {
         // A Binary in its own content type (R4 http.html#binary; ADR 026): `{B}` is bound to the fixture Patient.
         "Binary read in its own type (ITI-68)": Example(kind: .read, method: .get, path: "/fhir/Binary/{B}", otherFacility: .refused,
                                                         otherResident: .refused, headers: ["Accept": "application/pdf"]),
+        "Binary version read in its own type (ADR 029)": Example(kind: .read, method: .get, path: "/fhir/Binary/{B}/_history/1",
+                                                                otherFacility: .refused, otherResident: .refused,
+                                                                headers: ["Accept": "application/pdf"]),
         "Binary written in its own type": Example(kind: .write, method: .post, path: "/fhir/Binary", body: "%PDF-1.7 matrix",
                                                   contentType: "application/pdf", headers: ["X-Security-Context": "Patient/{P}"]),
         "conditional create (If-None-Exist on a hidden match)": Example(
