@@ -82,6 +82,8 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
             return FHIRError(.conflict, code: "conflict", "Concurrent writes changed the result of a conditional interaction; retry")
         case .recordExists(let kind, let id):
             return FHIRError(.conflict, code: "duplicate", "The \(kind) '\(id)' exists already")
+        case .streamRemoved:
+            return FHIRError(.conflict, code: "timeout", "The document's upload stood idle so long that it was taken for abandoned and removed; send it again")
         case .storage(let message):
             return internalError(StoreError.storage(message))
         }

@@ -42,6 +42,8 @@ public struct PlatformConfiguration: Sendable {
     public var documentStreamThreshold = 4 * 1024 * 1024
     /// The largest document a Binary sent in its own type may hold.
     public var maxDocumentBytes = Int(Int32.max)
+    /// Seconds without a write after which a stream no Binary names is removed (`DocumentStreamSweep`).
+    public var documentStreamSweepAfter = 3600
     public var idleTimeout: TimeAmount = .seconds(60)
     /// The FHIR operations offered: the platform's, then any a domain module registers (ADR 019).
     public var operations = OperationRegistry.all

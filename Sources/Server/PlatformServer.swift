@@ -82,7 +82,7 @@ public struct PlatformServer: Sendable {
 
     /// Serves until SIGTERM or SIGINT: first the rebuild a migration left pending, then the MLLP
     /// listener, then one service group — the HTTP server, the MLLP listener, the expired-record
-    /// sweep and the change-feed dispatcher. `dataLocation` is said in the log (no password). On shutdown the HTTP server stops first (finishing
+    /// and document-stream sweeps and the change-feed dispatcher. `dataLocation` is said in the log (no password). On shutdown the HTTP server stops first (finishing
     /// its requests), then the MLLP listener (finishing its messages), then the sweep and the
     /// dispatcher; the caller closes the store last, which flushes the audit spool.
     public func run(logger: Logger, dataLocation: String) async throws {
@@ -98,6 +98,7 @@ public struct PlatformServer: Sendable {
                                             settings: configuration.subscriptionDelivery, sockets: sockets, metrics: configuration.metrics, logger: logger)
         var services: [any Service] = [
             ExpiredRecordSweepService(sweep: ExpiredRecordSweep(store: store), logger: logger),
+            DocumentStreamSweepService(sweep: DocumentStreamSweep(store: store, idleFor: configuration.documentStreamSweepAfter), logger: logger),
             ChangeFeedService(dispatcher: ChangeFeedDispatcher(store: store, consumers: configuration.changeConsumers + [engine.consumer], logger: logger)),
             SubscriptionDeliveryService(delivery: delivery),
         ]

@@ -28,6 +28,16 @@ struct ExpiredRecordSweepService: Service {
     }
 }
 
+/// The sweep of abandoned document streams (ADR 029), until shutdown.
+struct DocumentStreamSweepService: Service {
+    let sweep: DocumentStreamSweep
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await sweep.run(logger: logger) }
+    }
+}
+
 /// The change-feed dispatcher (ADR 020) as a lifecycle service: its consumers run until the group
 /// shuts down (each position is saved after every batch it handled, so nothing is lost).
 struct ChangeFeedService: Service {

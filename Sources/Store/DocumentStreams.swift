@@ -15,9 +15,17 @@ import Darwin
 ///
 /// A stream is written before the version naming it commits, and durable when `finish` returns,
 /// so a committed version never names a stream that is not whole. A write that fails after the
-/// stream was made discards it; a crash between `finish` and the commit leaves it unnamed.
+/// stream was made discards it.
+///
+/// A stream is *pending* from `create` until the commit of the first version naming it
+/// (`PreparedWrite.namesStream`), which removes its pending mark in the same transaction and
+/// fails if the mark is gone; or until `discard`. So a pending stream is never named by a
+/// committed version. One left pending — the server killed during the upload or between `finish`
+/// and the commit, a write that failed on a server error — is found by `pending(idleFor:)` once
+/// nothing has been written to it for a while, and removed by the platform's sweep
+/// (`DocumentStreamSweep`) through `discardIdle`.
 public protocol DocumentStreams: Sendable {
-    /// A new stream, appended to in order.
+    /// A new stream, appended to in order; pending until a version naming it commits.
     func create() async throws -> any DocumentStreamWriter
     /// The size in bytes of stored stream `id`; nil when there is none.
     func size(_ id: String) async throws -> Int?
@@ -25,6 +33,24 @@ public protocol DocumentStreams: Sendable {
     func read(_ id: String, offset: Int, count: Int) async throws -> ByteBuffer
     /// Removes a stream that no committed version names (its write failed).
     func discard(_ id: String) async
+    /// The pending streams nothing was written to for at least `seconds`.
+    func pending(idleFor seconds: Int) async throws -> [PendingStream]
+    /// Removes stream `id` if it is still pending and still nothing was written to it for
+    /// `seconds` (an upload that resumed keeps it); whether it was removed. Its mark goes first,
+    /// atomically with the check: a version naming it then fails to commit, and a writer still
+    /// holding it fails at its next chunk or at `finish`.
+    func discardIdle(_ id: String, idleFor seconds: Int) async throws -> Bool
+}
+
+/// A pending stream and the time of its last write (seconds since the epoch).
+public struct PendingStream: Sendable, Hashable {
+    public let id: String
+    public let lastWrite: Int
+
+    public init(id: String, lastWrite: Int) {
+        self.id = id
+        self.lastWrite = lastWrite
+    }
 }
 
 public protocol DocumentStreamWriter: Sendable {
@@ -51,20 +77,37 @@ extension DocumentStreams {
     }
 }
 
+/// Where a store keeps its streams' pending marks: in the database, where the commit of a
+/// version naming a stream removes its mark in the same transaction (the SQLite store: through
+/// its writer, so a commit and a sweep's removal never interleave).
+protocol StreamMarks: Sendable {
+    func mark(_ id: String) async throws
+    func marked() async throws -> [String]
+    /// Removes the mark of `id` if there is one and `condition` holds, atomically; whether it did.
+    func unmark(_ id: String, if condition: @escaping @Sendable () throws -> Bool) async throws -> Bool
+}
+
+extension SQLiteWriter: StreamMarks {}
+
 /// The embedded store's streams: one file each, `<database>-content/streams/<first two>/<id>`,
-/// written and read on NIO's blocking-I/O pool. Durable (data, and with `durable` the
-/// directories too) before `finish` returns, whatever the store's durability: a version that
-/// survives a power loss must not name a stream that did not (as for ADR 025's content files).
+/// written and read on NIO's blocking-I/O pool; pending marks in the database
+/// (`document_stream_pending`). A stream's last write is its file's modification time.
+/// Durable (data, and with `durable` the directories too) before `finish` returns, whatever the
+/// store's durability: a version that survives a power loss must not name a stream that did not
+/// (as for ADR 025's content files).
 public struct FileDocumentStreams: DocumentStreams {
     /// The store's content folder (ADR 025); the streams are in its `streams` folder.
     let content: String
     let folder: String
     let durable: Bool
+    /// Nil for a tool that only reads or copies streams.
+    let marks: (any StreamMarks)?
 
-    public init(contentFolder: String, durable: Bool) {
+    init(contentFolder: String, durable: Bool, marks: (any StreamMarks)?) {
         self.content = contentFolder
         self.folder = contentFolder + "/streams"
         self.durable = durable
+        self.marks = marks
     }
 
     func path(_ id: String) throws -> (directory: String, file: String) {
@@ -76,6 +119,8 @@ public struct FileDocumentStreams: DocumentStreams {
     public func create() async throws -> any DocumentStreamWriter {
         let id = Self.newID()
         let (directory, file) = try path(id)
+        // The mark first: a stream never exists unmarked before its version commits.
+        try await marks?.mark(id)
         let (content, folder, durable) = (self.content, self.folder, self.durable)
         let fd = try await NIOThreadPool.singleton.runIfActive {
             let parent = String(content[..<(content.lastIndex(of: "/") ?? content.startIndex)])
@@ -138,6 +183,50 @@ public struct FileDocumentStreams: DocumentStreams {
     public func discard(_ id: String) async {
         guard let file = try? path(id).file else { return }
         _ = try? await NIOThreadPool.singleton.runIfActive { unlink(file) }
+        _ = try? await marks?.unmark(id) { true }
+    }
+
+    /// The ids of the pending streams (`huitong export --to postgres` copies them pending).
+    package func pendingIDs() async throws -> Set<String> {
+        Set(try await marks?.marked() ?? [])
+    }
+
+    /// The time of the last write of stream `id` (seconds since the epoch); nil when it has no
+    /// file (the server stopped between its mark and its file).
+    static func lastWrite(_ file: String) throws -> Int? {
+        var info = stat()
+        guard stat(file, &info) == 0 else {
+            if errno == ENOENT { return nil }
+            throw StoreError.storage("Cannot stat \(file): \(Files.errorText())")
+        }
+        #if canImport(Darwin)
+        return info.st_mtimespec.tv_sec
+        #else
+        return info.st_mtim.tv_sec
+        #endif
+    }
+
+    public func pending(idleFor seconds: Int) async throws -> [PendingStream] {
+        guard let marks else { return [] }
+        let files = try await marks.marked().map { ($0, try path($0).file) }
+        return try await NIOThreadPool.singleton.runIfActive {
+            let now = time(nil)
+            return try files.compactMap { id, file in
+                let written = try Self.lastWrite(file) ?? 0
+                return now - written >= seconds ? PendingStream(id: id, lastWrite: written) : nil
+            }
+        }
+    }
+
+    public func discardIdle(_ id: String, idleFor seconds: Int) async throws -> Bool {
+        guard let marks else { return false }
+        let file = try path(id).file
+        // Checked and unmarked on the writer's thread: no commit runs in between.
+        guard try await marks.unmark(id, if: { time(nil) - (try Self.lastWrite(file) ?? 0) >= seconds }) else { return false }
+        try await NIOThreadPool.singleton.runIfActive {
+            guard unlink(file) == 0 || errno == ENOENT else { throw StoreError.storage("Cannot remove \(file): \(Files.errorText())") }
+        }
+        return true
     }
 
     final class FileWriter: DocumentStreamWriter, @unchecked Sendable {
@@ -172,8 +261,14 @@ public struct FileDocumentStreams: DocumentStreams {
             try await NIOThreadPool.singleton.runIfActive {
                 let synced = fdatasync(fd) == 0
                 let failure = synced ? nil : Files.errorText()
+                // The file written is still the one at its path: the sweep did not remove it
+                // while this upload stood idle (`discardIdle`).
+                var written = stat(), named = stat()
+                let removed = fstat(fd, &written) != 0 || stat(path, &named) != 0
+                    || written.st_ino != named.st_ino || written.st_dev != named.st_dev
                 close(fd)
                 if let failure { throw StoreError.storage("Cannot fsync \(path): \(failure)") }
+                if removed { throw StoreError.storage("Document stream \(path) was removed as abandoned before it was finished") }
                 if let directory { try Files.fsyncDirectory(directory) }
             }
             return size

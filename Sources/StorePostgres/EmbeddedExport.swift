@@ -82,22 +82,29 @@ public enum EmbeddedExport {
     }
 
     /// The document streams (ADR 029), under their ids: the copied Binaries name them. Streams
-    /// already whole on PostgreSQL are skipped; one cut short by an interrupted export is copied again.
+    /// already whole on PostgreSQL are skipped; one cut short by an interrupted export is copied
+    /// again. Pending ones are copied pending.
     static func copyDocumentStreams(from source: SQLiteStore, to target: PostgresStore) async throws {
         guard let files = source.documentStreams as? FileDocumentStreams else { return }
         let to = PostgresDocumentStreams(client: target.primary, logger: target.logger)
-        for id in try files.storedIDs() where try await to.size(id) == nil {
-            await to.discard(id)
-            let writer = PostgresDocumentStreams.Writer(id: id, db: to.db)
-            let size = try await files.size(id) ?? 0
-            var offset = 0
-            while offset < size {
-                let chunk = try await files.read(id, offset: offset, count: min(PostgresDocumentStreams.chunk, size - offset))
-                guard chunk.readableBytes > 0 else { throw StoreError.storage("Document stream \(id) ended at \(offset) of \(size) bytes") }
-                try await writer.append(chunk)
-                offset += chunk.readableBytes
+        let pending = try await files.pendingIDs()
+        for id in try files.storedIDs() {
+            if try await to.size(id) == nil {
+                await to.discard(id)
+                let writer = try await to.create(id: id)
+                let size = try await files.size(id) ?? 0
+                var offset = 0
+                while offset < size {
+                    let chunk = try await files.read(id, offset: offset, count: min(PostgresDocumentStreams.chunk, size - offset))
+                    guard chunk.readableBytes > 0 else { throw StoreError.storage("Document stream \(id) ended at \(offset) of \(size) bytes") }
+                    try await writer.append(chunk)
+                    offset += chunk.readableBytes
+                }
+                _ = try await writer.finish()
             }
-            _ = try await writer.finish()
+            // Named on SQLite: named here (also when an interrupted export copied it whole, not yet
+            // settled). Pending on SQLite: pending here, for the sweep.
+            if !pending.contains(id) { try await to.settle(id) }
         }
     }
 

@@ -6,7 +6,11 @@ import Store
 /// The production store's document streams (ADR 029): rows of 1 MiB chunks in
 /// `document_chunk`, and the stream's size in `document_stream` once it is whole. Each chunk is
 /// its own statement, committed as it is written, so an upload holds one chunk in memory; the
-/// size row is written last, so a stream without one is not whole (and reads as missing).
+/// size row is written last, so a stream without one is not whole (and reads as missing). A
+/// pending stream has a row in `document_stream_pending`, its time the last chunk's (the
+/// database's clock; a live upload refreshes it at least every 1 MiB); a chunk or size row is
+/// written only while that row is there, and the commit of the version naming the stream
+/// deletes it (`PostgresWriter`).
 struct PostgresDocumentStreams: DocumentStreams {
     let client: PostgresClient
     let logger: Logger
@@ -15,7 +19,13 @@ struct PostgresDocumentStreams: DocumentStreams {
     var db: PostgresExecutor { PostgresExecutor(target: .pool(client), logger: logger) }
 
     func create() async throws -> any DocumentStreamWriter {
-        Writer(id: Self.newID(), db: db)
+        try await create(id: Self.newID())
+    }
+
+    /// A new pending stream named `id` (an export keeps the SQLite stream's name).
+    func create(id: String) async throws -> Writer {
+        _ = try await db.query("INSERT INTO document_stream_pending (id) VALUES (?)", [.text(id)])
+        return Writer(id: id, db: db)
     }
 
     func size(_ id: String) async throws -> Int? {
@@ -44,8 +54,38 @@ struct PostgresDocumentStreams: DocumentStreams {
     }
 
     func discard(_ id: String) async {
-        _ = try? await db.query("DELETE FROM document_stream WHERE id = ?", [.text(id)])
-        _ = try? await db.query("DELETE FROM document_chunk WHERE stream = ?", [.text(id)])
+        _ = try? await removed(id, condition: "")
+    }
+
+    /// Stream `id` named by a version copied by `huitong export`: no longer pending.
+    func settle(_ id: String) async throws {
+        _ = try await db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)])
+    }
+
+    func pending(idleFor seconds: Int) async throws -> [PendingStream] {
+        try await db.query("SELECT id, floor(extract(epoch FROM touched_at))::bigint FROM document_stream_pending"
+                           + " WHERE touched_at <= now() - make_interval(secs => ?) ORDER BY id", [.integer(seconds)]).compactMap { row in
+            guard let id = row[0].text, let written = row[1].integer else { return nil }
+            return PendingStream(id: id, lastWrite: written)
+        }
+    }
+
+    func discardIdle(_ id: String, idleFor seconds: Int) async throws -> Bool {
+        try await removed(id, condition: " AND touched_at <= now() - make_interval(secs => \(seconds))")
+    }
+
+    /// Removes stream `id` in one transaction, its pending mark first (with `condition` on it:
+    /// nothing is removed unless the mark was), so a writer's next chunk and a version naming it
+    /// find none. Without a condition, also a stream no longer pending (a failed export's copy).
+    private func removed(_ id: String, condition: String) async throws -> Bool {
+        try await client.transaction(logger: logger) { connection in
+            let tx = PostgresExecutor(target: .connection(connection), logger: logger)
+            let marked = try await tx.query("DELETE FROM document_stream_pending WHERE id = ?\(condition) RETURNING id", [.text(id)])
+            guard !marked.isEmpty || condition.isEmpty else { return false }
+            _ = try await tx.query("DELETE FROM document_stream WHERE id = ?", [.text(id)])
+            _ = try await tx.query("DELETE FROM document_chunk WHERE stream = ?", [.text(id)])
+            return true
+        }
     }
 
     final class Writer: DocumentStreamWriter, @unchecked Sendable {
@@ -73,16 +113,26 @@ struct PostgresDocumentStreams: DocumentStreams {
         }
 
         func flush() async throws {
-            _ = try await db.query("INSERT INTO document_chunk (stream, seq, bytes) VALUES (?, ?, ?)",
-                                   [.text(id), .integer(seq), .blob(pending)])
+            let written = try await db.query("WITH mark AS (UPDATE document_stream_pending SET touched_at = now() WHERE id = ? RETURNING id)"
+                                             + " INSERT INTO document_chunk (stream, seq, bytes) SELECT id, ?, ? FROM mark RETURNING seq",
+                                             [.text(id), .integer(seq), .blob(pending)])
+            guard !written.isEmpty else { throw Self.removed(id) }
             seq += 1
             pending = ByteBuffer()
         }
 
         func finish() async throws -> Int {
             if pending.readableBytes > 0 { try await flush() }
-            _ = try await db.query("INSERT INTO document_stream (id, size) VALUES (?, ?)", [.text(id), .integer(size)])
+            // The mark is locked until this statement ends, so no sweep removes it in between.
+            let written = try await db.query("WITH mark AS (UPDATE document_stream_pending SET touched_at = now() WHERE id = ? RETURNING id)"
+                                             + " INSERT INTO document_stream (id, size) SELECT id, ? FROM mark RETURNING id",
+                                             [.text(id), .integer(size)])
+            guard !written.isEmpty else { throw Self.removed(id) }
             return size
+        }
+
+        static func removed(_ id: String) -> StoreError {
+            .storage("Document stream \(id) was removed as abandoned before it was finished")
         }
     }
 }

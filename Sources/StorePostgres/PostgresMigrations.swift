@@ -138,5 +138,8 @@ enum PostgresMigrations {
             "ALTER TABLE document_chunk ALTER COLUMN bytes SET STORAGE EXTERNAL",
             "CREATE TABLE document_stream (id text COLLATE \"C\" PRIMARY KEY, size bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
         ]),
+        (9, "pending document streams: marked until a version names them, swept when abandoned (ADR 029)", [
+            "CREATE TABLE document_stream_pending (id text COLLATE \"C\" PRIMARY KEY, touched_at timestamptz NOT NULL DEFAULT now())",
+        ]),
     ]
 }

@@ -92,6 +92,13 @@ struct PostgresWriter: Sendable {
                                               newRid: { nextRid.next()! }, newHid: { nextHid.next()! })
         try await PostgresRows.insert(pending, on: connection, logger: logger)
         try await PlatformRecordSQL.apply(unit.records) { sql, binds in try await tx.query(sql, binds) }
+        // Streams this unit is the first to name are no longer pending; one removed as abandoned
+        // (its mark gone) fails the unit. The mark's row lock orders this against the sweep.
+        for id in Set(unit.writes.compactMap(\.namesStream)).sorted() {
+            if try await tx.query("DELETE FROM document_stream_pending WHERE id = ? RETURNING id", [.text(id)]).isEmpty {
+                throw StoreError.streamRemoved(id)
+            }
+        }
         if !unit.writes.isEmpty {
             // Delivered to every listening node when (and only if) the transaction commits.
             try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_notify('\(PostgresStore.changesChannel)', '')"), logger: logger)

@@ -89,3 +89,24 @@ public struct BackendFailure: Error, CustomStringConvertible {
     public let error: any Error
     public var description: String { "[\(backend.rawValue)] \(error)" }
 }
+
+extension TestStore {
+    /// Makes document streams look last written `seconds` ago (the sweep's idle test).
+    public func backdateStreams(_ ids: [String], seconds: Int) async throws {
+        switch backend {
+        case .sqlite:
+            let content = (location as NSString).appendingPathComponent("db.sqlite-content")
+            let past = Date(timeIntervalSinceNow: -Double(seconds))
+            for id in ids {
+                let path = "\(content)/streams/\(id.prefix(2))/\(id)"
+                if FileManager.default.fileExists(atPath: path) {
+                    try FileManager.default.setAttributes([.modificationDate: past], ofItemAtPath: path)
+                }
+            }
+        case .postgres:
+            let list = ids.map { "'\($0)'" }.joined(separator: ", ")
+            try await PostgresStore.execute(url: TestBackend.postgresURL!, "UPDATE \(location).document_stream_pending"
+                                            + " SET touched_at = now() - make_interval(secs => \(seconds)) WHERE id IN (\(list))")
+        }
+    }
+}

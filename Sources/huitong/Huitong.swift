@@ -127,6 +127,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "A Binary sent in its own content type larger than this many bytes is streamed to the store (sealed segment by segment); smaller ones are kept in their JSON.")
     var documentStreamThreshold: Int = 4 * 1024 * 1024
 
+    @Option(help: "A streamed document that no stored Binary names (its upload cut short, or its write failed) is removed once nothing was written to it for this many seconds (at least 600; checked at start and hourly).")
+    var documentStreamSweepAfter: Int = 3600
+
     @Flag(help: "Development mode, for a first look and local tests: a request without a token acts as a development administrator (still audited). Loopback only.")
     var dev = false
 
@@ -187,6 +190,12 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--dev serves only on loopback (127.0.0.1, ::1, localhost), not on \(host): without a token every request acts as an administrator")
         }
         if noAudit && !dev { throw ValidationError("--no-audit is for benchmark baselines and needs --dev") }
+        if documentStreamSweepAfter < 600 {
+            throw ValidationError("--document-stream-sweep-after is at least 600 seconds: an upload on a slow link must not be taken for abandoned")
+        }
+        if documentStreamSweepAfter < 600 {
+            throw ValidationError("--document-stream-sweep-after is at least 600 seconds: an upload on a slow link must not be taken for abandoned")
+        }
         if !(headerTimeout > 0 && idleTimeout > 0) { throw ValidationError("--header-timeout and --idle-timeout are positive numbers of seconds") }
         // Token audiences and discovery URLs must not follow a client's Host header (ADR 009).
         if !dev {
@@ -236,6 +245,7 @@ extension Serve {
         configuration.audit = !noAudit
         configuration.maxDocumentBytes = maxDocumentBytes
         configuration.documentStreamThreshold = documentStreamThreshold
+        configuration.documentStreamSweepAfter = documentStreamSweepAfter
         configuration.identifiers = identifiers
         configuration.cards = try cardOptions.keyring(data: storeOptions.data, keyFolder: tokenKeys)
         configuration.cardSettings = try cardOptions.settings()

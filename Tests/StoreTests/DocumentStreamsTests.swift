@@ -1,12 +1,16 @@
+import FHIRModel
 import Foundation
 import NIOCore
-@testable import Store
+import Platform
+@_spi(WritePipeline) @testable import Store
 import StoreTestSupport
 import XCTest
 
 /// The stores' document streams (ADR 029): bytes appended in pieces of any size are read back
 /// by any range, after a restart too; a stream's size is known only once it is whole; a
-/// discarded stream is gone.
+/// discarded stream is gone; a stream is pending until the commit of a version naming it, only
+/// an idle pending one is removed by `discardIdle`, after which its writer cannot finish it and
+/// no version naming it commits.
 final class DocumentStreamsTests: XCTestCase {
     func test_streamsAppendedInPieces_readBackByAnyRange_onEachBackend() async throws {
         try await withEachBackend { test in
@@ -39,6 +43,92 @@ final class DocumentStreamsTests: XCTestCase {
             let unknown = try await reopened.size("0123456789abcdef0123456789abcdef")
             XCTAssertNil(unknown)
             if test.backend == .sqlite { try await store.close() }
+        }
+    }
+
+    func binary(_ id: String, naming stream: String) throws -> PreparedWrite {
+        var write = try IngestPipeline().prepare(try JSONParser.parse(#"{"resourceType":"Binary","contentType":"application/pdf"}"#),
+                                                 type: "Binary", id: id, method: "PUT")
+        write.namesStream = stream
+        return write
+    }
+
+    func test_pendingStreams_settledByTheirCommit_idleOnesRemovable_andThenNeverNamed_onEachBackend() async throws {
+        try await withEachBackend { test in
+            let store = test.store, streams = test.store.documentStreams
+            func written(_ count: Int) async throws -> String {
+                let writer = try await streams.create()
+                try await writer.append(ByteBuffer(repeating: 7, count: count))
+                _ = try await writer.finish()
+                return writer.id
+            }
+            let named = try await written(100), abandoned = try await written(200), late = try await written(300)
+            let cut = try await streams.create()
+            try await cut.append(ByteBuffer(repeating: 1, count: 300))
+
+            // Just written: pending, none idle for an hour.
+            let fresh = try await streams.pending(idleFor: 0)
+            XCTAssertEqual(Set(fresh.map(\.id)), [named, abandoned, late, cut.id])
+            let idleNow = try await streams.pending(idleFor: 3600)
+            XCTAssertEqual(idleNow, [])
+            let busy = try await streams.discardIdle(abandoned, idleFor: 3600)
+            XCTAssertFalse(busy, "written a moment ago")
+
+            // The commit of the version naming a stream settles it.
+            _ = try await store.commit(WriteUnit(writes: [try binary("b1", naming: named)]))
+            try await test.backdateStreams([named, abandoned, late, cut.id], seconds: 7200)
+            let now = Int(Date().timeIntervalSince1970)
+            let idle = try await streams.pending(idleFor: 3600)
+            XCTAssertEqual(Set(idle.map(\.id)), [abandoned, late, cut.id], "a settled stream is not pending")
+            XCTAssertTrue(idle.allSatisfy { (7190...7260).contains(now - $0.lastWrite) }, "\(idle)")
+            let settledRemoved = try await streams.discardIdle(named, idleFor: 3600)
+            XCTAssertFalse(settledRemoved, "a named stream is never removed")
+
+            // An upload that resumes is no longer idle.
+            try await cut.append(ByteBuffer(repeating: 2, count: 2_000_000))
+            let resumed = try await streams.discardIdle(cut.id, idleFor: 3600)
+            XCTAssertFalse(resumed)
+            let removed = try await streams.discardIdle(abandoned, idleFor: 3600)
+            XCTAssertTrue(removed)
+            let gone = try await streams.size(abandoned)
+            XCTAssertNil(gone)
+            let kept = try await streams.size(named)
+            XCTAssertEqual(kept, 100)
+
+            // A version naming a removed stream does not commit (its write came after the sweep).
+            let lateRemoved = try await streams.discardIdle(late, idleFor: 3600)
+            XCTAssertTrue(lateRemoved)
+            do {
+                _ = try await store.commit(WriteUnit(writes: [try binary("b2", naming: late)]))
+                XCTFail("a version naming a removed stream committed")
+            } catch let error as StoreError {
+                XCTAssertEqual(error, .streamRemoved(late))
+            }
+            let b2 = try await store.read(ResourceKey("Binary", "b2"))
+            XCTAssertNil(b2, "nothing of the refused unit is stored")
+
+            // Removed while idle, an upload cannot be finished.
+            try await test.backdateStreams([cut.id], seconds: 7200)
+            let cutRemoved = try await streams.discardIdle(cut.id, idleFor: 3600)
+            XCTAssertTrue(cutRemoved)
+            do {
+                _ = try await cut.finish()
+                XCTFail("a removed stream was finished")
+            } catch {}
+            let cutSize = try await streams.size(cut.id)
+            XCTAssertNil(cutSize)
+            // The same when all its bytes were written before (on PostgreSQL: only its size row is left to write).
+            let whole = try await streams.create()
+            try await whole.append(ByteBuffer(repeating: 4, count: 1 << 20))
+            try await test.backdateStreams([whole.id], seconds: 7200)
+            let wholeRemoved = try await streams.discardIdle(whole.id, idleFor: 3600)
+            XCTAssertTrue(wholeRemoved)
+            do {
+                _ = try await whole.finish()
+                XCTFail("a removed stream was finished")
+            } catch {}
+            let left = try await streams.pending(idleFor: 0)
+            XCTAssertEqual(left, [])
         }
     }
 }

@@ -39,16 +39,26 @@ final class EmbeddedExportTests: XCTestCase {
         let document = Data((0..<150_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).base64EncodedString()
         _ = try await sqlite.commit(WriteUnit(writes: [try prepared(
             #"{"resourceType":"Binary","contentType":"application/pdf","data":"\#(document)"}"#, "Binary", "b1")]))
-        // A document stream (ADR 029), 1.5 MB: copied under its id.
+        // A document stream (ADR 029), 1.5 MB, named by a committed version (a Binary whose stored
+        // form names it is the platform's business; here the commit settles it): copied under its
+        // id, and not pending. A second one no version names: copied pending, for the sweep.
         let streamed = (0..<1_500_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
         let writer = try await sqlite.documentStreams.create()
         try await writer.append(ByteBuffer(bytes: streamed))
         _ = try await writer.finish()
+        var naming = try prepared(#"{"resourceType":"Binary","contentType":"application/dicom"}"#, "Binary", "b2")
+        naming.namesStream = writer.id
+        _ = try await sqlite.commit(WriteUnit(writes: [naming]))
+        let unnamed = try await sqlite.documentStreams.create()
+        try await unnamed.append(ByteBuffer(repeating: 9, count: 1000))
+        _ = try await unnamed.finish()
 
         let copied = try await EmbeddedExport.run(from: sqlite, sourceName: source.location, to: postgres) { _, _ in }
-        XCTAssertEqual(copied, 2502)
+        XCTAssertEqual(copied, 2503)
         let copiedStream = try await postgres.documentStreams.read(writer.id, offset: 0, count: streamed.count + 10)
         XCTAssertEqual(Array(copiedStream.readableBytesView), streamed)
+        let pendingThere = try await postgres.documentStreams.pending(idleFor: 0)
+        XCTAssertEqual(pendingThere.map(\.id), [unnamed.id], "named streams are not pending after the export")
         let sourceCounts = try await sqlite.resourceCounts()
         let targetCounts = try await postgres.resourceCounts()
         XCTAssertEqual(sourceCounts, targetCounts)

@@ -80,13 +80,18 @@ public struct IngestPipeline: Sendable {
         // The document of a Binary kept as a stream (ADR 029): named in the stored form by the
         // token the route that received it made, or the stored version's token a platform-made
         // change keeps (`WriteRequest.keptStream`); nothing a client sends can name a stream.
+        var names: String?
         if type == "Binary", let token = streamToken ?? StreamedDocument.pending?.token, stored["data"] == nil, stored["_data"] == nil {
             stored["_data"] = .object(JSONObject([("extension", .array([.object(JSONObject([
                 ("url", .string(ResourceValidator.encryptedValueURL)), ("valueString", .string(token))]))]))]))
+            // The received stream is still pending: this version's commit settles it.
+            if streamToken == nil { names = StreamedDocument.pending?.reference.id }
         }
-        return PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,
-                             template: ResourceTemplate(resource: stored, type: type, id: id), index: index,
-                             ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)
+        var prepared = PreparedWrite(key: ResourceKey(type, id), action: method == "POST" || newID ? .create : .update, method: method,
+                                     template: ResourceTemplate(resource: stored, type: type, id: id), index: index,
+                                     ifMatch: ifMatch, mustNotExist: mustNotExist, resource: labelled)
+        prepared.namesStream = names
+        return prepared
     }
 
     /// A resource the platform built itself from validated input (the master index's Persons and

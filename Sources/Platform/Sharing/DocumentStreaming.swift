@@ -106,10 +106,11 @@ extension FHIRService {
         }
     }
 
-    /// `write` (the Binary's create or update) with the received stream as its document. A write
-    /// refused before its commit (invalid, forbidden, a conflict: a client error) discards the
-    /// stream; after any other error it is kept, unnamed, rather than risk a committed version
-    /// naming a stream that is gone.
+    /// `write` (the Binary's create or update) with the received stream as its document; the
+    /// commit of the version naming it settles it (`PreparedWrite.namesStream`). A write refused
+    /// before its commit (invalid, forbidden, a conflict: a client error) discards the stream;
+    /// after any other error it is kept pending, for the sweep (`DocumentStreamSweep`), rather
+    /// than risk removing a stream a committed version names.
     public func writeStreamed(_ pending: StreamedDocument.Pending, _ write: () async throws -> InteractionResult) async throws -> InteractionResult {
         let result: InteractionResult
         do {

@@ -47,6 +47,9 @@ public enum StoreError: Error, Sendable, Equatable {
     case alreadyExists(ResourceKey)
     /// A one-time platform record (`RecordWrite.Mode.insertNew`) exists already.
     case recordExists(kind: String, id: String)
+    /// A version names a document stream that was removed as abandoned (ADR 029): its upload
+    /// stood idle past the sweep's limit.
+    case streamRemoved(String)
     /// A storage failure, with the engine's message.
     case storage(String)
 }

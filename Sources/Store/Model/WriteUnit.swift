@@ -18,6 +18,10 @@ public struct PreparedWrite: Sendable {
     /// The resource as validated (for pipeline stages after preparation, such as the master
     /// patient index); nil for deletions.
     public let resource: JSONObject?
+    /// A pending document stream (ADR 029) this version is the first to name: its pending mark
+    /// is removed in the same transaction, and the write fails if the mark is gone (the stream
+    /// was removed as abandoned), so no committed version names a removed stream.
+    public var namesStream: String?
 
     public init(key: ResourceKey, action: Action, method: String, template: ResourceTemplate?,
                 index: [IndexEntry], ifMatch: Int? = nil, mustNotExist: Bool = false, resource: JSONObject? = nil) {

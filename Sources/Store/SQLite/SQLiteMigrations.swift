@@ -112,5 +112,8 @@ enum SQLiteMigrations {
             "INSERT OR IGNORE INTO platform_record (kind, id, content) SELECT '\(PlatformRecordSQL.pendingKind)', 'reindex', 'terminology rows (migration 9)'"
                 + " WHERE EXISTS (SELECT 1 FROM resource WHERE type = 'CodeSystem')",
         ]),
+        (10, "pending document streams: marked until a version names them, swept when abandoned (ADR 029)", [
+            "CREATE TABLE document_stream_pending (id TEXT PRIMARY KEY) WITHOUT ROWID",
+        ]),
     ]
 }

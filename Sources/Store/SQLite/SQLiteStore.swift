@@ -64,7 +64,8 @@ public final class SQLiteStore: ResourceStore {
         let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
                                               movedSegment: moved, tuning: tuning, logger: logger)
         return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool,
-                           documentStreams: FileDocumentStreams(contentFolder: contentFiles.folder, durable: durability == .full), logger: logger)
+                           documentStreams: FileDocumentStreams(contentFolder: contentFiles.folder, durable: durability == .full, marks: writer),
+                           logger: logger)
     }
 
     init(readers: SQLiteReaders, pointReader: SQLitePointReader, writer: SQLiteWriter, spool: AuditSpool,

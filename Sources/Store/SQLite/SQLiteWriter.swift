@@ -100,6 +100,25 @@ actor SQLiteWriter {
         try await onThread { try $0.replaceIndex(index) }
     }
 
+    /// Document streams' pending marks (`StreamMarks`): on the writer's thread, between batches,
+    /// so a commit that settles a stream and a sweep that removes it never interleave.
+    func mark(_ id: String) async throws {
+        try await onThread { _ = try $0.db.query("INSERT INTO document_stream_pending (id) VALUES (?)", [.text(id)]) }
+    }
+
+    func marked() async throws -> [String] {
+        try await onThread { try $0.db.query("SELECT id FROM document_stream_pending ORDER BY id", []).compactMap { $0.first?.text } }
+    }
+
+    func unmark(_ id: String, if condition: @escaping @Sendable () throws -> Bool) async throws -> Bool {
+        try await onThread { session in
+            guard !(try session.db.query("SELECT 1 FROM document_stream_pending WHERE id = ?", [.text(id)])).isEmpty,
+                  try condition() else { return false }
+            _ = try session.db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)])
+            return true
+        }
+    }
+
     func pruneAudit(through seq: Int, hash: String, archive: String, now: Int64) async throws {
         try await onThread { try $0.pruneAudit(through: seq, hash: hash, archive: archive, now: now) }
     }
@@ -174,7 +193,12 @@ final class SQLiteWriteSession: @unchecked Sendable {
                             throw StoreError.recordExists(kind: w.record.kind, id: w.record.id)
                         }
                     }
+                    let streams = Set(unit.writes.compactMap(\.namesStream))
+                    for id in streams where try db.query("SELECT 1 FROM document_stream_pending WHERE id = ?", [.text(id)]).isEmpty {
+                        throw StoreError.streamRemoved(id)
+                    }
                     results.append(.success(try apply(unit, overlay: &overlay, pending: &pending, fresh: &fresh)))
+                    for id in streams { _ = try db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)]) }
                     for w in unit.records {
                         let (sql, binds) = PlatformRecordSQL.statement(w)
                         _ = try db.query(sql, binds)
