@@ -81,10 +81,12 @@ extension DocumentStreams {
 /// version naming a stream removes its mark in the same transaction (the SQLite store: through
 /// its writer, so a commit and a sweep's removal never interleave).
 protocol StreamMarks: Sendable {
-    func mark(_ id: String) async throws
-    func marked() async throws -> [String]
-    /// Removes the mark of `id` if there is one and `condition` holds, atomically; whether it did.
-    func unmark(_ id: String, if condition: @escaping @Sendable () throws -> Bool) async throws -> Bool
+    /// Marks `id` pending, made at `time` (seconds since the epoch).
+    func mark(_ id: String, at time: Int) async throws
+    func marked() async throws -> [(id: String, created: Int)]
+    /// Removes the mark of `id` if there is one and `condition` (given the mark's time) holds,
+    /// atomically with the commits; whether it did. `condition` may act before the mark goes.
+    func unmark(_ id: String, if condition: @escaping @Sendable (_ created: Int) throws -> Bool) async throws -> Bool
 }
 
 extension SQLiteWriter: StreamMarks {}
@@ -120,7 +122,7 @@ public struct FileDocumentStreams: DocumentStreams {
         let id = Self.newID()
         let (directory, file) = try path(id)
         // The mark first: a stream never exists unmarked before its version commits.
-        try await marks?.mark(id)
+        try await marks?.mark(id, at: time(nil))
         let (content, folder, durable) = (self.content, self.folder, self.durable)
         let fd = try await NIOThreadPool.singleton.runIfActive {
             let parent = String(content[..<(content.lastIndex(of: "/") ?? content.startIndex)])
@@ -182,17 +184,22 @@ public struct FileDocumentStreams: DocumentStreams {
 
     public func discard(_ id: String) async {
         guard let file = try? path(id).file else { return }
-        _ = try? await NIOThreadPool.singleton.runIfActive { unlink(file) }
-        _ = try? await marks?.unmark(id) { true }
+        guard let marks else {
+            _ = try? await NIOThreadPool.singleton.runIfActive { unlink(file) }
+            return
+        }
+        // Only a stream still pending: never one a committed version names.
+        _ = try? await marks.unmark(id) { _ in try Self.remove(file) }
     }
 
     /// The ids of the pending streams (`huitong export --to postgres` copies them pending).
     package func pendingIDs() async throws -> Set<String> {
-        Set(try await marks?.marked() ?? [])
+        Set(try await marks?.marked().map(\.id) ?? [])
     }
 
     /// The time of the last write of stream `id` (seconds since the epoch); nil when it has no
-    /// file (the server stopped between its mark and its file).
+    /// file (the server stopped between its mark and its file, or it was being removed: its
+    /// mark's time counts then).
     static func lastWrite(_ file: String) throws -> Int? {
         var info = stat()
         guard stat(file, &info) == 0 else {
@@ -206,13 +213,18 @@ public struct FileDocumentStreams: DocumentStreams {
         #endif
     }
 
+    static func remove(_ file: String) throws -> Bool {
+        guard unlink(file) == 0 || errno == ENOENT else { throw StoreError.storage("Cannot remove \(file): \(Files.errorText())") }
+        return true
+    }
+
     public func pending(idleFor seconds: Int) async throws -> [PendingStream] {
         guard let marks else { return [] }
-        let files = try await marks.marked().map { ($0, try path($0).file) }
+        let files = try await marks.marked().map { ($0.id, $0.created, try path($0.id).file) }
         return try await NIOThreadPool.singleton.runIfActive {
             let now = time(nil)
-            return try files.compactMap { id, file in
-                let written = try Self.lastWrite(file) ?? 0
+            return try files.compactMap { id, created, file in
+                let written = try Self.lastWrite(file) ?? created
                 return now - written >= seconds ? PendingStream(id: id, lastWrite: written) : nil
             }
         }
@@ -221,12 +233,12 @@ public struct FileDocumentStreams: DocumentStreams {
     public func discardIdle(_ id: String, idleFor seconds: Int) async throws -> Bool {
         guard let marks else { return false }
         let file = try path(id).file
-        // Checked and unmarked on the writer's thread: no commit runs in between.
-        guard try await marks.unmark(id, if: { time(nil) - (try Self.lastWrite(file) ?? 0) >= seconds }) else { return false }
-        try await NIOThreadPool.singleton.runIfActive {
-            guard unlink(file) == 0 || errno == ENOENT else { throw StoreError.storage("Cannot remove \(file): \(Files.errorText())") }
+        // Checked, removed and unmarked on the writer's thread: no commit runs in between. The file
+        // goes before the mark, so a failure or a crash in between leaves a mark to try again.
+        return try await marks.unmark(id) { created in
+            guard time(nil) - (try Self.lastWrite(file) ?? created) >= seconds else { return false }
+            return try Self.remove(file)
         }
-        return true
     }
 
     final class FileWriter: DocumentStreamWriter, @unchecked Sendable {
@@ -248,15 +260,18 @@ public struct FileDocumentStreams: DocumentStreams {
         deinit { if !closed { close(fd) } }
 
         func append(_ bytes: ByteBuffer) async throws {
-            let (fd, path) = (self.fd, self.path)
+            let (id, fd, path) = (self.id, self.fd, self.path)
             try await NIOThreadPool.singleton.runIfActive {
+                // Removed as abandoned while this upload stood idle: refused at once.
+                var info = stat()
+                if fstat(fd, &info) == 0 && info.st_nlink == 0 { throw StoreError.streamRemoved(id) }
                 try bytes.withUnsafeReadableBytes { try Files.writeAll(fd, $0, path: path) }
             }
             size += bytes.readableBytes
         }
 
         func finish() async throws -> Int {
-            let (fd, path, directory) = (self.fd, self.path, self.directory)
+            let (id, fd, path, directory) = (self.id, self.fd, self.path, self.directory)
             closed = true
             try await NIOThreadPool.singleton.runIfActive {
                 let synced = fdatasync(fd) == 0
@@ -268,7 +283,7 @@ public struct FileDocumentStreams: DocumentStreams {
                     || written.st_ino != named.st_ino || written.st_dev != named.st_dev
                 close(fd)
                 if let failure { throw StoreError.storage("Cannot fsync \(path): \(failure)") }
-                if removed { throw StoreError.storage("Document stream \(path) was removed as abandoned before it was finished") }
+                if removed { throw StoreError.streamRemoved(id) }
                 if let directory { try Files.fsyncDirectory(directory) }
             }
             return size

@@ -83,28 +83,30 @@ public enum EmbeddedExport {
 
     /// The document streams (ADR 029), under their ids: the copied Binaries name them. Streams
     /// already whole on PostgreSQL are skipped; one cut short by an interrupted export is copied
-    /// again. Pending ones are copied pending.
+    /// again. Pending ones are copied pending, the others named (settled as they are made whole).
     static func copyDocumentStreams(from source: SQLiteStore, to target: PostgresStore) async throws {
         guard let files = source.documentStreams as? FileDocumentStreams else { return }
         let to = PostgresDocumentStreams(client: target.primary, logger: target.logger)
         let pending = try await files.pendingIDs()
         for id in try files.storedIDs() {
-            if try await to.size(id) == nil {
-                await to.discard(id)
-                let writer = try await to.create(id: id)
-                let size = try await files.size(id) ?? 0
-                var offset = 0
-                while offset < size {
-                    let chunk = try await files.read(id, offset: offset, count: min(PostgresDocumentStreams.chunk, size - offset))
-                    guard chunk.readableBytes > 0 else { throw StoreError.storage("Document stream \(id) ended at \(offset) of \(size) bytes") }
-                    try await writer.append(chunk)
-                    offset += chunk.readableBytes
-                }
-                _ = try await writer.finish()
+            if try await to.size(id) != nil {
+                // Whole already (an interrupted export): named on SQLite, named here.
+                if !pending.contains(id) { try await to.settle(id) }
+                continue
             }
-            // Named on SQLite: named here (also when an interrupted export copied it whole, not yet
-            // settled). Pending on SQLite: pending here, for the sweep.
-            if !pending.contains(id) { try await to.settle(id) }
+            try await to.discardCopy(id)
+            let writer = try await to.create(id: id)
+            // Named on SQLite: settled as it is made whole, in one statement.
+            writer.settling = !pending.contains(id)
+            let size = try await files.size(id) ?? 0
+            var offset = 0
+            while offset < size {
+                let chunk = try await files.read(id, offset: offset, count: min(PostgresDocumentStreams.chunk, size - offset))
+                guard chunk.readableBytes > 0 else { throw StoreError.storage("Document stream \(id) ended at \(offset) of \(size) bytes") }
+                try await writer.append(chunk)
+                offset += chunk.readableBytes
+            }
+            _ = try await writer.finish()
         }
     }
 

@@ -57,6 +57,11 @@ struct PostgresDocumentStreams: DocumentStreams {
         _ = try? await removed(id, condition: "")
     }
 
+    /// Removes stream `id` whether pending or not (a failed export's partial copy).
+    func discardCopy(_ id: String) async throws {
+        _ = try await removed(id, condition: nil)
+    }
+
     /// Stream `id` named by a version copied by `huitong export`: no longer pending.
     func settle(_ id: String) async throws {
         _ = try await db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)])
@@ -75,13 +80,14 @@ struct PostgresDocumentStreams: DocumentStreams {
     }
 
     /// Removes stream `id` in one transaction, its pending mark first (with `condition` on it:
-    /// nothing is removed unless the mark was), so a writer's next chunk and a version naming it
-    /// find none. Without a condition, also a stream no longer pending (a failed export's copy).
-    private func removed(_ id: String, condition: String) async throws -> Bool {
+    /// nothing is removed unless the mark was: never a stream a committed version names), so a
+    /// writer's next chunk and a version naming it find none. A nil condition removes it whatever
+    /// its mark (`discardCopy`).
+    private func removed(_ id: String, condition: String?) async throws -> Bool {
         try await client.transaction(logger: logger) { connection in
             let tx = PostgresExecutor(target: .connection(connection), logger: logger)
-            let marked = try await tx.query("DELETE FROM document_stream_pending WHERE id = ?\(condition) RETURNING id", [.text(id)])
-            guard !marked.isEmpty || condition.isEmpty else { return false }
+            let marked = try await tx.query("DELETE FROM document_stream_pending WHERE id = ?\(condition ?? "") RETURNING id", [.text(id)])
+            guard !marked.isEmpty || condition == nil else { return false }
             _ = try await tx.query("DELETE FROM document_stream WHERE id = ?", [.text(id)])
             _ = try await tx.query("DELETE FROM document_chunk WHERE stream = ?", [.text(id)])
             return true
@@ -95,6 +101,8 @@ struct PostgresDocumentStreams: DocumentStreams {
         var pending = ByteBuffer()
         var seq = 0
         var size = 0
+        /// Set by `huitong export` for a stream a copied version names: `finish` settles it.
+        var settling = false
 
         init(id: String, db: PostgresExecutor) {
             self.id = id
@@ -116,23 +124,21 @@ struct PostgresDocumentStreams: DocumentStreams {
             let written = try await db.query("WITH mark AS (UPDATE document_stream_pending SET touched_at = now() WHERE id = ? RETURNING id)"
                                              + " INSERT INTO document_chunk (stream, seq, bytes) SELECT id, ?, ? FROM mark RETURNING seq",
                                              [.text(id), .integer(seq), .blob(pending)])
-            guard !written.isEmpty else { throw Self.removed(id) }
+            guard !written.isEmpty else { throw StoreError.streamRemoved(id) }
             seq += 1
             pending = ByteBuffer()
         }
 
         func finish() async throws -> Int {
             if pending.readableBytes > 0 { try await flush() }
-            // The mark is locked until this statement ends, so no sweep removes it in between.
-            let written = try await db.query("WITH mark AS (UPDATE document_stream_pending SET touched_at = now() WHERE id = ? RETURNING id)"
-                                             + " INSERT INTO document_stream (id, size) SELECT id, ? FROM mark RETURNING id",
+            // The mark is locked until this statement ends, so no sweep removes it in between. A
+            // copy of a stream already named (`huitong export`) is settled in the same statement.
+            let mark = settling ? "DELETE FROM document_stream_pending WHERE id = ? RETURNING id"
+                : "UPDATE document_stream_pending SET touched_at = now() WHERE id = ? RETURNING id"
+            let written = try await db.query("WITH mark AS (\(mark)) INSERT INTO document_stream (id, size) SELECT id, ? FROM mark RETURNING id",
                                              [.text(id), .integer(size)])
-            guard !written.isEmpty else { throw Self.removed(id) }
+            guard !written.isEmpty else { throw StoreError.streamRemoved(id) }
             return size
-        }
-
-        static func removed(_ id: String) -> StoreError {
-            .storage("Document stream \(id) was removed as abandoned before it was finished")
         }
     }
 }

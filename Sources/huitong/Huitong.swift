@@ -193,9 +193,6 @@ struct Serve: AsyncParsableCommand {
         if documentStreamSweepAfter < 600 {
             throw ValidationError("--document-stream-sweep-after is at least 600 seconds: an upload on a slow link must not be taken for abandoned")
         }
-        if documentStreamSweepAfter < 600 {
-            throw ValidationError("--document-stream-sweep-after is at least 600 seconds: an upload on a slow link must not be taken for abandoned")
-        }
         if !(headerTimeout > 0 && idleTimeout > 0) { throw ValidationError("--header-timeout and --idle-timeout are positive numbers of seconds") }
         // Token audiences and discovery URLs must not follow a client's Host header (ADR 009).
         if !dev {

@@ -40,11 +40,12 @@ final class DocumentStreamSweepTests: XCTestCase {
 
             let sweep = DocumentStreamSweep(store: test.store, idleFor: 3600)
             let early = try await sweep.sweep()
-            XCTAssertEqual(early, 0, "nothing idle for an hour yet")
+            XCTAssertEqual(early.removed, 0, "nothing idle for an hour yet")
 
             try await test.backdateStreams([named.reference.id, abandoned.reference.id, late.reference.id], seconds: 7200)
-            let removed = try await sweep.sweep()
-            XCTAssertEqual(removed, 2)
+            let swept = try await sweep.sweep()
+            XCTAssertEqual(swept.removed, 2)
+            XCTAssertEqual(swept.failures, [])
             for gone in [abandoned, late] {
                 let size = try await streams.size(gone.reference.id)
                 XCTAssertNil(size)
@@ -64,7 +65,7 @@ final class DocumentStreamSweepTests: XCTestCase {
             let left = try await streams.pending(idleFor: 0)
             XCTAssertEqual(left, [])
             let again = try await sweep.sweep()
-            XCTAssertEqual(again, 0)
+            XCTAssertEqual(again.removed, 0)
         }
     }
 }

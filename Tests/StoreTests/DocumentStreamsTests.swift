@@ -46,7 +46,7 @@ final class DocumentStreamsTests: XCTestCase {
         }
     }
 
-    func binary(_ id: String, naming stream: String) throws -> PreparedWrite {
+    func binary(_ id: String, naming stream: String?) throws -> PreparedWrite {
         var write = try IngestPipeline().prepare(try JSONParser.parse(#"{"resourceType":"Binary","contentType":"application/pdf"}"#),
                                                  type: "Binary", id: id, method: "PUT")
         write.namesStream = stream
@@ -95,15 +95,34 @@ final class DocumentStreamsTests: XCTestCase {
             let kept = try await streams.size(named)
             XCTAssertEqual(kept, 100)
 
-            // A version naming a removed stream does not commit (its write came after the sweep).
+            // A unit naming a stream that fails otherwise (If-Match on a Binary that does not exist)
+            // leaves it pending.
+            var conflicting = try binary("b3", naming: late)
+            conflicting = PreparedWrite(key: conflicting.key, action: .update, method: "PUT", template: conflicting.template,
+                                        index: conflicting.index, ifMatch: 7, resource: conflicting.resource)
+            conflicting.namesStream = late
+            do {
+                _ = try await store.commit(WriteUnit(writes: [conflicting]))
+                XCTFail("If-Match on nothing committed")
+            } catch is StoreError {}
+            let stillPending = try await streams.pending(idleFor: 3600)
+            XCTAssertTrue(stillPending.contains { $0.id == late }, "a refused unit leaves its stream pending")
+
+            // A version naming a removed stream does not commit (its write came after the sweep),
+            // while a unit committed beside it (in the same batch, when the store groups them) does.
             let lateRemoved = try await streams.discardIdle(late, idleFor: 3600)
             XCTAssertTrue(lateRemoved)
+            let (refusedUnit, besideUnit) = (WriteUnit(writes: [try binary("b2", naming: late)]), WriteUnit(writes: [try binary("b4", naming: nil)]))
+            async let refused = store.commit(refusedUnit)
+            async let beside = store.commit(besideUnit)
             do {
-                _ = try await store.commit(WriteUnit(writes: [try binary("b2", naming: late)]))
+                _ = try await refused
                 XCTFail("a version naming a removed stream committed")
             } catch let error as StoreError {
                 XCTAssertEqual(error, .streamRemoved(late))
             }
+            let besideOutcome = try await beside
+            XCTAssertEqual(besideOutcome.first?.version, 1)
             let b2 = try await store.read(ResourceKey("Binary", "b2"))
             XCTAssertNil(b2, "nothing of the refused unit is stored")
 
@@ -112,9 +131,12 @@ final class DocumentStreamsTests: XCTestCase {
             let cutRemoved = try await streams.discardIdle(cut.id, idleFor: 3600)
             XCTAssertTrue(cutRemoved)
             do {
+                try await cut.append(ByteBuffer(repeating: 3, count: 10))
                 _ = try await cut.finish()
                 XCTFail("a removed stream was finished")
-            } catch {}
+            } catch let error as StoreError {
+                XCTAssertEqual(error, .streamRemoved(cut.id))
+            }
             let cutSize = try await streams.size(cut.id)
             XCTAssertNil(cutSize)
             // The same when all its bytes were written before (on PostgreSQL: only its size row is left to write).
@@ -126,7 +148,9 @@ final class DocumentStreamsTests: XCTestCase {
             do {
                 _ = try await whole.finish()
                 XCTFail("a removed stream was finished")
-            } catch {}
+            } catch let error as StoreError {
+                XCTAssertEqual(error, .streamRemoved(whole.id))
+            }
             let left = try await streams.pending(idleFor: 0)
             XCTAssertEqual(left, [])
         }

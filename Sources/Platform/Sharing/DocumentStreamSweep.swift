@@ -20,22 +20,29 @@ public struct DocumentStreamSweep: Sendable {
         self.interval = interval
     }
 
-    /// One sweep; the number of streams removed.
-    public func sweep() async throws -> Int {
+    /// One sweep: the number of streams removed, and the failures (a stream that could not be
+    /// removed keeps its mark and is tried again next time; the others go on).
+    public func sweep() async throws -> (removed: Int, failures: [String]) {
         let streams = store.documentStreams
         var removed = 0
-        for stream in try await streams.pending(idleFor: idleFor) where try await streams.discardIdle(stream.id, idleFor: idleFor) {
-            removed += 1
+        var failures: [String] = []
+        for stream in try await streams.pending(idleFor: idleFor) {
+            do {
+                if try await streams.discardIdle(stream.id, idleFor: idleFor) { removed += 1 }
+            } catch {
+                failures.append("\(stream.id): \(error)")
+            }
         }
-        return removed
+        return (removed, failures)
     }
 
     /// Sweeps until the task is cancelled; a failed sweep is logged and tried again next time.
     public func run(logger: Logger) async {
         while !Task.isCancelled {
             do {
-                let removed = try await sweep()
+                let (removed, failures) = try await sweep()
                 if removed > 0 { logger.info("Document streams: removed \(removed) that no Binary names (uploads cut short or failed)") }
+                for failure in failures { logger.warning("Document stream not removed, tried again next time: \(failure)") }
             } catch {
                 logger.warning("Sweep of abandoned document streams failed: \(error)")
             }

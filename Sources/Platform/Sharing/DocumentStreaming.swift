@@ -86,6 +86,7 @@ extension FHIRService {
             return StreamedDocument.Pending(token: protection.streamToken(reference), reference: reference)
         } catch {
             await streams.discard(writer.id)
+            if case .streamRemoved = error as? StoreError { throw FHIRError.from(.streamRemoved(writer.id)) }
             throw error
         }
     }

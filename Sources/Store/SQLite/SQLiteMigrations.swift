@@ -113,7 +113,7 @@ enum SQLiteMigrations {
                 + " WHERE EXISTS (SELECT 1 FROM resource WHERE type = 'CodeSystem')",
         ]),
         (10, "pending document streams: marked until a version names them, swept when abandoned (ADR 029)", [
-            "CREATE TABLE document_stream_pending (id TEXT PRIMARY KEY) WITHOUT ROWID",
+            "CREATE TABLE document_stream_pending (id TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID",
         ]),
     ]
 }

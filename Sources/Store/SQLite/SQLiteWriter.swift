@@ -102,18 +102,23 @@ actor SQLiteWriter {
 
     /// Document streams' pending marks (`StreamMarks`): on the writer's thread, between batches,
     /// so a commit that settles a stream and a sweep that removes it never interleave.
-    func mark(_ id: String) async throws {
-        try await onThread { _ = try $0.db.query("INSERT INTO document_stream_pending (id) VALUES (?)", [.text(id)]) }
+    func mark(_ id: String, at time: Int) async throws {
+        try await onThread { _ = try $0.db.query("INSERT INTO document_stream_pending (id, created) VALUES (?, ?)", [.text(id), .integer(time)]) }
     }
 
-    func marked() async throws -> [String] {
-        try await onThread { try $0.db.query("SELECT id FROM document_stream_pending ORDER BY id", []).compactMap { $0.first?.text } }
+    func marked() async throws -> [(id: String, created: Int)] {
+        try await onThread {
+            try $0.db.query("SELECT id, created FROM document_stream_pending ORDER BY id", []).compactMap { row in
+                guard let id = row[0].text, let created = row[1].integer else { return nil }
+                return (id, created)
+            }
+        }
     }
 
-    func unmark(_ id: String, if condition: @escaping @Sendable () throws -> Bool) async throws -> Bool {
+    func unmark(_ id: String, if condition: @escaping @Sendable (_ created: Int) throws -> Bool) async throws -> Bool {
         try await onThread { session in
-            guard !(try session.db.query("SELECT 1 FROM document_stream_pending WHERE id = ?", [.text(id)])).isEmpty,
-                  try condition() else { return false }
+            guard let created = try session.db.query("SELECT created FROM document_stream_pending WHERE id = ?", [.text(id)]).first?[0].integer,
+                  try condition(created) else { return false }
             _ = try session.db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)])
             return true
         }
@@ -193,16 +198,24 @@ final class SQLiteWriteSession: @unchecked Sendable {
                             throw StoreError.recordExists(kind: w.record.kind, id: w.record.id)
                         }
                     }
+                    // Streams this unit is the first to name (ADR 029): one removed as abandoned fails it.
                     let streams = Set(unit.writes.compactMap(\.namesStream))
                     for id in streams where try db.query("SELECT 1 FROM document_stream_pending WHERE id = ?", [.text(id)]).isEmpty {
                         throw StoreError.streamRemoved(id)
                     }
-                    results.append(.success(try apply(unit, overlay: &overlay, pending: &pending, fresh: &fresh)))
-                    for id in streams { _ = try db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)]) }
-                    for w in unit.records {
-                        let (sql, binds) = PlatformRecordSQL.statement(w)
-                        _ = try db.query(sql, binds)
+                    let outcomes = try apply(unit, overlay: &overlay, pending: &pending, fresh: &fresh)
+                    // The unit's rows are recorded: a failure from here on fails the batch (its units
+                    // are then retried one by one), never this unit alone with half of it kept.
+                    do {
+                        for id in streams { _ = try db.query("DELETE FROM document_stream_pending WHERE id = ?", [.text(id)]) }
+                        for w in unit.records {
+                            let (sql, binds) = PlatformRecordSQL.statement(w)
+                            _ = try db.query(sql, binds)
+                        }
+                    } catch {
+                        throw BatchAbort(underlying: error)
                     }
+                    results.append(.success(outcomes))
                     if !unit.audit.isEmpty {
                         let (rows, head) = AuditChain.append(unit.audit, after: auditHead)
                         pending.audit += zip(rows, unit.audit).map { ($0, $1.patients) }
