@@ -107,7 +107,8 @@ extension FHIRRoutes {
             if bytes.readableBytes > streamFrom {
                 // What would refuse the write refuses it before any of the document is kept.
                 try await service.checkStreamedWrite(id: id, ifMatch: try ifMatch(request), conditional: request.headers[.ifNoneExist] != nil)
-                let pending = try await service.receiveDocument(prefix: bytes, rest: &chunks, limit: documents.maximum)
+                let declared = request.headers[.contentLength].flatMap { Int($0) }
+                let pending = try await service.receiveDocument(prefix: bytes, rest: &chunks, limit: documents.maximum, declared: declared)
                 return .streamed(.object(binary), pending)
             }
         }

@@ -35,6 +35,8 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
         case businessRule
         /// Too many requests from this caller.
         case tooManyRequests
+        /// The server cannot store what was sent now (its disk is down to the reserve kept for commits).
+        case insufficientStorage
         /// The server does not implement what was asked.
         case unsupported
         /// The server's own failure.
@@ -82,6 +84,8 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
             return FHIRError(.conflict, code: "conflict", "Concurrent writes changed the result of a conditional interaction; retry")
         case .recordExists(let kind, let id):
             return FHIRError(.conflict, code: "duplicate", "The \(kind) '\(id)' exists already")
+        case .insufficientStorage(let message):
+            return FHIRError(.insufficientStorage, code: "no-store", message)
         case .streamRemoved:
             return FHIRError(.conflict, code: "timeout", "The document's upload stood idle so long that it was taken for abandoned and removed; send it again")
         case .storage(let message):
@@ -111,6 +115,7 @@ extension FHIRError.Category {
         case .tooManyRequests: 429
         case .internal: 500
         case .unsupported: 501
+        case .insufficientStorage: 507
         }
     }
 
@@ -120,7 +125,7 @@ extension FHIRError.Category {
     }
 
     /// A failure of the server's rather than of the request.
-    public var isServerFault: Bool { self == .internal || self == .unsupported }
+    public var isServerFault: Bool { self == .internal || self == .unsupported || self == .insufficientStorage }
 }
 
 /// Internal failures, logged with a number the client is given instead of the failure's text.

@@ -40,6 +40,14 @@ public protocol DocumentStreams: Sendable {
     /// atomically with the check: a version naming it then fails to commit, and a writer still
     /// holding it fails at its next chunk or at `finish`.
     func discardIdle(_ id: String, idleFor seconds: Int) async throws -> Bool
+    /// Refuses (`StoreError.insufficientStorage`) a document of `bytes` that would take the
+    /// store's disk below its reserve; a writer checks again as it writes.
+    func ensureRoom(for bytes: Int) async throws
+}
+
+extension DocumentStreams {
+    /// A store that cannot see its disk (PostgreSQL's is the database server's) refuses nothing.
+    public func ensureRoom(for bytes: Int) async throws {}
 }
 
 /// A pending stream and the time of its last write (seconds since the epoch).
@@ -104,12 +112,39 @@ public struct FileDocumentStreams: DocumentStreams {
     let durable: Bool
     /// Nil for a tool that only reads or copies streams.
     let marks: (any StreamMarks)?
+    /// Free bytes on the disk that streams never take: the database beside them keeps room to
+    /// commit (SQLite fails every write once its disk is full).
+    let reserve: Int
 
-    init(contentFolder: String, durable: Bool, marks: (any StreamMarks)?) {
+    init(contentFolder: String, durable: Bool, marks: (any StreamMarks)?, reserve: Int = 0) {
         self.content = contentFolder
         self.folder = contentFolder + "/streams"
         self.durable = durable
         self.marks = marks
+        self.reserve = reserve
+    }
+
+    /// Free bytes an unprivileged writer may use on the disk holding `path` (or the descriptor).
+    static func available(path: String? = nil, fd: Int32? = nil) -> Int? {
+        var info = statvfs()
+        let status = fd.map { fstatvfs($0, &info) } ?? path.map { statvfs($0, &info) } ?? -1
+        guard status == 0 else { return nil }
+        return Int(info.f_bavail) &* Int(info.f_frsize)
+    }
+
+    static func refusal(_ bytes: Int, available: Int, reserve: Int) -> StoreError {
+        .insufficientStorage("The document store's disk has \(available) bytes free and keeps \(reserve) in reserve: "
+                             + "no room for \(bytes) more bytes of document")
+    }
+
+    public func ensureRoom(for bytes: Int) async throws {
+        guard reserve > 0 else { return }
+        // The nearest folder that exists: the content folder is made with the first stream.
+        let content = self.content
+        let probe = FileManager.default.fileExists(atPath: content) ? content : (content as NSString).deletingLastPathComponent
+        if let available = Self.available(path: probe.isEmpty ? "." : probe), available - bytes < reserve {
+            throw Self.refusal(bytes, available: available, reserve: reserve)
+        }
     }
 
     func path(_ id: String) throws -> (directory: String, file: String) {
@@ -133,7 +168,7 @@ public struct FileDocumentStreams: DocumentStreams {
             guard fd >= 0 else { throw StoreError.storage("Cannot create \(file): \(Files.errorText())") }
             return fd
         }
-        return FileWriter(id: id, fd: fd, path: file, directory: durable ? directory : nil)
+        return FileWriter(id: id, fd: fd, path: file, directory: durable ? directory : nil, reserve: reserve)
     }
 
     public func size(_ id: String) async throws -> Int? {
@@ -247,24 +282,29 @@ public struct FileDocumentStreams: DocumentStreams {
         let fd: Int32
         let path: String
         let directory: String?
+        let reserve: Int
         var size = 0
         var closed = false
 
-        init(id: String, fd: Int32, path: String, directory: String?) {
+        init(id: String, fd: Int32, path: String, directory: String?, reserve: Int) {
             self.id = id
             self.fd = fd
             self.path = path
             self.directory = directory
+            self.reserve = reserve
         }
 
         deinit { if !closed { close(fd) } }
 
         func append(_ bytes: ByteBuffer) async throws {
-            let (id, fd, path) = (self.id, self.fd, self.path)
+            let (id, fd, path, reserve) = (self.id, self.fd, self.path, self.reserve)
             try await NIOThreadPool.singleton.runIfActive {
                 // Removed as abandoned while this upload stood idle: refused at once.
                 var info = stat()
                 if fstat(fd, &info) == 0 && info.st_nlink == 0 { throw StoreError.streamRemoved(id) }
+                if reserve > 0, let available = FileDocumentStreams.available(fd: fd), available - bytes.readableBytes < reserve {
+                    throw FileDocumentStreams.refusal(bytes.readableBytes, available: available, reserve: reserve)
+                }
                 try bytes.withUnsafeReadableBytes { try Files.writeAll(fd, $0, path: path) }
             }
             size += bytes.readableBytes

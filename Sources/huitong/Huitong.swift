@@ -40,6 +40,9 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "normal: survive a process crash (WAL, synchronous=NORMAL); full: fsync every commit. Env: HUITONG_DURABILITY")
     var durability: String = ProcessInfo.processInfo.environment["HUITONG_DURABILITY"] ?? "normal"
 
+    @Option(help: "Embedded store: free disk space, in bytes, that streamed documents never take (an upload that would is refused with 507, so the database keeps room to commit).")
+    var documentDiskReserve: Int = 1 << 30
+
     @Option(help: "PostgreSQL instead of the embedded store: postgres://user:password@host:port/database. Env: HUITONG_DATABASE_URL")
     var database: String? = ProcessInfo.processInfo.environment["HUITONG_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
@@ -105,7 +108,8 @@ struct StoreOptions: ParsableArguments {
         }
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         try DataLock.acquire(folder: data)
-        return try await SQLiteStore.open(path: (data as NSString).appendingPathComponent("huitong.sqlite"), durability: mode, logger: logger)
+        return try await SQLiteStore.open(path: (data as NSString).appendingPathComponent("huitong.sqlite"), durability: mode,
+                                          documentDiskReserve: max(0, documentDiskReserve), logger: logger)
     }
 }
 

@@ -157,6 +157,34 @@ final class DocumentStreamsTests: XCTestCase {
     }
 }
 
+final class DocumentDiskReserveTests: XCTestCase {
+    /// The embedded store's streams never take its disk below the reserve: a document that does
+    /// not fit is refused before it is begun, and a stream that reaches the reserve as it grows is
+    /// refused at that write. (PostgreSQL's disk is the database server's: nothing is checked.)
+    func test_streamsRefusedAtTheReserve_sqlite() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("huitong-reserve-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let free = try XCTUnwrap(FileDocumentStreams.available(path: folder))
+        let store = try await SQLiteStore.open(path: folder + "/db.sqlite", documentDiskReserve: free - 32 * 1_048_576)
+        let streams = store.documentStreams
+        try await streams.ensureRoom(for: 1_048_576)
+        do {
+            try await streams.ensureRoom(for: 256 * 1_048_576)
+            XCTFail("a document larger than the room left was begun")
+        } catch StoreError.insufficientStorage {}
+        let writer = try await streams.create()
+        do {
+            for _ in 0..<256 { try await writer.append(ByteBuffer(repeating: 5, count: 1_048_576)) }
+            XCTFail("a stream grew into the reserve")
+        } catch StoreError.insufficientStorage {}
+        await streams.discard(writer.id)
+        let size = try await streams.size(writer.id)
+        XCTAssertNil(size)
+        try await store.close()
+    }
+}
+
 extension TestStore {
     /// The SQLite store closed and opened again (the files outlive the process); PostgreSQL as it is.
     func reopenedIfSQLite() async throws -> any ResourceStore {

@@ -12,6 +12,7 @@ sent as different bytes; an upload cut short by `kill -9` is removed once idle, 
 import base64
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -384,5 +385,43 @@ def test_a_pipelined_requests_100_continue_waits_for_the_response_before_it(tmp_
             while b"\r\n\r\n" not in reply:
                 reply += s.recv(65536)
             assert reply.startswith(b"HTTP/1.1 201 Created"), reply[:200]
+    finally:
+        region.stop()
+
+
+def test_a_document_the_disk_has_no_room_for_is_refused_and_nothing_is_kept(tmp_path):
+    """Streams never take the embedded store's disk below its reserve (`--document-disk-reserve`):
+    the database beside them keeps room to commit. A document whose declared length does not fit
+    is refused (507) before any of it is kept; one sent without a length is refused when it reaches
+    the reserve, its partial stream removed. Documents kept in their JSON are not concerned."""
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 PACS", "facility-system", "system/*.cruds", "org-a")
+    free = shutil.disk_usage(str(tmp_path)).free
+    # Room for about 24 MiB of documents from now on.
+    region.server.start_args += ["--max-document-bytes", str(200 * 1024 * 1024), "--document-disk-reserve", str(free - 24 * 1024 * 1024)]
+    region.server.start()
+    try:
+        refused = region.a.post("Binary", os.urandom(40 * 1024 * 1024), headers={"Content-Type": "application/pdf"})
+        assert refused.status_code == 507, refused.text
+        outcome = OperationOutcome.parse_obj(refused.json())
+        assert outcome.issue[0].code == "no-store"
+
+        def chunks():
+            for _ in range(128):
+                yield os.urandom(1024 * 1024)
+        try:
+            cut = requests.post(region.base + "/Binary", data=chunks(), headers=region.a.headers({"Content-Type": "application/pdf"}))
+            assert cut.status_code == 507, cut.text
+        except requests.exceptions.ConnectionError:
+            pass  # answered before the body was all sent
+        assert stream_state(region) == (0, 0, 0), stream_state(region)
+
+        small = region.a.post("Binary", os.urandom(1024 * 1024), headers={"Content-Type": "application/pdf"})
+        assert small.status_code == 201, small.text
+        fits = region.a.post("Binary", os.urandom(6 * 1024 * 1024), headers={"Content-Type": "application/pdf"})
+        assert fits.status_code == 201, fits.text
+        assert stream_state(region) == (1, 1, 0)
+        found = region.a.get("Binary?_summary=count").json()
+        assert found["total"] == 2
     finally:
         region.stop()

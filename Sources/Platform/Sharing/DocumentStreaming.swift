@@ -61,13 +61,17 @@ public struct DocumentStreamRead: Sendable {
 extension FHIRService {
     /// Receives a document as a stream: `prefix` (what the route read before deciding to stream)
     /// and the rest of the body, sealed and appended as it comes. More than `limit` bytes in all
-    /// is refused (413) and the stream discarded.
-    public func receiveDocument<Body: AsyncIteratorProtocol>(prefix: ByteBuffer, rest: inout Body, limit: Int) async throws
+    /// is refused (413) and the stream discarded; so is a document that would take the store's
+    /// disk below its reserve (507), before any of it is kept when its length is `declared`.
+    public func receiveDocument<Body: AsyncIteratorProtocol>(prefix: ByteBuffer, rest: inout Body, limit: Int, declared: Int? = nil) async throws
         -> StreamedDocument.Pending where Body.Element == ByteBuffer {
         guard let protection = pipeline.protection else {
             throw FHIRError(.tooCostly, code: "too-costly", "Documents above the body limit are kept as sealed streams, which need the identifier keyring")
         }
         let streams = store.documentStreams
+        // A document the disk has no room for is refused before any of it is kept (its declared
+        // length; the writer checks again as it writes).
+        do { try await streams.ensureRoom(for: declared ?? prefix.readableBytes) } catch let error as StoreError { throw FHIRError.from(error) }
         let writer = try await streams.create()
         do {
             var sealer = protection.streamSealer(id: writer.id)
@@ -86,7 +90,8 @@ extension FHIRService {
             return StreamedDocument.Pending(token: protection.streamToken(reference), reference: reference)
         } catch {
             await streams.discard(writer.id)
-            if case .streamRemoved = error as? StoreError { throw FHIRError.from(.streamRemoved(writer.id)) }
+            if let error = error as? StoreError, case .streamRemoved = error { throw FHIRError.from(error) }
+            if let error = error as? StoreError, case .insufficientStorage = error { throw FHIRError.from(error) }
             throw error
         }
     }

@@ -50,6 +50,8 @@ public enum StoreError: Error, Sendable, Equatable {
     /// A version names a document stream that was removed as abandoned (ADR 029): its upload
     /// stood idle past the sweep's limit.
     case streamRemoved(String)
+    /// The store's disk is down to its reserve: a document stream would take it (507).
+    case insufficientStorage(String)
     /// A storage failure, with the engine's message.
     case storage(String)
 }

@@ -23,13 +23,16 @@ public final class SQLiteStore: ResourceStore {
     public let changeSignal = ChangeSignal()
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4,
+    /// - Parameter documentDiskReserve: free bytes on the store's disk that document streams never
+    ///   take (`FileDocumentStreams`).
+    public static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4, documentDiskReserve: Int = 0,
                             logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
-        try await open(path: path, durability: durability, readers: readerCount, spool: AuditSpool.Tuning(), logger: logger)
+        try await open(path: path, durability: durability, readers: readerCount, spool: AuditSpool.Tuning(),
+                       documentDiskReserve: documentDiskReserve, logger: logger)
     }
 
     static func open(path: String, durability: Durability = .normal, readers readerCount: Int = 4, spool tuning: AuditSpool.Tuning,
-                     logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
+                     documentDiskReserve: Int = 0, logger: Logger = Logger(label: "huitong.store")) async throws -> SQLiteStore {
         // The writer's connection: settings, migrations, then group commit (SQLiteWriter).
         let writeConnection = try SQLiteRawConnection(path: path)
         let contentFiles = ContentFiles(folder: path + "-content", durable: durability == .full)
@@ -64,7 +67,8 @@ public final class SQLiteStore: ResourceStore {
         let spool = try await AuditSpool.open(folder: path + "-audit-spool", fsync: durability == .full, writer: writer,
                                               movedSegment: moved, tuning: tuning, logger: logger)
         return SQLiteStore(readers: readers, pointReader: pointReader, writer: writer, spool: spool,
-                           documentStreams: FileDocumentStreams(contentFolder: contentFiles.folder, durable: durability == .full, marks: writer),
+                           documentStreams: FileDocumentStreams(contentFolder: contentFiles.folder, durable: durability == .full, marks: writer,
+                                                                reserve: documentDiskReserve),
                            logger: logger)
     }
 
