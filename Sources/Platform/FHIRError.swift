@@ -85,7 +85,9 @@ public struct FHIRError: Error, Sendable, CustomStringConvertible {
         case .recordExists(let kind, let id):
             return FHIRError(.conflict, code: "duplicate", "The \(kind) '\(id)' exists already")
         case .insufficientStorage(let message):
-            return FHIRError(.insufficientStorage, code: "no-store", message)
+            // The numbers are the operators' (logged), not the client's.
+            return FHIRError(.insufficientStorage, code: "no-store", "The document store has no room for this document now; try again later"
+                             + " (incident \(Incident.report(message)))")
         case .streamRemoved:
             return FHIRError(.conflict, code: "timeout", "The document's upload stood idle so long that it was taken for abandoned and removed; send it again")
         case .storage(let message):

@@ -132,18 +132,21 @@ public struct FileDocumentStreams: DocumentStreams {
         return Int(info.f_bavail) &* Int(info.f_frsize)
     }
 
-    static func refusal(_ bytes: Int, available: Int, reserve: Int) -> StoreError {
-        .insufficientStorage("The document store's disk has \(available) bytes free and keeps \(reserve) in reserve: "
-                             + "no room for \(bytes) more bytes of document")
+    static func refusal(_ bytes: Int, available: Int?, reserve: Int) -> StoreError {
+        .insufficientStorage("The document store's disk has \(available.map(String.init) ?? "no") bytes free and keeps \(reserve)"
+                             + " in reserve: no room for \(bytes) more bytes of document")
     }
 
     public func ensureRoom(for bytes: Int) async throws {
         guard reserve > 0 else { return }
-        // The nearest folder that exists: the content folder is made with the first stream.
-        let content = self.content
-        let probe = FileManager.default.fileExists(atPath: content) ? content : (content as NSString).deletingLastPathComponent
-        if let available = Self.available(path: probe.isEmpty ? "." : probe), available - bytes < reserve {
-            throw Self.refusal(bytes, available: available, reserve: reserve)
+        let (content, reserve) = (self.content, self.reserve)
+        try await NIOThreadPool.singleton.runIfActive {
+            // The nearest folder that exists: the content folder is made with the first stream.
+            let probe = FileManager.default.fileExists(atPath: content) ? content : (content as NSString).deletingLastPathComponent
+            guard let available = Self.available(path: probe.isEmpty ? "." : probe) else {
+                throw StoreError.storage("Cannot read the free space of \(probe): \(Files.errorText())")
+            }
+            if available - bytes < reserve { throw Self.refusal(bytes, available: available, reserve: reserve) }
         }
     }
 
@@ -305,7 +308,13 @@ public struct FileDocumentStreams: DocumentStreams {
                 if reserve > 0, let available = FileDocumentStreams.available(fd: fd), available - bytes.readableBytes < reserve {
                     throw FileDocumentStreams.refusal(bytes.readableBytes, available: available, reserve: reserve)
                 }
-                try bytes.withUnsafeReadableBytes { try Files.writeAll(fd, $0, path: path) }
+                do {
+                    try bytes.withUnsafeReadableBytes { try Files.writeAll(fd, $0, path: path) }
+                } catch {
+                    // The disk full after all (no reserve, a quota the free space does not show).
+                    if errno == ENOSPC || errno == EDQUOT { throw FileDocumentStreams.refusal(bytes.readableBytes, available: nil, reserve: reserve) }
+                    throw error
+                }
             }
             size += bytes.readableBytes
         }

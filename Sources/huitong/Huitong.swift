@@ -40,9 +40,6 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "normal: survive a process crash (WAL, synchronous=NORMAL); full: fsync every commit. Env: HUITONG_DURABILITY")
     var durability: String = ProcessInfo.processInfo.environment["HUITONG_DURABILITY"] ?? "normal"
 
-    @Option(help: "Embedded store: free disk space, in bytes, that streamed documents never take (an upload that would is refused with 507, so the database keeps room to commit).")
-    var documentDiskReserve: Int = 1 << 30
-
     @Option(help: "PostgreSQL instead of the embedded store: postgres://user:password@host:port/database. Env: HUITONG_DATABASE_URL")
     var database: String? = ProcessInfo.processInfo.environment["HUITONG_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
@@ -94,22 +91,23 @@ struct StoreOptions: ParsableArguments {
     /// Where the data lives, for log lines (no password).
     var location: String { database.map(PostgresStore.redacted) ?? data }
 
-    func open(logger: Logger) async throws -> any ResourceStore {
+    /// - Parameter documentDiskReserve: the embedded store's free disk space that streamed documents never take (`serve`).
+    func open(logger: Logger, documentDiskReserve: Int = 0) async throws -> any ResourceStore {
         if let database {
             return try await PostgresStore.open(url: database, readURL: readDatabase, logger: logger)
         }
         if readDatabase != nil { throw ValidationError("--read-database needs --database (a PostgreSQL primary)") }
-        return try await openEmbedded(logger: logger)
+        return try await openEmbedded(logger: logger, documentDiskReserve: documentDiskReserve)
     }
 
-    func openEmbedded(logger: Logger) async throws -> SQLiteStore {
+    func openEmbedded(logger: Logger, documentDiskReserve: Int = 0) async throws -> SQLiteStore {
         guard let mode = SQLiteStore.Durability(rawValue: durability) else {
             throw ValidationError("--durability must be 'normal' or 'full'")
         }
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         try DataLock.acquire(folder: data)
         return try await SQLiteStore.open(path: (data as NSString).appendingPathComponent("huitong.sqlite"), durability: mode,
-                                          documentDiskReserve: max(0, documentDiskReserve), logger: logger)
+                                          documentDiskReserve: documentDiskReserve, logger: logger)
     }
 }
 
@@ -130,6 +128,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "A Binary sent in its own content type larger than this many bytes is streamed to the store (sealed segment by segment); smaller ones are kept in their JSON.")
     var documentStreamThreshold: Int = 4 * 1024 * 1024
+
+    @Option(help: "Embedded store: free disk space, in bytes, that streamed documents do not take (an upload that would is refused with 507, so the database keeps room to commit; 0: no reserve). Env: HUITONG_DOCUMENT_DISK_RESERVE")
+    var documentDiskReserve: Int = ProcessInfo.processInfo.environment["HUITONG_DOCUMENT_DISK_RESERVE"].flatMap { Int($0) } ?? 1 << 30
 
     @Option(help: "A streamed document that no stored Binary names (its upload cut short, or its write failed) is removed once nothing was written to it for this many seconds (at least 600; checked at start and hourly).")
     var documentStreamSweepAfter: Int = 3600
@@ -217,7 +218,7 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = .info
         if dev { logger[metadataKey: "mode"] = "development" }
         let host = self.host ?? (dev ? "127.0.0.1" : "0.0.0.0")
-        let store = try await storeOptions.open(logger: logger)
+        let store = try await storeOptions.open(logger: logger, documentDiskReserve: max(0, documentDiskReserve))
         do {
             let server = PlatformServer(store: store, configuration: try await configuration(store: store, host: host))
             try await server.run(logger: logger, dataLocation: storeOptions.location)

@@ -71,6 +71,9 @@ extension FHIRService {
         let streams = store.documentStreams
         // A document the disk has no room for is refused before any of it is kept (its declared
         // length; the writer checks again as it writes).
+        if let declared, declared > limit {
+            throw FHIRError(.tooCostly, code: "too-costly", "The document exceeds the limit of \(limit) bytes")
+        }
         do { try await streams.ensureRoom(for: declared ?? prefix.readableBytes) } catch let error as StoreError { throw FHIRError.from(error) }
         let writer = try await streams.create()
         do {
