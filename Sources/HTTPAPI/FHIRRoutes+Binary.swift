@@ -83,6 +83,13 @@ extension FHIRRoutes {
             throw FHIRError(.unsupportedFormat, code: "not-supported",
                             "A Binary is not taken as \(media) (a browser sends that to any site); send it as a FHIR Binary (application/fhir+json) or in another content type")
         }
+        // The body is kept as the document's bytes: a coded one (gzip) would be kept, and later
+        // served, as its coding under the document's type (RFC 9110 §8.4: 415 for a coding not taken).
+        if let coding = request.headers[.contentEncoding], !coding.split(separator: ",").allSatisfy({
+            $0.trimmingCharacters(in: .whitespaces).lowercased() == "identity" }) {
+            throw FHIRError(.unsupportedFormat, code: "not-supported",
+                            "A document is taken as its own bytes, not in Content-Encoding '\(coding)'; send it without a content coding")
+        }
         let declared = contentType.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "; ")
         var binary = JSONObject()
         binary["resourceType"] = .string("Binary")

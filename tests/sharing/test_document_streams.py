@@ -10,6 +10,7 @@ security context names; a refused or oversized upload leaves nothing; a client c
 stream itself; a stream survives `kill -9` once acknowledged; a stream altered at rest is never
 sent as different bytes; an upload cut short by `kill -9` is removed once idle, and only it."""
 import base64
+import gzip
 import hashlib
 import os
 import shutil
@@ -166,6 +167,11 @@ def test_refused_and_oversized_uploads_leave_nothing(region):
     huge = region.a.post("Binary", b"\0" * (61 * 1024 * 1024), headers={"Content-Type": "application/octet-stream"})
     assert huge.status_code == 413, huge.text
     assert "exceeds the limit" in OperationOutcome.parse_obj(huge.json()).issue[0].diagnostics
+    # A coded body (gzip) would be kept, and served, as its coding under the document's type: 415, small or large.
+    for body in (gzip.compress(b"%PDF-1.7 small"), gzip.compress(scan)):
+        coded = region.a.post("Binary", body, headers=dict(tagged, **{"Content-Encoding": "gzip"}))
+        assert coded.status_code == 415, coded.text
+        OperationOutcome.parse_obj(coded.json())
     # A conditional create that finds its match writes nothing: the stream it received is no one's.
     again = region.a.post("Binary", scan, headers=dict(tagged, **{"If-None-Exist": f"_id={made_id}"}))
     assert again.status_code == 200 and again.json()["id"] == made_id, again.text
