@@ -29,7 +29,7 @@ import time
 # Tables without a rowid: ordered by insertion by a column of theirs, or (platform records, of
 # several kinds) placed by the first mark that holds their key.
 ORDER = {"audit_patient": "seq"}
-KEYED = {"platform_record": ("kind", "id")}
+KEYED = {"platform_record": ("kind", "id"), "document_stream_pending": ("id",)}
 SKIP = {"schema_migrations", "audit_head", "change_consumer"}
 
 

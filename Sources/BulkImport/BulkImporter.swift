@@ -36,11 +36,19 @@ public struct BulkImporter: Sendable {
 
     let service: FHIRService
     let bundles: BundleProcessor
-    public static let chunkSize = 500
+    /// Resources per atomic chunk of an NDJSON file or collection Bundle.
+    let chunkSize: Int
 
-    public init(service: FHIRService) {
+    /// 2,000: a commit writes every index page its rows touch to the WAL, and a chunk of results
+    /// touches about one page per distinct code; 500 per chunk wrote 1.6 GB of WAL for a 234 MB
+    /// store of 100,000 results, 2,000 about 1 GB (docs/performance.md, "Import chunk size").
+    public static let defaultChunkSize = 2_000
+
+    public init(service: FHIRService, chunkSize: Int = BulkImporter.defaultChunkSize) {
+        precondition(chunkSize > 0)
         self.service = service
         self.bundles = BundleProcessor(service: service)
+        self.chunkSize = chunkSize
     }
 
     /// Expands folders into the `.json` and `.ndjson` files below them, sorted.
@@ -167,7 +175,7 @@ public struct BulkImporter: Sendable {
                 try await settle()
                 throw stopped(FHIRError(.invalid, error.issues.map { Issue(code: $0.code, "line \(lineNumber): \($0.diagnostics)") }))
             }
-            if resources.count == Self.chunkSize { try await submit() }
+            if resources.count == chunkSize { try await submit() }
         }
         try await submit()
         try await settle()
@@ -201,9 +209,9 @@ public struct BulkImporter: Sendable {
     /// Commits resources (a collection Bundle's, one resource) in chunks, each chunk one atomic
     /// unit. Issues are located at `location[i]`, `i` the resource's index.
     func importResources(_ resources: [JSON], location: String?) async throws -> Int {
-        for start in stride(from: 0, to: resources.count, by: Self.chunkSize) {
+        for start in stride(from: 0, to: resources.count, by: chunkSize) {
             do {
-                let chunk = resources[start..<min(start + Self.chunkSize, resources.count)]
+                let chunk = resources[start..<min(start + chunkSize, resources.count)]
                 _ = try await service.writePipeline.write(try Self.requests(chunk, location: location, numbers: nil), as: .operation("import"))
             } catch where start > 0 {
                 // The chunks before this one are in.

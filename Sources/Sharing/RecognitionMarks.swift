@@ -251,13 +251,12 @@ public final class RecognitionMarks: WriteEnricher {
 
     /// When the result was obtained (microseconds): effective[x], else issued (ImagingStudy: started).
     public static func effective(_ o: JSONObject, type: String) -> Int64? {
-        // In order, each looked up only when those before it give no time.
-        let candidates: [(JSONObject) -> JSON?] = type == "ImagingStudy" ? [{ $0["started"] }]
-            : [{ $0["effectiveDateTime"] }, { $0["effectiveInstant"] }, { $0["effectivePeriod"]?["start"] }, { $0["issued"] }]
-        for c in candidates {
-            if let text = c(o)?.stringValue, let t = FHIRDateTime.parse(text, kind: .dateTime)?.low { return t }
+        func time(_ value: JSON?) -> Int64? {
+            value?.stringValue.flatMap { FHIRDateTime.parse($0, kind: .dateTime)?.low }
         }
-        return nil
+        if type == "ImagingStudy" { return time(o["started"]) }
+        // In order, each looked up only when those before it give no time (no closures built per result).
+        return time(o["effectiveDateTime"]) ?? time(o["effectiveInstant"]) ?? time(o["effectivePeriod"]?["start"]) ?? time(o["issued"])
     }
 
     /// The widest scope the facility's passes for the item give at a moment, narrowed to the item's.

@@ -13,6 +13,9 @@ import XCTest
 /// the chunks before its own, and is named by its line in the file (it was named by its place in
 /// its chunk: `line[41]` for line 1,042).
 final class BulkImportTests: XCTestCase {
+    /// Smaller than the default, so that files of a few chunks stay quick in a debug build.
+    static let chunkSize = 500
+
     /// Observation lines o1…on (line k is `o<k>`), `bad` replacing the lines it names.
     static func file(_ n: Int, bad: [Int: String] = [:]) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID().uuidString).ndjson").path
@@ -29,10 +32,10 @@ final class BulkImportTests: XCTestCase {
 
     func test_everyLineIsStored_acrossChunks() async throws {
         try await withEachBackend { test in
-            let n = 3 * BulkImporter.chunkSize + 7
+            let n = 3 * Self.chunkSize + 7
             let path = try Self.file(n)
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             XCTAssertNil(result.error)
             XCTAssertEqual(result.resources, n)
             let ids = try await stored(test.store)
@@ -42,14 +45,14 @@ final class BulkImportTests: XCTestCase {
 
     func test_anInvalidResource_isNamedByItsLine_andItsChunkIsNotStored() async throws {
         try await withEachBackend { test in
-            let size = BulkImporter.chunkSize
+            let size = Self.chunkSize
             let line = 2 * size + 42
             // Two blank lines (one CRLF's) count as lines but hold no resource: the chunks are
             // lines 1-502, 503-1002 and from 1003 on.
             let path = try Self.file(3 * size, bad: [3: "", 7: " \r",
                                                      line: #"{"resourceType":"Observation","id":"x","status":"no-such-status","code":{"text":"x"}}"#])
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line[\(line)].status"), error)
             // What is in, and where to go on from: sent again whole, id-less lines would be stored twice.
@@ -64,10 +67,10 @@ final class BulkImportTests: XCTestCase {
 
     func test_aLineWithoutResourceType_isNamedByItsLine() async throws {
         try await withEachBackend { test in
-            let size = BulkImporter.chunkSize
+            let size = Self.chunkSize
             let path = try Self.file(2 * size, bad: [size + 5: #"{"id":"x","status":"final"}"#])
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line[\(size + 5)]") && error.contains("resourceType"), error)
             XCTAssertEqual(result.resources, size)
@@ -79,11 +82,11 @@ final class BulkImportTests: XCTestCase {
 
     func test_aLineThatIsNotJSON_stopsTheFile_afterTheChunksBeforeIt() async throws {
         try await withEachBackend { test in
-            let size = BulkImporter.chunkSize
+            let size = Self.chunkSize
             let line = size + 10
             let path = try Self.file(3 * size, bad: [line: #"{"resourceType":"Observation","id":"#])
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line \(line):"), error)
             XCTAssertEqual(result.resources, size)
@@ -96,7 +99,7 @@ final class BulkImportTests: XCTestCase {
         try await withEachBackend { test in
             let path = try Self.file(20, bad: [12: #"{"resourceType":"Observation","status":"final"}"#])
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("line[12]") && error.contains("nothing from this file was committed"), error)
             XCTAssertEqual(result.resources, 0)
@@ -108,7 +111,7 @@ final class BulkImportTests: XCTestCase {
     /// A collection Bundle is committed in the same chunks: a bad entry's error says which are in.
     func test_aCollectionBundle_reportsTheEntriesCommittedBeforeABadOne() async throws {
         try await withEachBackend { test in
-            let size = BulkImporter.chunkSize
+            let size = Self.chunkSize
             let entries = (0..<(2 * size)).map { k in
                 k == size + 3 ? #"{"resource":{"resourceType":"Observation","status":"bad","code":{"text":"x"}}}"#
                               : #"{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"}}}"#
@@ -117,7 +120,7 @@ final class BulkImportTests: XCTestCase {
             try Data((#"{"resourceType":"Bundle","type":"collection","entry":["# + entries.joined(separator: ",") + "]}").utf8)
                 .write(to: URL(fileURLWithPath: path))
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             let error = try XCTUnwrap(result.error)
             XCTAssertTrue(error.contains("Bundle.entry[\(size + 3)].status"), error)
             XCTAssertTrue(error.contains("committed before it: \(size) resources (Bundle.entry[0..<\(size)])"), error)
@@ -131,11 +134,11 @@ final class BulkImportTests: XCTestCase {
 
     func test_aResourceWrittenTwice_keepsItsLaterLine_acrossChunks() async throws {
         try await withEachBackend { test in
-            let size = BulkImporter.chunkSize
+            let size = Self.chunkSize
             let path = try Self.file(3 * size, bad: [
                 2 * size + 1: #"{"resourceType":"Observation","id":"o3","status":"amended","code":{"text":"血红蛋白"}}"#])
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform)).importFile(path)
+            let result = await BulkImporter(service: FHIRService(store: test.store, matching: nil, principal: .platform), chunkSize: Self.chunkSize).importFile(path)
             XCTAssertNil(result.error)
             let stored = try await test.store.read(ResourceKey("Observation", "o3"))
             XCTAssertEqual(stored?.version, 2)
@@ -160,13 +163,13 @@ final class BulkImportTests: XCTestCase {
 
     func test_aDomainThatDoesNotSayWhatItReads_seesEveryEarlierChunkCommitted() async throws {
         try await withEachBackend { test in
-            let size = BulkImporter.chunkSize
+            let size = Self.chunkSize
             let path = try Self.file(4 * size)
             defer { try? FileManager.default.removeItem(atPath: path) }
             var service = FHIRService(store: test.store, matching: nil, principal: .platform)
             service.enricher = EnricherChain([FacilityCodeMaps(store: test.store),
                                               LookingBack(store: test.store, first: "o\(2 * size + 1)", before: "o\(2 * size)")])
-            let result = await BulkImporter(service: service).importFile(path)
+            let result = await BulkImporter(service: service, chunkSize: Self.chunkSize).importFile(path)
             XCTAssertNil(result.error)
             XCTAssertEqual(result.resources, 4 * size)
         }
