@@ -77,6 +77,8 @@ public enum Interaction: Sendable, Hashable, CustomStringConvertible {
         // The HL7 gateway's kept rejected messages (`/hl7/rejected`), not of one type.
         "hl7-rejected": .read,
         "card-issue": [.read, .update], "card-suspend": .update, "card-resume": .update, "card-cancel": .update, "card-reissue": .update,
+        // The region's recognition lists (互认), on its catalogue CodeSystem.
+        "load-catalogue": .update, "load-qc": .update,
     ]
 }
 
@@ -99,6 +101,8 @@ public struct AccessPolicy: Sendable {
     /// Roles that may work on the master patient index's review queue.
     static let indexStewards: Set<Role> = [.administrator, .platformOperator]
     static let registeredTerminology: Set<String> = ["CodeSystem", "ValueSet", "NamingSystem"]
+    /// Loads of the region's recognition catalogue and QC passes (互认): administrators, as terminology.
+    static let regionalListOperations: Set<String> = ["load-catalogue", "load-qc"]
     static let stewardOperations: Set<String> = ["empi-link", "empi-not-match", "empi-unlink", "empi-merge", "empi-unmerge"]
 
     /// E-health card operations: by facilities and administrators; a resident reads, shows
@@ -197,7 +201,11 @@ public struct AccessPolicy: Sendable {
         // every facility's searches and validation read them. Facilities map their own local codes
         // with ConceptMaps they write.
         if let type, Self.registeredTerminology.contains(type), principal.role != .administrator, interaction.restfulKind == "write" {
-            if case .operation = interaction {} else {
+            if case .operation(let name) = interaction {
+                if Self.regionalListOperations.contains(name) {
+                    throw AccessDenied("$\(name): the region's recognition lists are loaded by administrators, not \(principal.role.rawValue)")
+                }
+            } else {
                 throw AccessDenied("\(type)s are registered by administrators (术语注册); a facility maps its local codes with a ConceptMap")
             }
         }

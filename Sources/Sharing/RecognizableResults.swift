@@ -199,6 +199,9 @@ extension OperationRegistry {
         register(.recognizableResults)
         register(.recognitionStatistics)
         register(.recordSummary)
+        register(.loadCatalogue)
+        register(.loadQC)
+        register(.qcPasses)
     }
 }
 

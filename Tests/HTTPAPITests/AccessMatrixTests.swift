@@ -298,6 +298,14 @@ final class AccessMatrixTests: XCTestCase {
             // Recognition statistics (ADR 024): aggregates, a facility's own; a resident has none.
             examples.append(("operation $recognition-statistics", Example(kind: .read, method: .get, path: "/fhir/$recognition-statistics",
                                                                           otherFacility: .allowed, otherResident: .refused)))
+            // The region's recognition lists: loaded by administrators (a list missing its columns: 400
+            // past the decision, nothing loaded), read by anyone who reads terminology.
+            for op in ["load-catalogue", "load-qc"] {
+                examples.append(("operation $\(op)", Example(kind: .write, method: .post, path: "/fhir/$\(op)",
+                                                             body: #"{"resourceType":"Parameters","parameter":[{"name":"csv","valueString":"system,code\n"}]}"#,
+                                                             allowed: 400...400, otherFacility: .refused)))
+            }
+            examples.append(("operation $qc-passes", Example(kind: .read, method: .get, path: "/fhir/$qc-passes")))
             var failures: [String] = []
             for (label, example) in examples.sorted(by: { $0.0 < $1.0 }) {
                 func fill(_ text: String) -> String {

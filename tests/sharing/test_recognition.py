@@ -11,6 +11,10 @@ import sys
 
 import pytest
 from fhir.resources.bundle import Bundle
+from fhir.resources.communication import Communication
+from fhir.resources.detectedissue import DetectedIssue
+from fhir.resources.operationoutcome import OperationOutcome
+from fhir.resources.task import Task
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "security"))
 from conftest import BINARY  # noqa: E402
@@ -188,6 +192,7 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
                  "code": {"coding": [{"system": LOINC, "code": "718-7"}]}}
         r = region.b.post(f"Patient/{p}/$recognizable-results", order)
         assert r.status_code == 200, r.text
+        Bundle.parse_obj(r.json())
         assert [e["resource"]["id"] for e in r.json()["entry"] if e["search"]["mode"] == "match"] == [recent]
 
         # B orders haemoglobin: the order stands, with a warning in the response, a DetectedIssue
@@ -195,16 +200,19 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         order["requester"] = {"reference": "Practitioner/dr-b"}
         r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
         assert r.status_code == 201, r.text
+        OperationOutcome.parse_obj(r.json())
         warnings = [i for i in r.json()["issue"] if i["severity"] == "warning"]
         assert len(warnings) == 1 and f"Observation/{recent}" in warnings[0]["diagnostics"], r.text
         ordered = r.headers["Location"].split("/ServiceRequest/")[1].split("/")[0]
         issues = region.b.get(f"DetectedIssue?patient=Patient/{p}").json().get("entry", [])
         assert len(issues) == 1
+        DetectedIssue.parse_obj(issues[0]["resource"])
         assert issues[0]["resource"]["meta"]["source"] == "urn:huitong:facility:org-b", "raised for the ordering facility"
         implicated = [i["reference"] for i in issues[0]["resource"]["implicated"]]
         assert implicated == [f"ServiceRequest/{ordered}", f"Observation/{recent}"]
         reminders = region.b.get("Communication?recipient=Practitioner/dr-b").json().get("entry", [])
         assert len(reminders) == 1 and reminders[0]["resource"]["category"][0]["coding"][0]["code"] == "duplicate-test"
+        Communication.parse_obj(reminders[0]["resource"])
         # An order with nothing to recognise (ALT: not HR) gets no warning and raises nothing.
         alt_order = dict(order, code={"coding": [{"system": LOINC, "code": "1742-6"}]})
         r = region.b.post("ServiceRequest", alt_order, headers={"Prefer": "return=OperationOutcome"})
@@ -213,10 +221,18 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
 
         # The decisions: the first order re-tested because the patient did not bring the result (not a
         # refusal); a second order recognised; a third re-tested before surgery (a refusal).
+        # A fourth, ordered from B's cardiology department (its PractitionerRole's organization), is
+        # re-tested for continuous monitoring: not a refusal either, and counted for that department.
+        r = region.admin.put("Organization/org-b-cardiology", {"resourceType": "Organization", "id": "org-b-cardiology", "name": "心内科",
+                                                               "partOf": {"reference": "Organization/org-b"}})
+        assert r.status_code in (200, 201), r.text
+        cardiologist = region.b.created("PractitionerRole", {"resourceType": "PractitionerRole", "practitioner": {"reference": "Practitioner/dr-c"},
+                                                              "organization": {"reference": "Organization/org-b-cardiology"}})
         decisions = {}
-        for reason, prior in (("not-available", None), ("recognised", recent), ("major-treatment", None)):
+        for reason, prior in (("not-available", None), ("recognised", recent), ("major-treatment", None), ("continuous-monitoring", None)):
             if reason != "not-available":
-                r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
+                requester = {"reference": f"PractitionerRole/{cardiologist}"} if reason == "continuous-monitoring" else order["requester"]
+                r = region.b.post("ServiceRequest", dict(order, requester=requester), headers={"Prefer": "return=OperationOutcome"})
                 assert r.status_code == 201 and [i for i in r.json()["issue"] if i["severity"] == "warning"], r.text
                 ordered = r.headers["Location"].split("/ServiceRequest/")[1].split("/")[0]
             task = {"resourceType": "Task", "status": "completed", "intent": "order",
@@ -228,6 +244,7 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
             r = region.b.post("Task", task)
             assert r.status_code == 201, r.text
             assert r.json()["for"] == {"reference": f"Patient/{p}"} and "authoredOn" in r.json()
+            Task.parse_obj(r.json())
             decisions[reason] = r.json()["id"]
         # Another facility cannot decide B's order (nor so add to B's statistics).
         r = region.a.post("Task", task)
@@ -236,6 +253,7 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         bad = dict(task, statusReason={"text": "复查"})
         r = region.b.post("Task", bad)
         assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Task.statusReason"], r.text
+        OperationOutcome.parse_obj(r.json())
         bad = dict(task, statusReason={"coding": [{"system": "https://huitong.health/fhir/CodeSystem/recognition-decision", "code": "recognised"}]})
         bad.pop("input", None)
         r = region.b.post("Task", bad)
@@ -248,17 +266,23 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
         assert r.status_code == 200, r.text
         from fhir.resources.measurereport import MeasureReport
         MeasureReport.parse_obj(r.json())
-        groups = r.json()["group"]
-        assert len(groups) == 1 and groups[0]["code"]["coding"][0]["code"] == "718-7"
-        counts = {pop["code"]["coding"][0]["code"]: pop["count"] for pop in groups[0]["population"]}
+        groups = {g["code"]["text"].split(" / ")[1]: g for g in r.json()["group"]}
+        assert sorted(groups) == ["-", "org-b-cardiology"] and all(g["code"]["coding"][0]["code"] == "718-7" for g in groups.values())
+        counts = {pop["code"]["coding"][0]["code"]: pop["count"] for pop in groups["-"]["population"]}
         assert (counts["recognisable-orders"], counts["recognised"], counts["retested"], counts["refusals"]) == (3, 1, 2, 1), counts
         assert counts["retested:not-available"] == 1 and counts["retested:major-treatment"] == 1
-        assert groups[0]["measureScore"]["value"] == 5
+        assert groups["-"]["measureScore"]["value"] == 5
+        counts = {pop["code"]["coding"][0]["code"]: pop["count"] for pop in groups["org-b-cardiology"]["population"]}
+        assert (counts["recognisable-orders"], counts["recognised"], counts["retested"], counts["refusals"]) == (1, 0, 1, 0), counts
+        assert counts["retested:continuous-monitoring"] == 1 and groups["org-b-cardiology"]["measureScore"]["value"] == 0
         csv = region.b.get(f"$recognition-statistics?month={month}&_format=csv")
         assert csv.status_code == 200 and csv.headers["Content-Type"].startswith("text/csv"), csv.text
-        header, line = csv.text.strip().splitlines()
-        row = dict(zip(header.split(","), line.split(",")))
+        header, *lines = csv.text.strip().splitlines()
+        rows = {row["department"]: row for row in (dict(zip(header.split(","), line.split(","))) for line in lines)}
+        row = rows["-"]
         assert (row["facility"], row["code"], row["recognisable_orders"], row["refusals"], row["avoided_cost"]) == ("org-b", "718-7", "3", "1", "5")
+        row = rows["org-b-cardiology"]
+        assert (row["recognisable_orders"], row["retested_continuous-monitoring"], row["refusals"]) == ("1", "1", "0"), row
         # A facility sees only its own; A has none.
         assert region.b.get(f"$recognition-statistics?month={month}&facility=org-a").status_code == 403
         assert region.a.get(f"$recognition-statistics?month={month}").json().get("group", []) == []
@@ -304,5 +328,87 @@ def test_recognizable_results_for_the_ordering_facility(tmp_path):
             assert recognizable(region.b, p, code) == ([], []), code
         r = region.b.post("ServiceRequest", order, headers={"Prefer": "return=OperationOutcome"})
         assert r.status_code == 201 and not [i for i in r.json()["issue"] if i["severity"] == "warning"], "no hint in the order's answer"
+    finally:
+        region.server.stop()
+
+
+def test_the_lists_are_managed_on_a_running_server(tmp_path):
+    """While a server runs its embedded store is its own (`huitong sharing load-*` cannot open it):
+    the same lists are loaded over FHIR by administrators, checked the same way, and take effect
+    on the next results; the catalogue is also edited as its CodeSystem."""
+    from fhir.resources.parameters import Parameters
+    import time
+
+    def csv(text):
+        return {"resourceType": "Parameters", "parameter": [{"name": "csv", "valueString": text}]}
+
+    def passes(caller, query=""):
+        r = caller.get(f"$qc-passes{query}")
+        assert r.status_code == 200, r.text
+        Parameters.parse_obj(r.json())
+        return [{part["name"]: next(v for k, v in part.items() if k.startswith("value")) for part in p["part"]}
+                for p in r.json().get("parameter", [])]
+
+    region = Region(str(tmp_path), "sqlite")
+    region.a = region.client("县人民医院 HIS", "facility-system", "system/*.cruds", "org-a")
+    region.admin = region.client("平台管理员", "administrator", "system/*.cruds")
+    region.server.start()
+    try:
+        r = region.admin.put("Organization/org-a", {"resourceType": "Organization", "id": "org-a", "name": "org-a",
+                                                    "address": [{"city": "成都市", "state": "四川省"}]})
+        assert r.status_code in (200, 201), r.text
+        p = region.a.created("Patient", patient("孙", "悦", resident_id("1971-03-03", 62), "1971-03-03", "female"))
+        # Administrators load the catalogue; a facility may not; the same file again changes nothing.
+        assert region.a.post("$load-catalogue", csv(CATALOGUE)).status_code == 403
+        r = region.admin.post("$load-catalogue", csv(CATALOGUE))
+        assert r.status_code == 200, r.text
+        OperationOutcome.parse_obj(r.json())
+        assert "the catalogue has 20 items" in r.json()["issue"][0]["diagnostics"]
+        assert "unchanged" in region.admin.post("$load-catalogue", csv(CATALOGUE)).json()["issue"][0]["diagnostics"]
+        # A QC list with bad rows: each named by its line, nothing loaded.
+        bad = ("facility,system,code,scope,valid_from,valid_to\n"
+               f"org-a,{LOINC},718-7,national,{day(-10)},{day(300)}\n"
+               f"org-a,{LOINC},0000-0,national,{day(-10)},{day(300)}\n"
+               f"org-a,{LOINC},2160-0,planet,{day(-10)},{day(300)}\n")
+        r = region.admin.post("$load-qc", csv(bad))
+        assert r.status_code == 400, r.text
+        OperationOutcome.parse_obj(r.json())
+        text = " ".join(i["diagnostics"] for i in r.json()["issue"])
+        assert "line 3" in text and "not in the catalogue" in text and "line 4" in text and "scope" in text, text
+        assert "line 2" not in text, text
+        assert passes(region.admin) == []
+        # A result before any pass: not marked.
+        assert not [t for t in region.a.post("Observation", result(p, "718-7", 1)).json()["meta"].get("tag", []) if t["system"] == MARK]
+        good = "facility,system,code,scope,valid_from,valid_to\n" + f"org-a,{LOINC},718-7,national,{day(-10)},{day(300)}\n"
+        assert region.a.post("$load-qc", csv(good)).status_code == 403
+        assert region.admin.post("$load-qc", {"resourceType": "Parameters"}).status_code == 400
+        for _ in range(2):
+            r = region.admin.post("$load-qc", csv(good))
+            assert r.status_code == 200 and "1 QC passes loaded" in r.json()["issue"][0]["diagnostics"], r.text
+        listed = [{"facility": "org-a", "system": LOINC, "code": "718-7", "scope": "national", "valid_from": day(-10), "valid_to": day(300)}]
+        assert passes(region.admin) == listed, "loaded once, however often sent"
+        assert passes(region.a, "?facility=org-a") == listed and passes(region.a, "?facility=org-b") == []
+        # The stamping sees the pass within its two seconds.
+        time.sleep(2.5)
+        marked = region.a.post("Observation", result(p, "718-7", 1)).json()
+        assert [t["code"] for t in marked["meta"]["tag"] if t["system"] == MARK] == ["HR-province"]
+
+        # The catalogue edited as its CodeSystem: an item added with the properties of the CSV's names.
+        catalogue = region.admin.get("CodeSystem/recognition-items").json()
+        concept = next(c for c in catalogue["concept"] if c["code"] == f"{LOINC}|718-7")
+        added = {"code": f"{LOINC}|2093-3", "display": "总胆固醇 Cholesterol",
+                 "property": [dict(pr, **({"valueString": "2093-3"} if pr["code"] == "code" else {})) for pr in concept["property"]]}
+        catalogue["concept"].append(added)
+        catalogue.pop("count", None)
+        assert region.a.put("CodeSystem/recognition-items", catalogue).status_code == 403
+        r = region.admin.put("CodeSystem/recognition-items", catalogue)
+        assert r.status_code == 200, r.text
+        # The new item now takes a QC pass, and its results are marked.
+        r = region.admin.post("$load-qc", csv("facility,system,code,scope,valid_from,valid_to\n"
+                                              f"org-a,{LOINC},2093-3,city,{day(-10)},{day(300)}\n"))
+        assert r.status_code == 200, r.text
+        time.sleep(2.5)
+        marked = region.a.post("Observation", result(p, "2093-3", 1)).json()
+        assert [t["code"] for t in marked["meta"]["tag"] if t["system"] == MARK] == ["HR-city"], "the item's own scope, narrower than the pass"
     finally:
         region.server.stop()
