@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 import requests
+from fhir.resources.conceptmap import ConceptMap
 from fhir.resources.observation import Observation
 from fhir.resources.parameters import Parameters
 
@@ -71,6 +72,7 @@ def region(tmp_path_factory):
         ]}]}
     r = callers["a"].put("ConceptMap/org-a-lab", concept_map)
     assert r.status_code in (200, 201), r.text
+    ConceptMap.parse_obj(r.json())   # as stored, with the server's meta
     callers["a"].put("Patient/pa", {"resourceType": "Patient", "id": "pa", "name": [{"family": "王"}]}).raise_for_status()
     callers["b"].put("Patient/pb", {"resourceType": "Patient", "id": "pb", "name": [{"family": "李"}]}).raise_for_status()
     yield callers
@@ -140,10 +142,14 @@ def test_translate_forward_and_reverse(region):
     assert params[0] == {"name": "result", "valueBoolean": True}
     match = {p["name"]: p for p in next(p for p in params if p["name"] == "match")["part"]}
     assert match["equivalence"]["valueCode"] == "equivalent" and match["concept"]["valueCoding"]["code"] == "2345-7"
-    back = a.get("ConceptMap/$translate", system=LOINC, code="718-7", reverse="true").json()["parameter"]
+    back = a.get("ConceptMap/$translate", system=LOINC, code="718-7", reverse="true").json()
+    Parameters.parse_obj(back)
+    back = back["parameter"]
     match = {p["name"]: p for p in next(p for p in back if p["name"] == "match")["part"]}
     assert match["concept"]["valueCoding"] == {"system": LOCAL_A, "code": "HB", "display": "血红蛋白"}
-    none = a.get("ConceptMap/$translate", system=LOCAL_A, code="NOPE").json()["parameter"]
+    none = a.get("ConceptMap/$translate", system=LOCAL_A, code="NOPE").json()
+    Parameters.parse_obj(none)
+    none = none["parameter"]
     assert none[0] == {"name": "result", "valueBoolean": False} and none[1]["name"] == "message"
 
 

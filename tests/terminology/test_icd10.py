@@ -237,16 +237,20 @@ def below(code):
     return set(icd.get_descendants(code)) | {code}
 
 
-def test_expand_returns_the_codes_python_computes(icd_server, value_sets):
+def members_computed_in_python():
+    """Each value set's codes, from the library's own hierarchy."""
     everything = set(icd.get_all_codes(True))
-    expected = {
+    return {
         "hypertension": below("I10-I15"),
         "mixed": (below("I") | {"J18", "E11"}) - below("A00-A09"),
         "descendants": below("B20-B24") - {"B20-B24"},
         "nested": below("I10-I15"),
         "not-chapter-one": everything - below("I"),
     }
-    for name, codes in expected.items():
+
+
+def test_expand_returns_the_codes_python_computes(icd_server, value_sets):
+    for name, codes in members_computed_in_python().items():
         exp = expansion(icd_server, value_sets[name])
         assert exp["total"] == len(codes), name
         assert set(codes_of(exp)) == codes, name
@@ -281,9 +285,8 @@ def test_value_set_validate_code(icd_server, value_sets):
     assert value(outside, "result") is False
 
 
-def test_in_and_not_in_search_against_the_expansion(icd_server, conditions, value_sets):
-    for name in ["hypertension", "mixed", "descendants"]:
-        members = set(codes_of(expansion(icd_server, value_sets[name])))
+def test_in_and_not_in_search_against_the_sets_python_computes(icd_server, conditions, value_sets):
+    for name, members in members_computed_in_python().items():
         inside = {cid for cid, code in conditions.items() if code in members}
         assert search_ids(icd_server, **{"code:in": value_sets[name]}) == inside, name
         assert search_ids(icd_server, **{"code:not-in": value_sets[name]}) == set(conditions) - inside, name
@@ -305,3 +308,16 @@ def test_a_changed_code_system_changes_the_cached_expansion(icd_server):
     created = requests.post(f"{icd_server.base}/Observation", json=obs, headers=FHIR_JSON).json()["id"]
     found = requests.get(f"{icd_server.base}/Observation", params={"code:in": url}).json()
     assert [e["resource"]["id"] for e in found.get("entry", [])] == [created]
+
+
+def test_what_the_server_stores_and_returns_is_r4(icd_server, value_sets):
+    """The CodeSystem and ValueSets as read back (with the server's meta), not only as sent."""
+    from fhir.resources.valueset import ValueSet
+    r = requests.get(f"{icd_server.base}/CodeSystem/icd-10-who-2019")
+    assert r.status_code == 200, r.text
+    CodeSystem.parse_obj(r.json())
+    assert len(r.json()["concept"]) == len(icd.get_all_codes(True))
+    for url in value_sets.values():
+        found = requests.get(f"{icd_server.base}/ValueSet", params={"url": url}).json()["entry"]
+        assert len(found) == 1
+        ValueSet.parse_obj(found[0]["resource"])
