@@ -56,8 +56,11 @@ def cda(rid, doc_id, title="出院小结", code="18842-5", confidentiality="N"):
 def provide(document, replaces=None, subject=None):
     """An ITI-65 provide bundle: SubmissionSet List, DocumentReference, Binary."""
     ref, binary = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+    # XDS metadata MHD asks for beside what the CDA header gives: the kind of facility and the practice setting.
     doc = {"resourceType": "DocumentReference", "status": "current",
-           "content": [{"attachment": {"contentType": CDA_CONTENT, "url": binary, "language": "zh-CN"}}]}
+           "content": [{"attachment": {"contentType": CDA_CONTENT, "url": binary, "language": "zh-CN"}}],
+           "context": {"facilityType": {"coding": [{"system": "http://snomed.info/sct", "code": "22232009", "display": "Hospital"}]},
+                       "practiceSetting": {"coding": [{"system": "http://snomed.info/sct", "code": "394802001", "display": "General medicine"}]}}}
     if subject:
         doc["subject"] = {"reference": subject}
     if replaces:

@@ -91,6 +91,15 @@ def test_a_cda_document_is_shared_found_by_master_identity_and_retrieved_under_c
         assert found(region.b, f"patient=Patient/{at_b}&_mdm=true") == [doc]
         assert found(region.b, f"patient=Patient/{at_b}&_mdm=true&status=current&type=http://loinc.org|18842-5") == [doc]
         assert found(region.b, f"patient=Patient/{at_b}&_mdm=true&type=http://loinc.org|11488-4") == []
+        # ITI-67's other parameters: the date (from the header's effectiveTime), the author (the
+        # header's organisation, by its identifier), the facility type and practice setting.
+        mdm = f"patient=Patient/{at_b}&_mdm=true"
+        assert found(region.b, f"{mdm}&date=ge2026-12-01&date=lt2026-12-02") == [doc]
+        assert found(region.b, f"{mdm}&date=lt2026-12-01T09:00:00%2B08:00") == []
+        assert found(region.b, f"{mdm}&author:identifier=urn:oid:2.16.156.10011.1.5|org-a") == [doc]
+        assert found(region.b, f"{mdm}&author:identifier=urn:oid:2.16.156.10011.1.5|org-b") == []
+        assert found(region.b, f"{mdm}&facility=http://snomed.info/sct|22232009&setting=http://snomed.info/sct|394802001") == [doc]
+        assert found(region.b, f"{mdm}&facility=http://snomed.info/sct|35971002") == []
         raw = region.b.get(f"Binary/{binary_id}", headers={"Accept": CDA_CONTENT})
         assert raw.status_code == 200 and raw.headers["Content-Type"].startswith(CDA_CONTENT) and raw.content == document
         as_fhir = region.b.get(f"Binary/{binary_id}")
