@@ -11,7 +11,7 @@ import Store
 /// Loads are audited; the stamping sees them within `RecognitionMarks.ttl` (2 s).
 ///
 ///     POST [base]/$load-catalogue   Parameters { csv: system,code,display,category,validity_days,scope,price }
-///     POST [base]/$load-qc          Parameters { csv: facility,system,code,scope,valid_from,valid_to }
+///     POST [base]/$load-qc          Parameters { csv: facility,system,code,scope,valid_from,valid_to; replace? }
 ///     GET  [base]/$qc-passes[?facility=org-a]   Parameters { pass* (the same six parts) }
 extension RegisteredOperation {
     static let loadCatalogue = RegisteredOperation(
@@ -37,15 +37,17 @@ extension RegisteredOperation {
             + "inclusive; every item in the catalogue): every bad row is reported with its line and nothing is loaded. "
             + "Administrators only.",
         parameters: [Parameter("csv", .in, min: 1, type: "string", "The list, header first"),
-                     Parameter("return", .out, min: 1, type: "OperationOutcome", "How many passes were loaded")],
+                     Parameter("replace", .in, type: "boolean", "The list is the whole of each facility it names: their other passes are removed"),
+                     Parameter("return", .out, min: 1, type: "OperationOutcome", "How many passes were loaded (and removed)")],
         access: { _ in (.operation("load-qc"), "CodeSystem") },
         handler: { service, request in
             let passes = try QualityPass.parse(csv: try csv(request), catalogue: try await RecognitionCatalogue.stored(in: service.store))
+            let replacing = try flag("replace", request)
             let audit = service.auditing
-                ? [service.trail.event(.operation("load-qc"), type: "CodeSystem", entities: [], patients: [], query: "passes=\(passes.count)")] : []
-            try await service.store.commitRecords(passes.map { RecordWrite(PlatformRecord(kind: QualityPass.kind, id: $0.id, content: $0.content)) },
-                                                  audit: audit)
-            return .resource(OperationOutcome.information("\(passes.count) QC passes loaded"))
+                ? [service.trail.event(.operation("load-qc"), type: "CodeSystem", entities: [], patients: [],
+                                       query: "passes=\(passes.count)\(replacing ? "&replace=true" : "")")] : []
+            let removed = try await QualityPass.load(passes, replacing: replacing, store: service.store, audit: audit)
+            return .resource(OperationOutcome.information("\(passes.count) QC passes loaded" + (replacing ? ", \(removed) removed" : "")))
         })
 
     static let qcPasses = RegisteredOperation(
@@ -74,6 +76,15 @@ extension RegisteredOperation {
                 })),
             ])))
         })
+
+    /// A boolean parameter of the Parameters sent (absent: false).
+    private static func flag(_ name: String, _ request: OperationRequest) throws(FHIRError) -> Bool {
+        guard let p = (request.body?["parameter"]?.arrayValue ?? []).first(where: { $0["name"]?.stringValue == name }) else { return false }
+        guard let value = p["valueBoolean"]?.boolValue else {
+            throw FHIRError(.invalid, code: "value", "\(name) is a valueBoolean", at: "Parameters.parameter")
+        }
+        return value
+    }
 
     /// The list a load operation was sent: Parameters with `csv` as a string.
     private static func csv(_ request: OperationRequest) throws(FHIRError) -> String {

@@ -67,8 +67,22 @@ public struct QualityPass: Sendable, Equatable {
     }
 
     /// Stores the passes as one unit (a pass with the same facility, item and start is replaced).
-    public static func load(_ passes: [QualityPass], store: any ResourceStore) async throws {
-        try await store.commitRecords(passes.map { RecordWrite(PlatformRecord(kind: kind, id: $0.id, content: $0.content)) })
+    /// `replacing`: the list is the whole of each facility it names, whose other passes are removed
+    /// in the same unit (results already marked keep their marks). Returns how many were removed.
+    @discardableResult
+    public static func load(_ passes: [QualityPass], replacing: Bool = false, store: any ResourceStore,
+                            audit: [AuditRecord] = []) async throws -> Int {
+        var writes = passes.map { RecordWrite(PlatformRecord(kind: kind, id: $0.id, content: $0.content)) }
+        var removed = 0
+        if replacing {
+            let facilities = Set(passes.map(\.facility)), kept = Set(passes.map(\.id))
+            for old in try await all(in: store) where facilities.contains(old.facility) && !kept.contains(old.id) {
+                writes.append(.delete(kind: kind, id: old.id))
+                removed += 1
+            }
+        }
+        try await store.commitRecords(writes, audit: audit)
+        return removed
     }
 
     public static func all(in store: any ResourceStore) async throws -> [QualityPass] {

@@ -74,13 +74,16 @@ struct LoadQC: AsyncParsableCommand {
     @Argument(help: "The CSV file (UTF-8, header first).")
     var file: String
 
+    @Flag(help: "The list is the whole of each facility it names: their passes not in it are removed (results already marked keep their marks).")
+    var replace = false
+
     @OptionGroup var storeOptions: StoreOptions
 
     func run() async throws {
         try await loadList(file, storeOptions) { text, store in
             let passes = try QualityPass.parse(csv: text, catalogue: try await RecognitionCatalogue.stored(in: store))
-            try await QualityPass.load(passes, store: store)
-            return "\(passes.count) QC passes loaded"
+            let removed = try await QualityPass.load(passes, replacing: replace, store: store)
+            return "\(passes.count) QC passes loaded" + (replace ? ", \(removed) removed" : "")
         }
     }
 }

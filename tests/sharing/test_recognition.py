@@ -113,6 +113,13 @@ def test_catalogue_and_qc_lists_are_checked_row_by_row(tmp_path):
     assert run.returncode == 1 and "line 2" in run.stderr and "after valid_to" in run.stderr, run.stderr
     out = subprocess.run([BINARY, "sharing", "load-qc", qc, "--data", tmp], capture_output=True, text=True, check=True).stdout
     assert "1 QC passes loaded" in out
+    # A second pass for org-a, then org-a's whole list again with --replace: the second is removed.
+    more = write(tmp, "more-qc.csv", "facility,system,code,scope,valid_from,valid_to\norg-a,http://loinc.org,2160-0,city,2026-01-01,2026-12-31\n")
+    subprocess.run([BINARY, "sharing", "load-qc", more, "--data", tmp], capture_output=True, text=True, check=True)
+    out = subprocess.run([BINARY, "sharing", "load-qc", qc, "--replace", "--data", tmp], capture_output=True, text=True, check=True).stdout
+    assert "1 QC passes loaded, 1 removed" in out, out
+    out = subprocess.run([BINARY, "sharing", "load-qc", qc, "--replace", "--data", tmp], capture_output=True, text=True, check=True).stdout
+    assert "1 QC passes loaded, 0 removed" in out, out
 
 
 def test_recognizable_results_for_the_ordering_facility(tmp_path):
@@ -410,5 +417,12 @@ def test_the_lists_are_managed_on_a_running_server(tmp_path):
         time.sleep(2.5)
         marked = region.a.post("Observation", result(p, "2093-3", 1)).json()
         assert [t["code"] for t in marked["meta"]["tag"] if t["system"] == MARK] == ["HR-city"], "the item's own scope, narrower than the pass"
+        # The region republishes org-a's whole list without the cholesterol pass: it is removed; the
+        # result it marked keeps its mark.
+        assert region.admin.post("$load-qc", dict(csv(good), parameter=csv(good)["parameter"] + [{"name": "replace", "valueString": "yes"}])).status_code == 400
+        r = region.admin.post("$load-qc", dict(csv(good), parameter=csv(good)["parameter"] + [{"name": "replace", "valueBoolean": True}]))
+        assert r.status_code == 200 and "1 QC passes loaded, 1 removed" in r.json()["issue"][0]["diagnostics"], r.text
+        assert passes(region.admin) == listed
+        assert [t["code"] for t in region.a.get(f"Observation/{marked['id']}").json()["meta"]["tag"] if t["system"] == MARK] == ["HR-city"]
     finally:
         region.server.stop()
