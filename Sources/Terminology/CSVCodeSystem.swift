@@ -62,6 +62,7 @@ public struct CSVCodeSystem: Sendable {
         }
         var concepts: [JSON] = []
         var seen: Set<String> = []
+        var parents: [(line: Int, code: String, parent: String)] = []
         for (n, row) in rows.enumerated() {
             func cell(_ i: Int?) -> String? {
                 guard let i, i < row.count else { return nil }
@@ -84,6 +85,7 @@ public struct CSVCodeSystem: Sendable {
             var properties: [JSON] = []
             if let parent = cell(parentColumn) {
                 properties.append(.object(JSONObject([("code", .string("parent")), ("valueCode", .string(parent))])))
+                parents.append((n + 2, code, parent))
             }
             for (name, i) in propertyColumns {
                 if let value = cell(i) { properties.append(.object(JSONObject([("code", .string(name)), ("valueString", .string(value))]))) }
@@ -91,6 +93,7 @@ public struct CSVCodeSystem: Sendable {
             if !properties.isEmpty { concept["property"] = .array(properties) }
             concepts.append(.object(concept))
         }
+        try Self.checkHierarchy(parents, codes: seen)
         var cs = JSONObject([("resourceType", .string("CodeSystem")), ("url", .string(url))])
         if let version { cs["version"] = .string(version) }
         let fallback = url.split(separator: "/").last.map(String.init) ?? "CodeSystem"
@@ -109,6 +112,28 @@ public struct CSVCodeSystem: Sendable {
         if !declared.isEmpty { cs["property"] = .array(declared) }
         cs["concept"] = .array(concepts)
         return cs
+    }
+
+    /// A parent is a code of the table (R4: a `code` property names a concept of the code system),
+    /// and no code is its own ancestor: every such line is reported, and nothing is loaded.
+    static func checkHierarchy(_ parents: [(line: Int, code: String, parent: String)], codes: Set<String>) throws(FHIRError) {
+        var issues = parents.filter { !codes.contains($0.parent) }.map {
+            Issue(code: "not-found", "CSV line \($0.line): parent '\($0.parent)' of '\($0.code)' is not a code of the table")
+        }
+        var parentOf: [String: [String]] = [:]
+        for p in parents { parentOf[p.code, default: []].append(p.parent) }
+        for p in parents where issues.isEmpty {
+            // Depth-first up from the code: reaching it again is a cycle.
+            var stack = [p.parent], visited: Set<String> = []
+            while let next = stack.popLast() {
+                if next == p.code {
+                    issues.append(Issue(code: "business-rule", "CSV line \(p.line): '\(p.code)' is its own ancestor (the parent column has a cycle)"))
+                    break
+                }
+                if visited.insert(next).inserted { stack += parentOf[next] ?? [] }
+            }
+        }
+        if !issues.isEmpty { throw FHIRError(.invalid, issues) }
     }
 
     static func parse(_ text: String) -> [[String]] { CSVTable.rows(text) }

@@ -24,6 +24,10 @@ public struct ParsedConceptMap: Sendable {
     public private(set) var reverse: [String: [String: [Target]]] = [:]
     /// Source systems whose unmapped codes have a fixed target (`group.unmapped` mode fixed).
     public private(set) var fixed: [String: Target] = [:]
+    /// Source systems whose unmapped codes are the same code in the target system (mode provided).
+    public private(set) var provided: [String: String] = [:]
+    /// Source systems whose unmapped codes are translated by another map (mode other-map: its URL).
+    public private(set) var otherMap: [String: String] = [:]
 
     public init(_ map: JSONObject) {
         url = map["url"]?.stringValue ?? "ConceptMap/" + (map["id"]?.stringValue ?? "")
@@ -48,9 +52,19 @@ public struct ParsedConceptMap: Sendable {
                     }
                 }
             }
-            if let unmapped = group["unmapped"], unmapped["mode"]?.stringValue == "fixed", let targetSystem,
-               let code = unmapped["code"]?.stringValue {
-                fixed[source] = Target(system: targetSystem, code: code, display: unmapped["display"]?.stringValue, equivalence: "inexact", map: url)
+            if let unmapped = group["unmapped"] {
+                switch unmapped["mode"]?.stringValue {
+                case "fixed":
+                    if let targetSystem, let code = unmapped["code"]?.stringValue {
+                        fixed[source] = Target(system: targetSystem, code: code, display: unmapped["display"]?.stringValue, equivalence: "inexact", map: url)
+                    }
+                case "provided":
+                    if let targetSystem { provided[source] = targetSystem }
+                case "other-map":
+                    if let other = unmapped["url"]?.stringValue { otherMap[source] = other }
+                default:
+                    break
+                }
             }
         }
     }
@@ -66,13 +80,18 @@ public struct ParsedConceptMap: Sendable {
         }
     }
 
-    /// The targets of `system#code` (the fixed target when the code is not mapped).
+    /// The targets of `system#code`; for a code the map does not have, its group's `unmapped`
+    /// rule: the fixed target, or the same code in the target system (`provided`). (`other-map`
+    /// needs the other map: `otherMap`.)
     public func translate(system: String, code: String, reverse: Bool = false) -> [Target] {
         if reverse { return self.reverse[system]?[code] ?? [] }
-        return forward[system]?[code] ?? fixed[system].map { [$0] } ?? []
+        if let targets = forward[system]?[code] { return targets }
+        if let target = fixed[system] { return [target] }
+        if let targetSystem = provided[system] { return [Target(system: targetSystem, code: code, display: nil, equivalence: "equal", map: url)] }
+        return []
     }
 
-    public var sourceSystems: Set<String> { Set(forward.keys).union(fixed.keys) }
+    public var sourceSystems: Set<String> { Set(forward.keys).union(fixed.keys).union(provided.keys).union(otherMap.keys) }
 }
 
 /// Each facility's maps from its local codes to the regional standard (四统一, ADR 022): the

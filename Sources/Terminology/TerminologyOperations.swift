@@ -254,7 +254,7 @@ extension RegisteredOperation {
             var found = false
             for map in maps {
                 for (system, code) in codings {
-                    for target in map.translate(system: system, code: code, reverse: reverse) where targetSystem == nil || target.system == targetSystem {
+                    for target in try await translated(service, map, system, code, reverse: reverse) where targetSystem == nil || target.system == targetSystem {
                         var concept = JSONObject([("system", .string(target.system))])
                         if !target.code.isEmpty { concept["code"] = .string(target.code) }
                         if let display = target.display { concept["display"] = .string(display) }
@@ -274,6 +274,22 @@ extension RegisteredOperation {
             }
             return .resource(JSONObject.parameters(out + matches))
         })
+
+    /// `map`'s targets of `system#code`, following `group.unmapped` mode other-map to the map it
+    /// names (by canonical URL, a few maps deep at most).
+    static func translated(_ service: FHIRService, _ map: ParsedConceptMap, _ system: String, _ code: String, reverse: Bool,
+                           depth: Int = 0) async throws -> [ParsedConceptMap.Target] {
+        let targets = map.translate(system: system, code: code, reverse: reverse)
+        guard targets.isEmpty, !reverse, depth < 4, let url = map.otherMap[system] else { return targets }
+        let keys = try await service.store.search(SearchQuery(type: "ConceptMap", clauses: [.init(parameter: "url", parameterType: "uri", values: [.uri(url)])]),
+                                                  limit: 10)
+        var out: [ParsedConceptMap.Target] = []
+        for record in try await service.store.read(keys: keys).values.sorted(by: { $0.key.id < $1.key.id }) {
+            guard let content = record.content, let o = (try? JSONParser.parse(Array(content.readableBytesView)))?.objectValue else { continue }
+            out += try await translated(service, ParsedConceptMap(o), system, code, reverse: false, depth: depth + 1)
+        }
+        return out
+    }
 
     /// The concept maps a `$translate` uses.
     static func conceptMaps(_ service: FHIRService, _ request: OperationRequest, _ inputs: TerminologyInputs, systems: Set<String>,

@@ -88,6 +88,8 @@ public struct ValueSetExpander: Sendable {
                 excluded.formUnion(try await select(exclude, depth: depth, sources: &sources))
             }
             if !excluded.isEmpty { result.removeAll { excluded.contains($0) } }
+            // `compose.inactive` false: inactive codes are not in the value set at all (R4 ValueSet.compose.inactive).
+            if compose["inactive"]?.boolValue == false { result.removeAll(where: \.inactive) }
         } else if let contains = valueSet["expansion"]?["contains"]?.arrayValue {
             // A value set given by its expansion only.
             func walk(_ list: [JSON]) {
@@ -240,8 +242,12 @@ public struct ValueSetExpander: Sendable {
             do { regex = try NSRegularExpression(pattern: "^(?:" + value + ")$") } catch {
                 throw FHIRError(.invalid, code: "value", "Invalid regex '\(value)'", at: "ValueSet.compose.include.filter.value")
             }
+            var details: [String: [String]] = [:]
+            if !["concept", "code", "display"].contains(property) {
+                for entry in try await detailed(system, version) { details[entry.code] = entry.values[property] ?? [] }
+            }
             return try await rows(system, version, .all).filter { code in
-                propertyValues(code, property, system: system).contains { text in
+                (propertyValues(code, property, system: system) ?? details[code.code] ?? []).contains { text in
                     regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
                 }
             }
@@ -266,11 +272,12 @@ public struct ValueSetExpander: Sendable {
         }
     }
 
-    func propertyValues(_ code: Code, _ property: String, system: String) -> [String] {
+    /// The values of `code`, `concept` and `display` (nil: another property, read from the concept's detail).
+    func propertyValues(_ code: Code, _ property: String, system: String) -> [String]? {
         switch property {
         case "code", "concept": return [code.code]
         case "display": return [code.display].compactMap { $0 }
-        default: return []
+        default: return nil
         }
     }
 
