@@ -26,6 +26,8 @@ extension RegisteredOperation {
         handler: { service, request in
             let items = try RecognitionCatalogue.parse(csv: try csv(request))
             let (count, changed) = try await RecognitionCatalogue.load(items, service: service)
+            // A load that changes nothing writes nothing; it is still on the trail.
+            if !changed { try await service.trail.append(.operation("load-catalogue"), type: "CodeSystem", entities: [], patients: [], query: "unchanged") }
             return .resource(OperationOutcome.information("\(items.count) rows; the catalogue has \(count) items\(changed ? "" : " (unchanged)")"))
         })
 

@@ -120,18 +120,26 @@ public struct CSVCodeSystem: Sendable {
         var issues = parents.filter { !codes.contains($0.parent) }.map {
             Issue(code: "not-found", "CSV line \($0.line): parent '\($0.parent)' of '\($0.code)' is not a code of the table")
         }
-        var parentOf: [String: [String]] = [:]
-        for p in parents { parentOf[p.code, default: []].append(p.parent) }
-        for p in parents where issues.isEmpty {
-            // Depth-first up from the code: reaching it again is a cycle.
-            var stack = [p.parent], visited: Set<String> = []
-            while let next = stack.popLast() {
-                if next == p.code {
-                    issues.append(Issue(code: "business-rule", "CSV line \(p.line): '\(p.code)' is its own ancestor (the parent column has a cycle)"))
+        // One parent per code (a code comes once): follow each chain up once, in linear time; a
+        // chain that comes back to a code on it is a cycle, and every line on it is reported.
+        var parentOf: [String: (line: Int, parent: String)] = [:]
+        for p in parents { parentOf[p.code] = (p.line, p.parent) }
+        var done: Set<String> = []
+        for start in parents.map(\.code) where !done.contains(start) {
+            var path: [String] = [], onPath: [String: Int] = [:]
+            var next: String? = start
+            while let code = next, !done.contains(code) {
+                if let at = onPath[code] {
+                    for c in path[at...] {
+                        issues.append(Issue(code: "business-rule", "CSV line \(parentOf[c]!.line): '\(c)' is its own ancestor (the parent column has a cycle)"))
+                    }
                     break
                 }
-                if visited.insert(next).inserted { stack += parentOf[next] ?? [] }
+                onPath[code] = path.count
+                path.append(code)
+                next = parentOf[code]?.parent
             }
+            done.formUnion(path)
         }
         if !issues.isEmpty { throw FHIRError(.invalid, issues) }
     }

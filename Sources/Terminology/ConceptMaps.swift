@@ -91,7 +91,15 @@ public struct ParsedConceptMap: Sendable {
         return []
     }
 
-    public var sourceSystems: Set<String> { Set(forward.keys).union(fixed.keys).union(provided.keys).union(otherMap.keys) }
+    /// Whether ingest sees `system#code` as mapped by this map (the unmapped-code report): an
+    /// element of a group, or a fixed target. `provided` and `other-map` rules answer `$translate`
+    /// only; the facility-map enrichment adds no Coding for them, so their codes stay reported.
+    public func maps(system: String, code: String) -> Bool {
+        forward[system]?[code] != nil || fixed[system] != nil
+    }
+
+    /// The source systems whose codes `maps(system:code:)` may answer for.
+    public var sourceSystems: Set<String> { Set(forward.keys).union(fixed.keys) }
 }
 
 /// Each facility's maps from its local codes to the regional standard (四统一, ADR 022): the

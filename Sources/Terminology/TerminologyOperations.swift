@@ -251,10 +251,13 @@ extension RegisteredOperation {
             let maps = try await conceptMaps(service, request, inputs, systems: Set(codings.map(\.0)), reverse: reverse)
             let targetSystem = inputs.string("targetsystem")
             var matches: [JSON] = []
+            var seen: Set<[String]> = []  // a map reached both directly and through another's other-map answers once
             var found = false
             for map in maps {
                 for (system, code) in codings {
-                    for target in try await translated(service, map, system, code, reverse: reverse) where targetSystem == nil || target.system == targetSystem {
+                    for target in try await translated(service, map, system, code, reverse: reverse)
+                    where (targetSystem == nil || target.system == targetSystem)
+                        && seen.insert([target.equivalence, target.system, target.code, target.map]).inserted {
                         var concept = JSONObject([("system", .string(target.system))])
                         if !target.code.isEmpty { concept["code"] = .string(target.code) }
                         if let display = target.display { concept["display"] = .string(display) }
@@ -275,20 +278,28 @@ extension RegisteredOperation {
             return .resource(JSONObject.parameters(out + matches))
         })
 
-    /// `map`'s targets of `system#code`, following `group.unmapped` mode other-map to the map it
-    /// names (by canonical URL, a few maps deep at most).
+    /// `map`'s targets of `system#code`, following `group.unmapped` mode other-map to the map its
+    /// canonical names (`url` or `url|version`; of several versions, the newest), never to a map
+    /// already on the way, and at most four hops.
     static func translated(_ service: FHIRService, _ map: ParsedConceptMap, _ system: String, _ code: String, reverse: Bool,
-                           depth: Int = 0) async throws -> [ParsedConceptMap.Target] {
+                           visited: Set<String> = []) async throws -> [ParsedConceptMap.Target] {
         let targets = map.translate(system: system, code: code, reverse: reverse)
-        guard targets.isEmpty, !reverse, depth < 4, let url = map.otherMap[system] else { return targets }
-        let keys = try await service.store.search(SearchQuery(type: "ConceptMap", clauses: [.init(parameter: "url", parameterType: "uri", values: [.uri(url)])]),
-                                                  limit: 10)
-        var out: [ParsedConceptMap.Target] = []
-        for record in try await service.store.read(keys: keys).values.sorted(by: { $0.key.id < $1.key.id }) {
-            guard let content = record.content, let o = (try? JSONParser.parse(Array(content.readableBytesView)))?.objectValue else { continue }
-            out += try await translated(service, ParsedConceptMap(o), system, code, reverse: false, depth: depth + 1)
+        let visited = visited.union([map.url])
+        guard targets.isEmpty, !reverse, visited.count <= 4, let canonical = map.otherMap[system] else { return targets }
+        let parts = canonical.split(separator: "|", maxSplits: 1).map(String.init)
+        guard !visited.contains(parts[0]) else { return [] }
+        let keys = try await service.store.search(SearchQuery(type: "ConceptMap", clauses: [.init(parameter: "url", parameterType: "uri",
+                                                                                                   values: [.uri(parts[0])])]), limit: 50)
+        let candidates = try await service.store.read(keys: keys).values.compactMap { record -> JSONObject? in
+            guard let content = record.content, let o = (try? JSONParser.parse(Array(content.readableBytesView)))?.objectValue,
+                  parts.count == 1 || o["version"]?.stringValue == parts[1] else { return nil }
+            return o
         }
-        return out
+        // The newest version: by `version` as FHIR orders canonical versions, then the latest write.
+        guard let other = candidates.max(by: { a, b in
+            CanonicalVersion.precedes(a["version"]?.stringValue ?? "", b["version"]?.stringValue ?? "")
+        }) else { return [] }
+        return try await translated(service, ParsedConceptMap(other), system, code, reverse: false, visited: visited)
     }
 
     /// The concept maps a `$translate` uses.
@@ -355,7 +366,7 @@ extension RegisteredOperation {
             while true {
                 let counts = try await service.store.codeCounts(facility: facility, systems: systems, limit: limit)
                 out = []
-                for c in counts where !maps.contains(where: { !$0.translate(system: c.system, code: c.code).isEmpty }) {
+                for c in counts where !maps.contains(where: { $0.maps(system: c.system, code: c.code) }) {
                     out.append(JSONObject.parameter("code", parts: [JSONObject.parameter("system", "valueUri", .string(c.system)),
                                                                    JSONObject.parameter("code", "valueCode", .string(c.code)),
                                                                    JSONObject.parameter("records", "valueInteger", .number(String(c.resources)))]))

@@ -158,6 +158,13 @@ def test_unmapped_local_codes_are_listed_with_counts(region):
     for code, n in (("K", 3), ("NA", 1)):
         for _ in range(n):
             assert a.post("Observation", observation(LOCAL_A, code)).status_code == 201
+    # A map whose unmapped codes are "provided" (the same code in another system) answers
+    # $translate for every code, but ingest adds nothing for them: they stay listed.
+    provided = {"resourceType": "ConceptMap", "id": "org-a-provided", "url": "https://org-a.example/fhir/ConceptMap/provided",
+                "status": "active", "group": [{"source": LOCAL_A, "target": "https://org-a.example/fhir/CodeSystem/lab-v2",
+                                               "element": [{"code": "OLD", "target": [{"code": "NEW", "equivalence": "equivalent"}]}],
+                                               "unmapped": {"mode": "provided"}}]}
+    assert a.put("ConceptMap/org-a-provided", provided).status_code in (200, 201)
     r = a.get("ConceptMap/$unmapped-codes")
     assert r.status_code == 200, r.text
     Parameters.parse_obj(r.json())

@@ -651,6 +651,30 @@ def test_translate_unmapped_other_map(platform, more_maps):
     assert [m["concept"]["code"] for m in matches(answer) if asserting(m)] == [LAB_TO_LOINC["GLU"][0]]
 
 
+def test_other_maps_that_name_each_other_end(platform):
+    """Two maps whose unmapped codes go to each other: a code neither has is not found (no endless
+    hops), and a code one has is answered once, with or without naming the map."""
+    source = BASE + "CodeSystem/ring-source"
+    target = BASE + "CodeSystem/ring-target"
+    ring = {}
+    for name, other, mapped in (("ring-a", "ring-b", "A1"), ("ring-b", "ring-a", "B1")):
+        cm = {"resourceType": "ConceptMap", "id": name, "url": BASE + "ConceptMap/" + name, "status": "active",
+              "group": [{"source": source, "target": target,
+                         "element": [{"code": mapped, "target": [{"code": "T-" + mapped, "equivalence": "equivalent"}]}],
+                         "unmapped": {"mode": "other-map", "url": BASE + "ConceptMap/" + other}}]}
+        ConceptMap.parse_obj(cm)
+        put(platform, "ConceptMap", cm)
+        ring[name] = cm["url"]
+    answer = operation(platform, "ConceptMap/$translate", url=ring["ring-a"], system=source, code="NONE")
+    assert value(answer, "result") is False and matches(answer) == []
+    answer = operation(platform, "ConceptMap/$translate", url=ring["ring-a"], system=source, code="B1")
+    assert value(answer, "result") is True
+    assert [(m["concept"]["code"], m["source"]) for m in matches(answer)] == [("T-B1", ring["ring-b"])]
+    # Without a map named, both maps apply: ring-b answers B1 itself and through ring-a, once.
+    answer = operation(platform, "ConceptMap/$translate", system=source, code="B1")
+    assert [(m["concept"]["code"], m["source"]) for m in matches(answer)] == [("T-B1", ring["ring-b"])]
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. Terminology search modifiers on other token parameters
 # ---------------------------------------------------------------------------------------------
